@@ -71,5 +71,74 @@ def weights(model, output, layout, dequantize):
     click.echo(f"wrote {n} tensors ({nbytes / 1e6:.2f} MB) to {output}")
 
 
+@main.command()
+@MODEL
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Directory for the .npy files, index.json, summary.csv.")
+@click.option("-i", "--input", "input_specs", multiple=True, metavar="[NAME=]FILE",
+              help="Input value: .npy, .npz or an image; repeat as NAME=FILE for several inputs.")
+@click.option("--random", "seed", type=int, help="Random inputs from this seed (for inputs no --input gives).")
+@click.option("--select", metavar="REGEX", help="Only tensors whose name matches this regex.")
+@click.option("--ops", multiple=True, metavar="OP[,OP]", help="Only outputs of these op types (e.g. CONV_2D).")
+@click.option("--mean", metavar="V[,V,V]", help="Image inputs: subtract (default 127.5 for float inputs).")
+@click.option("--std", metavar="V[,V,V]", help="Image inputs: divide by (default 127.5 for float inputs).")
+@click.option("--scale", type=float, help="Image inputs: multiply by this instead of dividing by --std.")
+@click.option("--bgr", is_flag=True, help="Image inputs: feed channels as BGR.")
+@click.option("--save-patched", type=click.Path(dir_okay=False), help="Also write the patched .tflite here.")
+@click.option("--xnnpack", is_flag=True,
+              help="Run with the XNNPACK delegate (tensors it folds into its weights are left out).")
+@click.option("--num-threads", type=click.IntRange(min=1), help="Interpreter threads.")
+def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, save_patched, xnnpack, num_threads):
+    """Every intermediate tensor from one run: one .npy each, index.json and summary.csv."""
+    import time
+
+    from . import inputs, outputter
+
+    if not outdir and not save_patched:
+        raise click.UsageError("give -o DIR for the tensors, --save-patched FILE for the model, or both")
+    if outdir:
+        outputter.check_outdir(outdir)  # refuse before running, not after
+    image = inputs.ImageOptions(inputs.parse_floats(mean, "--mean"), inputs.parse_floats(std, "--std"), scale, bgr)
+    ops = [o for group in ops for o in group.split(",")]
+    patched = outputter.prepare(model, select, ops, xnnpack=xnnpack)
+    if save_patched:
+        from .fileio import atomic_output
+
+        with atomic_output(save_patched) as f:
+            f.write(patched.content)
+        click.echo(f"wrote the patched model ({len(patched.entries)} tensors exposed) to {save_patched}", err=True)
+    if not outdir:
+        return
+    dumper = outputter.Dumper(patched, num_threads)
+    if not input_specs and seed is None:
+        seed = 0
+        click.echo("no --input: using random inputs (--random 0)", err=True)
+    values, sources = inputs.load_inputs(input_specs, dumper.input_details, seed=seed, image=image)
+    start = time.perf_counter()
+    result = dumper.run(values)
+    ms = (time.perf_counter() - start) * 1e3
+    meta = {"runtime": dumper.runtime_name, "kernels": "xnnpack" if xnnpack else "builtin",
+            "input_sources": sources, "run_ms": round(ms, 2)}
+    outputter.write_dump(result, outdir, model=patched.model, meta=meta, skipped=patched.skipped,
+                         progress=sys.stderr.isatty())
+    note = f"; left out {len(patched.skipped)} constant-only tensors XNNPACK does not write" if patched.skipped else ""
+    click.echo(f"dumped {len(result)} tensors from one run ({ms:.1f} ms) to {outdir}{note}")
+
+
+@main.command()
+@MODEL
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--name", help="File stem of the generated module (default: the model's file name).")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Check the rebuild against TFLite.")
+@click.option("--fake-quant/--no-fake-quant", default=None,
+              help="Round activations to the int8 grid like the model does (default: on for int8 models).")
+@click.option("--save-keras", type=click.Path(dir_okay=False), help="Also save the built model (.keras).")
+def keras(model, outdir, name, verify, fake_quant, save_keras):
+    """Write readable Keras source + weights that rebuild the model, and verify them."""
+    from .keras_job import rebuild
+
+    ok = rebuild(model, outdir, name=name, verify=verify, fake_quant=fake_quant, save_keras=save_keras)
+    sys.exit(0 if ok else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -66,7 +66,8 @@ def builtin_op_name(code: int) -> str:
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+    """FlatBuffers accessor name -> schema field name: DilationHFactor -> dilation_h_factor."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 @cache

@@ -1,0 +1,41 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo-out
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test lint corpus fixtures bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tfl-rebuild inspect fixtures/mnist.tflite
+	$(BIN)/tfl-rebuild weights fixtures/mnist.tflite -o $(DEMO)/mnist_weights_raw.npz
+	$(BIN)/tfl-rebuild dump fixtures/mnist.tflite -o $(DEMO)/mnist_dump --random 0
+	@echo "demo outputs are in $(DEMO)/"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The corpus (14 MediaPipe models, git-ignored) is fetched once into .corpus/ and reused.
+corpus:
+	bash scripts/fetch_corpus.sh .corpus
+
+test: $(STAMP) corpus lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+fixtures: $(STAMP)
+	$(PY) fixtures/make_fixtures.py
+
+bench: $(STAMP) corpus
+	$(PY) bench/inspect.py
+	$(PY) bench/dump.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .ruff_cache

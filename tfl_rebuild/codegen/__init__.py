@@ -1,0 +1,1 @@
+"""Source generation: the only package that writes code text."""

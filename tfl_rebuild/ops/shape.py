@@ -1,0 +1,126 @@
+"""Shape and layout ops: RESHAPE, SQUEEZE, EXPAND_DIMS, TRANSPOSE, CONCATENATION, PAD*, SLICE."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Operator
+from .activation import with_activation
+from .registry import ConvertContext, ConversionError, LayerSpec, converter
+
+
+def reshape_to(x: int, out: int, ctx: ConvertContext, outputs: tuple[int, ...]) -> LayerSpec:
+    """keras.layers.Reshape when the batch axis stays, BatchReshape when it moves."""
+    in_shape, out_shape = ctx.shape(x), ctx.shape(out)
+    if any(d < 0 for d in out_shape):
+        raise ConversionError(f"tensor {ctx.tensor(out).name!r}: dynamic output shape {list(out_shape)}")
+    if in_shape and out_shape and in_shape[0] == out_shape[0]:
+        return LayerSpec("Reshape", {"target_shape": out_shape[1:]}, (x,), outputs)
+    return LayerSpec("BatchReshape", {"shape": list(out_shape)}, (x,), outputs, custom=True)
+
+
+def reshape(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    return reshape_to(op.inputs[0], op.outputs[0], ctx, op.outputs)
+
+
+for _name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
+    converter(_name, range(1, 3))(reshape)
+
+
+@converter("TRANSPOSE", range(1, 7))
+def transpose(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    perm = [int(p) for p in np.asarray(ctx.const(op.inputs[1])).reshape(-1)]
+    if perm and perm[0] == 0:
+        return LayerSpec("Permute", {"dims": tuple(perm[1:])}, (op.inputs[0],), op.outputs)
+    return LayerSpec("Transpose", {"perm": perm}, (op.inputs[0],), op.outputs, custom=True)
+
+
+@converter("CONCATENATION", range(1, 5))
+def concatenation(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    inputs = [i for i in op.inputs if i >= 0]
+    axis = int(op.options.get("axis", -1))
+    consts = [i for i in inputs if ctx.is_const(i)]
+    if not consts:
+        spec = LayerSpec("Concatenate", {"axis": axis}, tuple(inputs), op.outputs, call_list=True)
+    else:
+        values = [ctx.const(i).astype(np.float32) for i in consts]
+        spec = LayerSpec("Concat", {
+            "axis": axis,
+            "layout": "".join("c" if ctx.is_const(i) else "i" for i in inputs),
+            "constant_shapes": [list(v.shape) for v in values],
+        }, tuple(i for i in inputs if not ctx.is_const(i)), op.outputs,
+            weights=tuple((f"constant_{k}", v) for k, v in enumerate(values)), custom=True)
+    return with_activation(op, spec)
+
+
+def pad(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x = op.inputs[0]
+    pads = [[int(a), int(b)] for a, b in np.asarray(ctx.const(op.inputs[1])).reshape(-1, 2)]
+    mode = {"REFLECT": "reflect", "SYMMETRIC": "symmetric"}.get(op.options.get("mode"), "constant")
+    if op.opcode != "MIRROR_PAD":
+        mode = "constant"
+    value = 0.0
+    if op.opcode == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+        value = float(np.asarray(ctx.const(op.inputs[2])).reshape(-1)[0])
+    if mode == "constant" and value == 0.0 and len(pads) == 4 and pads[0] == [0, 0] and pads[3] == [0, 0]:
+        return LayerSpec("ZeroPadding2D", {"padding": (tuple(pads[1]), tuple(pads[2]))}, (x,), op.outputs)
+    kwargs = {"paddings": pads, "mode": mode}
+    if value:
+        kwargs["constant_values"] = value
+    return LayerSpec("Pad", kwargs, (x,), op.outputs, custom=True)
+
+
+for _name in ("PAD", "PADV2", "MIRROR_PAD"):
+    converter(_name, range(1, 5))(pad)
+
+
+def _axis_slice(index, dim: int) -> list:
+    """A Python index on one axis -> [start, stop, step] with no negative-stop ambiguity."""
+    if isinstance(index, int):
+        i = index % dim
+        return [i, i + 1, 1]
+    start, stop, step = index.indices(dim)
+    if step < 0 and stop < 0:
+        stop = None  # "run past index 0": -1 would mean the last element
+    return [start, stop, step]
+
+
+@converter("STRIDED_SLICE", range(1, 9))
+def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x = op.inputs[0]
+    shape = ctx.shape(x)
+    begin, end, strides = (np.asarray(ctx.const(i)).reshape(-1).tolist() for i in op.inputs[1:4])
+    o = op.options
+
+    def bit(mask: str, i: int) -> bool:
+        return bool(int(o.get(mask, 0)) >> i & 1)
+
+    if o.get("ellipsis_mask", 0) or o.get("new_axis_mask", 0):
+        raise ConversionError(f"STRIDED_SLICE op {op.index}: ellipsis/new-axis masks are not supported")
+    slices, squeeze = [], []
+    for axis, dim in enumerate(shape):
+        if axis >= len(begin):
+            slices.append([0, dim, 1])
+            continue
+        if bit("shrink_axis_mask", axis):
+            slices.append(_axis_slice(int(begin[axis]), dim))
+            squeeze.append(axis)
+            continue
+        b = None if bit("begin_mask", axis) else int(begin[axis])
+        e = None if bit("end_mask", axis) else int(end[axis])
+        if o.get("offset") and e is not None:
+            e += b or 0
+        slices.append(_axis_slice(slice(b, e, int(strides[axis])), dim))
+    kwargs = {"slices": slices}
+    if squeeze:
+        kwargs["squeeze"] = squeeze
+    return LayerSpec("Slice", kwargs, (x,), op.outputs, custom=True)
+
+
+@converter("SLICE", range(1, 7))
+def slice_(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x = op.inputs[0]
+    begin = np.asarray(ctx.const(op.inputs[1])).reshape(-1).tolist()
+    size = np.asarray(ctx.const(op.inputs[2])).reshape(-1).tolist()
+    slices = [[int(b), None if s < 0 else int(b) + int(s), 1] for b, s in zip(begin, size)]
+    return LayerSpec("Slice", {"slices": slices}, (x,), op.outputs, custom=True)
