@@ -82,10 +82,8 @@ def _options_fields(class_name: str):
     for m in sorted(methods):
         if m == "Init" or m.startswith("GetRootAs") or m.endswith("BufferHasIdentifier"):
             continue
-        if m.endswith(("Length", "IsNone", "AsNumpy")) and m[: -len("Length")] in methods | {
-            m.removesuffix("IsNone"), m.removesuffix("AsNumpy")
-        }:
-            continue
+        if any(m.endswith(suffix) and m.removesuffix(suffix) in methods for suffix in ("Length", "IsNone", "AsNumpy")):
+            continue  # helpers of a vector field, not fields
         fields.append((_snake(m), m, f"{m}Length" in methods))
     return cls, tuple(fields)
 
@@ -142,7 +140,11 @@ class _Parser:
         opcodes = []
         for j in range(self.count(fb, "OperatorCodes")):
             oc = fb.OperatorCodes(j)
-            code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+            # The raw builtin_code field: tflite's BuiltinCode() substitutes the deprecated field
+            # whenever builtin_code < 127, which misreads files that set only builtin_code.
+            o = oc._tab.Offset(10)
+            raw = oc._tab.Get(flatbuffers.number_types.Int32Flags, o + oc._tab.Pos) if o else 0
+            code = max(int(raw), int(oc.DeprecatedBuiltinCode()))
             custom = self.string(oc.CustomCode()) or None
             opcodes.append((builtin_op_name(code), max(1, int(oc.Version())), custom))
 
