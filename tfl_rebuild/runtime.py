@@ -6,6 +6,7 @@ Both expose the same `Interpreter` API. LiteRT imports in a fraction of TensorFl
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 
@@ -31,15 +32,25 @@ def make_interpreter(
     model_content: bytes | None = None,
     preserve_all_tensors: bool = False,
     num_threads: int | None = None,
+    reference_kernels: bool = False,
 ):
-    """An allocated interpreter, or a one-line error naming custom ops the runtime lacks."""
+    """An allocated interpreter, or a one-line error naming custom ops the runtime lacks.
+
+    `reference_kernels` skips the default delegate (XNNPACK), whose fused kernels may round
+    differently and whose internal tensors are not kept even with `preserve_all_tensors`.
+    """
     Interpreter = interpreter_class()
+    extra = {}
+    if reference_kernels:
+        resolver = sys.modules[Interpreter.__module__].OpResolverType
+        extra["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         interp = Interpreter(
             model_path=model_path,
             model_content=model_content,
             experimental_preserve_all_tensors=preserve_all_tensors,
             num_threads=num_threads,
+            **extra,
         )
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
@@ -72,12 +83,17 @@ def random_inputs(interp, seed: int = 0) -> list[np.ndarray]:
     return [random_input(d, rng) for d in interp.get_input_details()]
 
 
-def run(interp, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """One inference; returns copies of every subgraph output, in output order."""
+def set_inputs(interp, inputs: list[np.ndarray]) -> None:
+    """Copy the inputs in, resizing (and reallocating) inputs whose shape changed."""
     for detail, value in zip(interp.get_input_details(), inputs):
         if tuple(detail["shape"]) != value.shape:
             interp.resize_tensor_input(detail["index"], value.shape)
             interp.allocate_tensors()
         interp.set_tensor(detail["index"], value)
+
+
+def run(interp, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """One inference; returns copies of every subgraph output, in output order."""
+    set_inputs(interp, inputs)
     interp.invoke()
     return [interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()]

@@ -1,0 +1,139 @@
+"""How much does exposing every intermediate tensor cost? Side by side, in one process:
+
+  plain       one inference of the unpatched model (set inputs, invoke, read its outputs)
+  dump run    our patched model, interpreter already built: set inputs, invoke, copy every tensor
+  dump+write  the same plus writing the .npy files, index.json and summary.csv
+  dump cold   read + patch + build the interpreter + run (what `tfl-rebuild dump` pays once)
+  per-tensor  tflite_tensor_outputter's method: for each tensor, point the model's output at it,
+              build a new interpreter, run, read it (the rewrite here is our cheap byte patch, so
+              this underestimates the script, which re-serializes the whole model every time)
+  preserve    experimental_preserve_all_tensors, interpreter built: invoke + get_tensor each
+
+Each is timed in two kernel modes: `builtin` (no default delegate: what `dump` uses, every tensor
+computed) and `xnnpack` (the runtime's default delegate). Medians over --repeats runs
+(--per-tensor-repeats for the slow per-tensor loop). Nothing is asserted: this prints numbers.
+
+    .venv/bin/python bench/dump.py [MODEL ...] [--repeats 15] [--per-tensor-repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from tfl_rebuild import outputter, runtime  # noqa: E402
+from tfl_rebuild.errors import TflRebuildError  # noqa: E402
+from tfl_rebuild.reader import read_model  # noqa: E402
+
+DEFAULT_MODELS = [ROOT / ".corpus/pose_landmark_full.tflite", ROOT / "fixtures/mobilenet_v2_float.tflite"]
+MODES = {"builtin": False, "xnnpack": True}  # mode -> xnnpack
+
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def bench_model(path: Path, repeats: int, pt_repeats: int) -> list[tuple[str, str, float, int]]:
+    """(mode, method, median ms, tensors) rows for one model."""
+    model = read_model(path)
+    return [row for mode, xnnpack in MODES.items() for row in bench_mode(path, model, mode, xnnpack, repeats, pt_repeats)]
+
+
+def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_repeats: int):
+    plain = runtime.make_interpreter(model_path=str(path), reference_kernels=not xnnpack)
+    x = runtime.random_inputs(plain, 0)
+    rows = [(mode, "plain", median_ms(lambda: runtime.run(plain, x), repeats), 0)]
+
+    patched = outputter.prepare(model, xnnpack=xnnpack)
+    n, indices = len(patched.entries), [e.tensor_index for e in patched.entries]
+    dumper = outputter.Dumper(patched)
+    rows.append((mode, "dump run", median_ms(lambda: dumper.run(x), repeats), n))
+    if not xnnpack:
+        with tempfile.TemporaryDirectory() as tmp:
+            def run_and_write():
+                outputter.write_dump(dumper.run(x), Path(tmp) / "out", model=model)
+            rows.append((mode, "dump+write", median_ms(run_and_write, repeats), n))
+
+    def cold():
+        outputter.Dumper(outputter.prepare(read_model(path), xnnpack=xnnpack)).run(x)
+    rows.append((mode, "dump cold", median_ms(cold, max(3, repeats // 3)), n))
+
+    def per_tensor():
+        for t in indices:
+            interp = runtime.make_interpreter(model_content=_only_output(model, t), reference_kernels=not xnnpack)
+            runtime.run(interp, x)
+    rows.append((mode, "per-tensor", median_ms(per_tensor, pt_repeats, warmup=0), n))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keep = runtime.make_interpreter(model_path=str(path), preserve_all_tensors=True, reference_kernels=not xnnpack)
+
+    def preserve():
+        runtime.set_inputs(keep, x)
+        keep.invoke()
+        return [keep.get_tensor(t) for t in indices]
+    rows.append((mode, "preserve", median_ms(preserve, repeats), n))
+    return rows
+
+
+def _only_output(model, tensor: int) -> bytes:
+    """The model with its outputs replaced by [tensor]: the per-tensor method's rewrite."""
+    import struct
+
+    data = outputter.patch_outputs(model, [])
+    field = outputter._outputs_field(outputter._Buf(data, "bench"), 0)
+    start = len(data)
+    return data[:field] + struct.pack("<I", start - field) + data[field + 4:] + struct.pack("<Ii", 1, tensor)
+
+
+def print_table(name: str, rows) -> None:
+    plain = {mode: ms for mode, method, ms, _ in rows if method == "plain"}
+    run = {mode: ms for mode, method, ms, _ in rows if method == "dump run"}
+    print(f"\n{name}")
+    print(f"  {'mode':8} {'method':11} {'tensors':>7} {'median ms':>10} {'x plain':>8} {'x dump run':>11}")
+    for mode, method, ms, n in rows:
+        print(f"  {mode:8} {method:11} {n or '':>7} {ms:10.1f} {ms / plain[mode]:8.2f} {ms / run[mode]:11.2f}")
+    for mode in plain:
+        pt = next(ms for m, meth, ms, _ in rows if m == mode and meth == "per-tensor")
+        cold = next(ms for m, meth, ms, _ in rows if m == mode and meth == "dump cold")
+        print(f"  {mode}: dump run = {run[mode] / plain[mode]:.2f}x plain; per-tensor is "
+              f"{pt / run[mode]:.0f}x slower than dump run, {pt / cold:.0f}x slower than dump cold")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", type=Path, default=DEFAULT_MODELS)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--per-tensor-repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    print(f"runtime: {runtime.interpreter_class().__module__}; cpus: {os.cpu_count()}; "
+          f"repeats: {args.repeats} (per-tensor: {args.per_tensor_repeats})")
+    for path in args.models:
+        if not path.exists():
+            print(f"\n{path.name}: missing, skipped ({'run scripts/fetch_corpus.sh' if '.corpus' in str(path) else 'run fixtures/make_fixtures.py'})")
+            continue
+        try:
+            print_table(path.name, bench_model(path, args.repeats, args.per_tensor_repeats))
+        except TflRebuildError as exc:
+            print(f"\n{path.name}: skipped: {exc}")
+
+
+if __name__ == "__main__":
+    main()
