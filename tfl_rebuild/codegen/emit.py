@@ -18,6 +18,15 @@ from ..passes import fake_quant_params, prepare
 from .literals import Code, comment, lit
 from .naming import Namer, sanitize
 
+# Keras defaults left out of generated calls, so each line says only what differs.
+DEFAULTS = {
+    "strides": ((1, 1),),
+    "dilation_rate": ((1, 1),),
+    "padding": ("valid",),
+    "use_bias": (True,),
+    "depth_multiplier": (1,),
+    "groups": (1,),
+}
 KWARG = re.compile(r"^[a-z_][a-z0-9_]*$")
 CLASS = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
@@ -132,6 +141,8 @@ class _Emitter:
             raise ValueError(f"bad layer class {spec.layer!r}")
         kwargs = []
         for k, v in spec.kwargs.items():
+            if not spec.custom and v in DEFAULTS.get(k, ()):
+                continue
             if not KWARG.match(k):
                 raise ValueError(f"bad keyword {k!r}")
             kwargs.append(f"{k}={lit(v)}")

@@ -16,7 +16,7 @@ def _padding(op: Operator) -> str:
 
 def _kernel(op: Operator, ctx: ConvertContext) -> np.ndarray:
     if not ctx.is_const(op.inputs[1]):
-        raise ConversionError(f"{op.opcode} op {op.index}: weights computed at run time are not supported")
+        raise ConversionError(f"{op.key} op {op.index}: weights computed at run time are not supported")
     return ctx.const(op.inputs[1]).astype(np.float32)
 
 
@@ -71,15 +71,13 @@ def depthwise_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return with_activation(op, spec, takes_activation=True)
 
 
-@converter("TRANSPOSE_CONV", range(1, 6))
-def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
-    x = op.inputs[2]
-    w = ctx.const(op.inputs[1]).astype(np.float32)
+def transpose_conv_layer(op: Operator, ctx: ConvertContext, x: int, w: np.ndarray, bias: np.ndarray | None,
+                         padding: str, strides: tuple[int, int]) -> list[LayerSpec]:
+    """Conv2DTranspose reaching TFLite's exact output size (shared with MediaPipe's custom op)."""
     o, kh, kw, _ = w.shape
-    sh, sw = op.options.get("stride_h", 1), op.options.get("stride_w", 1)
+    sh, sw = strides
     out_h, out_w = ctx.shape(op.outputs[0])[1:3]
     in_h, in_w = ctx.shape(x)[1:3]
-    padding = _padding(op)
     kwargs = {"filters": o, "kernel_size": (kh, kw), "strides": (sh, sw), "padding": padding}
     # Keras' default output size is in*stride (same) or in*stride + max(k - stride, 0) (valid);
     # anything else TFLite asked for is reached with output_padding.
@@ -89,13 +87,19 @@ def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
         extra = [out - ((n - 1) * s + k - 2 * p) for out, n, s, k, p in
                  ((out_h, in_h, sh, kh, pad[0]), (out_w, in_w, sw, kw, pad[1]))]
         if not all(0 <= e < s for e, s in zip(extra, (sh, sw))):
-            raise ConversionError(f"TRANSPOSE_CONV op {op.index}: output size {out_h}x{out_w} not reachable in Keras")
+            raise ConversionError(f"{op.key} op {op.index}: output size {out_h}x{out_w} not reachable in Keras")
         kwargs["output_padding"] = tuple(extra)
-    bias = _bias(op, ctx, 3, o)
     kwargs["use_bias"] = bias is not None
     spec = LayerSpec("Conv2DTranspose", kwargs, (x,), op.outputs,
                      _weights("kernel", to_keras_layout(w, "TRANSPOSE_CONV"), bias))
     return with_activation(op, spec, takes_activation=True)
+
+
+@converter("TRANSPOSE_CONV", range(1, 6))
+def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    w = _kernel(op, ctx)
+    strides = (op.options.get("stride_h", 1), op.options.get("stride_w", 1))
+    return transpose_conv_layer(op, ctx, op.inputs[2], w, _bias(op, ctx, 3, w.shape[0]), _padding(op), strides)
 
 
 @converter("FULLY_CONNECTED", range(1, 13))
