@@ -115,6 +115,12 @@ def _shape(t: Tensor) -> str:
     return "x".join(str(d) for d in t.shape) or "scalar"
 
 
+def _inputs(sg: Subgraph, op: Operator) -> str:
+    """Input shapes of an op; constants marked with *, omitted optionals with -."""
+    return ", ".join("-" if i < 0 else _shape(sg.tensors[i]) + ("*" if sg.tensors[i].is_constant else "")
+                     for i in op.inputs)
+
+
 def print_report(model: Model, show_tensors: bool = False, console=None) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -148,12 +154,11 @@ def print_report(model: Model, show_tensors: bool = False, console=None) -> None
             for i in ids:
                 t = sg.tensors[i]
                 con.print(f"  {label} {i}: {e(t.name)}  {_shape(t)} {t.dtype}")
-        ops = Table("#", "op", "inputs", "outputs", box=None, pad_edge=False)
+        ops = Table("#", "op", "output", "shape", "inputs", box=None, pad_edge=False)
         for op in sg.operators:
-            def io(ids):
-                return "  ".join("-" if i < 0 else f"{_shape(sg.tensors[i])} {sg.tensors[i].dtype}"
-                                 + (" (const)" if sg.tensors[i].is_constant else "") for i in ids)
-            ops.add_row(str(op.index), e(op.key), io(op.inputs), e(io(op.outputs)))
+            out = sg.tensors[op.outputs[0]] if op.outputs and op.outputs[0] >= 0 else None
+            ops.add_row(str(op.index), e(op.key), e(out.name) if out else "-",
+                        f"{_shape(out)} {out.dtype}" if out else "-", _inputs(sg, op))
         con.print(ops)
         hist = Table("op", "count", box=None, pad_edge=False)
         for name, n in Counter(op.key for op in sg.operators).most_common():
