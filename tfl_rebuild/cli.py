@@ -6,6 +6,7 @@ the input's fault is a `TflRebuildError`: printed as one line, exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -29,6 +30,8 @@ class _Group(click.Group):
 @click.version_option(package_name="tfl-rebuild")
 def main():
     """See inside TensorFlow Lite models, debug them layer by layer, rebuild them in Keras."""
+    # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise for our users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 MODEL = click.argument("model", type=click.Path(dir_okay=False, path_type=str))
@@ -138,6 +141,38 @@ def keras(model, outdir, name, verify, fake_quant, save_keras):
 
     ok = rebuild(model, outdir, name=name, verify=verify, fake_quant=fake_quant, save_keras=save_keras)
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@MODEL
+@click.argument("module", type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "input_specs", multiple=True, metavar="[NAME=]FILE",
+              help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.")
+@click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the per-layer error curve (png/svg/pdf).")
+@click.option("--model-explorer", "explorer", type=click.Path(dir_okay=False),
+              help="Write Model Explorer node data (errors as colours on the graph).")
+def compare(model, module, input_specs, seed, as_json, plot, explorer):
+    """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
+    from . import compare as cmp
+    from .inputs import load_inputs
+    from .runtime import make_interpreter
+
+    values = None
+    if input_specs:
+        details = make_interpreter(model).get_input_details()
+        values, _ = load_inputs(input_specs, details, seed=seed)
+    result = cmp.compare(model, module, values, seed=seed)
+    if as_json:
+        click.echo(cmp.to_json(result))
+    else:
+        cmp.print_table(result)
+    if plot:
+        cmp.write_plot(result, plot)
+    if explorer:
+        cmp.write_model_explorer(result, explorer)
+    sys.exit(0 if result.first_divergence is None else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

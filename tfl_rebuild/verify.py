@@ -15,7 +15,11 @@ from .ir import Model, Tensor
 from .runtime import make_interpreter, random_inputs, run
 
 # Documented tolerances, by quantization kind. full-int8: max abs error in output LSBs.
+# Float models: rel <= 1e-4, or within twice the runtime's own noise, which is how far TFLite's
+# two kernel sets (XNNPACK and the built-in reference kernels) disagree on the same input; deep
+# decoders with large activations reach 1e-3 there (e.g. pose_landmark_full's heatmap).
 FLOAT_REL_TOL = 1e-4
+NOISE_FACTOR = 2.0
 DYNAMIC_REL_TOL = 5e-2
 INT8_LSB_TOL = 2.0
 
@@ -32,6 +36,7 @@ class OutputReport:
     cosine: float
     lsb: float | None  # max abs error in units of the output scale (quantized outputs)
     input_sensitive: bool
+    noise: float = 0.0  # max rel gap between TFLite's XNNPACK and reference kernels
     top1_agree: float | None = None
     ok: bool = False
 
@@ -95,19 +100,27 @@ def run_keras(keras_model, inputs: list[np.ndarray]) -> list[np.ndarray]:
 def verify(model: Model, keras_model, batches: int = 3) -> Report:
     sg = model.main
     kind = quantization_kind(model)
-    interp = make_interpreter(model_content=bytes(model._storage))
+    content = bytes(model._storage)
+    interp = make_interpreter(model_content=content)
+    float_model = kind in ("float", "fp16", "dynamic-range")
+    reference = make_interpreter(model_content=content, reference_kernels=True) if float_model else None
     in_tensors = [sg.tensors[i] for i in sg.inputs]
     out_tensors = [sg.tensors[i] for i in sg.outputs]
     refs: list[list[np.ndarray]] = [[] for _ in out_tensors]
     gots: list[list[np.ndarray]] = [[] for _ in out_tensors]
+    noise = [0.0] * len(out_tensors)
     for seed in range(batches):
         inputs = random_inputs(interp, seed)
         ref = run(interp, inputs)
+        if reference is not None:
+            for k, other in enumerate(run(reference, inputs)):
+                noise[k] = max(noise[k], compare_arrays(to_float(out_tensors[k], ref[k]), other)[1])
         got = run_keras(keras_model, [to_float(t, x) for t, x in zip(in_tensors, inputs)])
         for k, t in enumerate(out_tensors):
             refs[k].append(to_float(t, ref[k]))
             gots[k].append(got[k] if k < len(got) else np.zeros(0))
-    tol = {"float": f"rel <= {FLOAT_REL_TOL:g}", "fp16": f"rel <= {FLOAT_REL_TOL:g}",
+    tol = {"float": f"rel <= max({FLOAT_REL_TOL:g}, {NOISE_FACTOR:g} x runtime noise)",
+           "fp16": f"rel <= max({FLOAT_REL_TOL:g}, {NOISE_FACTOR:g} x runtime noise)",
            "dynamic-range": f"rel <= {DYNAMIC_REL_TOL:g}"}.get(kind, f"<= {INT8_LSB_TOL:g} LSB of the output scale")
     report = Report(kind, tol)
     for k, t in enumerate(out_tensors):
@@ -124,8 +137,10 @@ def verify(model: Model, keras_model, batches: int = 3) -> Report:
         if lsb is not None:
             ok = lsb <= INT8_LSB_TOL and (top1 is None or top1 == 1.0)
         else:
-            ok = max_rel <= (DYNAMIC_REL_TOL if kind == "dynamic-range" else FLOAT_REL_TOL)
-        report.outputs.append(OutputReport(t.name, max_abs, max_rel, cos, lsb, spread > 0.01, top1, ok))
+            base = DYNAMIC_REL_TOL if kind == "dynamic-range" else FLOAT_REL_TOL
+            ok = max_rel <= max(base, NOISE_FACTOR * noise[k])
+        report.outputs.append(OutputReport(t.name, max_abs, max_rel, cos, lsb, input_sensitive=spread > 0.01,
+                                           noise=noise[k], top1_agree=top1, ok=ok))
     return report
 
 
@@ -135,12 +150,13 @@ def print_report(report: Report, console=None) -> None:
     from rich.table import Table
 
     con = console or Console(highlight=False)
-    table = Table("output", "max abs", "max rel", "cosine", "LSB", "top-1", "status", box=None, pad_edge=False)
+    table = Table("output", "max abs", "max rel", "runtime noise", "cosine", "LSB", "top-1", "status", box=None,
+                  pad_edge=False)
     for o in report.outputs:
         status = "[green]match[/green]" if o.ok else "[red]MISMATCH[/red]"
         if not o.input_sensitive:
             status += " [yellow](output does not depend on the input: the match proves little)[/yellow]"
-        table.add_row(escape(o.name), f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", f"{o.cosine:.6f}",
+        table.add_row(escape(o.name), f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", f"{o.noise:.3g}", f"{o.cosine:.6f}",
                       "-" if o.lsb is None else f"{o.lsb:.2f}",
                       "-" if o.top1_agree is None else f"{o.top1_agree:.0%}", status)
     con.print(f"verification vs TFLite ({report.kind} model, tolerance {report.tolerance}):")
