@@ -87,7 +87,7 @@ def compare(model_path: str, py_path: str, inputs=None, seed: int = 0) -> Compar
     kind = quantization_kind(model)
     quantized = kind in ("full-int8", "int16x8")
     rows = []
-    for (m, (key, entry)), value in zip(pairs, got):
+    for (_, (key, entry)), value in zip(pairs, got):
         t = sg.tensors[entry.tensor_index]
         ref = to_float(t, reference[key])
         max_abs, max_rel, cos = compare_arrays(ref, np.asarray(value))
