@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -77,14 +78,26 @@ def _num(node: str) -> int:
     return int(node.split(":", 1)[1])
 
 
+# Control characters XML 1.0 cannot hold (and \r, which XML parsers turn into \n; DOT tools balk too).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffe\uffff]")
+
+
+def _text(s: str) -> str:
+    """A model's string with control characters written as visible \\xNN escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+
+
 def _flat(attrs: dict) -> dict:
     """GraphML/DOT take scalars only: lists and dicts become JSON text."""
-    return {k: v if isinstance(v, (str, int, float, bool)) else json.dumps(v) for k, v in attrs.items()}
+    return {
+        k: _text(v) if isinstance(v, str) else v if isinstance(v, (int, float, bool)) else json.dumps(v)
+        for k, v in attrs.items()
+    }
 
 
 def _dot(g: nx.DiGraph) -> str:
     def q(s: str) -> str:
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return '"' + _text(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
     lines = [f"digraph {q(g.graph.get('name') or 'model')} {{", "  node [shape=box, fontname=Helvetica];"]
     for n, a in g.nodes(data=True):

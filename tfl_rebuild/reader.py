@@ -175,6 +175,7 @@ class _Parser:
             span = buffers[bi]
             metadata[self.string(md.Name())] = bytes(self.buf[span[0] : span[0] + span[1]]) if span else b""
 
+        self.where = "subgraphs"
         subgraphs = tuple(
             self._parse_subgraph(fb.Subgraphs(s), s, opcodes, buffers)
             for s in range(self.count(fb, "Subgraphs"))
@@ -183,6 +184,7 @@ class _Parser:
             raise self.fail("model has no subgraphs")
 
         signatures = []
+        self.where = "signature defs"
         for j in range(self.count(fb, "SignatureDefs")):
             self.where = f"signature def {j}"
             sd = fb.SignatureDefs(j)
