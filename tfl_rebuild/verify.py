@@ -15,9 +15,9 @@ from .ir import Model, Tensor
 from .runtime import make_interpreter, random_inputs, run
 
 # Documented tolerances, by quantization kind. full-int8: max abs error in output LSBs.
-# Float models: rel <= 1e-4, or within twice the runtime's own noise, which is how far TFLite's
-# two kernel sets (XNNPACK and the built-in reference kernels) disagree on the same input; deep
-# decoders with large activations reach 1e-3 there (e.g. pose_landmark_full's heatmap).
+# Each bar also admits twice the runtime's own noise: how far TFLite's two kernel sets (XNNPACK
+# and the built-in reference kernels) disagree on the same input. Deep float decoders reach 1e-3
+# there (pose_landmark_full's heatmap); int8 MobileNetV2 reaches 15 LSB (requantization differs).
 FLOAT_REL_TOL = 1e-4
 NOISE_FACTOR = 2.0
 DYNAMIC_REL_TOL = 5e-2
@@ -36,7 +36,7 @@ class OutputReport:
     cosine: float
     lsb: float | None  # max abs error in units of the output scale (quantized outputs)
     input_sensitive: bool
-    noise: float = 0.0  # max rel gap between TFLite's XNNPACK and reference kernels
+    noise: float = 0.0  # gap between TFLite's XNNPACK and reference kernels (rel, or LSB if quantized)
     top1_agree: float | None = None
     ok: bool = False
 
@@ -102,45 +102,53 @@ def verify(model: Model, keras_model, batches: int = 3) -> Report:
     kind = quantization_kind(model)
     content = bytes(model._storage)
     interp = make_interpreter(model_content=content)
-    float_model = kind in ("float", "fp16", "dynamic-range")
-    reference = make_interpreter(model_content=content, reference_kernels=True) if float_model else None
+    reference = make_interpreter(model_content=content, reference_kernels=True)
     in_tensors = [sg.tensors[i] for i in sg.inputs]
     out_tensors = [sg.tensors[i] for i in sg.outputs]
     refs: list[list[np.ndarray]] = [[] for _ in out_tensors]
     gots: list[list[np.ndarray]] = [[] for _ in out_tensors]
-    noise = [0.0] * len(out_tensors)
+    noise = [0.0] * len(out_tensors)  # max abs gap between the two kernel sets
+    top1_noise = [False] * len(out_tensors)  # the kernel sets disagree on the arg-max
     for seed in range(batches):
         inputs = random_inputs(interp, seed)
         ref = run(interp, inputs)
-        if reference is not None:
-            for k, other in enumerate(run(reference, inputs)):
-                noise[k] = max(noise[k], compare_arrays(to_float(out_tensors[k], ref[k]), other)[1])
+        for k, other in enumerate(run(reference, inputs)):
+            a, b = to_float(out_tensors[k], ref[k]), to_float(out_tensors[k], other)
+            noise[k] = max(noise[k], compare_arrays(a, b)[0])
+            top1_noise[k] |= a.size > 1 and int(np.argmax(a)) != int(np.argmax(b))
         got = run_keras(keras_model, [to_float(t, x) for t, x in zip(in_tensors, inputs)])
         for k, t in enumerate(out_tensors):
             refs[k].append(to_float(t, ref[k]))
             gots[k].append(got[k] if k < len(got) else np.zeros(0))
     tol = {"float": f"rel <= max({FLOAT_REL_TOL:g}, {NOISE_FACTOR:g} x runtime noise)",
            "fp16": f"rel <= max({FLOAT_REL_TOL:g}, {NOISE_FACTOR:g} x runtime noise)",
-           "dynamic-range": f"rel <= {DYNAMIC_REL_TOL:g}"}.get(kind, f"<= {INT8_LSB_TOL:g} LSB of the output scale")
+           "dynamic-range": f"rel <= max({DYNAMIC_REL_TOL:g}, {NOISE_FACTOR:g} x runtime noise)"}.get(
+        kind, f"<= max({INT8_LSB_TOL:g}, {NOISE_FACTOR:g} x runtime noise) LSB of the output scale")
     report = Report(kind, tol)
     for k, t in enumerate(out_tensors):
         ref, got = np.stack(refs[k]), np.stack([g.reshape(refs[k][0].shape) if g.size == refs[k][0].size else g
                                                 for g in gots[k]])
         max_abs, max_rel, cos = compare_arrays(ref, got)
         spread = max(compare_arrays(refs[k][0], r)[1] for r in refs[k][1:]) if batches > 1 else 1.0
-        lsb = None
+        lsb = noise_lsb = None
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        noise_rel = noise[k] / scale if scale > 0 else 0.0
         if t.quantized and kind in ("full-int8", "int16x8"):
             lsb = max_abs / float(t.quantization.scale[0])
+            noise_lsb = noise[k] / float(t.quantization.scale[0])
         top1 = None
         if ref.ndim >= 2 and ref.shape[-1] > 1 and ref.size // ref.shape[-1] == batches and ref.size == got.size:
             top1 = float(np.mean(ref.reshape(batches, -1).argmax(-1) == got.reshape(batches, -1).argmax(-1)))
+        # Arg-max agreement is required where TFLite's own kernel sets agree on it.
+        top1_ok = top1 is None or top1 == 1.0 or top1_noise[k]
         if lsb is not None:
-            ok = lsb <= INT8_LSB_TOL and (top1 is None or top1 == 1.0)
+            ok = lsb <= max(INT8_LSB_TOL, NOISE_FACTOR * noise_lsb) and top1_ok
         else:
             base = DYNAMIC_REL_TOL if kind == "dynamic-range" else FLOAT_REL_TOL
-            ok = max_rel <= max(base, NOISE_FACTOR * noise[k])
+            ok = max_rel <= max(base, NOISE_FACTOR * noise_rel) and top1_ok
         report.outputs.append(OutputReport(t.name, max_abs, max_rel, cos, lsb, input_sensitive=spread > 0.01,
-                                           noise=noise[k], top1_agree=top1, ok=ok))
+                                           noise=noise_lsb if lsb is not None else noise_rel,
+                                           top1_agree=top1, ok=ok))
     return report
 
 
