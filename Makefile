@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/tfl-rebuild inspect fixtures/mnist.tflite
 	$(BIN)/tfl-rebuild weights fixtures/mnist.tflite -o $(DEMO)/mnist_weights_raw.npz
 	$(BIN)/tfl-rebuild dump fixtures/mnist.tflite -o $(DEMO)/mnist_dump --random 0
+	$(BIN)/tfl-rebuild keras fixtures/mnist.tflite -o $(DEMO)/keras
+	$(BIN)/tfl-rebuild compare fixtures/mnist.tflite $(DEMO)/keras/mnist.py --plot $(DEMO)/mnist_errors.png
 	@echo "demo outputs are in $(DEMO)/"
 
 lint: $(STAMP)
