@@ -2,6 +2,7 @@
 
   plain       one inference of the unpatched model (set inputs, invoke, read its outputs)
   dump run    our patched model, interpreter already built: set inputs, invoke, copy every tensor
+  dump views  the same, reading tensors as views into the interpreter (what the CLI writes from)
   dump+write  the same plus writing the .npy files, index.json and summary.csv
   dump cold   read + patch + build the interpreter + run (what `tfl-rebuild dump` pays once)
   per-tensor  tflite_tensor_outputter's method: for each tensor, point the model's output at it,
@@ -40,35 +41,56 @@ MODES = {"builtin": False, "xnnpack": True}  # mode -> xnnpack
 
 
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+    return paired_ms([fn], repeats, warmup)[0]
+
+
+def paired_ms(fns, repeats: int, warmup: int = 1) -> list[float]:
+    """Median ms of each function, run round-robin so load from other processes hits all alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - start)
+    return [statistics.median(ts) * 1e3 for ts in times]
 
 
 def bench_model(path: Path, repeats: int, pt_repeats: int) -> list[tuple[str, str, float, int]]:
     """(mode, method, median ms, tensors) rows for one model."""
     model = read_model(path)
+    indices = [e.tensor_index for e in outputter.select_tensors(model)]
+    patch = median_ms(lambda: outputter.patch_outputs(model, indices), repeats)
+    print(f"\n{path.name}: {model.size / 1e6:.1f} MB; byte patch alone {patch:.2f} ms "
+          f"({patch / (model.size / 50e6):.1f} ms per 50 MB)")
     return [row for mode, xnnpack in MODES.items() for row in bench_mode(path, model, mode, xnnpack, repeats, pt_repeats)]
 
 
 def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_repeats: int):
     plain = runtime.make_interpreter(model_path=str(path), reference_kernels=not xnnpack)
     x = runtime.random_inputs(plain, 0)
-    rows = [(mode, "plain", median_ms(lambda: runtime.run(plain, x), repeats), 0)]
-
     patched = outputter.prepare(model, xnnpack=xnnpack)
     n, indices = len(patched.entries), [e.tensor_index for e in patched.entries]
     dumper = outputter.Dumper(patched)
-    rows.append((mode, "dump run", median_ms(lambda: dumper.run(x), repeats), n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keep = runtime.make_interpreter(model_path=str(path), preserve_all_tensors=True, reference_kernels=not xnnpack)
+
+    def preserve():
+        runtime.set_inputs(keep, x)
+        keep.invoke()
+        return [keep.get_tensor(t) for t in indices]
+
+    t_plain, t_run, t_views, t_keep = paired_ms(
+        [lambda: runtime.run(plain, x), lambda: dumper.run(x), lambda: dumper.run(x, copy=False), preserve], repeats
+    )
+    rows = [(mode, "plain", t_plain, 0), (mode, "dump run", t_run, n), (mode, "dump views", t_views, n)]
     if not xnnpack:
         with tempfile.TemporaryDirectory() as tmp:
             def run_and_write():
-                outputter.write_dump(dumper.run(x), Path(tmp) / "out", model=model)
+                outputter.write_dump(dumper.run(x, copy=False), Path(tmp) / "out", model=model)
             rows.append((mode, "dump+write", median_ms(run_and_write, repeats), n))
 
     def cold():
@@ -81,15 +103,7 @@ def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_rep
             runtime.run(interp, x)
     rows.append((mode, "per-tensor", median_ms(per_tensor, pt_repeats, warmup=0), n))
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        keep = runtime.make_interpreter(model_path=str(path), preserve_all_tensors=True, reference_kernels=not xnnpack)
-
-    def preserve():
-        runtime.set_inputs(keep, x)
-        keep.invoke()
-        return [keep.get_tensor(t) for t in indices]
-    rows.append((mode, "preserve", median_ms(preserve, repeats), n))
+    rows.append((mode, "preserve", t_keep, n))
     return rows
 
 
@@ -106,7 +120,6 @@ def _only_output(model, tensor: int) -> bytes:
 def print_table(name: str, rows) -> None:
     plain = {mode: ms for mode, method, ms, _ in rows if method == "plain"}
     run = {mode: ms for mode, method, ms, _ in rows if method == "dump run"}
-    print(f"\n{name}")
     print(f"  {'mode':8} {'method':11} {'tensors':>7} {'median ms':>10} {'x plain':>8} {'x dump run':>11}")
     for mode, method, ms, n in rows:
         print(f"  {mode:8} {method:11} {n or '':>7} {ms:10.1f} {ms / plain[mode]:8.2f} {ms / run[mode]:11.2f}")

@@ -280,3 +280,31 @@ def test_console_script_one_line_error(tmp_path):
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "Traceback" not in res.stderr
+
+
+# -- inputs.conform -------------------------------------------------------------------------------
+
+def detail(dtype, shape, sig=None, quant=(0.0, 0)):
+    return {"name": "x", "dtype": np.dtype(dtype), "shape": np.array(shape),
+            "shape_signature": np.array(sig if sig is not None else shape), "quantization": quant}
+
+
+def test_conform_quantizes_floats_for_quantized_inputs():
+    from tfl_rebuild.inputs import conform
+
+    out = conform(np.array([[1.0, -100.0, 0.2]], np.float32), detail(np.int8, [1, 3], quant=(0.5, -1)), "t")
+    assert out.dtype == np.int8 and out.tolist() == [[1, -128, -1]]
+
+
+def test_conform_dtype_and_shape_rules():
+    from tfl_rebuild.errors import InputError
+    from tfl_rebuild.inputs import conform
+
+    assert conform(np.ones((3, 4)), detail(np.float32, [1, 4], sig=[-1, 4]), "t").shape == (3, 4)
+    assert conform(np.arange(4), detail(np.uint8, [1, 4]), "t").dtype == np.uint8
+    with pytest.raises(InputError, match="outside"):
+        conform(np.array([300, 0, 0, 0]), detail(np.uint8, [1, 4]), "t")
+    with pytest.raises(InputError, match="not quantized"):
+        conform(np.ones(4, np.float32), detail(np.int8, [1, 4]), "t")
+    with pytest.raises(InputError, match=r"expects shape \[1, 4\]"):
+        conform(np.ones((2, 2)), detail(np.float32, [1, 4]), "t")

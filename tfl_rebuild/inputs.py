@@ -87,24 +87,21 @@ def load_inputs(specs: Sequence[str], details: Sequence[dict], *, seed: int | No
                 assign(target, arr, f"{path}[{key}]")
             continue
         if name is None:
-            free = [n for n in names if n not in values]
             if len(names) > 1:
                 raise InputError(
                     f"the model has {len(names)} inputs ({', '.join(names)}): name each one, --input NAME={path}"
                 )
-            if not free:
-                raise InputError(f"{path}: every input already has a value")
-            name = free[0]
+            name = names[0]
         assign(name, load_file(path, by_name[name], image), path)
 
-    rng = np.random.default_rng(seed if seed is not None else 0)
-    randoms = [_random(d, rng) for d in details]  # drawn for all, so --random alone = runtime.random_inputs
     missing = [n for n in names if n not in values]
     if missing and seed is None:
         raise InputError(f"no value for input(s) {', '.join(missing)}: pass --input NAME=FILE or --random SEED")
-    for n, r in zip(names, randoms):
-        if n not in values:
-            values[n] = (r, f"random(seed={seed})")
+    if missing:
+        rng = np.random.default_rng(seed)
+        randoms = [_random(d, rng) for d in details]  # drawn for all: --random alone = runtime.random_inputs
+        for n, r in zip(names, randoms):
+            values.setdefault(n, (r, f"random(seed={seed})"))
     return [values[n][0] for n in names], [values[n][1] for n in names]
 
 

@@ -268,7 +268,10 @@ class Dumper:
         except PackageNotFoundError:
             return dist
 
-    def run(self, inputs=None, seed: int = 0) -> TensorDump:
+    def run(self, inputs=None, seed: int = 0, copy: bool = True) -> TensorDump:
+        """One invoke. With `copy=False` the arrays are views into the interpreter's memory
+        (graph outputs are never reused within a run): no copy, but only valid while this
+        Dumper lives and until its next `run`."""
         from . import runtime
         from .inputs import from_arrays
 
@@ -283,8 +286,8 @@ class Dumper:
         except (ValueError, RuntimeError) as exc:
             raise RuntimeUnavailableError(f"the TFLite runtime failed running the model: {_first_line(exc)}") from None
         entries = self.patched.entries
-        # get_tensor copies: the arrays stay valid when the interpreter runs again or goes away.
-        arrays = {e.key: self.interpreter.get_tensor(e.tensor_index) for e in entries}
+        get = self.interpreter.get_tensor if copy else lambda i: self.interpreter.tensor(i)()
+        arrays = {e.key: get(e.tensor_index) for e in entries}
         return TensorDump(arrays, {e.key: e for e in entries}, {d["name"]: v for d, v in zip(details, values)})
 
 
