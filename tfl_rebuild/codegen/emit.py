@@ -141,7 +141,8 @@ class _Emitter:
             raise ValueError(f"bad layer class {spec.layer!r}")
         kwargs = []
         for k, v in spec.kwargs.items():
-            if not spec.custom and v in DEFAULTS.get(k, ()):
+            # Pooling layers' strides default to pool_size, not (1, 1): always written there.
+            if not spec.custom and v in DEFAULTS.get(k, ()) and not (k == "strides" and "Pooling" in spec.layer):
                 continue
             if not KWARG.match(k):
                 raise ValueError(f"bad keyword {k!r}")
