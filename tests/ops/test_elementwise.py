@@ -1,0 +1,139 @@
+"""Elementwise ops: arithmetic of two operands (both inputs, broadcast, one constant; fused
+activations), comparisons and logic, and one-operand math functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+A, B_SAME, B_BCAST = [1, 3, 4], [1, 3, 4], [1, 1, 4]
+# Constant operands: big enough that fused RELU6 / RELU_N1_TO_1 clip, never zero (divisors).
+C = np.array([-7.5, -0.5, 0.75, 9.0], np.float32)
+
+
+def pos(x):
+    """Strictly positive values (bases of POW, divisors) computed from an input."""
+    return tf.abs(x) + 0.25
+
+
+# op -> (tf function, lhs transform, rhs transform, constant operand)
+BINARY = {
+    "ADD": (tf.add, None, None, C),
+    "SUB": (tf.subtract, None, None, C),
+    "MUL": (tf.multiply, None, None, C),
+    "DIV": (tf.divide, None, pos, C),
+    "MAXIMUM": (tf.maximum, None, None, C / 10),
+    "MINIMUM": (tf.minimum, None, None, C / 10),
+    "SQUARED_DIFFERENCE": (tf.math.squared_difference, None, None, C),
+    "POW": (tf.pow, pos, lambda x: x * 2.0, np.array([1.0, 2.0, 3.0, 0.5], np.float32)),
+    "FLOOR_DIV": (tf.math.floordiv, lambda x: x * 4.0, pos, np.array([0.3, 0.7, 1.1, 2.0], np.float32)),
+    "FLOOR_MOD": (tf.math.floormod, lambda x: x * 4.0, pos, np.array([0.3, 0.7, 1.1, 2.0], np.float32)),
+}
+
+
+def _binary_fn(op: str, variant: str):
+    fn, lhs, rhs, const = BINARY[op]
+    lhs, rhs = lhs or (lambda x: x), rhs or (lambda x: x)
+    if variant == "const-rhs":
+        return lambda a: fn(lhs(a), const)
+    if variant == "const-lhs":
+        base = np.abs(const) + 0.5 if op == "POW" else const  # POW: positive base, input exponent
+        return lambda a: fn(base, a * 2.0 if op == "POW" else rhs(a))
+    return lambda a, b: fn(lhs(a), rhs(b))
+
+
+def _binary_params():
+    params = []
+    for op in BINARY:
+        for variant, specs in (("same-shape", (A, B_SAME)), ("broadcast", (A, B_BCAST)),
+                               ("const-rhs", (A,)), ("const-lhs", (A,))):
+            if (op, variant) == ("DIV", "const-rhs"):
+                continue  # the converter turns x / c into x * (1 / c)
+            params.append(pytest.param(op, variant, specs, id=f"{op.lower()}-{variant}"))
+    return params
+
+
+@pytest.mark.parametrize("op, variant, specs", _binary_params())
+def test_binary(tfl, op, variant, specs):
+    tfl.check(tfl.function(_binary_fn(op, variant), *specs), op)
+
+
+ACTIVATIONS = {"relu": tf.nn.relu, "relu6": tf.nn.relu6, "relu_n1_to_1": lambda x: tf.clip_by_value(x, -1.0, 1.0)}
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL", "DIV"])
+@pytest.mark.parametrize("variant", ["const", "broadcast"])
+def test_fused_activation(tfl, op, act, variant):
+    if variant == "const":  # the constant makes values reach past 6 (x / c is a MUL: use c / x)
+        fn = _binary_fn(op, "const-lhs" if op == "DIV" else "const-rhs")
+        path = tfl.function(lambda a: ACTIVATIONS[act](fn(a)), A)
+    else:
+        fn = _binary_fn(op, variant)
+        path = tfl.function(lambda a, b: ACTIVATIONS[act](fn(a * 4.0, b * 4.0)), A, B_BCAST)
+    from tfl_rebuild.reader import read_model
+
+    fused = [o.options.get("fused_activation_function") for o in read_model(str(path)).main.operators
+             if o.opcode == op]
+    assert act.upper() in fused, f"{act} did not fuse into {op}: {fused}"
+    tfl.check(path, op)
+
+
+def rounded(x):
+    """Few distinct values, so EQUAL / NOT_EQUAL see both answers."""
+    return tf.round(x * 2.0)
+
+
+COMPARE = {"LESS": tf.less, "LESS_EQUAL": tf.less_equal, "GREATER": tf.greater,
+           "GREATER_EQUAL": tf.greater_equal, "EQUAL": tf.equal, "NOT_EQUAL": tf.not_equal}
+
+
+@pytest.mark.parametrize("variant", ["same-shape", "broadcast", "const-rhs"])
+@pytest.mark.parametrize("op", COMPARE)
+def test_compare(tfl, op, variant):
+    fn = COMPARE[op]
+    if variant == "const-rhs":
+        path = tfl.function(lambda a: fn(rounded(a), np.array([-1.0, 0.0, 0.0, 1.0], np.float32)), A)
+    else:
+        path = tfl.function(lambda a, b: fn(rounded(a), rounded(b)), A, B_SAME if variant == "same-shape" else B_BCAST)
+    tfl.check(path, op)
+
+
+LOGIC = {
+    "LOGICAL_AND": lambda a, b: tf.logical_and(a > 0, b > 0),
+    "LOGICAL_OR": lambda a, b: tf.logical_or(a > 0, b > 0),
+}
+
+
+@pytest.mark.parametrize("op", LOGIC)
+def test_logic(tfl, op):
+    tfl.check(tfl.function(LOGIC[op], A, B_BCAST), op)
+
+
+def test_logical_not(tfl):
+    # not(a > b) folds into a <= b: LOGICAL_NOT only survives on a boolean input.
+    tfl.check(tfl.function(tf.logical_not, (A, tf.bool)), "LOGICAL_NOT")
+
+
+# op -> tf function of an input in [-1, 1) (inside the op's domain, away from its edges)
+UNARY = {
+    "EXP": lambda x: tf.exp(x * 3.0),
+    "LOG": lambda x: tf.math.log(pos(x)),
+    "SQRT": lambda x: tf.sqrt(pos(x)),
+    "RSQRT": lambda x: tf.math.rsqrt(pos(x)),
+    "SQUARE": tf.square,
+    "NEG": tf.negative,
+    "ABS": tf.abs,
+    "SIN": lambda x: tf.sin(x * 3.0),
+    "COS": lambda x: tf.cos(x * 3.0),
+    "FLOOR": lambda x: tf.floor(x * 3.0),
+    "CEIL": lambda x: tf.math.ceil(x * 3.0),
+    "ROUND": lambda x: tf.round(x * 3.0),
+    "SIGN": tf.sign,
+}
+
+
+@pytest.mark.parametrize("op", UNARY)
+def test_unary(tfl, op):
+    tfl.check(tfl.function(UNARY[op], A), op)
