@@ -1,0 +1,120 @@
+"""Convolutions and dense layers: CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+# Weights with unit variance: sums over a few taps reach past 6, so fused RELU6 clips.
+W = keras.initializers.RandomNormal(stddev=1.0, seed=1)
+B = keras.initializers.RandomNormal(stddev=0.5, seed=2)
+
+
+def _model(layer, shape):
+    x = keras.Input(shape, batch_size=1)
+    return keras.Model(x, layer(x))
+
+
+CONV = {
+    "3x3-same": {"kernel_size": 3, "padding": "same"},
+    "3x3-valid": {"kernel_size": 3, "padding": "valid"},
+    "1x1": {"kernel_size": 1},
+    "3x2-valid": {"kernel_size": (3, 2)},
+    "3x3-s2-same": {"kernel_size": 3, "strides": 2, "padding": "same"},
+    "3x3-s2-valid": {"kernel_size": 3, "strides": 2},
+    "2x2-s2x1-same": {"kernel_size": 2, "strides": (2, 1), "padding": "same"},
+    "3x3-d2-same": {"kernel_size": 3, "dilation_rate": 2, "padding": "same"},
+    "3x3-d2-valid": {"kernel_size": 3, "dilation_rate": 2},
+    "relu": {"kernel_size": 3, "padding": "same", "activation": "relu"},
+    "relu6": {"kernel_size": 3, "padding": "same", "activation": "relu6"},
+    "no-bias": {"kernel_size": 3, "use_bias": False},
+    "groups-2": {"kernel_size": 3, "groups": 2, "padding": "same"},
+}
+
+
+@pytest.mark.parametrize("case", CONV)
+def test_conv_2d(tfl, case):
+    layer = keras.layers.Conv2D(4, kernel_initializer=W, bias_initializer=B, **CONV[case])
+    tfl.check(tfl.keras(_model(layer, (9, 8, 4))), "CONV_2D")
+
+
+DEPTHWISE = {
+    "3x3-same": {"kernel_size": 3, "padding": "same"},
+    "3x3-valid": {"kernel_size": 3},
+    "m2-same": {"kernel_size": 3, "padding": "same", "depth_multiplier": 2},
+    "m2-s2-valid": {"kernel_size": 3, "strides": 2, "depth_multiplier": 2},
+    "3x3-s2-same": {"kernel_size": 3, "strides": 2, "padding": "same"},
+    "3x3-d2-same": {"kernel_size": 3, "dilation_rate": 2, "padding": "same"},
+    "m2-d2-valid": {"kernel_size": 3, "dilation_rate": 2, "depth_multiplier": 2},
+    "relu": {"kernel_size": 3, "padding": "same", "activation": "relu"},
+    "relu6": {"kernel_size": 3, "padding": "same", "activation": "relu6"},
+    "no-bias": {"kernel_size": 3, "use_bias": False},
+}
+
+
+@pytest.mark.parametrize("case", DEPTHWISE)
+def test_depthwise_conv_2d(tfl, case):
+    layer = keras.layers.DepthwiseConv2D(depthwise_initializer=W, bias_initializer=B, **DEPTHWISE[case])
+    tfl.check(tfl.keras(_model(layer, (9, 8, 3))), "DEPTHWISE_CONV_2D")
+
+
+TRANSPOSE = {
+    "3x3-s1-same": {"kernel_size": 3, "padding": "same"},
+    "3x3-s1-valid": {"kernel_size": 3},
+    "3x3-s2-same": {"kernel_size": 3, "strides": 2, "padding": "same"},
+    "3x3-s2-valid": {"kernel_size": 3, "strides": 2},
+    "2x2-s2-valid": {"kernel_size": 2, "strides": 2},
+    "4x4-s2-same": {"kernel_size": 4, "strides": 2, "padding": "same"},
+    "3x2-s2x1-same": {"kernel_size": (3, 2), "strides": (2, 1), "padding": "same"},
+    "no-bias": {"kernel_size": 3, "strides": 2, "padding": "same", "use_bias": False},
+    "output-padding": {"kernel_size": 3, "strides": 2, "padding": "valid", "output_padding": 1},
+    "relu": {"kernel_size": 3, "strides": 2, "padding": "same", "activation": "relu"},
+}
+
+
+@pytest.mark.parametrize("case", TRANSPOSE)
+def test_transpose_conv(tfl, case):
+    layer = keras.layers.Conv2DTranspose(3, kernel_initializer=W, bias_initializer=B, **TRANSPOSE[case])
+    tfl.check(tfl.keras(_model(layer, (4, 5, 2))), "TRANSPOSE_CONV")
+
+
+DENSE = {
+    "2d": ((6,), {}),
+    "2d-relu": ((6,), {"activation": "relu"}),
+    "2d-relu6": ((6,), {"activation": "relu6"}),
+    "2d-no-bias": ((6,), {"use_bias": False}),
+    "3d-keep_num_dims": ((3, 6), {}),
+    "4d-keep_num_dims-relu6": ((2, 3, 6), {"activation": "relu6"}),
+}
+
+
+@pytest.mark.parametrize("case", DENSE)
+def test_fully_connected(tfl, case):
+    shape, kwargs = DENSE[case]
+    layer = keras.layers.Dense(5, kernel_initializer=W, bias_initializer=B, **kwargs)
+    tfl.check(tfl.keras(_model(layer, shape)), "FULLY_CONNECTED")
+
+
+def test_fully_connected_after_flatten(tfl):
+    x = keras.Input((2, 3, 4), batch_size=1)
+    y = keras.layers.Dense(5, kernel_initializer=W, bias_initializer=B)(keras.layers.Flatten()(x))
+    tfl.check(tfl.keras(keras.Model(x, y)), "FULLY_CONNECTED")
+
+
+@pytest.mark.parametrize("in_shape, keep", [([1, 2, 3, 4], False), ([2, 3, 4], True)],
+                         ids=["4d-flattened-rows", "3d-keep_num_dims"])
+def test_fully_connected_crafted(tfl, in_shape, keep):
+    # keep_num_dims=False on a rank-4 input (TFLite folds the leading axes into rows): the
+    # converter writes a RESHAPE instead, so this one is crafted.
+    from flatbuf import Op, T, build_model
+
+    rng = np.random.default_rng(3)
+    w, b = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    rows = int(np.prod(in_shape[:-1]))
+    out = [*in_shape[:-1], 5] if keep else [rows, 5]
+    blob = build_model(
+        [T("x", in_shape), T("w", [5, 4], data=w), T("b", [5], data=b), T("y", out)],
+        [Op("FULLY_CONNECTED", [0, 1, 2], [3], options={"fused_activation_function": "NONE", "keep_num_dims": keep})],
+        inputs=[0], outputs=[3])
+    tfl.check(tfl.crafted(blob), "FULLY_CONNECTED")
