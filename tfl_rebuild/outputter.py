@@ -15,6 +15,7 @@ import re
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -155,11 +156,12 @@ def _outputs_field(buf: _Buf, subgraph: int) -> int:
     return field
 
 
-def patch_outputs(model: Model, tensor_indices: Iterable[int], subgraph: int = 0) -> bytes:
-    """The model's bytes with the subgraph outputs = original outputs + `tensor_indices` (deduplicated).
+def patch_pieces(model: Model, tensor_indices: Iterable[int], subgraph: int = 0) -> list:
+    """The patched model as buffers to concatenate (or write in turn): no copy of the weights.
 
-    Everything before the end of the original file is byte-identical except the 4-byte outputs
-    field; the new vector follows, 4-byte aligned. External buffers keep their absolute offsets.
+    Subgraph outputs become original outputs + `tensor_indices` (deduplicated). Everything up to
+    the end of the original file is byte-identical except the 4-byte outputs field; the new
+    vector follows, 4-byte aligned. External buffers keep their absolute offsets.
     """
     data = model._storage
     name = Path(model.path).name if model.path else "<bytes>"
@@ -176,14 +178,19 @@ def patch_outputs(model: Model, tensor_indices: Iterable[int], subgraph: int = 0
             f"{name}: the patched model would end at byte {end}, past the 2 GB a flatbuffer offset may reach"
             + (" (its external buffers fill that space)" if model.external_buffers else "")
         )
-    view = memoryview(data)  # slices of a view are not copies: the join below is the only one
-    return b"".join([
+    view = memoryview(data)  # slices of a view are not copies
+    return [
         view[:field],
         struct.pack("<I", start - field),
         view[field + 4 :],
         bytes(start - len(data)),
         struct.pack(f"<I{len(outputs)}i", len(outputs), *outputs),
-    ])
+    ]
+
+
+def patch_outputs(model: Model, tensor_indices: Iterable[int], subgraph: int = 0) -> bytes:
+    """`patch_pieces` joined into the bytes an interpreter loads (one copy of the file)."""
+    return b"".join(patch_pieces(model, tensor_indices, subgraph))
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -211,8 +218,17 @@ class PatchedModel:
     model: Model
     entries: list[DumpEntry]  # the dumped tensors, in op order
     skipped: list[DumpEntry]  # selected but left out (see `static_tensors`)
-    content: bytes  # the patched .tflite bytes
+    pieces: list  # the patched .tflite as buffers (see `patch_pieces`)
     xnnpack: bool = False
+
+    @cached_property
+    def content(self) -> bytes:
+        """The patched .tflite bytes (built on first use: a copy of the whole file)."""
+        return b"".join(self.pieces)
+
+    def write(self, f) -> None:
+        for piece in self.pieces:
+            f.write(piece)
 
 
 def prepare(model: str | bytes | Model, select: str | None = None, ops: Iterable[str] | None = None,
@@ -229,7 +245,7 @@ def prepare(model: str | bytes | Model, select: str | None = None, ops: Iterable
     if not entries:
         what = " and ".join(filter(None, [select and f"--select {select!r}", ops and f"--ops {','.join(ops)}"]))
         raise InputError(f"no operator output matches {what}" if what else "the model has no operator outputs to dump")
-    return PatchedModel(m, entries, skipped, patch_outputs(m, [e.tensor_index for e in entries]), xnnpack)
+    return PatchedModel(m, entries, skipped, patch_pieces(m, [e.tensor_index for e in entries]), xnnpack)
 
 
 class Dumper:
