@@ -342,11 +342,6 @@ def test_weight_keys_are_sanitized(hostile):
 TRIPLE_QUOTE_FILE = 'x"""; import os; os.system("x"); """.tflite'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="module.py.j2 writes repr(file name) inside the module docstring; a name containing three double "
-           "quotes ends the docstring, and what follows is code",
-)
 def test_file_name_with_triple_quotes_cannot_inject(tmp_path, benign):
     _, source = rebuild(tmp_path, TRIPLE_QUOTE_FILE, benign_blob())
     tree = ast.parse(source)
