@@ -83,7 +83,8 @@ class Resize(OpLayer):
         dst = np.arange(n_out, dtype=np.float64)
         src = (dst + 0.5) * scale - (0.5 if self.method == "bilinear" else 0.0) if self.half_pixel_centers else dst * scale
         if self.method == "nearest":
-            idx = np.round(src) if self.align_corners else np.floor(src)
+            # TFLite rounds halves away from zero (std::round); np.round would round them to even.
+            idx = np.floor(src + 0.5) if self.align_corners else np.floor(src)
             return np.minimum(idx, n_in - 1).astype("int32"), None, None
         low = np.maximum(np.floor(src), 0).astype("int32")
         high = np.minimum(np.ceil(src), n_in - 1).astype("int32")
