@@ -1,8 +1,9 @@
 """How much does exposing every intermediate tensor cost? Side by side, in one process:
 
   plain       one inference of the unpatched model (set inputs, invoke, read its outputs)
-  dump run    our patched model, interpreter already built: set inputs, invoke, copy every tensor
-  dump views  the same, reading tensors as views into the interpreter (what the CLI writes from)
+  dump run    our patched model, interpreter already built: set inputs, invoke, every tensor as an
+              array viewing the interpreter's memory (what `dump()` returns and the CLI writes)
+  dump+copy   the same with a copy of every tensor (`Dumper.run()`, safe across repeated runs)
   dump+write  the same plus writing the .npy files, index.json and summary.csv
   dump cold   read + patch + build the interpreter + run (what `tfl-rebuild dump` pays once)
   per-tensor  tflite_tensor_outputter's method: for each tensor, point the model's output at it,
@@ -93,10 +94,10 @@ def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_rep
         keep.invoke()
         return [keep.get_tensor(t) for t in indices]
 
-    t_plain, t_run, t_views, t_keep = paired_ms(
-        [lambda: runtime.run(plain, x), lambda: dumper.run(x), lambda: dumper.run(x, copy=False), preserve], repeats
+    t_plain, t_run, t_copy, t_keep = paired_ms(
+        [lambda: runtime.run(plain, x), lambda: dumper.run(x, copy=False), lambda: dumper.run(x), preserve], repeats
     )
-    rows = [(mode, "plain", t_plain, 0), (mode, "dump run", t_run, n), (mode, "dump views", t_views, n)]
+    rows = [(mode, "plain", t_plain, 0), (mode, "dump run", t_run, n), (mode, "dump+copy", t_copy, n)]
     if not xnnpack:
         with tempfile.TemporaryDirectory() as tmp:
             def run_and_write():

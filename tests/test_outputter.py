@@ -228,6 +228,20 @@ def test_dumper_runs_repeatedly_with_fresh_arrays():
     assert all(np.array_equal(views[k], first[k]) for k in first)
 
 
+def test_dump_arrays_are_views_that_keep_their_interpreter_alive():
+    import gc
+
+    x = np.full((1, 4), 0.5, np.float32)
+    d = outputter.dump(chain_model(), x)
+    b = d["b"]
+    assert not b.flags.owndata
+    del d
+    gc.collect()
+    junk = [outputter.dump(chain_model(), -x) for _ in range(3)]  # would reuse freed memory
+    np.testing.assert_allclose(b, np.tanh(x + W), rtol=1e-6)
+    del junk
+
+
 def test_dequantize_per_tensor_and_per_channel():
     from tfl_rebuild.ir import Quantization
 

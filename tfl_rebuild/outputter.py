@@ -286,8 +286,8 @@ class Dumper:
 
     def run(self, inputs=None, seed: int = 0, copy: bool = True) -> TensorDump:
         """One invoke. With `copy=False` the arrays are views into the interpreter's memory
-        (graph outputs are never reused within a run): no copy, but only valid while this
-        Dumper lives and until its next `run`."""
+        (graph outputs are never reused within a run): no copy, and they keep the interpreter
+        alive, but the next `run` of this Dumper overwrites them."""
         from . import runtime
         from .inputs import from_arrays
 
@@ -302,9 +302,19 @@ class Dumper:
         except (ValueError, RuntimeError) as exc:
             raise RuntimeUnavailableError(f"the TFLite runtime failed running the model: {_first_line(exc)}") from None
         entries = self.patched.entries
-        get = self.interpreter.get_tensor if copy else lambda i: self.interpreter.tensor(i)()
+        interp = self.interpreter
+        get = interp.get_tensor if copy else lambda i: np.asarray(_Keep(interp.tensor(i)(), interp))
         arrays = {e.key: get(e.tensor_index) for e in entries}
         return TensorDump(arrays, {e.key: e for e in entries}, {d["name"]: v for d, v in zip(details, values)})
+
+
+class _Keep:
+    """The base of a view into an interpreter's memory. The runtime's own views hold only its C++
+    wrapper, while the model bytes that wrapper reads are held by the Python interpreter: keep both."""
+
+    def __init__(self, view: np.ndarray, interpreter):
+        self.__array_interface__ = view.__array_interface__
+        self._view, self._interpreter = view, interpreter
 
 
 def _xnnpack_runs(model: Model) -> bool:
@@ -331,7 +341,8 @@ def dump(model: str | bytes | Model, inputs=None, *, select: str | None = None,
     By default the runtime's built-in kernels run (no XNNPACK): the reference values, and every
     tensor is computed. `result.entries[name]` gives tensor index, op index and op type.
     """
-    return Dumper(prepare(model, select, ops, xnnpack=xnnpack), num_threads).run(inputs, seed)
+    # The interpreter runs once and lives as long as the arrays: views, no copy.
+    return Dumper(prepare(model, select, ops, xnnpack=xnnpack), num_threads).run(inputs, seed, copy=False)
 
 
 # -- writing ----------------------------------------------------------------------------------------
