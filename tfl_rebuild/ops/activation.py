@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Operator
-from .registry import ConvertContext, ConversionError, LayerSpec, Ref, converter
+from .registry import ConversionError, ConvertContext, LayerSpec, Ref, converter
 
 # Fused activations Keras layers accept as `activation=`.
 KERAS_ACTIVATION = {"RELU": "relu", "RELU6": "relu6", "TANH": "tanh"}

@@ -7,7 +7,8 @@ import numpy as np
 from ..ir import Operator
 from ..weights import to_keras_layout
 from .activation import with_activation
-from .registry import ConvertContext, ConversionError, LayerSpec, converter
+from .matmul import fully_connected_dynamic
+from .registry import ConversionError, ConvertContext, LayerSpec, converter
 
 
 def _padding(op: Operator) -> str:
@@ -104,6 +105,8 @@ def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
 
 @converter("FULLY_CONNECTED", range(1, 13))
 def fully_connected(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    if not ctx.is_const(op.inputs[1]):
+        return fully_connected_dynamic(op, ctx)
     x = op.inputs[0]
     w = _kernel(op, ctx)
     units, n_in = w.shape[0], int(np.prod(w.shape[1:]))

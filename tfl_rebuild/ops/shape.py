@@ -6,7 +6,7 @@ import numpy as np
 
 from ..ir import Operator
 from .activation import with_activation
-from .registry import ConvertContext, ConversionError, LayerSpec, converter
+from .registry import ConversionError, ConvertContext, LayerSpec, converter
 
 
 def reshape_to(x: int, out: int, ctx: ConvertContext, outputs: tuple[int, ...]) -> LayerSpec:
