@@ -70,7 +70,13 @@ def build_graph(sg: Subgraph) -> nx.DiGraph:
 
 def op_order(g: nx.DiGraph) -> list[int]:
     """Operator indices in a topological order (ties broken by the file's execution order)."""
-    order = nx.lexicographical_topological_sort(g, key=lambda n: (n.split(":")[0] != "op", _num(n)))
+    try:
+        order = list(nx.lexicographical_topological_sort(g, key=lambda n: (n.split(":")[0] != "op", _num(n))))
+    except nx.NetworkXUnfeasible:  # an op needs, through others, its own output: a corrupt file
+        from .errors import ModelFormatError
+
+        cycle = " -> ".join(u for u, _ in nx.find_cycle(g)[:8])
+        raise ModelFormatError(f"subgraph {g.graph.get('subgraph', 0)}: operators form a cycle ({cycle})") from None
     return [g.nodes[n]["index"] for n in order if g.nodes[n]["kind"] == "op"]
 
 

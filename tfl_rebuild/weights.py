@@ -38,6 +38,18 @@ def densify(t: Tensor) -> np.ndarray:
         raise ModelFormatError(f"tensor {t.name!r}: block map {list(block_map)} names a missing dimension")
 
     # Expand every path through the levels; `prev` is the index the next level's metadata uses.
+    values = np.asarray(t.data).reshape(-1)
+
+    def check_fits(level: int, n: int) -> None:
+        """The paths after a level must fit the next CSR level's segments, or else the packed values:
+        refused before expanding (a few bytes of metadata could otherwise ask for gigabytes)."""
+        csr = next((d for d in dims[level + 1 :] if d.format != "DENSE"), None)
+        cap = values.size if csr is None else (0 if csr.array_segments is None else csr.array_segments.size - 1)
+        if n > cap:
+            raise ModelFormatError(
+                f"tensor {t.name!r}: sparsity level {level} expands to {n} entries, more than the {cap} "
+                "the packed data holds")
+
     prev = np.zeros(1, np.int64)
     coords: list[np.ndarray] = []
     for level, md in enumerate(dims):
@@ -45,6 +57,7 @@ def densify(t: Tensor) -> np.ndarray:
             size = md.dense_size
             if size < 0 or prev.size * max(size, 1) > total:
                 raise ModelFormatError(f"tensor {t.name!r}: sparsity level {level} is larger than the tensor")
+            check_fits(level, prev.size * size)
             coords = [np.repeat(c, size) for c in coords]
             idx = np.tile(np.arange(size, dtype=np.int64), prev.size)
             prev = np.repeat(prev, size) * size + idx
@@ -56,13 +69,13 @@ def densify(t: Tensor) -> np.ndarray:
             counts = stop - start
             if (counts < 0).any() or (stop > ind.size).any() or counts.sum() > total:
                 raise ModelFormatError(f"tensor {t.name!r}: sparsity level {level} segments are out of range")
+            check_fits(level, int(counts.sum()))
             coords = [np.repeat(c, counts) for c in coords]
             # Positions start[i] .. stop[i]-1 for every path i, flattened in order.
             prev = np.repeat(start - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
             idx = ind[prev]
         coords.append(idx)
 
-    values = np.asarray(t.data).reshape(-1)
     if prev.size != values.size:
         raise ModelFormatError(f"tensor {t.name!r}: sparsity describes {prev.size} values, buffer has {values.size}")
     orig = [np.zeros(prev.size, np.int64) for _ in range(rank)]
