@@ -12,7 +12,7 @@ import pytest
 from conftest import model_params, read_cached, require_model
 from flatbuf import Op, T, build_model, simple_model
 
-from tfl_rebuild.errors import InputError
+from tfl_rebuild.errors import InputError, ModelFormatError
 from tfl_rebuild.graph import build_graph, op_order, write_graph
 from tfl_rebuild.reader import read_model
 
@@ -254,3 +254,15 @@ def test_control_characters_in_names_stay_readable(tmp_path):
     write_graph(model, tmp_path / "g.json")
     data = json.loads((tmp_path / "g.json").read_text(encoding="utf-8"))
     assert {n["id"]: n.get("name") for n in data["nodes"]}["input:0"] == "ctl\x01\x1b\r"
+
+
+def test_op_order_refuses_a_cycle():
+    """op 0 reads op 1's output and op 1 reads op 0's: no order exists (a corrupt file)."""
+    blob = build_model(
+        [T("x", [4]), T("a", [4]), T("b", [4])],
+        [Op("ADD", [0, 2], [1]), Op("MUL", [1, 1], [2])],
+        inputs=[0],
+        outputs=[2],
+    )
+    with pytest.raises(ModelFormatError, match=r"^subgraph 0: operators form a cycle \(op:\d -> op:\d\)$"):
+        op_order(build_graph(read_model(blob).main))

@@ -307,19 +307,41 @@ def test_densify_round_trips_random_csr(seed):
     [
         (Sparsity((0,), (), (_dense(4), _dense(4))), np.zeros(16), "inconsistent sparsity"),
         (Sparsity((0, 0), (), (_dense(4), _dense(4))), np.zeros(16), "inconsistent sparsity"),
-        (Sparsity((0, 1), (), (_dense(4), _csr([0, 3], [0, 1, 2]))), np.zeros(3), "segments are too short"),
+        (Sparsity((0, 1), (), (_dense(4), _csr([0, 3], [0, 1, 2]))), np.zeros(3), "expands to 4 entries, more than the 1"),
+        (Sparsity((0, 1), (), (_csr([0], []), _dense(4))), np.zeros(3), "segments are too short"),
         (Sparsity((0, 1), (), (_dense(4), _csr([0, 9, 9, 9, 9], [0, 1]))), np.zeros(9), "out of range"),
         (Sparsity((0, 1), (), (_dense(4), _csr([0, 1, 1, 1, 1], [7]))), np.zeros(1), "index out of range"),
-        (Sparsity((0, 1), (), (_dense(4), _dense(4))), np.zeros(5), "sparsity describes 16 values, buffer has 5"),
+        (Sparsity((0, 1), (), (_dense(4), _dense(4))), np.zeros(5), "expands to 16 entries, more than the 5"),
+        (Sparsity((0, 1), (), (_dense(4), _csr([0, 1, 2, 3, 3], [0, 1, 2]))), np.zeros(5),
+         "sparsity describes 3 values, buffer has 5"),
+        (Sparsity((0, 1), (), (_dense(4), _csr([0, 5, 5, 5, 5], [0, 1, 2, 3, 0]))), np.zeros(2),
+         "expands to 5 entries, more than the 2"),
         (Sparsity((0, 1, 2), (5,), (_dense(4), _dense(2), _dense(2))), np.zeros(16), "block map"),
         (Sparsity((0, 1), (), (_dense(-1), _dense(4))), np.zeros(16), "larger than the tensor"),
     ],
-    ids=["order-short", "order-repeats", "segments-short", "segments-past-indices", "index-past-dim",
-         "value-count", "block-map-dim", "negative-dense-size"],
+    ids=["order-short", "order-repeats", "dense-beyond-segments", "segments-short", "segments-past-indices",
+         "index-past-dim", "dense-beyond-values", "value-count", "csr-beyond-values", "block-map-dim", "negative-dense-size"],
 )
 def test_densify_refuses_inconsistent_sparsity(sparsity, values, message):
     with pytest.raises(ModelFormatError, match=message):
         densify(_tensor(values.astype(np.float32), sparsity=sparsity, shape=(4, 4)))
+
+
+def test_densify_refuses_dense_levels_before_allocating():
+    """DENSE levels of 40000 x 40000 (1.6e9 paths) over 4 packed values: refused at once, not after
+    expanding gigabytes of coordinates."""
+    import tracemalloc
+
+    n = 40_000
+    t = _tensor(np.zeros(4, np.float32), sparsity=Sparsity((0, 1), (), (_dense(n), _dense(n))), shape=(n, n))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError, match="more than the 4 the packed data holds"):
+            densify(t)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 def test_densify_refuses_huge_dense_shape():
