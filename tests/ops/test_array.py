@@ -1,0 +1,144 @@
+"""Array ops: GATHER, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE, ARG_MAX,
+ARG_MIN, SELECT, SELECT_V2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+X = [2, 4, 3]
+
+
+def index_from(x, n: int):
+    """Integer indices in [0, n) computed from an input in [-1, 1) (verify feeds random floats)."""
+    return tf.cast((x + 1.0) * (n / 2.0), tf.int32)
+
+
+GATHER = {
+    "axis-0": (lambda x: tf.gather(x, [1, 0, 1], axis=0), [X]),
+    "axis-1": (lambda x: tf.gather(x, [3, 0, 2, 2], axis=1), [X]),
+    "axis-last": (lambda x: tf.gather(x, [2, 0], axis=-1), [X]),
+    "2d-indices": (lambda x: tf.gather(x, [[0, 3], [1, 1]], axis=1), [X]),
+    "scalar-index": (lambda x: tf.gather(x, 2, axis=1), [X]),
+    "table-lookup": (lambda x: tf.gather(np.random.default_rng(5).normal(size=(40, 3)).astype(np.float32),
+                                         index_from(x, 40)), [[1, 6]]),
+    "computed-indices": (lambda x, i: tf.gather(x, index_from(i, 4), axis=1), [X, [3]]),
+}
+
+
+@pytest.mark.parametrize("case", GATHER)
+def test_gather(tfl, case):
+    fn, specs = GATHER[case]
+    tfl.check(tfl.function(fn, *specs), "GATHER")
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1], ids=["axis-0", "axis-1", "axis-last"])
+def test_pack(tfl, axis):
+    tfl.check(tfl.function(lambda a, b: tf.stack([a, b * 2.0, a - b], axis=axis), X, X), "PACK")
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1], ids=["axis-0", "axis-1", "axis-last"])
+def test_unpack(tfl, axis):
+    tfl.check(tfl.function(lambda x: tf.unstack(x, axis=axis), X), "UNPACK")
+
+
+@pytest.mark.parametrize("n, axis", [(2, 1), (3, -1), (2, 0), (4, 1)], ids=["2-axis-1", "3-last", "2-batch", "4-axis-1"])
+def test_split(tfl, n, axis):
+    tfl.check(tfl.function(lambda x: tf.split(x, n, axis=axis), X), "SPLIT")
+
+
+@pytest.mark.parametrize("sizes, axis", [([1, 3], 1), ([2, -1, 1], 1), ([1, 2], -1)],
+                         ids=["1-3", "rest", "last-axis"])
+def test_split_v(tfl, sizes, axis):
+    tfl.check(tfl.function(lambda x: tf.split(x, sizes, axis=axis), X), "SPLIT_V")
+
+
+@pytest.mark.parametrize("multiples", [[1, 2, 3], [2, 1, 1], [3, 2, 2]], ids=["inner", "batch", "all"])
+def test_tile(tfl, multiples):
+    tfl.check(tfl.function(lambda x: tf.tile(x, multiples), X), "TILE")
+
+
+def test_tile_nearest_upsampling(tfl):
+    # Keras' nearest UpSampling2D converts to RESHAPE + TILE.
+    import keras
+
+    x = keras.Input((3, 4, 2), batch_size=1)
+    tfl.check(tfl.keras(keras.Model(x, keras.layers.UpSampling2D((2, 3))(x))), "TILE")
+
+
+BROADCAST = {
+    "new-axis": ([4, 3], [2, 4, 3]),
+    "size-1-axes": ([1, 4, 1], [2, 4, 3]),
+    "rank-4": ([3], [1, 2, 4, 3]),
+}
+
+
+@pytest.mark.parametrize("case", BROADCAST)
+def test_broadcast_to(tfl, case):
+    src, dst = BROADCAST[case]
+    tfl.check(tfl.function(lambda x: tf.broadcast_to(x, dst), src), "BROADCAST_TO")
+
+
+def test_broadcast_to_computed_shape(tfl):
+    # The target shape is computed (SHAPE of a dynamic-batch input); the rebuild's is static.
+    tfl.check(tfl.function(lambda a, b: tf.broadcast_to(a, tf.shape(b)), [4, 3], [None, 4, 3]), "BROADCAST_TO")
+
+
+CAST = {
+    "float-int32": (lambda x: tf.cast(x * 5.0, tf.int32), X),  # truncation toward zero
+    "int32-float": (lambda x: tf.cast(x, tf.float32) * 0.5, (X, tf.int32)),
+    "bool-float": (lambda x: tf.cast(x > 0.2, tf.float32), X),
+    "float-int64": (lambda x: tf.cast(x * 50.0, tf.int64), X),
+}
+
+
+@pytest.mark.parametrize("case", CAST)
+def test_cast(tfl, case):
+    fn, spec = CAST[case]
+    tfl.check(tfl.function(fn, spec), "CAST")
+
+
+@pytest.mark.parametrize("out_type", [tf.int32, tf.int64], ids=["int32", "int64"])
+def test_shape(tfl, out_type):
+    # A static shape folds away; a dynamic batch keeps SHAPE. Its value never depends on the data.
+    tfl.check(tfl.function(lambda x: tf.shape(x, out_type=out_type), [None, 4, 3]), "SHAPE", input_sensitive=False)
+
+
+ARG = {"ARG_MAX": tf.argmax, "ARG_MIN": tf.argmin}
+
+
+@pytest.mark.parametrize("out_type", [tf.int32, tf.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("axis", [1, -1, 0], ids=["axis-1", "axis-last", "axis-0"])
+@pytest.mark.parametrize("op", ARG)
+def test_arg(tfl, op, axis, out_type):
+    tfl.check(tfl.function(lambda x: ARG[op](x, axis=axis, output_type=out_type), X), op)
+
+
+# Same-shape operands make SELECT; SELECT_V2 is for broadcasting.
+SELECT_V2 = {
+    "broadcast": (lambda a, b: tf.where(a > b, a, b * 2.0), [X, [1, 4, 1]]),
+    "constant-x": (lambda a: tf.where(a > 0.3, np.linspace(-1, 1, 3).astype(np.float32), a), [X]),
+    "constant-y": (lambda a: tf.where(a > 0.3, a, np.float32(-0.5)), [X]),
+    "bool-input": (lambda c, a, b: tf.where(c, a, b), [([1, 4, 3], tf.bool), X, [1, 1, 3]]),
+}
+
+
+@pytest.mark.parametrize("case", SELECT_V2)
+def test_select_v2(tfl, case):
+    fn, specs = SELECT_V2[case]
+    tfl.check(tfl.function(fn, *specs), "SELECT_V2")
+
+
+SELECT = {
+    "same-shape": (lambda a, b: tf.compat.v1.where(a > b, a, b * 2.0), [X, X]),
+    "tf2-same-shape": (lambda a, b: tf.where(a > b, a, b * 2.0), [X, X]),
+    "bool-input": (lambda c, a, b: tf.where(c, a, b), [(X, tf.bool), X, X]),
+    "rank-one-condition": (lambda c, a, b: tf.compat.v1.where(c[:, 0] > 0, a, b), [[2, 1], X, X]),
+}
+
+
+@pytest.mark.parametrize("case", SELECT)
+def test_select(tfl, case):
+    fn, specs = SELECT[case]
+    tfl.check(tfl.function(fn, *specs), "SELECT")

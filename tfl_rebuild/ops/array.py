@@ -1,0 +1,145 @@
+"""Array ops: GATHER, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE, ARG_MAX,
+ARG_MIN, SELECT, SELECT_V2 (comparisons are BinaryOps in elementwise.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Operator
+from .registry import ConversionError, ConvertContext, LayerSpec, converter
+
+
+def _ints(ctx: ConvertContext, i: int) -> list[int]:
+    return [int(v) for v in np.asarray(ctx.const(i)).reshape(-1)]
+
+
+def _float_const(op: Operator, ctx: ConvertContext, i: int) -> np.ndarray:
+    """A constant operand stored as a float32 weight (the layers keep float variables)."""
+    c = np.asarray(ctx.const(i))
+    if c.dtype.kind != "f":
+        raise ConversionError(f"{op.opcode} op {op.index}: constant operand of type {c.dtype} is not supported")
+    return c.astype(np.float32)
+
+
+def _no_consts(op: Operator, ctx: ConvertContext, inputs) -> None:
+    if any(ctx.is_const(i) for i in inputs):
+        raise ConversionError(f"{op.opcode} op {op.index}: constant operands are not supported")
+
+
+@converter("GATHER", range(1, 8))
+def gather(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    params, indices = op.inputs[:2]
+    axis = int(op.options.get("axis", 0)) % max(ctx.rank(params), 1)
+    if int(op.options.get("batch_dims", 0)):
+        raise ConversionError(f"GATHER op {op.index}: batch_dims is not supported")
+    if ctx.is_const(params) and ctx.is_const(indices):
+        raise ConversionError(f"GATHER op {op.index}: both operands are constants")
+    if ctx.is_const(indices):
+        idx = np.asarray(ctx.const(indices)).astype(np.int64).tolist()
+        return LayerSpec("Gather", {"axis": axis, "indices": idx}, (params,), op.outputs, custom=True)
+    if ctx.is_const(params):  # an embedding table looked up with computed indices
+        table = _float_const(op, ctx, params)
+        return LayerSpec("Gather", {"axis": axis, "constant_shape": list(table.shape)}, (indices,), op.outputs,
+                         weights=(("constant", table),), custom=True)
+    return LayerSpec("Gather", {"axis": axis}, (params, indices), op.outputs, custom=True)
+
+
+@converter("PACK", range(1, 5))
+def pack(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    _no_consts(op, ctx, op.inputs)
+    axis = int(op.options.get("axis", 0)) % (ctx.rank(op.inputs[0]) + 1)
+    return LayerSpec("Stack", {"axis": axis}, tuple(op.inputs), op.outputs, custom=True, call_list=True)
+
+
+@converter("UNPACK", range(1, 5))
+def unpack(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x = op.inputs[0]
+    axis = int(op.options.get("axis", 0)) % ctx.rank(x)
+    return LayerSpec("Unstack", {"axis": axis}, (x,), op.outputs, custom=True)
+
+
+def _split(op: Operator, ctx: ConvertContext, x: int, axis_tensor: int, sizes: list[int]) -> LayerSpec:
+    axis = _ints(ctx, axis_tensor)[0] % ctx.rank(x)
+    dim = ctx.shape(x)[axis]
+    if sizes.count(-1) == 1:  # SPLIT_V: one size may be "the rest"
+        sizes[sizes.index(-1)] = dim - (sum(sizes) + 1)
+    if sum(sizes) != dim or min(sizes) < 0:
+        raise ConversionError(f"{op.opcode} op {op.index}: sizes {sizes} do not split {dim}")
+    return LayerSpec("Split", {"sizes": sizes, "axis": axis}, (x,), op.outputs, custom=True)
+
+
+@converter("SPLIT", range(1, 5))
+def split(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    axis_tensor, x = op.inputs[:2]
+    n = int(op.options.get("num_splits", len(op.outputs)))
+    dim = ctx.shape(x)[_ints(ctx, axis_tensor)[0] % ctx.rank(x)]
+    if n <= 0 or dim % n:
+        raise ConversionError(f"SPLIT op {op.index}: {dim} does not split into {n} equal parts")
+    return _split(op, ctx, x, axis_tensor, [dim // n] * n)
+
+
+@converter("SPLIT_V", range(1, 3))
+def split_v(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x, sizes, axis_tensor = op.inputs[:3]
+    return _split(op, ctx, x, axis_tensor, _ints(ctx, sizes))
+
+
+@converter("TILE", range(1, 4))
+def tile(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    return LayerSpec("Tile", {"multiples": _ints(ctx, op.inputs[1])}, (op.inputs[0],), op.outputs, custom=True)
+
+
+@converter("BROADCAST_TO", range(1, 4))
+def broadcast_to(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # The output tensor's shape is the target (also when the shape operand is computed).
+    shape = list(ctx.shape(op.outputs[0]))
+    if any(d < 0 for d in shape):
+        raise ConversionError(f"BROADCAST_TO op {op.index}: dynamic output shape {shape}")
+    return LayerSpec("BroadcastTo", {"shape": shape}, (op.inputs[0],), op.outputs, custom=True)
+
+
+@converter("CAST", range(1, 8))
+def cast(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    to = ctx.tensor(op.outputs[0]).dtype
+    if to not in ("float32", "float16", "int32", "int64", "int16", "int8", "uint8", "bool"):
+        raise ConversionError(f"CAST op {op.index}: cast to {to} is not supported")
+    return LayerSpec("Cast", {"to": to}, (op.inputs[0],), op.outputs, custom=True)
+
+
+@converter("SHAPE", range(1, 3))
+def shape(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # Computed from the Keras tensor at run time (static here: the rebuild has fixed input shapes).
+    return LayerSpec("ShapeOf", {"out_dtype": ctx.tensor(op.outputs[0]).dtype}, (op.inputs[0],), op.outputs,
+                     custom=True)
+
+
+def arg_reduce(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x = op.inputs[0]
+    axis = _ints(ctx, op.inputs[1])[0] % ctx.rank(x)
+    kind = "argmax" if op.opcode == "ARG_MAX" else "argmin"
+    return LayerSpec("ArgReduce", {"op": kind, "axis": axis, "out_dtype": ctx.tensor(op.outputs[0]).dtype},
+                     (x,), op.outputs, custom=True)
+
+
+converter("ARG_MAX", range(1, 4))(arg_reduce)
+converter("ARG_MIN", range(1, 4))(arg_reduce)
+
+
+def select(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    cond, x, y = op.inputs[:3]
+    if ctx.is_const(cond):
+        raise ConversionError(f"{op.opcode} op {op.index}: a constant condition is not supported")
+    layout = "".join("c" if ctx.is_const(i) else "i" for i in (cond, x, y))
+    consts = [_float_const(op, ctx, i) for i in (x, y) if ctx.is_const(i)]
+    kwargs: dict = {"layout": layout}
+    if consts:
+        kwargs["constant_shapes"] = [list(c.shape) for c in consts]
+    # SELECT (v1) with a rank-1 condition picks whole slices along the first axis.
+    if op.opcode == "SELECT" and ctx.rank(cond) == 1 and ctx.rank(x) > 1:
+        kwargs["rank_one"] = True
+    return LayerSpec("Select", kwargs, tuple(i for i in (cond, x, y) if not ctx.is_const(i)), op.outputs,
+                     weights=tuple((f"constant_{k}", c) for k, c in enumerate(consts)), custom=True)
+
+
+converter("SELECT", range(1, 5))(select)
+converter("SELECT_V2", range(1, 3))(select)
