@@ -270,21 +270,19 @@ def test_identifiers_are_sanitized(hostile):
     (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     local = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     generated = local - {"w", "model"}
-    for name in sorted(generated):
-        assert re.fullmatch(r"[a-z_][a-z0-9_]*", name), name
-        assert len(name) <= MAX_LEN + 8, name  # + "t_", "_", a "_<n>" suffix
-        assert name not in TEMPLATE_NAMES and not hasattr(builtins, name) and not keyword.issoftkeyword(name), name
-    for tok in _tokens(source):
-        if tok.type == tokenize.NAME:
-            assert tok.string.isascii() and tok.string.isidentifier(), tok
+    assert len(generated) == 1 + 1 + len(HOSTILE)  # input, conv, one per hostile name: all distinct
+    bad = [name for name in sorted(generated)
+           if not re.fullmatch(r"[a-z_][a-z0-9_]*", name)
+           or len(name) > MAX_LEN + 8  # + "t_", "_", a "_<n>" suffix
+           or name in TEMPLATE_NAMES or hasattr(builtins, name) or keyword.issoftkeyword(name)]
+    assert bad == []
+    assert [t for t in _tokens(source) if t.type == tokenize.NAME and not t.string.isascii()] == []
 
 
 def test_injection_text_only_in_strings_and_comments(hostile):
     source = hostile["hostile"][1]
-    for tok in _tokens(source):
-        if tok.type in (tokenize.STRING, tokenize.COMMENT):
-            continue
-        assert "system" not in tok.string and '"' not in tok.string and "'" not in tok.string, tok
+    code = [t for t in _tokens(source) if t.type not in (tokenize.STRING, tokenize.COMMENT)]
+    assert [t for t in code if "system" in t.string or '"' in t.string or "'" in t.string] == []
 
 
 def test_no_invisible_or_line_breaking_characters(hostile):
