@@ -607,3 +607,18 @@ def test_truncated_real_model_is_refused(fraction):
     blob = require_fixture("mobilenet_v2_int8").read_bytes()
     with pytest.raises(ModelFormatError):
         read_model(blob[: int(len(blob) * fraction)])
+
+
+@pytest.mark.parametrize("name", ["mnist", "mobilenet_v2_float"])
+def test_sha256_of_the_file_leaves_views_intact(name):
+    """sha256 hashes the mapped file and lets hashed pages go (MADV_DONTNEED): the constant views
+    must read the same bytes afterwards."""
+    import hashlib
+
+    path = require_fixture(name)
+    model = read_model(path)
+    before = [t.data.copy() for t in model.main.tensors if t.data is not None]
+    assert model.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    after = [t.data for t in model.main.tensors if t.data is not None]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert read_model(path.read_bytes()).sha256 == model.sha256  # the in-memory path too
