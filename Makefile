@@ -38,6 +38,7 @@ fixtures: $(STAMP)
 bench: $(STAMP) corpus
 	$(PY) bench/inspect.py
 	$(PY) bench/dump.py
+	$(PY) bench/codegen.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

@@ -102,7 +102,10 @@ def verify(model: Model, keras_model, batches: int = 3) -> Report:
     kind = quantization_kind(model)
     content = bytes(model._storage)
     interp = make_interpreter(model_content=content)
-    reference = make_interpreter(model_content=content, reference_kernels=True)
+    try:  # without XNNPACK some ops (MediaPipe's, resolved by the delegate) are missing: no noise floor then
+        reference = make_interpreter(model_content=content, reference_kernels=True)
+    except TflRebuildError:
+        reference = None
     in_tensors = [sg.tensors[i] for i in sg.inputs]
     out_tensors = [sg.tensors[i] for i in sg.outputs]
     refs: list[list[np.ndarray]] = [[] for _ in out_tensors]
@@ -112,7 +115,7 @@ def verify(model: Model, keras_model, batches: int = 3) -> Report:
     for seed in range(batches):
         inputs = random_inputs(interp, seed)
         ref = run(interp, inputs)
-        for k, other in enumerate(run(reference, inputs)):
+        for k, other in enumerate(run(reference, inputs) if reference is not None else []):
             a, b = to_float(out_tensors[k], ref[k]), to_float(out_tensors[k], other)
             noise[k] = max(noise[k], compare_arrays(a, b)[0])
             top1_noise[k] |= a.size > 1 and int(np.argmax(a)) != int(np.argmax(b))
