@@ -94,8 +94,10 @@ def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_rep
         keep.invoke()
         return [keep.get_tensor(t) for t in indices]
 
+    # Fast models get more rounds (about 2 s of plain runs), so noise from other processes averages out.
+    rounds = max(repeats, min(500, int(2000 / max(median_ms(lambda: runtime.run(plain, x), 5), 0.01))))
     t_plain, t_run, t_copy, t_keep = paired_ms(
-        [lambda: runtime.run(plain, x), lambda: dumper.run(x, copy=False), lambda: dumper.run(x), preserve], repeats
+        [lambda: runtime.run(plain, x), lambda: dumper.run(x, copy=False), lambda: dumper.run(x), preserve], rounds
     )
     rows = [(mode, "plain", t_plain, 0), (mode, "dump run", t_run, n), (mode, "dump+copy", t_copy, n)]
     if not xnnpack:

@@ -308,3 +308,28 @@ def test_conform_dtype_and_shape_rules():
         conform(np.ones(4, np.float32), detail(np.int8, [1, 4]), "t")
     with pytest.raises(InputError, match=r"expects shape \[1, 4\]"):
         conform(np.ones((2, 2)), detail(np.float32, [1, 4]), "t")
+
+
+# -- runtimes -------------------------------------------------------------------------------------
+
+def hide(monkeypatch, *modules):
+    for m in modules:
+        monkeypatch.setitem(sys.modules, m, None)  # makes `import m` raise ImportError
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+def test_falls_back_to_tf_lite_without_litert(chain, tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")
+    litert = outputter.dump(chain, seed=4)
+    hide(monkeypatch, "ai_edge_litert", "ai_edge_litert.interpreter")
+    tflite = outputter.dump(chain, seed=4)
+    assert type(outputter.Dumper(outputter.prepare(chain)).interpreter).__module__.startswith("tensorflow")
+    assert all(np.array_equal(litert[k], tflite[k]) for k in litert)
+    ok(chain, "-o", tmp_path / "o", "--random", "4")
+    assert json.loads((tmp_path / "o" / "index.json").read_text())["runtime"].startswith("tensorflow")
+
+
+def test_clear_error_without_any_runtime(chain, tmp_path, monkeypatch):
+    hide(monkeypatch, "ai_edge_litert", "ai_edge_litert.interpreter", "tensorflow")
+    fail(chain, "-o", tmp_path / "o", "--random", "0", match="needs ai-edge-litert or tensorflow")
+    ok(chain, "--save-patched", tmp_path / "p.tflite")  # patching alone needs no runtime

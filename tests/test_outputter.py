@@ -226,6 +226,10 @@ def test_dumper_runs_repeatedly_with_fresh_arrays():
     np.testing.assert_array_equal(first["b"], kept)  # get_tensor copies: not overwritten by run 2
     views = dumper.run(np.zeros((1, 4), np.float32), copy=False)
     assert all(np.array_equal(views[k], first[k]) for k in first)
+    with pytest.raises(RuntimeError, match="still referenced"):  # they would be overwritten
+        dumper.run(np.ones((1, 4), np.float32))
+    del views
+    assert dumper.run(np.ones((1, 4), np.float32), copy=False)["b"][0, 0] == pytest.approx(np.tanh(1.5))
 
 
 def test_dump_arrays_are_views_that_keep_their_interpreter_alive():

@@ -287,10 +287,12 @@ class Dumper:
     def run(self, inputs=None, seed: int = 0, copy: bool = True) -> TensorDump:
         """One invoke. With `copy=False` the arrays are views into the interpreter's memory
         (graph outputs are never reused within a run): no copy, and they keep the interpreter
-        alive, but the next `run` of this Dumper overwrites them."""
+        alive; the runtime refuses to run again while any of them is referenced."""
         from . import runtime
         from .inputs import from_arrays
 
+        if not getattr(self.interpreter, "_safe_to_run", lambda: True)():  # the runtime's check, our words
+            raise RuntimeError("arrays of an earlier run(copy=False) are still referenced; drop them first")
         details = self.input_details
         values = from_arrays(inputs, details, seed)
         try:
