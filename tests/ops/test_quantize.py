@@ -38,14 +38,15 @@ def test_int8_concatenation(tfl):
 
 
 def test_int8_int8_io(tfl):
-    # int8 input and output tensors: verify() itself applies the 2-LSB tolerance.
+    # int8 input and output tensors (verify() measures them in LSB; held here to a flat 2 LSB,
+    # without verify's allowance for XNNPACK-vs-reference noise).
     conv = tf.lite.TFLiteConverter.from_keras_model(_convnet())
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([x] for x in _calibration())
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
     path = tfl.crafted(conv.convert())
-    report = tfl.check(path, "CONV_2D")
+    report = tfl.check(path, "CONV_2D", max_lsb=2.0)
     assert report.kind == "full-int8" and all(o.lsb is not None for o in report.outputs)
 
 
