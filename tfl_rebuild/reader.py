@@ -9,16 +9,18 @@ that says where in the model it happened.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import mmap
 import os
 import re
 import struct
+import sys
+import types
 from functools import cache
 from pathlib import Path
 
 import flatbuffers
 import numpy as np
-from tflite.Model import Model as FbModel
 
 from .errors import ModelFormatError
 from .ir import (
@@ -35,6 +37,45 @@ from .ir import (
     Tensor,
     TensorInfo,
 )
+
+
+class _LazyPackage(types.ModuleType):
+    """The `tflite` package, registered without running its __init__ (which imports all ~190
+    generated modules: a fifth of `inspect`'s start-up). `import tflite.Model` then loads just that
+    module. The first attribute lookup on the package itself (tflite.ModelStart, tflite.Model) runs
+    the real __init__, so every other user of `tflite` sees the usual package."""
+
+    def __getattr__(self, name):
+        if self.__class__ is _LazyPackage:
+            self.__class__ = types.ModuleType
+            self.__spec__.loader.exec_module(self)
+            if name in self.__dict__:
+                return self.__dict__[name]
+        sub = sys.modules.get(f"{self.__name__}.{name}")
+        if sub is not None:
+            return sub
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        # The import system binds each loaded submodule on its package; the real __init__ rebinds
+        # those names to the classes (tflite.Model is the class). Leave them to __getattr__.
+        if isinstance(value, types.ModuleType) and name[:1].isupper():
+            return
+        super().__setattr__(name, value)
+
+
+def _register_lazy_tflite() -> None:
+    if "tflite" in sys.modules:
+        return
+    spec = importlib.util.find_spec("tflite")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return
+    module = importlib.util.module_from_spec(spec)
+    module.__class__ = _LazyPackage
+    sys.modules["tflite"] = module
+
+
+_register_lazy_tflite()
 
 FILE_IDENTIFIER = b"TFL3"
 # Options fields whose integer values are schema enums: decoded to their names for readability.
@@ -128,6 +169,8 @@ class _Parser:
         root = struct.unpack_from("<I", self.buf, 0)[0]
         if not 8 <= root < self.size:
             raise self.fail(f"root table offset {root} lies outside the file")
+        from tflite.Model import Model as FbModel
+
         try:
             return self._parse_model(FbModel.GetRootAs(self.buf, 0))
         except _LOW_LEVEL_FAULTS as exc:
