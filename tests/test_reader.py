@@ -622,3 +622,25 @@ def test_sha256_of_the_file_leaves_views_intact(name):
     after = [t.data for t in model.main.tensors if t.data is not None]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert read_model(path.read_bytes()).sha256 == model.sha256  # the in-memory path too
+
+
+def test_tflite_package_loads_lazily_and_then_fully():
+    """Reading imports only the generated modules it needs; the package then behaves as usual."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tfl_rebuild.reader import read_model\n"
+        f"read_model({str(require_fixture('ops_zoo'))!r})\n"
+        "loaded = sum(1 for m in sys.modules if m.startswith('tflite.'))\n"
+        "import tflite\n"
+        "from tflite import Conv2DOptions\n"
+        "import tflite.Model as M\n"
+        "print(loaded, isinstance(tflite.Model, type), M is tflite.Model, callable(tflite.ModelStart),\n"
+        "      Conv2DOptions.__name__, tflite.__version__, sum(1 for m in sys.modules if m.startswith('tflite.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) < 60
+    assert out[1:6] == ["True", "True", "True", "Conv2DOptions", tflite.__version__]
+    assert int(out[6]) > 150
