@@ -32,7 +32,7 @@ def run(*args, env=None):
 
 
 @pytest.mark.parametrize(
-    "path, kind",
+    "name, kind",
     [
         ("mnist", "float"),
         ("add_one", "float"),
@@ -44,8 +44,8 @@ def run(*args, env=None):
         ("sparse_fc", "float"),
     ],
 )
-def test_quantization_kind_of_fixtures(path, kind):
-    assert quantization_kind(read_model(require_fixture(path))) == kind
+def test_quantization_kind_of_fixtures(name, kind):
+    assert quantization_kind(read_model(require_fixture(name))) == kind
 
 
 @pytest.mark.parametrize(
