@@ -1,0 +1,239 @@
+"""Check a Core ML conversion's numbers against TFLite, on Linux too.
+
+Core ML predicts only on macOS. Elsewhere we run the converted MIL program with `mil_eval` (numpy),
+on the seeded inputs Keras verification uses (runtime.random_inputs), and compare per output with
+TFLite: max abs, max rel (max |error| / max |TFLite output|), cosine, over 3 inputs. On macOS
+(sys.platform == "darwin") Core ML's own MLModel.predict is used instead.
+
+Tolerances (the report states the one applied):
+- float32 precision: rel <= 1e-4, or twice TFLite's own noise (XNNPACK vs reference kernels, as
+  `keras` verification); a classifier's arg-max must agree.
+- float16 precision: rel <= 1e-2, or twice TFLite's noise, or twice the change that rounding the
+  weights to fp16 alone makes (measured on the Keras model, fp32 activations). Random-weight
+  MobileNetV2 needs that last allowance (its logits move 1.4e-2 from fp16 weights); the MediaPipe
+  models land at 4e-4 .. 6e-3. The arg-max is reported, not required (fp16 may flip near-ties).
+- dynamic-range / int8 TFLite models: the Keras tolerance of that kind (5e-2; 2 LSB) when larger.
+An image input is checked with random pixels (0..255): TFLite gets scale * pixel + bias in the
+declared channel order, the program the planes Core ML would hand it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .coreml import Converted, ImageInput
+from .errors import RuntimeUnavailableError, TflRebuildError
+from .ir import Model
+
+FP32_REL_TOL = 1e-4
+FP16_REL_TOL = 1e-2
+CHECK_BATCHES = 3
+
+
+@dataclass
+class NotChecked:
+    reason: str
+
+
+@dataclass
+class CheckResult:
+    report: object  # verify.Report
+    weight_effect: list[float]  # per output: rel change from fp16 weights alone (Keras), 0 for float32
+    overflow: list[str]  # MIL variables that overflowed float16
+
+
+def check(model: Model, conv: Converted, keras_model=None, batches: int = CHECK_BATCHES,
+          use_coreml: bool | None = None):
+    """Run the Core ML model (macOS) or its MIL program (numpy) and TFLite on seeded inputs.
+
+    Returns a CheckResult, or NotChecked saying why the numbers could not be compared."""
+    from .mil_eval import MilEvalError, unknown_ops
+
+    if use_coreml is None:
+        use_coreml = sys.platform == "darwin"
+    if not use_coreml:
+        if conv.program is None:
+            return NotChecked("coremltools kept no MIL program for this model")
+        missing = unknown_ops(conv.program)
+        if missing:
+            return NotChecked(f"unknown MIL ops {', '.join(missing)}")
+    try:
+        return _compare(model, conv, keras_model, batches, use_coreml)
+    except RuntimeUnavailableError as exc:
+        return NotChecked(str(exc))
+    except MilEvalError as exc:
+        return NotChecked(f"the MIL evaluator cannot run this program: {exc}")
+
+
+def _seeded(interp, seed: int, conv: Converted) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """TFLite inputs of the converted default shapes, seeded as runtime.random_inputs; for an image
+    input, random pixels (RGB, 0..255) and the TFLite value they stand for."""
+    from .runtime import random_input
+
+    rng = np.random.default_rng(seed)
+    values, pixels = [], []
+    for detail, shape, port in zip(interp.get_input_details(), conv.shapes, conv.inputs):
+        img = conv.image
+        if img and img.name in (port.name, port.tflite_name):
+            rgb = rng.integers(0, 256, shape).astype(np.float32)  # [1, H, W, C] in image (RGB) order
+            seen = rgb[..., ::-1] if img.color_layout == "BGR" and shape[-1] == 3 else rgb  # what the model gets
+            bias = np.asarray(img.bias if len(img.bias) == shape[-1] else img.bias * shape[-1], np.float32)
+            values.append(_from_float(detail, seen * np.float32(img.scale) + bias))
+            pixels.append(rgb)
+        else:
+            values.append(random_input({**detail, "shape": shape}, rng))
+            pixels.append(None)
+    return values, pixels
+
+
+def _from_float(detail: dict, x: np.ndarray) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = detail.get("quantization", (0.0, 0))
+    q = np.round(x / scale) + zero if scale else np.round(x)
+    info = np.iinfo(dtype)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _compare(model: Model, conv: Converted, keras_model, batches: int, use_coreml: bool) -> CheckResult:
+    from .inspect import quantization_kind
+    from .runtime import make_interpreter
+    from .runtime import run as run_tflite
+    from .verify import (
+        DYNAMIC_REL_TOL,
+        INT8_LSB_TOL,
+        NOISE_FACTOR,
+        OutputReport,
+        Report,
+        compare_arrays,
+        to_float,
+    )
+
+    sg = model.main
+    kind = quantization_kind(model)
+    content = bytes(model._storage)
+    interp = make_interpreter(model_content=content)
+    try:  # MediaPipe's custom ops exist only in XNNPACK: then there is no noise floor (as verify)
+        reference = make_interpreter(model_content=content, reference_kernels=True)
+    except TflRebuildError:
+        reference = None
+    in_t = [sg.tensors[i] for i in sg.inputs]
+    out_t = [sg.tensors[i] for i in sg.outputs]
+    fp16 = conv.options.precision == "float16"
+    refs: list[list[np.ndarray]] = [[] for _ in out_t]
+    gots: list[list[np.ndarray]] = [[] for _ in out_t]
+    noise = [0.0] * len(out_t)  # TFLite's XNNPACK vs reference kernels, max abs
+    effect = [0.0] * len(out_t)  # Keras with fp16-rounded weights vs as is, max abs
+    overflow: list[str] = []
+    rounded = _fp16_weights_of(keras_model) if fp16 and keras_model is not None else None
+    for seed in range(batches):
+        inputs, pixels = _seeded(interp, seed, conv)
+        ref = run_tflite(interp, inputs)
+        for k, other in enumerate(run_tflite(reference, inputs) if reference is not None else ()):
+            noise[k] = max(noise[k], compare_arrays(to_float(out_t[k], ref[k]), to_float(out_t[k], other))[0])
+        as_float = [to_float(t, x) for t, x in zip(in_t, inputs)]
+        if rounded is not None:
+            try:
+                for k, d in enumerate(_weight_effect(keras_model, rounded, as_float)):
+                    effect[k] = max(effect[k], d)
+            except Exception:  # e.g. a Keras model that cannot take a user's --input-shape: no allowance
+                rounded = None
+        feed = [p if p is not None else x for x, p in zip(as_float, pixels)]
+        got = _predict(conv, feed) if use_coreml else _evaluate(conv, feed, overflow)
+        for k, t in enumerate(out_t):
+            refs[k].append(to_float(t, ref[k]))
+            gots[k].append(got[k])
+    base = FP16_REL_TOL if fp16 else FP32_REL_TOL
+    if kind == "dynamic-range":
+        base = max(base, DYNAMIC_REL_TOL)
+    quant = kind in ("full-int8", "int16x8")
+    tol = f"rel <= max({base:g}, {NOISE_FACTOR:g} x runtime noise" + \
+        (f", {NOISE_FACTOR:g} x the change fp16 weights alone make)" if fp16 else ")")
+    if quant:
+        tol += f", or <= {INT8_LSB_TOL:g} LSB of the output scale"
+    report = Report(f"Core ML {conv.options.precision} {conv.options.format}", tol)
+    rel_effect = []
+    for k, t in enumerate(out_t):
+        ref = np.stack(refs[k])
+        same = all(g.size == r.size for g, r in zip(gots[k], refs[k]))
+        got = np.stack([g.reshape(r.shape) for g, r in zip(gots[k], refs[k])]) if same else np.zeros(0)
+        max_abs, max_rel, cos = compare_arrays(ref, got)
+        spread = max(compare_arrays(refs[k][0], r)[1] for r in refs[k][1:]) if batches > 1 else 1.0
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        noise_rel = noise[k] / scale if scale > 0 else 0.0
+        rel_effect.append(effect[k] / scale if scale > 0 else 0.0)
+        lsb = max_abs / float(t.quantization.scale[0]) if quant and t.quantized else None
+        top1 = None
+        if ref.ndim >= 2 and ref.shape[-1] > 1 and ref.size // ref.shape[-1] == batches and ref.size == got.size:
+            top1 = float(np.mean(ref.reshape(batches, -1).argmax(-1) == got.reshape(batches, -1).argmax(-1)))
+        ok = max_rel <= max(base, NOISE_FACTOR * noise_rel, NOISE_FACTOR * rel_effect[-1])
+        if lsb is not None:
+            ok = ok or lsb <= INT8_LSB_TOL
+        if not fp16 and top1 is not None and top1 < 1.0:
+            ok = False  # float32 must keep the arg-max; fp16 may flip near-ties
+        report.outputs.append(OutputReport(t.name, max_abs, max_rel, cos, lsb, input_sensitive=spread > 0.01,
+                                           noise=noise_rel, top1_agree=top1, ok=ok))
+    return CheckResult(report, rel_effect, sorted(set(overflow)))
+
+
+def _fp16_weights_of(keras_model) -> list[np.ndarray]:
+    return [w.astype(np.float16).astype(w.dtype) if w.dtype.kind == "f" else w for w in keras_model.get_weights()]
+
+
+def _weight_effect(keras_model, rounded: list[np.ndarray], inputs: list[np.ndarray]) -> list[float]:
+    """Max abs change of each Keras output when its weights are rounded to fp16: how far float16
+    precision must move the outputs before any activation is rounded."""
+    from .verify import run_keras
+
+    original = keras_model.get_weights()
+    before = run_keras(keras_model, inputs)
+    keras_model.set_weights(rounded)
+    try:
+        after = run_keras(keras_model, inputs)
+    finally:
+        keras_model.set_weights(original)
+    return [float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0 for a, b in zip(after, before)]
+
+
+def _evaluate(conv: Converted, feed: list[np.ndarray], overflow: list[str]) -> list[np.ndarray]:
+    from .mil_eval import evaluate
+
+    program_in = {}
+    for p, x in zip(conv.inputs, feed):
+        image = conv.image and conv.image.name in (p.name, p.tflite_name)
+        program_in[p.trace_name] = _image_planes(x, conv.image) if image else x
+    nn_fp16 = conv.options.format == "neuralnetwork" and conv.options.precision == "float16"
+    values = evaluate(conv.program, program_in, outputs=[p.trace_name for p in conv.outputs],
+                      round_consts_fp16=nn_fp16, overflow=overflow)
+    return [np.asarray(values[p.trace_name], np.float32) for p in conv.outputs]
+
+
+def _image_planes(rgb: np.ndarray, img: ImageInput) -> np.ndarray:
+    """What Core ML hands the program for an image: channel planes [1, C, H, W] in the declared layout."""
+    seen = rgb[..., ::-1] if img.color_layout == "BGR" and rgb.shape[-1] == 3 else rgb
+    return np.ascontiguousarray(seen.transpose(0, 3, 1, 2))
+
+
+def _predict(conv: Converted, feed: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover (macOS)
+    from PIL import Image
+
+    data = {}
+    for p, x in zip(conv.inputs, feed):
+        if conv.image and conv.image.name in (p.name, p.tflite_name):
+            arr = x[0].astype(np.uint8)
+            data[p.name] = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, "L" if arr.shape[-1] == 1 else "RGB")
+        else:
+            data[p.name] = x
+    result = conv.mlmodel.predict(data)
+    outs = []
+    for p in conv.outputs:
+        if p.name in result:
+            outs.append(np.asarray(result[p.name], np.float32))
+        else:  # a classifier: the label -> probability dict stands for the first output
+            probs = next(v for v in result.values() if isinstance(v, dict))
+            outs.append(np.asarray([probs[label] for label in conv.options.class_labels], np.float32))
+    return outs
