@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/tfl-rebuild dump fixtures/mnist.tflite -o $(DEMO)/mnist_dump --random 0
 	$(BIN)/tfl-rebuild keras fixtures/mnist.tflite -o $(DEMO)/keras
 	$(BIN)/tfl-rebuild compare fixtures/mnist.tflite $(DEMO)/keras/mnist.py --plot $(DEMO)/mnist_errors.png
+	$(BIN)/tfl-rebuild coreml fixtures/mnist.tflite -o $(DEMO)/mnist.mlpackage
 	@echo "demo outputs are in $(DEMO)/"
 
 lint: $(STAMP)

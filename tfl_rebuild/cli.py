@@ -107,7 +107,7 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
         from .fileio import atomic_output
 
         with atomic_output(save_patched) as f:
-            f.write(patched.content)
+            patched.write(f)
         click.echo(f"wrote the patched model ({len(patched.entries)} tensors exposed) to {save_patched}", err=True)
     if not outdir:
         return
@@ -173,6 +173,44 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer):
     if explorer:
         cmp.write_model_explorer(result, explorer)
     sys.exit(0 if result.first_divergence is None else 1)
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(), help="Output .mlpackage (.mlmodel for --format neuralnetwork).")
+@click.option("--tflite", type=click.Path(exists=True, dir_okay=False),
+              help="With a generated .py: the .tflite to check against (default: from its _tensors.json).")
+@click.option("--format", "fmt", type=click.Choice(["mlprogram", "neuralnetwork"]), default="mlprogram",
+              show_default=True)
+@click.option("--minimum-deployment-target", "target", metavar="TARGET",
+              help="e.g. iOS15..iOS18, macOS12..macOS15 (default: the lowest the format allows).")
+@click.option("--precision", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--image-input", metavar="NAME", help="Make this input an image (ImageType).")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Image input: pixel scale.")
+@click.option("--bias", metavar="V[,V,V]", default="0", show_default=True, help="Image input: added after --scale.")
+@click.option("--color-layout", type=click.Choice(["RGB", "BGR"]), default="RGB", show_default=True)
+@click.option("--class-labels", type=click.Path(exists=True, dir_okay=False),
+              help="Labels file (one per line): make a classifier of the first output.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D,D,...",
+              help="Fixed or flexible input shape, e.g. image=1,64:512,64:512,3 (LOW:HIGH is a range).")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Verify the Keras rebuild and the converted numbers against TFLite.")
+@click.option("--keras-dir", type=click.Path(file_okay=False), help="Keep the generated Keras module here.")
+def coreml(source, output, tflite, fmt, target, precision, image_input, scale, bias, color_layout,
+           class_labels, input_shapes, check, keras_dir):
+    """Convert to Core ML through the generated Keras model and check the numbers against TFLite."""
+    from . import coreml as cm
+    from .coreml_job import run_command
+    from .inputs import parse_floats
+
+    if target and target not in cm.TARGETS:
+        raise click.BadParameter(f"{target!r}; one of {', '.join(cm.TARGETS)}", param_hint="--minimum-deployment-target")
+    image = None
+    if image_input:
+        image = cm.ImageInput(image_input, scale, list(parse_floats(bias, "--bias")), color_layout)
+    opts = cm.Options(fmt, target, precision, image, cm.read_labels(class_labels) if class_labels else None,
+                      dict(cm.parse_shape(s) for s in input_shapes))
+    sys.exit(run_command(source, output, opts, tflite=tflite, do_check=check, keras_dir=keras_dir))
 
 
 if __name__ == "__main__":  # pragma: no cover
