@@ -1,6 +1,19 @@
 """Op converters. Each family module registers itself on import (explicit list, no scanning)."""
 
-from . import activation, array, conv, elementwise, matmul, mediapipe, pooling, resize, shape  # noqa: F401
+from . import (  # noqa: F401
+    activation,
+    array,
+    conv,
+    elementwise,
+    matmul,
+    mediapipe,
+    normalization,
+    pooling,
+    resize,
+    sequence,
+    shape,
+    spectral,
+)
 from .registry import REGISTRY, ConversionError, ConvertContext, LayerSpec, lookup, supported_ops
 
 __all__ = ["REGISTRY", "ConvertContext", "ConversionError", "LayerSpec", "lookup", "supported_ops"]
