@@ -12,6 +12,7 @@ import sys
 import click
 
 from .errors import TflRebuildError
+from .fileio import ensure_dir, writable_file
 
 
 class _Group(click.Group):
@@ -34,14 +35,33 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-MODEL = click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+class _InputFile(click.ParamType):
+    """An existing file; anything else is our one-line error (exit 2), not click's usage text."""
+
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        from .errors import InputError
+
+        if os.path.isdir(value):
+            raise InputError(f"{value}: is a directory, not a file")
+        if not os.path.isfile(value):
+            raise InputError(f"{value}: cannot read (No such file or directory)")
+        return value
+
+
+INPUT_FILE = _InputFile()
+# Output paths are checked by fileio (one-line OutputError), not by click.
+OUTPUT_PATH = click.Path(path_type=str)
+# The reader says what is wrong with a missing file or a directory.
+MODEL = click.argument("model", type=click.Path(path_type=str))
 
 
 @main.command()
 @MODEL
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON document.")
 @click.option("--tensors", is_flag=True, help="Also list every tensor.")
-@click.option("--graph", "graph_path", type=click.Path(dir_okay=False), help="Write the graph (.graphml/.json/.dot).")
+@click.option("--graph", "graph_path", type=OUTPUT_PATH, help="Write the graph (.graphml/.json/.dot).")
 def inspect(model, as_json, tensors, graph_path):
     """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed)."""
     from . import inspect as inspect_mod
@@ -60,7 +80,7 @@ def inspect(model, as_json, tensors, graph_path):
 
 @main.command()
 @MODEL
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .npz file.")
+@click.option("-o", "--output", required=True, type=OUTPUT_PATH, help="Output .npz file.")
 @click.option("--layout", type=click.Choice(["raw", "keras"]), default="raw", show_default=True,
               help="keras: transpose conv/dense kernels to Keras layout.")
 @click.option("--dequantize", is_flag=True, help="Store quantized/fp16 constants as float32.")
@@ -76,7 +96,7 @@ def weights(model, output, layout, dequantize):
 
 @main.command()
 @MODEL
-@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Directory for the .npy files, index.json, summary.csv.")
+@click.option("-o", "--output", "outdir", type=OUTPUT_PATH, help="Directory for the .npy files, index.json, summary.csv.")
 @click.option("-i", "--input", "input_specs", multiple=True, metavar="[NAME=]FILE",
               help="Input value: .npy, .npz or an image; repeat as NAME=FILE for several inputs.")
 @click.option("--random", "seed", type=int, help="Random inputs from this seed (for inputs no --input gives).")
@@ -86,7 +106,7 @@ def weights(model, output, layout, dequantize):
 @click.option("--std", metavar="V[,V,V]", help="Image inputs: divide by (default 127.5 for float inputs).")
 @click.option("--scale", type=float, help="Image inputs: multiply by this instead of dividing by --std.")
 @click.option("--bgr", is_flag=True, help="Image inputs: feed channels as BGR.")
-@click.option("--save-patched", type=click.Path(dir_okay=False), help="Also write the patched .tflite here.")
+@click.option("--save-patched", type=OUTPUT_PATH, help="Also write the patched .tflite here.")
 @click.option("--xnnpack", is_flag=True,
               help="Run with the XNNPACK delegate (tensors it folds into its weights are left out).")
 @click.option("--num-threads", type=click.IntRange(min=1), help="Interpreter threads.")
@@ -100,6 +120,9 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
         raise click.UsageError("give -o DIR for the tensors, --save-patched FILE for the model, or both")
     if outdir:
         outputter.check_outdir(outdir)  # refuse before running, not after
+        ensure_dir(os.path.dirname(outdir) or ".")
+    if save_patched:
+        writable_file(save_patched)
     image = inputs.ImageOptions(inputs.parse_floats(mean, "--mean"), inputs.parse_floats(std, "--std"), scale, bgr)
     ops = [o for group in ops for o in group.split(",")]
     patched = outputter.prepare(model, select, ops, xnnpack=xnnpack)
@@ -129,12 +152,12 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
 
 @main.command()
 @MODEL
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("-o", "--output", "outdir", required=True, type=OUTPUT_PATH, help="Output directory.")
 @click.option("--name", help="File stem of the generated module (default: the model's file name).")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Check the rebuild against TFLite.")
 @click.option("--fake-quant/--no-fake-quant", default=None,
               help="Round activations to the int8 grid like the model does (default: on for int8 models).")
-@click.option("--save-keras", type=click.Path(dir_okay=False), help="Also save the built model (.keras).")
+@click.option("--save-keras", type=OUTPUT_PATH, help="Also save the built model (.keras).")
 def keras(model, outdir, name, verify, fake_quant, save_keras):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
     from .keras_job import rebuild
@@ -145,13 +168,13 @@ def keras(model, outdir, name, verify, fake_quant, save_keras):
 
 @main.command()
 @MODEL
-@click.argument("module", type=click.Path(exists=True, dir_okay=False))
+@click.argument("module", type=INPUT_FILE)
 @click.option("--input", "input_specs", multiple=True, metavar="[NAME=]FILE",
               help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.")
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write the per-layer error curve (png/svg/pdf).")
-@click.option("--model-explorer", "explorer", type=click.Path(dir_okay=False),
+@click.option("--plot", type=OUTPUT_PATH, help="Write the per-layer error curve (png/svg/pdf).")
+@click.option("--model-explorer", "explorer", type=OUTPUT_PATH,
               help="Write Model Explorer node data (errors as colours on the graph).")
 def compare(model, module, input_specs, seed, as_json, plot, explorer):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
@@ -159,6 +182,9 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer):
     from .inputs import load_inputs
     from .runtime import make_interpreter
 
+    for path in (plot, explorer):
+        if path:
+            writable_file(path)  # refuse before the run, not after
     values = None
     if input_specs:
         details = make_interpreter(model).get_input_details()
@@ -176,9 +202,9 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer):
 
 
 @main.command()
-@click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(), help="Output .mlpackage (.mlmodel for --format neuralnetwork).")
-@click.option("--tflite", type=click.Path(exists=True, dir_okay=False),
+@click.argument("source", type=INPUT_FILE)
+@click.option("-o", "--output", type=OUTPUT_PATH, help="Output .mlpackage (.mlmodel for --format neuralnetwork).")
+@click.option("--tflite", type=INPUT_FILE,
               help="With a generated .py: the .tflite to check against (default: from its _tensors.json).")
 @click.option("--format", "fmt", type=click.Choice(["mlprogram", "neuralnetwork"]), default="mlprogram",
               show_default=True)
@@ -189,13 +215,13 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer):
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Image input: pixel scale.")
 @click.option("--bias", metavar="V[,V,V]", default="0", show_default=True, help="Image input: added after --scale.")
 @click.option("--color-layout", type=click.Choice(["RGB", "BGR"]), default="RGB", show_default=True)
-@click.option("--class-labels", type=click.Path(exists=True, dir_okay=False),
+@click.option("--class-labels", type=INPUT_FILE,
               help="Labels file (one per line): make a classifier of the first output.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D,D,...",
               help="Fixed or flexible input shape, e.g. image=1,64:512,64:512,3 (LOW:HIGH is a range).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Verify the Keras rebuild and the converted numbers against TFLite.")
-@click.option("--keras-dir", type=click.Path(file_okay=False), help="Keep the generated Keras module here.")
+@click.option("--keras-dir", type=OUTPUT_PATH, help="Keep the generated Keras module here.")
 def coreml(source, output, tflite, fmt, target, precision, image_input, scale, bias, color_layout,
            class_labels, input_shapes, check, keras_dir):
     """Convert to Core ML through the generated Keras model and check the numbers against TFLite."""
@@ -203,6 +229,10 @@ def coreml(source, output, tflite, fmt, target, precision, image_input, scale, b
     from .coreml_job import run_command
     from .inputs import parse_floats
 
+    if output:
+        ensure_dir(os.path.dirname(output) or ".")
+    if keras_dir:
+        ensure_dir(keras_dir)
     if target and target not in cm.TARGETS:
         raise click.BadParameter(f"{target!r}; one of {', '.join(cm.TARGETS)}", param_hint="--minimum-deployment-target")
     image = None
@@ -211,6 +241,67 @@ def coreml(source, output, tflite, fmt, target, precision, image_input, scale, b
     opts = cm.Options(fmt, target, precision, image, cm.read_labels(class_labels) if class_labels else None,
                       dict(cm.parse_shape(s) for s in input_shapes))
     sys.exit(run_command(source, output, opts, tflite=tflite, do_check=check, keras_dir=keras_dir))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Models checked at once, each in its own process.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
+              help="Seconds one model may take; then its process is killed and its row says so.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Compare the Keras and Core ML numbers with TFLite (--no-verify only builds and converts).")
+@click.option("--coreml/--no-coreml", "do_coreml", default=True, show_default=True,
+              help="Also convert to Core ML and check the converted program.")
+@click.option("--precision", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
+              help="Core ML compute precision.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE|-",
+              help="Write every row as one JSON document.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE|-",
+              help="Write a Markdown coverage report.")
+@click.option("--keep", type=click.Path(file_okay=False), metavar="DIR",
+              help="Keep each model's Keras module (and .mlpackage) in DIR/<model>/ (default: temporary).")
+def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep):
+    """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
+
+    PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from . import check_report
+    from .check import Options, collect_models, run_all
+    from .errors import InputError
+    from .fileio import atomic_output
+
+    if json_out == "-" and md_out == "-":
+        raise InputError("--json - and --markdown -: only one of them can go to stdout")
+    models = collect_models(list(paths))
+    keep_dir = Path(keep) if keep else None
+    if keep_dir is not None:
+        if keep_dir.exists() and not keep_dir.is_dir():
+            raise InputError(f"--keep {keep}: not a directory")
+        keep_dir.mkdir(parents=True, exist_ok=True)
+    opts = Options(verify=verify, coreml=do_coreml, precision=precision, timeout=timeout)
+    err = Console(stderr=True, highlight=False)
+    out = err if "-" in (json_out, md_out) else Console(highlight=False)
+    err.print(f"checking {len(models)} model(s), {min(jobs, len(models))} at a time")
+
+    def progress(done, row):
+        err.print(f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
+                  + (f" - {escape(row.reason)}" if row.reason else ""))
+
+    rows = run_all(models, opts, jobs=jobs, keep=keep_dir, progress=progress)
+    check_report.print_table(rows, opts, out)
+    for dest, text in ((json_out, check_report.to_json), (md_out, check_report.to_markdown)):
+        if dest == "-":
+            click.echo(text(rows, opts))
+        elif dest:
+            with atomic_output(dest, "w") as f:
+                f.write(text(rows, opts))
+            err.print(f"wrote {escape(dest)}")
+    sys.exit(0 if all(r.outcome == "pass" for r in rows) else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover
