@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -56,6 +57,13 @@ def make_interpreter(
     except (ValueError, RuntimeError) as exc:
         text = str(exc)
         custom = sorted(set(re.findall(r"unresolved custom op: (\S+?)\.?\s", text + " ")))
+        if custom and _has_references(custom):
+            # Custom ops with a numpy reference (MediaPipe's): TFLite runs the rest, in segments.
+            from .segmented import SegmentedInterpreter
+
+            content = model_content if model_content is not None else Path(model_path).read_bytes()
+            return SegmentedInterpreter(content, set(custom), reference_kernels=reference_kernels,
+                                        num_threads=num_threads, preserve_all_tensors=preserve_all_tensors)
         if custom:
             raise RuntimeUnavailableError(
                 f"the TFLite runtime cannot run this model: custom op(s) {', '.join(custom)} are not built in"
@@ -63,6 +71,12 @@ def make_interpreter(
         first = next((ln for ln in text.splitlines() if ln.strip()), text)
         raise RuntimeUnavailableError(f"the TFLite runtime cannot load this model: {first}") from None
     return interp
+
+
+def _has_references(custom: list[str]) -> bool:
+    from .reference_ops import REFERENCES
+
+    return all(c in REFERENCES for c in custom)
 
 
 def random_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
