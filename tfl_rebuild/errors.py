@@ -21,3 +21,7 @@ class RuntimeUnavailableError(TflRebuildError):
 
 class InputError(TflRebuildError):
     """A user-supplied input (array file, image, option value) does not fit the model."""
+
+
+class OutputError(TflRebuildError):
+    """An output path cannot be written (a file where a directory must be, no permission, ...)."""

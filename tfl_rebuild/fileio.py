@@ -3,22 +3,66 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import OutputError
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create `path` (and its parents) or say in one line why it cannot be."""
+    out = Path(path)
+    if out.is_dir():
+        return out
+    if out.exists() or out.is_symlink():
+        what = "is a file" if out.is_file() else "exists"
+        raise OutputError(f"{out}: {what}, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create the directory ({exc.strerror or exc})") from None
+    return out
+
+
+def writable_file(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, an output file path that is a directory or under a file."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{target}: is a directory, expected a file path")
+    ensure_dir(target.parent)
+    return target
+
+
+def _mode_for(target: Path) -> int:
+    """What open() would give: the old file's permissions, else 0666 minus the umask."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
 
 @contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Yield a file beside `path`; it replaces `path` only when the block completes."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    target = writable_file(path)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; the user expects a normal file
+            os.fchmod(fd, _mode_for(target))
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -7,23 +7,29 @@ from pathlib import Path
 
 from .codegen.emit import generate
 from .codegen.naming import sanitize
-from .fileio import atomic_output
+from .errors import InputError, OutputError
+from .fileio import atomic_output, ensure_dir, writable_file
 from .reader import read_model
 from .weights import write_npz_atomic
 
 
 def write_generated(model_path: str, outdir: str, name: str | None = None, fake_quant: bool | None = None):
-    """Generate and write <stem>.py, <stem>_weights.npz and <stem>_tensors.json; returns (model, paths)."""
+    """Generate and write <stem>.py, <stem>_weights.npz and <stem>_tensors.json; returns (model, paths).
+
+    Every target is checked before the work starts, and the module and sidecar are renamed into
+    place only after the weights are written: a failed run leaves no module without its weights.
+    """
     model = read_model(model_path)
+    out = ensure_dir(outdir)  # before the (slow) generation: a bad -o fails at once
     stem = sanitize(name or Path(model_path).stem, "model")
+    paths = {kind: writable_file(out / f"{stem}{suffix}")
+             for kind, suffix in (("py", ".py"), ("weights", "_weights.npz"), ("tensors", "_tensors.json"))}
     gen = generate(model, stem, fake_quant=fake_quant)
-    out = Path(outdir)
-    write_npz_atomic(out / f"{stem}_weights.npz", gen.weights)
-    with atomic_output(out / f"{stem}_tensors.json", "w") as f:
-        json.dump({"model": Path(model_path).name, "tensors": gen.tensors}, f, indent=1)
-    with atomic_output(out / f"{stem}.py", "w") as f:
-        f.write(gen.source)
-    return model, out / f"{stem}.py", out / f"{stem}_weights.npz"
+    with atomic_output(paths["py"], "w") as py, atomic_output(paths["tensors"], "w") as side:
+        py.write(gen.source)
+        json.dump({"model": Path(model_path).name, "tensors": gen.tensors}, side, indent=1)
+        write_npz_atomic(paths["weights"], gen.weights)  # last: if it fails, the other two are dropped
+    return model, paths["py"], paths["weights"]
 
 
 def rebuild(model_path: str, outdir: str, name: str | None = None, verify: bool = True,
@@ -31,6 +37,10 @@ def rebuild(model_path: str, outdir: str, name: str | None = None, verify: bool 
     from rich.console import Console
 
     con = Console(highlight=False)
+    if save_keras:
+        if not save_keras.endswith(".keras"):
+            raise InputError(f"--save-keras {save_keras}: Keras saves a model only to a .keras file")
+        writable_file(save_keras)
     model, py_path, w_path = write_generated(model_path, outdir, name, fake_quant)
     con.print(f"wrote {py_path} and {w_path.name}")
     if not (verify or save_keras):
@@ -45,6 +55,9 @@ def rebuild(model_path: str, outdir: str, name: str | None = None, verify: bool 
         print_report(report, con)
         ok = report.ok
     if save_keras:
-        keras_model.save(save_keras)
+        try:
+            keras_model.save(save_keras)
+        except OSError as exc:
+            raise OutputError(f"{save_keras}: cannot write ({exc.strerror or exc})") from None
         con.print(f"saved {save_keras}")
     return ok
