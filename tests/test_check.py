@@ -1,0 +1,158 @@
+"""`tfl-rebuild check`: every model end to end, one row each, a crash in one never stops the others.
+
+One CLI run (--jobs 2) over a directory mixing models that pass (add_one, mnist: verified against
+TFLite and converted to Core ML), a model with several unsupported ops, a corrupt file and two
+models whose worker process crashes (a segfault and an uncaught exception, simulated by swapping the
+worker command); the rest are unit tests of the pieces that need no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import FIXTURES_DIR, require_fixture
+from flatbuf import Op, T, build_model
+
+from tfl_rebuild import check as check_mod
+from tfl_rebuild.check import Options, check_model, collect_models, run_one
+from tfl_rebuild.cli import main
+from tfl_rebuild.errors import InputError
+
+CRASHES = {  # model stem -> what its worker does instead of checking it
+    "segfault": "import ctypes; ctypes.string_at(0)",
+    "exception": "raise MemoryError('simulated out of memory')",
+    "hang": "import time; time.sleep(60)",
+}
+
+
+def unsupported_model() -> bytes:
+    """x -> ADD v99 -> custom MyCustomOp -> SKIP_GRAM -> custom MyCustomOp -> CONV_2D with run-time weights."""
+    w = np.ones([1, 4], np.float32)
+    tensors = [T("x", [1, 4]), T("w", [1, 4], data=w), T("a", [1, 4]), T("b", [1, 4]), T("c", [1, 4]),
+               T("d", [1, 4]), T("img", [1, 2, 2, 1]), T("kernel", [1, 1, 1, 1]), T("y", [1, 2, 2, 1])]
+    ops = [Op("ADD", [0, 1], [2], options={"fused_activation_function": "NONE"}, version=99),
+           Op("CUSTOM", [2], [3], custom_code="MyCustomOp"),
+           Op("SKIP_GRAM", [3], [4], options_type="SkipGramOptions"),
+           Op("CUSTOM", [4], [5], custom_code="MyCustomOp"),
+           Op("CONV_2D", [6, 7, -1], [8], options={"padding": "VALID", "stride_w": 1, "stride_h": 1})]
+    return build_model(tensors, ops, inputs=[0, 6, 7], outputs=[5, 8])
+
+
+@pytest.fixture
+def fake_crashes(monkeypatch):
+    """Models named after CRASHES run that code instead of the real worker."""
+    real = check_mod.worker_command
+
+    def command(model, result, opts, keep):
+        if model.stem in CRASHES:
+            return [sys.executable, "-c", CRASHES[model.stem]]
+        return real(model, result, opts, keep)
+
+    monkeypatch.setattr(check_mod, "worker_command", command)
+
+
+def test_collect_models(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.tflite", "a.tflite", "sub/c.tflite", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = collect_models([str(tmp_path), str(tmp_path / "a.tflite")])  # a repeat is checked once
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.tflite", "b.tflite", "sub/c.tflite"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no .tflite files"):
+        collect_models([str(tmp_path / "empty")])
+    with pytest.raises(InputError, match="no such file"):
+        collect_models([str(tmp_path / "missing.tflite")])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing_dir"], "missing_dir: no such file or directory"),
+    (["{tmp}"], "no .tflite files in this directory"),
+    (["{tmp}/m.tflite", "--json", "-", "--markdown", "-"], "only one of them can go to stdout"),
+])
+def test_bad_arguments_are_one_line_exit_2(tmp_path, args, message):
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path / "empty") if a == "{tmp}" else str(tmp_path)) for a in args]
+    result = CliRunner().invoke(main, ["check", *args])
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_all_unsupported_ops_are_listed_at_once(tmp_path):
+    path = tmp_path / "unsupported.tflite"
+    path.write_bytes(unsupported_model())
+    row = check_model(str(path), Options(coreml=False))
+    assert row.outcome == "fail"
+    assert row.unsupported == [{"op": "ADD v99", "count": 1}, {"op": "custom MyCustomOp", "count": 2},
+                               {"op": "SKIP_GRAM v1", "count": 1}]
+    assert len(row.conversion_errors) == 1 and "CONV_2D (op 4)" in row.conversion_errors[0]
+    assert "weights computed at run time" in row.conversion_errors[0]
+    assert row.keras.status == "unsupported" and row.coreml.status == "skipped"
+    assert row.reason == "no converter for 3 op type(s): ADD v99, custom MyCustomOp x2, SKIP_GRAM v1"
+    assert (row.ops, row.params, row.quantization) == (5, 4, "float")
+
+
+def test_timeout_kills_the_worker(tmp_path, fake_crashes):
+    path = tmp_path / "hang.tflite"
+    path.write_bytes(b"x")
+    row = run_one(path, Options(timeout=1))
+    assert (row.outcome, row.reason) == ("timeout", "timed out after 1 s")
+    assert row.seconds < 30
+
+
+def test_check_directory_jobs_2(tmp_path, fake_crashes):
+    for name in ("add_one", "mnist"):
+        shutil.copy(require_fixture(name), tmp_path / f"{name}.tflite")
+    (tmp_path / "unsupported.tflite").write_bytes(unsupported_model())
+    (tmp_path / "corrupt.tflite").write_bytes(FIXTURES_DIR.joinpath("mnist.tflite").read_bytes()[:4096])
+    for stem in ("segfault", "exception"):
+        (tmp_path / f"{stem}.tflite").write_bytes(b"never read")
+    keep, report, md = tmp_path / "keep", tmp_path / "rows.json", tmp_path / "coverage.md"
+
+    result = CliRunner().invoke(main, ["check", str(tmp_path), "--jobs", "2", "--json", str(report),
+                                       "--markdown", str(md), "--keep", str(keep)])
+    assert result.exit_code == 1, result.output  # some models fail
+    doc = json.loads(report.read_text())
+    rows = {r["name"].removesuffix(".tflite"): r for r in doc["models"]}
+    assert list(rows) == sorted(rows)  # sorted, every model has its row
+    assert set(rows) == {"add_one", "mnist", "unsupported", "corrupt", "segfault", "exception"}
+
+    for name in ("add_one", "mnist"):  # really verified against TFLite, then converted and checked
+        r = rows[name]
+        assert r["outcome"] == "pass" and r["reason"] == "", r
+        assert r["keras"]["status"] == "verified" and r["keras"]["max_rel"] <= 1e-4
+        assert r["coreml"]["status"] == "checked" and r["coreml"]["max_rel"] <= 1e-2
+        assert r["quantization"] == "float" and r["ops"] >= 1
+        assert (keep / name / f"{name}.py").is_file() and (keep / name / f"{name}.mlpackage").is_dir()
+    assert rows["mnist"]["params"] > 100_000
+
+    assert rows["unsupported"]["reason"].startswith("no converter for 3 op type(s): ADD v99, custom MyCustomOp x2")
+    assert rows["corrupt"]["outcome"] == "error" and rows["corrupt"]["ops"] is None
+    assert rows["segfault"]["outcome"] == "crash" and "SIGSEGV" in rows["segfault"]["reason"]
+    assert rows["exception"]["outcome"] == "crash"
+    assert "MemoryError: simulated out of memory" in rows["exception"]["reason"]
+    for r in rows.values():
+        assert r["reason"] == r["reason"].strip() and "\n" not in r["reason"]
+        assert (r["reason"] == "") == (r["outcome"] == "pass")
+    assert doc["summary"] == {"models": 6, "passed": 2, "keras_ok": 2, "coreml_ok": 2,
+                              "error": 1, "crash": 2, "timeout": 0}
+
+    text = md.read_text()
+    assert "2/6 passed, Keras verified 2/6, Core ML checked 2/6, 1 error, 2 crash" in text
+    assert "| custom MyCustomOp | unsupported.tflite (x2) |" in text
+    assert "**segfault.tflite** (crash)" in text
+    assert "unsupported.tflite" in result.output and "SIGSEGV" in result.output  # the table
+
+
+def test_exit_0_when_every_model_passes(tmp_path):
+    model = require_fixture("add_one")
+    result = CliRunner().invoke(main, ["check", str(model), "--no-coreml", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["models"][0]
+    assert row["keras"]["status"] == "verified" and row["coreml"] == {
+        "status": "skipped", "max_rel": None, "lsb": None, "seconds": 0.0, "reason": "--no-coreml"}
