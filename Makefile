@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lint corpus fixtures bench clean
+.PHONY: demo test lint corpus check-corpus fixtures bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 # The corpus (14 MediaPipe models, git-ignored) is fetched once into .corpus/ and reused.
 corpus:
 	bash scripts/fetch_corpus.sh .corpus
+
+# Every corpus model end to end (Keras verify + Core ML check), two at a time: a coverage report.
+check-corpus: $(STAMP) corpus
+	$(BIN)/tfl-rebuild check .corpus --jobs 2 --markdown $(DEMO)/corpus-report.md
 
 test: $(STAMP) corpus lint
 	$(BIN)/pytest $(PYTEST_ARGS)
