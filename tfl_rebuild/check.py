@@ -136,31 +136,44 @@ def reachable_subgraphs(model) -> list[int]:
 
 
 def scan_ops(model) -> tuple[list[dict], list[str]]:
-    """(ops without a converter, with counts; ConversionErrors of the main subgraph's converters)."""
+    """Every op the rebuild would refuse, not just the first: (ops the registry does not take, as
+    {"op", "count", "detail"}; ConversionErrors the main subgraph's converters raise)."""
     from .ops import ConversionError, lookup
     from .passes import prepare
 
-    missing: dict[str, int] = {}
+    missing: dict[str, dict] = {}
     errors: list[str] = []
-    ctx, main_ops = prepare(model)
+    try:
+        ctx, main_ops = prepare(model)
+    except Exception:  # the rebuild reports this; still list what the registry lacks
+        ctx, main_ops = None, list(model.main.operators)
     for i in reachable_subgraphs(model):
         sg = model.subgraphs[i]
         for op in (main_ops if i == 0 else sg.operators):
             try:
                 fn = lookup(op, sg)
-            except TflRebuildError:
+            except TflRebuildError as exc:
                 what = f"custom {op.custom_code}" if op.opcode == "CUSTOM" else f"{op.opcode} v{op.version}"
-                missing[what] = missing.get(what, 0) + 1
+                # "no converter for X" says nothing the op name does not; other refusals explain why
+                detail = "" if str(exc).startswith("no converter for") else one_line(exc)
+                missing.setdefault(what, {"op": what, "count": 0, "detail": detail})["count"] += 1
                 continue
-            if i != 0:
-                continue  # converted inside their control-flow op's context, not on their own
+            if i != 0 or ctx is None:
+                continue  # called subgraphs are converted within their control-flow op, not alone
             try:
                 fn(op, ctx)
             except ConversionError as exc:
                 errors.append(f"{op.key} (op {op.index}): {one_line(exc)}")
             except Exception:  # a converter bug surfaces again, with its traceback, in the rebuild
                 pass
-    return [{"op": k, "count": n} for k, n in missing.items()], errors
+    return list(missing.values()), errors
+
+
+def mismatch_reason(report) -> str:
+    bad = [o for o in report.outputs if not o.ok]
+    err = f"{bad[0].lsb:.2f} LSB" if bad[0].lsb is not None else f"rel {bad[0].max_rel:.3g}"
+    top1 = "" if bad[0].top1_agree in (None, 1.0) else f", top-1 agrees {bad[0].top1_agree:.0%}"
+    return f"{len(bad)}/{len(report.outputs)} output(s) off: {bad[0].name!r} {err}{top1} ({report.tolerance})"
 
 
 def _max_lsb(report) -> float | None:
@@ -193,17 +206,17 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
     row.params = sum(params_by_dtype(model).values())
     row.quantization = quantization_kind(model)
     row.unsupported, row.conversion_errors = scan_ops(model)
-    if row.unsupported or row.conversion_errors:
-        listed = [f"{u['op']}" + (f" x{u['count']}" if u["count"] > 1 else "") for u in row.unsupported]
-        if row.unsupported:
-            row.keras.reason = f"no converter for {len(listed)} op type(s): {', '.join(listed)}"
-        else:
-            row.keras.reason = f"{len(row.conversion_errors)} op(s) cannot be converted: {row.conversion_errors[0]}"
-        row.keras.status = "unsupported"
-        row.coreml.status = SKIPPED
+    if row.unsupported:
+        listed = [u["op"] + (f" x{u['count']}" if u["count"] > 1 else "") for u in row.unsupported]
+        detail = next((u["detail"] for u in row.unsupported if u["detail"]), "")
+        row.keras.status, row.coreml.status = "unsupported", SKIPPED
+        row.keras.reason = f"{len(listed)} op type(s) not supported: {', '.join(listed)}" + \
+            (f" ({detail})" if detail else "")
         row.reason = row.keras.reason
         return
     keras_model = _keras_stage(row, model, opts, outdir)
+    if keras_model is not None:
+        row.conversion_errors = []  # the scan called converters out of context; the real build worked
     if opts.coreml and keras_model is not None and row.keras.status in PASSED | UNCHECKED:
         _coreml_stage(row, model, keras_model, opts, outdir if keep else None)
     elif row.coreml.status == "-":
@@ -244,10 +257,7 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path):
             report = verify(model, keras_model)
             stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
             stage.status = "verified" if report.ok else "mismatch"
-            if not report.ok:
-                bad = [o for o in report.outputs if not o.ok]
-                stage.reason = f"{len(bad)} output(s) off: {bad[0].name!r} rel {bad[0].max_rel:.3g} " \
-                               f"({report.tolerance})"
+            stage.reason = "" if report.ok else mismatch_reason(report)
         except RuntimeUnavailableError as exc:
             stage.status, stage.reason = "not verified", one_line(exc)
         except Exception as exc:
@@ -272,10 +282,7 @@ def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None
                 report = result.report
                 stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
                 stage.status = "checked" if report.ok else "mismatch"
-                if not report.ok:
-                    bad = [o for o in report.outputs if not o.ok]
-                    stage.reason = f"{len(bad)} output(s) off: {bad[0].name!r} rel {bad[0].max_rel:.3g} " \
-                                   f"({report.tolerance})"
+                stage.reason = "" if report.ok else mismatch_reason(report)
         if keep is not None:
             cm.set_metadata(conv.mlmodel, model, Path(row.path), conv)
             cm.save_atomic(conv.mlmodel, keep / f"{Path(row.path).stem}.mlpackage")

@@ -94,13 +94,16 @@ def to_markdown(rows: list[Row], opts: Options) -> str:
         out.append(f"| {_md(r.name)} | {'-' if r.ops is None else r.ops} | {human_count(r.params)} | "
                    f"{r.quantization or '-'} | {r.keras.status} | {error_text(r.keras)} | {r.coreml.status} | "
                    f"{error_text(r.coreml)} | {r.seconds:.0f} | {r.outcome} |")
-    by_op: dict[str, list[str]] = {}
+    by_op: dict[str, tuple[list[str], str]] = {}
     for r in rows:
         for u in r.unsupported:
-            by_op.setdefault(u["op"], []).append(f"{r.name} (x{u['count']})" if u["count"] > 1 else r.name)
+            models, _ = by_op.setdefault(u["op"], ([], u.get("detail", "")))
+            models.append(f"{r.name} (x{u['count']})" if u["count"] > 1 else r.name)
     if by_op:
-        out += ["", "## Ops without a converter", "", "| op | models |", "|---|---|"]
-        out += [f"| {_md(op)} | {_md(', '.join(models))} |" for op, models in sorted(by_op.items())]
+        out += ["", "## Ops not supported", "", "| op | models | why (when not just a missing converter) |",
+                "|---|---|---|"]
+        out += [f"| {_md(op)} | {_md(', '.join(models))} | {_md(detail)} |"
+                for op, (models, detail) in sorted(by_op.items())]
     conv_errors = [(r.name, e) for r in rows for e in r.conversion_errors]
     if conv_errors:
         out += ["", "## Ops a converter refuses", ""] + [f"- {_md(n)}: {_md(e)}" for n, e in conv_errors]
