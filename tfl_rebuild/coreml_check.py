@@ -68,14 +68,15 @@ def check(model: Model, conv: Converted, keras_model=None, batches: int = CHECK_
         return NotChecked(f"the MIL evaluator cannot run this program: {exc}")
 
 
-def _seeded(interp, seed: int, conv: Converted) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """TFLite inputs of the converted default shapes, seeded as runtime.random_inputs; for an image
-    input, random pixels (RGB, 0..255) and the TFLite value they stand for."""
+def _seeded(interp, seed: int, conv: Converted, limits: list[int | None]) -> tuple[list[np.ndarray],
+                                                                                 list[np.ndarray | None]]:
+    """TFLite inputs of the converted default shapes, seeded as runtime.random_inputs (token ids
+    within `limits`); for an image input, random pixels (RGB, 0..255) and the TFLite value they stand for."""
     from .runtime import random_input
 
     rng = np.random.default_rng(seed)
     values, pixels = [], []
-    for detail, shape, port in zip(interp.get_input_details(), conv.shapes, conv.inputs):
+    for detail, shape, port, limit in zip(interp.get_input_details(), conv.shapes, conv.inputs, limits):
         img = conv.image
         if img and img.name in (port.name, port.tflite_name):
             rgb = rng.integers(0, 256, shape).astype(np.float32)  # [1, H, W, C] in image (RGB) order
@@ -84,7 +85,7 @@ def _seeded(interp, seed: int, conv: Converted) -> tuple[list[np.ndarray], list[
             values.append(_from_float(detail, seen * np.float32(img.scale) + bias))
             pixels.append(rgb)
         else:
-            values.append(random_input({**detail, "shape": shape}, rng))
+            values.append(random_input({**detail, "shape": shape}, rng, limit))
             pixels.append(None)
     return values, pixels
 
@@ -101,7 +102,7 @@ def _from_float(detail: dict, x: np.ndarray) -> np.ndarray:
 
 def _compare(model: Model, conv: Converted, keras_model, batches: int, use_coreml: bool) -> CheckResult:
     from .inspect import quantization_kind
-    from .runtime import make_interpreter
+    from .runtime import index_limits, make_interpreter
     from .runtime import run as run_tflite
     from .verify import (
         DYNAMIC_REL_TOL,
@@ -130,8 +131,9 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
     effect = [0.0] * len(out_t)  # Keras with fp16-rounded weights vs as is, max abs
     overflow: list[str] = []
     rounded = _fp16_weights_of(keras_model) if fp16 and keras_model is not None else None
+    limits = index_limits(sg)
     for seed in range(batches):
-        inputs, pixels = _seeded(interp, seed, conv)
+        inputs, pixels = _seeded(interp, seed, conv, limits)
         ref = run_tflite(interp, inputs)
         for k, other in enumerate(run_tflite(reference, inputs) if reference is not None else ()):
             noise[k] = max(noise[k], compare_arrays(to_float(out_t[k], ref[k]), to_float(out_t[k], other))[0])

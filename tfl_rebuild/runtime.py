@@ -79,8 +79,10 @@ def _has_references(custom: list[str]) -> bool:
     return all(c in REFERENCES for c in custom)
 
 
-def random_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
-    """A seeded input of the right shape/dtype: floats in [-1, 1), integers over a small range."""
+def random_input(detail: dict, rng: np.random.Generator, limit: int | None = None) -> np.ndarray:
+    """A seeded input of the right shape/dtype: floats in [-1, 1); quantized integers over their
+    whole range (the calibrated float range: int16's [-128, 127] alone would be ~0); indices in
+    [0, limit) when `limit` is given (see `index_limits`); other integers over a small range."""
     shape = tuple(int(d) if d > 0 else 1 for d in detail["shape"])
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f":
@@ -88,13 +90,56 @@ def random_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(bool)
     info = np.iinfo(dtype)
+    if limit is not None:
+        return rng.integers(0, max(1, min(limit, info.max)), shape).astype(dtype)
+    if (detail.get("quantization") or (0.0, 0))[0]:
+        return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
     lo, hi = max(info.min, -128), min(info.max, 127)
     return rng.integers(lo, hi + 1, shape).astype(dtype)
 
 
-def random_inputs(interp, seed: int = 0) -> list[np.ndarray]:
+def random_inputs(interp, seed: int = 0, limits: list[int | None] | None = None) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [random_input(d, rng) for d in interp.get_input_details()]
+    details = interp.get_input_details()
+    return [random_input(d, rng, limits[k] if limits else None) for k, d in enumerate(details)]
+
+
+# Ops that index a table with an integer tensor: op -> (indices slot, params slot).
+INDEXING = {"GATHER": (1, 0), "GATHER_ND": (1, 0), "EMBEDDING_LOOKUP": (0, 1)}
+INTEGER = frozenset(["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
+
+
+def index_limits(subgraph) -> list[int | None]:
+    """Per subgraph input: an exclusive bound for integer inputs that end up as gather / embedding
+    indices (token ids), so seeded inputs stay in the table; None for the other inputs.
+
+    Follows integer tensors forward from the input (Keras' Embedding first maps negative ids with
+    LESS / ADD / SELECT); the bound is the smallest table axis the indices reach."""
+    tensors = subgraph.tensors
+    limits: list[int | None] = []
+    for start in subgraph.inputs:
+        if tensors[start].dtype not in INTEGER or tensors[start].quantized:
+            limits.append(None)
+            continue
+        reached, bound = {start}, None
+        for op in subgraph.operators:
+            if not reached.intersection(op.inputs):
+                continue
+            slots = INDEXING.get(op.opcode)
+            if slots and len(op.inputs) > max(slots) and op.inputs[slots[0]] in reached:
+                table = tensors[op.inputs[slots[1]]].shape
+                if op.opcode == "GATHER":
+                    axis = int(op.options.get("axis", 0)) % max(len(table), 1)
+                    size = table[axis] if table else None
+                else:
+                    depth = tensors[op.inputs[slots[0]]].shape[-1] if op.opcode == "GATHER_ND" else 1
+                    size = min(table[:depth], default=None)
+                if size and size > 0:
+                    bound = size if bound is None else min(bound, size)
+                continue
+            reached.update(o for o in op.outputs if o >= 0 and tensors[o].dtype in INTEGER)
+        limits.append(bound)
+    return limits
 
 
 def set_inputs(interp, inputs: list[np.ndarray]) -> None:

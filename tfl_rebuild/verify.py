@@ -12,7 +12,7 @@ import numpy as np
 from .errors import TflRebuildError
 from .inspect import quantization_kind
 from .ir import Model, Tensor
-from .runtime import make_interpreter, random_inputs, run
+from .runtime import index_limits, make_interpreter, random_inputs, run
 
 # Documented tolerances, by quantization kind. full-int8: max abs error in output LSBs.
 # Each bar also admits twice the runtime's own noise: how far TFLite's two kernel sets (XNNPACK
@@ -112,8 +112,9 @@ def verify(model: Model, keras_model, batches: int = 3) -> Report:
     gots: list[list[np.ndarray]] = [[] for _ in out_tensors]
     noise = [0.0] * len(out_tensors)  # max abs gap between the two kernel sets
     top1_noise = [False] * len(out_tensors)  # the kernel sets disagree on the arg-max
+    limits = index_limits(sg)  # token-id inputs stay inside their embedding table
     for seed in range(batches):
-        inputs = random_inputs(interp, seed)
+        inputs = random_inputs(interp, seed, limits)
         ref = run(interp, inputs)
         for k, other in enumerate(run(reference, inputs) if reference is not None else []):
             a, b = to_float(out_tensors[k], ref[k]), to_float(out_tensors[k], other)
