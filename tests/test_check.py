@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from conftest import FIXTURES_DIR, require_fixture
 from flatbuf import Op, T, build_model
 
 from tfl_rebuild import check as check_mod
-from tfl_rebuild.check import Options, check_model, collect_models, run_one
+from tfl_rebuild.check import Options, check_model, collect_models, run_all, run_one
 from tfl_rebuild.cli import main
 from tfl_rebuild.errors import InputError
 
@@ -27,6 +28,7 @@ CRASHES = {  # model stem -> what its worker does instead of checking it
     "segfault": "import ctypes; ctypes.string_at(0)",
     "exception": "raise MemoryError('simulated out of memory')",
     "hang": "import time; time.sleep(60)",
+    "hang_2": "import time; time.sleep(60)",
 }
 
 
@@ -103,6 +105,22 @@ def test_timeout_kills_the_worker(tmp_path, fake_crashes):
     row = run_one(path, Options(timeout=1))
     assert (row.outcome, row.reason) == ("timeout", "timed out after 1 s")
     assert row.seconds < 30
+
+
+def test_interrupt_kills_the_running_workers(tmp_path, fake_crashes):
+    models = []
+    for stem in ("exception", "hang", "hang_2"):
+        models.append(tmp_path / f"{stem}.tflite")
+        models[-1].write_bytes(b"x")
+
+    def interrupt(done, row):
+        raise KeyboardInterrupt
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_all(models, Options(timeout=120), jobs=2, progress=interrupt)
+    assert time.perf_counter() - start < 30  # the hanging workers were killed, not waited for
+    assert not check_mod._LIVE
 
 
 def test_check_directory_jobs_2(tmp_path, fake_crashes):

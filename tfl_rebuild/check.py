@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -302,6 +303,11 @@ def worker_command(model: Path, result: Path, opts: Options, keep: Path | None) 
     return cmd + ([str(keep)] if keep else [])
 
 
+_LIVE: set[subprocess.Popen] = set()  # running workers, killed together when the user interrupts
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
 def run_one(model: Path, opts: Options, keep: Path | None = None) -> Row:
     """Check one model in its own process; a crash or a timeout becomes the row's reason."""
     start = time.perf_counter()
@@ -309,13 +315,21 @@ def run_one(model: Path, opts: Options, keep: Path | None = None) -> Row:
         result, log = Path(tmp) / "row.json", Path(tmp) / "log.txt"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
         with open(log, "wb") as out:
-            proc = subprocess.Popen(worker_command(model, result, opts, keep), stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            with _LIVE_LOCK:
+                if _STOPPING.is_set():
+                    raise KeyboardInterrupt
+                proc = subprocess.Popen(worker_command(model, result, opts, keep), stdout=out,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                        start_new_session=True)  # Ctrl-C reaches us only: run_all stops it
+                _LIVE.add(proc)
             try:
                 code = proc.wait(timeout=opts.timeout)
             except subprocess.TimeoutExpired:
                 _kill(proc)
                 return _failed_row(model, "timeout", f"timed out after {opts.timeout:g} s", start)
+            finally:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
         if code == 0 and result.is_file():
             try:
                 return Row.from_dict(json.loads(result.read_text(encoding="utf-8")))
@@ -356,9 +370,11 @@ def run_all(models: list[Path], opts: Options, jobs: int = 1, keep: Path | None 
     """Rows in the order of `models`; `progress(done, row)` as each finishes."""
     names = keep_names(models)
     rows: list[Row | None] = [None] * len(models)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_one, m, opts, keep / n if keep else None): k
-                   for k, (m, n) in enumerate(zip(models, names))}
+    _STOPPING.clear()
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = {pool.submit(run_one, m, opts, keep / n if keep else None): k
+               for k, (m, n) in enumerate(zip(models, names))}
+    try:
         for done, fut in enumerate(as_completed(futures), 1):
             k = futures[fut]
             try:
@@ -368,6 +384,14 @@ def run_all(models: list[Path], opts: Options, jobs: int = 1, keep: Path | None 
                                       time.perf_counter())
             if progress:
                 progress(done, rows[k])
+    except BaseException:  # Ctrl-C: no new workers, and the running ones die with us
+        _STOPPING.set()
+        with _LIVE_LOCK:
+            for proc in list(_LIVE):
+                _kill(proc)
+        pool.shutdown(wait=True, cancel_futures=True)  # quick: every worker it waits on is dead
+        raise
+    pool.shutdown()
     return [r for r in rows if r is not None]
 
 
