@@ -45,13 +45,13 @@ def rebuild(model_path: str, outdir: str, name: str | None = None, verify: bool 
     con.print(f"wrote {py_path} and {w_path.name}")
     if not (verify or save_keras):
         return True
-    from .verify import load_module, print_report
+    from .verify import load_module, print_report, read_sidecar
     from .verify import verify as run_verify
 
     keras_model = load_module(py_path).build_model(str(w_path))
     ok = True
     if verify:
-        report = run_verify(model, keras_model)
+        report = run_verify(model, keras_model, tensors=read_sidecar(py_path))
         print_report(report, con)
         ok = report.ok
     if save_keras:
