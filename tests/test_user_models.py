@@ -1,0 +1,118 @@
+"""Models of the kinds users bring (fixtures/user_models/, made by fixtures/make_user_models.py):
+a small transformer, a U-Net and an SE-block net, each float, fp16 and int8, two of them int16x8.
+
+For every file: the Keras rebuild verifies against TFLite with verify's own bars (end to end and
+layer-local), every output depends on the input, and `tfl-rebuild coreml` converts it (float32 and
+float16 precision) with the MIL check passing against TFLite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FIXTURES_DIR, in_ci
+
+USER_DIR = FIXTURES_DIR / "user_models"
+ARCHS = {"transformer": ("float", "fp16", "int8"), "unet": ("float", "fp16", "int8", "int16x8"),
+         "se_net": ("float", "fp16", "int8", "int16x8")}
+NAMES = [f"{arch}_{variant}" for arch, variants in ARCHS.items() for variant in variants]
+# The ops each architecture is there to exercise (the converter must have kept them).
+CHARACTERISTIC_OPS = {
+    "transformer": {"GATHER", "BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT", "SQUARED_DIFFERENCE", "FULLY_CONNECTED"},
+    "unet": {"CONV_2D", "MAX_POOL_2D", "TRANSPOSE_CONV", "RESIZE_BILINEAR", "TILE", "CONCATENATION"},
+    "se_net": {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "MEAN", "MUL", "ADD"},
+}
+KIND = {"float": "float", "fp16": "fp16", "int8": "full-int8", "int16x8": "int16x8"}
+
+pytest.importorskip("tensorflow")
+
+
+def require(name: str):
+    path = USER_DIR / f"{name}.tflite"
+    if not path.exists():
+        msg = f"{path.name} is missing: run fixtures/make_user_models.py --only {name}"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rebuilt(tmp_path_factory):
+    """name -> (Model, Keras model, verify Report), rebuilt once per module."""
+    from tfl_rebuild.keras_job import write_generated
+    from tfl_rebuild.verify import load_module, verify
+
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            model, py, weights = write_generated(str(require(name)), str(tmp_path_factory.mktemp(name)))
+            keras_model = load_module(py).build_model(str(weights))
+            cache[name] = (model, keras_model, verify(model, keras_model))
+        return cache[name]
+
+    return get
+
+
+def _rows(report) -> dict:
+    return {o.name: (f"max rel {o.max_rel:.3g}", f"lsb {o.lsb}", f"noise {o.noise:.3g}") for o in report.outputs}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fixture_is_what_it_says(name):
+    from tfl_rebuild.inspect import quantization_kind
+    from tfl_rebuild.reader import read_model
+
+    model = read_model(str(require(name)))
+    arch, variant = name.rsplit("_", 1)
+    ops = {op.opcode for op in model.main.operators}
+    assert CHARACTERISTIC_OPS[arch] <= ops, f"missing {CHARACTERISTIC_OPS[arch] - ops}"
+    assert quantization_kind(model) == KIND[variant]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_keras_rebuild_verifies(rebuilt, name):
+    _, _, report = rebuilt(name)
+    assert report.ok, (_rows(report), [layer.text() for layer in getattr(report, "layers", ()) if not layer.ok])
+    assert all(o.input_sensitive for o in report.outputs), "an output does not depend on the input"
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+@pytest.mark.parametrize("name", NAMES)
+def test_coreml_converts_and_checks(rebuilt, name, precision):
+    from tfl_rebuild import coreml as cm
+    from tfl_rebuild import coreml_check as cc
+
+    pytest.importorskip("coremltools")
+    model, keras_model, _ = rebuilt(name)
+    conv = cm.convert(keras_model, model, cm.Options(precision=precision))
+    result = cc.check(model, conv, keras_model)
+    assert not isinstance(result, cc.NotChecked), result
+    assert result.report.ok, _rows(result.report)
+    assert all(o.input_sensitive for o in result.report.outputs)
+    assert result.report.kind == f"Core ML {precision} mlprogram"
+
+
+# --- the seeded inputs these checks rest on -----------------------------------------------------
+
+
+def test_token_ids_stay_inside_the_embedding_table():
+    """Random int32 ids in [-128, 127] would make TFLite's GATHER fail (index out of bounds)."""
+    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.runtime import index_limits, make_interpreter, random_inputs
+
+    model = read_model(str(require("transformer_int8")))
+    limits = index_limits(model.main)
+    table = next(model.main.tensors[op.inputs[0]].shape[0] for op in model.main.operators if op.opcode == "GATHER")
+    assert limits == [table]
+    ids = random_inputs(make_interpreter(model_content=bytes(model._storage)), 0, limits)[0]
+    assert ids.dtype == np.int32 and ids.min() >= 0 and ids.max() < table and len(np.unique(ids)) > 4
+
+
+def test_int16_inputs_span_their_calibrated_range():
+    from tfl_rebuild.runtime import random_input
+
+    detail = {"shape": [1, 4096], "dtype": np.int16, "quantization": (3e-5, 0)}
+    x = random_input(detail, np.random.default_rng(0))
+    assert x.min() < -30000 and x.max() > 30000  # about [-1, 1] in float, not +-0.004
