@@ -4,12 +4,19 @@
 2. DEQUANTIZE / DENSIFY of a constant fold into a constant (fp16 and sparse weights).
 3. QUANTIZE / DEQUANTIZE of activations become aliases: the rebuild computes in float, and
    quantized tensors are reproduced by fake-quant layers instead (see `fake_quant_params`).
+4. Ops computing only from constants and static shapes fold into constants (`fold_constants`): a
+   dynamic-shape export's SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE chain becomes a plain Reshape.
+5. SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how TensorFlow once wrote
+   dilated convolutions) becomes one convolution with a dilation rate (`fuse_dilated_convs`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from . import const_eval
 from .inspect import NON_DATA
 from .ir import Model, Operator, Tensor
 from .ops.registry import ConvertContext
@@ -33,7 +40,114 @@ def prepare(model: Model, subgraph: int = 0) -> tuple[ConvertContext, list[Opera
             ctx.alias[op.outputs[0]] = op.inputs[0]
         else:
             remaining.append(op)
-    return ctx, remaining
+    remaining = fold_constants(ctx, remaining)
+    return ctx, fuse_dilated_convs(ctx, remaining)
+
+
+FOLD_LIMIT = 1 << 16  # elements: a folded value becomes a weight; bigger ones stay ops
+
+
+def _static_shape(ctx: ConvertContext, i: int) -> bool:
+    """Whether the stored shape of tensor i is its real shape. Shapes that the model leaves dynamic
+    (-1 in shape_signature) are placeholders in intermediate tensors; the model's inputs are the
+    exception, since the rebuild (and verification) fixes them to their stored shape."""
+    t = ctx.tensor(ctx.resolve(i))
+    if any(d < 0 for d in t.shape):
+        return False
+    if ctx.subgraph.index == 0 and t.index in ctx.subgraph.inputs:
+        return True
+    return t.shape_signature is None or all(d >= 0 for d in t.shape_signature)
+
+
+def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
+    """Evaluate, in order, every op whose inputs are all known (or, for SHAPE, whose input has a
+    static shape); their outputs join the constants and the ops go."""
+    outputs = set(ctx.subgraph.outputs)
+    remaining = []
+    for op in ops:
+        value = None
+        data_inputs = [i for i in op.inputs if i >= 0]
+        if len(op.outputs) == 1 and op.outputs[0] not in outputs and op.opcode != "CUSTOM" and data_inputs:
+            out = ctx.tensor(op.outputs[0])
+            if op.opcode == "SHAPE" and _static_shape(ctx, data_inputs[0]):
+                value = const_eval.shape_of(ctx.shape(data_inputs[0]), out.dtype)
+            elif all(ctx.is_const(i) for i in data_inputs) and not out.quantized:
+                try:
+                    value = const_eval.evaluate(op, [np.asarray(ctx.const(i)) for i in data_inputs],
+                                                tuple(out.shape), out.dtype)
+                except (ValueError, IndexError, TypeError):  # not what the evaluator expects: convert as usual
+                    value = None
+        if value is not None and value.size <= FOLD_LIMIT:
+            ctx.constants[op.outputs[0]] = value
+        else:
+            remaining.append(op)
+    return remaining
+
+
+DILATABLE = ("CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def _dilated_padding(ctx: ConvertContext, s2b: Operator, conv: Operator, b2s: Operator) -> str | None:
+    """Padding "same" or "valid" when the three ops equal one dilated convolution with that padding."""
+    x, out = s2b.inputs[0], b2s.outputs[0]
+    if ctx.rank(x) != 4 or not all(ctx.is_const(i) for i in (s2b.inputs[1], s2b.inputs[2], b2s.inputs[1], b2s.inputs[2])):
+        return None
+    block = np.asarray(ctx.const(s2b.inputs[1])).reshape(-1).tolist()
+    if block != np.asarray(ctx.const(b2s.inputs[1])).reshape(-1).tolist() or len(block) != 2:
+        return None
+    pads = np.asarray(ctx.const(s2b.inputs[2])).reshape(2, 2)
+    crops = np.asarray(ctx.const(b2s.inputs[2])).reshape(2, 2)
+    o = conv.options
+    if (o.get("padding") != "VALID" or o.get("stride_h", 1) != 1 or o.get("stride_w", 1) != 1
+            or o.get("dilation_h_factor", 1) != 1 or o.get("dilation_w_factor", 1) != 1 or not ctx.is_const(conv.inputs[1])):
+        return None
+    kernel = ctx.shape(conv.inputs[1])[1:3]
+    modes = set()
+    for axis in range(2):
+        n_in, n_out = ctx.shape(x)[axis + 1], ctx.shape(out)[axis + 1]
+        span = block[axis] * (kernel[axis] - 1)  # the dilated kernel's extent, minus one
+        shift = int(pads[axis][0]) - int(crops[axis][0])  # how far the output starts before the input
+        if shift == span // 2 and n_out == n_in:
+            modes.add("same")
+        elif shift == 0 and n_out == n_in - span:
+            modes.add("valid")
+        else:
+            return None
+    return modes.pop() if len(modes) == 1 else None
+
+
+def fuse_dilated_convs(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
+    consumers: dict[int, list[Operator]] = {}
+    for op in ops:
+        for i in op.inputs:
+            consumers.setdefault(ctx.resolve(i), []).append(op)
+    outputs = {ctx.resolve(t) for t in ctx.subgraph.outputs}
+
+    def only_consumer(t: int) -> Operator | None:
+        users = consumers.get(t, [])
+        return users[0] if len(users) == 1 and t not in outputs else None
+
+    fused: dict[int, Operator] = {}  # id of the op replaced by the fused conv -> the conv
+    dropped: set[int] = set()
+    for s2b in ops:
+        if s2b.opcode != "SPACE_TO_BATCH_ND":
+            continue
+        conv = only_consumer(s2b.outputs[0])
+        if conv is None or conv.opcode not in DILATABLE or ctx.resolve(conv.inputs[0]) != s2b.outputs[0]:
+            continue
+        b2s = only_consumer(conv.outputs[0])
+        if b2s is None or b2s.opcode != "BATCH_TO_SPACE_ND" or ctx.resolve(b2s.inputs[0]) != conv.outputs[0]:
+            continue
+        padding = _dilated_padding(ctx, s2b, conv, b2s)
+        if padding is None:
+            continue
+        block = np.asarray(ctx.const(s2b.inputs[1])).reshape(-1).tolist()
+        options = {**conv.options, "padding": padding.upper(),
+                   "dilation_h_factor": int(block[0]), "dilation_w_factor": int(block[1])}
+        fused[id(conv)] = dataclasses.replace(conv, inputs=(s2b.inputs[0], *conv.inputs[1:]),
+                                              outputs=b2s.outputs, options=options)
+        dropped.update((id(s2b), id(b2s)))
+    return [fused.get(id(op), op) for op in ops if id(op) not in dropped]
 
 
 QUANTIZED_ACTIVATIONS = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}

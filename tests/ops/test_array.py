@@ -142,3 +142,92 @@ SELECT = {
 def test_select(tfl, case):
     fn, specs = SELECT[case]
     tfl.check(tfl.function(fn, *specs), "SELECT")
+
+
+BATCH_GATHER = {
+    "batch-1-axis-1": (lambda x: tf.gather(x, [[0, 2], [1, 1]], axis=1, batch_dims=1), [[2, 4, 3]]),
+    "batch-1-axis-2": (lambda x: tf.gather(x, [[2, 0], [1, 1]], axis=2, batch_dims=1), [[2, 4, 3]]),
+    "batch-2": (lambda x: tf.gather(x, [[[0], [2]], [[1], [3]]], axis=2, batch_dims=2), [[2, 2, 4, 3]]),
+    "computed-indices": (lambda x, i: tf.gather(x, index_from(i, 4), axis=1, batch_dims=1), [[2, 4, 3], [2, 5]]),
+}
+
+
+@pytest.mark.parametrize("case", BATCH_GATHER)
+def test_gather_batch_dims(tfl, case):
+    fn, specs = BATCH_GATHER[case]
+    path = tfl.function(fn, *specs)
+    from tfl_rebuild.reader import read_model
+
+    assert any(o.options.get("batch_dims") for o in read_model(str(path)).main.operators if o.opcode == "GATHER")
+    tfl.check(path, "GATHER")
+
+
+GATHER_ND = {
+    "full-index": (lambda x: tf.gather_nd(x, [[0, 1, 2], [1, 3, 0]]), [[2, 4, 3]]),
+    "row-index": (lambda x: tf.gather_nd(x, [[0, 1], [1, 2], [1, 1]]), [[2, 4, 3]]),
+    "batched-index": (lambda x: tf.gather_nd(x, [[[1], [0]], [[1], [1]]]), [[2, 4, 3]]),
+    "table-lookup": (lambda i: tf.gather_nd(np.random.default_rng(3).normal(size=(5, 6, 2)).astype(np.float32),
+                                            tf.stack([index_from(i[:, 0], 5), index_from(i[:, 1], 6)], axis=-1)),
+                     [[4, 2]]),
+    "computed-indices": (lambda x, i: tf.gather_nd(x, tf.stack([index_from(i[:, 0], 2), index_from(i[:, 1], 4)], -1)),
+                         [[2, 4, 3], [5, 2]]),
+}
+
+
+@pytest.mark.parametrize("case", GATHER_ND)
+def test_gather_nd(tfl, case):
+    fn, specs = GATHER_ND[case]
+    tfl.check(tfl.function(fn, *specs), "GATHER_ND")
+
+
+PACK_CONST = {
+    "const-second": (lambda x: tf.stack([x, tf.constant([[1.0, 2.0, 3.0]])], axis=1)),
+    "const-first-last-axis": (lambda x: tf.stack([tf.constant([[1.0, 2.0, 3.0]]), x * 2.0, x], axis=-1)),
+    "const-batch-axis": (lambda x: tf.stack([x, tf.constant([[-1.0, 0.5, 4.0]])], axis=0)),
+}
+
+
+@pytest.mark.parametrize("case", PACK_CONST)
+def test_pack_with_constants(tfl, case):
+    tfl.check(tfl.function(PACK_CONST[case], [1, 3]), "PACK")
+
+
+@pytest.mark.parametrize("axes", [[1], [2], [1, 2], [0, 1], [-1]], ids=["axis-1", "axis-2", "two-axes", "batch-and-1", "last"])
+def test_reverse_v2(tfl, axes):
+    tfl.check(tfl.function(lambda x: tf.reverse(x, axes), [2, 3, 4]), "REVERSE_V2")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("exclusive", [False, True], ids=["inclusive", "exclusive"])
+@pytest.mark.parametrize("axis", [1, 2], ids=["axis-1", "axis-2"])
+def test_cumsum(tfl, axis, exclusive, reverse):
+    fn = lambda x: tf.cumsum(x, axis=axis, exclusive=exclusive, reverse=reverse)  # noqa: E731
+    tfl.check(tfl.function(fn, [2, 3, 4]), "CUMSUM")
+
+
+FILL = {
+    "computed-value": (lambda x: tf.fill([1, 3], tf.reduce_sum(x)), [1, 4]),
+    "shape-of-dynamic-batch": (lambda x: tf.fill(tf.shape(x), 2.0) * x, [None, 4]),
+}
+
+
+@pytest.mark.parametrize("case", FILL)
+def test_fill(tfl, case):
+    fn, shape = FILL[case]
+    tfl.check(tfl.function(fn, shape), "FILL")
+
+
+def test_zeros_like(tfl):
+    # Only a dynamic shape keeps the op (a static one folds into a constant).
+    tfl.check(tfl.function(lambda x: tf.concat([tf.zeros_like(x), x], 1), [None, 3]), "ZEROS_LIKE")
+
+
+def test_ones_like_as_broadcast(tfl):
+    # tf.ones_like of a dynamic-batch input: BROADCAST_TO(1, SHAPE(x)), folded into a constant.
+    tfl.check(tfl.function(lambda x: tf.concat([tf.ones_like(x), x], 1), [None, 3]), "BROADCAST_TO")
+
+
+def test_range_of_dynamic_length(tfl):
+    # The length comes from a dynamic batch axis: folded with the rebuild's fixed batch.
+    fn = lambda x: x * tf.reshape(tf.cast(tf.range(tf.shape(x)[0] + 3), tf.float32), [1, 4])  # noqa: E731
+    tfl.check(tfl.function(fn, [None, 4]), "RANGE")

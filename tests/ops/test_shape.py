@@ -119,3 +119,87 @@ def test_strided_slice_offset(tfl):
         [Op("STRIDED_SLICE", [0, 1, 2, 3], [4], options={"offset": True}, options_type="StridedSliceOptions")],
         inputs=[0], outputs=[4])
     tfl.check(tfl.crafted(blob), "STRIDED_SLICE")
+
+
+SPACE_TO_BATCH = {
+    "2x2": ([2, 2], [[0, 0], [0, 0]], [1, 4, 6, 3]),
+    "2x2-padded": ([2, 2], [[1, 1], [0, 2]], [1, 6, 4, 2]),
+    "3x1-batch-2": ([3, 1], [[1, 2], [0, 0]], [2, 6, 4, 2]),
+    "1-spatial-axis": ([2], [[1, 1]], [1, 6, 3]),
+}
+
+
+@pytest.mark.parametrize("case", SPACE_TO_BATCH)
+def test_space_to_batch_nd(tfl, case):
+    block, pads, shape = SPACE_TO_BATCH[case]
+    tfl.check(tfl.function(lambda x: tf.space_to_batch_nd(x, block, pads), shape), "SPACE_TO_BATCH_ND")
+
+
+BATCH_TO_SPACE = {
+    "2x2": ([2, 2], [[0, 0], [0, 0]], [4, 3, 4, 2]),
+    "2x2-cropped": ([2, 2], [[0, 1], [1, 1]], [4, 3, 4, 2]),
+    "3x1-batch-2": ([3, 1], [[1, 0], [0, 0]], [6, 2, 4, 2]),
+    "1-spatial-axis": ([2], [[1, 0]], [2, 4, 3]),
+}
+
+
+@pytest.mark.parametrize("case", BATCH_TO_SPACE)
+def test_batch_to_space_nd(tfl, case):
+    block, crops, shape = BATCH_TO_SPACE[case]
+    tfl.check(tfl.function(lambda x: tf.batch_to_space(x, block, crops), shape), "BATCH_TO_SPACE_ND")
+
+
+def _dilated_conv_model(kind: str, padding: str, rate: int, pads, crops, shape=(1, 9, 9, 2)) -> bytes:
+    """SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D (VALID) -> BATCH_TO_SPACE_ND, as TF1 wrote
+    atrous convolutions; `pads` / `crops` decide which padding the whole equals."""
+    from flatbuf import Op, T, build_model
+
+    rng = np.random.default_rng(7)
+    n, h, w, c = shape
+    ph, pw = (h + sum(pads[0])) // rate, (w + sum(pads[1])) // rate
+    oh, ow = ph - 2, pw - 2  # 3x3 kernel, VALID on each phase
+    out_h, out_w = oh * rate - sum(crops[0]), ow * rate - sum(crops[1])
+    if kind == "CONV_2D":
+        cout, kernel = 3, rng.normal(size=(3, 3, 3, c)).astype(np.float32)
+        opts_type, extra = "Conv2DOptions", {}
+    else:
+        cout, kernel = c, rng.normal(size=(1, 3, 3, c)).astype(np.float32)
+        opts_type, extra = "DepthwiseConv2DOptions", {"depth_multiplier": 1}
+    i32 = np.int32
+    tensors = [
+        T("x", list(shape)), T("block", [2], "int32", data=np.array([rate, rate], i32)),
+        T("pads", [2, 2], "int32", data=np.array(pads, i32)), T("phases", [n * rate * rate, ph, pw, c]),
+        T("kernel", list(kernel.shape), data=kernel), T("bias", [cout], data=rng.normal(size=cout).astype(np.float32)),
+        T("conv", [n * rate * rate, oh, ow, cout]), T("crops", [2, 2], "int32", data=np.array(crops, i32)),
+        T("y", [n, out_h, out_w, cout]),
+    ]
+    conv_options = {"padding": "VALID", "stride_h": 1, "stride_w": 1, "fused_activation_function": "RELU", **extra}
+    ops = [Op("SPACE_TO_BATCH_ND", [0, 1, 2], [3]),
+           Op(kind, [3, 4, 5], [6], options=conv_options, options_type=opts_type),
+           Op("BATCH_TO_SPACE_ND", [6, 1, 7], [8])]
+    return build_model(tensors, ops, inputs=[0], outputs=[8])
+
+
+# (kind, padding the whole equals, rate, s2b paddings, b2s crops) for a 9x9 input and a 3x3 kernel
+DILATED = {
+    "conv-same-rate-2": ("CONV_2D", "same", 2, [[2, 3], [2, 3]], [[0, 1], [0, 1]]),
+    "conv-valid-rate-2": ("CONV_2D", "valid", 2, [[0, 1], [0, 1]], [[0, 1], [0, 1]]),
+    "conv-same-rate-3": ("CONV_2D", "same", 3, [[3, 3], [3, 3]], [[0, 0], [0, 0]]),
+    "depthwise-same-rate-2": ("DEPTHWISE_CONV_2D", "same", 2, [[2, 3], [2, 3]], [[0, 1], [0, 1]]),
+    "not-a-dilation": ("CONV_2D", None, 2, [[1, 2], [2, 3]], [[0, 1], [0, 1]]),
+}
+
+
+@pytest.mark.parametrize("case", DILATED)
+def test_dilated_conv_pattern(tfl, case):
+    kind, padding, rate, pads, crops = DILATED[case]
+    path = tfl.crafted(_dilated_conv_model(kind, padding, rate, pads, crops))
+    tfl.check(path, "SPACE_TO_BATCH_ND")
+    source = next((tfl.tmp_path / "gen").glob("*.py")).read_text()
+    layer = "Conv2D(" if kind == "CONV_2D" else "DepthwiseConv2D("
+    if padding is None:  # shifted by one row: kept as the three ops, still exact
+        assert "SpaceToBatch(" in source and "BatchToSpace(" in source
+    else:
+        assert "SpaceToBatch(" not in source and "BatchToSpace(" not in source
+        assert layer in source and f"dilation_rate=({rate}, {rate})" in source
+        assert (f'padding="{padding}"' in source) == (padding == "same")

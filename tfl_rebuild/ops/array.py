@@ -1,5 +1,6 @@
-"""Array ops: GATHER, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE, ARG_MAX,
-ARG_MIN, SELECT, SELECT_V2 (comparisons are BinaryOps in elementwise.py)."""
+"""Array ops: GATHER, GATHER_ND, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE,
+ARG_MAX, ARG_MIN, SELECT, SELECT_V2, REVERSE_V2, CUMSUM, FILL, ZEROS_LIKE, RANGE
+(comparisons are BinaryOps in elementwise.py)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def _no_consts(op: Operator, ctx: ConvertContext, inputs) -> None:
 def gather(op: Operator, ctx: ConvertContext) -> LayerSpec:
     params, indices = op.inputs[:2]
     axis = int(op.options.get("axis", 0)) % max(ctx.rank(params), 1)
-    if int(op.options.get("batch_dims", 0)):
-        raise ConversionError(f"GATHER op {op.index}: batch_dims is not supported")
+    batch_dims = int(op.options.get("batch_dims", 0))
+    if batch_dims:
+        return _batch_gather(op, ctx, axis, batch_dims % max(ctx.rank(indices), 1))
     if ctx.is_const(params) and ctx.is_const(indices):
         raise ConversionError(f"GATHER op {op.index}: both operands are constants")
     if ctx.is_const(indices):
@@ -44,11 +46,51 @@ def gather(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("Gather", {"axis": axis}, (params, indices), op.outputs, custom=True)
 
 
+def _batch_gather(op: Operator, ctx: ConvertContext, axis: int, batch_dims: int) -> LayerSpec:
+    params, indices = op.inputs[:2]
+    if axis < batch_dims or ctx.is_const(params):
+        raise ConversionError(f"GATHER op {op.index}: batch_dims {batch_dims} with axis {axis} "
+                              "and a constant table is not supported")
+    kwargs = {"axis": axis, "batch_dims": batch_dims}
+    if ctx.is_const(indices):
+        kwargs["indices"] = np.asarray(ctx.const(indices)).astype(np.int64).tolist()
+        return LayerSpec("BatchGather", kwargs, (params,), op.outputs, custom=True)
+    return LayerSpec("BatchGather", kwargs, (params, indices), op.outputs, custom=True)
+
+
+@converter("GATHER_ND", range(1, 6))
+def gather_nd(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    params, indices = op.inputs[:2]
+    if ctx.is_const(params) and ctx.is_const(indices):
+        raise ConversionError(f"GATHER_ND op {op.index}: both operands are constants")
+    if ctx.is_const(indices):
+        idx = np.asarray(ctx.const(indices)).astype(np.int64).tolist()
+        return LayerSpec("GatherNd", {"indices": idx}, (params,), op.outputs, custom=True)
+    if ctx.is_const(params):
+        table = _float_const(op, ctx, params)
+        return LayerSpec("GatherNd", {"constant_shape": list(table.shape)}, (indices,), op.outputs,
+                         weights=(("constant", table),), custom=True)
+    return LayerSpec("GatherNd", {}, (params, indices), op.outputs, custom=True)
+
+
 @converter("PACK", range(1, 5))
-def pack(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    _no_consts(op, ctx, op.inputs)
+def pack(op: Operator, ctx: ConvertContext) -> LayerSpec | list[LayerSpec]:
     axis = int(op.options.get("axis", 0)) % (ctx.rank(op.inputs[0]) + 1)
-    return LayerSpec("Stack", {"axis": axis}, tuple(op.inputs), op.outputs, custom=True, call_list=True)
+    if not any(ctx.is_const(i) for i in op.inputs):
+        return LayerSpec("Stack", {"axis": axis}, tuple(op.inputs), op.outputs, custom=True, call_list=True)
+    if all(ctx.is_const(i) for i in op.inputs):
+        raise ConversionError(f"PACK op {op.index}: all operands are constants")
+    # Constants join as float weights; a model mixing them with integer tensors stays integer.
+    out_dtype = ctx.tensor(op.outputs[0]).dtype
+    values = [np.asarray(ctx.const(i)).astype(np.float32) for i in op.inputs if ctx.is_const(i)]
+    spec = LayerSpec("Stack", {"axis": axis, "layout": "".join("c" if ctx.is_const(i) else "i" for i in op.inputs),
+                               "constant_shapes": [list(v.shape) for v in values]},
+                     tuple(i for i in op.inputs if not ctx.is_const(i)), op.outputs,
+                     weights=tuple((f"constant_{k}", v) for k, v in enumerate(values)), custom=True, call_list=True)
+    if out_dtype == "float32":
+        return spec
+    outputs, spec.outputs = spec.outputs, ()
+    return [spec, LayerSpec("Cast", {"to": out_dtype}, (spec,), outputs, custom=True)]
 
 
 @converter("UNPACK", range(1, 5))
@@ -143,3 +185,46 @@ def select(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 converter("SELECT", range(1, 5))(select)
 converter("SELECT_V2", range(1, 3))(select)
+
+
+@converter("REVERSE_V2", range(1, 4))
+def reverse_v2(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x = op.inputs[0]
+    axes = sorted({a % ctx.rank(x) for a in _ints(ctx, op.inputs[1])})
+    return LayerSpec("Reverse", {"axes": axes}, (x,), op.outputs, custom=True)
+
+
+@converter("CUMSUM", range(1, 2))
+def cumsum(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x = op.inputs[0]
+    kwargs = {"axis": _ints(ctx, op.inputs[1])[0] % ctx.rank(x)}
+    for flag in ("exclusive", "reverse"):
+        if op.options.get(flag):
+            kwargs[flag] = True
+    return LayerSpec("CumSum", kwargs, (x,), op.outputs, custom=True)
+
+
+@converter("FILL", range(1, 5))
+def fill(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # Constant dims and value were folded by passes.py; here the value is computed at run time.
+    shape = list(ctx.shape(op.outputs[0]))
+    if any(d < 0 for d in shape) or ctx.is_const(op.inputs[1]):
+        raise ConversionError(f"FILL op {op.index}: output shape {shape} is not static")
+    return LayerSpec("BroadcastTo", {"shape": shape}, (op.inputs[1],), op.outputs, custom=True)
+
+
+def _full_like(value: float):
+    def convert(op: Operator, ctx: ConvertContext) -> LayerSpec:
+        return LayerSpec("FullLike", {"value": value}, (op.inputs[0],), op.outputs, custom=True)
+
+    return convert
+
+
+converter("ZEROS_LIKE", range(1, 2))(_full_like(0.0))
+
+
+@converter("RANGE", range(1, 3))
+def range_(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # With known start/limit/delta, passes.py already folded it into a constant.
+    raise ConversionError(f"RANGE op {op.index}: start, limit and delta computed from data give a "
+                          "data-dependent length, which a fixed-shape Keras model cannot hold")

@@ -107,13 +107,57 @@ def custom_converter(custom_code: str, note: str = "") -> Callable[[Converter], 
     return register
 
 
+# Ops that may read a complex64 tensor (held as a trailing (re, im) axis; see spectral.py).
+COMPLEX_INPUTS_OK = frozenset(["COMPLEX_ABS", "REAL", "IMAG", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"])
+DETECTION_POSTPROCESS = "TFLite_Detection_PostProcess"
+
+
+def _tensor_text(sg: Subgraph, i: int) -> str:
+    if not 0 <= i < len(sg.tensors):
+        return "?"
+    t = sg.tensors[i]
+    return f"{t.name!r} {list(t.shape)}"
+
+
+def _detection_postprocess_error(op: Operator, sg: Subgraph) -> UnsupportedOpError:
+    """What the SSD post-processing op computes and where to cut the model instead."""
+    shapes = [list(sg.tensors[o].shape) if 0 <= o < len(sg.tensors) else "?" for o in op.outputs]
+    names = ("boxes", "classes", "scores", "num_detections")
+    produced = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+    inputs = list(op.inputs) + [-1] * 3
+    return UnsupportedOpError(
+        f"custom op {DETECTION_POSTPROCESS} (op {op.index}) decodes SSD boxes against anchors and runs per-class "
+        f"non-max suppression, which keras.ops cannot express; it outputs {produced} (boxes as ymin, xmin, "
+        f"ymax, xmax); rebuild the network up to its raw inputs instead: box encodings "
+        f"{_tensor_text(sg, inputs[0])}, class scores {_tensor_text(sg, inputs[1])}, anchors "
+        f"{_tensor_text(sg, inputs[2])}, and decode them outside the model")
+
+
+def _flex_error(sg: Subgraph) -> UnsupportedOpError:
+    flex = [f"{o.custom_code!r} (op {o.index})" for o in sg.operators
+            if o.opcode == "CUSTOM" and (o.custom_code or "").startswith("Flex")]
+    return UnsupportedOpError(
+        f"the model uses select TensorFlow ops (Flex), which need TensorFlow's select-ops runtime and have "
+        f"no TFLite builtin form to rebuild from: {', '.join(flex)}")
+
+
 def lookup(op: Operator, sg: Subgraph) -> Converter:
     key = ("CUSTOM", op.custom_code) if op.opcode == "CUSTOM" else (op.opcode, op.version)
     fn = REGISTRY.get(key)
     if fn is None:
+        if op.opcode == "CUSTOM" and op.custom_code == DETECTION_POSTPROCESS:
+            raise _detection_postprocess_error(op, sg)
+        if op.opcode == "CUSTOM" and (op.custom_code or "").startswith("Flex"):
+            raise _flex_error(sg)
         out = sg.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else "?"
         what = f"custom op {op.custom_code}" if op.opcode == "CUSTOM" else f"{op.opcode} v{op.version}"
         raise UnsupportedOpError(f"no converter for {what} (op {op.index}, output {out!r})")
+    if op.key not in COMPLEX_INPUTS_OK:
+        complex_in = [sg.tensors[i].name for i in op.inputs if 0 <= i < len(sg.tensors)
+                      and sg.tensors[i].dtype.startswith("complex")]
+        if complex_in:
+            raise UnsupportedOpError(f"{op.key} op {op.index} on complex tensor {complex_in[0]!r}: only "
+                                     f"{', '.join(sorted(COMPLEX_INPUTS_OK))} are rebuilt on complex values")
     return fn
 
 

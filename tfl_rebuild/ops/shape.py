@@ -1,4 +1,5 @@
-"""Shape and layout ops: RESHAPE, SQUEEZE, EXPAND_DIMS, TRANSPOSE, CONCATENATION, PAD*, SLICE."""
+"""Shape and layout ops: RESHAPE, SQUEEZE, EXPAND_DIMS, TRANSPOSE, CONCATENATION, PAD*, SLICE,
+STRIDED_SLICE, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from .registry import ConversionError, ConvertContext, LayerSpec, converter
 
 
 def reshape_to(x: int, out: int, ctx: ConvertContext, outputs: tuple[int, ...]) -> LayerSpec:
-    """keras.layers.Reshape when the batch axis stays, BatchReshape when it moves."""
+    """keras.layers.Reshape when the batch axis stays, BatchReshape when it moves.
+
+    Complex tensors are held as float pairs in a trailing axis of 2 (see spectral.py), kept last."""
     in_shape, out_shape = ctx.shape(x), ctx.shape(out)
     if any(d < 0 for d in out_shape):
         raise ConversionError(f"tensor {ctx.tensor(out).name!r}: dynamic output shape {list(out_shape)}")
+    if ctx.tensor(out).dtype == "complex64":
+        in_shape, out_shape = (*in_shape, 2), (*out_shape, 2)
     if in_shape and out_shape and in_shape[0] == out_shape[0]:
         return LayerSpec("Reshape", {"target_shape": out_shape[1:]}, (x,), outputs)
     return LayerSpec("BatchReshape", {"shape": list(out_shape)}, (x,), outputs, custom=True)
@@ -124,3 +129,22 @@ def slice_(op: Operator, ctx: ConvertContext) -> LayerSpec:
     size = np.asarray(ctx.const(op.inputs[2])).reshape(-1).tolist()
     slices = [[int(b), None if s < 0 else int(b) + int(s), 1] for b, s in zip(begin, size)]
     return LayerSpec("Slice", {"slices": slices}, (x,), op.outputs, custom=True)
+
+
+def _block_pairs(ctx: ConvertContext, i: int) -> list[list[int]]:
+    return [[int(a), int(b)] for a, b in np.asarray(ctx.const(i)).reshape(-1, 2)]
+
+
+@converter("SPACE_TO_BATCH_ND", range(1, 5))
+def space_to_batch_nd(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # (With a convolution between it and a BATCH_TO_SPACE_ND, passes.py made a dilated conv.)
+    block = [int(b) for b in np.asarray(ctx.const(op.inputs[1])).reshape(-1)]
+    return LayerSpec("SpaceToBatch", {"block_shape": block, "paddings": _block_pairs(ctx, op.inputs[2])},
+                     (op.inputs[0],), op.outputs, custom=True)
+
+
+@converter("BATCH_TO_SPACE_ND", range(1, 5))
+def batch_to_space_nd(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    block = [int(b) for b in np.asarray(ctx.const(op.inputs[1])).reshape(-1)]
+    return LayerSpec("BatchToSpace", {"block_shape": block, "crops": _block_pairs(ctx, op.inputs[2])},
+                     (op.inputs[0],), op.outputs, custom=True)
