@@ -176,7 +176,9 @@ def keras(model, outdir, name, verify, fake_quant, save_keras):
 @click.option("--plot", type=OUTPUT_PATH, help="Write the per-layer error curve (png/svg/pdf).")
 @click.option("--model-explorer", "explorer", type=OUTPUT_PATH,
               help="Write Model Explorer node data (errors as colours on the graph).")
-def compare(model, module, input_specs, seed, as_json, plot, explorer):
+@click.option("--local", is_flag=True,
+              help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.")
+def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
     from . import compare as cmp
     from .inputs import load_inputs
@@ -189,7 +191,7 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer):
     if input_specs:
         details = make_interpreter(model).get_input_details()
         values, _ = load_inputs(input_specs, details, seed=seed)
-    result = cmp.compare(model, module, values, seed=seed)
+    result = cmp.compare(model, module, values, seed=seed, local=local)
     if as_json:
         click.echo(cmp.to_json(result))
     else:

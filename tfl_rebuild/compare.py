@@ -1,8 +1,15 @@
 """`tfl-rebuild compare`: every TFLite intermediate tensor against the Keras layer built for it.
 
-One run of the patched model (outputter) gives all TFLite tensors; one run of a Keras model whose
-outputs are every mapped layer gives the rebuild's. They are paired through the
-`<stem>_tensors.json` sidecar that `keras` writes, and listed in topological (op) order.
+Runs of the patched model (outputter) give all TFLite tensors; one run of the Keras model gives
+the rebuild's. They are paired through the `<stem>_tensors.json` sidecar that `keras` writes and
+listed in topological (op) order, judged by `verify.tolerance`, the same definition `keras`
+verification uses:
+
+- default (accumulated): the Keras model runs from the model inputs, against the runtime users
+  run (XNNPACK); each tensor admits twice the runtime's own noise on it (XNNPACK vs built-in
+  kernels), as verify's outputs do.
+- `--local`: every layer is fed TFLite's own input tensors (built-in kernels), so each row is the
+  error of that layer alone: a wrong layer stands out from error that merely accumulated.
 """
 
 from __future__ import annotations
@@ -13,12 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, TflRebuildError
 from .fileio import atomic_output
 from .inspect import quantization_kind
 from .ir import Model
 from .reader import read_model
-from .verify import FLOAT_REL_TOL, INT8_LSB_TOL, compare_arrays, load_module, to_float
+from .verify import (
+    FLOAT_REL_TOL,
+    compare_arrays,
+    dumped_floats,
+    is_hybrid,
+    kind_text,
+    load_module,
+    local_outputs,
+    present,
+    read_sidecar,
+    sidecar_for,
+    tensor_dumper,
+    to_float,
+    tolerance,
+)
 
 
 @dataclass
@@ -30,7 +51,8 @@ class Row:
     max_abs: float
     max_rel: float
     cosine: float
-    lsb: float | None
+    lsb: float | None  # max abs error in LSBs of the tensor's scale (quantized tensors of int8 models)
+    noise: float  # TFLite's own XNNPACK vs built-in gap on this tensor, in the bar's unit (0 in --local)
     ok: bool
 
 
@@ -40,6 +62,7 @@ class Comparison:
     kind: str
     tolerance: str
     rows: list[Row]
+    mode: str = "accumulated"  # or "local"
 
     @property
     def first_divergence(self) -> Row | None:
@@ -53,50 +76,78 @@ class Comparison:
         return f"first divergence at op {bad.op_index} {bad.op} {bad.tensor!r} ({err})"
 
 
-def sidecar_for(py_path: Path) -> Path:
-    return py_path.with_name(f"{py_path.stem}_tensors.json")
+def _runs(model: Model, inputs, seed: int) -> tuple[dict | None, dict | None, list[np.ndarray]]:
+    """(built-in kernels' tensors, XNNPACK's tensors, the inputs used): one run each, either
+    None when that runtime cannot load the model (never both)."""
+    from .inputs import from_arrays
+
+    runs: dict[bool, dict | None] = {}
+    values = inputs
+    errors = []
+    for xnnpack in (False, True):
+        try:
+            dumper = tensor_dumper(model, xnnpack=xnnpack)
+        except TflRebuildError as exc:
+            runs[xnnpack] = None
+            errors.append(exc)
+            continue
+        values = from_arrays(values, dumper.input_details, seed)  # random on the first run only
+        runs[xnnpack] = dumped_floats(model, dumper, values)
+    if runs[False] is None and runs[True] is None:
+        raise errors[0]
+    return runs[False], runs[True], values
 
 
-def compare(model_path: str, py_path: str, inputs=None, seed: int = 0) -> Comparison:
+def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bool = False) -> Comparison:
     import keras
-
-    from .outputter import dump
 
     model: Model = read_model(model_path)
     py = Path(py_path)
-    side = sidecar_for(py)
-    if not side.is_file():
-        raise InputError(f"{side}: missing; it is written by `tfl-rebuild keras` beside the module")
-    mapping = json.loads(side.read_text(encoding="utf-8"))["tensors"]
+    mapping = read_sidecar(py)
+    if mapping is None:
+        raise InputError(f"{sidecar_for(py)}: missing; it is written by `tfl-rebuild keras` beside the module")
     keras_model = load_module(py).build_model()
-
-    reference = dump(model, inputs, seed=seed)
-    by_index = {e.tensor_index: (key, e) for key, e in reference.entries.items()}
+    mapping = present(mapping, keras_model)
+    builtin, xnnpack, values = _runs(model, inputs, seed)
     sg = model.main
-    feed = [to_float(sg.tensors[i], reference.inputs[name])
-            for i, name in zip(sg.inputs, reference.inputs)]
-    pairs = [(m, by_index[m["tensor"]]) for m in mapping if m["tensor"] in by_index]
-    outputs = []
-    for m, _ in pairs:
-        out = keras_model.get_layer(m["layer"]).output
-        outputs.append(out[m["output"]] if isinstance(out, (list, tuple)) else out)
-    probe = keras.Model(keras_model.inputs, outputs)
-    got = probe(feed if len(feed) > 1 else feed[0], training=False)
-    got = got if isinstance(got, (list, tuple)) else [got]
+    feed = [to_float(sg.tensors[i], np.asarray(v)) for i, v in zip(sg.inputs, values)]
+    if local:
+        reference = builtin if builtin is not None else xnnpack
+        got = local_outputs(keras_model, mapping, feed, reference)
+    else:
+        reference = xnnpack if xnnpack is not None else builtin
+        pairs = [m for m in mapping if m["tensor"] in reference]
+        outputs = []
+        for m in pairs:
+            out = keras_model.get_layer(m["layer"]).output
+            outputs.append(out[m["output"]] if isinstance(out, (list, tuple)) else out)
+        probe = keras.Model(keras_model.inputs, outputs)
+        values_out = probe(feed if len(feed) > 1 else feed[0], training=False)
+        values_out = values_out if isinstance(values_out, (list, tuple)) else [values_out]
+        got = {m["tensor"]: np.asarray(v) for m, v in zip(pairs, values_out)}
 
     kind = quantization_kind(model)
-    quantized = kind in ("full-int8", "int16x8")
     rows = []
-    for (_, (key, entry)), value in zip(pairs, got):
-        t = sg.tensors[entry.tensor_index]
-        ref = to_float(t, reference[key])
-        max_abs, max_rel, cos = compare_arrays(ref, np.asarray(value))
-        lsb = max_abs / float(t.quantization.scale[0]) if quantized and t.quantized else None
-        ok = lsb <= INT8_LSB_TOL if lsb is not None else max_rel <= FLOAT_REL_TOL
-        rows.append(Row(entry.op_index, entry.op_type, t.name, list(t.shape), max_abs, max_rel, cos, lsb, ok))
+    for m in mapping:
+        t = m["tensor"]
+        if t not in reference or t not in got:
+            continue
+        tensor = sg.tensors[t]
+        tol = tolerance(kind, tensor, local=local, hybrid=local and kind == "dynamic-range" and is_hybrid(sg, m["op_index"]))
+        max_abs, max_rel, cos = compare_arrays(reference[t], got[t])
+        noise = 0.0
+        if not local and builtin is not None and xnnpack is not None and t in builtin and t in xnnpack:
+            gap, gap_rel, _ = compare_arrays(xnnpack[t], builtin[t])
+            noise = tol.error(gap, gap_rel)
+        lsb = max_abs / tol.lsb if tol.unit == "LSB" else None
+        rows.append(Row(m["op_index"], m["op"], tensor.name, list(tensor.shape), max_abs, max_rel, cos, lsb, noise,
+                        tol.allows(tol.error(max_abs, max_rel), noise)))
     rows.sort(key=lambda r: r.op_index)
-    tol = f"<= {INT8_LSB_TOL:g} LSB" if quantized else f"rel <= {FLOAT_REL_TOL:g}"
-    return Comparison(Path(model_path).name, kind, tol, rows)
+    if local:
+        tol_text = f"layer-local, {kind_text(kind, local=True)}"
+    else:
+        tol_text = f"{kind_text(kind)}, or 2 x runtime noise"
+    return Comparison(Path(model_path).name, kind, tol_text, rows, "local" if local else "accumulated")
 
 
 def print_table(result: Comparison, console=None) -> None:
@@ -105,18 +156,25 @@ def print_table(result: Comparison, console=None) -> None:
     from rich.table import Table
 
     con = console or Console(highlight=False)
-    table = Table("op", "type", "tensor", "shape", "max abs", "max rel", "cosine", box=None, pad_edge=False)
+    columns = ["op", "type", "tensor", "shape", "max abs", "max rel", "LSB", "cosine"]
+    if result.mode != "local":
+        columns.insert(7, "noise")
+    table = Table(*columns, box=None, pad_edge=False)
     first = result.first_divergence
     for r in result.rows:
         style = "bold red" if r is first else ("red" if not r.ok else None)
-        table.add_row(str(r.op_index), escape(r.op), escape(r.tensor[:60]), "x".join(map(str, r.shape)),
-                      f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", f"{r.cosine:.6f}", style=style)
+        cells = [str(r.op_index), escape(r.op), escape(r.tensor[:60]), "x".join(map(str, r.shape)),
+                 f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", "-" if r.lsb is None else f"{r.lsb:.2f}", f"{r.cosine:.6f}"]
+        if result.mode != "local":
+            cells.insert(7, f"{r.noise:.3g}")
+        table.add_row(*cells, style=style)
     con.print(table)
-    con.print(("[green]" if first is None else "[red]") + escape(result.verdict()) + ("[/green]" if first is None else "[/red]"))
+    color = "green" if first is None else "red"
+    con.print(f"[{color}]{escape(result.verdict())}[/{color}]")
 
 
 def to_json(result: Comparison) -> str:
-    doc = {"model": result.model, "kind": result.kind, "tolerance": result.tolerance,
+    doc = {"model": result.model, "kind": result.kind, "mode": result.mode, "tolerance": result.tolerance,
            "verdict": result.verdict(), "rows": [asdict(r) for r in result.rows]}
     return json.dumps(doc, indent=1, allow_nan=True)
 
@@ -131,10 +189,11 @@ def write_plot(result: Comparison, path: str) -> None:
     xs = [r.op_index for r in result.rows]
     ys = [max(r.max_rel, 1e-12) for r in result.rows]
     ax.semilogy(xs, ys, marker=".", linewidth=1)
-    ax.axhline(FLOAT_REL_TOL, color="red", linestyle="--", linewidth=0.8, label=f"tolerance {FLOAT_REL_TOL:g}")
+    ax.axhline(FLOAT_REL_TOL, color="red", linestyle="--", linewidth=0.8, label=f"float tolerance {FLOAT_REL_TOL:g}")
     ax.set_xlabel("op index")
     ax.set_ylabel("max rel error (vs max |TFLite|)")
-    ax.set_title(f"{result.model}: Keras rebuild vs TFLite, per layer")
+    what = "each layer on TFLite's inputs" if result.mode == "local" else "per layer"
+    ax.set_title(f"{result.model}: Keras rebuild vs TFLite, {what}")
     ax.legend()
     fig.tight_layout()
     with atomic_output(path) as f:
