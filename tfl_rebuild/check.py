@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import InputError, TflRebuildError
+from .errors import InputError, TflRebuildError, UnsupportedOpError
 
 DEFAULT_TIMEOUT = 1800.0  # seconds per model; the largest corpus models need minutes on a busy CPU
 REASON_CHARS = 300
@@ -288,7 +288,7 @@ def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None
             cm.set_metadata(conv.mlmodel, model, Path(row.path), conv)
             cm.save_atomic(conv.mlmodel, keep / f"{Path(row.path).stem}.mlpackage")
     except Exception as exc:
-        stage.status = "unsupported" if type(exc).__name__ == "UnsupportedOpError" else "failed"
+        stage.status = "unsupported" if isinstance(exc, UnsupportedOpError) else "failed"
         stage.reason = one_line(exc)
     stage.seconds = time.perf_counter() - start
 

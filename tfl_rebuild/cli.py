@@ -292,7 +292,7 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
 
     def progress(done, row):
         err.print(f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
-                  + (f" - {escape(row.reason)}" if row.reason else ""))
+                  + (f" - {escape(row.reason)}" if row.reason else ""), soft_wrap=True)
 
     rows = run_all(models, opts, jobs=jobs, keep=keep_dir, progress=progress)
     check_report.print_table(rows, opts, out)
