@@ -151,7 +151,7 @@ def test_name_option(name, stem, tmp_path):
     assert written(outdir) == expected_files(stem)
     assert written(tmp_path) == ["out"]  # nothing lands outside -o
     source = (outdir / f"{stem}.py").read_text(encoding="utf-8")
-    assert f"name={stem!r})" in source  # the keras.Model's name
+    assert f'name="{stem}")' in source  # the keras.Model's name
     assert f"{stem}_weights.npz" in source  # the default weights path beside the module
 
     from tfl_rebuild.verify import load_module

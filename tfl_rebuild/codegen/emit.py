@@ -15,18 +15,11 @@ from .. import __version__
 from ..ir import Model, Operator
 from ..ops import ConversionError, LayerSpec, lookup
 from ..passes import fake_quant_params, prepare
-from .literals import Code, comment, lit
-from .naming import Namer, sanitize
+from .defaults import KERAS_DEFAULTS, is_default, signature_defaults
+from .layout import WIDTH, call
+from .literals import Code, display, lit, shell_command
+from .naming import Namer, model_scope, sanitize, snake
 
-# Keras defaults left out of generated calls, so each line says only what differs.
-DEFAULTS = {
-    "strides": ((1, 1),),
-    "dilation_rate": ((1, 1),),
-    "padding": ("valid",),
-    "use_bias": (True,),
-    "depth_multiplier": (1,),
-    "groups": (1,),
-}
 KWARG = re.compile(r"^[a-z_][a-z0-9_]*$")
 CLASS = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
@@ -58,8 +51,13 @@ def _only_code(value):
     raise TypeError(f"template got a raw {type(value).__name__}; values must go through lit()/Namer")
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+def _class_template(name: str) -> str:
+    """The rendered source of a custom layer class (templates/layers/<snake_name>.py.j2)."""
+    return _templates().get_template(f"layers/{snake(name)}.py.j2").render().strip()
+
+
+# Input dtypes a keras.Input states; float (and quantized, rebuilt in float) inputs use the default.
+INPUT_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 
 
 class _Emitter:
@@ -67,7 +65,7 @@ class _Emitter:
         self.model = model
         self.ctx, self.ops = prepare(model)
         self.sg = self.ctx.subgraph
-        self.namer = Namer()
+        self.namer = Namer(model_scope(t.name for op in self.sg.operators for t in map(self._tensor, op.outputs)))
         self.fake_quant = fake_quant
         self.var: dict[int, Code] = {}  # tensor id -> variable holding it
         self.body: list[Code] = []
@@ -75,6 +73,9 @@ class _Emitter:
         self.weights: dict[str, np.ndarray] = {}
         self.classes: set[str] = set()
         self.tensors: list[dict] = []
+
+    def _tensor(self, t: int):
+        return self.sg.tensors[t] if 0 <= t < len(self.sg.tensors) else self.sg.tensors[0]
 
     def tensor_var(self, t: int) -> Code:
         t = self.ctx.resolve(t)
@@ -88,8 +89,10 @@ class _Emitter:
             tensor = self.sg.tensors[t]
             v = self.namer.name(tensor.name, "input")
             shape = tuple(tensor.shape)
-            self.body.append(Code(f"{v} = keras.Input(shape={lit(shape[1:])}, batch_size={lit(shape[0] if shape else 1)}, "
-                                  f"name={lit(str(v))})"))
+            kwargs = [("shape", shape[1:]), ("batch_size", shape[0] if shape else 1)]
+            if tensor.dtype in INPUT_DTYPES and not tensor.quantized:  # e.g. token ids, GATHER indices
+                kwargs.append(("dtype", tensor.dtype))
+            self.body += call(f"{v} = keras.Input", [*kwargs, ("name", str(v))])
             self.var[t] = v
             names.append(v)
         return names
@@ -97,64 +100,70 @@ class _Emitter:
     def emit_op(self, op: Operator) -> None:
         specs = lookup(op, self.sg)(op, self.ctx)
         specs = list(specs) if isinstance(specs, list) else [specs]
+        n_specs = len(specs)
         if self.fake_quant:
             specs = self._with_fake_quant(op, specs)
         main = next((self.sg.tensors[o].name for o in op.outputs if o >= 0), "")
-        out_shape = list(self.sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []
-        what = Code(op.opcode if op.opcode != "CUSTOM" else f"CUSTOM {comment(op.custom_code or '', 40)}")
-        self.body.append(Code(f"# {what}  {comment(main)}  {lit(out_shape)}"))
+        self.body.append(self._op_comment(op, main))
+        # With fake quantization the op's layer is named after its tensor, the rounding step after it.
+        fq = specs[-1] if self.fake_quant and len(specs) > n_specs else None
         spec_var: dict[int, Code] = {}
         for spec in specs:
             outs = [o for o in spec.outputs]
-            if outs:
+            if fq is not None and spec is fq:
+                layer_name = self.namer.derived(spec_var[id(spec.inputs[0])], "quant")
+            elif outs:
                 layer_name = self.namer.name(self.sg.tensors[outs[0]].name)
-            else:
-                layer_name = self.namer.name(f"{sanitize(main)}_{_snake(spec.layer)}")
+            elif fq is not None and spec is fq.inputs[0]:
+                layer_name = self.namer.name(self.sg.tensors[fq.outputs[0]].name)
+            else:  # a helper step of the op (Flatten before Dense, ...)
+                layer_name = self.namer.derived(self.namer.base(main), snake(spec.layer))
             args = [self.tensor_var(r) if isinstance(r, int) else spec_var[id(r)] for r in spec.inputs]
-            call = self._call(spec, layer_name, args)
+            targets = [layer_name]
             if len(outs) > 1:
-                targets = [self.namer.name(self.sg.tensors[o].name) if k else layer_name for k, o in enumerate(outs)]
-                self.body.append(Code(f"{', '.join(targets)} = {call}"))
-                for k, (o, v) in enumerate(zip(outs, targets)):
-                    self.var[o] = v
-                    self.tensors.append(self._tensor_row(op, o, layer_name, k))
-            else:
-                self.body.append(Code(f"{layer_name} = {call}"))
-                spec_var[id(spec)] = layer_name
-                for o in outs:
-                    self.var[o] = layer_name
-                    self.tensors.append(self._tensor_row(op, o, layer_name, 0))
+                targets += [self.namer.name(self.sg.tensors[o].name) for o in outs[1:]]
+            self.body += self._call(spec, layer_name, args, ", ".join(targets))
+            spec_var[id(spec)] = layer_name
+            for k, o in enumerate(outs):
+                self.var[o] = targets[k]
+                self.tensors.append(self._tensor_row(op, o, layer_name, k))
             if spec.weights:
                 keys = []
                 for wname, arr in spec.weights:
                     key = f"{layer_name}/{wname}"
                     self.weights[key] = np.asarray(arr)
-                    keys.append(Code(f"w[{lit(key)}]"))
-                self.set_weights.append(Code(f"model.get_layer({lit(str(layer_name))}).set_weights([{', '.join(keys)}])"))
+                    keys.append(f"w[{lit(key)}]")
+                self.set_weights += _set_weights(layer_name, keys)
+
+    def _op_comment(self, op: Operator, main: str) -> Code:
+        """'# CONV_2D model/conv1/Relu6 -> [1, 16, 16, 8]': the op and its (first fused) tensor name."""
+        what = op.opcode if op.opcode != "CUSTOM" else f"CUSTOM {display(op.custom_code or '', 40)}"
+        shape = list(self.sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []
+        return Code(f"# {what} {display(main.split(';')[0])} -> {lit(shape)}")
 
     def _tensor_row(self, op: Operator, t: int, layer: str, index: int) -> dict:
         return {"tensor": t, "name": self.sg.tensors[t].name, "layer": str(layer), "output": index,
                 "op_index": op.index, "op": op.key}
 
-    def _call(self, spec: LayerSpec, layer_name: Code, args: list[Code]) -> Code:
+    def _call(self, spec: LayerSpec, layer_name: Code, args: list[Code], target: str) -> list[Code]:
+        """`target = Layer(kwarg=value, ..., name=...)(args)`, leaving out the class's defaults."""
         if not CLASS.match(spec.layer):
             raise ValueError(f"bad layer class {spec.layer!r}")
-        kwargs = []
-        for k, v in spec.kwargs.items():
-            # Pooling layers' strides default to pool_size, not (1, 1): always written there.
-            if not spec.custom and v in DEFAULTS.get(k, ()) and not (k == "strides" and "Pooling" in spec.layer):
-                continue
-            if not KWARG.match(k):
-                raise ValueError(f"bad keyword {k!r}")
-            kwargs.append(f"{k}={lit(v)}")
-        kwargs.append(f"name={lit(str(layer_name))}")
         if spec.custom:
             self.classes.add(spec.layer)
-            ctor = f"{spec.layer}({', '.join(kwargs)})"
+            defaults = signature_defaults(_class_template(spec.layer), spec.layer)
         else:
-            ctor = f"keras.layers.{spec.layer}({', '.join(kwargs)})"
+            defaults = KERAS_DEFAULTS.get(spec.layer, {})
+        kwargs: list[tuple[str, object]] = []
+        for k, v in spec.kwargs.items():
+            if not KWARG.match(k):
+                raise ValueError(f"bad keyword {k!r}")
+            if not is_default(defaults, k, v, spec.kwargs):
+                kwargs.append((k, v))
+        kwargs.append(("name", str(layer_name)))
+        ctor = spec.layer if spec.custom else f"keras.layers.{spec.layer}"
         arg_text = f"[{', '.join(args)}]" if spec.call_list else ", ".join(args)
-        return Code(f"{ctor}({arg_text})")
+        return call(f"{target} = {ctor}", kwargs, f"({arg_text})")
 
     def _with_fake_quant(self, op: Operator, specs: list[LayerSpec]) -> list[LayerSpec]:
         last = specs[-1]
@@ -172,31 +181,57 @@ class _Emitter:
         return [self.tensor_var(t) for t in self.sg.outputs]
 
 
+def _set_weights(layer_name: str, keys: list[str]) -> list[Code]:
+    head = f"model.get_layer({lit(layer_name)}).set_weights("
+    one = f"{head}[{', '.join(keys)}])"
+    if 4 + len(one) <= WIDTH:
+        return [Code(one)]
+    if 8 + len(keys) + 2 + sum(len(k) + 2 for k in keys) <= WIDTH:
+        return [Code(head), Code(f"    [{', '.join(keys)}]"), Code(")")]
+    return [Code(head + "["), *(Code(f"    {k},") for k in keys), Code("])")]
+
+
+def _rebuild_command(model: Model, stem: str, fake_quant: bool | None, default_fake_quant: bool) -> Code:
+    """The command that writes this module again (run where the model is; DIR: this file's directory)."""
+    source = Path(model.path).name or "model.tflite"
+    words = ["tfl-rebuild", "keras", source, "-o"]
+    options = []
+    if stem != sanitize(Path(source).stem, "model"):
+        options += ["--name", stem]
+    if fake_quant is not None and fake_quant != default_fake_quant:
+        options.append("--fake-quant" if fake_quant else "--no-fake-quant")
+    return Code(f"{shell_command(words)} DIR{' ' + shell_command(options) if options else ''}")
+
+
 def generate(model: Model, stem: str, fake_quant: bool | None = None) -> Generated:
     """Build the module source for `model`; its weights file is expected at `<stem>_weights.npz`."""
     from ..inspect import quantization_kind
 
-    if fake_quant is None:
-        fake_quant = quantization_kind(model) in ("full-int8", "int16x8")
-    em = _Emitter(model, fake_quant)
+    default_fake_quant = quantization_kind(model) in ("full-int8", "int16x8")
+    em = _Emitter(model, default_fake_quant if fake_quant is None else fake_quant)
     inputs = em.emit_inputs()
+    n_input_lines = len(em.body)
     for op in em.ops:
         em.emit_op(op)
     outputs = em.emit_outputs()
     classes = sorted(em.classes)
     env = _templates()
     class_src = [Code(env.get_template("layers/op_layer.py.j2").render().strip())] if classes else []
-    class_src += [Code(env.get_template(f"layers/{_snake(c)}.py.j2").render().strip()) for c in classes]
+    class_src += [Code(_class_template(c)) for c in classes]
+    model_inputs = Code(inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]")
+    model_outputs = Code(outputs[0] if len(outputs) == 1 else f"[{', '.join(outputs)}]")
     source = env.get_template("module.py.j2").render(
         version=Code(__version__),
-        source=comment(Path(model.path).name or "model.tflite"),
+        source=display(Path(model.path).name or "model.tflite"),
         sha256=Code(model.sha256[:16]),
-        weights_file=lit(f"{stem}_weights.npz"),
+        rebuild=_rebuild_command(model, stem, fake_quant, default_fake_quant),
+        weights_path=call("WEIGHTS_PATH = os.path.join", [(None, Code("os.path.dirname(os.path.abspath(__file__))")),
+                                                          (None, f"{stem}_weights.npz")], indent=0),
         classes=class_src,
-        body=em.body,
-        model_inputs=Code(inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]"),
-        model_outputs=Code(outputs[0] if len(outputs) == 1 else f"[{', '.join(outputs)}]"),
-        model_name=lit(sanitize(stem, "model")),
+        inputs=em.body[:n_input_lines],
+        body=em.body[n_input_lines:],
+        model_call=call("model = keras.Model", [(None, model_inputs), (None, model_outputs),
+                                                ("name", sanitize(stem, "model"))]),
         set_weights=em.set_weights,
     )
     ast.parse(source)  # a template or emitter bug must never reach the user's disk

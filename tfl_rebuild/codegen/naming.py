@@ -1,27 +1,50 @@
-"""Namer: every identifier in generated code comes from here (sanitized, unique, never a keyword)."""
+"""Namer: every identifier in generated code comes from here (sanitized, unique, never a keyword).
+
+TFLite tensor names are TensorFlow op paths, often several fused into one ('model/bn/batchnorm/
+add_1;model/conv/Conv2D;...'). A layer is named after the Keras layer scope in the first of them,
+without the model-wide prefix and without trailing TensorFlow mechanics ('BiasAdd', 'batchnorm/
+add_1'): 'model/conv2d_3/BiasAdd' -> conv2d_3, 'model/conv2d_3/Sigmoid' -> conv2d_3_sigmoid.
+"""
 
 from __future__ import annotations
 
 import builtins
 import keyword
+import os
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from .literals import Code
 
 # Names the generated module itself uses.
 RESERVED = frozenset({"keras", "np", "os", "w", "model", "build_model", "weights_path", "WEIGHTS_PATH", "self"})
 MAX_LEN = 48
+# TensorFlow op and scope names that say how a layer computes, not which layer it is (snake_case,
+# trailing digits dropped: 'add_1' and 'depthwise1' are 'add' and 'depthwise').
+MECHANICS = frozenset({
+    "add", "avg_pool", "batchnorm", "bias_add", "concat", "const", "conv2d", "conv2d_transpose", "conv_transpose",
+    "convolution", "depthwise", "fused_batch_norm_v", "identity", "mat_mul", "max_pool", "max_pool2d", "mean",
+    "mul", "pad", "read_variable_op", "reshape", "resize", "resize_bilinear", "resize_nearest_neighbor",
+    "squeeze", "sub", "tensordot", "truediv",
+})
 
 
-def sanitize(raw: str, fallback: str = "t") -> str:
-    """TFLite tensor name -> readable snake_case identifier, e.g. 'model/conv1/Relu6' -> 'conv1_relu6'."""
-    first = raw.split(";")[0]
-    parts = [p for p in re.split(r"[/:]+", first) if p]
-    text = "_".join(parts[-2:]) if parts else ""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    text = re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_").lower()
-    text = re.sub(r"_+", "_", text)[:MAX_LEN].rstrip("_")
+def snake(name: str) -> str:
+    """CamelCase -> snake_case, keeping digit-letter groups whole: Conv2DTranspose -> conv2d_transpose."""
+    name = name.replace("PReLU", "Prelu").replace("ReLU", "Relu")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])|(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def identifier(text: str, fallback: str = "t") -> str:
+    """Any text -> a snake_case identifier that is safe to assign in the generated module."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))  # café -> cafe
+    text = snake(re.sub(r"[^0-9A-Za-z]+", "_", text))  # any other character separates words
+    text = re.sub(r"_+", "_", text).strip("_")
+    if len(text) > MAX_LEN:  # cut at a word boundary when one is near
+        cut = text.rfind("_", 0, MAX_LEN + 1)
+        text = text[:cut] if cut >= MAX_LEN // 2 else text[:MAX_LEN].rstrip("_")
     if not text:
         text = fallback
     elif text[0].isdigit():
@@ -31,15 +54,93 @@ def sanitize(raw: str, fallback: str = "t") -> str:
     return text
 
 
+def _path(raw: str, scope: tuple[str, ...]) -> tuple[list[str], bool]:
+    """One name's path components without the model-wide scope (and whether it was there) and
+    without an ':0' output index."""
+    parts = [p for p in re.split(r"[/:]+", raw) if p]
+    stripped = bool(scope) and len(parts) > len(scope) and tuple(parts[: len(scope)]) == scope
+    if stripped:
+        parts = parts[len(scope):]
+    if len(parts) > 1 and parts[-1] == "0":
+        parts.pop()
+    return parts, stripped
+
+
+def _key(part: str) -> str:
+    return re.sub(r"[_0-9]+$", "", snake(part))
+
+
+def _mechanics(part: str, scope: str) -> bool:
+    """An op name that adds nothing to its scope: 'BiasAdd', or 'Relu6' under 'conv1_relu'."""
+    letters = re.sub(r"[^a-z]", "", _key(part))
+    return _key(part) in MECHANICS or (len(letters) > 2 and letters in re.sub(r"[^a-z]", "", scope.lower()))
+
+
+def _layer_path(raw: str, scope: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(path, path without trailing mechanics) of the first fused name that names a layer: in
+    'm/bn/batchnorm/add_1;m/conv/Conv2D' that is 'm/conv'; the first name when none does."""
+    candidates = []
+    for name in raw.split(";")[:16]:
+        parts, stripped = _path(name, scope)
+        short = list(parts)
+        while len(short) > 1 and _mechanics(short[-1], short[-2]):
+            short.pop()
+        candidates.append((parts, short))
+        # A lone component is a layer only without a model scope in front of it.
+        if short and _key(short[-1]) not in MECHANICS and (stripped or len(short) > 1 or len(parts) == 1):
+            return parts, short
+    return candidates[0] if candidates else ([], [])
+
+
+def phrases(raw: str, scope: tuple[str, ...] = ()) -> list[str]:
+    """Name candidates for a tensor, best first: the layer scope, with its parent scope, with its
+    last op, then the whole path."""
+    parts, short = _layer_path(raw, scope)
+    popped = len(short) < len(parts)
+    candidates = [short[-1]] if popped else []
+    candidates.append("_".join(short[-2:]))
+    if popped:
+        candidates.append("_".join(short[-2:] + parts[-1:]))
+    candidates.append("_".join(parts))
+    return list(dict.fromkeys(candidates))
+
+
+def sanitize(raw: str, fallback: str = "t") -> str:
+    """TFLite tensor name -> readable snake_case identifier, e.g. 'model/conv1/Relu6' -> 'conv1'."""
+    return identifier(phrases(raw)[0], fallback)
+
+
+def model_scope(names: Iterable[str]) -> tuple[str, ...]:
+    """The leading path components every scoped tensor name shares ('sequential_1', ...)."""
+    scopes = [_path(n.split(";")[0], ())[0][:-1] for n in names if "/" in n.split(";")[0]]
+    return tuple(os.path.commonprefix(scopes)) if len(scopes) > 1 else ()
+
+
 class Namer:
-    def __init__(self) -> None:
+    def __init__(self, scope: tuple[str, ...] = ()) -> None:
         self.used: set[str] = set()
+        self.scope = scope
 
     def name(self, raw: str, fallback: str = "t") -> Code:
-        base = sanitize(raw, fallback)
-        candidate, n = base, 0
-        while candidate in self.used:
+        """A fresh identifier for a tensor name: more of its path, then a number, until unique."""
+        candidates = [identifier(p, fallback) for p in phrases(raw, self.scope)]
+        return self._claim(candidates)
+
+    def base(self, raw: str, fallback: str = "t") -> str:
+        """The identifier a tensor name would get, without claiming it (a prefix for helper steps)."""
+        return identifier(phrases(raw, self.scope)[0], fallback)
+
+    def derived(self, base: str, suffix: str) -> Code:
+        """A fresh identifier for a helper step of `base` (an identifier), e.g. conv1_flatten."""
+        return self._claim([identifier(f"{base}_{suffix}")])
+
+    def _claim(self, candidates: list[str]) -> Code:
+        for c in candidates:
+            if c not in self.used:
+                self.used.add(c)
+                return Code(c)
+        base, n = candidates[0], 1
+        while f"{base}_{n}" in self.used:
             n += 1
-            candidate = f"{base}_{n}"
-        self.used.add(candidate)
-        return Code(candidate)
+        self.used.add(f"{base}_{n}")
+        return Code(f"{base}_{n}")
