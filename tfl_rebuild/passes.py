@@ -8,6 +8,7 @@
    dynamic-shape export's SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE chain becomes a plain Reshape.
 5. SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how TensorFlow once wrote
    dilated convolutions) becomes one convolution with a dilation rate (`fuse_dilated_convs`).
+6. Ops whose results nothing reads any more (a reshape whose only reader was a folded SHAPE) go.
 """
 
 from __future__ import annotations
@@ -41,17 +42,20 @@ def prepare(model: Model, subgraph: int = 0) -> tuple[ConvertContext, list[Opera
         else:
             remaining.append(op)
     remaining = fold_constants(ctx, remaining)
-    return ctx, fuse_dilated_convs(ctx, remaining)
+    return ctx, drop_unused(ctx, fuse_dilated_convs(ctx, remaining))
 
 
 FOLD_LIMIT = 1 << 16  # elements: a folded value becomes a weight; bigger ones stay ops
 
 
-def _static_shape(ctx: ConvertContext, i: int) -> bool:
-    """Whether the stored shape of tensor i is its real shape. Shapes that the model leaves dynamic
-    (-1 in shape_signature) are placeholders in intermediate tensors; the model's inputs are the
-    exception, since the rebuild (and verification) fixes them to their stored shape."""
-    t = ctx.tensor(ctx.resolve(i))
+def _known_shape(ctx: ConvertContext, i: int) -> bool:
+    """Whether the shape of tensor i is its real shape. Stored shapes of tensors the model leaves
+    dynamic (-1 in shape_signature) are placeholders, except for the model's inputs: the rebuild
+    (and verification) fixes those to their stored shape. Shapes inferred here count as known."""
+    i = ctx.resolve(i)
+    if i in ctx.shapes or i in ctx.constants:
+        return True
+    t = ctx.tensor(i)
     if any(d < 0 for d in t.shape):
         return False
     if ctx.subgraph.index == 0 and t.index in ctx.subgraph.inputs:
@@ -59,9 +63,40 @@ def _static_shape(ctx: ConvertContext, i: int) -> bool:
     return t.shape_signature is None or all(d >= 0 for d in t.shape_signature)
 
 
+ELEMENTWISE = frozenset([
+    "ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "POW", "SQUARED_DIFFERENCE", "FLOOR_DIV", "FLOOR_MOD",
+    "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL", "EQUAL", "NOT_EQUAL", "LOGICAL_AND", "LOGICAL_OR",
+    "EXP", "LOG", "SQRT", "RSQRT", "SQUARE", "NEG", "ABS", "SIN", "COS", "FLOOR", "CEIL", "ROUND", "SIGN",
+    "LOGICAL_NOT", "RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "ELU", "HARD_SWISH", "GELU",
+    "LEAKY_RELU", "CAST", "SOFTMAX", "LOG_SOFTMAX", "ZEROS_LIKE", "QUANTIZE", "DEQUANTIZE",
+])
+
+
+def _infer_shape(ctx: ConvertContext, op: Operator) -> tuple[int, ...] | None:
+    """The output shape of a reshape or elementwise op whose inputs' shapes are known."""
+    data = [i for i in op.inputs if i >= 0]
+    if len(op.outputs) != 1 or not data or not all(_known_shape(ctx, i) for i in data):
+        return None
+    try:
+        if op.opcode == "RESHAPE" and len(data) > 1 and ctx.is_const(data[1]):
+            target = [int(d) for d in np.asarray(ctx.const(data[1])).reshape(-1)]
+            return np.empty(ctx.shape(data[0]), np.bool_).reshape(target).shape
+        if op.opcode in ELEMENTWISE:
+            return tuple(np.broadcast_shapes(*(ctx.shape(i) for i in data)))
+        if op.opcode == "FULLY_CONNECTED":
+            (units, n_in), x = ctx.shape(data[1])[:2], ctx.shape(data[0])
+            if op.options.get("keep_num_dims"):
+                return (*x[:-1], units)
+            return (int(np.prod(x)) // n_in, units)
+    except ValueError:  # sizes that do not fit: leave the stored shape
+        return None
+    return None
+
+
 def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
-    """Evaluate, in order, every op whose inputs are all known (or, for SHAPE, whose input has a
-    static shape); their outputs join the constants and the ops go."""
+    """Evaluate, in order, every op whose inputs are all known (or, for SHAPE, whose input's shape
+    is known); their outputs join the constants and the ops go. Along the way, reshapes and
+    elementwise ops get their real output shape where the file holds a placeholder."""
     outputs = set(ctx.subgraph.outputs)
     remaining = []
     for op in ops:
@@ -69,7 +104,7 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
         data_inputs = [i for i in op.inputs if i >= 0]
         if len(op.outputs) == 1 and op.outputs[0] not in outputs and op.opcode != "CUSTOM" and data_inputs:
             out = ctx.tensor(op.outputs[0])
-            if op.opcode == "SHAPE" and _static_shape(ctx, data_inputs[0]):
+            if op.opcode == "SHAPE" and _known_shape(ctx, data_inputs[0]):
                 value = const_eval.shape_of(ctx.shape(data_inputs[0]), out.dtype)
             elif all(ctx.is_const(i) for i in data_inputs) and not out.quantized:
                 try:
@@ -79,9 +114,28 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
                     value = None
         if value is not None and value.size <= FOLD_LIMIT:
             ctx.constants[op.outputs[0]] = value
-        else:
-            remaining.append(op)
+            continue
+        remaining.append(op)
+        if len(op.outputs) == 1 and not _known_shape(ctx, op.outputs[0]):
+            shape = _infer_shape(ctx, op)
+            if shape is not None:
+                ctx.shapes[op.outputs[0]] = tuple(int(d) for d in shape)
     return remaining
+
+
+# Ops that may act beyond their outputs (state, calls): never dropped.
+SIDE_EFFECTS = frozenset(["CUSTOM", "WHILE", "IF", "CALL", "CALL_ONCE", "ASSIGN_VARIABLE", "VAR_HANDLE",
+                          "READ_VARIABLE", "STABLEHLO_WHILE", "STABLEHLO_CASE"])
+
+
+def drop_unused(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
+    needed = {ctx.resolve(t) for t in ctx.subgraph.outputs}
+    kept = []
+    for op in reversed(ops):
+        if op.opcode in SIDE_EFFECTS or any(ctx.resolve(o) in needed for o in op.outputs if o >= 0) or not op.outputs:
+            kept.append(op)
+            needed.update(ctx.resolve(i) for i in op.inputs if i >= 0)
+    return kept[::-1]
 
 
 DILATABLE = ("CONV_2D", "DEPTHWISE_CONV_2D")

@@ -44,6 +44,8 @@ class ConvertContext:
     subgraph: Subgraph
     constants: dict[int, np.ndarray]  # float/int values of constant tensors (folded, dequantized)
     alias: dict[int, int] = field(default_factory=dict)  # tensor -> tensor it equals (removed ops)
+    # Shapes passes.py inferred where the file only holds a placeholder (dynamic-shape exports).
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def tensor(self, i: int) -> Tensor:
         return self.subgraph.tensors[i]
@@ -63,7 +65,8 @@ class ConvertContext:
         return self.constants[i]
 
     def shape(self, i: int) -> tuple[int, ...]:
-        return tuple(self.tensor(self.resolve(i)).shape)
+        i = self.resolve(i)
+        return self.shapes[i] if i in self.shapes else tuple(self.tensor(i).shape)
 
     def rank(self, i: int) -> int:
         return len(self.shape(i))
