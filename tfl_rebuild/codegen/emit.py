@@ -14,6 +14,7 @@ import numpy as np
 from .. import __version__
 from ..ir import Model, Operator
 from ..ops import ConversionError, LayerSpec, lookup
+from ..ops.sequence import SubgraphRef
 from ..passes import fake_quant_params, prepare
 from .defaults import KERAS_DEFAULTS, is_default, signature_defaults
 from .layout import WIDTH, call
@@ -61,9 +62,9 @@ INPUT_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "u
 
 
 class _Emitter:
-    def __init__(self, model: Model, fake_quant: bool):
+    def __init__(self, model: Model, fake_quant: bool, subgraph: int = 0):
         self.model = model
-        self.ctx, self.ops = prepare(model)
+        self.ctx, self.ops = prepare(model, subgraph)
         self.sg = self.ctx.subgraph
         self.namer = Namer(model_scope(t.name for op in self.sg.operators for t in map(self._tensor, op.outputs)))
         self.fake_quant = fake_quant
@@ -73,6 +74,8 @@ class _Emitter:
         self.weights: dict[str, np.ndarray] = {}
         self.classes: set[str] = set()
         self.tensors: list[dict] = []
+        # Subgraphs called by control flow: index -> (function name, source); see subgraphs.py.
+        self.functions: dict[int, tuple[Code, Code | None]] = {}
 
     def _tensor(self, t: int):
         return self.sg.tensors[t] if 0 <= t < len(self.sg.tensors) else self.sg.tensors[0]
@@ -158,6 +161,11 @@ class _Emitter:
         for k, v in spec.kwargs.items():
             if not KWARG.match(k):
                 raise ValueError(f"bad keyword {k!r}")
+            if isinstance(v, SubgraphRef):  # another subgraph, built by its own function
+                from .subgraphs import subgraph_call
+
+                kwargs.append((k, subgraph_call(self, v.index)))
+                continue
             if not is_default(defaults, k, v, spec.kwargs):
                 kwargs.append((k, v))
         kwargs.append(("name", str(layer_name)))
@@ -233,6 +241,7 @@ def generate(model: Model, stem: str, fake_quant: bool | None = None) -> Generat
         model_call=call("model = keras.Model", [(None, model_inputs), (None, model_outputs),
                                                 ("name", sanitize(stem, "model"))]),
         set_weights=em.set_weights,
+        functions=[source for _, source in em.functions.values()],
     )
     ast.parse(source)  # a template or emitter bug must never reach the user's disk
     return Generated(source, em.weights, em.tensors)

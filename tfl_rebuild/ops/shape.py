@@ -124,6 +124,10 @@ def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 @converter("SLICE", range(1, 7))
 def slice_(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    if not (ctx.is_const(op.inputs[1]) and ctx.is_const(op.inputs[2])):  # e.g. a TensorList write in a loop
+        from .sequence import dynamic_slice
+
+        return dynamic_slice(op, ctx)
     x = op.inputs[0]
     begin = np.asarray(ctx.const(op.inputs[1])).reshape(-1).tolist()
     size = np.asarray(ctx.const(op.inputs[2])).reshape(-1).tolist()
