@@ -1,0 +1,108 @@
+"""Segmented runs (segmented.py): TFLite runs what it can, numpy references the custom ops it lacks,
+and the result looks like one interpreter to verify / compare / dump."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flatbuf import Op, T, build_model
+from flatbuffers import flexbuffers
+
+sys.path.insert(0, str(Path(__file__).parent / "ops"))
+from test_mediapipe import deconv_model, pool_unpool_model  # noqa: E402
+
+from tfl_rebuild import outputter, runtime  # noqa: E402
+from tfl_rebuild import reference_ops as ref  # noqa: E402
+from tfl_rebuild.errors import RuntimeUnavailableError  # noqa: E402
+from tfl_rebuild.reader import read_model  # noqa: E402
+from tfl_rebuild.segmented import SegmentedInterpreter  # noqa: E402
+
+OFFSET = np.array([1.0, -2.0], np.float32)
+GAIN = np.array([0.5, 3.0], np.float32)
+
+
+def sandwich_model(fp16_gain: bool = False) -> bytes:
+    """x + OFFSET -> TransformLandmarks(m) -> * GAIN: builtin, custom, builtin. With `fp16_gain` the
+    gain is an fp16 constant behind DEQUANTIZE, computed before the custom op and read after it."""
+    tensors = [T("x", [1, 3, 2]), T("m", [1, 4, 4]), T("offset", [2], data=OFFSET), T("shifted", [1, 3, 2]),
+               T("moved", [1, 3, 2]), T("y", [1, 3, 2])]
+    ops = [Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"}),
+           Op("CUSTOM", [3, 1], [4], custom_code="TransformLandmarks", version=2)]
+    if fp16_gain:
+        tensors += [T("gain16", [2], "float16", data=GAIN.astype(np.float16)), T("gain", [2])]
+        ops.insert(0, Op("DEQUANTIZE", [6], [7]))
+        ops.append(Op("MUL", [4, 7], [5], options={"fused_activation_function": "NONE"}))
+    else:
+        tensors.append(T("gain", [2], data=GAIN))
+        ops.append(Op("MUL", [4, 6], [5], options={"fused_activation_function": "NONE"}))
+    return build_model(tensors, ops, inputs=[0, 1], outputs=[5])
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    return [rng.normal(size=(1, 3, 2)).astype(np.float32), rng.normal(size=(1, 4, 4)).astype(np.float32)]
+
+
+def _expected(x, m):
+    return ref.transform_landmarks(x + OFFSET, m, 2) * GAIN
+
+
+@pytest.mark.parametrize("fp16_gain", [False, True], ids=["float", "fp16-weights"])
+@pytest.mark.parametrize("reference_kernels", [False, True], ids=["xnnpack", "builtin"])
+def test_sandwich_runs_in_three_segments(fp16_gain, reference_kernels):
+    interp = runtime.make_interpreter(model_content=sandwich_model(fp16_gain), reference_kernels=reference_kernels)
+    assert isinstance(interp, SegmentedInterpreter)
+    assert [s.numpy for s in interp.segments] == [False, True, False]
+    x, m = _inputs()
+    (got,) = runtime.run(interp, [x, m])
+    np.testing.assert_allclose(got, _expected(x, m), rtol=1e-6)
+    assert got.shape == tuple(interp.get_output_details()[0]["shape"])
+
+
+def test_dump_returns_every_intermediate():
+    x, m = _inputs()
+    d = outputter.dump(read_model(sandwich_model()), [x, m])
+    assert list(d) == ["shifted", "moved", "y"]
+    np.testing.assert_allclose(d["shifted"], x + OFFSET, rtol=1e-6)
+    np.testing.assert_allclose(d["moved"], ref.transform_landmarks(x + OFFSET, m, 2), rtol=1e-6)
+    np.testing.assert_allclose(d["y"], _expected(x, m), rtol=1e-6)
+
+
+def test_ops_xnnpack_has_run_in_numpy_on_the_builtin_kernels_and_agree():
+    """The built-in kernels lack the pooling ops XNNPACK has: the segmented (numpy) run matches XNNPACK."""
+    x = np.random.default_rng(1).normal(size=(1, 8, 8, 3)).astype(np.float32)
+    blob = pool_unpool_model()
+    fast = runtime.make_interpreter(model_content=blob)
+    slow = runtime.make_interpreter(model_content=blob, reference_kernels=True)
+    assert not isinstance(fast, SegmentedInterpreter) and isinstance(slow, SegmentedInterpreter)
+    assert slow.missing == {"MaxPoolingWithArgmax2D", "MaxUnpooling2D"}  # the second one learned on the way
+    np.testing.assert_array_equal(runtime.run(slow, [x])[0], runtime.run(fast, [x])[0])
+
+
+def test_constant_weights_of_a_numpy_op():
+    x = np.random.default_rng(2).normal(size=(1, 5, 5, 2)).astype(np.float32)
+    blob = deconv_model("same", (2, 2))
+    slow = runtime.make_interpreter(model_content=blob, reference_kernels=True)
+    assert isinstance(slow, SegmentedInterpreter)
+    np.testing.assert_allclose(runtime.run(slow, [x])[0], runtime.run(runtime.make_interpreter(model_content=blob),
+                                                                       [x])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_custom_op_without_reference_is_refused_by_name():
+    blob = build_model([T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")],
+                       inputs=[0], outputs=[1])
+    with pytest.raises(RuntimeUnavailableError, match="NoSuchOp"):
+        runtime.make_interpreter(model_content=blob)
+
+
+def test_bad_options_fail_at_invoke_with_one_line():
+    opts = flexbuffers.Dumps({"output_height": 0, "output_width": 4})
+    blob = build_model([T("x", [1, 4, 4, 1]), T("m", [1, 4, 4]), T("y", [1, 4, 4, 1])],
+                       [Op("CUSTOM", [0, 1], [2], custom_code="TransformTensorBilinear", custom_options=opts,
+                           version=2)], inputs=[0, 1], outputs=[2])
+    interp = runtime.make_interpreter(model_content=blob)
+    with pytest.raises(ref.OptionsError, match="output_height"):
+        runtime.run(interp, runtime.random_inputs(interp))
