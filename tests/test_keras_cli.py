@@ -254,13 +254,6 @@ def _kernels(weights: dict) -> list[str]:
     return [k for k in weights if k.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel", "constant")]
 
 
-INT8_TOO_LOOSE = pytest.mark.xfail(
-    strict=True,
-    reason="full-int8 bar is max(2, 2 x runtime noise) LSB, and XNNPACK vs reference kernels differ by 15 LSB on "
-           "this model: one conv kernel x 1.1 moves the output by ~21 LSB (rel 0.27, cosine 0.966) and still 'matches'",
-)
-
-
 @pytest.mark.parametrize(
     ("fixture", "position"),
     [
@@ -269,8 +262,12 @@ INT8_TOO_LOOSE = pytest.mark.xfail(
         pytest.param("sparse_fc", "last", id="sparse_fc-last"),
         pytest.param("mul_w", "first", id="mul_w-constant"),
         pytest.param("mobilenet_v2_float", "middle", id="mobilenet_v2_float-middle"),
-        pytest.param("mobilenet_v2_int8", "first", id="mobilenet_v2_int8-first", marks=INT8_TOO_LOOSE),
-        pytest.param("mobilenet_v2_int8", "middle", id="mobilenet_v2_int8-middle", marks=INT8_TOO_LOOSE),
+        # The int8 output stays within TFLite's own kernel noise (~21 LSB moved, noise 15 LSB): the
+        # layer-local check is what fails here.
+        pytest.param("mobilenet_v2_int8", "first", id="mobilenet_v2_int8-first"),
+        pytest.param("mobilenet_v2_int8", "middle", id="mobilenet_v2_int8-middle"),
+        pytest.param("mobilenet_v2_dynamic", "middle", id="mobilenet_v2_dynamic-middle"),
+        pytest.param("mobilenet_v2_fp16", "last", id="mobilenet_v2_fp16-last"),
     ],
 )
 def test_verification_reports_scaled_kernel(fixture, position, tmp_path, monkeypatch):
