@@ -236,6 +236,7 @@ def unsupported_tf_ops(concrete_fn, layer_names: list[str]) -> dict[str, list[st
         from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY
     except ImportError:  # a coremltools that moved its registry: let the conversion report instead
         return {}
+    _register_missing_tf_ops()
     graph_def = concrete_fn.graph.as_graph_def()
     nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
     found: dict[str, list[str]] = {}
@@ -247,6 +248,20 @@ def unsupported_tf_ops(concrete_fn, layer_names: list[str]) -> dict[str, list[st
         if layer not in found[node.op]:
             found[node.op].append(layer)
     return found
+
+
+def _register_missing_tf_ops() -> None:
+    """TF ops that Keras layers emit and coremltools lacks, lowered to MIL ops it has."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY, register_tf_op
+
+    if "Erfc" in _TF_OPS_REGISTRY:
+        return
+
+    @register_tf_op
+    def Erfc(context, node):  # noqa: N802 (the TF op's name)  Keras' exact GELU: x * erfc(-x / sqrt 2) / 2
+        x = context[node.inputs[0]]
+        context.add(node.name, mb.sub(x=1.0, y=mb.erf(x=x), name=node.name))
 
 
 def _layer_of(node_name: str, layer_names: list[str]) -> str:
