@@ -99,6 +99,18 @@ def test_all_unsupported_ops_are_listed_at_once(tmp_path):
     assert (row.ops, row.params, row.quantization) == (5, 4, "float")
 
 
+def test_a_wrong_rebuild_is_a_mismatch_row(monkeypatch):
+    """Keras outputs shifted by 0.5 after the build: verify (the real one) must flag them."""
+    from tfl_rebuild import verify
+
+    real = verify.run_keras
+    monkeypatch.setattr(verify, "run_keras", lambda m, xs: [y + 0.5 for y in real(m, xs)])
+    row = check_model(str(require_fixture("add_one")), Options(coreml=False))
+    assert (row.outcome, row.keras.status, row.coreml.status) == ("fail", "mismatch", "skipped")
+    assert row.keras.max_rel > 0.1
+    assert row.reason.startswith("Keras: 1/1 output(s) off, worst ") and " rel " in row.reason
+
+
 def test_timeout_kills_the_worker(tmp_path, fake_crashes):
     path = tmp_path / "hang.tflite"
     path.write_bytes(b"x")

@@ -171,10 +171,12 @@ def scan_ops(model) -> tuple[list[dict], list[str]]:
 
 
 def mismatch_reason(report) -> str:
+    """The worst output above tolerance, and how many are."""
     bad = [o for o in report.outputs if not o.ok]
-    err = f"{bad[0].lsb:.2f} LSB" if bad[0].lsb is not None else f"rel {bad[0].max_rel:.3g}"
-    top1 = "" if bad[0].top1_agree in (None, 1.0) else f", top-1 agrees {bad[0].top1_agree:.0%}"
-    return f"{len(bad)}/{len(report.outputs)} output(s) off: {bad[0].name!r} {err}{top1} ({report.tolerance})"
+    worst = max(bad, key=lambda o: (o.lsb if o.lsb is not None else -1.0, o.max_rel))
+    err = f"{worst.lsb:.2f} LSB" if worst.lsb is not None else f"rel {worst.max_rel:.3g}"
+    top1 = "" if worst.top1_agree in (None, 1.0) else f", top-1 agrees {worst.top1_agree:.0%}"
+    return f"{len(bad)}/{len(report.outputs)} output(s) off, worst {worst.name!r} {err}{top1} ({report.tolerance})"
 
 
 def _max_lsb(report) -> float | None:
