@@ -99,6 +99,18 @@ def test_all_unsupported_ops_are_listed_at_once(tmp_path):
     assert (row.ops, row.params, row.quantization) == (5, 4, "float")
 
 
+def test_refusals_keep_their_explanation(tmp_path):
+    """Ops the registry refuses for a reason (Flex, SSD post-processing) say why in the row."""
+    tensors = [T("x", [1, 4]), T("a", [1, 4]), T("b", [1, 4])]
+    ops = [Op("CUSTOM", [0], [1], custom_code="FlexRaggedRange"), Op("CUSTOM", [1], [2], custom_code="FlexRaggedRange")]
+    path = tmp_path / "flex.tflite"
+    path.write_bytes(build_model(tensors, ops, inputs=[0], outputs=[2]))
+    row = check_model(str(path), Options(coreml=False))
+    [entry] = row.unsupported
+    assert (entry["op"], entry["count"]) == ("custom FlexRaggedRange", 2)
+    assert "select TensorFlow ops (Flex)" in entry["detail"] and entry["detail"] in row.reason
+
+
 def test_a_wrong_rebuild_is_a_mismatch_row(monkeypatch):
     """Keras outputs shifted by 0.5 after the build: verify (the real one) must flag them."""
     from tfl_rebuild import verify
