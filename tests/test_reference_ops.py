@@ -139,6 +139,15 @@ def test_matrix_of_a_rotated_box_maps_crop_corners_onto_it():
     np.testing.assert_allclose(ref.transform_landmarks(crop_corners, m, 2)[0], box[:, :2], atol=1e-4)
 
 
+def test_matrix_v1_of_an_upright_box():
+    opts = {"left_rotation_idx": 0, "right_rotation_idx": 1, "input_hw": [11, 11], "output_hw": [11, 11],
+            "dimensions": 3, "landmarks_range": 10, "bbox_size_multiplier": 1.0, "subset": [0, 1, 2, 3]}
+    o = ref.transform_matrix_options(flexbuffers.Dumps(opts), 1, 4, "test")
+    # Box 10 x 6 landmark units, 10 units = 11 pixels both ways: x kept, y scaled by 0.6, no shift.
+    want = np.diag([1.0, 0.6, 1.0, 1.0]).astype(np.float32)[None]
+    np.testing.assert_allclose(ref.landmarks_to_transform_matrix_v1(BOX.reshape(1, 1, 1, 12), o), want, atol=1e-6)
+
+
 # -- options ----------------------------------------------------------------------------------------------
 
 def test_pool_options_decode_and_refuse():

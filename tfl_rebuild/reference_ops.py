@@ -113,23 +113,64 @@ class TransformMatrixOptions:
         return [i for pair in self.subset_idxs for i in pair]
 
 
-def transform_matrix_options(raw: bytes, version: int, num_landmarks: int, what: str) -> TransformMatrixOptions:
-    if version != 2:
-        raise OptionsError(f"{what}: Landmarks2TransformMatrix version {version} is not supported (only 2)")
-    opts = flex_options(raw, what)
-    idxs = opts.get("subset_idxs")
+@dataclass(frozen=True)
+class TransformMatrixV1Options:
+    """Landmarks2TransformMatrix v1 (LandmarksToTransformMatrixV1Attributes)."""
+
+    subset: tuple[tuple[int, int], ...]
+    left_rotation_idx: int
+    right_rotation_idx: int
+    input_hw: tuple[int, int]
+    output_hw: tuple[int, int]
+    landmarks_range: int
+    bbox_size_multiplier: float
+
+    @property
+    def points(self) -> list[int]:
+        return [i for pair in self.subset for i in pair]
+
+
+def _pairs(opts: dict, key: str, what: str) -> tuple[tuple[int, int], ...]:
+    """Index pairs; the parser pairs an odd last index with itself."""
+    idxs = opts.get(key)
     if not isinstance(idxs, list) or not idxs or not all(isinstance(i, int) and not isinstance(i, bool) for i in idxs):
-        raise OptionsError(f"{what}: option 'subset_idxs' must be a non-empty list of integers")
-    # ParseLandmarksToTransformMatrixV2Attributes: pairs, and an odd last index paired with itself.
+        raise OptionsError(f"{what}: option {key!r} must be a non-empty list of integers")
     pairs = [(idxs[2 * k], idxs[2 * k + 1]) for k in range(len(idxs) // 2)]
     if len(idxs) % 2:
         pairs.append((idxs[-1], idxs[-1]))
-    o = TransformMatrixOptions(
-        tuple(pairs), _int(opts, "left_rotation_idx", what), _int(opts, "right_rotation_idx", what),
-        _float(opts, "target_rotation_radians", what, 0.0), _int(opts, "output_height", what, 1),
-        _int(opts, "output_width", what, 1), _float(opts, "scale_x", what), _float(opts, "scale_y", what))
-    if o.scale_x <= 0 or o.scale_y <= 0:
-        raise OptionsError(f"{what}: scale_x and scale_y must be positive, got {o.scale_x}, {o.scale_y}")
+    return tuple(pairs)
+
+
+def _hw(opts: dict, key: str, what: str) -> tuple[int, int]:
+    v = opts.get(key)
+    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(i, int) and i > 0 for i in v):
+        raise OptionsError(f"{what}: option {key!r} must be two positive integers, got {v!r}")
+    return v[0], v[1]
+
+
+def transform_matrix_options(raw: bytes, version: int, num_landmarks: int,
+                             what: str) -> TransformMatrixOptions | TransformMatrixV1Options:
+    opts = flex_options(raw, what)
+    o: TransformMatrixOptions | TransformMatrixV1Options
+    if version == 2:
+        o = TransformMatrixOptions(
+            _pairs(opts, "subset_idxs", what), _int(opts, "left_rotation_idx", what),
+            _int(opts, "right_rotation_idx", what), _float(opts, "target_rotation_radians", what, 0.0),
+            _int(opts, "output_height", what, 1), _int(opts, "output_width", what, 1), _float(opts, "scale_x", what),
+            _float(opts, "scale_y", what))
+        if o.scale_x <= 0 or o.scale_y <= 0:
+            raise OptionsError(f"{what}: scale_x and scale_y must be positive, got {o.scale_x}, {o.scale_y}")
+    elif version == 1:
+        if opts.get("dimensions") != 3:
+            raise OptionsError(f"{what}: option 'dimensions' is {opts.get('dimensions')!r}, the kernel needs 3")
+        o = TransformMatrixV1Options(
+            _pairs(opts, "subset", what), _int(opts, "left_rotation_idx", what), _int(opts, "right_rotation_idx", what),
+            _hw(opts, "input_hw", what), _hw(opts, "output_hw", what), _int(opts, "landmarks_range", what, 1),
+            _float(opts, "bbox_size_multiplier", what))
+        if o.bbox_size_multiplier == 0 or min(o.output_hw) < 2:
+            raise OptionsError(f"{what}: bbox_size_multiplier must be non-zero and output_hw at least 2x2")
+    else:
+        raise OptionsError(f"{what}: Landmarks2TransformMatrix version {version} is not supported (1 or 2)")
     bad = [i for i in [*o.points, o.left_rotation_idx, o.right_rotation_idx] if not 0 <= i < num_landmarks]
     if bad:
         raise OptionsError(f"{what}: landmark index {bad[0]} is out of range for {num_landmarks} landmarks")
@@ -287,6 +328,35 @@ def landmarks_to_transform_matrix(landmarks: np.ndarray, o: TransformMatrixOptio
     return t.astype(F32)[None]
 
 
+def _mat3(*rows: float) -> np.ndarray:
+    return np.array(rows, F32).reshape(3, 3)
+
+
+def landmarks_to_transform_matrix_v1(landmarks: np.ndarray, o: TransformMatrixV1Options) -> np.ndarray:
+    """v1: the same idea in relative coordinates: to_absolute * rotation * scale * to_relative."""
+    lm = np.asarray(landmarks, F32).reshape(-1, 3)
+    left, right = lm[o.left_rotation_idx], lm[o.right_rotation_idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = -np.arctan((right[1] - left[1]) / (right[0] - left[0]), dtype=F32)
+    ca, sa = np.cos(alpha, dtype=F32), np.sin(alpha, dtype=F32)
+    pts = lm[o.points][:, :2]
+    rx, ry = pts[:, 0] * ca - pts[:, 1] * sa, pts[:, 0] * sa + pts[:, 1] * ca
+    x_max, y_max = max(F32(-100000), rx.max()), max(F32(-100000), ry.max())
+    x_min, y_min = min(F32(100000), rx.min()), min(F32(100000), ry.min())
+    lr, mult = F32(o.landmarks_range), F32(o.bbox_size_multiplier)
+    scale = _mat3((x_max - x_min) * mult / lr, 0, 0, 0, (y_max - y_min) * mult / lr, 0, 0, 0, 1)
+    mx, my = (x_max + x_min) / F32(2), (y_max + y_min) / F32(2)
+    ci, si = np.cos(-alpha, dtype=F32), np.sin(-alpha, dtype=F32)
+    rmx, rmy = mx * ci - my * si, mx * si + my * ci
+    rotation = _mat3(ci, -si, rmx / lr * 2 - 1, si, ci, rmy / lr * 2 - 1, 0, 0, 1)
+    (oh, ow), (ih, iw) = o.output_hw, o.input_hw
+    to_relative = _mat3(2 / (ow - 1), 0, -1, 0, 2 / (oh - 1), -1, 0, 0, 1)
+    to_absolute = _mat3((iw - 1) / 2, 0, (iw - 1) / 2, 0, (ih - 1) / 2, (ih - 1) / 2, 0, 0, 1)
+    m = ((to_absolute @ rotation) @ scale) @ to_relative
+    return np.array([[m[0, 0], m[0, 1], 0, m[0, 2]], [m[1, 0], m[1, 1], 0, m[1, 2]],
+                     [m[2, 0], m[2, 1], m[2, 2], 0], [0, 0, 0, 1]], F32)[None]
+
+
 def transpose_conv_bias(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, padding: str,
                         stride: tuple[int, int], out_shape: Sequence[int]) -> np.ndarray:
     """TFLite TRANSPOSE_CONV (weights [O, kh, kw, I]) plus a bias: every input pixel scatters its
@@ -341,6 +411,8 @@ def _mp_landmarks(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
 
 def _mp_matrix(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     o = transform_matrix_options(call.options, call.version, ins[0].size // 3, call.what)
+    if isinstance(o, TransformMatrixV1Options):
+        return [landmarks_to_transform_matrix_v1(ins[0], o)]
     return [landmarks_to_transform_matrix(ins[0], o)]
 
 

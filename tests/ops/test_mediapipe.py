@@ -53,6 +53,18 @@ def matrix_model(n: int = 10, options: dict | None = None) -> bytes:
         inputs=[0], outputs=[1])
 
 
+MATRIX_V1_OPTIONS = {"left_rotation_idx": 2, "right_rotation_idx": 5, "input_hw": [48, 40], "output_hw": [16, 12],
+                     "dimensions": 3, "landmarks_range": 192, "bbox_size_multiplier": 1.5, "subset": [0, 1, 3, 6, 7]}
+
+
+def matrix_v1_model(n: int = 8, options: dict | None = None) -> bytes:
+    opts = flexbuffers.Dumps(options or MATRIX_V1_OPTIONS)
+    return build_model(
+        [T("landmarks", [1, 1, 1, 3 * n]), T("matrix", [1, 4, 4])],
+        [Op("CUSTOM", [0], [1], custom_code="Landmarks2TransformMatrix", custom_options=opts, version=1)],
+        inputs=[0], outputs=[1])
+
+
 def pool_model(shape=(1, 8, 8, 3), padding="valid", stride=(2, 2), filter=(2, 2), activation=0) -> bytes:
     """Pooling alone. XNNPACK runs the op when 2x2 windows tile the input, but stores the index as raw
     uint32 bits in the float tensor (not MediaPipe's float index + 0.1), and crashes when the indices
@@ -126,6 +138,10 @@ def test_landmarks_2_transform_matrix(tfl):
     tfl.check(tfl.crafted(matrix_model()), "Landmarks2TransformMatrix")
 
 
+def test_landmarks_2_transform_matrix_v1(tfl):
+    tfl.check(tfl.crafted(matrix_v1_model()), "Landmarks2TransformMatrix")
+
+
 # -- the Keras layers against the numpy references, on chosen inputs -----------------------------------
 
 def _layer_outputs(tmp_path, blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -159,6 +175,16 @@ def test_landmarks_2_transform_matrix_layer_matches_reference(tmp_path):
     got = _layer_outputs(tmp_path, matrix_model(), [lm])[0]
     o = ref.transform_matrix_options(flexbuffers.Dumps(MATRIX_OPTIONS), 2, 10, "test")
     np.testing.assert_allclose(got, ref.landmarks_to_transform_matrix(lm, o), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["left-of-right", "right-of-left"])
+def test_landmarks_2_transform_matrix_v1_layer_matches_reference(tmp_path, flip):
+    lm = np.random.default_rng(1).uniform(0, 192, (1, 1, 1, 24)).astype(np.float32)
+    if flip:  # dx < 0: the arctan branch the layer handles with the sign of dx
+        lm[0, 0, 0, 15] = lm[0, 0, 0, 6] - 30
+    got = _layer_outputs(tmp_path, matrix_v1_model(), [lm])[0]
+    o = ref.transform_matrix_options(flexbuffers.Dumps(MATRIX_V1_OPTIONS), 1, 8, "test")
+    np.testing.assert_allclose(got, ref.landmarks_to_transform_matrix_v1(lm, o), rtol=1e-5, atol=1e-4)
 
 
 def test_max_unpooling_2d_layer_matches_reference(tmp_path):

@@ -112,9 +112,18 @@ def transform_landmarks(op: Operator, ctx: ConvertContext) -> LayerSpec:
                      op.outputs, custom=True)
 
 
-@custom_converter("Landmarks2TransformMatrix", note="MediaPipe crop matrix from landmarks (v2)")
+@custom_converter("Landmarks2TransformMatrix", note="MediaPipe crop matrix from landmarks (v1, v2)")
 @_options_errors
 def landmarks_2_transform_matrix(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    if op.version == 1:  # landmarks [1, 1, 1, 3N]
+        shape = _rank(op, ctx, 0, 4)
+        if shape[:3] != (1, 1, 1) or shape[3] % 3:
+            raise ConversionError(f"{_what(op)}: landmarks must be [1, 1, 1, 3N], got {list(shape)}")
+        o1 = transform_matrix_options(op.custom_options, 1, shape[3] // 3, _what(op))
+        kwargs = {"points": o1.points, "left": o1.left_rotation_idx, "right": o1.right_rotation_idx,
+                  "input_size": list(o1.input_hw), "output_size": list(o1.output_hw),
+                  "landmarks_range": o1.landmarks_range, "bbox_size_multiplier": o1.bbox_size_multiplier}
+        return LayerSpec("LandmarksToTransformMatrixV1", kwargs, (op.inputs[0],), op.outputs, custom=True)
     shape = _rank(op, ctx, 0, 3)
     if shape[0] != 1 or shape[2] != 3:
         raise ConversionError(f"{_what(op)}: landmarks must be [1, N, 3], got {list(shape)}")
