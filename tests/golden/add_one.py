@@ -66,7 +66,10 @@ class BinaryOp(OpLayer):
 
     def call(self, *inputs):
         if self.constant_shape is not None:
-            inputs = (self.constant, *inputs) if self.constant_first else (*inputs, self.constant)
+            constant = self.constant
+            if "int" in str(inputs[0].dtype):  # integer math (a loop counter): the stored float is exact
+                constant = keras.ops.cast(constant, inputs[0].dtype)
+            inputs = (constant, *inputs) if self.constant_first else (*inputs, constant)
         return BINARY_OPS[self.op](*inputs)
 
 

@@ -20,11 +20,11 @@ def build_model(weights_path=WEIGHTS_PATH):
     keras_tensor = keras.Input(shape=(64,), batch_size=1, name="keras_tensor")
 
     # FULLY_CONNECTED sequential_1/dense_1/MatMul -> [1, 64]
-    relu = keras.layers.Dense(units=64, activation="relu", name="relu")(keras_tensor)
+    dense_1 = keras.layers.Dense(units=64, activation="relu", name="dense_1")(keras_tensor)
     # FULLY_CONNECTED Identity -> [1, 8]
-    identity = keras.layers.Dense(units=8, name="identity")(relu)
+    identity = keras.layers.Dense(units=8, name="identity")(dense_1)
 
     model = keras.Model(keras_tensor, identity, name="sparse_fc")
-    model.get_layer("relu").set_weights([w["relu/kernel"], w["relu/bias"]])
+    model.get_layer("dense_1").set_weights([w["dense_1/kernel"], w["dense_1/bias"]])
     model.get_layer("identity").set_weights([w["identity/kernel"], w["identity/bias"]])
     return model

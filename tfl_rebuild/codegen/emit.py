@@ -64,9 +64,9 @@ INPUT_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "u
 class _Emitter:
     def __init__(self, model: Model, fake_quant: bool, subgraph: int = 0):
         self.model = model
-        self.ctx, self.ops = prepare(model, subgraph)
+        self.ctx, self.ops = prepare(model, subgraph, keep_quantize=fake_quant)
         self.sg = self.ctx.subgraph
-        self.namer = Namer(model_scope(t.name for op in self.sg.operators for t in map(self._tensor, op.outputs)))
+        self.namer = Namer(model_scope(self.sg.tensors[t].name for op in self.ops for t in op.outputs if t >= 0))
         self.fake_quant = fake_quant
         self.var: dict[int, Code] = {}  # tensor id -> variable holding it
         self.body: list[Code] = []
@@ -76,9 +76,6 @@ class _Emitter:
         self.tensors: list[dict] = []
         # Subgraphs called by control flow: index -> (function name, source); see subgraphs.py.
         self.functions: dict[int, tuple[Code, Code | None]] = {}
-
-    def _tensor(self, t: int):
-        return self.sg.tensors[t] if 0 <= t < len(self.sg.tensors) else self.sg.tensors[0]
 
     def tensor_var(self, t: int) -> Code:
         t = self.ctx.resolve(t)
@@ -101,7 +98,7 @@ class _Emitter:
         return names
 
     def emit_op(self, op: Operator) -> None:
-        specs = lookup(op, self.sg)(op, self.ctx)
+        specs = self._requantize(op) if op.opcode == "QUANTIZE" else lookup(op, self.sg)(op, self.ctx)
         specs = list(specs) if isinstance(specs, list) else [specs]
         n_specs = len(specs)
         if self.fake_quant:
@@ -173,9 +170,15 @@ class _Emitter:
         arg_text = f"[{', '.join(args)}]" if spec.call_list else ", ".join(args)
         return call(f"{target} = {ctor}", kwargs, f"({arg_text})")
 
+    def _requantize(self, op: Operator) -> LayerSpec:
+        """A QUANTIZE that prepare() kept (fake-quant rebuilds): round onto its output's grid."""
+        scale, zp, qmin, qmax = fake_quant_params(self.sg.tensors[op.outputs[0]])
+        return LayerSpec("FakeQuant", {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax},
+                         (op.inputs[0],), op.outputs, custom=True)
+
     def _with_fake_quant(self, op: Operator, specs: list[LayerSpec]) -> list[LayerSpec]:
         last = specs[-1]
-        if len(last.outputs) != 1:
+        if len(last.outputs) != 1 or last.layer == "FakeQuant":
             return specs
         params = fake_quant_params(self.sg.tensors[last.outputs[0]])
         if params is None:

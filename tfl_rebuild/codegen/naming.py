@@ -28,6 +28,8 @@ MECHANICS = frozenset({
     "mul", "pad", "read_variable_op", "reshape", "resize", "resize_bilinear", "resize_nearest_neighbor",
     "squeeze", "sub", "tensordot", "truediv",
 })
+# Name scopes TensorFlow opens inside one Keras layer ('bn/batchnorm/add_1', 'up/resize/ResizeBilinear').
+INNER_SCOPES = frozenset({"batchnorm", "resize"})
 
 
 def snake(name: str) -> str:
@@ -77,31 +79,34 @@ def _mechanics(part: str, scope: str) -> bool:
 
 
 def _layer_path(raw: str, scope: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(path, path without trailing mechanics) of the first fused name that names a layer: in
-    'm/bn/batchnorm/add_1;m/conv/Conv2D' that is 'm/conv'; the first name when none does."""
+    """(path, path without its op and TensorFlow's inner scopes) of the first fused name that
+    names a layer: in 'm/bn/batchnorm/add_1;m/conv/Conv2D' that is 'm/conv'; else the first."""
     candidates = []
     for name in raw.split(";")[:16]:
         parts, stripped = _path(name, scope)
         short = list(parts)
-        while len(short) > 1 and _mechanics(short[-1], short[-2]):
+        if len(short) > 1 and _mechanics(short[-1], short[-2]):
+            short.pop()
+        while len(short) > 1 and _key(short[-1]) in INNER_SCOPES:
             short.pop()
         candidates.append((parts, short))
-        # A lone component is a layer only without a model scope in front of it.
-        if short and _key(short[-1]) not in MECHANICS and (stripped or len(short) > 1 or len(parts) == 1):
+        last = _key(short[-1]) if short else ""
+        if len(parts) == 1:
+            named = last not in MECHANICS
+        else:  # a lone first component is the model's scope, unless that was stripped already
+            named = last not in INNER_SCOPES and (len(short) > 1 or stripped)
+        if named:
             return parts, short
     return candidates[0] if candidates else ([], [])
 
 
 def phrases(raw: str, scope: tuple[str, ...] = ()) -> list[str]:
-    """Name candidates for a tensor, best first: the layer scope, with its parent scope, with its
-    last op, then the whole path."""
+    """Name candidates for a tensor, best first: the layer scope, then with more of its path."""
     parts, short = _layer_path(raw, scope)
-    popped = len(short) < len(parts)
-    candidates = [short[-1]] if popped else []
-    candidates.append("_".join(short[-2:]))
-    if popped:
-        candidates.append("_".join(short[-2:] + parts[-1:]))
-    candidates.append("_".join(parts))
+    candidates = []
+    if len(short) < len(parts):  # the layer alone, with its op, with its parent scope, with both
+        candidates += [short[-1], f"{short[-1]}_{parts[-1]}"]
+    candidates += ["_".join(short[-2:]), "_".join(short[-2:] + parts[len(short):][-1:]), "_".join(parts)]
     return list(dict.fromkeys(candidates))
 
 
@@ -112,8 +117,12 @@ def sanitize(raw: str, fallback: str = "t") -> str:
 
 def model_scope(names: Iterable[str]) -> tuple[str, ...]:
     """The leading path components every scoped tensor name shares ('sequential_1', ...)."""
-    scopes = [_path(n.split(";")[0], ())[0][:-1] for n in names if "/" in n.split(";")[0]]
-    return tuple(os.path.commonprefix(scopes)) if len(scopes) > 1 else ()
+    paths = [_path(n.split(";")[0], ())[0] for n in names if "/" in n.split(";")[0]]
+    if len(paths) < 2:
+        return ()
+    # Every name keeps its layer and op ('scope/layer/op'), a 'scope/op' name at least its op.
+    keep = min(len(p) - (2 if len(p) > 2 else 1) for p in paths)
+    return tuple(os.path.commonprefix([p[:-1] for p in paths])[:keep])
 
 
 class Namer:
