@@ -15,6 +15,7 @@ instead of guessing. Ops are registered with `@op("name", ...)`, one small funct
 from __future__ import annotations
 
 import math
+from collections import ChainMap
 from collections.abc import Callable
 
 import numpy as np
@@ -103,7 +104,7 @@ def _function(program, name: str = "main"):
 def unknown_ops(program, function: str = "main") -> list[str]:
     """Op types in the program that this evaluator cannot run (sorted, each once)."""
     return sorted({o.op_type for o in _walk(_function(program, function))
-                   if o.op_type not in OPS and o.op_type != "const"})
+                   if o.op_type not in OPS and o.op_type not in CONTROL_FLOW and o.op_type != "const"})
 
 
 def op_types(program, function: str = "main") -> dict[str, int]:
@@ -166,37 +167,81 @@ def evaluate(program, inputs: dict[str, np.ndarray], outputs: list[str] | None =
         if name not in inputs:
             raise MilEvalError(f"no value for program input {name}")
         env[name] = _store(np.asarray(inputs[name]), var, fp16)
-    ops = list(fn.operations)
-    last_use = _last_uses(ops, set(want))
-    for i, operation in enumerate(ops):
-        if operation.blocks:
-            raise MilEvalError(f"control flow op {operation.op_type} is not supported")
-        if operation.op_type == "const":
-            val = operation.outputs[0].val
-            result = _as_array(val)
-            if round_consts_fp16 and isinstance(result, np.ndarray) and result.dtype == np.float32:
-                result = result.astype(np.float16).astype(np.float32)
-        else:
-            result = OPS[operation.op_type](Args(operation, env))
-        results = result if len(operation.outputs) > 1 else (result,)
-        for var, value in zip(operation.outputs, results):
-            env[var.name] = _store(value, var, fp16, overflow)
-        for name in last_use.get(i, ()):
-            env.pop(name, None)  # free activations once nothing reads them
+
+    def run(ops, env, keep: set[str]) -> None:
+        last_use = _last_uses(ops, keep)
+        for i, operation in enumerate(ops):
+            if operation.op_type == "const":
+                val = operation.outputs[0].val
+                result = _as_array(val)
+                if round_consts_fp16 and isinstance(result, np.ndarray) and result.dtype == np.float32:
+                    result = result.astype(np.float16).astype(np.float32)
+            elif operation.op_type in CONTROL_FLOW:
+                result = CONTROL_FLOW[operation.op_type](operation, env, run_block)
+            else:
+                result = OPS[operation.op_type](Args(operation, env))
+            results = result if len(operation.outputs) > 1 else (result,)
+            for var, value in zip(operation.outputs, results):
+                env[var.name] = _store(value, var, fp16, overflow)
+            for name in last_use.get(i, ()):
+                env.pop(name, None)  # free activations once nothing reads them
+
+    def run_block(block, env, bound: dict) -> list:
+        """One nested block (loop cond/body, branch) on its own scope over the enclosing values:
+        what it computes, and frees, stays local; outer values stay for the next iteration."""
+        scope = ChainMap(dict(bound), env)
+        run(list(block.operations), scope, {v.name for v in block.outputs})
+        out = []
+        for v in block.outputs:
+            if v.name not in scope and v.val is None:
+                raise MilEvalError(f"no value for block output {v.name}")
+            out.append(scope[v.name] if v.name in scope else _as_array(v.val))
+        return out
+
+    run(list(fn.operations), env, set(want))
     return {name: env[name] for name in want}
 
 
 def _last_uses(ops, keep: set[str]) -> dict[int, list[str]]:
     last: dict[str, int] = {}
     for i, operation in enumerate(ops):
-        for var in operation.inputs.values():
-            for v in var if isinstance(var, (list, tuple)) else (var,):
+        for inner in (operation, *(o for b in operation.blocks for o in _walk(b))):
+            for var in inner.inputs.values():
+                for v in var if isinstance(var, (list, tuple)) else (var,):
+                    last[v.name] = i  # a value read inside a nested block lives until its op is done
+        for block in operation.blocks:
+            for v in block.outputs:
                 last[v.name] = i
     by_op: dict[int, list[str]] = {}
     for name, i in last.items():
         if name not in keep:
             by_op.setdefault(i, []).append(name)
     return by_op
+
+
+# --- control flow: ops with nested blocks, run through evaluate's run_block --------------------
+
+MAX_ITERATIONS = 1_000_000
+
+
+def _while_loop(operation, env, run_block):
+    cond, body = operation.blocks
+    values = Args(operation, env).loop_vars
+    for _ in range(MAX_ITERATIONS):
+        (keep_going,) = run_block(cond, env, {v.name: x for v, x in zip(cond.inputs, values)})
+        if not bool(np.asarray(keep_going).reshape(-1)[0]):
+            return tuple(values) if len(values) > 1 else values[0]
+        values = run_block(body, env, {v.name: x for v, x in zip(body.inputs, values)})
+    raise MilEvalError(f"while_loop {operation.name}: still running after {MAX_ITERATIONS} iterations")
+
+
+def _cond(operation, env, run_block):
+    pred = bool(np.asarray(Args(operation, env).pred).reshape(-1)[0])
+    out = run_block(operation.blocks[0 if pred else 1], env, {})
+    return tuple(out) if len(out) > 1 else out[0]
+
+
+CONTROL_FLOW: dict[str, Callable] = {"while_loop": _while_loop, "cond": _cond}
 
 
 # --- elementwise ------------------------------------------------------------------------------
