@@ -75,11 +75,14 @@ def test_collect_models(tmp_path):
     (["missing_dir"], "missing_dir: no such file or directory"),
     (["{tmp}"], "no .tflite files in this directory"),
     (["{tmp}/m.tflite", "--json", "-", "--markdown", "-"], "only one of them can go to stdout"),
+    (["{tmp}/m.tflite", "--markdown", "{tmp}/m.tflite/report.md"], "m.tflite: is a file, not a directory"),
+    (["{tmp}/m.tflite", "--keep", "{tmp}/m.tflite"], "m.tflite: is a file, not a directory"),
+    (["{tmp}/m.tflite", "--json", "{tmp}"], "is a directory, expected a file path"),
 ])
 def test_bad_arguments_are_one_line_exit_2(tmp_path, args, message):
     (tmp_path / "m.tflite").write_bytes(b"x")
     (tmp_path / "empty").mkdir()
-    args = [a.replace("{tmp}", str(tmp_path / "empty") if a == "{tmp}" else str(tmp_path)) for a in args]
+    args = [str(tmp_path / "empty") if a == "{tmp}" else a.replace("{tmp}", str(tmp_path)) for a in args]
     result = CliRunner().invoke(main, ["check", *args])
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output

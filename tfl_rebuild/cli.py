@@ -257,18 +257,16 @@ def coreml(source, output, tflite, fmt, target, precision, image_input, scale, b
               help="Also convert to Core ML and check the converted program.")
 @click.option("--precision", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
               help="Core ML compute precision.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE|-",
+@click.option("--json", "json_out", type=OUTPUT_PATH, metavar="FILE|-",
               help="Write every row as one JSON document.")
-@click.option("--markdown", "md_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE|-",
+@click.option("--markdown", "md_out", type=OUTPUT_PATH, metavar="FILE|-",
               help="Write a Markdown coverage report.")
-@click.option("--keep", type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--keep", type=OUTPUT_PATH, metavar="DIR",
               help="Keep each model's Keras module (and .mlpackage) in DIR/<model>/ (default: temporary).")
 def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep):
     """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
 
     PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
-    from pathlib import Path
-
     from rich.console import Console
     from rich.markup import escape
 
@@ -280,11 +278,10 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     if json_out == "-" and md_out == "-":
         raise InputError("--json - and --markdown -: only one of them can go to stdout")
     models = collect_models(list(paths))
-    keep_dir = Path(keep) if keep else None
-    if keep_dir is not None:
-        if keep_dir.exists() and not keep_dir.is_dir():
-            raise InputError(f"--keep {keep}: not a directory")
-        keep_dir.mkdir(parents=True, exist_ok=True)
+    for dest in (json_out, md_out):  # before the (long) run, not after it
+        if dest and dest != "-":
+            writable_file(dest)
+    keep_dir = ensure_dir(keep) if keep else None
     opts = Options(verify=verify, coreml=do_coreml, precision=precision, timeout=timeout)
     err = Console(stderr=True, highlight=False)
     out = err if "-" in (json_out, md_out) else Console(highlight=False)
