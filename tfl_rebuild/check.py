@@ -8,6 +8,12 @@ Each model runs in its own Python process (`python -m tfl_rebuild.check --worker
 `jobs` at once: a segfault, an uncaught exception, the OOM killer or a hang in one model ends that
 process only, and its row says which. The worker writes its row as JSON to a file (stdout and
 stderr belong to TensorFlow's chatter; their last line explains a crash).
+
+Stage statuses: Keras verified | mismatch | not verified (the runtime cannot run the model) |
+built (--no-verify) | unsupported | failed; Core ML checked | mismatch | not checked (the MIL
+evaluator cannot run the program) | converted (--no-verify) | unsupported | failed | skipped.
+A row passes when both stages are verified/checked (built/converted under --no-verify; Core ML
+skipped under --no-coreml): "not verified" is never a pass.
 """
 
 from __future__ import annotations
