@@ -256,16 +256,27 @@ def test_interrupted_redump_keeps_the_earlier_one(chain, tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == before and no_leftovers(tmp_path, "out")
 
 
-@pytest.mark.corpus
 def test_custom_op_message_names_the_op(tmp_path):
+    blob = build_model([T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")],
+                       inputs=[0], outputs=[1])
+    fail(write(tmp_path, "custom.tflite", blob), "-o", tmp_path / "o", match="NoSuchOp")
+
+
+@pytest.mark.corpus
+def test_mediapipe_ops_the_runtime_lacks_run_in_segments(tmp_path):
+    """LiteRT has no Landmarks2TransformMatrix & co.: their numpy references run them (segmented.py)."""
     path = require_corpus("face_landmark_with_attention")
-    fail(path, "-o", tmp_path / "o", match="Landmarks2TransformMatrix")
+    ok(path, "-o", tmp_path / "o")
+    index = json.loads((tmp_path / "o" / "index.json").read_text())
+    assert len(index["tensors"]) == len(read_model(path).main.operators)
+    assert {"Landmarks2TransformMatrix", "TransformTensorBilinear", "TransformLandmarks"} <= {
+        t["op_type"] for t in index["tensors"]}
 
 
 @pytest.mark.corpus
 def test_xnnpack_runs_mediapipe_custom_op(tmp_path):
     path = require_corpus("selfie_segmentation")
-    fail(path, "-o", tmp_path / "o", match="use --xnnpack")
+    ok(path, "-o", tmp_path / "b")  # built-in kernels lack it: its numpy reference runs it
     ok(path, "-o", tmp_path / "o", "--xnnpack")
     index = json.loads((tmp_path / "o" / "index.json").read_text())
     assert index["kernels"] == "xnnpack" and index["skipped"]
