@@ -27,7 +27,8 @@ FOLD_CONSTANT = ("DEQUANTIZE", "DENSIFY")
 PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE")
 
 
-def prepare(model: Model, subgraph: int = 0) -> tuple[ConvertContext, list[Operator]]:
+def prepare(model: Model, subgraph: int = 0, keep_quantize: bool = False) -> tuple[ConvertContext, list[Operator]]:
+    """keep_quantize: QUANTIZE ops that round onto a new grid stay (a fake-quant rebuild rounds there)."""
     sg = model.subgraphs[subgraph]
     constants: dict[int, np.ndarray] = {
         t.index: value(t) for t in sg.tensors if t.data is not None and t.dtype not in NON_DATA
@@ -37,12 +38,22 @@ def prepare(model: Model, subgraph: int = 0) -> tuple[ConvertContext, list[Opera
     for op in sg.operators:
         if op.opcode in FOLD_CONSTANT and op.inputs and ctx.is_const(op.inputs[0]):
             constants[op.outputs[0]] = ctx.const(op.inputs[0]).astype(np.float32)
-        elif op.opcode in PASS_THROUGH and op.inputs and len(op.outputs) == 1:
+        elif op.opcode in PASS_THROUGH and op.inputs and len(op.outputs) == 1 and not (
+                keep_quantize and rounds(sg, op)):
             ctx.alias[op.outputs[0]] = op.inputs[0]
         else:
             remaining.append(op)
     remaining = fold_constants(ctx, remaining)
     return ctx, drop_unused(ctx, fuse_dilated_convs(ctx, remaining))
+
+
+def rounds(sg, op: Operator) -> bool:
+    """A QUANTIZE that puts a computed tensor onto a new integer grid (float -> int16 around an op
+    without a 16x8 kernel, or a requantize to another scale): TFLite rounds there."""
+    if op.opcode != "QUANTIZE" or sg.tensors[op.inputs[0]].data is not None:
+        return False
+    out = fake_quant_params(sg.tensors[op.outputs[0]])
+    return out is not None and fake_quant_params(sg.tensors[op.inputs[0]]) != out
 
 
 FOLD_LIMIT = 1 << 16  # elements: a folded value becomes a weight; bigger ones stay ops

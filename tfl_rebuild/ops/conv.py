@@ -28,6 +28,42 @@ def _bias(op: Operator, ctx: ConvertContext, slot: int, n: int) -> np.ndarray | 
     return b if b.size == n else np.broadcast_to(b, (n,)).copy()
 
 
+def _reduced_multiplier(m: np.ndarray) -> np.ndarray:
+    """The output multiplier TFLite's 16x8 kernels really apply: QuantizeMultiplier's 31-bit
+    fixed-point value, reduced to 15 bits (MultiplyByQuantizedMultiplier on int64 accumulators)."""
+    frac, exp = np.frexp(m)
+    q = np.round(frac * 2.0**31)
+    exp, q = np.where(q == 2.0**31, exp + 1, exp), np.where(q == 2.0**31, q / 2, q)
+    reduced = np.where(q < 0x7FFF0000, np.floor((q + 2.0**15) / 2.0**16), 0x7FFF)
+    return reduced * np.exp2(exp - 15.0)
+
+
+def int16_exact(op: Operator, ctx: ConvertContext, x: int, w: np.ndarray, bias: np.ndarray | None,
+                axis: int, bias_slot: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
+    """Kernel and bias as TFLite's int16-activation kernels scale them.
+
+    With int16 activations (int64 accumulators) TFLite rescales by a multiplier rounded to 15 bits,
+    up to 2^-16 off input_scale * weight_scale / output_scale: 2-15% of a layer's outputs then land
+    one step away from a float rebuild's. Folding effective / exact into each output channel's
+    weights and bias makes the fake-quantized rebuild round where the runtime does."""
+    out, wt, xt = ctx.tensor(op.outputs[0]), ctx.tensor(op.inputs[1]), ctx.tensor(x)  # x as stored: int16
+    has_bias = len(op.inputs) > bias_slot and op.inputs[bias_slot] >= 0
+    if out.dtype != "int16" or not (xt.quantized and wt.quantized and out.quantized) or (
+            has_bias and ctx.tensor(op.inputs[bias_slot]).dtype != "int64"):
+        return w, bias
+    n = w.shape[axis]
+    exact = (np.float64(xt.quantization.scale[0]) * wt.quantization.scale.astype(np.float64)
+             / np.float64(out.quantization.scale[0]))
+    exact = np.broadcast_to(exact, (n,)) if exact.size in (1, n) else None
+    if exact is None or not np.all(exact > 0):
+        return w, bias
+    ratio = _reduced_multiplier(exact) / exact
+    shape = [1] * w.ndim
+    shape[axis] = n
+    w = (w.astype(np.float64) * ratio.reshape(shape)).astype(np.float32)
+    return w, None if bias is None else (bias.astype(np.float64) * ratio).astype(np.float32)
+
+
 def _weights(kernel_name: str, kernel: np.ndarray, bias: np.ndarray | None):
     return ((kernel_name, kernel),) if bias is None else ((kernel_name, kernel), ("bias", bias))
 
@@ -38,7 +74,7 @@ def conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     w = _kernel(op, ctx)
     o, kh, kw, i = w.shape
     groups = ctx.shape(x)[-1] // i
-    bias = _bias(op, ctx, 2, o)
+    w, bias = int16_exact(op, ctx, x, w, _bias(op, ctx, 2, o), axis=0)
     kwargs = {
         "filters": o,
         "kernel_size": (kh, kw),
@@ -58,8 +94,8 @@ def depthwise_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[0]
     w = _kernel(op, ctx)
     cin = ctx.shape(x)[-1]
+    w, bias = int16_exact(op, ctx, x, w, _bias(op, ctx, 2, w.shape[-1]), axis=3)
     k = to_keras_layout(w, "DEPTHWISE_CONV_2D", cin)
-    bias = _bias(op, ctx, 2, w.shape[-1])
     kwargs = {
         "kernel_size": k.shape[:2],
         "strides": (op.options.get("stride_h", 1), op.options.get("stride_w", 1)),
@@ -100,7 +136,8 @@ def transpose_conv_layer(op: Operator, ctx: ConvertContext, x: int, w: np.ndarra
 def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     w = _kernel(op, ctx)
     strides = (op.options.get("stride_h", 1), op.options.get("stride_w", 1))
-    return transpose_conv_layer(op, ctx, op.inputs[2], w, _bias(op, ctx, 3, w.shape[0]), _padding(op), strides)
+    w, bias = int16_exact(op, ctx, op.inputs[2], w, _bias(op, ctx, 3, w.shape[0]), axis=0, bias_slot=3)
+    return transpose_conv_layer(op, ctx, op.inputs[2], w, bias, _padding(op), strides)
 
 
 @converter("FULLY_CONNECTED", range(1, 13))
@@ -110,7 +147,7 @@ def fully_connected(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[0]
     w = _kernel(op, ctx)
     units, n_in = w.shape[0], int(np.prod(w.shape[1:]))
-    bias = _bias(op, ctx, 2, units)
+    w, bias = int16_exact(op, ctx, x, w, _bias(op, ctx, 2, units), axis=0)
     in_shape, out_shape = ctx.shape(x), ctx.shape(op.outputs[0])
     specs: list[LayerSpec] = []
     src = x
