@@ -201,6 +201,8 @@ def to_float(t: Tensor, value: np.ndarray) -> np.ndarray:
         else:
             scale, zp = q.scale[0], q.zero_point[0]
         return ((value.astype(np.float64) - zp) * scale).astype(np.float32)
+    if value.dtype.kind == "c":  # the rebuild holds complex values as (real, imaginary) pairs last
+        return np.stack([value.real, value.imag], axis=-1).astype(np.float32)
     return value.astype(np.float32) if value.dtype != np.float32 and value.dtype.kind == "f" else value
 
 
