@@ -3,6 +3,7 @@ and the result looks like one interpreter to verify / compare / dump."""
 
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from flatbuf import Op, T, build_model
 from flatbuffers import flexbuffers
 
 sys.path.insert(0, str(Path(__file__).parent / "ops"))
-from test_mediapipe import deconv_model, pool_unpool_model  # noqa: E402
+from test_mediapipe import deconv_model, pool_model, pool_unpool_model  # noqa: E402
 
 from tfl_rebuild import outputter, runtime  # noqa: E402
 from tfl_rebuild import reference_ops as ref  # noqa: E402
@@ -78,8 +79,19 @@ def test_ops_xnnpack_has_run_in_numpy_on_the_builtin_kernels_and_agree():
     fast = runtime.make_interpreter(model_content=blob)
     slow = runtime.make_interpreter(model_content=blob, reference_kernels=True)
     assert not isinstance(fast, SegmentedInterpreter) and isinstance(slow, SegmentedInterpreter)
-    assert slow.missing == {"MaxPoolingWithArgmax2D", "MaxUnpooling2D"}  # the second one learned on the way
+    assert slow.missing == {"MaxPoolingWithArgmax2D", "MaxUnpooling2D"}
     np.testing.assert_array_equal(runtime.run(slow, [x])[0], runtime.run(fast, [x])[0])
+
+
+def test_ops_xnnpack_refuses_are_learned():
+    """XNNPACK takes MaxPoolingWithArgmax2D only for some windows: for the others the runtime's error
+    names the op, and the segmented run adds it to the numpy side."""
+    interp = runtime.make_interpreter(model_content=pool_model((1, 9, 8, 3), "same", (2, 2), (3, 3)))
+    assert isinstance(interp, SegmentedInterpreter) and interp.missing == {"MaxPoolingWithArgmax2D"}
+    x = np.random.default_rng(3).normal(size=(1, 9, 8, 3)).astype(np.float32)
+    want = ref.max_pool_argmax(x, ref.pool_options(struct.pack("<6i", 1, 2, 2, 3, 3, 0), "test"))
+    for got, w in zip(runtime.run(interp, [x]), want):
+        np.testing.assert_array_equal(got, w)
 
 
 def test_constant_weights_of_a_numpy_op():

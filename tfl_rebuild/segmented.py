@@ -25,6 +25,8 @@ from .reader import read_model
 from .reference_ops import REFERENCES, OpCall, run_reference
 
 _UNRESOLVED = re.compile(r"unresolved custom op: (\S+?)\.?\s")
+# MediaPipe ops LiteRT's XNNPACK delegate implements (for some attributes); the built-in kernels have none.
+_XNNPACK_CUSTOM = frozenset({"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D"})
 
 
 def unresolved_custom_ops(message: str) -> list[str]:
@@ -55,7 +57,9 @@ class SegmentedInterpreter:
     def __init__(self, content: bytes, missing: set[str], *, reference_kernels: bool = False,
                  num_threads: int | None = None, preserve_all_tensors: bool = False):
         self.model: Model = read_model(content)
-        self.missing = set(missing)
+        # The runtime names one missing op per failure: presume the rest, learn what is left (see below).
+        codes = {op.custom_code for op in self.model.main.operators if op.opcode == "CUSTOM"} & set(REFERENCES)
+        self.missing = set(missing) | (codes if reference_kernels else codes - _XNNPACK_CUSTOM)
         self._kernels = dict(reference_kernels=reference_kernels, num_threads=num_threads)
         self._preserve = preserve_all_tensors
         sg = self.model.main
