@@ -133,7 +133,7 @@ def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bo
         if t not in reference or t not in got:
             continue
         tensor = sg.tensors[t]
-        tol = tolerance(kind, tensor, local=local, hybrid=local and kind == "dynamic-range" and is_hybrid(sg, m["op_index"]))
+        tol = tolerance(kind, tensor, local=local, hybrid=local and kind == "dynamic-range" and is_hybrid(model, m["op_index"]))
         max_abs, max_rel, cos = compare_arrays(reference[t], got[t])
         noise = 0.0
         if not local and builtin is not None and xnnpack is not None and t in builtin and t in xnnpack:

@@ -102,11 +102,26 @@ def lsb_of(t: Tensor) -> float | None:
     return float(t.quantization.scale[0])
 
 
-def is_hybrid(sg, op_index: int) -> bool:
-    """TFLite runs this op on quantized weights with its float input quantized on the fly."""
-    op = sg.operators[op_index]
-    return any(i >= 0 and sg.tensors[i].data is not None and sg.tensors[i].quantized
-               and sg.tensors[i].dtype in WEIGHT_QUANTIZED for i in op.inputs)
+def is_hybrid(model: Model, op_index: int, subgraph: int = 0) -> bool:
+    """TFLite runs this op (or an op of a subgraph it calls, e.g. a WHILE body) on quantized
+    weights, with its float input quantized on the fly."""
+    seen: set[int] = set()
+
+    def hybrid(sg_index: int, ops) -> bool:
+        sg = model.subgraphs[sg_index]
+        for op in ops:
+            if any(i >= 0 and sg.tensors[i].data is not None and sg.tensors[i].quantized
+                   and sg.tensors[i].dtype in WEIGHT_QUANTIZED for i in op.inputs):
+                return True
+            called = [v for k, v in (op.options or {}).items() if k.endswith("subgraph_index") and isinstance(v, int)]
+            for c in called:
+                if 0 <= c < len(model.subgraphs) and c not in seen:
+                    seen.add(c)
+                    if hybrid(c, model.subgraphs[c].operators):
+                        return True
+        return False
+
+    return hybrid(subgraph, [model.subgraphs[subgraph].operators[op_index]])
 
 
 @dataclass
@@ -296,7 +311,7 @@ def layer_reports(model: Model, mapping: list[dict], reference: dict[int, np.nda
         if t not in reference or t not in local:
             continue
         tol = tolerance(kind, sg.tensors[t], local=True,
-                        hybrid=kind == "dynamic-range" and is_hybrid(sg, m["op_index"]))
+                        hybrid=kind == "dynamic-range" and is_hybrid(model, m["op_index"]))
         max_abs, max_rel, _ = compare_arrays(reference[t], local[t])
         err = tol.error(max_abs, max_rel)
         reports.append(LayerReport(m["op_index"], m["op"], sg.tensors[t].name, err, tol, max_abs, max_rel,

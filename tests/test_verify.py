@@ -1,0 +1,161 @@
+"""verify: end-to-end outputs and the layer-local check (each Keras layer fed TFLite's own input
+tensors), one tolerance definition, constant outputs called out, wrong weights caught even when
+the outputs stay within the runtime's noise or saturate."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import fixture_params, require_fixture
+from flatbuf import Op, T, build_model
+
+from tfl_rebuild.keras_job import write_generated
+from tfl_rebuild.reader import read_model
+from tfl_rebuild.verify import (
+    CONSTANT_NOTE,
+    FLOAT_REL_TOL,
+    HYBRID_LOCAL_REL_TOL,
+    INT8_LSB_TOL,
+    LOCAL_LSB_TOL,
+    load_module,
+    print_report,
+    read_sidecar,
+    tolerance,
+    verify,
+)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def rebuild(path, outdir, scale_key: str | None = None):
+    """(model, keras model, mapping, report); `scale_key` picks a weight to multiply by 1.1 in
+    the written npz first ("middle": the middle kernel)."""
+    model, py, npz = write_generated(str(path), str(outdir))
+    corrupted = None
+    if scale_key is not None:
+        with np.load(npz, allow_pickle=False) as f:
+            weights = {k: f[k] for k in f.files}
+        kernels = [k for k in weights if k.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel", "constant")]
+        corrupted = kernels[len(kernels) // 2] if scale_key == "middle" else scale_key
+        weights[corrupted] = weights[corrupted] * np.float32(1.1)
+        np.savez(npz, **weights)
+    keras_model = load_module(py).build_model(str(npz))
+    mapping = read_sidecar(py)
+    return model, keras_model, mapping, verify(model, keras_model, tensors=mapping)
+
+
+def report_text(report) -> str:
+    from rich.console import Console
+
+    con = Console(record=True, width=250, highlight=False)
+    print_report(report, con)
+    return con.export_text()
+
+
+@pytest.mark.parametrize("path", fixture_params())
+def test_fixture_verifies_layer_by_layer(path, tmp_path):
+    model, _, mapping, report = rebuild(path, tmp_path)
+    assert report.ok, report_text(report)
+    assert report.layers_skipped is None
+    # Every tensor the rebuild maps (and the runtime computes) is checked, in op order.
+    assert len(report.layers) == len({m["tensor"] for m in mapping})
+    assert [r.op_index for r in report.layers] == sorted(r.op_index for r in report.layers)
+    for r in report.layers:
+        assert r.ok and r.error <= r.tolerance.bar * 1.001, r.text()
+    worst = report.worst_layer
+    text = report_text(report)
+    assert f"layers: {len(report.layers)} checked on TFLite's own inputs, all match; worst op {worst.op_index}" \
+           in " ".join(text.split())
+
+
+def test_int8_layers_are_within_one_lsb_and_outputs_within_noise(tmp_path):
+    _, _, _, report = rebuild(require_fixture("mobilenet_v2_int8"), tmp_path)
+    assert report.kind == "full-int8"
+    assert all(r.tolerance.unit == "LSB" and r.error <= LOCAL_LSB_TOL * 1.001 for r in report.layers)
+    (out,) = report.outputs
+    assert out.ok and out.lsb is not None and out.lsb <= max(INT8_LSB_TOL, 2 * out.noise)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_int8", "mobilenet_v2_float", "mobilenet_v2_dynamic",
+                                  "mobilenet_v2_fp16", "ops_zoo"])
+def test_wrong_kernel_fails_at_its_own_layer(name, tmp_path):
+    """One kernel x 1.1 in the weights file: exactly that op fails the layer-local check; the
+    layers before and after it, fed TFLite's inputs, still match."""
+    model, keras_model, mapping, report = rebuild(require_fixture(name), tmp_path, scale_key="middle")
+    assert not report.ok
+    bad = [r for r in report.layers if not r.ok]
+    assert len(bad) == 1, [r.text() for r in bad]
+    assert report.worst_layer is bad[0]
+    # The op whose Keras layers read the corrupted weights.
+    ops = {m["op_index"] for m in mapping}
+    assert bad[0].op_index in ops
+    text = " ".join(report_text(report).split())
+    assert "layers: MISMATCH in 1 of" in text and f"op {bad[0].op_index} {bad[0].op}" in text
+
+
+def test_int8_wrong_kernel_hides_in_output_noise_but_not_in_layers(tmp_path):
+    """The case that once passed: the int8 output moves less than 2 x TFLite's own kernel noise."""
+    _, _, _, report = rebuild(require_fixture("mobilenet_v2_int8"), tmp_path, scale_key="middle")
+    assert all(o.ok for o in report.outputs), "the output alone now fails: this test no longer shows the gap"
+    assert not report.ok
+
+
+def _saturated_model() -> bytes:
+    """y = relu6(x * w + 100): 6 for every input in [-1, 1), so the output cannot tell w apart;
+    z = relu(x) keeps the model input-sensitive on its other output."""
+    tensors = [T("x", [1, 4]), T("w", [4], data=np.array([0.5, -1.0, 2.0, 0.25], np.float32)),
+               T("xw", [1, 4]), T("c", [4], data=np.full(4, 100.0, np.float32)), T("y", [1, 4]),
+               T("z", [1, 4])]
+    ops = [Op("MUL", [0, 1], [2], options={"fused_activation_function": "NONE"}),
+           Op("ADD", [2, 3], [4], options={"fused_activation_function": "RELU6"}),
+           Op("RELU", [0], [5])]
+    return build_model(tensors, ops, inputs=[0], outputs=[4, 5])
+
+
+def test_constant_output_is_not_called_a_match(tmp_path):
+    path = tmp_path / "saturated.tflite"
+    path.write_bytes(_saturated_model())
+    _, _, _, report = rebuild(path, tmp_path / "out")
+    y, z = report.outputs
+    assert not y.input_sensitive and z.input_sensitive
+    text = report_text(report)
+    row_y = next(ln for ln in text.splitlines() if ln.startswith("y "))
+    row_z = next(ln for ln in text.splitlines() if ln.startswith("z "))
+    assert row_y.rstrip().endswith(CONSTANT_NOTE) and "match" not in row_y.replace(CONSTANT_NOTE, "")
+    assert row_z.rstrip().endswith("match")
+
+
+def test_saturated_output_hides_a_wrong_weight_the_layers_do_not(tmp_path):
+    path = tmp_path / "saturated.tflite"
+    path.write_bytes(_saturated_model())
+    model, py, npz = write_generated(str(path), str(tmp_path / "out"))
+    with np.load(npz, allow_pickle=False) as f:
+        weights = {k: f[k] for k in f.files}
+    (key,) = [k for k in weights if np.array_equal(weights[k].reshape(-1), [0.5, -1.0, 2.0, 0.25])]
+    weights[key] = weights[key] * np.float32(1.1)
+    np.savez(npz, **weights)
+    report = verify(model, load_module(py).build_model(str(npz)), tensors=read_sidecar(py))
+    assert all(o.ok for o in report.outputs)  # y is 6 either way, z does not read w
+    assert [(r.op_index, r.op) for r in report.layers if not r.ok] == [(0, "MUL")]
+    assert not report.ok
+
+
+def test_one_tolerance_definition():
+    """The bars verify and compare both use, per kind and check."""
+    int8 = read_model(require_fixture("mobilenet_v2_int8")).main
+    act = int8.tensors[int8.operators[0].outputs[0]]
+    scale = float(act.quantization.scale[0])
+    assert tolerance("full-int8", act) == tolerance("full-int8", act, local=False)
+    assert (tolerance("full-int8", act).unit, tolerance("full-int8", act).bar) == ("LSB", INT8_LSB_TOL)
+    assert tolerance("full-int8", act, local=True).bar == LOCAL_LSB_TOL
+    assert tolerance("full-int8", act).lsb == scale
+    dyn = read_model(require_fixture("mobilenet_v2_dynamic")).main
+    out = dyn.tensors[dyn.operators[0].outputs[0]]
+    assert tolerance("dynamic-range", out).bar == 5e-2
+    assert tolerance("dynamic-range", out, local=True, hybrid=True).bar == HYBRID_LOCAL_REL_TOL
+    assert tolerance("dynamic-range", out, local=True).bar == FLOAT_REL_TOL
+    assert tolerance("float", out).bar == tolerance("float", out, local=True).bar == FLOAT_REL_TOL
+    t = tolerance("full-int8", act)
+    assert t.allows(2.0) and not t.allows(2.1) and t.allows(9.0, noise=4.5) and not t.allows(9.1, noise=4.5)
