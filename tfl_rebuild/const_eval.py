@@ -114,6 +114,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "TILE": lambda op, v: np.tile(v[0], [int(m) for m in v[1].reshape(-1)]),
     "BROADCAST_TO": lambda op, v: np.broadcast_to(v[0], [int(d) for d in v[1].reshape(-1)]).copy(),
     "ZEROS_LIKE": lambda op, v: np.zeros_like(v[0]),
+    "BROADCAST_ARGS": lambda op, v: np.asarray(np.broadcast_shapes(tuple(v[0].tolist()), tuple(v[1].tolist()))),
     "ONES_LIKE": lambda op, v: np.ones_like(v[0]),
 }
 RESHAPES = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")

@@ -231,3 +231,34 @@ def test_range_of_dynamic_length(tfl):
     # The length comes from a dynamic batch axis: folded with the rebuild's fixed batch.
     fn = lambda x: x * tf.reshape(tf.cast(tf.range(tf.shape(x)[0] + 3), tf.float32), [1, 4])  # noqa: E731
     tfl.check(tfl.function(fn, [None, 4]), "RANGE")
+
+
+# name -> (depth, on, off, axis, output dtype)
+ONE_HOT = {
+    "last-axis": (5, 1.0, 0.0, -1, tf.float32),
+    "axis-1": (4, 2.5, -1.0, 1, tf.float32),
+    "axis-0": (3, 1.0, 0.0, 0, tf.float32),
+    "int32": (6, 7, 1, -1, tf.int32),
+}
+
+
+@pytest.mark.parametrize("case", ONE_HOT)
+def test_one_hot(tfl, case):
+    depth, on, off, axis, dtype = ONE_HOT[case]
+    # indices reach depth (one past the end): TFLite gives an all-off row there
+    fn = lambda x: tf.one_hot(index_from(x, depth + 1), depth, on, off, axis=axis, dtype=dtype)  # noqa: E731
+    tfl.check(tfl.function(fn, [2, 3]), "ONE_HOT")
+
+
+@pytest.mark.parametrize("k, shape", [(1, [1, 8]), (3, [2, 8]), (4, [2, 3, 5])], ids=["k1", "k3", "k4-3d"])
+def test_topk_v2(tfl, k, shape):
+    tfl.check(tfl.function(lambda x: tf.math.top_k(x, k), shape), "TOPK_V2")
+
+
+def test_embedding_lookup(tfl):
+    from flatbuf import Op, T, build_model
+
+    table = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
+    blob = build_model([T("ids", [3], "int32"), T("table", [10, 4], data=table), T("y", [3, 4])],
+                       [Op("EMBEDDING_LOOKUP", [0, 1], [2])], inputs=[0], outputs=[2])
+    tfl.check(tfl.crafted(blob), "EMBEDDING_LOOKUP")

@@ -137,3 +137,9 @@ UNARY = {
 @pytest.mark.parametrize("op", UNARY)
 def test_unary(tfl, op):
     tfl.check(tfl.function(UNARY[op], A), op)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_add_n(tfl, n):
+    fn = lambda *xs: tf.add_n([x * float(k + 1) for k, x in enumerate(xs)])  # noqa: E731
+    tfl.check(tfl.function(fn, *([A] * n)), "ADD_N")

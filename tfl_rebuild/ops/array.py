@@ -1,5 +1,6 @@
 """Array ops: GATHER, GATHER_ND, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE,
-ARG_MAX, ARG_MIN, SELECT, SELECT_V2, REVERSE_V2, CUMSUM, FILL, ZEROS_LIKE, RANGE
+ARG_MAX, ARG_MIN, SELECT, SELECT_V2, REVERSE_V2, CUMSUM, FILL, ZEROS_LIKE, RANGE,
+ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP
 (comparisons are BinaryOps in elementwise.py)."""
 
 from __future__ import annotations
@@ -228,3 +229,33 @@ def range_(op: Operator, ctx: ConvertContext) -> LayerSpec:
     # With known start/limit/delta, passes.py already folded it into a constant.
     raise ConversionError(f"RANGE op {op.index}: start, limit and delta computed from data give a "
                           "data-dependent length, which a fixed-shape Keras model cannot hold")
+
+
+@converter("ONE_HOT", range(1, 2))
+def one_hot(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    indices, depth, on, off = op.inputs[:4]
+    if ctx.is_const(indices) or not all(ctx.is_const(i) for i in (depth, on, off)):
+        raise ConversionError(f"ONE_HOT op {op.index}: needs computed indices and constant depth / on / off values")
+    axis = int(op.options.get("axis", -1))
+    kwargs = {"depth": _ints(ctx, depth)[0], "axis": axis % (ctx.rank(indices) + 1),
+              "on_value": float(np.asarray(ctx.const(on)).reshape(-1)[0]),
+              "off_value": float(np.asarray(ctx.const(off)).reshape(-1)[0]),
+              "out_dtype": ctx.tensor(op.outputs[0]).dtype}
+    return LayerSpec("OneHot", kwargs, (indices,), op.outputs, custom=True)
+
+
+@converter("TOPK_V2", range(1, 4))
+def topk_v2(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    k = _ints(ctx, op.inputs[1])[0]
+    return LayerSpec("TopK", {"k": k, "index_dtype": ctx.tensor(op.outputs[1]).dtype}, (op.inputs[0],),
+                     op.outputs, custom=True)
+
+
+@converter("EMBEDDING_LOOKUP", range(1, 4))
+def embedding_lookup(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    ids, table = op.inputs[:2]
+    if ctx.is_const(ids) or not ctx.is_const(table):
+        raise ConversionError(f"EMBEDDING_LOOKUP op {op.index}: needs computed ids and a constant table")
+    values = _float_const(op, ctx, table)
+    return LayerSpec("Gather", {"axis": 0, "constant_shape": list(values.shape)}, (ids,), op.outputs,
+                     weights=(("constant", values),), custom=True)

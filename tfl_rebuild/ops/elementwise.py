@@ -67,3 +67,11 @@ def unary(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 for _name in UNARY:
     converter(_name, range(1, 6))(unary)
+
+
+@converter("ADD_N", range(1, 3))
+def add_n(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    inputs = [i for i in op.inputs if i >= 0]
+    if any(ctx.is_const(i) for i in inputs):
+        raise ConversionError(f"ADD_N op {op.index}: constant operands are not supported")
+    return LayerSpec("Add", {}, tuple(inputs), op.outputs, call_list=True)
