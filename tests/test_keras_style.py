@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -347,3 +348,32 @@ def test_int_input_is_an_int_keras_input_and_verifies(tmp_path):
 def test_quantized_and_float_inputs_state_no_dtype():
     for name in ("mobilenet_v2_int8", "mnist"):
         assert "dtype=" not in "\n".join(ln for ln in source_of(name).splitlines() if "keras.Input" in ln)
+
+
+# --- outputs nothing reads ------------------------------------------------------------------------
+
+
+def test_unread_outputs_of_a_multi_output_layer_unpack_into_underscore(tmp_path):
+    """SPLIT into three where only the middle piece is used: `_, mid, _ = Split(...)`, lint-clean."""
+    import sys
+
+    import tensorflow as tf
+
+    from tfl_rebuild.verify import load_module, verify
+
+    module = tf.Module()
+    module.fn = tf.function(lambda x: tf.nn.relu(tf.split(x, 3, axis=1)[1]),
+                            input_signature=[tf.TensorSpec([1, 6], tf.float32)])
+    blob = tf.lite.TFLiteConverter.from_concrete_functions([module.fn.get_concrete_function()], module).convert()
+    path = tmp_path / "split.tflite"
+    path.write_bytes(blob)
+    assert "SPLIT" in [op.opcode for op in read_model(path).main.operators]
+    _, py, weights = write_generated(str(path), str(tmp_path / "out"))
+    source = py.read_text(encoding="utf-8")
+    assert re.search(r"^    _, \w+, _ = Split\(", source, re.M), source
+    for config in (["--isolated"], ["--config", str(Path(__file__).resolve().parents[1] / "pyproject.toml")]):
+        proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *config, str(py)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout
+    report = verify(read_model(path), load_module(py).build_model(str(weights)))
+    assert report.ok and all(o.input_sensitive for o in report.outputs), report

@@ -67,6 +67,9 @@ class _Emitter:
         self.ctx, self.ops = prepare(model, subgraph, keep_quantize=fake_quant)
         self.sg = self.ctx.subgraph
         self.namer = Namer(model_scope(self.sg.tensors[t].name for op in self.ops for t in op.outputs if t >= 0))
+        # Tensors something reads: an output nothing reads is unpacked into `_`.
+        self.used = {self.ctx.resolve(i) for op in self.ops for i in op.inputs if i >= 0}
+        self.used |= {self.ctx.resolve(t) for t in self.sg.outputs}
         self.fake_quant = fake_quant
         self.var: dict[int, Code] = {}  # tensor id -> variable holding it
         self.body: list[Code] = []
@@ -79,7 +82,7 @@ class _Emitter:
 
     def tensor_var(self, t: int) -> Code:
         t = self.ctx.resolve(t)
-        if t not in self.var:
+        if t not in self.var or self.var[t] == "_":
             raise ConversionError(f"tensor {self.sg.tensors[t].name!r} is used before it is computed")
         return self.var[t]
 
@@ -122,6 +125,7 @@ class _Emitter:
             targets = [layer_name]
             if len(outs) > 1:
                 targets += [self.namer.name(self.sg.tensors[o].name) for o in outs[1:]]
+                targets = [v if o in self.used else Code("_") for o, v in zip(outs, targets)]
             self.body += self._call(spec, layer_name, args, ", ".join(targets))
             spec_var[id(spec)] = layer_name
             for k, o in enumerate(outs):
@@ -244,6 +248,7 @@ def generate(model: Model, stem: str, fake_quant: bool | None = None) -> Generat
         model_call=call("model = keras.Model", [(None, model_inputs), (None, model_outputs),
                                                 ("name", sanitize(stem, "model"))]),
         set_weights=em.set_weights,
+        load_weights=bool(em.set_weights or em.functions),  # an unused `w` would fail lint
         functions=[source for _, source in em.functions.values()],
     )
     ast.parse(source)  # a template or emitter bug must never reach the user's disk

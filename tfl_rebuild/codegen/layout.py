@@ -26,6 +26,9 @@ def call(head: str, kwargs: list[tuple[str | None, object]], tail: str = "", ind
     if indent + len(one) <= WIDTH:
         return [Code(one)]
     closing = _wrap_tail(tail, indent)
+    head_line = f"{head}({args})"
+    if len(closing) > 1 and indent + len(head_line) + 2 <= WIDTH:  # only the call's inputs are long
+        return [Code(head_line + closing[0][1:]), *closing[1:]]
     if indent + len(STEP) + len(args) <= WIDTH:
         return [Code(f"{head}("), Code(STEP + args), *closing]
     lines = [Code(f"{head}(")]
@@ -52,4 +55,6 @@ def _wrap_tail(tail: str, indent: int) -> list[Code]:
     if inner.startswith("[") and inner.endswith("]"):  # a list of inputs: one per line
         items = inner[1:-1].split(", ")
         return [Code(")(["), *(Code(f"{STEP}{item},") for item in items), Code("])")]
-    return [Code(")("), Code(STEP + inner), Code(")")]
+    if indent + len(STEP) + len(inner) <= WIDTH:
+        return [Code(")("), Code(STEP + inner), Code(")")]
+    return [Code(")("), *(Code(f"{STEP}{item},") for item in inner.split(", ")), Code(")")]
