@@ -116,3 +116,16 @@ def test_int16_inputs_span_their_calibrated_range():
     detail = {"shape": [1, 4096], "dtype": np.int16, "quantization": (3e-5, 0)}
     x = random_input(detail, np.random.default_rng(0))
     assert x.min() < -30000 and x.max() > 30000  # about [-1, 1] in float, not +-0.004
+
+
+def test_dump_and_compare_draw_token_ids_inside_the_table(tmp_path):
+    """`dump --random` / `compare` seed through the Dumper's input details, which carry the limit."""
+    from click.testing import CliRunner
+
+    from tfl_rebuild.cli import main
+
+    path = require("transformer_float")
+    result = CliRunner().invoke(main, ["dump", str(path), "-o", str(tmp_path / "dump"), "--random", "3"])
+    assert result.exit_code == 0, result.output
+    embedded = np.load(next((tmp_path / "dump").glob("*GatherV2.npy")))
+    assert embedded.shape == (1, 12, 32) and len(np.unique(embedded[0, :, 0])) > 4  # rows of several ids

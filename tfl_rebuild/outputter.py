@@ -271,7 +271,11 @@ class Dumper:
 
     @property
     def input_details(self) -> list[dict]:
-        return self.interpreter.get_input_details()
+        """The runtime's input details; token-id inputs carry "index_limit" (random ids stay in the table)."""
+        from .runtime import index_limits
+
+        limits = index_limits(self.patched.model.main)
+        return [{**d, "index_limit": n} if n else d for d, n in zip(self.interpreter.get_input_details(), limits)]
 
     @property
     def runtime_name(self) -> str:

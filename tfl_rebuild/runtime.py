@@ -82,7 +82,8 @@ def _has_references(custom: list[str]) -> bool:
 def random_input(detail: dict, rng: np.random.Generator, limit: int | None = None) -> np.ndarray:
     """A seeded input of the right shape/dtype: floats in [-1, 1); quantized integers over their
     whole range (the calibrated float range: int16's [-128, 127] alone would be ~0); indices in
-    [0, limit) when `limit` is given (see `index_limits`); other integers over a small range."""
+    [0, limit) when `limit` (or the detail's "index_limit") is given (see `index_limits`); other
+    integers over a small range."""
     shape = tuple(int(d) if d > 0 else 1 for d in detail["shape"])
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f":
@@ -90,6 +91,7 @@ def random_input(detail: dict, rng: np.random.Generator, limit: int | None = Non
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(bool)
     info = np.iinfo(dtype)
+    limit = limit if limit is not None else detail.get("index_limit")
     if limit is not None:
         return rng.integers(0, max(1, min(limit, info.max)), shape).astype(dtype)
     if (detail.get("quantization") or (0.0, 0))[0]:
