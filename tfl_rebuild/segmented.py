@@ -67,10 +67,10 @@ class SegmentedInterpreter:
         if no_ref:
             raise RuntimeUnavailableError(
                 f"the TFLite runtime cannot run this model: custom op(s) {', '.join(no_ref)} are not built in")
-        if len(self.model.subgraphs) > 1 or self.model.external_buffers:
+        if len(self.model.subgraphs) > 1 or self.model.external_buffers or any(t.is_variable for t in sg.tensors):
             raise RuntimeUnavailableError(
                 f"the TFLite runtime lacks custom op(s) {', '.join(sorted(self.missing))}, and a model with "
-                "several subgraphs or external buffers cannot be run in segments")
+                "several subgraphs, variables or external buffers cannot be run in segments")
         self._producer = {t: op.index for op in sg.operators for t in op.outputs if t >= 0}
         self._static = self._static_tensors()
         self._object_model = _schema().ModelT.InitFromPackedBuf(bytes(self.model._storage), 0)
@@ -272,6 +272,9 @@ class SegmentedInterpreter:
                 continue
             interp = seg.interpreter
             for d in interp.get_input_details():
+                if d["index"] not in values:
+                    raise RuntimeUnavailableError(f"tensor {sg.tensors[d['index']].name!r} is read before any op "
+                                                  "writes it: this model cannot be run in segments")
                 interp.set_tensor(d["index"], values[d["index"]].astype(d["dtype"], copy=False))
             interp.invoke()
             values.update({d["index"]: interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()})
