@@ -1,4 +1,5 @@
-"""Models we refuse, clearly: SSD post-processing, select TF (Flex) ops, ops on complex tensors.
+"""Models we refuse, clearly: SSD post-processing with per-class NMS, select TF (Flex) ops, ops on
+complex tensors.
 
 `tfl-rebuild keras` must exit 2 with one line that says what the op computes or needs, and
 where to cut the model instead; nothing is written.
@@ -28,6 +29,12 @@ def refuse(tmp_path, blob: bytes) -> str:
 
 
 def ssd_model(max_detections: int = 10) -> bytes:
+    """Per-class ("regular") NMS: the variant that is not rebuilt (tests/ops/test_detection.py has the rest)."""
+    from flatbuffers import flexbuffers
+
+    options = flexbuffers.Dumps({"max_detections": max_detections, "max_classes_per_detection": 1,
+                                 "use_regular_nms": True, "nms_score_threshold": 0.3, "nms_iou_threshold": 0.5,
+                                 "num_classes": 2})
     anchors = np.random.default_rng(0).uniform(size=(12, 4)).astype(np.float32)
     tensors = [
         T("raw_outputs/box_encodings", [1, 12, 4]), T("raw_outputs/class_predictions", [1, 12, 3]),
@@ -35,13 +42,14 @@ def ssd_model(max_detections: int = 10) -> bytes:
         T("TFLite_Detection_PostProcess", [1, max_detections, 4]), T("TFLite_Detection_PostProcess:1", [1, max_detections]),
         T("TFLite_Detection_PostProcess:2", [1, max_detections]), T("TFLite_Detection_PostProcess:3", [1]),
     ]
-    ops = [Op("CUSTOM", [0, 1, 2], [3, 4, 5, 6], custom_code="TFLite_Detection_PostProcess")]
+    ops = [Op("CUSTOM", [0, 1, 2], [3, 4, 5, 6], custom_code="TFLite_Detection_PostProcess",
+              custom_options=bytes(options))]
     return build_model(tensors, ops, inputs=[0, 1], outputs=[3, 4, 5, 6])
 
 
-def test_detection_postprocess(tmp_path):
+def test_detection_postprocess_regular_nms(tmp_path):
     line = refuse(tmp_path, ssd_model())
-    for part in ("TFLite_Detection_PostProcess", "non-max suppression", "boxes [1, 10, 4]", "ymin, xmin, ymax, xmax",
+    for part in ("TFLite_Detection_PostProcess", "non-max suppression (per-class regular NMS", "boxes [1, 10, 4]", "ymin, xmin, ymax, xmax",
                  "classes [1, 10]", "scores [1, 10]", "num_detections [1]",
                  "'raw_outputs/box_encodings' [1, 12, 4]", "'raw_outputs/class_predictions' [1, 12, 3]",
                  "'anchors' [12, 4]"):

@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     activation,
     array,
     conv,
+    detection,
     elementwise,
     matmul,
     mediapipe,

@@ -122,15 +122,15 @@ def _tensor_text(sg: Subgraph, i: int) -> str:
     return f"{t.name!r} {list(t.shape)}"
 
 
-def _detection_postprocess_error(op: Operator, sg: Subgraph) -> UnsupportedOpError:
+def detection_postprocess_error(op: Operator, sg: Subgraph, variant: str = "") -> UnsupportedOpError:
     """What the SSD post-processing op computes and where to cut the model instead."""
     shapes = [list(sg.tensors[o].shape) if 0 <= o < len(sg.tensors) else "?" for o in op.outputs]
     names = ("boxes", "classes", "scores", "num_detections")
     produced = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
     inputs = list(op.inputs) + [-1] * 3
     return UnsupportedOpError(
-        f"custom op {DETECTION_POSTPROCESS} (op {op.index}) decodes SSD boxes against anchors and runs per-class "
-        f"non-max suppression, which keras.ops cannot express; it outputs {produced} (boxes as ymin, xmin, "
+        f"custom op {DETECTION_POSTPROCESS} (op {op.index}) decodes SSD boxes against anchors and runs "
+        f"non-max suppression{f' ({variant})' if variant else ''}, which is not rebuilt; it outputs {produced} (boxes as ymin, xmin, "
         f"ymax, xmax); rebuild the network up to its raw inputs instead: box encodings "
         f"{_tensor_text(sg, inputs[0])}, class scores {_tensor_text(sg, inputs[1])}, anchors "
         f"{_tensor_text(sg, inputs[2])}, and decode them outside the model")
@@ -149,7 +149,7 @@ def lookup(op: Operator, sg: Subgraph) -> Converter:
     fn = REGISTRY.get(key)
     if fn is None:
         if op.opcode == "CUSTOM" and op.custom_code == DETECTION_POSTPROCESS:
-            raise _detection_postprocess_error(op, sg)
+            raise detection_postprocess_error(op, sg)
         if op.opcode == "CUSTOM" and (op.custom_code or "").startswith("Flex"):
             raise _flex_error(sg)
         out = sg.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else "?"
