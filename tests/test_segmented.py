@@ -118,3 +118,39 @@ def test_bad_options_fail_at_invoke_with_one_line():
     interp = runtime.make_interpreter(model_content=blob)
     with pytest.raises(ref.OptionsError, match="output_height"):
         runtime.run(interp, runtime.random_inputs(interp))
+
+
+@pytest.mark.corpus
+def test_corpus_numpy_op_matches_xnnpack_on_its_own_inputs():
+    """selfie_segmentation's Convolution2DTransposeBias: XNNPACK runs it, the built-in kernels do not.
+    In the segmented built-in run, the op alone under XNNPACK, fed the same inputs, gives the same output
+    as its numpy reference (a real-model check of the reference)."""
+    from conftest import require_corpus
+
+    slow = runtime.make_interpreter(model_path=str(require_corpus("selfie_segmentation")), reference_kernels=True)
+    assert isinstance(slow, SegmentedInterpreter)
+    runtime.run(slow, runtime.random_inputs(slow, 0))
+    numpy_ops = [seg.ops[0] for seg in slow.segments if seg.numpy]
+    assert numpy_ops
+    for index in numpy_ops:
+        alone = runtime.make_interpreter(model_content=slow.single_op_model(index))
+        assert not isinstance(alone, SegmentedInterpreter), "XNNPACK should run the op itself"
+        op = slow.model.main.operators[index]
+        (got,) = runtime.run(alone, [slow.get_tensor(d["index"]) for d in alone.get_input_details()])
+        want = slow.get_tensor(op.outputs[0])
+        assert np.abs(got - want).max() <= 1e-6 * np.abs(got).max(), op.custom_code
+
+
+@pytest.mark.corpus
+def test_corpus_kernel_sets_agree_in_segments():
+    """face_landmark_with_attention runs in segments on both kernel sets; they agree as closely as
+    TFLite's kernel sets do on models it runs whole."""
+    from conftest import require_corpus
+
+    path = str(require_corpus("face_landmark_with_attention"))
+    fast = runtime.make_interpreter(model_path=path)
+    slow = runtime.make_interpreter(model_path=path, reference_kernels=True)
+    assert isinstance(fast, SegmentedInterpreter) and isinstance(slow, SegmentedInterpreter)
+    x = runtime.random_inputs(fast, 0)
+    for a, b in zip(runtime.run(fast, x), runtime.run(slow, x)):
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()

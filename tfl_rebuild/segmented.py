@@ -165,6 +165,14 @@ class SegmentedInterpreter:
             for b, d in zip(m.buffers, datas):
                 b.data = d
 
+    def single_op_model(self, index: int) -> bytes:
+        """The model cut down to operator `index` (plus the ops computing its constant-only inputs):
+        its non-constant inputs in, its outputs out. To run one op alone, e.g. where the runtime has it."""
+        sg = self.model.main
+        op = sg.operators[index]
+        ins = [t for t in dict.fromkeys(op.inputs) if t >= 0 and not sg.tensors[t].is_constant and t not in self._static]
+        return self._pack(self._with_static_producers([index]), ins, [t for t in op.outputs if t >= 0])
+
     def _interpreter(self, content: bytes, reference_kernels: bool | None = None):
         """A raw runtime interpreter; the set of custom ops it lacks if that is why it failed."""
         import sys
