@@ -118,3 +118,56 @@ def test_fully_connected_crafted(tfl, in_shape, keep):
         [Op("FULLY_CONNECTED", [0, 1, 2], [3], options={"fused_activation_function": "NONE", "keep_num_dims": keep})],
         inputs=[0], outputs=[3])
     tfl.check(tfl.crafted(blob), "FULLY_CONNECTED")
+
+
+# --- int16 activations, int8 weights (16x8) --------------------------------------------------------
+
+INT16 = {
+    "CONV_2D": lambda: keras.layers.Conv2D(6, 3, padding="same", kernel_initializer=W, bias_initializer=B),
+    "DEPTHWISE_CONV_2D": lambda: keras.layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=W,
+                                                              bias_initializer=B),
+    "TRANSPOSE_CONV": lambda: keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same", kernel_initializer=W,
+                                                           bias_initializer=B),
+    "FULLY_CONNECTED": lambda: keras.layers.Dense(6, kernel_initializer=W, bias_initializer=B),
+}
+
+
+def _int16x8(model) -> bytes:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    samples = [rng.uniform(-1, 1, (1, *model.input_shape[1:])).astype(np.float32) for _ in range(16)]
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x] for x in samples)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int16
+    return conv.convert()
+
+
+@pytest.mark.parametrize("op", INT16)
+def test_int16x8_rounds_where_tflite_does(tfl, op):
+    """TFLite's 16x8 convolutions rescale with a 15-bit multiplier: without folding it into the
+    weights, 2-15% of a layer's outputs land one int16 step away from the runtime's
+    (FULLY_CONNECTED rescales at full precision: it must stay as it is)."""
+    from tfl_rebuild.keras_job import write_generated
+    from tfl_rebuild.runtime import make_interpreter, random_inputs, run
+    from tfl_rebuild.verify import load_module, to_float
+
+    shape = (12,) if op == "FULLY_CONNECTED" else (6, 6, 4)
+    path = tfl.crafted(_int16x8(_model(INT16[op](), shape)))
+    # One step, plus float32's rounding of grid values near int16 full scale (~1e-3 of a step).
+    report = tfl.check(path, op, max_lsb=1.01)
+    assert report.kind == "int16x8"
+    model, py, weights = write_generated(str(path), str(tfl.tmp_path / "gen16"))
+    keras_model = load_module(py).build_model(str(weights))
+    interp = make_interpreter(model_content=bytes(model._storage))
+    out = model.main.tensors[model.main.outputs[0]]
+    steps = []
+    for seed in range(4):
+        x = random_inputs(interp, seed)
+        ref = run(interp, x)[0].astype(np.float64)
+        got = np.asarray(keras_model(to_float(model.main.tensors[model.main.inputs[0]], x[0])), np.float64)
+        steps.append(np.abs(got.reshape(ref.shape) / out.quantization.scale[0] - ref).round().ravel())
+    steps = np.concatenate(steps)
+    assert steps.max() <= 1 and np.mean(steps > 0) < 0.01, f"{np.mean(steps > 0):.1%} of outputs off by a step"

@@ -40,9 +40,10 @@ def _reduced_multiplier(m: np.ndarray) -> np.ndarray:
 
 def int16_exact(op: Operator, ctx: ConvertContext, x: int, w: np.ndarray, bias: np.ndarray | None,
                 axis: int, bias_slot: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
-    """Kernel and bias as TFLite's int16-activation kernels scale them.
+    """Kernel and bias as TFLite's int16-activation convolutions scale them.
 
-    With int16 activations (int64 accumulators) TFLite rescales by a multiplier rounded to 15 bits,
+    With int16 activations (int64 accumulators) TFLite's CONV_2D, DEPTHWISE_CONV_2D and
+    TRANSPOSE_CONV rescale by a multiplier rounded to 15 bits (FULLY_CONNECTED does not),
     up to 2^-16 off input_scale * weight_scale / output_scale: 2-15% of a layer's outputs then land
     one step away from a float rebuild's. Folding effective / exact into each output channel's
     weights and bias makes the fake-quantized rebuild round where the runtime does."""
@@ -147,7 +148,7 @@ def fully_connected(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[0]
     w = _kernel(op, ctx)
     units, n_in = w.shape[0], int(np.prod(w.shape[1:]))
-    w, bias = int16_exact(op, ctx, x, w, _bias(op, ctx, 2, units), axis=0)
+    bias = _bias(op, ctx, 2, units)  # (TFLite's int16 FULLY_CONNECTED rescales at full precision)
     in_shape, out_shape = ctx.shape(x), ctx.shape(op.outputs[0])
     specs: list[LayerSpec] = []
     src = x
