@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -52,6 +53,7 @@ def _only_code(value):
     raise TypeError(f"template got a raw {type(value).__name__}; values must go through lit()/Namer")
 
 
+@functools.cache
 def _class_template(name: str) -> str:
     """The rendered source of a custom layer class (templates/layers/<snake_name>.py.j2)."""
     return _templates().get_template(f"layers/{snake(name)}.py.j2").render().strip()

@@ -9,6 +9,7 @@ add_1'): 'model/conv2d_3/BiasAdd' -> conv2d_3, 'model/conv2d_3/Sigmoid' -> conv2
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 import os
 import re
@@ -32,6 +33,7 @@ MECHANICS = frozenset({
 INNER_SCOPES = frozenset({"batchnorm", "resize"})
 
 
+@functools.lru_cache(maxsize=4096)
 def snake(name: str) -> str:
     """CamelCase -> snake_case, keeping digit-letter groups whole: Conv2DTranspose -> conv2d_transpose."""
     name = name.replace("PReLU", "Prelu").replace("ReLU", "Relu")
@@ -40,8 +42,9 @@ def snake(name: str) -> str:
 
 def identifier(text: str, fallback: str = "t") -> str:
     """Any text -> a snake_case identifier that is safe to assign in the generated module."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c))  # café -> cafe
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c))  # café -> cafe
     text = snake(re.sub(r"[^0-9A-Za-z]+", "_", text))  # any other character separates words
     text = re.sub(r"_+", "_", text).strip("_")
     if len(text) > MAX_LEN:  # cut at a word boundary when one is near
@@ -68,6 +71,7 @@ def _path(raw: str, scope: tuple[str, ...]) -> tuple[list[str], bool]:
     return parts, stripped
 
 
+@functools.lru_cache(maxsize=4096)
 def _key(part: str) -> str:
     return re.sub(r"[_0-9]+$", "", snake(part))
 
@@ -132,8 +136,7 @@ class Namer:
 
     def name(self, raw: str, fallback: str = "t") -> Code:
         """A fresh identifier for a tensor name: more of its path, then a number, until unique."""
-        candidates = [identifier(p, fallback) for p in phrases(raw, self.scope)]
-        return self._claim(candidates)
+        return self._claim(identifier(p, fallback) for p in phrases(raw, self.scope))
 
     def base(self, raw: str, fallback: str = "t") -> str:
         """The identifier a tensor name would get, without claiming it (a prefix for helper steps)."""
@@ -143,12 +146,14 @@ class Namer:
         """A fresh identifier for a helper step of `base` (an identifier), e.g. conv1_flatten."""
         return self._claim([identifier(f"{base}_{suffix}")])
 
-    def _claim(self, candidates: list[str]) -> Code:
-        for c in candidates:
+    def _claim(self, candidates: Iterable[str]) -> Code:
+        first = None
+        for c in candidates:  # lazily: most names are free at the first try
+            first = first or c
             if c not in self.used:
                 self.used.add(c)
                 return Code(c)
-        base, n = candidates[0], 1
+        base, n = first, 1
         while f"{base}_{n}" in self.used:
             n += 1
         self.used.add(f"{base}_{n}")
