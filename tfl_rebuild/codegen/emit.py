@@ -33,6 +33,7 @@ class Generated:
     tensors: list[dict] = field(default_factory=list)  # TFLite tensor -> Keras layer, for compare
 
 
+@functools.cache  # one environment per process: its templates are compiled once
 def _templates() -> jinja2.Environment:
     root = resources.files("tfl_rebuild").joinpath("templates")
     if not root.is_dir():  # editable install: the top-level templates/ beside the package

@@ -12,6 +12,9 @@ import shlex
 
 import numpy as np
 
+F32_MAX = float(np.finfo(np.float32).max)
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_.,/:;+=@-]+")
+
 
 class Code(str):
     """A fragment of generated source, built only by this package from vetted pieces."""
@@ -65,7 +68,7 @@ def _repr(value) -> str:
 def _short_float(f: float) -> float:
     """A float32 value (what models store) written with its shortest float32 digits: 0.2, not
     0.20000000298023224. Both parse to the same float32; other float64 values stay exact."""
-    if not abs(f) <= float(np.finfo(np.float32).max):
+    if not abs(f) <= F32_MAX:
         return f
     f32 = np.float32(f)
     if float(f32) == f:
@@ -117,7 +120,7 @@ def _shell_word(word: str) -> str:
 
 def display(text: str, limit: int = 80) -> Code:
     """A model string shown in a comment: as is when it is a plain path-like name, else comment()."""
-    if len(text) <= limit and re.fullmatch(r"[A-Za-z0-9_.,/:;+=@-]+", text):
+    if len(text) <= limit and PLAIN_NAME.fullmatch(text):
         return Code(text)
     return comment(text, limit)
 
