@@ -39,7 +39,7 @@ INT16_KERAS = {
                       "difference in the global-average-pool MEAN, amplified by the final FULLY_CONNECTED",
 }
 INT16_COREML = {
-    ("se_net_int16x8", "float32"): "6 LSB of the int16 output (rel 2.0e-4) vs 2 LSB / rel 1e-4: the Keras "
+    ("se_net_int16x8", "float32"): "7 LSB of the int16 output (rel 2.4e-4) vs 2 LSB / rel 1e-4: the Keras "
                                    "rebuild's 4 LSB (see INT16_KERAS) plus Core ML's float32 op order",
     ("se_net_int16x8", "float16"): "float16 (11-bit mantissa) cannot hold int16 activations: rel 1.3e-2 vs "
                                    "the float16 bar of 1e-2",
