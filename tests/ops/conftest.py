@@ -11,8 +11,9 @@ hands the file to the `tfl` fixture:
 fuse and rewrite), writes the generated module into tmp_path, builds it, and runs
 `tfl_rebuild.verify.verify` on seeded inputs: float models must match within rel 1e-4 (verify's
 bar, without its allowance for TFLite's own kernel-to-kernel noise); quantized tests pass
-`max_lsb=2` for a flat 2 LSB. It also asserts that every output depends on the input, so a
-rebuild that ignores its input cannot pass.
+`max_lsb=2` for a flat 2 LSB. Either way every layer must also pass verify's layer-local check
+(fed TFLite's own input tensors: rel 1e-4, or 1 LSB of each int8 tensor). It also asserts that
+every output depends on the input, so a rebuild that ignores its input cannot pass.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class OpCheck:
         else:
             for o, scale in zip(report.outputs, _dequantized_scales(model)):
                 assert o.max_abs <= max_lsb * scale, f"{o.name}: {o.max_abs / scale:.2f} LSB > {max_lsb}: {detail}"
+            wrong = [r.text() for r in report.layers if not r.ok]  # each layer on TFLite's own inputs
+            assert not wrong, f"layers differ from TFLite: {wrong}"
         if input_sensitive:
             fixed = [o.name for o in report.outputs if not o.input_sensitive]
             assert not fixed, f"outputs {fixed} do not depend on the input: the test proves nothing"
