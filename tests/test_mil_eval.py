@@ -586,3 +586,57 @@ def test_missing_input_is_an_error():
     prog = program(lambda a: mb.relu(x=a), Y)
     with pytest.raises(MilEvalError, match="no value for program input a"):
         evaluate(prog, {})
+
+
+# --- control flow -----------------------------------------------------------------------------
+
+
+def test_while_loop_runs_its_body_until_cond_is_false():
+    # x <- 0.5 * x + w, five times (w an outer value the body reads, kept across iterations).
+    x0, w = rand(3), rand(3)
+
+    def build(a, b):
+        def cond(i, x):
+            return mb.less(x=i, y=np.int32(5))
+
+        def body(i, x):
+            return mb.add(x=i, y=np.int32(1)), mb.add(x=mb.mul(x=x, y=np.float32(0.5)), y=b)
+
+        return mb.while_loop(_cond=cond, _body=body, loop_vars=(np.int32(0), a))
+
+    i, x = run(build, x0, w)
+    want = x0.copy()
+    for _ in range(5):
+        want = 0.5 * want + w
+    assert int(i) == 5
+    close(x, want)
+
+
+def test_while_loop_that_never_enters_returns_its_inputs():
+    x0 = rand(2)
+
+    def build(a):
+        def cond(i, x):
+            return mb.less(x=i, y=np.int32(0))
+
+        def body(i, x):
+            return mb.add(x=i, y=np.int32(1)), mb.mul(x=x, y=np.float32(2.0))
+
+        return mb.while_loop(_cond=cond, _body=body, loop_vars=(np.int32(0), a))
+
+    i, x = run(build, x0)
+    assert int(i) == 0
+    close(x, x0)
+
+
+@pytest.mark.parametrize("take_true", [True, False], ids=["then", "else"])
+def test_cond_runs_one_branch(take_true):
+    x = rand(4)
+    flag = np.array([1 if take_true else 0], np.int32)
+
+    def build(a, b):
+        pred = mb.squeeze(x=mb.greater(x=b, y=np.int32(0)))
+        return mb.cond(pred=pred, _true_fn=lambda: mb.mul(x=a, y=np.float32(3.0)),
+                       _false_fn=lambda: mb.sub(x=a, y=np.float32(1.0)))
+
+    close(run(build, x, flag), x * 3.0 if take_true else x - 1.0)
