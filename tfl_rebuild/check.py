@@ -292,6 +292,8 @@ def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None
                 stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
                 stage.status = "checked" if report.ok else "mismatch"
                 stage.reason = "" if report.ok else mismatch_reason(report)
+                if not report.ok and opts.precision == "float16":
+                    stage.reason += "; float16 may lose too much here: try --precision float32"
         if keep is not None:
             cm.set_metadata(conv.mlmodel, model, Path(row.path), conv)
             cm.save_atomic(conv.mlmodel, keep / f"{Path(row.path).stem}.mlpackage")
