@@ -209,8 +209,10 @@ def cumsum(op: Operator, ctx: ConvertContext) -> LayerSpec:
 def fill(op: Operator, ctx: ConvertContext) -> LayerSpec:
     # Constant dims and value were folded by passes.py; here the value is computed at run time.
     shape = list(ctx.shape(op.outputs[0]))
-    if any(d < 0 for d in shape) or ctx.is_const(op.inputs[1]):
+    if any(d < 0 for d in shape):
         raise ConversionError(f"FILL op {op.index}: output shape {shape} is not static")
+    if ctx.is_const(op.inputs[1]):  # a constant value with dims computed at run time
+        raise ConversionError(f"FILL op {op.index}: dims computed from tensors whose shape is dynamic")
     return LayerSpec("BroadcastTo", {"shape": shape}, (op.inputs[1],), op.outputs, custom=True)
 
 
