@@ -59,6 +59,21 @@ def test_keras_dense_on_3d_dynamic_batch(tfl):
     assert not [s for s in SHAPE_LAYERS if s in source], source
 
 
+def test_keras_cnn_flatten_dynamic_batch(tfl):
+    # Keras' Flatten reads the batch with ops.shape: SHAPE of a pooled conv output, whose stored
+    # batch is a placeholder; conv and pooling keep the batch of their input, so it folds.
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.MaxPooling2D(),
+                              keras.layers.Flatten(), keras.layers.Dense(5)])
+    path = tfl.keras(model)
+    assert "SHAPE" in [o.opcode for o in read_model(str(path)).main.operators]
+    tfl.check(path, "RESHAPE")
+    source = _source(tfl)
+    assert "keras.layers.Reshape(" in source or "keras.layers.Flatten(" in source
+    assert not [s for s in SHAPE_LAYERS if s in source], source
+
+
 def test_shape_arithmetic_chain(tfl):
     def fn(x):
         s = tf.shape(x)

@@ -83,8 +83,33 @@ ELEMENTWISE = frozenset([
 ])
 
 
+# Ops whose output keeps the batch axis of their (first data) input: with only the batch dynamic
+# in the output's signature, the output is that batch plus the stored (static) other dims.
+BATCH_PRESERVING = frozenset([
+    "CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "L2_NORMALIZATION", "LOCAL_RESPONSE_NORMALIZATION",
+    "PRELU", "TRANSPOSE_CONV", "CONCATENATION",
+])
+
+
+def _batch_preserved(ctx: ConvertContext, op: Operator) -> tuple[int, ...] | None:
+    out = ctx.tensor(op.outputs[0])
+    sig = out.shape_signature
+    x = op.inputs[2] if op.opcode == "TRANSPOSE_CONV" else op.inputs[0]
+    if sig is None or len(sig) != len(out.shape) or not sig or sig[0] != -1 or min(sig[1:], default=0) < 0:
+        return None
+    if not _known_shape(ctx, x) or not ctx.shape(x) or len(ctx.shape(x)) != len(out.shape):
+        return None
+    if op.opcode == "CONCATENATION" and int(op.options.get("axis", 0)) % len(out.shape) == 0:
+        return None
+    return (ctx.shape(x)[0], *out.shape[1:])
+
+
 def _infer_shape(ctx: ConvertContext, op: Operator) -> tuple[int, ...] | None:
-    """The output shape of a reshape or elementwise op whose inputs' shapes are known."""
+    """The output shape of a reshape, elementwise, fully connected or batch-preserving op whose
+    inputs' shapes are known."""
+    if len(op.outputs) == 1 and op.opcode in BATCH_PRESERVING:
+        return _batch_preserved(ctx, op)
     data = [i for i in op.inputs if i >= 0]
     if len(op.outputs) != 1 or not data or not all(_known_shape(ctx, i) for i in data):
         return None
