@@ -151,6 +151,11 @@ def set_inputs(interp, inputs: list[np.ndarray]) -> None:
             interp.resize_tensor_input(detail["index"], value.shape)
             interp.allocate_tensors()
         interp.set_tensor(detail["index"], value)
+    # Stateful ops (sequence LSTM / RNN state variables) would start from the previous run's state:
+    # every run starts from the initial state instead, as the rebuilt Keras layers do.
+    reset = getattr(interp, "reset_all_variables", None)
+    if reset is not None:
+        reset()
 
 
 def run(interp, inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -76,3 +76,80 @@ IF_CASES = {
 @pytest.mark.parametrize("case", IF_CASES)
 def test_if(tfl, case):
     tfl.check(tfl.function(IF_CASES[case], [1, 4]), "IF")
+
+
+# --- fused recurrent ops (crafted: TF 2.21 emits WHILE loops for Keras 3 layers) ---------------
+
+UNITS, FEATURES, STEPS = 4, 3, 5
+
+
+def _w(*shape):
+    return RNG.normal(size=shape).astype(np.float32) * 0.6
+
+
+def _lstm_model(activation: str, time_major: bool) -> bytes:
+    from flatbuf import Op, T, build_model
+
+    seq = [STEPS, 1, FEATURES] if time_major else [1, STEPS, FEATURES]
+    out = [STEPS, 1, UNITS] if time_major else [1, STEPS, UNITS]
+    tensors = [T("x", seq)]
+    tensors += [T(f"w_{g}", [UNITS, FEATURES], data=_w(UNITS, FEATURES)) for g in "ifco"]  # 1-4
+    tensors += [T(f"r_{g}", [UNITS, UNITS], data=_w(UNITS, UNITS)) for g in "ifco"]  # 5-8
+    tensors += [T(f"b_{g}", [UNITS], data=_w(UNITS)) for g in "ifco"]  # 9-12
+    tensors += [T("h", [1, UNITS], is_variable=True), T("c", [1, UNITS], is_variable=True), T("y", out)]  # 13-15
+    inputs = [0, 1, 2, 3, 4, 5, 6, 7, 8, -1, -1, -1, 9, 10, 11, 12, -1, -1, 13, 14, -1, -1, -1, -1]
+    options = {"fused_activation_function": activation, "time_major": time_major, "cell_clip": 0.0, "proj_clip": 0.0}
+    return build_model(tensors, [Op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [15], options=options,
+                                    options_type="UnidirectionalSequenceLSTMOptions")], inputs=[0], outputs=[15])
+
+
+LSTM_CASES = {"tanh": ("TANH", False), "relu": ("RELU", False), "tanh-time-major": ("TANH", True)}
+
+
+@pytest.mark.parametrize("case", LSTM_CASES)
+def test_unidirectional_sequence_lstm(tfl, case):
+    tfl.check(tfl.crafted(_lstm_model(*LSTM_CASES[case])), "UNIDIRECTIONAL_SEQUENCE_LSTM")
+
+
+def _rnn_model(activation: str, time_major: bool) -> bytes:
+    from flatbuf import Op, T, build_model
+
+    seq = [STEPS, 1, FEATURES] if time_major else [1, STEPS, FEATURES]
+    out = [STEPS, 1, UNITS] if time_major else [1, STEPS, UNITS]
+    tensors = [T("x", seq), T("w", [UNITS, FEATURES], data=_w(UNITS, FEATURES)),
+               T("r", [UNITS, UNITS], data=_w(UNITS, UNITS)), T("b", [UNITS], data=_w(UNITS)),
+               T("h", [1, UNITS], is_variable=True), T("y", out)]
+    options = {"fused_activation_function": activation, "time_major": time_major}
+    return build_model(tensors, [Op("UNIDIRECTIONAL_SEQUENCE_RNN", [0, 1, 2, 3, 4], [5], options=options,
+                                    options_type="SequenceRNNOptions")], inputs=[0], outputs=[5])
+
+
+RNN_CASES = {"tanh": ("TANH", False), "relu": ("RELU", False), "tanh-time-major": ("TANH", True)}
+
+
+@pytest.mark.parametrize("case", RNN_CASES)
+def test_unidirectional_sequence_rnn(tfl, case):
+    tfl.check(tfl.crafted(_rnn_model(*RNN_CASES[case])), "UNIDIRECTIONAL_SEQUENCE_RNN")
+
+
+def test_lstm_with_peepholes_is_refused_in_one_line(tmp_path):
+    from flatbuf import Op, T, build_model
+
+    from tfl_rebuild.codegen.emit import generate
+    from tfl_rebuild.ops import ConversionError
+    from tfl_rebuild.reader import read_model
+
+    tensors = [T("x", [1, STEPS, FEATURES])]
+    tensors += [T(f"w_{g}", [UNITS, FEATURES], data=_w(UNITS, FEATURES)) for g in "ifco"]
+    tensors += [T(f"r_{g}", [UNITS, UNITS], data=_w(UNITS, UNITS)) for g in "ifco"]
+    tensors += [T(f"p_{g}", [UNITS], data=_w(UNITS)) for g in "ifo"]  # 9-11 peepholes
+    tensors += [T(f"b_{g}", [UNITS], data=_w(UNITS)) for g in "ifco"]  # 12-15
+    tensors += [T("h", [1, UNITS], is_variable=True), T("c", [1, UNITS], is_variable=True), T("y", [1, STEPS, UNITS])]
+    inputs = [*range(16), -1, -1, 16, 17, -1, -1, -1, -1]
+    path = tmp_path / "peephole.tflite"
+    path.write_bytes(build_model(tensors, [Op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [18],
+                                              options={"fused_activation_function": "TANH"},
+                                              options_type="UnidirectionalSequenceLSTMOptions")],
+                                 inputs=[0], outputs=[18]))
+    with pytest.raises(ConversionError, match="peephole weights has no keras.layers.LSTM equivalent"):
+        generate(read_model(str(path)), "peephole")

@@ -75,3 +75,79 @@ def dynamic_slice(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     refs = _operands(op, ctx, op.inputs[:3])
     return [r for r in refs if isinstance(r, LayerSpec)] + [LayerSpec("DynamicSlice", {}, tuple(refs), op.outputs,
                                                                       custom=True)]
+
+
+# --- fused recurrent ops -> Keras recurrent layers ----------------------------------------------
+
+# The cell / output activation of the fused ops (their fused_activation_function) in Keras terms.
+RECURRENT_ACTIVATION = {"NONE": "linear", "RELU": "relu", "RELU6": "relu6", "TANH": "tanh"}
+
+
+def _activation(op: Operator) -> str:
+    kind = op.options.get("fused_activation_function", "TANH")
+    if kind not in RECURRENT_ACTIVATION:
+        raise ConversionError(f"{op.opcode} op {op.index}: activation {kind} has no Keras equivalent")
+    return RECURRENT_ACTIVATION[kind]
+
+
+def _zero_state(op: Operator, ctx: ConvertContext, t: int) -> None:
+    """Keras recurrent layers start from zeros, as TFLite's state variables do unless stored."""
+    if t >= 0 and ctx.is_const(t) and np.any(np.asarray(ctx.const(t))):
+        raise ConversionError(f"{op.opcode} op {op.index}: a non-zero initial state is not supported")
+
+
+def _float(ctx: ConvertContext, t: int) -> np.ndarray:
+    return np.asarray(ctx.const(t), dtype=np.float32)
+
+
+def _sequence_layer(op: Operator, layer: str, kwargs: dict, weights: tuple) -> list[LayerSpec]:
+    """The Keras layer over the whole sequence (return_sequences, as the TFLite op outputs every
+    step); a time-major op gets its input and output transposed around it."""
+    kwargs = {**kwargs, "return_sequences": True}
+    if not op.options.get("time_major"):
+        return [LayerSpec(layer, kwargs, (op.inputs[0],), op.outputs, weights=weights)]
+    batch_major = LayerSpec("Transpose", {"perm": [1, 0, 2]}, (op.inputs[0],), custom=True)
+    rnn = LayerSpec(layer, kwargs, (batch_major,), weights=weights)
+    return [batch_major, rnn, LayerSpec("Transpose", {"perm": [1, 0, 2]}, (rnn,), op.outputs, custom=True)]
+
+
+LSTM_INPUTS = 24  # input, 4 input + 4 recurrent weights, 3 peepholes, 4 biases, projection (2), 2 states, 4 norms
+
+
+@converter("UNIDIRECTIONAL_SEQUENCE_LSTM", range(1, 5), note="keras.layers.LSTM (no peephole / projection / "
+           "layer norm / CIFG / clipping)")
+def unidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    ins = list(op.inputs) + [-1] * (LSTM_INPUTS - len(op.inputs))
+    missing = [k for k in (*range(1, 9), *range(12, 16)) if ins[k] < 0 or not ctx.is_const(ins[k])]
+    extras = {"peephole weights": (9, 10, 11), "a projection": (16, 17), "layer normalization": (20, 21, 22, 23)}
+    why = [name for name, ks in extras.items() if any(ins[k] >= 0 for k in ks)]
+    if missing:
+        why.append("coupled input-forget gate or run-time weights")
+    if op.options.get("cell_clip") or op.options.get("proj_clip"):
+        why.append("cell / projection clipping")
+    if why:
+        raise ConversionError(f"UNIDIRECTIONAL_SEQUENCE_LSTM op {op.index}: {', '.join(why)} has no keras.layers.LSTM "
+                              "equivalent")
+    for state in (18, 19):
+        _zero_state(op, ctx, ins[state])
+    # TFLite keeps one [units, in] matrix per gate (i, f, c, o); Keras one [in, 4 * units] kernel in that order.
+    kernel = np.concatenate([_float(ctx, ins[k]).T for k in (1, 2, 3, 4)], axis=1)
+    recurrent = np.concatenate([_float(ctx, ins[k]).T for k in (5, 6, 7, 8)], axis=1)
+    bias = np.concatenate([_float(ctx, ins[k]) for k in (12, 13, 14, 15)])
+    units = recurrent.shape[0]
+    kwargs = {"units": units, "activation": _activation(op), "recurrent_activation": "sigmoid"}
+    return _sequence_layer(op, "LSTM", kwargs, (("kernel", kernel), ("recurrent_kernel", recurrent), ("bias", bias)))
+
+
+@converter("UNIDIRECTIONAL_SEQUENCE_RNN", range(1, 4), note="keras.layers.SimpleRNN")
+def unidirectional_sequence_rnn(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    x, w, r, b = op.inputs[:4]
+    for t in (w, r, b):
+        if t < 0 or not ctx.is_const(t):
+            raise ConversionError(f"UNIDIRECTIONAL_SEQUENCE_RNN op {op.index}: weights must be constants")
+    if len(op.inputs) > 4:
+        _zero_state(op, ctx, op.inputs[4])
+    kernel, recurrent = _float(ctx, w).T, _float(ctx, r).T
+    kwargs = {"units": recurrent.shape[0], "activation": _activation(op)}
+    return _sequence_layer(op, "SimpleRNN", kwargs, (("kernel", kernel), ("recurrent_kernel", recurrent),
+                                                     ("bias", _float(ctx, b))))
