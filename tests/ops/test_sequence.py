@@ -153,3 +153,36 @@ def test_lstm_with_peepholes_is_refused_in_one_line(tmp_path):
                                  inputs=[0], outputs=[18]))
     with pytest.raises(ConversionError, match="peephole weights has no keras.layers.LSTM equivalent"):
         generate(read_model(str(path)), "peephole")
+
+
+def _bilstm_model(merge: bool, time_major: bool) -> bytes:
+    from flatbuf import Op, T, build_model
+
+    seq = [STEPS, 1, FEATURES] if time_major else [1, STEPS, FEATURES]
+
+    def out(n):
+        return [STEPS, 1, n] if time_major else [1, STEPS, n]
+
+    tensors, inputs = [T("x", seq)], [0] + [-1] * 47
+    for d, (w, r, b) in {"fw": (1, 5, 12), "bw": (18, 22, 29)}.items():
+        for k, g in enumerate("ifco"):
+            inputs[w + k], inputs[r + k], inputs[b + k] = len(tensors), len(tensors) + 1, len(tensors) + 2
+            tensors += [T(f"{d}_w_{g}", [UNITS, FEATURES], data=_w(UNITS, FEATURES)),
+                        T(f"{d}_r_{g}", [UNITS, UNITS], data=_w(UNITS, UNITS)), T(f"{d}_b_{g}", [UNITS], data=_w(UNITS))]
+    for k, name in zip((35, 36, 37, 38), ("fw_h", "fw_c", "bw_h", "bw_c")):
+        inputs[k] = len(tensors)
+        tensors.append(T(name, [1, UNITS], is_variable=True))
+    outs = [len(tensors)] if merge else [len(tensors), len(tensors) + 1]
+    tensors += [T("y", out(2 * UNITS))] if merge else [T("y_fw", out(UNITS)), T("y_bw", out(UNITS))]
+    options = {"fused_activation_function": "TANH", "merge_outputs": merge, "time_major": time_major,
+               "cell_clip": 0.0, "proj_clip": 0.0}
+    return build_model(tensors, [Op("BIDIRECTIONAL_SEQUENCE_LSTM", inputs, outs, options=options,
+                                    options_type="BidirectionalSequenceLSTMOptions")], inputs=[0], outputs=outs)
+
+
+BILSTM_CASES = {"merged": (True, False), "two-outputs": (False, False), "merged-time-major": (True, True)}
+
+
+@pytest.mark.parametrize("case", BILSTM_CASES)
+def test_bidirectional_sequence_lstm(tfl, case):
+    tfl.check(tfl.crafted(_bilstm_model(*BILSTM_CASES[case])), "BIDIRECTIONAL_SEQUENCE_LSTM")

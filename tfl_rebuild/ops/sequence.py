@@ -114,29 +114,80 @@ def _sequence_layer(op: Operator, layer: str, kwargs: dict, weights: tuple) -> l
 LSTM_INPUTS = 24  # input, 4 input + 4 recurrent weights, 3 peepholes, 4 biases, projection (2), 2 states, 4 norms
 
 
-@converter("UNIDIRECTIONAL_SEQUENCE_LSTM", range(1, 5), note="keras.layers.LSTM (no peephole / projection / "
-           "layer norm / CIFG / clipping)")
-def unidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
-    ins = list(op.inputs) + [-1] * (LSTM_INPUTS - len(op.inputs))
-    missing = [k for k in (*range(1, 9), *range(12, 16)) if ins[k] < 0 or not ctx.is_const(ins[k])]
-    extras = {"peephole weights": (9, 10, 11), "a projection": (16, 17), "layer normalization": (20, 21, 22, 23)}
+def _lstm_weights(op: Operator, ctx: ConvertContext, ins: list[int], w: int, r: int, peep: int, b: int,
+                  proj: int, states: tuple[int, ...], extra: dict[str, tuple[int, ...]]) -> tuple:
+    """Keras (kernel, recurrent_kernel, bias) of one direction, whose TFLite operands start at input
+    weights `w`, recurrent weights `r`, peepholes `peep`, biases `b` and projection `proj`."""
+    missing = [k for k in (*range(w, w + 4), *range(r, r + 4), *range(b, b + 4))
+               if ins[k] < 0 or not ctx.is_const(ins[k])]
+    extras = {"peephole weights": tuple(range(peep, peep + 3)), "a projection": (proj, proj + 1), **extra}
     why = [name for name, ks in extras.items() if any(ins[k] >= 0 for k in ks)]
     if missing:
         why.append("coupled input-forget gate or run-time weights")
     if op.options.get("cell_clip") or op.options.get("proj_clip"):
         why.append("cell / projection clipping")
     if why:
-        raise ConversionError(f"UNIDIRECTIONAL_SEQUENCE_LSTM op {op.index}: {', '.join(why)} has no keras.layers.LSTM "
-                              "equivalent")
-    for state in (18, 19):
+        raise ConversionError(f"{op.opcode} op {op.index}: {', '.join(why)} has no keras.layers.LSTM equivalent")
+    for state in states:
         _zero_state(op, ctx, ins[state])
     # TFLite keeps one [units, in] matrix per gate (i, f, c, o); Keras one [in, 4 * units] kernel in that order.
-    kernel = np.concatenate([_float(ctx, ins[k]).T for k in (1, 2, 3, 4)], axis=1)
-    recurrent = np.concatenate([_float(ctx, ins[k]).T for k in (5, 6, 7, 8)], axis=1)
-    bias = np.concatenate([_float(ctx, ins[k]) for k in (12, 13, 14, 15)])
-    units = recurrent.shape[0]
-    kwargs = {"units": units, "activation": _activation(op), "recurrent_activation": "sigmoid"}
-    return _sequence_layer(op, "LSTM", kwargs, (("kernel", kernel), ("recurrent_kernel", recurrent), ("bias", bias)))
+    kernel = np.concatenate([_float(ctx, ins[k]).T for k in range(w, w + 4)], axis=1)
+    recurrent = np.concatenate([_float(ctx, ins[k]).T for k in range(r, r + 4)], axis=1)
+    bias = np.concatenate([_float(ctx, ins[k]) for k in range(b, b + 4)])
+    return kernel, recurrent, bias
+
+
+def _lstm_kwargs(op: Operator, recurrent: np.ndarray) -> dict:
+    return {"units": recurrent.shape[0], "activation": _activation(op), "recurrent_activation": "sigmoid"}
+
+
+@converter("UNIDIRECTIONAL_SEQUENCE_LSTM", range(1, 5), note="keras.layers.LSTM (no peephole / projection / "
+           "layer norm / CIFG / clipping)")
+def unidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    ins = list(op.inputs) + [-1] * (LSTM_INPUTS - len(op.inputs))
+    kernel, recurrent, bias = _lstm_weights(op, ctx, ins, 1, 5, 9, 12, 16, (18, 19),
+                                            {"layer normalization": (20, 21, 22, 23)})
+    return _sequence_layer(op, "LSTM", _lstm_kwargs(op, recurrent),
+                           (("kernel", kernel), ("recurrent_kernel", recurrent), ("bias", bias)))
+
+
+BIDIRECTIONAL_LSTM_INPUTS = 48  # two directions of the above (no norms), 4 states, auxiliary input + weights
+
+
+@converter("BIDIRECTIONAL_SEQUENCE_LSTM", range(1, 4), note="forward keras.layers.LSTM + backward LSTM "
+           "(go_backwards, re-reversed), concatenated when merge_outputs")
+def bidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    ins = list(op.inputs) + [-1] * (BIDIRECTIONAL_LSTM_INPUTS - len(op.inputs))
+    aux = {"an auxiliary input": tuple(range(39, 48))}
+    fw = _lstm_weights(op, ctx, ins, 1, 5, 9, 12, 16, (35, 36), aux)
+    bw = _lstm_weights(op, ctx, ins, 18, 22, 26, 29, 33, (37, 38), aux)
+    merge = bool(op.options.get("merge_outputs"))
+    if len(op.outputs) != (1 if merge else 2):
+        raise ConversionError(f"BIDIRECTIONAL_SEQUENCE_LSTM op {op.index}: {len(op.outputs)} outputs with "
+                              f"merge_outputs={merge}")
+    time_major = bool(op.options.get("time_major"))
+    specs: list[LayerSpec] = []
+    src = op.inputs[0]
+    if time_major:
+        specs.append(LayerSpec("Transpose", {"perm": [1, 0, 2]}, (src,), custom=True))
+        src = specs[-1]
+    names = ("kernel", "recurrent_kernel", "bias")
+    forward = LayerSpec("LSTM", {**_lstm_kwargs(op, fw[1]), "return_sequences": True}, (src,),
+                        weights=tuple(zip(names, fw)))
+    backward = LayerSpec("LSTM", {**_lstm_kwargs(op, bw[1]), "return_sequences": True, "go_backwards": True},
+                         (src,), weights=tuple(zip(names, bw)))
+    # go_backwards yields the steps last-first; TFLite writes each backward output at its own step.
+    aligned = LayerSpec("Reverse", {"axes": [1]}, (backward,), custom=True)
+    specs += [forward, backward, aligned]
+    if merge:
+        specs.append(LayerSpec("Concatenate", {"axis": -1}, (forward, aligned), call_list=True))
+    results = specs[-1:] if merge else [forward, aligned]
+    for result, out in zip(results, op.outputs):
+        if time_major:
+            specs.append(LayerSpec("Transpose", {"perm": [1, 0, 2]}, (result,), (out,), custom=True))
+        else:
+            result.outputs = (out,)
+    return specs
 
 
 @converter("UNIDIRECTIONAL_SEQUENCE_RNN", range(1, 4), note="keras.layers.SimpleRNN")
