@@ -186,3 +186,15 @@ BILSTM_CASES = {"merged": (True, False), "two-outputs": (False, False), "merged-
 @pytest.mark.parametrize("case", BILSTM_CASES)
 def test_bidirectional_sequence_lstm(tfl, case):
     tfl.check(tfl.crafted(_bilstm_model(*BILSTM_CASES[case])), "BIDIRECTIONAL_SEQUENCE_LSTM")
+
+
+@pytest.mark.parametrize("activation", ["TANH", "RELU"])
+def test_rnn_single_step(tfl, activation):
+    from flatbuf import Op, T, build_model
+
+    tensors = [T("x", [1, FEATURES]), T("w", [UNITS, FEATURES], data=_w(UNITS, FEATURES)),
+               T("r", [UNITS, UNITS], data=_w(UNITS, UNITS)), T("b", [UNITS], data=_w(UNITS)),
+               T("h", [1, UNITS], is_variable=True), T("y", [1, UNITS])]
+    blob = build_model(tensors, [Op("RNN", [0, 1, 2, 3, 4], [5], options={"fused_activation_function": activation},
+                                    options_type="RNNOptions")], inputs=[0], outputs=[5])
+    tfl.check(tfl.crafted(blob), "RNN")

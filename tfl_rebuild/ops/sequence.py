@@ -202,3 +202,18 @@ def unidirectional_sequence_rnn(op: Operator, ctx: ConvertContext) -> list[Layer
     kwargs = {"units": recurrent.shape[0], "activation": _activation(op)}
     return _sequence_layer(op, "SimpleRNN", kwargs, (("kernel", kernel), ("recurrent_kernel", recurrent),
                                                      ("bias", _float(ctx, b))))
+
+
+@converter("RNN", range(1, 4), note="one step from the zero state: keras.layers.Dense (recurrent weights unused)")
+def rnn(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # The op reads its state variable, which starts at zero in every run (the runtime resets it, and
+    # Keras has no state across calls): h = act(x W^T + b + 0 R^T), so the recurrent weights drop out.
+    x, w, _, b = op.inputs[:4]
+    for t in (w, b):
+        if t < 0 or not ctx.is_const(t):
+            raise ConversionError(f"RNN op {op.index}: weights must be constants")
+    if len(op.inputs) > 4:
+        _zero_state(op, ctx, op.inputs[4])
+    kernel = _float(ctx, w).T
+    return LayerSpec("Dense", {"units": kernel.shape[1], "activation": _activation(op)}, (x,), op.outputs,
+                     weights=(("kernel", kernel), ("bias", _float(ctx, b))))
