@@ -201,3 +201,14 @@ def test_local_mode_flags_only_the_corrupted_layer(name, tmp_path):
     unit = " LSB)" if doc["kind"] == "full-int8" else ")"
     assert doc["verdict"].startswith(f"first divergence at op {target['op_index']} {target['op']} {target['name']!r}")
     assert doc["verdict"].endswith(unit)
+
+
+def test_local_table(tmp_path):
+    model, py = rebuilt("mobilenet_v2_int8", tmp_path)
+    result = cli("compare", str(model), str(py), "--local")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["op", "type", "tensor", "shape", "max", "abs", "max", "rel", "LSB", "cosine"]
+    n = len(mapping(py))
+    assert squash(lines[-1]) == squash(f"all {n} tensors within tolerance (layer-local, <= 1 LSB of each quantized "
+                                       "tensor, float ones rel <= 0.0001)")
