@@ -203,3 +203,31 @@ def test_dilated_conv_pattern(tfl, case):
         assert "SpaceToBatch(" not in source and "BatchToSpace(" not in source
         assert layer in source and f"dilation_rate=({rate}, {rate})" in source
         assert (f'padding="{padding}"' in source) == (padding == "same")
+
+
+# name -> (begin, end, strides, masks, numpy index of x [2, 3, 4]); crafted: TensorFlow's converter
+# folds ellipsis and new-axis masks away, other producers leave them in.
+MASKED_SLICES = {
+    "ellipsis-first": ([0, 1], [0, 3], [1, 1], {"ellipsis_mask": 1}, (Ellipsis, slice(1, 3))),
+    "ellipsis-middle": ([1, 0, 2], [2, 0, 4], [1, 1, 1], {"ellipsis_mask": 2}, (slice(1, 2), Ellipsis, slice(2, 4))),
+    "ellipsis-shrink": ([0, 1], [0, 2], [1, 1], {"ellipsis_mask": 1, "shrink_axis_mask": 2}, (Ellipsis, 1)),
+    "new-axis": ([0, 0, 1], [0, 0, 3], [1, 1, 1], {"new_axis_mask": 2, "begin_mask": 1, "end_mask": 1},
+                 (slice(None), None, slice(1, 3))),
+    "new-axis-first": ([0, 1], [0, 2], [1, 1], {"new_axis_mask": 1}, (None, slice(1, 2))),
+    "ellipsis-new-axis": ([0, 0, 0], [0, 0, 4], [1, 1, 2], {"ellipsis_mask": 1, "new_axis_mask": 2},
+                          (Ellipsis, None, slice(0, 4, 2))),
+}
+
+
+@pytest.mark.parametrize("case", MASKED_SLICES)
+def test_strided_slice_masks(tfl, case):
+    from flatbuf import Op, T, build_model
+
+    begin, end, strides, masks, index = MASKED_SLICES[case]
+    out_shape = list(np.empty((2, 3, 4))[index].shape)
+    n = len(begin)
+    tensors = [T("x", [2, 3, 4]), T("begin", [n], "int32", data=np.array(begin, np.int32)),
+               T("end", [n], "int32", data=np.array(end, np.int32)),
+               T("strides", [n], "int32", data=np.array(strides, np.int32)), T("y", out_shape)]
+    op = Op("STRIDED_SLICE", [0, 1, 2, 3], [4], options=masks, options_type="StridedSliceOptions", version=8)
+    tfl.check(tfl.crafted(build_model(tensors, [op], inputs=[0], outputs=[4])), "STRIDED_SLICE")

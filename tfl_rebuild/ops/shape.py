@@ -91,7 +91,7 @@ def _axis_slice(index, dim: int) -> list:
 
 
 @converter("STRIDED_SLICE", range(1, 9))
-def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec:
+def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec | list[LayerSpec]:
     x = op.inputs[0]
     shape = ctx.shape(x)
     begin, end, strides = (np.asarray(ctx.const(i)).reshape(-1).tolist() for i in op.inputs[1:4])
@@ -100,26 +100,45 @@ def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec:
     def bit(mask: str, i: int) -> bool:
         return bool(int(o.get(mask, 0)) >> i & 1)
 
-    if o.get("ellipsis_mask", 0) or o.get("new_axis_mask", 0):
-        raise ConversionError(f"STRIDED_SLICE op {op.index}: ellipsis/new-axis masks are not supported")
-    slices, squeeze = [], []
-    for axis, dim in enumerate(shape):
-        if axis >= len(begin):
-            slices.append([0, dim, 1])
+    # Walk the slice spec: an ellipsis covers the input axes no other entry names, a new axis
+    # names none (it becomes a reshape at the end), every other entry slices the next input axis.
+    slices, squeeze, new_axis, axis = [], [], False, 0
+    ellipsis_seen = False
+    for i in range(len(begin)):
+        if bit("ellipsis_mask", i) and not ellipsis_seen:
+            ellipsis_seen = True
+            named = sum(1 for j in range(len(begin)) if j != i and not bit("new_axis_mask", j))
+            for _ in range(max(len(shape) - named, 0)):
+                slices.append([0, shape[axis], 1])
+                axis += 1
             continue
-        if bit("shrink_axis_mask", axis):
-            slices.append(_axis_slice(int(begin[axis]), dim))
+        if bit("new_axis_mask", i):
+            new_axis = True
+            continue
+        if axis >= len(shape):
+            raise ConversionError(f"STRIDED_SLICE op {op.index}: {len(begin)} slice entries for rank {len(shape)}")
+        dim = shape[axis]
+        if bit("shrink_axis_mask", i):
+            slices.append(_axis_slice(int(begin[i]), dim))
             squeeze.append(axis)
-            continue
-        b = None if bit("begin_mask", axis) else int(begin[axis])
-        e = None if bit("end_mask", axis) else int(end[axis])
-        if o.get("offset") and e is not None:
-            e += b or 0
-        slices.append(_axis_slice(slice(b, e, int(strides[axis])), dim))
+        else:
+            b = None if bit("begin_mask", i) else int(begin[i])
+            e = None if bit("end_mask", i) else int(end[i])
+            if o.get("offset") and e is not None:
+                e += b or 0
+            slices.append(_axis_slice(slice(b, e, int(strides[i])), dim))
+        axis += 1
+    slices += [[0, shape[a], 1] for a in range(axis, len(shape))]
     kwargs = {"slices": slices}
     if squeeze:
         kwargs["squeeze"] = squeeze
-    return LayerSpec("Slice", kwargs, (x,), op.outputs, custom=True)
+    if not new_axis:
+        return LayerSpec("Slice", kwargs, (x,), op.outputs, custom=True)
+    out_shape = list(ctx.shape(op.outputs[0]))
+    if any(d < 0 for d in out_shape):
+        raise ConversionError(f"STRIDED_SLICE op {op.index}: dynamic output shape {out_shape}")
+    spec = LayerSpec("Slice", kwargs, (x,), custom=True)
+    return [spec, LayerSpec("BatchReshape", {"shape": out_shape}, (spec,), op.outputs, custom=True)]
 
 
 @converter("SLICE", range(1, 7))
