@@ -156,7 +156,7 @@ def scan_ops(model) -> tuple[list[dict], list[str]]:
         ctx, main_ops = None, list(model.main.operators)
     for i in reachable_subgraphs(model):
         sg = model.subgraphs[i]
-        for op in (main_ops if i == 0 else sg.operators):
+        for op in (main_ops if i == 0 else _prepared_ops(model, i)):
             try:
                 fn = lookup(op, sg)
             except TflRebuildError as exc:
@@ -174,6 +174,17 @@ def scan_ops(model) -> tuple[list[dict], list[str]]:
             except Exception:  # a converter bug surfaces again, with its traceback, in the rebuild
                 pass
     return list(missing.values()), errors
+
+
+def _prepared_ops(model, index: int) -> list:
+    """A called subgraph's ops after passes.prepare (which folds e.g. DEQUANTIZE of fp16 weights),
+    as the rebuild converts them."""
+    from .passes import prepare
+
+    try:
+        return prepare(model, index)[1]
+    except Exception:  # the rebuild reports this; still list what the registry lacks
+        return list(model.subgraphs[index].operators)
 
 
 def mismatch_reason(report) -> str:
