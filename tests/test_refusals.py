@@ -1,5 +1,5 @@
-"""Models we refuse, clearly: SSD post-processing with per-class NMS, select TF (Flex) ops, ops on
-complex tensors.
+"""Models we refuse, clearly: SSD post-processing with several classes per detection, select TF
+(Flex) ops, ops on complex tensors.
 
 `tfl-rebuild keras` must exit 2 with one line that says what the op computes or needs, and
 where to cut the model instead; nothing is written.
@@ -29,11 +29,12 @@ def refuse(tmp_path, blob: bytes) -> str:
 
 
 def ssd_model(max_detections: int = 10) -> bytes:
-    """Per-class ("regular") NMS: the variant that is not rebuilt (tests/ops/test_detection.py has the rest)."""
+    """Two classes per detection on the fast path: the variant that is not rebuilt
+    (tests/ops/test_detection.py rebuilds the others)."""
     from flatbuffers import flexbuffers
 
-    options = flexbuffers.Dumps({"max_detections": max_detections, "max_classes_per_detection": 1,
-                                 "use_regular_nms": True, "nms_score_threshold": 0.3, "nms_iou_threshold": 0.5,
+    options = flexbuffers.Dumps({"max_detections": max_detections, "max_classes_per_detection": 2,
+                                 "use_regular_nms": False, "nms_score_threshold": 0.3, "nms_iou_threshold": 0.5,
                                  "num_classes": 2})
     anchors = np.random.default_rng(0).uniform(size=(12, 4)).astype(np.float32)
     tensors = [
@@ -47,9 +48,10 @@ def ssd_model(max_detections: int = 10) -> bytes:
     return build_model(tensors, ops, inputs=[0, 1], outputs=[3, 4, 5, 6])
 
 
-def test_detection_postprocess_regular_nms(tmp_path):
+def test_detection_postprocess_several_classes(tmp_path):
     line = refuse(tmp_path, ssd_model())
-    for part in ("TFLite_Detection_PostProcess", "non-max suppression (per-class regular NMS", "boxes [1, 10, 4]", "ymin, xmin, ymax, xmax",
+    for part in ("TFLite_Detection_PostProcess", "non-max suppression (several classes per detection)",
+                 "boxes [1, 10, 4]", "ymin, xmin, ymax, xmax",
                  "classes [1, 10]", "scores [1, 10]", "num_detections [1]",
                  "'raw_outputs/box_encodings' [1, 12, 4]", "'raw_outputs/class_predictions' [1, 12, 3]",
                  "'anchors' [12, 4]"):

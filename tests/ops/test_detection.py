@@ -36,6 +36,9 @@ CASES = {
     "loose-iou": dict(n=30, classes=2, max_detections=8, iou=0.8),
     "no-background": dict(n=40, classes=4, max_detections=5, iou=0.5, background=False),
     "unit-scales": dict(n=40, classes=3, max_detections=6, iou=0.5, scales=(1.0, 1.0, 1.0, 1.0)),
+    "regular-nms": dict(n=40, classes=3, max_detections=8, iou=0.5, use_regular_nms=True, detections_per_class=4),
+    "regular-nms-tight-iou": dict(n=30, classes=2, max_detections=6, iou=0.3, use_regular_nms=True,
+                                  detections_per_class=5),
 }
 
 
@@ -46,13 +49,13 @@ def test_detection_postprocess(tfl, case):
     assert by_name["detection_boxes"].input_sensitive and by_name["detection_scores"].input_sensitive
 
 
-def test_regular_nms_is_refused(tmp_path):
+def test_several_classes_per_detection_is_refused(tmp_path):
     from tfl_rebuild.codegen.emit import generate
     from tfl_rebuild.errors import TflRebuildError
     from tfl_rebuild.reader import read_model
 
     path = tmp_path / "ssd.tflite"
-    path.write_bytes(ssd_model(n=20, classes=3, max_detections=4, iou=0.5, use_regular_nms=True))
-    with pytest.raises(TflRebuildError, match=r"per-class regular NMS.*boxes \[1, 4, 4\].*box encodings "
+    path.write_bytes(ssd_model(n=20, classes=3, max_detections=4, iou=0.5, max_classes_per_detection=2))
+    with pytest.raises(TflRebuildError, match=r"several classes per detection.*boxes \[1, 4, 4\].*box encodings "
                                               r"'raw_outputs/box_encodings' \[1, 20, 4\]"):
         generate(read_model(str(path)), "ssd")

@@ -1,9 +1,10 @@
 """TFLite_Detection_PostProcess (SSD models): box decoding against anchors + non-max suppression.
 
-Rebuilt for the default "fast" path (use_regular_nms false, one class per detection): every anchor
-keeps its best class, then one greedy NMS over all anchors, as detection_postprocess.cc does. The
-per-class "regular" NMS and several classes per detection are refused with what the op outputs and
-where to cut the model instead (registry.detection_postprocess_error).
+The default "fast" path (one class per detection): every anchor keeps its best class, then one
+greedy NMS over all anchors, as detection_postprocess.cc does. use_regular_nms: greedy NMS per
+class (detections_per_class picks each), then the best max_detections picks by score. Several
+classes per detection on the fast path are refused with what the op outputs and where to cut the
+model instead (registry.detection_postprocess_error).
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ def _options(op: Operator) -> dict:
     return options
 
 
-@custom_converter(DETECTION_POSTPROCESS, note="fast NMS path (use_regular_nms false, one class per detection)")
+@custom_converter(DETECTION_POSTPROCESS, note="fast and regular (per-class) NMS; one class per detection")
 def detection_postprocess(op: Operator, ctx: ConvertContext) -> LayerSpec:
     o = _options(op)
     boxes, scores, anchors = (list(op.inputs) + [-1] * 3)[:3]
-    if o.get("use_regular_nms", False) or int(o.get("max_classes_per_detection", 1)) != 1:
-        raise ConversionError(str(refusal(op, ctx.subgraph, "per-class regular NMS or several classes "
-                                          "per detection")))
+    if not o.get("use_regular_nms", False) and int(o.get("max_classes_per_detection", 1)) != 1:
+        raise ConversionError(str(refusal(op, ctx.subgraph, "several classes per detection")))
     if not ctx.is_const(anchors) or ctx.is_const(boxes) or ctx.is_const(scores) or len(op.outputs) != 4:
         raise ConversionError(str(refusal(op, ctx.subgraph, "with computed anchors")))
     try:
@@ -44,6 +44,8 @@ def detection_postprocess(op: Operator, ctx: ConvertContext) -> LayerSpec:
             "iou_threshold": float(o.get("nms_iou_threshold", 0.5)),
             "scales": [float(o.get(k, 1.0)) for k in ("y_scale", "x_scale", "h_scale", "w_scale")],
         }
+        if o.get("use_regular_nms", False):
+            kwargs["detections_per_class"] = int(o.get("detections_per_class", 100))
     except (KeyError, TypeError, ValueError):
         raise ConversionError(f"{DETECTION_POSTPROCESS} op {op.index}: num_classes / max_detections missing "
                               "from its options") from None
