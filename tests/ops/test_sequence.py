@@ -58,7 +58,15 @@ def _data_dependent(x):
     return v + tf.cast(i, tf.float32)
 
 
-TF_LOOPS = {"fixed-steps": _fixed_steps, "data-dependent-trip-count": _data_dependent}
+def _nested(x):
+    # A loop whose body runs a loop: the inner cond/body are called from a called subgraph.
+    def inner(v):
+        return tf.while_loop(lambda j, u: j < 3, lambda j, u: (j + 1, tf.sin(u) + u * 0.5), (tf.constant(0), v))[1]
+
+    return tf.while_loop(lambda i, v: i < 4, lambda i, v: (i + 1, tf.matmul(inner(v), W)), (tf.constant(0), x))[1]
+
+
+TF_LOOPS = {"fixed-steps": _fixed_steps, "data-dependent-trip-count": _data_dependent, "nested": _nested}
 
 
 @pytest.mark.parametrize("case", TF_LOOPS)
@@ -198,3 +206,30 @@ def test_rnn_single_step(tfl, activation):
     blob = build_model(tensors, [Op("RNN", [0, 1, 2, 3, 4], [5], options={"fused_activation_function": activation},
                                     options_type="RNNOptions")], inputs=[0], outputs=[5])
     tfl.check(tfl.crafted(blob), "RNN")
+
+
+FUSED_TO_CORE_ML = {
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": lambda: _lstm_model("TANH", False),
+    "UNIDIRECTIONAL_SEQUENCE_RNN": lambda: _rnn_model("TANH", True),
+    "BIDIRECTIONAL_SEQUENCE_LSTM": lambda: _bilstm_model(True, False),
+}
+
+
+@pytest.mark.parametrize("op", FUSED_TO_CORE_ML)
+def test_fused_recurrent_rebuild_converts_to_core_ml(tfl, tmp_path, op):
+    # The Keras layers are unrolled (short static sequences): coremltools cannot convert the
+    # while_loop Keras 3 recurrent layers otherwise trace to.
+    pytest.importorskip("coremltools")
+    from tfl_rebuild import coreml as cm
+    from tfl_rebuild import coreml_check as cc
+    from tfl_rebuild.keras_job import write_generated
+    from tfl_rebuild.verify import load_module
+
+    path = tfl.crafted(FUSED_TO_CORE_ML[op]())
+    tfl.check(path, op)
+    model, py, weights = write_generated(str(path), str(tmp_path / "coreml"))
+    keras_model = load_module(py).build_model(str(weights))
+    conv = cm.convert(keras_model, model, cm.Options(precision="float16"))
+    result = cc.check(model, conv, keras_model)
+    assert not isinstance(result, cc.NotChecked), result
+    assert result.report.ok, {o.name: o.max_rel for o in result.report.outputs}

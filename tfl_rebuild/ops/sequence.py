@@ -100,10 +100,21 @@ def _float(ctx: ConvertContext, t: int) -> np.ndarray:
     return np.asarray(ctx.const(t), dtype=np.float32)
 
 
-def _sequence_layer(op: Operator, layer: str, kwargs: dict, weights: tuple) -> list[LayerSpec]:
+# Sequences up to this many steps are unrolled: coremltools' TF frontend cannot convert the
+# while_loop (with maximum_iterations) that Keras 3 recurrent layers trace to; the math is the same.
+UNROLL_MAX_STEPS = 128
+
+
+def _steps_kwargs(op: Operator, ctx: ConvertContext) -> dict:
+    shape = ctx.shape(op.inputs[0])
+    steps = shape[0 if op.options.get("time_major") else 1] if len(shape) == 3 else -1
+    return {"return_sequences": True, **({"unroll": True} if 0 < steps <= UNROLL_MAX_STEPS else {})}
+
+
+def _sequence_layer(op: Operator, ctx: ConvertContext, layer: str, kwargs: dict, weights: tuple) -> list[LayerSpec]:
     """The Keras layer over the whole sequence (return_sequences, as the TFLite op outputs every
     step); a time-major op gets its input and output transposed around it."""
-    kwargs = {**kwargs, "return_sequences": True}
+    kwargs = {**kwargs, **_steps_kwargs(op, ctx)}
     if not op.options.get("time_major"):
         return [LayerSpec(layer, kwargs, (op.inputs[0],), op.outputs, weights=weights)]
     batch_major = LayerSpec("Transpose", {"perm": [1, 0, 2]}, (op.inputs[0],), custom=True)
@@ -147,7 +158,7 @@ def unidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[Laye
     ins = list(op.inputs) + [-1] * (LSTM_INPUTS - len(op.inputs))
     kernel, recurrent, bias = _lstm_weights(op, ctx, ins, 1, 5, 9, 12, 16, (18, 19),
                                             {"layer normalization": (20, 21, 22, 23)})
-    return _sequence_layer(op, "LSTM", _lstm_kwargs(op, recurrent),
+    return _sequence_layer(op, ctx, "LSTM", _lstm_kwargs(op, recurrent),
                            (("kernel", kernel), ("recurrent_kernel", recurrent), ("bias", bias)))
 
 
@@ -172,9 +183,10 @@ def bidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[Layer
         specs.append(LayerSpec("Transpose", {"perm": [1, 0, 2]}, (src,), custom=True))
         src = specs[-1]
     names = ("kernel", "recurrent_kernel", "bias")
-    forward = LayerSpec("LSTM", {**_lstm_kwargs(op, fw[1]), "return_sequences": True}, (src,),
+    steps = _steps_kwargs(op, ctx)
+    forward = LayerSpec("LSTM", {**_lstm_kwargs(op, fw[1]), **steps}, (src,),
                         weights=tuple(zip(names, fw)))
-    backward = LayerSpec("LSTM", {**_lstm_kwargs(op, bw[1]), "return_sequences": True, "go_backwards": True},
+    backward = LayerSpec("LSTM", {**_lstm_kwargs(op, bw[1]), **steps, "go_backwards": True},
                          (src,), weights=tuple(zip(names, bw)))
     # go_backwards yields the steps last-first; TFLite writes each backward output at its own step.
     aligned = LayerSpec("Reverse", {"axes": [1]}, (backward,), custom=True)
@@ -200,7 +212,7 @@ def unidirectional_sequence_rnn(op: Operator, ctx: ConvertContext) -> list[Layer
         _zero_state(op, ctx, op.inputs[4])
     kernel, recurrent = _float(ctx, w).T, _float(ctx, r).T
     kwargs = {"units": recurrent.shape[0], "activation": _activation(op)}
-    return _sequence_layer(op, "SimpleRNN", kwargs, (("kernel", kernel), ("recurrent_kernel", recurrent),
+    return _sequence_layer(op, ctx, "SimpleRNN", kwargs, (("kernel", kernel), ("recurrent_kernel", recurrent),
                                                      ("bias", _float(ctx, b))))
 
 
