@@ -215,21 +215,36 @@ FUSED_TO_CORE_ML = {
 }
 
 
-@pytest.mark.parametrize("op", FUSED_TO_CORE_ML)
-def test_fused_recurrent_rebuild_converts_to_core_ml(tfl, tmp_path, op):
-    # The Keras layers are unrolled (short static sequences): coremltools cannot convert the
-    # while_loop Keras 3 recurrent layers otherwise trace to.
+def _core_ml_checks(tfl, path, op: str, out_dir) -> None:
     pytest.importorskip("coremltools")
     from tfl_rebuild import coreml as cm
     from tfl_rebuild import coreml_check as cc
     from tfl_rebuild.keras_job import write_generated
     from tfl_rebuild.verify import load_module
 
-    path = tfl.crafted(FUSED_TO_CORE_ML[op]())
     tfl.check(path, op)
-    model, py, weights = write_generated(str(path), str(tmp_path / "coreml"))
+    model, py, weights = write_generated(str(path), str(out_dir))
     keras_model = load_module(py).build_model(str(weights))
     conv = cm.convert(keras_model, model, cm.Options(precision="float16"))
     result = cc.check(model, conv, keras_model)
     assert not isinstance(result, cc.NotChecked), result
     assert result.report.ok, {o.name: o.max_rel for o in result.report.outputs}
+
+
+@pytest.mark.parametrize("op", FUSED_TO_CORE_ML)
+def test_fused_recurrent_rebuild_converts_to_core_ml(tfl, tmp_path, op):
+    # The Keras layers are unrolled (short static sequences): coremltools cannot convert the
+    # while_loop Keras 3 recurrent layers otherwise trace to.
+    _core_ml_checks(tfl, tfl.crafted(FUSED_TO_CORE_ML[op]()), op, tmp_path / "coreml")
+
+
+@pytest.mark.parametrize("case", ["while-fixed-steps", "while-data-dependent", "if-then", "if-else"])
+def test_control_flow_converts_to_core_ml(tfl, tmp_path, case):
+    # WhileLoop / IfElse trace to tf.while_loop / tf.cond, which Core ML takes; the MIL check runs
+    # the program's while_loop / cond blocks.
+    kind, variant = case.split("-", 1)
+    if kind == "while":
+        fn = TF_LOOPS["fixed-steps" if variant == "fixed-steps" else "data-dependent-trip-count"]
+    else:
+        fn = IF_CASES[variant]
+    _core_ml_checks(tfl, tfl.function(fn, [1, 4]), kind.upper(), tmp_path / "coreml")
