@@ -69,13 +69,14 @@ def test_summary_describes_the_model(path):
     assert doc["min_runtime_version"] == model.min_runtime_version
     assert doc["metadata"] == {k: len(v) for k, v in model.metadata.items()}
     assert (doc["model_info"] is None) == (model.info is None)
-    (sg,) = doc["subgraphs"]
+    assert len(doc["subgraphs"]) == len(model.subgraphs)  # control flow calls the others (WHILE, IF)
+    sg = doc["subgraphs"][0]
     ops = model.main.operators
     assert [o["op"] for o in sg["operators"]] == [op.key for op in ops]
     assert sum(sg["op_histogram"].values()) == len(ops)
     assert [t["name"] for t in sg["tensors"]] == [t.name for t in model.main.tensors]
     assert sum(doc["params_by_dtype"].values()) == sum(
-        int(np.prod(t.shape)) for t in model.main.tensors if t.data is not None)
+        int(np.prod(t.shape)) for s in model.subgraphs for t in s.tensors if t.data is not None)
     details = interpreter(path, allocate=False).get_input_details()
     assert [i["shape"] for i in sg["inputs"]] == [list(d["shape"]) for d in details]
     assert [i["dtype"] for i in sg["inputs"]] == [np.dtype(d["dtype"]).name for d in details]

@@ -279,9 +279,22 @@ def test_every_dumped_tensor_equals_preserve_all_tensors(path):
     invoke(ref, list(d.inputs.values()))
     assert len(d) == len(outputter.select_tensors(read_model(path)))
     for key, value in d.items():
-        want = ref.get_tensor(d.entries[key].tensor_index)
+        want = _written(ref, read_model(path), d.entries[key].tensor_index)
+        if want is None:
+            continue
         assert value.dtype == want.dtype and value.shape == want.shape, key
         np.testing.assert_array_equal(value, want, err_msg=f"{key} (op {d.entries[key].op_index})")
+
+
+def _written(interp, model, index: int):
+    """The runtime's value of a tensor, or None for a WHILE output nothing reads (a loop-invariant
+    pass-through): the runtime leaves those unwritten (null, or stale arena memory), while the
+    patched model makes them outputs and so gets their values."""
+    sg = model.main
+    unread = index not in sg.outputs and not any(index in op.inputs for op in sg.operators)
+    if unread and any(op.opcode == "WHILE" and index in op.outputs for op in sg.operators):
+        return None
+    return interp.get_tensor(index)
 
 
 @pytest.mark.parametrize("path", model_params())
@@ -320,7 +333,9 @@ def test_xnnpack_mode(path):
         keep = runtime.make_interpreter(model_path=str(path), preserve_all_tensors=True)
     runtime.run(keep, x)
     for key, value in d.items():
-        np.testing.assert_array_equal(value, keep.get_tensor(d.entries[key].tensor_index), err_msg=key)
+        want = _written(keep, p.model, d.entries[key].tensor_index)
+        if want is not None:
+            np.testing.assert_array_equal(value, want, err_msg=key)
     plain = runtime.make_interpreter(model_path=str(path))
     for o, value in zip(plain.get_output_details(), runtime.run(plain, x)):
         hit = [k for k, e in d.entries.items() if e.tensor_index == o["index"]]
