@@ -248,3 +248,31 @@ def test_control_flow_converts_to_core_ml(tfl, tmp_path, case):
     else:
         fn = IF_CASES[variant]
     _core_ml_checks(tfl, tfl.function(fn, [1, 4]), kind.upper(), tmp_path / "coreml")
+
+
+def test_hostile_subgraph_names_stay_inert():
+    # Subgraph names reach the generated module only through the Namer (function names) and
+    # comment() (a repr on one comment line): a name full of code must change nothing.
+    import ast
+    import dataclasses
+    from pathlib import Path
+
+    from tfl_rebuild.codegen.emit import generate
+    from tfl_rebuild.reader import read_model
+
+    path = Path(__file__).resolve().parents[2] / "fixtures" / "lstm_float.tflite"
+    if not path.exists():
+        pytest.skip("fixtures/lstm_float.tflite is missing (fixtures/make_sequence_models.py)")
+    model = read_model(str(path))
+    hostile = '"""\nimport subprocess; subprocess.run("x")  # {{ 1 }}\r\u2028'
+    subgraphs = tuple(dataclasses.replace(sg, name=hostile + str(sg.index)) if sg.index else sg
+                      for sg in model.subgraphs)
+    source = generate(dataclasses.replace(model, subgraphs=subgraphs), "lstm").source
+    tree = ast.parse(source)
+    imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert imported == {"os", "keras", "numpy"}
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "subprocess"]
+    # The text stays on its comment line, escaped (sanitized words may form identifiers elsewhere).
+    assert [line.strip()[:12] for line in source.splitlines() if "subprocess.run" in line] == ["# subgraph 1", "# subgraph 2"]
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert len(functions) == 3 and all(f.isidentifier() for f in functions)  # cond, body, build_model
