@@ -367,10 +367,23 @@ def test_xnnpack_values_are_computed_not_stale(path):
 
 
 @pytest.mark.corpus
-def test_custom_ops_are_named():
+def test_mediapipe_custom_ops_dump_through_segments():
+    """The runtime lacks the MediaPipe transform ops: their outputs come from the numpy references."""
     path = require_corpus("face_landmark_with_attention")
-    with pytest.raises(RuntimeUnavailableError, match="Landmarks2TransformMatrix"):
-        outputter.dump(path)
+    m = read_model(path)
+    result = outputter.dump(path)
+    custom = [op for op in m.main.operators if op.opcode == "CUSTOM"]
+    assert {op.custom_code for op in custom} >= {"Landmarks2TransformMatrix", "TransformTensorBilinear"}
+    for op in custom:
+        name = m.main.tensors[op.outputs[0]].name
+        assert name in result and np.isfinite(result[name]).all(), name
+
+
+def test_unknown_custom_op_is_named():
+    blob = build_model([T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")],
+                       inputs=[0], outputs=[1])
+    with pytest.raises(RuntimeUnavailableError, match="NoSuchOp"):
+        outputter.dump(blob)
 
 
 # -- file names -----------------------------------------------------------------------------------
