@@ -172,6 +172,7 @@ def test_check_directory_jobs_2(tmp_path, fake_crashes):
         assert r["outcome"] == "pass" and r["reason"] == "", r
         assert r["keras"]["status"] == "verified" and r["keras"]["max_rel"] <= 1e-4
         assert r["coreml"]["status"] == "checked" and r["coreml"]["max_rel"] <= 1e-2
+        assert r["coreml"]["precision"] == "float16" and r["coreml"]["note"] == ""  # auto kept float16
         assert r["quantization"] == "float" and r["ops"] >= 1
         assert (keep / name / f"{name}.py").is_file() and (keep / name / f"{name}.mlpackage").is_dir()
     assert rows["mnist"]["params"] > 100_000
@@ -200,4 +201,24 @@ def test_exit_0_when_every_model_passes(tmp_path):
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["models"][0]
     assert row["keras"]["status"] == "verified" and row["coreml"] == {
-        "status": "skipped", "max_rel": None, "lsb": None, "seconds": 0.0, "reason": "--no-coreml"}
+        "status": "skipped", "max_rel": None, "lsb": None, "seconds": 0.0, "reason": "--no-coreml",
+        "precision": None, "note": ""}
+
+
+def test_report_shows_the_precision_and_why_float16_was_not_kept():
+    from rich.console import Console
+
+    from tfl_rebuild import check_report
+    from tfl_rebuild.check import Row, Stage
+
+    rows = [Row("a.tflite", "a.tflite", "pass", 3, 10, "float", keras=Stage("verified", 1e-6),
+                coreml=Stage("checked", 2e-5, precision="float32",
+                             note="float16 drifts: 1/1 output(s) off, worst 'y' rel 0.3")),
+            Row("b.tflite", "b.tflite", "pass", 3, 10, "float", keras=Stage("verified", 1e-6),
+                coreml=Stage("checked", 2e-3, precision="float16"))]
+    md = check_report.to_markdown(rows, Options())
+    assert "| checked fp32 |" in md and "| checked fp16 |" in md
+    assert "## Notes\n\n- a.tflite: float16 drifts: 1/1 output(s) off, worst 'y' rel 0.3" in md
+    console = Console(width=200, record=True)
+    check_report.print_table(rows, Options(), console)
+    assert "checked fp32" in console.export_text()

@@ -98,6 +98,48 @@ def test_float16_precision_loss_is_caught(rebuilt):
     assert not result.report.ok
 
 
+@pytest.mark.corpus
+def test_auto_precision_falls_back_to_float32_where_float16_drifts(rebuilt):
+    path = require_model(CORPUS_DIR / "pose_landmark_full.tflite")
+    model, keras_model, _, _ = rebuilt(path)
+    done = cc.convert_checked(keras_model, model, cm.Options(precision="auto"))
+    assert done.float16_failed is not None and not done.float16_failed.report.ok
+    assert done.conv.options.precision == "float32"
+    assert done.result.report.ok and done.result.report.kind == "Core ML float32 mlprogram"
+
+
+def test_auto_precision_keeps_float16_where_it_passes(rebuilt):
+    path = require_fixture("mnist")
+    model, keras_model, _, _ = rebuilt(path)
+    done = cc.convert_checked(keras_model, model, cm.Options(precision="auto"))
+    assert done.float16_failed is None and done.conv.options.precision == "float16"
+    assert done.result.report.ok
+    unchecked = cc.convert_checked(keras_model, model, cm.Options(precision="auto"), do_check=False)
+    assert unchecked.result is None and unchecked.conv.options.precision == "float16"
+
+
+def test_float16_judges_tiny_outputs_on_its_absolute_resolution(tmp_path, monkeypatch):
+    """y = x * 3e-6 lies below float16's smallest normal (6.1e-5): float16 holds it to ~3% of its
+    value, which is its resolution there, not a conversion error; a 100x error there still fails."""
+    from flatbuf import Op, T, build_model
+
+    blob = build_model([T("x", [1, 8]), T("k", [8], data=np.full(8, 3e-6, np.float32)), T("y", [1, 8])],
+                       [Op("MUL", [0, 1], [2], options={"fused_activation_function": "NONE"})],
+                       inputs=[0], outputs=[2])
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(blob)
+    model, py, weights = write_generated(str(path), str(tmp_path))
+    keras_model = load_module(py).build_model(str(weights))
+    conv = cm.convert(keras_model, model, cm.Options(precision="float16"))
+    result = cc.check(model, conv, keras_model)
+    out = result.report.outputs[0]
+    assert out.max_abs > 1e-2 * 3e-6  # the plain rel error (vs max |y| ~3e-6) is over the 1e-2 bar
+    assert result.report.ok, out
+    mul = mil_eval.OPS["mul"]
+    monkeypatch.setitem(mil_eval.OPS, "mul", lambda a: mul(a) * np.float32(100.0))
+    assert not cc.check(model, conv, keras_model).report.ok
+
+
 def test_float16_tolerance_admits_what_fp16_weights_alone_do(rebuilt):
     """Random-weight MobileNetV2's logits move by ~1.5e-2 of their range when its float32 weights
     are rounded to fp16 (Keras, fp32 activations): the check admits twice that, and says so."""

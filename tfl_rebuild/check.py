@@ -47,7 +47,7 @@ SKIPPED = "skipped"
 class Options:
     verify: bool = True
     coreml: bool = True
-    precision: str = "float16"
+    precision: str = "auto"
     timeout: float = DEFAULT_TIMEOUT
 
 
@@ -58,6 +58,8 @@ class Stage:
     lsb: float | None = None  # quantized outputs: max error in LSB of the output scale
     seconds: float = 0.0
     reason: str = ""
+    precision: str | None = None  # Core ML: the compute precision converted with
+    note: str = ""  # what a passing stage still has to say (Core ML: why float16 was not kept)
 
 
 @dataclass
@@ -187,15 +189,6 @@ def _prepared_ops(model, index: int) -> list:
         return list(model.subgraphs[index].operators)
 
 
-def mismatch_reason(report) -> str:
-    """The worst output above tolerance, and how many are."""
-    bad = [o for o in report.outputs if not o.ok]
-    worst = max(bad, key=lambda o: (o.lsb if o.lsb is not None else -1.0, o.max_rel))
-    err = f"{worst.lsb:.2f} LSB" if worst.lsb is not None else f"rel {worst.max_rel:.3g}"
-    top1 = "" if worst.top1_agree in (None, 1.0) else f", top-1 agrees {worst.top1_agree:.0%}"
-    return f"{len(bad)}/{len(report.outputs)} output(s) off, worst {worst.name!r} {err}{top1} ({report.tolerance})"
-
-
 def _max_lsb(report) -> float | None:
     lsbs = [o.lsb for o in report.outputs if o.lsb is not None]
     return max(lsbs) if lsbs else None
@@ -277,7 +270,7 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path):
             report = verify(model, keras_model)
             stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
             stage.status = "verified" if report.ok else "mismatch"
-            stage.reason = "" if report.ok else mismatch_reason(report)
+            stage.reason = "" if report.ok else report.mismatch()
         except RuntimeUnavailableError as exc:
             stage.status, stage.reason = "not verified", one_line(exc)
         except Exception as exc:
@@ -288,23 +281,24 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path):
 
 def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None) -> None:
     from . import coreml as cm
-    from .coreml_check import NotChecked, check
+    from .coreml_check import NotChecked, convert_checked
 
     stage, start = row.coreml, time.perf_counter()
     try:
-        conv = cm.convert(keras_model, model, cm.Options(precision=opts.precision))
-        stage.status = "converted"
-        if opts.verify:
-            result = check(model, conv, keras_model)
-            if isinstance(result, NotChecked):
-                stage.status, stage.reason = "not checked", one_line(result.reason)
-            else:
-                report = result.report
-                stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
-                stage.status = "checked" if report.ok else "mismatch"
-                stage.reason = "" if report.ok else mismatch_reason(report)
-                if not report.ok and opts.precision == "float16":
-                    stage.reason += "; float16 may lose too much here: try --precision float32"
+        done = convert_checked(keras_model, model, cm.Options(precision=opts.precision), opts.verify)
+        conv, result = done.conv, done.result
+        stage.status, stage.precision = "converted", conv.options.precision
+        if isinstance(result, NotChecked):
+            stage.status, stage.reason = "not checked", one_line(result.reason)
+        elif result is not None:
+            report = result.report
+            stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
+            stage.status = "checked" if report.ok else "mismatch"
+            stage.reason = "" if report.ok else report.mismatch()
+            if not report.ok and conv.options.precision == "float16":
+                stage.reason += "; float16 may lose too much here: try --precision auto or float32"
+        if done.float16_failed is not None:
+            stage.note = f"float16 drifts: {done.float16_failed.report.mismatch()}"
         if keep is not None:
             cm.set_metadata(conv.mlmodel, model, Path(row.path), conv)
             cm.save_atomic(conv.mlmodel, keep / f"{Path(row.path).stem}.mlpackage")

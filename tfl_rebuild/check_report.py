@@ -26,6 +26,12 @@ def human_count(n: int | None) -> str:
     return str(n)
 
 
+def coreml_status(stage: Stage) -> str:
+    """The Core ML status with the precision it was converted with (fp16 / fp32)."""
+    prec = {"float16": "fp16", "float32": "fp32"}.get(stage.precision or "")
+    return f"{stage.status} {prec}" if prec and stage.status not in ("-", SKIPPED) else stage.status
+
+
 def summary(rows: list[Row], opts: Options) -> dict:
     """Counts for the summary line and the JSON document."""
     good = PASSED if opts.verify else PASSED | UNCHECKED
@@ -62,18 +68,19 @@ def print_table(rows: list[Row], opts: Options, console) -> None:
         style = OUTCOME_STYLE.get(r.outcome, "red")
         table.add_row(escape(r.name), "-" if r.ops is None else str(r.ops), human_count(r.params),
                       r.quantization or "-", _styled(r.keras), error_text(r.keras),
-                      _styled(r.coreml), error_text(r.coreml), f"{r.seconds:.0f}",
+                      _styled(r.coreml, coreml_status(r.coreml)), error_text(r.coreml), f"{r.seconds:.0f}",
                       f"[{style}]{r.outcome}[/{style}]", escape(r.reason))
     console.print(table)
     console.print(summary_line(rows, opts))
 
 
-def _styled(stage: Stage) -> str:
+def _styled(stage: Stage, text: str | None = None) -> str:
+    text = stage.status if text is None else text
     if stage.status in PASSED:
-        return f"[green]{stage.status}[/green]"
+        return f"[green]{text}[/green]"
     if stage.status in UNCHECKED | {"-", SKIPPED}:
-        return stage.status
-    return f"[red]{stage.status}[/red]"
+        return text
+    return f"[red]{text}[/red]"
 
 
 def to_json(rows: list[Row], opts: Options) -> str:
@@ -92,7 +99,7 @@ def to_markdown(rows: list[Row], opts: Options) -> str:
            "|---|--:|--:|---|---|--:|---|--:|--:|---|"]
     for r in rows:
         out.append(f"| {_md(r.name)} | {'-' if r.ops is None else r.ops} | {human_count(r.params)} | "
-                   f"{r.quantization or '-'} | {r.keras.status} | {error_text(r.keras)} | {r.coreml.status} | "
+                   f"{r.quantization or '-'} | {r.keras.status} | {error_text(r.keras)} | {coreml_status(r.coreml)} | "
                    f"{error_text(r.coreml)} | {r.seconds:.0f} | {r.outcome} |")
     by_op: dict[str, tuple[list[str], str]] = {}
     for r in rows:
@@ -107,6 +114,9 @@ def to_markdown(rows: list[Row], opts: Options) -> str:
     conv_errors = [(r.name, e) for r in rows for e in r.conversion_errors]
     if conv_errors:
         out += ["", "## Ops a converter refuses", ""] + [f"- {_md(n)}: {_md(e)}" for n, e in conv_errors]
+    notes = [(r.name, stage.note) for r in rows for stage in (r.keras, r.coreml) if stage.note]
+    if notes:
+        out += ["", "## Notes", ""] + [f"- {_md(n)}: {_md(note)}" for n, note in notes]
     failed = [r for r in rows if r.outcome != "pass"]
     if failed:
         out += ["", "## Failures", ""] + [f"- **{_md(r.name)}** ({r.outcome}): {_md(r.reason)}" for r in failed]

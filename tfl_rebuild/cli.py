@@ -212,7 +212,8 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
               show_default=True)
 @click.option("--minimum-deployment-target", "target", metavar="TARGET",
               help="e.g. iOS15..iOS18, macOS12..macOS15 (default: the lowest the format allows).")
-@click.option("--precision", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "float16", "float32"]), default="auto", show_default=True,
+              help="Compute precision; auto: float16 when it passes the check, else float32.")
 @click.option("--image-input", metavar="NAME", help="Make this input an image (ImageType).")
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Image input: pixel scale.")
 @click.option("--bias", metavar="V[,V,V]", default="0", show_default=True, help="Image input: added after --scale.")
@@ -255,8 +256,8 @@ def coreml(source, output, tflite, fmt, target, precision, image_input, scale, b
               help="Compare the Keras and Core ML numbers with TFLite (--no-verify only builds and converts).")
 @click.option("--coreml/--no-coreml", "do_coreml", default=True, show_default=True,
               help="Also convert to Core ML and check the converted program.")
-@click.option("--precision", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
-              help="Core ML compute precision.")
+@click.option("--precision", type=click.Choice(["auto", "float16", "float32"]), default="auto", show_default=True,
+              help="Core ML compute precision; auto: float16 when it passes the check, else float32.")
 @click.option("--json", "json_out", type=OUTPUT_PATH, metavar="FILE|-",
               help="Write every row as one JSON document.")
 @click.option("--markdown", "md_out", type=OUTPUT_PATH, metavar="FILE|-",
@@ -289,7 +290,8 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
 
     def progress(done, row):
         err.print(f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
-                  + (f" - {escape(row.reason)}" if row.reason else ""), soft_wrap=True)
+                  + (f" - {escape(row.reason)}" if row.reason else "")
+                  + (f" ({escape(row.coreml.note)})" if row.coreml.note else ""), soft_wrap=True)
 
     rows = run_all(models, opts, jobs=jobs, keep=keep_dir, progress=progress)
     check_report.print_table(rows, opts, out)

@@ -57,7 +57,7 @@ class ImageInput:
 class Options:
     format: str = "mlprogram"  # mlprogram | neuralnetwork
     target: str | None = None  # ct.target name; None: coremltools' lowest for the format
-    precision: str = "float16"  # float16 | float32
+    precision: str = "float16"  # float16 | float32 (| auto: coreml_check.convert_checked decides)
     image: ImageInput | None = None
     class_labels: list[str] | None = None
     shapes: dict[str, list[Dim]] = field(default_factory=dict)  # input name -> dims
@@ -277,6 +277,8 @@ def _layer_of(node_name: str, layer_names: list[str]) -> str:
 
 
 def convert(keras_model, model: Model | None, opts: Options) -> Converted:
+    if opts.precision not in ("float16", "float32"):
+        raise ValueError(f"convert() takes float16 or float32, not {opts.precision!r} (auto: convert_checked)")
     ct = _import_ct()
     inputs, outputs = io_ports(model, keras_model)
     _check_option_names(opts, inputs)

@@ -12,6 +12,9 @@ Tolerances (the report states the one applied):
   weights to fp16 alone makes (measured on the Keras model, fp32 activations). Random-weight
   MobileNetV2 needs that last allowance (its logits move 1.4e-2 from fp16 weights); the MediaPipe
   models land at 4e-4 .. 6e-3. The arg-max is reported, not required (fp16 may flip near-ties).
+  Errors are relative to max(max |TFLite output|, 2^-14): below float16's smallest normal value it
+  keeps no relative precision, so an output that random inputs drive to ~1e-6 (a saturated sigmoid)
+  is judged on float16's absolute resolution there, not on a rel error of a subnormal.
 - dynamic-range / int8 TFLite models: the Keras tolerance of that kind (5e-2; 2 LSB) when larger.
 An image input is checked with random pixels (0..255): TFLite gets scale * pixel + bias in the
 declared channel order, the program the planes Core ML would hand it.
@@ -30,6 +33,7 @@ from .ir import Model
 
 FP32_REL_TOL = 1e-4
 FP16_REL_TOL = 1e-2
+FP16_TINY = 2.0 ** -14  # the smallest normal float16
 CHECK_BATCHES = 3
 
 
@@ -66,6 +70,38 @@ def check(model: Model, conv: Converted, keras_model=None, batches: int = CHECK_
         return NotChecked(str(exc))
     except MilEvalError as exc:
         return NotChecked(f"the MIL evaluator cannot run this program: {exc}")
+
+
+@dataclass
+class Checked:
+    """What `convert_checked` settled on: the conversion kept, its check, and, where "auto"
+    precision fell back to float32, the float16 check that failed."""
+
+    conv: Converted
+    result: CheckResult | NotChecked | None
+    float16_failed: CheckResult | None = None
+
+
+def convert_checked(keras_model, model: Model | None, opts, do_check: bool = True) -> Checked:
+    """Convert, and check against TFLite when there is a model to check with. Precision "auto":
+    float16 when its check passes, else float32 (float16 is Core ML's fast path, but a deep or
+    saturating network can drift past the bar; the user gets a model that matches, and is told)."""
+    from dataclasses import replace
+
+    from .coreml import convert
+
+    auto = opts.precision == "auto"
+    first = replace(opts, precision="float16") if auto else opts
+    conv = convert(keras_model, model, first)
+    if not do_check:
+        return Checked(conv, None)
+    if model is None:
+        return Checked(conv, NotChecked("no .tflite to compare with (give --tflite)"))
+    result = check(model, conv, keras_model)
+    if not (auto and isinstance(result, CheckResult) and not result.report.ok):
+        return Checked(conv, result)
+    conv32 = convert(keras_model, model, replace(opts, precision="float32"))
+    return Checked(conv32, check(model, conv32, keras_model), float16_failed=result)
 
 
 def _seeded(interp, seed: int, conv: Converted, limits: list[int | None]) -> tuple[list[np.ndarray],
@@ -154,10 +190,11 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
         base = max(base, DYNAMIC_REL_TOL)
     quant = kind in ("full-int8", "int16x8")
     tol = f"rel <= max({base:g}, {NOISE_FACTOR:g} x runtime noise" + \
-        (f", {NOISE_FACTOR:g} x the change fp16 weights alone make)" if fp16 else ")")
+        (f", {NOISE_FACTOR:g} x the change fp16 weights alone make); rel to max(max |ref|, 2^-14)"
+         if fp16 else ")")
     if quant:
         tol += f", or <= {INT8_LSB_TOL:g} LSB of the output scale"
-    report = Report(f"Core ML {conv.options.precision} {conv.options.format}", tol)
+    report = Report(f"Core ML {conv.options.precision} {conv.options.format}", tol, layerwise=False)
     rel_effect = []
     for k, t in enumerate(out_t):
         ref = np.stack(refs[k])
@@ -166,6 +203,9 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
         max_abs, max_rel, cos = compare_arrays(ref, got)
         spread = max(compare_arrays(refs[k][0], r)[1] for r in refs[k][1:]) if batches > 1 else 1.0
         scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        if fp16 and scale < FP16_TINY and np.isfinite(max_abs):
+            scale = FP16_TINY
+            max_rel = max_abs / scale
         noise_rel = noise[k] / scale if scale > 0 else 0.0
         rel_effect.append(effect[k] / scale if scale > 0 else 0.0)
         lsb = max_abs / float(t.quantization.scale[0]) if quant and t.quantized else None

@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .coreml import Options, check_extension, convert, save_atomic, set_metadata
-from .coreml_check import CheckResult, NotChecked, check
+from .coreml import Options, check_extension, save_atomic, set_metadata
+from .coreml_check import CheckResult, NotChecked, convert_checked
 from .errors import RuntimeUnavailableError
 from .ir import Model
 
@@ -68,21 +68,22 @@ def run_command(source: str, output: str | None, opts: Options, tflite: str | No
                 return 1
         else:
             keras_model = load_module(py_path).build_model()
-        conv = convert(keras_model, model, opts)
-    con.print(f"converted to a Core ML {opts.format} ({opts.precision}) in {conv.seconds:.1f} s")
+        if do_check and model is not None and sys.platform != "darwin":
+            con.print("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
+        start = time.perf_counter()
+        done = convert_checked(keras_model, model, opts, do_check)
+    conv, result = done.conv, done.result
+    if done.float16_failed is not None:
+        _print_check(done.float16_failed, con, print_report)
+        con.print(f"[yellow]float16 drifts past the bar ({escape(done.float16_failed.report.mismatch())}): "
+                  "converted with float32 instead[/yellow] (--precision float16 keeps float16)")
+    con.print(f"converted to a Core ML {opts.format} ({conv.options.precision}) in {conv.seconds:.1f} s")
     set_metadata(conv.mlmodel, model, tfl_path or py_path, conv)
     if model is None:
         conv.mlmodel.user_defined_metadata["tfl_rebuild.source_sha256"] = source_sha256(py_path)
-    result = None
-    if do_check:
-        start = time.perf_counter()
-        if sys.platform != "darwin":
-            con.print("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
-        result = NotChecked("no .tflite to compare with (give --tflite)") if model is None else \
-            check(model, conv, keras_model)
-        if isinstance(result, CheckResult):
-            _print_check(result, con, print_report)
-            con.print(f"checked in {time.perf_counter() - start:.1f} s")
+    if isinstance(result, CheckResult):
+        _print_check(result, con, print_report)
+        con.print(f"converted and checked in {time.perf_counter() - start:.1f} s")
     save_atomic(conv.mlmodel, out)
     con.print(f"wrote {escape(out)}")
     if isinstance(result, NotChecked):
@@ -103,7 +104,8 @@ def _print_check(result: CheckResult, con, print_report) -> None:
         con.print(f"[yellow]{len(result.overflow)} MIL value(s) overflow float16 (|x| > 65504): "
                   f"{escape(first)}[/yellow]")
     if not result.report.ok and result.report.kind.startswith("Core ML float16"):
-        con.print("[yellow]float16 precision loses too much here: try --precision float32[/yellow]")
+        con.print("[yellow]float16 precision loses too much here: --precision auto or float32 converts "
+                  "with float32[/yellow]")
 
 
 def _keras_verified(model: Model, keras_model, con, print_report) -> bool:

@@ -166,6 +166,7 @@ class Report:
     outputs: list[OutputReport] = field(default_factory=list)
     layers: list[LayerReport] = field(default_factory=list)
     layers_skipped: str | None = None  # why the layer-local check did not run
+    layerwise: bool = True  # False: outputs only (a Core ML check has no layers to pair)
 
     @property
     def ok(self) -> bool:
@@ -179,6 +180,18 @@ class Report:
     def worst_layer(self) -> LayerReport | None:
         return max(self.layers, key=lambda r: r.error / r.tolerance.bar if r.tolerance.bar else r.error,
                    default=None)
+
+    def mismatch(self) -> str:
+        """One line: the worst output above tolerance and how many are, or the worst layer."""
+        bad = [o for o in self.outputs if not o.ok]
+        if not bad:
+            worst_layer = self.worst_layer
+            n = sum(not r.ok for r in self.layers)
+            return f"{n} layer(s) off alone, worst {worst_layer.text()}" if worst_layer else "no outputs"
+        worst = max(bad, key=lambda o: (o.lsb if o.lsb is not None else -1.0, o.max_rel))
+        err = f"{worst.lsb:.2f} LSB" if worst.lsb is not None else f"rel {worst.max_rel:.3g}"
+        top1 = "" if worst.top1_agree in (None, 1.0) else f", top-1 agrees {worst.top1_agree:.0%}"
+        return f"{len(bad)}/{len(self.outputs)} output(s) off, worst {worst.name!r} {err}{top1} ({self.tolerance})"
 
 
 def load_module(path: str | Path):
@@ -448,6 +461,8 @@ def print_report(report: Report, console=None) -> None:
                       "-" if o.top1_agree is None else f"{o.top1_agree:.0%}", status)
     con.print(f"verification vs TFLite ({report.kind} model; {report.tolerance}):")
     con.print(table)
+    if not report.layerwise:
+        return
     if report.layers_skipped:
         con.print(f"[yellow]layer-local check not run: {escape(report.layers_skipped)}[/yellow]")
         return
