@@ -300,6 +300,85 @@ def test_pool(kind, pad_type, exclude):
     close(got, ref_pool(x, k, s, pads, kind, exclude), 1e-5)
 
 
+def ref_conv3d(x, w, stride, pads, dil, groups=1):
+    """Direct-loop 3-D convolution (NCDHW, weight [O, I/groups, kd, kh, kw])."""
+    x = np.pad(x.astype(np.float64), [(0, 0), (0, 0), *pads])
+    o, cg, *k = w.shape
+    out_sizes = [(n - (kk - 1) * d - 1) // s + 1 for n, kk, d, s in zip(x.shape[2:], k, dil, stride)]
+    out = np.zeros((x.shape[0], o, *out_sizes))
+    og = o // groups
+    for oc in range(o):
+        g = oc // og
+        for pos in np.ndindex(*out_sizes):
+            patch = x[(slice(None), slice(g * cg, (g + 1) * cg),
+                       *(slice(p * s, p * s + (kk - 1) * d + 1, d) for p, s, kk, d in zip(pos, stride, k, dil)))]
+            out[(slice(None), oc, *pos)] = (patch * w[oc]).sum(axis=(1, 2, 3, 4))
+    return out
+
+
+@pytest.mark.parametrize("pad_type,st,dil,groups", [("valid", (1, 2, 1), (1, 1, 1), 1), ("same", (2, 1, 2), (1, 1, 1), 1),
+                                                    ("same", (1, 1, 1), (1, 2, 2), 2), ("custom", (1, 1, 2), (1, 1, 1), 1)],
+                         ids=["valid", "same-strided", "same-dilated-groups", "custom"])
+def test_conv3d(pad_type, st, dil, groups):
+    x, w, b = rand(1, 4, 5, 6, 7), rand(3 * groups, 4 // groups, 2, 3, 2), rand(3 * groups)
+    pad = [1, 0, 0, 2, 1, 1]
+    kw = {"pad": pad} if pad_type == "custom" else {}
+    got = run(lambda a: mb.conv(x=a, weight=w, bias=b, strides=st, dilations=dil, groups=groups,
+                                pad_type=pad_type, **kw), x)
+    if pad_type == "custom":
+        pads = [(pad[0], pad[1]), (pad[2], pad[3]), (pad[4], pad[5])]
+    elif pad_type == "valid":
+        pads = [(0, 0)] * 3
+    else:
+        pads = [same(n, k, s, d) for n, k, s, d in zip(x.shape[2:], w.shape[2:], st, dil)]
+    close(got, ref_conv3d(x, w, st, pads, dil, groups) + b[None, :, None, None, None], 1e-4)
+
+
+def ref_conv_transpose3d(x, w, stride):
+    """Full (uncropped) 3-D transposed convolution by scattering, weight [C_in, C_out, kd, kh, kw]."""
+    n, cin, *sizes = x.shape
+    _, co, *k = w.shape
+    out = np.zeros((n, co, *((m - 1) * s + kk for m, s, kk in zip(sizes, stride, k))))
+    for ci in range(cin):
+        for pos in np.ndindex(*sizes):
+            at = tuple(slice(p * s, p * s + kk) for p, s, kk in zip(pos, stride, k))
+            out[(slice(None), slice(None), *at)] += x[(slice(None), ci, *pos)][:, None, None, None, None] * w[ci][None]
+    return out
+
+
+def test_conv_transpose3d_valid_and_same():
+    x, w, b = rand(1, 3, 3, 4, 2), rand(3, 2, 3, 2, 3), rand(2)
+    got = run(lambda a: mb.conv_transpose(x=a, weight=w, bias=b, strides=[2, 2, 1], pad_type="valid"), x)
+    full = ref_conv_transpose3d(x, w, (2, 2, 1))
+    close(got, full + b[None, :, None, None, None], 1e-4)
+    got = run(lambda a: mb.conv_transpose(x=a, weight=w, strides=[2, 2, 1], pad_type="same",
+                                          output_shape=[1, 2, 6, 8, 2]), x)
+    # TF SAME keeps stride * size per axis, cropping (full - kept) // 2 first: 7 -> 6 (0), 8 -> 8, 4 -> 2 (1)
+    close(got, full[:, :, 0:6, 0:8, 1:3], 1e-4)
+
+
+@pytest.mark.parametrize("kind,pad_type,exclude", [("max", "valid", False), ("max", "same", False),
+                                                   ("avg", "same", True), ("avg", "same", False), ("avg", "valid", False)])
+def test_pool3d(kind, pad_type, exclude):
+    x = rand(1, 2, 5, 6, 7)
+    k, s = (2, 3, 2), (2, 2, 1)
+    kw = {"exclude_padding_from_average": exclude} if kind == "avg" else {}
+    fn = mb.max_pool if kind == "max" else mb.avg_pool
+    got = run(lambda a: fn(x=a, kernel_sizes=k, strides=s, pad_type=pad_type, **kw), x)
+    pads = [same(n, kk, ss) for n, kk, ss in zip(x.shape[2:], k, s)] if pad_type == "same" else [(0, 0)] * 3
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0), *pads], constant_values=fill)
+    valid = np.pad(np.ones(x.shape[2:]), pads)
+    sizes = [(n - kk) // ss + 1 for n, kk, ss in zip(xp.shape[2:], k, s)]
+    want = np.zeros((1, 2, *sizes))
+    for pos in np.ndindex(*sizes):
+        at = tuple(slice(p * ss, p * ss + kk) for p, ss, kk in zip(pos, s, k))
+        win = xp[(slice(None), slice(None), *at)]
+        count = valid[at].sum() if exclude else np.prod(k)
+        want[(slice(None), slice(None), *pos)] = win.max(axis=(2, 3, 4)) if kind == "max" else win.sum(axis=(2, 3, 4)) / count
+    close(got, want, 1e-5)
+
+
 # --- normalization ----------------------------------------------------------------------------
 
 

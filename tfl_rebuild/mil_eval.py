@@ -14,6 +14,7 @@ instead of guessing. Ops are registered with `@op("name", ...)`, one small funct
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import ChainMap
 from collections.abc import Callable
@@ -477,6 +478,8 @@ def _windows(x, kernel, strides, dilations):
 def _conv(a):
     x, w = a.x, a.weight
     n_sp = x.ndim - 2
+    if n_sp == 3:
+        return _conv_3d(a)
     if n_sp not in (1, 2):
         raise MilEvalError(f"conv with {n_sp} spatial dimensions is not supported")
     x, w = _as_2d(x, n_sp), _as_2d(w, n_sp)
@@ -503,6 +506,8 @@ def _conv(a):
 def _conv_transpose(a):
     x, w = a.x, a.weight  # w: [C_in, C_out/groups, kh, kw]
     n_sp = x.ndim - 2
+    if n_sp == 3:
+        return _conv_transpose_3d(a)
     if n_sp not in (1, 2):
         raise MilEvalError(f"conv_transpose with {n_sp} spatial dimensions is not supported")
     x, w = _as_2d(x, n_sp), _as_2d(w, n_sp)
@@ -549,6 +554,8 @@ def _conv_transpose(a):
 def _pool(a, kind: str):
     x = a.x
     n_sp = x.ndim - 2
+    if n_sp == 3:
+        return _pool_3d(a, kind)
     if n_sp not in (1, 2):
         raise MilEvalError(f"{kind} pool with {n_sp} spatial dimensions is not supported")
     x = _as_2d(x, n_sp)
@@ -578,6 +585,91 @@ def _ceil_extra(padded: int, k: int, s: int) -> int:
     out_floor = (padded - k) // s + 1
     out_ceil = -(-(padded - k) // s) + 1
     return (out_ceil - out_floor) * s if out_ceil > out_floor else 0
+
+
+# 3-D (NCDHW): one strided slice per kernel tap, so any number of spatial axes reads the same.
+
+
+def _taps(kernel):
+    return itertools.product(*(range(k) for k in kernel))
+
+
+def _tap_slice(tap, dilations, out, strides) -> tuple:
+    """The input positions kernel tap `tap` meets for every output position (padded input)."""
+    return (slice(None), slice(None), *(slice(t * d, t * d + (o - 1) * s + 1, s)
+                                        for t, d, o, s in zip(tap, dilations, out, strides)))
+
+
+def _conv_3d(a):
+    x, w = a.x, a.weight  # w: [C_out, C_in/groups, kd, kh, kw]
+    strides, dilations = a.ints("strides", [1] * 3), a.ints("dilations", [1] * 3)
+    kernel = list(w.shape[2:])
+    x = np.pad(x, [(0, 0), (0, 0), *_spatial_pads(a, x.shape[2:], kernel, strides, dilations)])
+    out = [(n - (k - 1) * d - 1) // s + 1 for n, k, d, s in zip(x.shape[2:], kernel, dilations, strides)]
+    groups = int(a.scalar("groups", 1))
+    n, c, cout = x.shape[0], x.shape[1], w.shape[0]
+    wg = w.reshape(groups, cout // groups, c // groups, *kernel)
+    y = np.zeros((n, groups, cout // groups, *out), np.float64)
+    for tap in _taps(kernel):
+        xs = x[_tap_slice(tap, dilations, out, strides)].reshape(n, groups, c // groups, *out)
+        y += np.einsum("ngcdhw,goc->ngodhw", xs, wg[(slice(None),) * 3 + tap], optimize=True)
+    y = y.reshape(n, cout, *out)
+    bias = a.get("bias")
+    return (y if bias is None else y + bias.reshape(1, -1, 1, 1, 1)).astype(np.float32)
+
+
+def _conv_transpose_3d(a):
+    x, w = a.x, a.weight  # w: [C_in, C_out/groups, kd, kh, kw]
+    strides, dilations = a.ints("strides", [1] * 3), a.ints("dilations", [1] * 3)
+    groups = int(a.scalar("groups", 1))
+    n, cin, *sizes = x.shape
+    og, *kernel = w.shape[1:]
+    full = [(m - 1) * s + (k - 1) * d + 1 for m, s, k, d in zip(sizes, strides, kernel, dilations)]
+    y = np.zeros((n, groups, og, *full), np.float64)
+    xg = x.reshape(n, groups, cin // groups, *sizes)
+    wg = w.reshape(groups, cin // groups, og, *kernel)
+    for tap in _taps(kernel):  # out[s*i + d*k] += x[i] * w[k]
+        y[(slice(None),) + _tap_slice(tap, dilations, sizes, strides)] += np.einsum(
+            "ngcdhw,gco->ngodhw", xg, wg[(slice(None),) * 3 + tap], optimize=True)
+    y = y.reshape(n, groups * og, *full)
+    pad_type, sizes_out = a.scalar("pad_type", "valid"), a.ints("output_shape")
+    custom = a.ints("pad", [0] * 6)
+    crops = []  # (first kept, count kept) per spatial axis of the full scatter result
+    for r in range(3):
+        if pad_type in ("same", "same_lower"):
+            size = sizes_out[2 + r] if sizes_out else strides[r] * sizes[r]
+            total = max(full[r] - size, 0)  # what TensorFlow's SAME conv would have padded
+            before = total - total // 2 if pad_type == "same_lower" else total // 2
+        else:
+            before = custom[2 * r] if pad_type == "custom" else 0
+            after = custom[2 * r + 1] if pad_type == "custom" else 0
+            size = sizes_out[2 + r] if sizes_out else full[r] - before - after
+        crops.append((before, size))
+    y = np.pad(y, [(0, 0), (0, 0), *((0, max(b + m - f, 0)) for (b, m), f in zip(crops, full))])
+    y = y[(slice(None), slice(None), *(slice(b, b + m) for b, m in crops))]
+    bias = a.get("bias")
+    return (y if bias is None else y + bias.reshape(1, -1, 1, 1, 1)).astype(np.float32)
+
+
+def _pool_3d(a, kind: str):
+    x = a.x
+    kernel, strides = a.ints("kernel_sizes"), a.ints("strides", [1] * 3)
+    pads = _spatial_pads(a, x.shape[2:], kernel, strides, [1] * 3)
+    if a.scalar("ceil_mode", False):  # extend the end so a partial last window counts
+        pads = [(b, e + _ceil_extra(n + b + e, k, s)) for (b, e), n, k, s in zip(pads, x.shape[2:], kernel, strides)]
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0), *pads], constant_values=-np.inf if kind == "max" else 0.0)
+    out = [(n - k) // s + 1 for n, k, s in zip(xp.shape[2:], kernel, strides)]
+    win = np.stack([xp[_tap_slice(t, [1] * 3, out, strides)] for t in _taps(kernel)])
+    if kind == "max":
+        y = win.max(axis=0)
+    elif kind == "l2":
+        y = np.sqrt((win**2).sum(axis=0))
+    elif a.scalar("exclude_padding_from_average", False):
+        ones = np.pad(np.ones((1, 1, *x.shape[2:])), [(0, 0), (0, 0), *pads])
+        y = win.sum(axis=0) / np.stack([ones[_tap_slice(t, [1] * 3, out, strides)] for t in _taps(kernel)]).sum(axis=0)
+    else:
+        y = win.sum(axis=0) / math.prod(kernel)
+    return y.astype(np.float32)
 
 
 op("max_pool")(lambda a: _pool(a, "max"))

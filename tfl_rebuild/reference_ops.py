@@ -1,4 +1,5 @@
-"""Numpy references of MediaPipe's custom TFLite ops, and the decoding of their options.
+"""Numpy references of custom TFLite ops the runtime lacks (MediaPipe's; TF's MaxPool3D /
+AvgPool3D), and the decoding of their options.
 
 Each function follows mediapipe/util/tflite/operations/<op>.cc step by step, in float32 as the
 C++ does. They stand in for the runtime where ai-edge-litert lacks the op (segmented.py runs the
@@ -205,6 +206,32 @@ def transform_landmarks_options(raw: bytes, version: int, input_shape: Sequence[
     return dims, scale
 
 
+@dataclass(frozen=True)
+class Pool3DOptions:
+    """MaxPool3D / AvgPool3D: TF's attributes as a flexbuffer map (tflite/kernels/pooling3d.cc)."""
+
+    padding: str
+    stride: tuple[int, int, int]  # (depth, height, width)
+    filter: tuple[int, int, int]
+
+
+def pool3d_options(raw: bytes, what: str) -> Pool3DOptions:
+    opts = flex_options(raw, what)
+    if opts.get("data_format", "NDHWC") != "NDHWC":
+        raise OptionsError(f"{what}: data_format {opts.get('data_format')!r}; the kernel takes NDHWC only")
+    padding = {"SAME": "same", "VALID": "valid"}.get(opts.get("padding"))
+    if padding is None:
+        raise OptionsError(f"{what}: padding {opts.get('padding')!r}, need SAME or VALID")
+    dhw = []
+    for key in ("ksize", "strides"):
+        v = opts.get(key)
+        if (not isinstance(v, list) or len(v) != 5 or v[0] != 1 or v[4] != 1
+                or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in v)):
+            raise OptionsError(f"{what}: option {key!r} is {v!r}, need [1, d, h, w, 1] of positive integers")
+        dhw.append(tuple(v[1:4]))
+    return Pool3DOptions(padding, dhw[1], dhw[0])
+
+
 # -- kernels ----------------------------------------------------------------------------------------
 
 def compute_padding(stride: int, in_size: int, filter_size: int, out_size: int) -> int:
@@ -237,6 +264,32 @@ def max_pool_argmax(x: np.ndarray, o: PoolOptions) -> tuple[np.ndarray, np.ndarr
     best = windows.max(axis=0)
     index = np.argmax(windows == best, axis=0)  # first window position holding the maximum
     return _clamp(best, o.activation), (index.astype(F32) + F32(0.1))
+
+
+def pool3d(x: np.ndarray, o: Pool3DOptions, kind: str) -> np.ndarray:
+    """MaxPool3D / AvgPool3D on NDHWC: windows over the valid (unpadded) elements only, so a SAME
+    average divides by the count of real elements, as the kernel's filter_count does."""
+    x = np.asarray(x, F32)
+    spatial = x.shape[1:4]
+    out = [pool_output_size(n, f, s, o.padding) for n, f, s in zip(spatial, o.filter, o.stride)]
+    pad = [compute_padding(s, n, f, m) for s, n, f, m in zip(o.stride, spatial, o.filter, out)]
+    full = [max((m - 1) * s + f, p + n) for m, s, f, p, n in zip(out, o.stride, o.filter, pad, spatial)]
+    fill = -np.inf if kind == "max" else 0.0
+    padded = np.full((x.shape[0], *full, x.shape[4]), fill, F32)
+    valid = np.zeros((1, *full, 1), F32)
+    inner = (slice(None), *(slice(p, p + n) for p, n in zip(pad, spatial)), slice(None))
+    padded[inner], valid[inner] = x, 1.0
+
+    def windows(a: np.ndarray) -> np.ndarray:  # [kd*kh*kw, batch, od, oh, ow, c]
+        return np.stack([a[:, i:i + (out[0] - 1) * o.stride[0] + 1:o.stride[0],
+                           j:j + (out[1] - 1) * o.stride[1] + 1:o.stride[1],
+                           k:k + (out[2] - 1) * o.stride[2] + 1:o.stride[2]]
+                         for i in range(o.filter[0]) for j in range(o.filter[1]) for k in range(o.filter[2])])
+
+    if kind == "max":
+        return windows(padded).max(axis=0)
+    count = windows(valid).sum(axis=0)
+    return (windows(padded).astype(np.float64).sum(axis=0) / count).astype(F32)
 
 
 def max_unpooling(x: np.ndarray, indices: np.ndarray, o: PoolOptions) -> np.ndarray:
@@ -421,6 +474,15 @@ def _mp_deconv(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     return [transpose_conv_bias(ins[0], ins[1], ins[2], padding, stride, call.output_shapes[0])]
 
 
+def _pool3d(kind: str) -> Callable[[OpCall, list[np.ndarray]], list[np.ndarray]]:
+    def run(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
+        if ins[0].ndim != 5:
+            raise OptionsError(f"{call.what}: input of shape {list(ins[0].shape)}, the kernel needs 5-D NDHWC")
+        return [pool3d(ins[0], pool3d_options(call.options, call.what), kind)]
+
+    return run
+
+
 REFERENCES: dict[str, Callable[[OpCall, list[np.ndarray]], list[np.ndarray]]] = {
     "MaxPoolingWithArgmax2D": _mp_pool,
     "MaxUnpooling2D": _mp_unpool,
@@ -428,6 +490,9 @@ REFERENCES: dict[str, Callable[[OpCall, list[np.ndarray]], list[np.ndarray]]] = 
     "TransformLandmarks": _mp_landmarks,
     "Landmarks2TransformMatrix": _mp_matrix,
     "Convolution2DTransposeBias": _mp_deconv,
+    "MaxPool3D": _pool3d("max"),
+    "AvgPool3D": _pool3d("avg"),
+    "AveragePool3D": _pool3d("avg"),
 }
 
 

@@ -98,6 +98,24 @@ class OpCheck:
             assert not fixed, f"outputs {fixed} do not depend on the input: the test proves nothing"
         return report
 
+    def core_ml(self, path: Path, op: str, precision: str = "float32"):
+        """`check`, then convert the rebuild with coremltools and run the MIL check (numpy evaluator)
+        against TFLite on the same inputs; returns the Core ML Report."""
+        pytest.importorskip("coremltools")
+        from tfl_rebuild import coreml as cm
+        from tfl_rebuild import coreml_check as cc
+        from tfl_rebuild.keras_job import write_generated
+        from tfl_rebuild.verify import load_module
+
+        self.check(path, op)
+        model, py, weights = write_generated(str(path), str(self.tmp_path / "coreml"))
+        keras_model = load_module(py).build_model(str(weights))
+        result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision=precision)), keras_model)
+        assert not isinstance(result, cc.NotChecked), result
+        assert result.report.ok, {o.name: o.max_rel for o in result.report.outputs}
+        assert all(o.input_sensitive for o in result.report.outputs), "a Core ML output ignores the input"
+        return result.report
+
 
 def _dequantized_scales(model) -> list[float]:
     """Per output: the scale of the quantized tensor its DEQUANTIZE reads (or of the output itself)."""

@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     activation,
     array,
     conv,
+    conv3d,
     detection,
     elementwise,
     matmul,
