@@ -230,6 +230,15 @@ def test_bad_model_exits_2_with_one_line(case, tmp_path):
     assert written(outdir) == []
 
 
+def test_no_native_start_up_notices(tmp_path):
+    """TensorFlow's oneDNN/CUDA notices and LiteRT's delegate notice stay off the user's terminal."""
+    result = keras_process(require_fixture("add_one"), tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout + result.stderr
+    for notice in ("oneDNN", "cuda", "absl::InitializeLog", "XNNPACK delegate", "cpu_feature_guard"):
+        assert notice not in text, text
+
+
 def test_missing_model_exits_2(tmp_path):
     proc = keras_process(tmp_path / "nope.tflite", tmp_path / "out")
     assert proc.returncode == 2

@@ -99,6 +99,9 @@ def _runs(model: Model, inputs, seed: int) -> tuple[dict | None, dict | None, li
 
 
 def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bool = False) -> Comparison:
+    from .native_logs import preload_tensorflow
+
+    preload_tensorflow()
     import keras
 
     model: Model = read_model(model_path)
@@ -121,7 +124,8 @@ def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bo
         for m in pairs:
             out = keras_model.get_layer(m["layer"]).output
             outputs.append(out[m["output"]] if isinstance(out, (list, tuple)) else out)
-        probe = keras.Model(keras_model.inputs, outputs)
+        # The same input structure as the call below (a list for one input makes Keras warn).
+        probe = keras.Model(keras_model.inputs if len(feed) > 1 else keras_model.inputs[0], outputs)
         values_out = probe(feed if len(feed) > 1 else feed[0], training=False)
         values_out = values_out if isinstance(values_out, (list, tuple)) else [values_out]
         got = {m["tensor"]: np.asarray(v) for m, v in zip(pairs, values_out)}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RuntimeUnavailableError
+from .native_logs import silenced
 
 
 def interpreter_class():
@@ -46,14 +47,15 @@ def make_interpreter(
         resolver = sys.modules[Interpreter.__module__].OpResolverType
         extra["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interp = Interpreter(
-            model_path=model_path,
-            model_content=model_content,
-            experimental_preserve_all_tensors=preserve_all_tensors,
-            num_threads=num_threads,
-            **extra,
-        )
-        interp.allocate_tensors()
+        with silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" notice
+            interp = Interpreter(
+                model_path=model_path,
+                model_content=model_content,
+                experimental_preserve_all_tensors=preserve_all_tensors,
+                num_threads=num_threads,
+                **extra,
+            )
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         text = str(exc)
         custom = sorted(set(re.findall(r"unresolved custom op: (\S+?)\.?\s", text + " ")))

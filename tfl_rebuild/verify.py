@@ -196,6 +196,9 @@ class Report:
 
 def load_module(path: str | Path):
     """Import a generated module from its file (each call gets a fresh module)."""
+    from .native_logs import preload_tensorflow
+
+    preload_tensorflow()  # the module imports keras, and so TensorFlow: without its C++ start-up notices
     path = Path(path).resolve()
     name = f"tfl_rebuild_generated_{abs(hash((str(path), path.stat().st_mtime_ns)))}"
     spec = importlib.util.spec_from_file_location(name, path)
