@@ -1,6 +1,6 @@
 """Array ops: GATHER, GATHER_ND, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE,
 ARG_MAX, ARG_MIN, SELECT, SELECT_V2, REVERSE_V2, CUMSUM, FILL, ZEROS_LIKE, RANGE,
-ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP
+ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP, BITCAST
 (comparisons are BinaryOps in elementwise.py)."""
 
 from __future__ import annotations
@@ -261,3 +261,17 @@ def embedding_lookup(op: Operator, ctx: ConvertContext) -> LayerSpec:
     values = _float_const(op, ctx, table)
     return LayerSpec("Gather", {"axis": 0, "constant_shape": list(values.shape)}, (ids,), op.outputs,
                      weights=(("constant", values),), custom=True)
+
+
+BITCAST_TYPES = ("float32", "int32", "uint32", "int16", "uint16", "int8", "uint8", "int64", "float16", "bool")
+
+
+@converter("BITCAST", range(1, 2))
+def bitcast(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x, out = op.inputs[0], op.outputs[0]
+    to, shape = ctx.tensor(out).dtype, list(ctx.shape(out))
+    if to not in BITCAST_TYPES or ctx.tensor(x).dtype not in BITCAST_TYPES or ctx.tensor(x).quantized:
+        raise ConversionError(f"BITCAST op {op.index}: {ctx.tensor(x).dtype} -> {to} is not supported")
+    if any(d < 0 for d in shape):
+        raise ConversionError(f"BITCAST op {op.index}: output shape {shape} is not static")
+    return LayerSpec("Bitcast", {"to": to, "shape": shape}, (x,), op.outputs, custom=True)

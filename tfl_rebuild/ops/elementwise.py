@@ -28,6 +28,9 @@ BINARY = {
     "NOT_EQUAL": (None, "not_equal"),
     "LOGICAL_AND": (None, "logical_and"),
     "LOGICAL_OR": (None, "logical_or"),
+    "ATAN2": (None, "atan2"),
+    "RIGHT_SHIFT": (None, "right_shift"),
+    "BITWISE_XOR": (None, "bitwise_xor"),
 }
 
 
