@@ -497,6 +497,27 @@ def test_gather_nd_and_along_axis():
     close(run(lambda a: mb.gather_along_axis(x=a, indices=along, axis=1), X), np.take_along_axis(X, along, 1))
 
 
+@pytest.mark.parametrize("mode", ["add", "update", "max"])
+def test_scatter_nd(mode):
+    data, updates = rand(4, 3), rand(3, 3)
+    idx = np.array([[2], [0], [2]], np.int32) if mode != "update" else np.array([[2], [0], [3]], np.int32)
+    got = run(lambda a, b: mb.scatter_nd(data=a, indices=idx, updates=b, mode=mode), data, updates)
+    want = data.astype(np.float64).copy()
+    for row, u in zip(idx[:, 0], updates.astype(np.float64)):
+        want[row] = {"add": want[row] + u, "update": u, "max": np.maximum(want[row], u)}[mode]
+    close(got, want)
+
+
+def test_scatter_nd_elements():
+    data, updates = rand(2, 3), rand(2)
+    idx = np.array([[1, 2], [0, 0]], np.int32)
+    got = run(lambda a, b: mb.scatter_nd(data=a, indices=idx, updates=b, mode="add"), data, updates)
+    want = data.copy()
+    want[1, 2] += updates[0]
+    want[0, 0] += updates[1]
+    close(got, want)
+
+
 def test_split_and_stack():
     parts = run(lambda a: mb.split(x=a, split_sizes=[1, 3], axis=2), X)
     close(parts[0], X[:, :, :1])

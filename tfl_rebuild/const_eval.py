@@ -84,6 +84,15 @@ def _range(op: Operator, v: list[np.ndarray]) -> np.ndarray:
     return np.arange(start, limit, delta).astype(v[0].dtype)
 
 
+def _scatter_nd(op: Operator, v: list[np.ndarray]) -> np.ndarray:
+    indices, updates, shape = v
+    out = np.zeros([int(d) for d in shape.reshape(-1)], updates.dtype)
+    k = indices.shape[-1]
+    rows = tuple(indices.reshape(-1, k).astype(np.int64).T)
+    np.add.at(out, rows, updates.reshape((-1, *out.shape[k:])))  # repeated indices sum, as TFLite's kernel
+    return out
+
+
 def _reduce(fn):
     def evaluate(op: Operator, v: list[np.ndarray]) -> np.ndarray:
         axes = tuple(int(a) for a in v[1].reshape(-1))
@@ -116,6 +125,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "ZEROS_LIKE": lambda op, v: np.zeros_like(v[0]),
     "BROADCAST_ARGS": lambda op, v: np.asarray(np.broadcast_shapes(tuple(v[0].tolist()), tuple(v[1].tolist()))),
     "ONES_LIKE": lambda op, v: np.ones_like(v[0]),
+    "SCATTER_ND": _scatter_nd,
 }
 RESHAPES = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 CASTS = ("CAST",)

@@ -920,6 +920,27 @@ def _gather_nd_batched(x, idx, batch):
     return out.reshape(idx.shape[:-1] + x.shape[k:])
 
 
+_SCATTER = {"update": None, "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+            "max": np.maximum, "min": np.minimum}
+
+
+@op("scatter_nd")
+def _scatter_nd(a):
+    mode = a.scalar("mode", "add")
+    if mode not in _SCATTER:
+        raise MilEvalError(f"scatter_nd mode {mode!r} is not supported")
+    out = np.array(a.data, copy=True)
+    idx = a.indices.astype(np.int64)
+    k = idx.shape[-1]
+    rows = tuple(idx.reshape(-1, k).T)
+    updates = np.asarray(a.updates, out.dtype).reshape((-1, *out.shape[k:]))
+    if _SCATTER[mode] is None:
+        out[rows] = updates
+    else:  # unbuffered, so repeated indices combine
+        _SCATTER[mode].at(out, rows, updates)
+    return out
+
+
 @op("tile")
 def _tile(a):
     return np.tile(a.x, a.ints("reps"))

@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     normalization,
     pooling,
     resize,
+    scatter,
     sequence,
     shape,
     spectral,
