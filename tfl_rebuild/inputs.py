@@ -267,6 +267,8 @@ def conform(value: np.ndarray, detail: dict, source: str) -> np.ndarray:
             )
     if value.dtype == want:
         return np.ascontiguousarray(value)
+    if want.kind == "S" and value.dtype.kind in "SU":  # string inputs: any byte or text strings
+        return np.char.encode(value, "utf-8") if value.dtype.kind == "U" else np.ascontiguousarray(value)
     bad = f"input {name!r} expects {want}, got {value.dtype} from {source}"
     if value.dtype.kind not in "biuf" or want.kind not in "biuf":
         raise InputError(bad)

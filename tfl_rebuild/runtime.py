@@ -70,6 +70,11 @@ def make_interpreter(
             raise RuntimeUnavailableError(
                 f"the TFLite runtime cannot run this model: custom op(s) {', '.join(custom)} are not built in"
             ) from None
+        if "Select TensorFlow op" in text:  # the runtime's advice is for Android builds
+            flex = sorted(set(re.findall(r"\((Flex\w+)\)", text))) or ["Flex"]
+            raise RuntimeUnavailableError(
+                f"the TFLite runtime cannot run select TensorFlow (Flex) ops: {', '.join(flex)} (its Python "
+                "interpreter has no Flex delegate)") from None
         first = next((ln for ln in text.splitlines() if ln.strip()), text)
         raise RuntimeUnavailableError(f"the TFLite runtime cannot load this model: {first}") from None
     return interp
@@ -85,13 +90,17 @@ def random_input(detail: dict, rng: np.random.Generator, limit: int | None = Non
     """A seeded input of the right shape/dtype: floats in [-1, 1); quantized integers over their
     whole range (the calibrated float range: int16's [-128, 127] alone would be ~0); indices in
     [0, limit) when `limit` (or the detail's "index_limit") is given (see `index_limits`); other
-    integers over a small range."""
+    integers over a small range; strings as short random lowercase words."""
     shape = tuple(int(d) if d > 0 else 1 for d in detail["shape"])
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f":
         return rng.uniform(-1.0, 1.0, shape).astype(dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(bool)
+    if dtype.kind in "SUO":  # string tensors: short random lowercase words
+        letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", np.uint8)
+        words = [bytes(rng.choice(letters, int(rng.integers(1, 5)))) for _ in range(int(np.prod(shape)))]
+        return np.array(words, dtype=np.bytes_).reshape(shape)
     info = np.iinfo(dtype)
     limit = limit if limit is not None else detail.get("index_limit")
     if limit is not None:

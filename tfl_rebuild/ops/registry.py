@@ -144,9 +144,46 @@ def _flex_error(sg: Subgraph) -> UnsupportedOpError:
         f"no TFLite builtin form to rebuild from: {', '.join(flex)}")
 
 
+# Ops that keep state between runs (resource variables, hash tables) or run an initializer once.
+STATEFUL = ("CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "HASHTABLE", "HASHTABLE_FIND",
+            "HASHTABLE_IMPORT", "HASHTABLE_SIZE")
+
+
+def _ops_text(ops: list[Operator]) -> str:
+    """'VAR_HANDLE (op 1), READ_VARIABLE (ops 2, 5)': each op type once, in order of appearance."""
+    at: dict[str, list[int]] = {}
+    for o in ops:
+        at.setdefault(o.key, []).append(o.index)
+    return ", ".join(f"{k} (op{'s' if len(v) > 1 else ''} {', '.join(map(str, v))})" for k, v in at.items())
+
+
+def _stateful_error(sg: Subgraph) -> UnsupportedOpError:
+    ops = [o for o in sg.operators if o.opcode in STATEFUL]
+    kinds = [k for k, prefix in (("resource variables", ("VAR_", "READ_", "ASSIGN_")), ("hash tables", ("HASHTABLE",)))
+             if any(o.opcode.startswith(prefix) for o in ops)]
+    return UnsupportedOpError(
+        f"the model keeps state between runs ({' and '.join(kinds) or 'an initializer run once'}), which a Keras "
+        f"functional rebuild has no place for: {_ops_text(ops)}; rebuild the stateless part of the graph instead")
+
+
+def _string_error(sg: Subgraph, op: Operator) -> UnsupportedOpError:
+    touching = [o for o in sg.operators if any(0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string"
+                                               for i in (*o.inputs, *o.outputs))]
+    names = [sg.tensors[i].name for i in (*op.inputs, *op.outputs) if 0 <= i < len(sg.tensors)
+             and sg.tensors[i].dtype == "string"]
+    return UnsupportedOpError(
+        f"string tensors (e.g. {names[0]!r}) have no Keras or Core ML form; ops on strings: {_ops_text(touching)}")
+
+
 def lookup(op: Operator, sg: Subgraph) -> Converter:
     key = ("CUSTOM", op.custom_code) if op.opcode == "CUSTOM" else (op.opcode, op.version)
     fn = REGISTRY.get(key)
+    if op.opcode in STATEFUL and fn is None:
+        raise _stateful_error(sg)
+    if any(0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string" for i in (*op.inputs, *op.outputs)):
+        if op.opcode == "CUSTOM" and (op.custom_code or "").startswith("Flex"):
+            raise _flex_error(sg)
+        raise _string_error(sg, op)
     if fn is None:
         if op.opcode == "CUSTOM" and op.custom_code == DETECTION_POSTPROCESS:
             raise detection_postprocess_error(op, sg)
