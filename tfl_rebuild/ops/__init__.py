@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     pooling,
     resize,
     scatter,
+    segment,
     sequence,
     shape,
     spectral,
