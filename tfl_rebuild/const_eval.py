@@ -126,6 +126,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "BROADCAST_ARGS": lambda op, v: np.asarray(np.broadcast_shapes(tuple(v[0].tolist()), tuple(v[1].tolist()))),
     "ONES_LIKE": lambda op, v: np.ones_like(v[0]),
     "SCATTER_ND": _scatter_nd,
+    "WHERE": lambda op, v: np.argwhere(v[0]),  # the coordinates of the true (non-zero) elements
 }
 RESHAPES = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 CASTS = ("CAST",)

@@ -142,6 +142,8 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
             out = ctx.tensor(op.outputs[0])
             if op.opcode == "SHAPE" and _known_shape(ctx, data_inputs[0]):
                 value = const_eval.shape_of(ctx.shape(data_inputs[0]), out.dtype)
+            elif op.opcode == "RANK" and _known_shape(ctx, data_inputs[0]):
+                value = np.asarray(len(ctx.shape(data_inputs[0])), out.dtype)
             elif all(ctx.is_const(i) for i in data_inputs) and not out.quantized:
                 try:
                     value = const_eval.evaluate(op, [np.asarray(ctx.const(i)) for i in data_inputs],
@@ -150,6 +152,8 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
                     value = None
         if value is not None and value.size <= FOLD_LIMIT:
             ctx.constants[op.outputs[0]] = value
+            if value.shape != tuple(ctx.tensor(op.outputs[0]).shape):  # a placeholder (WHERE's rows)
+                ctx.shapes[op.outputs[0]] = tuple(value.shape)
             continue
         remaining.append(op)
         if len(op.outputs) == 1 and not _known_shape(ctx, op.outputs[0]):

@@ -262,3 +262,58 @@ def test_embedding_lookup(tfl):
     blob = build_model([T("ids", [3], "int32"), T("table", [10, 4], data=table), T("y", [3, 4])],
                        [Op("EMBEDDING_LOOKUP", [0, 1], [2])], inputs=[0], outputs=[2])
     tfl.check(tfl.crafted(blob), "EMBEDDING_LOOKUP")
+
+
+# RANK: TF folds tf.rank of a ranked tensor, so the op is crafted (as a model output, where it
+# stays an op; read by another op, passes.py folds it).
+def _rank_model(read: bool) -> bytes:
+    from flatbuf import Op, T, build_model
+
+    tensors = [T("x", [2, 3, 4]), T("rank", [], "int32")]
+    ops = [Op("RANK", [0], [1], options_type="RankOptions")]
+    outputs = [1]
+    if read:  # y = x * rank
+        tensors += [T("rank_f", [], "float32"), T("y", [2, 3, 4])]
+        ops += [Op("CAST", [1], [2]), Op("MUL", [0, 2], [3], options={"fused_activation_function": "NONE"})]
+        outputs = [3]
+    return build_model(tensors, ops, inputs=[0], outputs=outputs)
+
+
+def test_rank_output(tfl):
+    # the output is the rank whatever the input: nothing to be input-sensitive about
+    tfl.check(tfl.crafted(_rank_model(False)), "RANK", input_sensitive=False)
+
+
+def test_rank_folded(tfl):
+    tfl.check(tfl.crafted(_rank_model(True)), "RANK")
+
+
+def _where_gather_model() -> bytes:
+    # WHERE of a constant condition (folded), whose rows GATHER_ND reads from the input.
+    from flatbuf import Op, T, build_model
+
+    cond = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0]], bool)
+    n = int(cond.sum())
+    tensors = [T("x", [4, 3]), T("cond", [4, 3], "bool", data=cond),
+               T("coords", [1, 2], "int64", shape_signature=[-1, 2]), T("y", [1], shape_signature=[-1])]
+    ops = [Op("WHERE", [1], [2], options_type="WhereOptions"), Op("GATHER_ND", [0, 2], [3])]
+    assert n == 5
+    return build_model(tensors, ops, inputs=[0], outputs=[3])
+
+
+def test_where_of_a_constant_folds(tfl):
+    tfl.check(tfl.crafted(_where_gather_model()), "WHERE")
+
+
+def test_where_refused_naming_the_tensor(tfl, tmp_path):
+    from click.testing import CliRunner
+
+    from tfl_rebuild.cli import main
+
+    path = tfl.function(lambda x: tf.cast(tf.where(x > 0.0), tf.float32), [4, 3])
+    result = CliRunner().invoke(main, ["keras", str(path), "-o", str(tmp_path / "out")],
+                                env={"COLUMNS": "250", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "WHERE op" in lines[0] and "one row per true element of 'Greater'" in lines[0], lines[0]

@@ -60,3 +60,34 @@ def test_reduce_logic(tfl, op, keep_dims):
     # Thresholds that make both answers common over 3 values.
     cut = 0.5 if op == "REDUCE_ANY" else -0.5
     tfl.check(tfl.function(lambda x: LOGIC[op](x > cut, [2], keepdims=keep_dims), [1, 4, 3]), op)
+
+
+# L2_POOL_2D: TF 2.21 writes sqrt(avg_pool(x^2)) as three ops, so the op is crafted.
+L2_POOL = {
+    "2x2-valid": ("VALID", (2, 2), (2, 2), "NONE"),
+    "3x3-same-stride1": ("SAME", (1, 1), (3, 3), "NONE"),
+    "3x2-same-stride2-relu6": ("SAME", (2, 2), (3, 2), "RELU6"),
+}
+
+
+def _l2_pool_model(padding, stride, size, activation) -> bytes:
+    from flatbuf import Op, T, build_model
+
+    def out(n, s, k):
+        return -(-n // s) if padding == "SAME" else (n - k) // s + 1
+
+    shape = [1, out(7, stride[0], size[0]), out(8, stride[1], size[1]), 3]
+    options = {"padding": padding, "stride_h": stride[0], "stride_w": stride[1], "filter_height": size[0],
+               "filter_width": size[1], "fused_activation_function": activation}
+    return build_model([T("x", [1, 7, 8, 3]), T("y", shape)],
+                       [Op("L2_POOL_2D", [0], [1], options=options, options_type="Pool2DOptions")],
+                       inputs=[0], outputs=[1])
+
+
+@pytest.mark.parametrize("case", L2_POOL)
+def test_l2_pool_2d(tfl, case):
+    tfl.check(tfl.crafted(_l2_pool_model(*L2_POOL[case])), "L2_POOL_2D")
+
+
+def test_l2_pool_2d_core_ml(tfl):
+    tfl.core_ml(tfl.crafted(_l2_pool_model(*L2_POOL["3x2-same-stride2-relu6"])), "L2_POOL_2D")

@@ -1,6 +1,6 @@
 """Array ops: GATHER, GATHER_ND, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE,
 ARG_MAX, ARG_MIN, SELECT, SELECT_V2, REVERSE_V2, CUMSUM, FILL, ZEROS_LIKE, RANGE,
-ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP, BITCAST
+ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP, BITCAST, RANK, WHERE (refused unless folded)
 (comparisons are BinaryOps in elementwise.py)."""
 
 from __future__ import annotations
@@ -154,6 +154,22 @@ def shape(op: Operator, ctx: ConvertContext) -> LayerSpec:
     # Computed from the Keras tensor at run time (static here: the rebuild has fixed input shapes).
     return LayerSpec("ShapeOf", {"out_dtype": ctx.tensor(op.outputs[0]).dtype}, (op.inputs[0],), op.outputs,
                      custom=True)
+
+
+@converter("RANK", range(1, 2))
+def rank(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # passes.py folds a RANK whose result something reads; this one is a model output.
+    return LayerSpec("RankOf", {"out_dtype": ctx.tensor(op.outputs[0]).dtype}, (op.inputs[0],), op.outputs,
+                     custom=True)
+
+
+@converter("WHERE", range(1, 3))
+def where(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # With a constant condition passes.py folded it; otherwise the row count follows the data.
+    out, cond = ctx.tensor(op.outputs[0]), ctx.tensor(op.inputs[0])
+    raise ConversionError(f"WHERE op {op.index}: {out.name!r} has one row per true element of {cond.name!r}, a "
+                          "number only the data decides, which a fixed-shape Keras model cannot hold; cut the "
+                          "model before it and run the rest outside")
 
 
 def arg_reduce(op: Operator, ctx: ConvertContext) -> LayerSpec:

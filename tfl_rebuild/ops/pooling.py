@@ -1,4 +1,4 @@
-"""Pooling and reductions: AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, SUM, REDUCE_*."""
+"""Pooling and reductions: AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D, MEAN, SUM, REDUCE_*."""
 
 from __future__ import annotations
 
@@ -9,21 +9,34 @@ from .activation import with_activation
 from .registry import ConvertContext, LayerSpec, converter
 
 
+def _pool_kwargs(op: Operator) -> dict:
+    o = op.options
+    return {
+        "pool_size": (o.get("filter_height", 1), o.get("filter_width", 1)),
+        "strides": (o.get("stride_h", 1), o.get("stride_w", 1)),
+        "padding": "same" if o.get("padding", "VALID") == "SAME" else "valid",
+    }
+
+
 def _pool(layer: str):
     def convert(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
-        o = op.options
-        spec = LayerSpec(layer, {
-            "pool_size": (o.get("filter_height", 1), o.get("filter_width", 1)),
-            "strides": (o.get("stride_h", 1), o.get("stride_w", 1)),
-            "padding": "same" if o.get("padding", "VALID") == "SAME" else "valid",
-        }, (op.inputs[0],), op.outputs)
-        return with_activation(op, spec)
+        return with_activation(op, LayerSpec(layer, _pool_kwargs(op), (op.inputs[0],), op.outputs))
 
     return convert
 
 
 converter("AVERAGE_POOL_2D", range(1, 5))(_pool("AveragePooling2D"))
 converter("MAX_POOL_2D", range(1, 5))(_pool("MaxPooling2D"))
+
+
+@converter("L2_POOL_2D", range(1, 2), note="sqrt of AveragePooling2D of the squares")
+def l2_pool_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    # sqrt(sum(x^2) / n), n the window's elements inside the input: what a SAME average pool counts.
+    square = LayerSpec("UnaryOp", {"op": "square"}, (op.inputs[0],), custom=True)
+    pool = LayerSpec("AveragePooling2D", _pool_kwargs(op), (square,))
+    root = LayerSpec("UnaryOp", {"op": "sqrt"}, (pool,), op.outputs, custom=True)
+    return [square, pool, *with_activation(op, root)]
+
 
 REDUCE = {"MEAN": "mean", "SUM": "sum", "REDUCE_MAX": "max", "REDUCE_MIN": "min", "REDUCE_PROD": "prod",
           "REDUCE_ANY": "any", "REDUCE_ALL": "all"}
