@@ -208,10 +208,40 @@ def test_rnn_single_step(tfl, activation):
     tfl.check(tfl.crafted(blob), "RNN")
 
 
+def _birnn_model(merge: bool, time_major: bool, activation: str = "TANH") -> bytes:
+    from flatbuf import Op, T, build_model
+
+    seq = [STEPS, 1, FEATURES] if time_major else [1, STEPS, FEATURES]
+
+    def out(n):
+        return [STEPS, 1, n] if time_major else [1, STEPS, n]
+
+    tensors = [T("x", seq)]
+    for d in ("fw", "bw"):  # inputs 1-4 and 5-8: weights, recurrent weights, bias, state
+        tensors += [T(f"{d}_w", [UNITS, FEATURES], data=_w(UNITS, FEATURES)),
+                    T(f"{d}_r", [UNITS, UNITS], data=_w(UNITS, UNITS)), T(f"{d}_b", [UNITS], data=_w(UNITS)),
+                    T(f"{d}_h", [1, UNITS], is_variable=True)]
+    outs = [9] if merge else [9, 10]
+    tensors += [T("y", out(2 * UNITS))] if merge else [T("y_fw", out(UNITS)), T("y_bw", out(UNITS))]
+    options = {"fused_activation_function": activation, "merge_outputs": merge, "time_major": time_major}
+    return build_model(tensors, [Op("BIDIRECTIONAL_SEQUENCE_RNN", [*range(9), -1, -1, -1], outs, options=options,
+                                    options_type="BidirectionalSequenceRNNOptions")], inputs=[0], outputs=outs)
+
+
+BIRNN_CASES = {"merged": (True, False), "two-outputs": (False, False), "merged-time-major": (True, True),
+               "two-outputs-time-major-relu": (False, True, "RELU")}
+
+
+@pytest.mark.parametrize("case", BIRNN_CASES)
+def test_bidirectional_sequence_rnn(tfl, case):
+    tfl.check(tfl.crafted(_birnn_model(*BIRNN_CASES[case])), "BIDIRECTIONAL_SEQUENCE_RNN")
+
+
 FUSED_TO_CORE_ML = {
     "UNIDIRECTIONAL_SEQUENCE_LSTM": lambda: _lstm_model("TANH", False),
     "UNIDIRECTIONAL_SEQUENCE_RNN": lambda: _rnn_model("TANH", True),
     "BIDIRECTIONAL_SEQUENCE_LSTM": lambda: _bilstm_model(True, False),
+    "BIDIRECTIONAL_SEQUENCE_RNN": lambda: _birnn_model(False, True),
 }
 
 

@@ -172,9 +172,18 @@ def bidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[Layer
     aux = {"an auxiliary input": tuple(range(39, 48))}
     fw = _lstm_weights(op, ctx, ins, 1, 5, 9, 12, 16, (35, 36), aux)
     bw = _lstm_weights(op, ctx, ins, 18, 22, 26, 29, 33, (37, 38), aux)
+    names = ("kernel", "recurrent_kernel", "bias")
+    return _bidirectional(op, ctx, "LSTM", _lstm_kwargs(op, fw[1]), tuple(zip(names, fw)),
+                          _lstm_kwargs(op, bw[1]), tuple(zip(names, bw)))
+
+
+def _bidirectional(op: Operator, ctx: ConvertContext, layer: str, fw_kwargs: dict, fw_weights: tuple,
+                   bw_kwargs: dict, bw_weights: tuple) -> list[LayerSpec]:
+    """A forward and a backward Keras recurrent layer over the op's input, the backward one's steps
+    put back in input order, concatenated when the op merges its outputs."""
     merge = bool(op.options.get("merge_outputs"))
     if len(op.outputs) != (1 if merge else 2):
-        raise ConversionError(f"BIDIRECTIONAL_SEQUENCE_LSTM op {op.index}: {len(op.outputs)} outputs with "
+        raise ConversionError(f"{op.opcode} op {op.index}: {len(op.outputs)} outputs with "
                               f"merge_outputs={merge}")
     time_major = bool(op.options.get("time_major"))
     specs: list[LayerSpec] = []
@@ -182,12 +191,9 @@ def bidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[Layer
     if time_major:
         specs.append(LayerSpec("Transpose", {"perm": [1, 0, 2]}, (src,), custom=True))
         src = specs[-1]
-    names = ("kernel", "recurrent_kernel", "bias")
     steps = _steps_kwargs(op, ctx)
-    forward = LayerSpec("LSTM", {**_lstm_kwargs(op, fw[1]), **steps}, (src,),
-                        weights=tuple(zip(names, fw)))
-    backward = LayerSpec("LSTM", {**_lstm_kwargs(op, bw[1]), **steps, "go_backwards": True},
-                         (src,), weights=tuple(zip(names, bw)))
+    forward = LayerSpec(layer, {**fw_kwargs, **steps}, (src,), weights=fw_weights)
+    backward = LayerSpec(layer, {**bw_kwargs, **steps, "go_backwards": True}, (src,), weights=bw_weights)
     # go_backwards yields the steps last-first; TFLite writes each backward output at its own step.
     aligned = LayerSpec("Reverse", {"axes": [1]}, (backward,), custom=True)
     specs += [forward, backward, aligned]
@@ -202,18 +208,35 @@ def bidirectional_sequence_lstm(op: Operator, ctx: ConvertContext) -> list[Layer
     return specs
 
 
+def _rnn_weights(op: Operator, ctx: ConvertContext, w: int, r: int, b: int, state: int) -> tuple:
+    """SimpleRNN (kernel, recurrent_kernel, bias) from TFLite's [units, in] / [units, units] weights."""
+    ins = list(op.inputs) + [-1] * (state + 1 - len(op.inputs))
+    for t in (ins[w], ins[r], ins[b]):
+        if t < 0 or not ctx.is_const(t):
+            raise ConversionError(f"{op.opcode} op {op.index}: weights must be constants")
+    _zero_state(op, ctx, ins[state])
+    return (("kernel", _float(ctx, ins[w]).T), ("recurrent_kernel", _float(ctx, ins[r]).T),
+            ("bias", _float(ctx, ins[b])))
+
+
 @converter("UNIDIRECTIONAL_SEQUENCE_RNN", range(1, 4), note="keras.layers.SimpleRNN")
 def unidirectional_sequence_rnn(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
-    x, w, r, b = op.inputs[:4]
-    for t in (w, r, b):
-        if t < 0 or not ctx.is_const(t):
-            raise ConversionError(f"UNIDIRECTIONAL_SEQUENCE_RNN op {op.index}: weights must be constants")
-    if len(op.inputs) > 4:
-        _zero_state(op, ctx, op.inputs[4])
-    kernel, recurrent = _float(ctx, w).T, _float(ctx, r).T
-    kwargs = {"units": recurrent.shape[0], "activation": _activation(op)}
-    return _sequence_layer(op, ctx, "SimpleRNN", kwargs, (("kernel", kernel), ("recurrent_kernel", recurrent),
-                                                     ("bias", _float(ctx, b))))
+    weights = _rnn_weights(op, ctx, 1, 2, 3, 4)
+    kwargs = {"units": weights[1][1].shape[0], "activation": _activation(op)}
+    return _sequence_layer(op, ctx, "SimpleRNN", kwargs, weights)
+
+
+@converter("BIDIRECTIONAL_SEQUENCE_RNN", range(1, 4), note="forward keras.layers.SimpleRNN + backward "
+           "SimpleRNN (go_backwards, re-reversed), concatenated when merge_outputs")
+def bidirectional_sequence_rnn(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    # inputs: x, fw (weights, recurrent, bias, state), bw (the same), aux input, fw / bw aux weights
+    if any(i >= 0 for i in op.inputs[9:12]):
+        raise ConversionError(f"BIDIRECTIONAL_SEQUENCE_RNN op {op.index}: an auxiliary input has no "
+                              "keras.layers.SimpleRNN equivalent")
+    fw, bw = _rnn_weights(op, ctx, 1, 2, 3, 4), _rnn_weights(op, ctx, 5, 6, 7, 8)
+    act = _activation(op)
+    return _bidirectional(op, ctx, "SimpleRNN", {"units": fw[1][1].shape[0], "activation": act}, fw,
+                          {"units": bw[1][1].shape[0], "activation": act}, bw)
 
 
 @converter("RNN", range(1, 4), note="one step from the zero state: keras.layers.Dense (recurrent weights unused)")
