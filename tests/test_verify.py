@@ -159,3 +159,18 @@ def test_one_tolerance_definition():
     assert tolerance("float", out).bar == tolerance("float", out, local=True).bar == FLOAT_REL_TOL
     t = tolerance("full-int8", act)
     assert t.allows(2.0) and not t.allows(2.1) and t.allows(9.0, noise=4.5) and not t.allows(9.1, noise=4.5)
+
+
+def test_lsb_slack_is_float32_rounding_of_the_grid_only():
+    """1 LSB read as 1.0017 on an int16 tensor near full scale is float32 rounding of two grid values
+    (up to 2 x 32768 x 2^-24 = 0.004 LSB), not a second step; on int8 the same reading is a real miss."""
+    from tfl_rebuild.ir import Quantization, Tensor
+    from tfl_rebuild.verify import tolerance
+
+    def tensor(dtype):
+        q = Quantization(scale=np.array([0.01], np.float32), zero_point=np.array([0]), quantized_dimension=0)
+        return Tensor(index=0, name="t", shape=(1, 4), dtype=dtype, buffer=0, quantization=q)
+
+    int16, int8 = tolerance("int16x8", tensor("int16"), local=True), tolerance("full-int8", tensor("int8"), local=True)
+    assert int16.allows(1.003) and not int16.allows(1.01)
+    assert int8.allows(1.0005) and not int8.allows(1.003)

@@ -59,13 +59,16 @@ class Tolerance:
     unit: str
     bar: float
     lsb: float | None = None
+    # LSB unit: what float32 rounding of two dequantized grid values can add, in LSB. A value q * scale
+    # carries up to |q| * 2^-24 of it: 4e-3 LSB near int16's full scale, 1e-5 for int8.
+    slack: float = 0.0
 
     def error(self, max_abs: float, max_rel: float) -> float:
         return max_abs / self.lsb if self.unit == "LSB" else max_rel
 
     def allows(self, error: float, noise: float = 0.0) -> bool:
         bar = max(self.bar, NOISE_FACTOR * noise)
-        return error <= (bar * (1 + LSB_SLACK) if self.unit == "LSB" else bar)
+        return error <= (bar * (1 + LSB_SLACK) + self.slack if self.unit == "LSB" else bar)
 
     def text(self, noise: bool = False) -> str:
         bar = f"{self.bar:g} LSB" if self.unit == "LSB" else f"rel {self.bar:g}"
@@ -80,7 +83,8 @@ def tolerance(kind: str, tensor: Tensor, *, local: bool = False, hybrid: bool = 
     """
     scale = lsb_of(tensor) if kind in QUANTIZED_KINDS else None
     if scale is not None:
-        return Tolerance("LSB", LOCAL_LSB_TOL if local else INT8_LSB_TOL, scale)
+        full_scale = float(np.iinfo(np.dtype(tensor.dtype)).max + 1)
+        return Tolerance("LSB", LOCAL_LSB_TOL if local else INT8_LSB_TOL, scale, slack=2 * full_scale * 2.0 ** -24)
     if kind == "dynamic-range" and not local:
         return Tolerance("rel", DYNAMIC_REL_TOL)
     return Tolerance("rel", HYBRID_LOCAL_REL_TOL if hybrid else FLOAT_REL_TOL)
