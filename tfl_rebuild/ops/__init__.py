@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     elementwise,
     matmul,
     mediapipe,
+    nms,
     normalization,
     pooling,
     resize,
