@@ -34,15 +34,6 @@ class OpLayer(keras.layers.Layer):
         return {**super().get_config(), **self.op_config}
 
 
-def atan2(y, x):
-    """atan(y / x) put in the quadrant of (x, y); keras.ops.arctan2 traces to TensorFlow's Atan2,
-    which coremltools cannot convert."""
-    base = keras.ops.arctan(y / keras.ops.where(x == 0, 1.0, x))
-    on_axis = keras.ops.where(y > 0, 1.5707963267948966, keras.ops.where(y < 0, -1.5707963267948966, 0.0))
-    left = keras.ops.where(y >= 0, base + 3.141592653589793, base - 3.141592653589793)
-    return keras.ops.where(x > 0, base, keras.ops.where(x < 0, left, on_axis))
-
-
 BINARY_OPS = {
     "add": keras.ops.add,
     "subtract": keras.ops.subtract,
@@ -62,7 +53,6 @@ BINARY_OPS = {
     "not_equal": keras.ops.not_equal,
     "logical_and": keras.ops.logical_and,
     "logical_or": keras.ops.logical_or,
-    "atan2": atan2,
     "right_shift": keras.ops.right_shift,
     "bitwise_xor": keras.ops.bitwise_xor,
 }

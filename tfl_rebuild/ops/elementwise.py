@@ -28,7 +28,6 @@ BINARY = {
     "NOT_EQUAL": (None, "not_equal"),
     "LOGICAL_AND": (None, "logical_and"),
     "LOGICAL_OR": (None, "logical_or"),
-    "ATAN2": (None, "atan2"),
     "RIGHT_SHIFT": (None, "right_shift"),
     "BITWISE_XOR": (None, "bitwise_xor"),
 }
@@ -55,6 +54,18 @@ def binary(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
 
 for _name in BINARY:
     converter(_name, range(1, 8))(binary)
+
+
+@converter("ATAN2", range(1, 2))
+def atan2(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    y, x = op.inputs[:2]
+    if ctx.is_const(y) and ctx.is_const(x):
+        raise ConversionError(f"ATAN2 op {op.index}: both operands are constants")
+    if not (ctx.is_const(y) or ctx.is_const(x)):
+        return LayerSpec("Atan2", {}, (y, x), op.outputs, custom=True)
+    c = np.asarray(ctx.const(y if ctx.is_const(y) else x), np.float32)
+    return LayerSpec("Atan2", {"constant_shape": list(c.shape)} | ({"constant_first": True} if ctx.is_const(y) else {}),
+                     (x if ctx.is_const(y) else y,), op.outputs, weights=(("constant", c),), custom=True)
 
 
 UNARY = {
