@@ -317,3 +317,49 @@ def test_where_refused_naming_the_tensor(tfl, tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert "WHERE op" in lines[0] and "one row per true element of 'Greater'" in lines[0], lines[0]
+
+
+BUCKETIZE = {
+    "float": (lambda x: tf.raw_ops.Bucketize(input=x, boundaries=[-0.5, 0.0, 0.3]), [2, 4]),
+    "int-input": (lambda x: tf.raw_ops.Bucketize(input=x, boundaries=[-50.0, -0.5, 0.0, 7.0, 60.0]), ([3, 4], tf.int32)),
+    "on-the-boundaries": (lambda x: tf.raw_ops.Bucketize(input=tf.round(x * 4.0) / 4.0, boundaries=[-0.5, 0.0, 0.25]),
+                          [2, 6]),
+}
+
+
+@pytest.mark.parametrize("case", BUCKETIZE)
+def test_bucketize(tfl, case):
+    fn, spec = BUCKETIZE[case]
+    tfl.check(tfl.function(fn, spec), "BUCKETIZE")
+
+
+def test_bucketize_core_ml(tfl):
+    tfl.core_ml(tfl.function(*BUCKETIZE["float"]), "BUCKETIZE")
+
+
+def _refusal(tfl, fn, spec, op):
+    from tfl_rebuild.ops import ConversionError, lookup
+    from tfl_rebuild.passes import prepare
+    from tfl_rebuild.reader import read_model
+
+    model = read_model(str(tfl.function(fn, spec)))
+    ctx, ops = prepare(model)
+    found = next(o for o in ops if o.opcode == op)
+    with pytest.raises(ConversionError) as info:
+        lookup(found, model.main)(found, ctx)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_unique_refused(tfl):
+    text = _refusal(tfl, lambda x: tf.unique(x)[0], [6], "UNIQUE")
+    assert "UNIQUE op 0:" in text and "one element per distinct value of 'serving_default_x:0'" in text, text
+
+
+@pytest.mark.parametrize("op", ["RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL", "MULTINOMIAL"])
+def test_random_refused(tfl, op):
+    draw = {"RANDOM_UNIFORM": lambda x: x + tf.random.uniform([2, 4]),
+            "RANDOM_STANDARD_NORMAL": lambda x: x + tf.random.normal([2, 4]),
+            "MULTINOMIAL": lambda x: tf.cast(tf.random.categorical(x, 3), tf.float32)}[op]
+    text = _refusal(tfl, draw, [2, 4], op)
+    assert f"{op} op" in text and "drawn at random by the runtime's own generator" in text, text

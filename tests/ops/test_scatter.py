@@ -102,3 +102,26 @@ CORE_ML = {
 def test_core_ml(tfl, case):
     (fn, specs), op = CORE_ML[case]
     tfl.core_ml(tfl.function(fn, *specs), op)
+
+
+SPARSE_TO_DENSE = {
+    "constant-indices": (lambda v: tf.raw_ops.SparseToDense(sparse_indices=[[0, 1], [2, 3], [1, 0]], output_shape=[3, 4],
+                                                            sparse_values=v * 2.0, default_value=0.5), [[3]]),
+    "vector-scalar-value": (lambda x: tf.raw_ops.SparseToDense(sparse_indices=_index(x, 6), output_shape=[6],
+                                                               sparse_values=1.0, default_value=0.0,
+                                                               validate_indices=False) * tf.reduce_sum(x), [[2]]),
+    "computed-indices-and-values": (
+        lambda x, v: tf.raw_ops.SparseToDense(sparse_indices=tf.stack([tf.range(2), _index(x, 4)], 1),
+                                              output_shape=[2, 4], sparse_values=v, default_value=-1.0), [[2], [2]]),
+}
+
+
+@pytest.mark.parametrize("case", SPARSE_TO_DENSE)
+def test_sparse_to_dense(tfl, case):
+    fn, specs = SPARSE_TO_DENSE[case]
+    tfl.check(tfl.function(fn, *specs), "SPARSE_TO_DENSE")
+
+
+def test_sparse_to_dense_core_ml(tfl):
+    fn, specs = SPARSE_TO_DENSE["computed-indices-and-values"]
+    tfl.core_ml(tfl.function(fn, *specs), "SPARSE_TO_DENSE")

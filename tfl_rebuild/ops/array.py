@@ -1,6 +1,7 @@
 """Array ops: GATHER, GATHER_ND, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE,
 ARG_MAX, ARG_MIN, SELECT, SELECT_V2, REVERSE_V2, CUMSUM, FILL, ZEROS_LIKE, RANGE,
-ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP, BITCAST, RANK, WHERE (refused unless folded)
+ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP, BITCAST, RANK, BUCKETIZE; WHERE (refused unless folded), UNIQUE and
+the random ops are refused
 (comparisons are BinaryOps in elementwise.py)."""
 
 from __future__ import annotations
@@ -291,3 +292,30 @@ def bitcast(op: Operator, ctx: ConvertContext) -> LayerSpec:
     if any(d < 0 for d in shape):
         raise ConversionError(f"BITCAST op {op.index}: output shape {shape} is not static")
     return LayerSpec("Bitcast", {"to": to, "shape": shape}, (x,), op.outputs, custom=True)
+
+
+@converter("BUCKETIZE", range(1, 2))
+def bucketize(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    boundaries = [float(b) for b in np.asarray(op.options.get("boundaries", []), np.float64).reshape(-1)]
+    if any(b > c for b, c in zip(boundaries, boundaries[1:])):
+        raise ConversionError(f"BUCKETIZE op {op.index}: boundaries {boundaries} are not sorted")
+    return LayerSpec("Bucketize", {"boundaries": boundaries}, (op.inputs[0],), op.outputs, custom=True)
+
+
+@converter("UNIQUE", range(1, 2))
+def unique(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    out, x = ctx.tensor(op.outputs[0]), ctx.tensor(op.inputs[0])
+    raise ConversionError(f"UNIQUE op {op.index}: {out.name!r} holds one element per distinct value of {x.name!r}, "
+                          "a number only the data decides, which a fixed-shape Keras model cannot hold; cut the "
+                          "model before it and run the rest outside")
+
+
+def _random(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    out = ctx.tensor(op.outputs[0])
+    raise ConversionError(f"{op.opcode} op {op.index}: {out.name!r} is drawn at random by the runtime's own "
+                          "generator, which a rebuild can neither reproduce nor be verified against; feed it as a "
+                          "model input instead")
+
+
+for _name in ("RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL", "MULTINOMIAL"):
+    converter(_name, range(1, 2))(_random)

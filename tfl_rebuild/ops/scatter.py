@@ -1,5 +1,5 @@
-"""Writing into tensors: SCATTER_ND, DYNAMIC_UPDATE_SLICE, MATRIX_DIAG, MATRIX_SET_DIAG, and
-REVERSE_SEQUENCE (a per-batch gather along the sequence axis)."""
+"""Writing into tensors: SCATTER_ND, SPARSE_TO_DENSE, DYNAMIC_UPDATE_SLICE, MATRIX_DIAG,
+MATRIX_SET_DIAG, and REVERSE_SEQUENCE (a per-batch gather along the sequence axis)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,26 @@ def scatter_nd(op: Operator, ctx: ConvertContext) -> LayerSpec:
         kwargs["constant_shape"] = list(values.shape)
         return LayerSpec("ScatterNd", kwargs, (indices,), op.outputs, weights=(("constant", values),), custom=True)
     return LayerSpec("ScatterNd", kwargs, (indices, updates), op.outputs, custom=True)
+
+
+@converter("SPARSE_TO_DENSE", range(1, 4))
+def sparse_to_dense(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    indices, shape, values, default = op.inputs[:4]
+    if not ctx.is_const(shape) or not ctx.is_const(default):
+        raise ConversionError(f"SPARSE_TO_DENSE op {op.index}: the output shape and default value must be constants")
+    out_shape = [int(d) for d in np.asarray(ctx.const(shape)).reshape(-1)]
+    fill = np.asarray(ctx.const(default)).reshape(-1)
+    kwargs: dict = {"shape": out_shape, "default_value": float(fill[0]) if fill.dtype.kind == "f" else int(fill[0])}
+    if ctx.is_const(indices) and ctx.is_const(values):
+        raise ConversionError(f"SPARSE_TO_DENSE op {op.index}: both indices and values are constants")
+    if ctx.is_const(indices):
+        kwargs["indices"] = np.asarray(ctx.const(indices)).astype(np.int64).tolist()
+        return LayerSpec("SparseToDense", kwargs, (values,), op.outputs, custom=True)
+    if ctx.is_const(values):
+        value = _float_weight(op, ctx, values, "values")
+        kwargs["constant_shape"] = list(value.shape)
+        return LayerSpec("SparseToDense", kwargs, (indices,), op.outputs, weights=(("constant", value),), custom=True)
+    return LayerSpec("SparseToDense", kwargs, (indices, values), op.outputs, custom=True)
 
 
 @converter("DYNAMIC_UPDATE_SLICE", range(1, 3))
