@@ -242,6 +242,7 @@ FUSED_TO_CORE_ML = {
     "UNIDIRECTIONAL_SEQUENCE_RNN": lambda: _rnn_model("TANH", True),
     "BIDIRECTIONAL_SEQUENCE_LSTM": lambda: _bilstm_model(True, False),
     "BIDIRECTIONAL_SEQUENCE_RNN": lambda: _birnn_model(False, True),
+    "SVDF": lambda: _svdf_model(2, "RELU"),
 }
 
 
@@ -306,3 +307,24 @@ def test_hostile_subgraph_names_stay_inert():
     assert [line.strip()[:12] for line in source.splitlines() if "subprocess.run" in line] == ["# subgraph 1", "# subgraph 2"]
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert len(functions) == 3 and all(f.isidentifier() for f in functions)  # cond, body, build_model
+
+
+def _svdf_model(rank: int, activation: str, bias: bool = True) -> bytes:
+    # SVDF (keyword-spotting models): feature weights [units * rank, in], time weights [units * rank, memory].
+    from flatbuf import Op, T, build_model
+
+    filters, memory = UNITS * rank, 4
+    tensors = [T("x", [2, FEATURES]), T("w_feature", [filters, FEATURES], data=_w(filters, FEATURES)),
+               T("w_time", [filters, memory], data=_w(filters, memory)),
+               T("b", [UNITS], data=_w(UNITS)), T("state", [2, memory * filters], is_variable=True), T("y", [2, UNITS])]
+    inputs = [0, 1, 2, 3 if bias else -1, 4]
+    return build_model(tensors, [Op("SVDF", inputs, [5], options={"rank": rank, "fused_activation_function": activation},
+                                    options_type="SVDFOptions")], inputs=[0], outputs=[5])
+
+
+SVDF_CASES = {"rank1-relu": (1, "RELU"), "rank2-none": (2, "NONE"), "rank2-no-bias-tanh": (2, "TANH", False)}
+
+
+@pytest.mark.parametrize("case", SVDF_CASES)
+def test_svdf(tfl, case):
+    tfl.check(tfl.crafted(_svdf_model(*SVDF_CASES[case])), "SVDF")

@@ -1,4 +1,4 @@
-"""Sequence models and control flow: LSTM / RNN ops, WHILE and IF over their subgraphs.
+"""Sequence models and control flow: LSTM / RNN / SVDF ops, WHILE and IF over their subgraphs.
 
 WHILE and IF call other subgraphs of the model. A converter names them with `SubgraphRef`; codegen
 emits each referenced subgraph once as its own `build_<name>(w)` function returning a keras.Model,
@@ -252,3 +252,35 @@ def rnn(op: Operator, ctx: ConvertContext) -> LayerSpec:
     kernel = _float(ctx, w).T
     return LayerSpec("Dense", {"units": kernel.shape[1], "activation": _activation(op)}, (x,), op.outputs,
                      weights=(("kernel", kernel), ("bias", _float(ctx, b))))
+
+
+@converter("SVDF", range(1, 5), note="one step from the zero state: keras.layers.Dense (only the newest "
+           "time weight acts)")
+def svdf(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # The state starts at zero in every run (as for RNN above): after the kernel's shift only its
+    # newest slot holds x W_feature^T, so each unit is act(sum over its `rank` filters of
+    # (x . W_feature[f]) * W_time[f, -1] + bias): one Dense layer.
+    x, feature, time = op.inputs[:3]
+    bias = op.inputs[3] if len(op.inputs) > 3 else -1
+    for t in (feature, time):
+        if t < 0 or not ctx.is_const(t):
+            raise ConversionError(f"SVDF op {op.index}: weights must be constants")
+    if len(op.inputs) > 4:
+        _zero_state(op, ctx, op.inputs[4])
+    wf, wt = _float(ctx, feature), _float(ctx, time)  # [filters, input], [filters, memory]
+    rank = int(op.options.get("rank", 1))
+    if rank < 1 or wf.shape[0] % rank or wt.shape[0] != wf.shape[0] or ctx.rank(x) != 2:
+        raise ConversionError(f"SVDF op {op.index}: rank {rank} does not split {wf.shape[0]} filters, or the "
+                              f"input {list(ctx.shape(x))} is not [batch, features]")
+    units = wf.shape[0] // rank
+    kernel = (wf * wt[:, -1:]).reshape(units, rank, -1).sum(axis=1).T  # [input, units]
+    kind = op.options.get("fused_activation_function", "NONE")
+    kwargs: dict = {"units": units}
+    if kind != "NONE":
+        kwargs["activation"] = _activation(op)
+    weights: tuple = (("kernel", np.ascontiguousarray(kernel, np.float32)),)
+    if bias >= 0:
+        weights += (("bias", _float(ctx, bias).reshape(-1)),)
+    else:
+        kwargs["use_bias"] = False
+    return LayerSpec("Dense", kwargs, (x,), op.outputs, weights=weights)
