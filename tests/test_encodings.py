@@ -144,3 +144,162 @@ def test_flex_model_keras_and_dump(flex_model, tmp_path):
     assert "cannot run select TensorFlow (Flex) ops: FlexMatrixDeterminant" in line, line
     assert "Android" not in line, line
     assert cli("inspect", flex_model).exit_code == 0
+
+
+# -- several signatures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_signatures(tmp_path_factory):
+    """A tf.Module with two tf.functions as saved_model signatures: 'decode' lands in subgraph 0."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    class Codec(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(rng.normal(0, 0.5, (4, 3)).astype(np.float32))
+            self.v = tf.Variable(rng.normal(0, 0.5, (4, 2)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32, name="x")])
+        def encode(self, x):
+            return {"code": tf.nn.relu(x @ self.w)}
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32, name="x"),
+                                      tf.TensorSpec([1, 2], tf.float32, name="bias")])
+        def decode(self, x, bias):
+            return {"logits": tf.tanh(x @ self.v) + bias, "sq": x * x}
+
+    codec = Codec()
+    d = tmp_path_factory.mktemp("signatures")
+    tf.saved_model.save(codec, str(d / "saved"), signatures={"encode": codec.encode.get_concrete_function(),
+                                                           "decode": codec.decode.get_concrete_function()})
+    path = d / "codec.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(d / "saved"), signature_keys=["encode", "decode"])
+                     .convert())
+    return path
+
+
+def _module_source(out, stem):
+    return (out / f"{stem}.py").read_text()
+
+
+def test_keras_says_which_signature_it_rebuilds(two_signatures, tmp_path):
+    result = cli("keras", two_signatures, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert ("note: the model has 2 signatures; this rebuilds signature 'decode' (subgraph 0); "
+            "--signature encode rebuilds the other") in text, text
+    assert "Note: the model has 2 signatures" in _module_source(tmp_path / "out", "codec")
+
+
+def test_keras_rebuilds_the_chosen_signature(two_signatures, tmp_path):
+    out = tmp_path / "out"
+    result = cli("keras", two_signatures, "-o", out, "--signature", "encode")
+    assert result.exit_code == 0, result.output  # verified against the runtime, on the encode subgraph
+    assert "match" in result.output and "MISMATCH" not in result.output, result.output
+    source = _module_source(out, "codec")
+    assert "--signature encode" in source.splitlines()[1]
+    from tfl_rebuild.verify import load_module
+
+    keras_model = load_module(out / "codec.py").build_model()
+    assert len(keras_model.inputs) == 1 and tuple(keras_model.outputs[0].shape) == (1, 3)
+    # compare and dump pick the same subgraph (compare from the module's _tensors.json)
+    result = cli("compare", two_signatures, out / "codec.py")
+    assert result.exit_code == 0 and "all 1 tensors within tolerance" in " ".join(result.output.split()), result.output
+    result = cli("dump", two_signatures, "-o", tmp_path / "dump", "--signature", "encode")
+    assert result.exit_code == 0, result.output
+    index = json.loads((tmp_path / "dump" / "index.json").read_text())
+    assert [t["shape"] for t in index["tensors"]] == [[1, 3]], index["tensors"]
+
+
+def test_unknown_signature_is_one_line(two_signatures, tmp_path):
+    line = one_line_refusal(cli("keras", two_signatures, "-o", tmp_path / "out", "--signature", "nope"))
+    assert "no such signature (signatures: 'decode', 'encode')" in line, line
+
+
+# -- dynamic shapes ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fully_convolutional(tmp_path_factory):
+    """Input [None, None, None, 3]: TensorFlow stores 1x1x1x3, at which the pooled conv is empty."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    w1 = tf.constant(rng.normal(0, 0.4, (3, 3, 3, 4)).astype(np.float32))
+    w2 = tf.constant(rng.normal(0, 0.4, (1, 1, 4, 2)).astype(np.float32))
+
+    def fcn(x):
+        y = tf.nn.max_pool2d(tf.nn.relu(tf.nn.conv2d(x, w1, 1, "SAME")), 2, 2, "VALID")
+        y = tf.nn.conv2d(y, w2, 1, "SAME")
+        return tf.image.resize(y, tf.shape(y)[1:3] * 2, method="bilinear")
+
+    return convert_function(fcn, [tf.TensorSpec([None, None, None, 3], tf.float32, name="x")],
+                            tmp_path_factory.mktemp("fcn") / "fcn.tflite")
+
+
+@pytest.fixture(scope="module")
+def dynamic_batch(tmp_path_factory):
+    import keras
+    from conftest import convert_keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    model = keras.Model(x, keras.layers.Dense(3)(keras.layers.Flatten()(y)))
+    path = tmp_path_factory.mktemp("batch") / "batch.tflite"
+    path.write_bytes(convert_keras(model))
+    return path
+
+
+def test_inspect_shows_dynamic_dims(fully_convolutional, dynamic_batch):
+    text = " ".join(cli("inspect", fully_convolutional).output.split())
+    assert "?x?x?x3 float32 (dynamic; stored as 1x1x1x3)" in text, text
+    assert "? = dynamic dim (-1 in shape_signature)" in text, text
+    text = " ".join(cli("inspect", dynamic_batch).output.split())
+    assert "?x8x8x3 float32 (dynamic; stored as 1x8x8x3)" in text, text
+    doc = json.loads(cli("inspect", "--json", dynamic_batch).output)
+    assert doc["subgraphs"][0]["inputs"][0]["shape_signature"] == [-1, 8, 8, 3]
+
+
+def test_dynamic_batch_rebuilt_at_the_stored_shape(dynamic_batch, tmp_path):
+    result = cli("keras", dynamic_batch, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "has dynamic dims ?x8x8x3: rebuilt at 1x8x8x3, its stored shape" in text, text
+
+
+def test_fully_convolutional_needs_a_shape(fully_convolutional, tmp_path):
+    line = one_line_refusal(cli("keras", fully_convolutional, "-o", tmp_path / "out"))
+    assert "has dynamic dims ?x?x?x3 and the TFLite runtime cannot run the model at its stored shape 1x1x1x3" in line
+    assert "--input-shape x=N,N,N,3" in line, line
+    line = one_line_refusal(cli("dump", fully_convolutional, "-o", tmp_path / "dump"))
+    assert "--input-shape x=N,N,N,3" in line, line
+
+
+def test_fully_convolutional_at_a_given_shape(fully_convolutional, tmp_path):
+    out = tmp_path / "out"
+    result = cli("keras", fully_convolutional, "-o", out, "--input-shape", "x=1,16,12,3")
+    assert result.exit_code == 0, result.output  # verified against the runtime at 16x12
+    assert "rebuilt at 1x16x12x3, as asked" in " ".join(result.output.split()), result.output
+    source = _module_source(out, "fcn")
+    assert "--input-shape serving_default_x:0=1,16,12,3" in source.splitlines()[1]
+    assert "shape=(16, 12, 3)" in source and "UpSampling2D" in source  # the run-time size folded
+    result = cli("compare", fully_convolutional, out / "fcn.py")
+    assert result.exit_code == 0, result.output
+    result = cli("dump", fully_convolutional, "-o", tmp_path / "dump", "--input-shape", "1,8,8,3")
+    assert result.exit_code == 0, result.output
+    index = json.loads((tmp_path / "dump" / "index.json").read_text())
+    assert index["tensors"][-1]["shape"] == [1, 8, 8, 2], index["tensors"][-1]
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("x=1,16,3", "has dims ?x?x?x3 (? = dynamic); give 4 positive sizes that keep the fixed ones"),
+    ("x=1,16,16,4", "give 4 positive sizes that keep the fixed ones"),
+    ("y=1,16,16,3", "the model has no input named 'y'"),
+    ("x=1,a,16,3", "is not a comma-separated list of sizes"),
+], ids=["rank", "fixed-dim", "name", "not-a-number"])
+def test_bad_input_shape_is_one_line(fully_convolutional, tmp_path, spec, words):
+    line = one_line_refusal(cli("keras", fully_convolutional, "-o", tmp_path / "out", "--input-shape", spec))
+    assert words in line, line

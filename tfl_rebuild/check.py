@@ -227,7 +227,7 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
             (f" ({detail})" if detail else "")
         row.reason = row.keras.reason
         return
-    keras_model = _keras_stage(row, model, opts, outdir)
+    keras_model, model = _keras_stage(row, model, opts, outdir)
     if keras_model is not None:
         row.conversion_errors = []  # the scan called converters out of context; the real build worked
     if opts.coreml and keras_model is not None and row.keras.status in PASSED | UNCHECKED:
@@ -252,18 +252,19 @@ def _first_reason(row: Row) -> str:
 
 
 def _keras_stage(row: Row, model, opts: Options, outdir: Path):
+    """(the Keras model or None, the model it rebuilds: with its dynamic dims fixed, see views.py)."""
     from .errors import RuntimeUnavailableError
     from .keras_job import write_generated
     from .verify import load_module, verify
 
     stage, start = row.keras, time.perf_counter()
     try:
-        _, py_path, w_path = write_generated(row.path, str(outdir))
+        model, py_path, w_path = write_generated(row.path, str(outdir))  # dynamic dims fixed (views.py)
         keras_model = load_module(py_path).build_model(str(w_path))
     except Exception as exc:
         stage.status, stage.reason = "failed", one_line(exc)
         stage.seconds = time.perf_counter() - start
-        return None
+        return None, model
     stage.status = "built"
     if opts.verify:
         try:
@@ -276,7 +277,7 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path):
         except Exception as exc:
             stage.status, stage.reason = "failed", f"verification: {one_line(exc)}"
     stage.seconds = time.perf_counter() - start
-    return keras_model
+    return keras_model, model
 
 
 def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None) -> None:

@@ -55,6 +55,10 @@ INPUT_FILE = _InputFile()
 OUTPUT_PATH = click.Path(path_type=str)
 # The reader says what is wrong with a missing file or a directory.
 MODEL = click.argument("model", type=click.Path(path_type=str))
+SIGNATURE = click.option("--signature", metavar="NAME",
+                         help="Work on this signature's subgraph (default: subgraph 0; `inspect` lists them).")
+INPUT_SHAPE = click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME=]D,D,...",
+                           help="Fix a dynamic input (-1 dims) to this shape (default: its stored shape).")
 
 
 @main.command()
@@ -110,11 +114,17 @@ def weights(model, output, layout, dequantize):
 @click.option("--xnnpack", is_flag=True,
               help="Run with the XNNPACK delegate (tensors it folds into its weights are left out).")
 @click.option("--num-threads", type=click.IntRange(min=1), help="Interpreter threads.")
-def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, save_patched, xnnpack, num_threads):
+@SIGNATURE
+@INPUT_SHAPE
+def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, save_patched, xnnpack, num_threads,
+         signature, input_shapes):
     """Every intermediate tensor from one run: one .npy each, index.json and summary.csv."""
     import time
 
     from . import inputs, outputter
+    from .errors import RuntimeUnavailableError
+    from .reader import read_model
+    from .views import dynamic_hint, make_view
 
     if not outdir and not save_patched:
         raise click.UsageError("give -o DIR for the tensors, --save-patched FILE for the model, or both")
@@ -125,7 +135,10 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
         writable_file(save_patched)
     image = inputs.ImageOptions(inputs.parse_floats(mean, "--mean"), inputs.parse_floats(std, "--std"), scale, bgr)
     ops = [o for group in ops for o in group.split(",")]
-    patched = outputter.prepare(model, select, ops, xnnpack=xnnpack)
+    view = read_model(model)
+    if signature or input_shapes:
+        view = make_view(view, signature, input_shapes, fix_shapes=False).model
+    patched = outputter.prepare(view, select, ops, xnnpack=xnnpack)
     if save_patched:
         from .fileio import atomic_output
 
@@ -134,7 +147,10 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
         click.echo(f"wrote the patched model ({len(patched.entries)} tensors exposed) to {save_patched}", err=True)
     if not outdir:
         return
-    dumper = outputter.Dumper(patched, num_threads)
+    try:
+        dumper = outputter.Dumper(patched, num_threads)
+    except RuntimeUnavailableError as exc:
+        raise RuntimeUnavailableError(f"{exc}{dynamic_hint(view) if not input_shapes else ''}") from None
     if not input_specs and seed is None:
         seed = 0
         click.echo("no --input: using random inputs (--random 0)", err=True)
@@ -158,11 +174,14 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
 @click.option("--fake-quant/--no-fake-quant", default=None,
               help="Round activations to the int8 grid like the model does (default: on for int8 models).")
 @click.option("--save-keras", type=OUTPUT_PATH, help="Also save the built model (.keras).")
-def keras(model, outdir, name, verify, fake_quant, save_keras):
+@SIGNATURE
+@INPUT_SHAPE
+def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_shapes):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
     from .keras_job import rebuild
 
-    ok = rebuild(model, outdir, name=name, verify=verify, fake_quant=fake_quant, save_keras=save_keras)
+    ok = rebuild(model, outdir, name=name, verify=verify, fake_quant=fake_quant, save_keras=save_keras,
+                 signature=signature, input_shapes=input_shapes)
     sys.exit(0 if ok else 1)
 
 

@@ -104,8 +104,10 @@ def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bo
     preload_tensorflow()
     import keras
 
-    model: Model = read_model(model_path)
+    from .views import for_module
+
     py = Path(py_path)
+    model: Model = for_module(read_model(model_path), py)  # the signature / input shapes it was built for
     mapping = read_sidecar(py)
     if mapping is None:
         raise InputError(f"{sidecar_for(py)}: missing; it is written by `tfl-rebuild keras` beside the module")

@@ -51,8 +51,12 @@ def run_command(source: str, output: str | None, opts: Options, tflite: str | No
     from .verify import load_module, print_report
 
     con = console or Console(highlight=False)
+    from .views import for_module
+
     py_path, tfl_path = resolve_source(source, tflite)
     model = read_model(str(tfl_path)) if tfl_path is not None else None
+    if model is not None and py_path is not None:
+        model = for_module(model, py_path)  # the signature / input shapes the module was built for
     stem = (tfl_path or py_path).stem
     out = output or f"{stem}{'.mlpackage' if opts.format == 'mlprogram' else '.mlmodel'}"
     check_extension(out, opts.format)
@@ -60,7 +64,10 @@ def run_command(source: str, output: str | None, opts: Options, tflite: str | No
         if py_path is None:
             from .keras_job import write_generated
 
-            _, py_path, w_path = write_generated(str(tfl_path), keras_dir or tmp)
+            notes: list[str] = []
+            model, py_path, w_path = write_generated(str(tfl_path), keras_dir or tmp, notes=notes)
+            for note in notes:
+                con.print(f"note: {escape(note)}")
             keras_model = load_module(py_path).build_model(str(w_path))
             if keras_dir:
                 con.print(f"wrote {escape(str(py_path))} and {escape(w_path.name)}")

@@ -91,6 +91,7 @@ def summarize(model: Model, tensors: bool = True) -> dict:
         "description": model.description,
         "min_runtime_version": model.min_runtime_version,
         "quantization": quantization_kind(model),
+        "activation_dtypes": activation_dtypes(model),
         "params_by_dtype": params_by_dtype(model),
         "external_buffers": model.external_buffers,
         "signatures": [
@@ -112,13 +113,34 @@ def to_json(model: Model) -> str:
 
 
 def _shape(t: Tensor) -> str:
-    return "x".join(str(d) for d in t.shape) or "scalar"
+    """'1x8x8x3', or with ? for the dims the file marks dynamic (-1 in shape_signature): '?x8x8x3'."""
+    sig = t.shape_signature
+    dims = sig if sig is not None and len(sig) == len(t.shape) and any(d < 0 for d in sig) else t.shape
+    return "x".join("?" if d < 0 else str(d) for d in dims) or "scalar"
+
+
+def _stored(t: Tensor) -> str:
+    """'  (dynamic; stored as 1x1x1x3)' for a tensor with dynamic dims, else ''."""
+    shown = _shape(t)
+    return f"  (dynamic; stored as {'x'.join(map(str, t.shape)) or 'scalar'})" if "?" in shown else ""
 
 
 def _inputs(sg: Subgraph, op: Operator) -> str:
     """Input shapes of an op; constants marked with *, omitted optionals with -."""
     return ", ".join("-" if i < 0 else _shape(sg.tensors[i]) + ("*" if sg.tensors[i].is_constant else "")
                      for i in op.inputs)
+
+
+def _io_quant(t: Tensor) -> str:
+    """'  (scale 0.0078 zp 128)' for a per-tensor quantized input or output, else ''."""
+    if not t.quantized or t.quantization.per_channel:
+        return ""
+    return f"  (scale {t.quantization.scale[0]:.4g} zp {t.quantization.zero_point[0]})"
+
+
+def activation_dtypes(model: Model) -> list[str]:
+    """The integer types of the quantized activations (int8 / uint8 / int16), sorted."""
+    return sorted({t.dtype for sg in model.subgraphs for t in sg.tensors if t.data is None and t.quantized})
 
 
 def print_report(model: Model, show_tensors: bool = False, console=None) -> None:
@@ -134,7 +156,9 @@ def print_report(model: Model, show_tensors: bool = False, console=None) -> None
               f"  sha256 {model.sha256[:12]}")
     if model.description:
         con.print(f"description: {e(model.description)}")
-    con.print(f"quantization: [bold]{quantization_kind(model)}[/bold]   params: {total:,} ("
+    acts = activation_dtypes(model)
+    kind = quantization_kind(model) + (f" (activations {', '.join(acts)})" if acts else "")
+    con.print(f"quantization: [bold]{kind}[/bold]   params: {total:,} ("
               + ", ".join(f"{k} {v:,}" for k, v in params.items()) + ")")
     if model.min_runtime_version:
         con.print(f"min runtime version: {e(model.min_runtime_version)}")
@@ -153,7 +177,10 @@ def print_report(model: Model, show_tensors: bool = False, console=None) -> None
         for label, ids in (("input", sg.inputs), ("output", sg.outputs)):
             for i in ids:
                 t = sg.tensors[i]
-                con.print(f"  {label} {i}: {e(t.name)}  {_shape(t)} {t.dtype}")
+                con.print(f"  {label} {i}: {e(t.name)}  {_shape(t)} {t.dtype}{_io_quant(t)}{_stored(t)}")
+        if any("?" in _shape(sg.tensors[i]) for i in sg.inputs) and sg.index == 0:
+            con.print("  ? = dynamic dim (-1 in shape_signature); keras / check rebuild at the stored shape, "
+                      "keras --input-shape NAME=D,D,... at another")
         ops = Table("#", "op", "output", "shape", "inputs", box=None, pad_edge=False)
         for op in sg.operators:
             out = sg.tensors[op.outputs[0]] if op.outputs and op.outputs[0] >= 0 else None

@@ -13,35 +13,53 @@ from .reader import read_model
 from .weights import write_npz_atomic
 
 
-def write_generated(model_path: str, outdir: str, name: str | None = None, fake_quant: bool | None = None):
+def write_generated(model_path: str, outdir: str, name: str | None = None, fake_quant: bool | None = None,
+                    signature: str | None = None, input_shapes: tuple[str, ...] = (), notes: list | None = None):
     """Generate and write <stem>.py, <stem>_weights.npz and <stem>_tensors.json; returns (model, paths).
 
-    Every target is checked before the work starts, and the module and sidecar are renamed into
-    place only after the weights are written: a failed run leaves no module without its weights.
+    The model is the view the rebuild is made of (views.py): subgraph 0, or `signature`'s
+    subgraph, with dynamic dims fixed (to `input_shapes`, else the stored shapes); what the view
+    did is appended to `notes`. Every target is checked before the work starts, and the module and
+    sidecar are renamed into place only after the weights are written: a failed run leaves no
+    module without its weights.
     """
-    model = read_model(model_path)
+    from .views import make_view
+
+    original = read_model(model_path)
     out = ensure_dir(outdir)  # before the (slow) generation: a bad -o fails at once
+    view = make_view(original, signature, input_shapes)
+    model = view.model
     stem = sanitize(name or Path(model_path).stem, "model")
     paths = {kind: writable_file(out / f"{stem}{suffix}")
              for kind, suffix in (("py", ".py"), ("weights", "_weights.npz"), ("tensors", "_tensors.json"))}
-    gen = generate(model, stem, fake_quant=fake_quant)
+    options = [*(["--signature", signature] if signature else []),
+               *(w for n, dims in view.input_shapes.items() if input_shapes
+                 for w in ("--input-shape", f"{n}={','.join(map(str, dims))}"))]
+    gen = generate(model, stem, fake_quant=fake_quant, view_options=tuple(options), notes=view.notes)
     with atomic_output(paths["py"], "w") as py, atomic_output(paths["tensors"], "w") as side:
         py.write(gen.source)
-        json.dump({"model": Path(model_path).name, "tensors": gen.tensors}, side, indent=1)
+        json.dump({"model": Path(model_path).name, "view": view.sidecar(), "tensors": gen.tensors}, side, indent=1)
         write_npz_atomic(paths["weights"], gen.weights)  # last: if it fails, the other two are dropped
+    if notes is not None:
+        notes += view.notes
     return model, paths["py"], paths["weights"]
 
 
 def rebuild(model_path: str, outdir: str, name: str | None = None, verify: bool = True,
-            fake_quant: bool | None = None, save_keras: str | None = None) -> bool:
+            fake_quant: bool | None = None, save_keras: str | None = None, signature: str | None = None,
+            input_shapes: tuple[str, ...] = ()) -> bool:
     from rich.console import Console
+    from rich.markup import escape
 
     con = Console(highlight=False)
     if save_keras:
         if not save_keras.endswith(".keras"):
             raise InputError(f"--save-keras {save_keras}: Keras saves a model only to a .keras file")
         writable_file(save_keras)
-    model, py_path, w_path = write_generated(model_path, outdir, name, fake_quant)
+    notes: list[str] = []
+    model, py_path, w_path = write_generated(model_path, outdir, name, fake_quant, signature, input_shapes, notes)
+    for note in notes:
+        con.print(f"note: {escape(note)}")
     con.print(f"wrote {py_path} and {w_path.name}")
     if not (verify or save_keras):
         return True

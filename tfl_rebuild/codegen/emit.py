@@ -209,11 +209,12 @@ def _set_weights(layer_name: str, keys: list[str]) -> list[Code]:
     return [Code(head + "["), *(Code(f"    {k},") for k in keys), Code("])")]
 
 
-def _rebuild_command(model: Model, stem: str, fake_quant: bool | None, default_fake_quant: bool) -> Code:
+def _rebuild_command(model: Model, stem: str, fake_quant: bool | None, default_fake_quant: bool,
+                     view_options: tuple[str, ...] = ()) -> Code:
     """The command that writes this module again (run where the model is; DIR: this file's directory)."""
     source = Path(model.path).name or "model.tflite"
     words = ["tfl-rebuild", "keras", source, "-o"]
-    options = []
+    options = list(view_options)
     if stem != sanitize(Path(source).stem, "model"):
         options += ["--name", stem]
     if fake_quant is not None and fake_quant != default_fake_quant:
@@ -221,8 +222,41 @@ def _rebuild_command(model: Model, stem: str, fake_quant: bool | None, default_f
     return Code(f"{shell_command(words)} DIR{' ' + shell_command(options) if options else ''}")
 
 
-def generate(model: Model, stem: str, fake_quant: bool | None = None) -> Generated:
-    """Build the module source for `model`; its weights file is expected at `<stem>_weights.npz`."""
+def quantized_io_notes(model: Model) -> list[str]:
+    """What a quantized model input or output means here: the rebuild computes in float."""
+    sg = model.main
+    notes = []
+    for label, ids, verb in (("input", sg.inputs, "takes"), ("output", sg.outputs, "returns")):
+        for t in ids:
+            tensor = sg.tensors[t]
+            params = fake_quant_params(tensor)
+            if params is None:
+                continue
+            scale, zp = params[0], params[1]
+            q = f"(q - {zp})" if zp > 0 else (f"(q + {-zp})" if zp < 0 else "q")
+            notes.append(f"TFLite {label} {tensor.name!r} is {tensor.dtype} (scale {scale:.6g}, zero point {zp}); "
+                         f"this model {verb} its float value {q} * {scale:.6g}")
+    return notes
+
+
+def _note_lines(notes: list[str]) -> list[Code]:
+    """Notes as comment lines; each note is one line of text (model strings in it are repr()-escaped)."""
+    import textwrap
+
+    lines = []
+    for note in notes:
+        if not note.isprintable():
+            raise ValueError("a note must be one printable line")
+        lines += [Code(f"# {part}") for part in textwrap.wrap(f"Note: {note}", WIDTH - 2, subsequent_indent="  ")]
+    return lines
+
+
+def generate(model: Model, stem: str, fake_quant: bool | None = None, view_options: tuple[str, ...] = (),
+             notes: list[str] | tuple[str, ...] = ()) -> Generated:
+    """Build the module source for `model`; its weights file is expected at `<stem>_weights.npz`.
+
+    view_options: the --signature / --input-shape words that made `model` (see views.py), for the
+    rebuild command in the header; notes: what the view did, written as comments under it."""
     from ..inspect import quantization_kind
 
     default_fake_quant = quantization_kind(model) in ("full-int8", "int16x8")
@@ -242,7 +276,8 @@ def generate(model: Model, stem: str, fake_quant: bool | None = None) -> Generat
         version=Code(__version__),
         source=display(Path(model.path).name or "model.tflite"),
         sha256=Code(model.sha256[:16]),
-        rebuild=_rebuild_command(model, stem, fake_quant, default_fake_quant),
+        rebuild=_rebuild_command(model, stem, fake_quant, default_fake_quant, tuple(view_options)),
+        notes=_note_lines([*notes, *quantized_io_notes(model)]),
         weights_path=call("WEIGHTS_PATH = os.path.join", [(None, Code("os.path.dirname(os.path.abspath(__file__))")),
                                                           (None, f"{stem}_weights.npz")], indent=0),
         classes=class_src,

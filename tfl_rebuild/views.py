@@ -1,0 +1,364 @@
+"""Views of a model: the same file with one signature's subgraph made the main one, or with the
+dynamic dims of its main subgraph fixed to concrete sizes.
+
+Every command works on subgraph 0 at static shapes. A view patches a copy of the file in place
+(a few uint32 and int32 values; nothing moves, so weights and external buffers stay valid) and
+reads it back, so `keras`, `compare`, `dump`, `coreml` and verification run on it unchanged:
+
+- `signature_view`: the subgraph of the chosen signature swaps places with subgraph 0, and the
+  signature list is cut to that one signature (its subgraph index set to 0).
+- `fixed_shapes`: the inputs get the requested shapes (by default their stored shapes, which are
+  where TensorFlow writes 1 for every dynamic dim), the TFLite runtime propagates them (one run,
+  so data-dependent shapes are known too), and every tensor of subgraph 0 gets the shape the
+  runtime gave it, as both its shape and its shape_signature.
+
+No TensorFlow here: the runtime is imported lazily through `runtime.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, TflRebuildError
+from .ir import Model, Tensor
+
+# Field slots (schema.fbs): Model.subgraphs / signature_defs, Tensor.shape / shape_signature,
+# SignatureDef.subgraph_index.
+_MODEL_SUBGRAPHS, _MODEL_SIGNATURES = 2, 7
+_TENSOR_SHAPE, _TENSOR_SIGNATURE = 0, 7
+_SIGNATURE_SUBGRAPH = 4
+_NO_SHAPE = ("string", "resource", "variant")
+
+
+class ViewError(TflRebuildError):
+    """The requested view of the model (signature, input shapes) cannot be made."""
+
+
+@dataclass
+class View:
+    model: Model
+    signature: str | None = None  # the signature rebuilt, when the model has several
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)  # dynamic input name -> shape used
+    notes: list[str] = field(default_factory=list)  # what the view did, for the user
+
+    def sidecar(self) -> dict:
+        """What `for_module` needs to make the same view again (stored in `_tensors.json`)."""
+        return {"signature": self.signature, "input_shapes": self.input_shapes}
+
+
+def shape_text(dims) -> str:
+    """[-1, 8, 8, 3] -> '?x8x8x3' (TFLite writes -1 for a dynamic dim)."""
+    return "x".join("?" if d < 0 else str(d) for d in dims) or "scalar"
+
+
+def dynamic_dims(t: Tensor) -> bool:
+    """Whether the file marks some dim of `t` as dynamic (-1)."""
+    sig = t.shape_signature
+    return any(d < 0 for d in t.shape) or (sig is not None and any(d < 0 for d in sig))
+
+
+def signature_of(t: Tensor) -> tuple[int, ...]:
+    """The tensor's dims with -1 where they are dynamic."""
+    sig = t.shape_signature
+    return tuple(sig) if sig is not None and len(sig) == len(t.shape) else tuple(t.shape)
+
+
+# -- byte-level helpers ------------------------------------------------------------------------------
+
+class _Patch:
+    """A writable copy of the model bytes with bounds-checked reads and writes."""
+
+    def __init__(self, model: Model):
+        self.data = bytearray(model._storage)
+        self.name = Path(model.path).name if model.path else "<bytes>"
+
+    def u32(self, pos: int) -> int:
+        if not 0 <= pos <= len(self.data) - 4:
+            raise ViewError(f"{self.name}: offset {pos} lies outside the file")
+        return struct.unpack_from("<I", self.data, pos)[0]
+
+    def put(self, fmt: str, pos: int, value: int) -> None:
+        if not 0 <= pos <= len(self.data) - struct.calcsize(fmt):
+            raise ViewError(f"{self.name}: offset {pos} lies outside the file")
+        struct.pack_into(fmt, self.data, pos, value)
+
+    def field(self, table: int, slot: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", self.data, table)[0]
+        if not 0 <= vtable <= len(self.data) - 4:
+            raise ViewError(f"{self.name}: vtable at {vtable} lies outside the file")
+        size = struct.unpack_from("<H", self.data, vtable)[0]
+        if 4 + 2 * slot + 2 > size:
+            return None
+        off = struct.unpack_from("<H", self.data, vtable + 4 + 2 * slot)[0]
+        return table + off if off else None
+
+    def deref(self, pos: int) -> int:
+        return pos + self.u32(pos)
+
+    def vector(self, table: int, slot: int) -> tuple[int, int] | None:
+        """(position of the first element, length) of a vector field, None when absent."""
+        f = self.field(table, slot)
+        if f is None:
+            return None
+        vec = self.deref(f)
+        return vec + 4, self.u32(vec)
+
+    def root(self) -> int:
+        return self.u32(0)
+
+    def element(self, vec: int, n: int, k: int) -> int:
+        if not 0 <= k < n:
+            raise ViewError(f"{self.name}: element {k} of a {n}-element vector")
+        return self.deref(vec + 4 * k)
+
+    def point(self, elem: int, table: int) -> None:
+        """Make the vector element at `elem` refer to `table` (uoffsets only point forward)."""
+        if table <= elem:
+            raise ViewError(f"{self.name}: cannot repoint the vector element at byte {elem} in place")
+        self.put("<I", elem, table - elem)
+
+
+# -- signatures --------------------------------------------------------------------------------------
+
+
+def signature_view(model: Model, key: str) -> Model:
+    """The model with signature `key`'s subgraph as subgraph 0 (and only that signature)."""
+    keys = [s.key for s in model.signatures]
+    sig = next((s for s in model.signatures if s.key == key), None)
+    if sig is None:
+        listed = ", ".join(repr(k) for k in keys) if keys else "none"
+        raise InputError(f"--signature {key!r}: the model has no such signature (signatures: {listed})")
+    k = sig.subgraph_index
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            called = [v for name, v in op.options.items()
+                      if (name.endswith("subgraph_index") or name == "subgraph") and isinstance(v, int)]
+            if k in called or 0 in called:
+                raise ViewError(f"--signature {key!r}: its subgraph {k} (or subgraph 0) is also called by "
+                                f"{op.key} (op {op.index} of subgraph {sg.index}); it cannot be rebuilt on its own")
+    p = _Patch(model)
+    root = p.root()
+    subs = p.vector(root, _MODEL_SUBGRAPHS)
+    sigs = p.vector(root, _MODEL_SIGNATURES)
+    if subs is None or sigs is None:
+        raise ViewError(f"{p.name}: no subgraphs or signature list to patch")
+    vec, n = subs
+    if k != 0:
+        t0, tk = p.element(vec, n, 0), p.element(vec, n, k)
+        p.point(vec, tk)
+        p.point(vec + 4 * k, t0)
+    svec, sn = sigs
+    j = keys.index(key)
+    table = p.element(svec, sn, j)
+    if j != 0:
+        p.point(svec, table)
+    p.put("<I", svec - 4, 1)  # the vector's length: only the chosen signature stays
+    if k != 0:
+        f = p.field(table, _SIGNATURE_SUBGRAPH)
+        if f is None:
+            raise ViewError(f"{p.name}: signature {key!r} stores no subgraph index to patch")
+        p.put("<I", f, 0)
+    return _reread(model, p.data)
+
+
+def _reread(original: Model, data: bytearray) -> Model:
+    from .reader import read_model
+
+    view = read_model(bytes(data))
+    view = dataclasses.replace(view, path=original.path)
+    view.__dict__["sha256"] = original.sha256  # the file's, as the generated header reports it
+    return view
+
+
+# -- input shapes -------------------------------------------------------------------------------------
+
+
+def input_names(model: Model) -> dict[int, list[str]]:
+    """Subgraph 0 input tensor -> the names a user may call it: tensor name, signature name."""
+    sg = model.main
+    names = {t: [sg.tensors[t].name] for t in sg.inputs}
+    for s in model.signatures:
+        if s.subgraph_index == 0:
+            for name, t in s.inputs:
+                if t in names and name not in names[t]:
+                    names[t].append(name)
+    return names
+
+
+def parse_input_shapes(model: Model, specs: list[str] | tuple[str, ...]) -> dict[int, tuple[int, ...]]:
+    """--input-shape values ('NAME=1,64,64,3', or '1,64,64,3' for a one-input model) -> tensor -> dims."""
+    sg = model.main
+    names = input_names(model)
+    by_name = {n: t for t, ns in names.items() for n in ns}
+    out: dict[int, tuple[int, ...]] = {}
+    for spec in specs:
+        name, sep, dims_text = spec.rpartition("=")
+        if not sep:
+            if len(sg.inputs) != 1:
+                raise InputError(f"--input-shape {spec!r}: the model has {len(sg.inputs)} inputs; write NAME=D,D,...")
+            t = sg.inputs[0]
+        elif name in by_name:
+            t = by_name[name]
+        else:
+            raise InputError(f"--input-shape {spec!r}: the model has no input named {name!r} "
+                             f"(inputs: {', '.join(repr(ns[0]) for ns in names.values())})")
+        try:
+            dims = tuple(int(d) for d in dims_text.split(","))
+        except ValueError:
+            raise InputError(f"--input-shape {spec!r}: {dims_text!r} is not a comma-separated list of sizes") from None
+        tensor = sg.tensors[t]
+        want = signature_of(tensor)
+        if len(dims) != len(want) or any(d < 1 for d in dims) or any(w >= 0 and w != d for w, d in zip(want, dims)):
+            raise InputError(f"--input-shape {spec!r}: input {tensor.name!r} has dims {shape_text(want)} "
+                             f"(? = dynamic); give {len(want)} positive sizes that keep the fixed ones")
+        out[t] = dims
+    return out
+
+
+def fixed_shapes(model: Model, shapes: dict[int, tuple[int, ...]] | None = None) -> tuple[Model, dict[int, tuple]]:
+    """The model with every tensor of subgraph 0 at the static shape the runtime gives it when the
+    inputs have `shapes` (default: their stored shapes); also returns the input shapes used.
+    Unchanged when nothing in subgraph 0 is dynamic and no shape is asked for."""
+    sg = model.main
+    shapes = dict(shapes or {})
+    if not shapes and not any(dynamic_dims(t) for t in sg.tensors if t.data is None and t.dtype not in _NO_SHAPE):
+        return model, {}
+    want = {t: shapes.get(t, tuple(max(d, 1) for d in sg.tensors[t].shape)) for t in sg.inputs}
+    p = _Patch(model)
+    tables = _tensor_tables(p)
+    for t, dims in want.items():
+        _set_shape(p, tables[t], sg.tensors[t], dims)
+    runtime_shapes = _runtime_shapes(model, bytes(p.data), want)
+    for tensor in sg.tensors:
+        dims = runtime_shapes.get(tensor.index)
+        if tensor.data is not None or tensor.dtype in _NO_SHAPE or dims is None or len(dims) != len(tensor.shape):
+            continue
+        if tuple(dims) != tuple(tensor.shape) or dynamic_dims(tensor):
+            _set_shape(p, tables[tensor.index], tensor, dims)
+    return _reread(model, p.data), want
+
+
+def _tensor_tables(p: _Patch) -> list[int]:
+    subs = p.vector(p.root(), _MODEL_SUBGRAPHS)
+    sg = p.element(subs[0], subs[1], 0)
+    vec = p.vector(sg, 0)  # SubGraph.tensors
+    if vec is None:
+        return []
+    return [p.element(vec[0], vec[1], k) for k in range(vec[1])]
+
+
+def _set_shape(p: _Patch, table: int, tensor: Tensor, dims) -> None:
+    for slot in (_TENSOR_SHAPE, _TENSOR_SIGNATURE):
+        vec = p.vector(table, slot)
+        if vec is None:
+            continue
+        start, n = vec
+        if n != len(dims):
+            raise ViewError(f"{p.name}: tensor {tensor.name!r} has rank {n} in the file but {len(dims)} at run time")
+        for k, d in enumerate(dims):
+            p.put("<i", start + 4 * k, int(d))
+
+
+def _runtime_shapes(model: Model, content: bytes, inputs: dict[int, tuple]) -> dict[int, tuple[int, ...]]:
+    """Tensor index -> dims, from one run of the runtime at these input shapes."""
+    from .runtime import index_limits, make_interpreter, random_inputs
+
+    sg = model.main
+    at = ", ".join(f"{sg.tensors[t].name!r} {shape_text(d)}" for t, d in inputs.items())
+    dyn = [t for t in sg.inputs if dynamic_dims(sg.tensors[t])]
+    what = f"the TFLite runtime cannot run the model with input(s) {at}"
+    hint = ""
+    if dyn:
+        t = sg.tensors[dyn[0]]
+        name = input_names(model)[dyn[0]][-1]  # the signature's name when there is one: shorter
+        where = (f"its stored shape {shape_text(inputs[dyn[0]])}" if len(inputs) == 1 and tuple(inputs[dyn[0]])
+                 == tuple(max(d, 1) for d in t.shape) else at)
+        what = (f"input {t.name!r} has dynamic dims {shape_text(signature_of(t))} and the TFLite runtime cannot "
+                f"run the model at {where}")
+        hint = (f"; give the shape to rebuild at: --input-shape {name}="
+                f"{','.join('N' if d < 0 else str(d) for d in signature_of(t))}")
+    try:
+        interp = make_interpreter(model_content=content, reference_kernels=True)
+    except TflRebuildError as exc:
+        reason = str(exc).removeprefix("the TFLite runtime cannot load this model: ")
+        raise ViewError(f"{what} ({reason}){hint}") from None
+    if not hasattr(interp, "get_tensor_details"):
+        raise ViewError("the model has dynamic shapes and custom ops the runtime runs in segments: "
+                        "its shapes cannot be fixed")
+    try:
+        for k, value in enumerate(random_inputs(interp, 0, index_limits(sg))):
+            interp.set_tensor(interp.get_input_details()[k]["index"], value)
+        interp.invoke()
+    except (ValueError, RuntimeError) as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
+        raise ViewError(f"{what} ({first}){hint}") from None
+    return {d["index"]: tuple(int(v) for v in np.asarray(d["shape"]).reshape(-1)) for d in interp.get_tensor_details()}
+
+
+# -- what the commands call ----------------------------------------------------------------------------
+
+
+def make_view(model: Model, signature: str | None = None, input_shapes: list[str] | tuple[str, ...] = (),
+              fix_shapes: bool = True) -> View:
+    """The model as the rebuild sees it: one signature's subgraph first, dynamic dims fixed (to
+    `input_shapes`, else to the stored shapes; with fix_shapes=False only those asked for)."""
+    view = View(model)
+    if signature is not None:
+        view.model = signature_view(model, signature)
+        view.signature = signature
+    elif len(model.signatures) > 1:
+        main = next((s.key for s in model.signatures if s.subgraph_index == 0), None)
+        others = [s.key for s in model.signatures if s.key != main]
+        what = f"signature {main!r} (subgraph 0)" if main is not None else "subgraph 0"
+        view.notes.append(f"the model has {len(model.signatures)} signatures; this rebuilds {what}; "
+                          + ", ".join(f"--signature {k}" for k in others) + " rebuilds the other"
+                          + ("s" if len(others) > 1 else ""))
+    before = view.model
+    asked = parse_input_shapes(before, list(input_shapes))
+    if not (fix_shapes or asked):
+        return view
+    view.model, used = fixed_shapes(before, asked)
+    sg = before.main
+    for t, dims in used.items():
+        tensor = sg.tensors[t]
+        if not dynamic_dims(tensor) and t not in asked:
+            continue
+        view.input_shapes[tensor.name] = list(dims)
+        how = ("as asked (--input-shape)" if t in asked
+               else "its stored shape (keras --input-shape NAME=D,D,... for another)")
+        view.notes.append(f"input {tensor.name!r} has dynamic dims {shape_text(signature_of(tensor))}: "
+                          f"rebuilt at {shape_text(dims)}, {how}")
+    return view
+
+
+def for_module(model: Model, py_path: str | Path) -> Model:
+    """The view a generated module was built from (recorded in its `_tensors.json`)."""
+    side = Path(py_path).with_name(f"{Path(py_path).stem}_tensors.json")
+    try:
+        saved = json.loads(side.read_text(encoding="utf-8")).get("view") or {}
+    except (OSError, ValueError, AttributeError):
+        saved = {}
+    signature = saved.get("signature") if isinstance(saved.get("signature"), str) else None
+    shapes = saved.get("input_shapes") if isinstance(saved.get("input_shapes"), dict) else {}
+    specs = [f"{name}={','.join(str(int(d)) for d in dims)}" for name, dims in shapes.items()
+             if isinstance(dims, list) and all(isinstance(d, int) for d in dims)]
+    return make_view(model, signature, specs).model
+
+
+def dynamic_hint(model: Model) -> str:
+    """'; input 'x' has dynamic dims ?x?x?x3, stored as 1x1x1x3: --input-shape x=N,N,N,3 runs it at
+    another shape' for the first dynamic input, '' when there is none (for runtime errors)."""
+    sg = model.main
+    dyn = [t for t in sg.inputs if dynamic_dims(sg.tensors[t])]
+    if not dyn:
+        return ""
+    t = sg.tensors[dyn[0]]
+    dims = ",".join("N" if d < 0 else str(d) for d in signature_of(t))
+    return (f"; input {t.name!r} has dynamic dims {shape_text(signature_of(t))}, stored as {shape_text(t.shape)}: "
+            f"--input-shape {input_names(model)[dyn[0]][-1]}={dims} runs it at another shape")
