@@ -226,7 +226,24 @@ def trace(keras_model, inputs: list[Port], dims: list[list[Dim]]):
         out = keras_model(list(xs) if len(xs) > 1 else xs[0], training=False)
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
-    return serve.get_concrete_function()
+    concrete = serve.get_concrete_function()
+    _inline_xla_calls(concrete.graph)
+    return concrete
+
+
+def _inline_xla_calls(graph) -> None:
+    """Let coremltools inline the functions Keras compiles with XLA.
+
+    Keras' TensorFlow backend wraps some ops in `tf.function(jit_compile=True)` (a grouped Conv2D:
+    "broken on CPU without XLA"). The trace keeps that call as a StatefulPartitionedCall marked
+    _XlaMustCompile, which TensorFlow's function inlining skips, and coremltools has no converter
+    for a call ("Conversion for TF op 'StatefulPartitionedCall' not implemented"). Core ML only
+    needs the ops inside (its conv takes groups), so the mark is cleared on the trace."""
+    from tensorflow.core.framework import attr_value_pb2
+
+    for op in graph.get_operations():
+        if op.type in ("StatefulPartitionedCall", "PartitionedCall") and "_XlaMustCompile" in op.node_def.attr:
+            op._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))
 
 
 def unsupported_tf_ops(concrete_fn, layer_names: list[str]) -> dict[str, list[str]]:
@@ -262,6 +279,69 @@ def _register_missing_tf_ops() -> None:
     def Erfc(context, node):  # noqa: N802 (the TF op's name)  Keras' exact GELU: x * erfc(-x / sqrt 2) / 2
         x = context[node.inputs[0]]
         context.add(node.name, mb.sub(x=1.0, y=mb.erf(x=x), name=node.name))
+
+
+def _patch_control_flow_rewrite() -> None:
+    """One get_tuple per consumer of a While / If output, each under its own name.
+
+    coremltools' TF2 pass `rewrite_control_flow_functions` gives every consumer of a loop (or cond)
+    output a get_tuple node named after the output alone, so when two ops read the same output (a
+    GRU's sequence feeding both directions of a Bidirectional LSTM) the second node replaces the
+    first in the graph dict and the first consumer is left reading a node that does not list it:
+    topsort then fails with "Graph is not a DAG!". A name already taken gets a numbered suffix."""
+    import importlib
+
+    try:  # the module (the package re-exports a function of the same name)
+        rewrite = importlib.import_module(
+            "coremltools.converters.mil.frontend.tensorflow2.tf_graph_pass.rewrite_control_flow_functions")
+    except ImportError:  # a coremltools that moved the pass: nothing to patch
+        return
+    original = getattr(rewrite, "_insert_get_tuple", None)
+    if original is None or getattr(original, "_tfl_rebuild", False):
+        return
+
+    def insert_get_tuple(fn, name, idx):
+        unique, k = name, 1
+        while unique in fn.graph:
+            unique, k = f"{name}_{k}", k + 1
+        return original(fn, unique, idx)
+
+    insert_get_tuple._tfl_rebuild = True
+    rewrite._insert_get_tuple = insert_get_tuple
+
+
+def _patch_slice_by_size_value() -> None:
+    """slice_by_size's constant folding with a size of 0: an empty slice, not the rest of the axis.
+
+    coremltools folds a slice of a known value with `x[begin:begin + size]` only for size > 0 and
+    takes every other size as "to the end", which MIL reserves for -1. A while_loop body is first
+    built with the loop variables' initial values (its counter 0, a zero TensorList), so a
+    TensorList write rebuilt as `concat(list[:i], item, list[i + 1:])` folded `list[:0]` to the
+    whole list; the next reshape then raised "cannot reshape array of size 96 into shape (6,1,8)"
+    (a GRU or LSTM with return_sequences whose input width equals its units)."""
+    try:
+        from coremltools.converters.mil.mil.ops.defs.iOS15.tensor_transformation import slice_by_size
+        from coremltools.converters.mil.mil.types.symbolic import any_symbolic, is_symbolic
+    except ImportError:  # a coremltools that moved the op: nothing to patch
+        return
+    if getattr(slice_by_size.value_inference, "_tfl_rebuild", False):
+        return
+
+    def value_inference(self):
+        if any_symbolic(self.begin.sym_val) or any_symbolic(self.size.sym_val) or self.x.val is None:
+            return None
+        slices = []
+        for i in range(self.x.rank):
+            begin, size = int(self.begin.val[i]), int(self.size.val[i])
+            if begin < 0:
+                if is_symbolic(self.x.shape[i]):
+                    return None
+                begin += self.x.shape[i]
+            slices.append(slice(begin, None if size == -1 else begin + size))
+        return self.x.val[tuple(slices)]
+
+    value_inference._tfl_rebuild = True
+    slice_by_size.value_inference = value_inference
 
 
 def _layer_of(node_name: str, layer_names: list[str]) -> str:
@@ -316,6 +396,8 @@ def convert(keras_model, model: Model | None, opts: Options) -> Converted:
                               f"has {n} classes")
         kwargs["classifier_config"] = ct.ClassifierConfig(
             opts.class_labels, predicted_probabilities_output=outputs[0].trace_name)
+    _patch_control_flow_rewrite()
+    _patch_slice_by_size_value()
     start = time.perf_counter()
     try:
         mlmodel = ct.convert([cf], source="tensorflow", **kwargs)

@@ -39,6 +39,14 @@ def test_conv_2d(tfl, case):
     tfl.check(tfl.keras(_model(layer, (9, 8, 4))), "CONV_2D")
 
 
+@pytest.mark.parametrize("groups", [2, 4])
+def test_grouped_conv_2d_converts_to_core_ml(tfl, groups):
+    """Keras runs a grouped Conv2D through a jit_compile'd tf.function on TensorFlow; coremltools
+    could not convert the StatefulPartitionedCall the trace kept for it (RegNet, ResNeXt)."""
+    layer = keras.layers.Conv2D(8, 3, padding="same", groups=groups, kernel_initializer=W, bias_initializer=B)
+    tfl.core_ml(tfl.keras(_model(layer, (9, 8, 8))), "CONV_2D")
+
+
 DEPTHWISE = {
     "3x3-same": {"kernel_size": 3, "padding": "same"},
     "3x3-valid": {"kernel_size": 3},

@@ -1,0 +1,89 @@
+"""Model-level cases found by the probe set (scripts/make_probe_models.py, which CI does not run):
+each test builds the tiny model it needs, converts it with tf.lite.TFLiteConverter and checks the
+rebuild as `tfl-rebuild check` does (Keras verify; Core ML conversion and the MIL check)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from tfl_rebuild.keras_job import write_generated  # noqa: E402
+from tfl_rebuild.reader import read_model  # noqa: E402
+from tfl_rebuild.verify import load_module, verify  # noqa: E402
+
+
+def _convert(model, path: Path, **options) -> Path:
+    """Batch 1, as deployed models have; `options` are TFLiteConverter attributes."""
+    specs = [tf.TensorSpec((1, *t.shape[1:]), t.dtype) for t in model.inputs]
+    fn = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False), input_signature=specs)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    for name, value in options.items():
+        setattr(converter, name, value)
+    path.write_bytes(converter.convert())
+    return path
+
+
+def _seed_zero_weights(model, seed: int = 0) -> None:
+    """Seeded values for the weights Keras initialises to zero (biases), as the probe set does."""
+    gen = np.random.default_rng(seed)
+    for variable in model.weights:
+        if not np.any(variable.numpy()):
+            variable.assign(gen.uniform(-0.3, 0.3, size=variable.shape).astype(np.float32))
+
+
+def _rebuild(path: Path, out: Path):
+    model, py, weights = write_generated(str(path), str(out))
+    return model, load_module(py).build_model(str(weights))
+
+
+def _core_ml_checked(model, keras_model, precision: str = "float32"):
+    pytest.importorskip("coremltools")
+    from tfl_rebuild import coreml as cm
+    from tfl_rebuild import coreml_check as cc
+
+    result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision=precision)), keras_model)
+    assert not isinstance(result, cc.NotChecked), result
+    assert result.report.ok, {o.name: o.max_rel for o in result.report.outputs}
+    assert all(o.input_sensitive for o in result.report.outputs)
+    return result.report
+
+
+def test_gru_output_read_by_both_directions_of_a_bidirectional_lstm(tmp_path):
+    """One WHILE output feeding two ops (the GRU's sequence into the forward loop and into the
+    backward one's REVERSE_V2): coremltools' control-flow rewrite named both get_tuple nodes alike,
+    dropped one consumer's edge and failed with "Graph is not a DAG!"."""
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(20, 8)(ids)
+    x = keras.layers.GRU(12, return_sequences=True)(x)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(4))(x)
+    net = keras.Model(ids, keras.layers.Dense(3)(x))
+    _seed_zero_weights(net)  # with all-zero biases the converter's graph does not show the fan-out
+    path = _convert(net, tmp_path / "text_rnn.tflite")
+    assert sum(op.opcode == "WHILE" for op in read_model(str(path)).main.operators) == 3
+    model, keras_model = _rebuild(path, tmp_path / "gen")
+    assert verify(model, keras_model).ok
+    _core_ml_checked(model, keras_model)
+
+
+@pytest.mark.parametrize("layer", ["GRU", "LSTM"])
+def test_sequence_output_as_wide_as_its_input_converts_to_core_ml(tmp_path, layer):
+    """A recurrent layer with return_sequences whose units equal its input width (stacked LSTMs of
+    one size): coremltools builds a while_loop body first with the loop variables' initial values
+    and folded the TensorList write's `list[:0]` to the whole list (slice_by_size took size 0 for
+    "to the end"), so conversion raised "cannot reshape array of size 96 into shape (6,1,8)"."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((6, 8))
+    x = getattr(keras.layers, layer)(8, return_sequences=True)(inp)
+    path = _convert(keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(x))), tmp_path / "seq.tflite")
+    model, keras_model = _rebuild(path, tmp_path / "gen")
+    assert verify(model, keras_model).ok
+    _core_ml_checked(model, keras_model)
