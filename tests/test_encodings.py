@@ -303,3 +303,37 @@ def test_fully_convolutional_at_a_given_shape(fully_convolutional, tmp_path):
 def test_bad_input_shape_is_one_line(fully_convolutional, tmp_path, spec, words):
     line = one_line_refusal(cli("keras", fully_convolutional, "-o", tmp_path / "out", "--input-shape", spec))
     assert words in line, line
+
+
+# -- packed constants: int4 (two a byte) and bfloat16 ---------------------------------------------------
+
+
+def test_weights_unpack_int4_and_bfloat16(tmp_path):
+    rng = np.random.default_rng(0)
+    q = rng.integers(-8, 8, (3, 5)).astype(np.int8)  # 15 values: the last byte holds one
+    nibbles = np.append(q.reshape(-1).astype(np.uint8) & 0x0F, np.uint8(0))
+    packed = (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+    bf = np.array([[1.5, -2.0], [0.15625, 2.0**18]], np.float32)
+    bits = (bf.view(np.uint32) >> 16).astype(np.uint16)  # exact in bfloat16
+    tensors = [T("x", [1, 5]), T("w", [3, 5], "int4", data=packed, scale=[0.5, 0.25, 0.125], zero_point=[0, 0, 0]),
+               T("y", [1, 3]), T("table", [2, 2], "bfloat16", data=bits.tobytes())]
+    blob = build_model(tensors, [Op("FULLY_CONNECTED", [0, 1, -1], [2])], inputs=[0], outputs=[2])
+    (tmp_path / "packed.tflite").write_bytes(blob)
+    assert cli("weights", tmp_path / "packed.tflite", "-o", tmp_path / "raw.npz").exit_code == 0
+    raw = np.load(tmp_path / "raw.npz")
+    assert raw["w"].dtype == np.int8 and raw["w"].tolist() == q.tolist()
+    assert raw["table"].dtype == np.uint16 and raw["table"].tolist() == bits.tolist()
+    result = cli("weights", tmp_path / "packed.tflite", "-o", tmp_path / "float.npz", "--dequantize")
+    assert result.exit_code == 0, result.output
+    floats = np.load(tmp_path / "float.npz")
+    assert np.array_equal(floats["w"], q * np.array([[0.5], [0.25], [0.125]], np.float32))
+    assert np.array_equal(floats["table"], bf)
+
+
+def test_int4_with_the_wrong_byte_count_is_one_line(tmp_path):
+    tensors = [T("x", [1, 5]), T("w", [3, 5], "int4", data=b"\x11" * 7, scale=[0.5], zero_point=[0]),
+               T("y", [1, 3])]
+    (tmp_path / "short.tflite").write_bytes(build_model(tensors, [Op("FULLY_CONNECTED", [0, 1, -1], [2])],
+                                                        inputs=[0], outputs=[2]))
+    line = one_line_refusal(cli("weights", tmp_path / "short.tflite", "-o", tmp_path / "w.npz"))
+    assert "7 bytes do not hold shape [3, 5] int4" in line, line

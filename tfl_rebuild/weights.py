@@ -17,6 +17,28 @@ from .ir import Model, Operator, Subgraph, Tensor
 MAX_DENSE_ELEMENTS = 1 << 31
 
 
+def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
+    """TFLite's packed int4 (two values a byte, the low nibble first) -> `count` int8 values."""
+    b = np.asarray(packed, np.uint8).reshape(-1)
+    nibbles = np.stack([b & 0x0F, b >> 4], axis=-1).reshape(-1)[:count].astype(np.int8)
+    return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
+
+
+def typed(t: Tensor) -> np.ndarray:
+    """A dense constant's values in its shape: int4 unpacked to int8, bfloat16 as its uint16 bits
+    (the reader keeps both as raw bytes); other types as read."""
+    data = np.asarray(t.data)
+    if t.dtype not in ("int4", "bfloat16"):
+        return data
+    n = int(np.prod(t.shape, dtype=np.int64))
+    want = (n + 1) // 2 if t.dtype == "int4" else 2 * n
+    if any(d < 0 for d in t.shape) or data.size != want:
+        raise ModelFormatError(f"tensor {t.name!r}: {data.size} bytes do not hold shape {list(t.shape)} {t.dtype}")
+    if t.dtype == "int4":
+        return unpack_int4(data, n).reshape(t.shape)
+    return data.view("<u2").reshape(t.shape)
+
+
 def densify(t: Tensor) -> np.ndarray:
     """Expand a sparse constant (TFLite sparsity parameters) to its dense array.
 
@@ -26,7 +48,9 @@ def densify(t: Tensor) -> np.ndarray:
     """
     sp = t.sparsity
     if sp is None:
-        return np.asarray(t.data)
+        return typed(t)
+    if t.dtype in ("int4", "bfloat16"):
+        raise ModelFormatError(f"tensor {t.name!r}: sparse {t.dtype} constants are not supported")
     shape, rank = tuple(t.shape), len(t.shape)
     order, block_map, dims = sp.traversal_order, sp.block_map, sp.dim_metadata
     total = int(np.prod(shape, dtype=np.int64))

@@ -65,3 +65,91 @@ def test_not_converters(op):
     from tfl_rebuild.ops import REGISTRY
 
     assert not any(key[0] == op for key in REGISTRY)
+
+
+def test_requantize_before_concatenation(tfl):
+    # A logistic's output has a fixed scale (1/256): the converter requantizes it (QUANTIZE int8 ->
+    # int8) onto the CONCATENATION's scale; the rebuild rounds there too.
+    x = keras.Input((6, 6, 2), batch_size=1)
+    a = keras.layers.Conv2D(4, 3, padding="same", kernel_initializer=W)(x)
+    s = keras.layers.Activation("sigmoid")(a)
+    y = keras.layers.Concatenate()([s, keras.layers.Conv2D(4, 1, kernel_initializer=W)(x) * 5.0, a])
+    model = keras.Model(x, [keras.layers.Conv2D(3, 1, kernel_initializer=W)(y), s])
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x] for x in _calibration())
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    path = tfl.crafted(conv.convert())
+    from tfl_rebuild.reader import read_model
+
+    sg = read_model(str(path)).main
+    requant = [op for op in sg.operators if op.opcode == "QUANTIZE" and sg.tensors[op.inputs[0]].dtype == "int8"]
+    assert requant, "the converter did not requantize the logistic's output"
+    tfl.check(path, "CONCATENATION", max_lsb=2.0)
+
+
+# -- int4 weights (packed two a byte, low nibble first), crafted: TF's converter does not write them --
+
+
+def _int4(q: np.ndarray) -> bytes:
+    nibbles = q.reshape(-1).astype(np.uint8) & 0x0F
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def _int4_model(case: str) -> bytes:
+    from flatbuf import Op, T, build_model
+
+    rng = np.random.default_rng(3)
+    odd = 5  # an odd element count: the last byte holds one value
+    if case.startswith("fc"):
+        act = {"fc-hybrid": "float32", "fc-int8": "int8", "fc-int16": "int16"}[case]
+        q = rng.integers(-8, 8, (odd, 7)).astype(np.int8)
+        ws = rng.uniform(0.05, 0.1, odd).astype(np.float32)
+        sx, sy = {"float32": (None, None), "int8": (1 / 64, 0.03), "int16": (1 / 4096, 2e-4)}[act]
+        x = T("x", [1, 7], act, scale=None if sx is None else [sx], zero_point=None if sx is None else [0])
+        w = T("w", [odd, 7], "int4", data=_int4(q), scale=ws.tolist(), zero_point=[0] * odd)
+        if act == "float32":
+            b = T("b", [odd], data=rng.normal(0, 0.1, odd).astype(np.float32))
+        else:
+            bt = "int32" if act == "int8" else "int64"
+            b = T("b", [odd], bt, data=rng.integers(-100, 100, odd).astype(bt), scale=(ws * sx).tolist(),
+                  zero_point=[0] * odd)
+        zero = 1 if act == "int8" else 0  # int16 activations are symmetric
+        y = T("y", [1, odd], act, scale=None if sy is None else [sy], zero_point=None if sy is None else [zero])
+        version = {"float32": 10, "int8": 10, "int16": 13}[act]
+        ops = [Op("FULLY_CONNECTED", [0, 1, 2], [3], options={"fused_activation_function": "NONE"}, version=version)]
+        return build_model([x, w, b, y], ops, inputs=[0], outputs=[3])
+    if case == "conv-int8":
+        q = rng.integers(-7, 8, (3, 3, 3, 2)).astype(np.int8)
+        ws = rng.uniform(0.02, 0.05, 3).astype(np.float32)
+        tensors = [T("x", [1, 6, 6, 2], "int8", scale=[1 / 128], zero_point=[3]),
+                   T("w", [3, 3, 3, 2], "int4", data=_int4(q), scale=ws.tolist(), zero_point=[0] * 3),
+                   T("b", [3], "int32", data=rng.integers(-200, 200, 3).astype(np.int32), scale=(ws / 128).tolist(),
+                     zero_point=[0] * 3),
+                   T("y", [1, 6, 6, 3], "int8", scale=[0.05], zero_point=[-5])]
+        ops = [Op("CONV_2D", [0, 1, 2], [3], options={"padding": "SAME", "stride_w": 1, "stride_h": 1,
+                                                      "fused_activation_function": "RELU"}, version=7)]
+        return build_model(tensors, ops, inputs=[0], outputs=[3])
+    # EMBEDDING_LOOKUP v4: an int4 table, or int8 with one scale per row (hybrid: float output). Rows
+    # of an even length: the kernel starts each int4 row at byte (row * length) / 2.
+    int4 = case == "embedding-int4"
+    q = rng.integers(-8, 8, (odd, 4)).astype(np.int8) if int4 else rng.integers(-127, 128, (odd, 4)).astype(np.int8)
+    scales = rng.uniform(0.05, 0.2, odd).astype(np.float32).tolist()
+    tensors = [T("ids", [4], "int32"),
+               T("table", [odd, 4], "int4" if int4 else "int8", data=_int4(q) if int4 else q, scale=scales,
+                 zero_point=[0] * odd),
+               T("rows", [4, 4])]
+    return build_model(tensors, [Op("EMBEDDING_LOOKUP", [0, 1], [2], version=4)], inputs=[0], outputs=[2])
+
+
+@pytest.mark.parametrize("case", ["fc-hybrid", "fc-int8", "fc-int16", "conv-int8", "embedding-int4",
+                                  "embedding-per-row-int8"])
+def test_int4_and_per_row_weights(tfl, case):
+    path = tfl.crafted(_int4_model(case))
+    op = "EMBEDDING_LOOKUP" if case.startswith("embedding") else ("CONV_2D" if case.startswith("conv") else
+                                                                   "FULLY_CONNECTED")
+    quantized_out = case in ("fc-int8", "fc-int16", "conv-int8")
+    tfl.check(path, op, max_lsb=2.0 if quantized_out else None)

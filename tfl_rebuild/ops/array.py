@@ -270,7 +270,7 @@ def topk_v2(op: Operator, ctx: ConvertContext) -> LayerSpec:
                      op.outputs, custom=True)
 
 
-@converter("EMBEDDING_LOOKUP", range(1, 4))
+@converter("EMBEDDING_LOOKUP", range(1, 5))
 def embedding_lookup(op: Operator, ctx: ConvertContext) -> LayerSpec:
     ids, table = op.inputs[:2]
     if ctx.is_const(ids) or not ctx.is_const(table):

@@ -141,7 +141,7 @@ def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return transpose_conv_layer(op, ctx, op.inputs[2], w, bias, _padding(op), strides)
 
 
-@converter("FULLY_CONNECTED", range(1, 13))
+@converter("FULLY_CONNECTED", range(1, 14))
 def fully_connected(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     if not ctx.is_const(op.inputs[1]):
         return fully_connected_dynamic(op, ctx)
