@@ -119,12 +119,24 @@ def random_inputs(interp, seed: int = 0, limits: list[int | None] | None = None)
 
 # Ops that index a table with an integer tensor: op -> (indices slot, params slot).
 INDEXING = {"GATHER": (1, 0), "GATHER_ND": (1, 0), "EMBEDDING_LOOKUP": (0, 1)}
+# Ops whose integer tensor indexes an output of a given constant shape: op -> (indices slot, shape slot).
+SCATTERING = {"SCATTER_ND": (0, 2), "SPARSE_TO_DENSE": (0, 1)}
 INTEGER = frozenset(["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
 
 
+def _scatter_bound(indices, shape) -> int | None:
+    """The smallest output dimension an index row of `indices` addresses, when `shape` is constant."""
+    if shape.data is None or shape.data.size == 0:
+        return None
+    dims = [int(d) for d in np.asarray(shape.data).reshape(-1)]
+    depth = indices.shape[-1] if len(indices.shape) >= 2 else 1
+    size = min(dims[:depth], default=0)
+    return size if size > 0 else None
+
+
 def index_limits(subgraph) -> list[int | None]:
-    """Per subgraph input: an exclusive bound for integer inputs that end up as gather / embedding
-    indices (token ids), so seeded inputs stay in the table; None for the other inputs.
+    """Per subgraph input: an exclusive bound for integer inputs that end up as gather / embedding /
+    scatter indices (token ids, positions), so seeded inputs stay in the table; None for the other inputs.
 
     Follows integer tensors forward from the input (Keras' Embedding first maps negative ids with
     LESS / ADD / SELECT); the bound is the smallest table axis the indices reach."""
@@ -137,6 +149,12 @@ def index_limits(subgraph) -> list[int | None]:
         reached, bound = {start}, None
         for op in subgraph.operators:
             if not reached.intersection(op.inputs):
+                continue
+            scatter = SCATTERING.get(op.opcode)
+            if scatter and len(op.inputs) > max(scatter) and op.inputs[scatter[0]] in reached:
+                size = _scatter_bound(tensors[op.inputs[scatter[0]]], tensors[op.inputs[scatter[1]]])
+                if size:
+                    bound = size if bound is None else min(bound, size)
                 continue
             slots = INDEXING.get(op.opcode)
             if slots and len(op.inputs) > max(slots) and op.inputs[slots[0]] in reached:

@@ -21,6 +21,7 @@ SCATTER_ND = {
     "rows-constant-indices": (lambda u: tf.scatter_nd([[0], [3], [1]], u, [5, 3]), [[3, 3]]),
     "elements-repeated-indices-sum": (lambda u: tf.scatter_nd([[0, 1], [2, 2], [0, 1], [1, 0]], u, [3, 4]), [[4]]),
     "computed-indices": (lambda x, u: tf.scatter_nd(_index(x, 6)[:, None], u, [6, 2]), [[3], [3, 2]]),
+    "indices-from-an-int-input": (lambda i, u: tf.scatter_nd(i[:, None], u, [6, 2]), [([3], tf.int32), [3, 2]]),
     "computed-indices-constant-updates": (
         lambda x: tf.scatter_nd(tf.stack([_index(x[:, 0], 4), _index(x[:, 1], 3)], 1),
                                 tf.constant([1.5, -2.0, 3.25], tf.float32), [4, 3]), [[3, 2]]),
