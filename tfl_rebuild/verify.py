@@ -340,8 +340,97 @@ def local_outputs(keras_model, mapping: list[dict], feed: list[np.ndarray],
     return local
 
 
+# Hybrid ops whose kernels quantize their float activation to int8 on the fly, per batch (conv)
+# or per row (fully connected, batch matmul): op -> the slot of that activation.
+HYBRID_QUANTIZED_INPUT = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 0, "FULLY_CONNECTED": 0, "BATCH_MATMUL": 0}
+
+
+def quantize_on_the_fly(x: np.ndarray, rows: int, asymmetric: bool) -> np.ndarray:
+    """`x` as a hybrid kernel sees it: int8 per row of `rows` equal parts, dequantized.
+
+    Symmetric: scale max|x| / 127 (tensor_utils::SymmetricQuantizeFloats). Asymmetric: the row's
+    [min, max] (widened to hold 0) over 255 steps with a zero point (AsymmetricQuantizeFloats)."""
+    flat = np.asarray(x, np.float32).reshape(rows, -1)
+    out = np.empty_like(flat)
+    for r, row in enumerate(flat):
+        if asymmetric:
+            lo, hi = min(float(row.min()), 0.0), max(float(row.max()), 0.0)
+            scale = (hi - lo) / 255.0
+            if scale == 0.0:
+                out[r] = 0.0
+                continue
+            zero = np.round(-128.0 - lo / scale)
+            out[r] = (np.clip(np.round(row / scale) + zero, -128, 127) - zero) * scale
+        else:
+            peak = float(np.abs(row).max())
+            if peak == 0.0:
+                out[r] = 0.0
+                continue
+            scale = peak / 127.0
+            out[r] = np.clip(np.round(row / scale), -127, 127) * scale
+    return out.reshape(np.shape(x))
+
+
+def _hybrid_inputs(model: Model, sg) -> dict[int, int]:
+    """Activation tensor -> how many rows its hybrid consumer quantizes it in (main subgraph)."""
+    found: dict[int, int] = {}
+    for k, op in enumerate(sg.operators):
+        slot = HYBRID_QUANTIZED_INPUT.get(op.opcode)
+        if slot is None or len(op.inputs) <= slot or op.inputs[slot] < 0 or not is_hybrid(model, k):
+            continue
+        x = op.inputs[slot]
+        shape = sg.tensors[x].shape
+        if sg.tensors[x].dtype != "float32" or not len(shape):
+            continue
+        rows = int(shape[0]) if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") else int(np.prod(shape[:-1]))
+        found[x] = max(rows, 1)
+    return found
+
+
+def hybrid_local_outputs(model: Model, keras_model, mapping: list[dict], feed: list[np.ndarray],
+                         reference: dict[int, np.ndarray]) -> list[dict[int, np.ndarray]]:
+    """The layer-local run again with each hybrid op's input quantized as its kernel does, once
+    symmetric and once asymmetric: the rebuild keeps float activations, so a hybrid layer differs
+    from the runtime by that quantization (4% on MobileNetV3's 1024-wide logits conv), which the
+    runtime reproduces within float rounding when given the quantized input. [] for other kinds."""
+    if quantization_kind(model) != "dynamic-range":
+        return []
+    sg = model.main
+    hybrid_inputs = _hybrid_inputs(model, sg)
+    if not hybrid_inputs:
+        return []
+    runs = []
+    for asymmetric in (False, True):
+        ref = dict(reference)
+        fed = list(feed)
+        for x, rows in hybrid_inputs.items():
+            if x in ref:
+                ref[x] = quantize_on_the_fly(ref[x], rows, asymmetric)
+            if x in sg.inputs:
+                k = sg.inputs.index(x)
+                fed[k] = quantize_on_the_fly(fed[k], rows, asymmetric).reshape(np.shape(feed[k]))
+        runs.append(local_outputs(keras_model, mapping, fed, ref))
+    return runs
+
+
+def closest_local(model: Model, op_index: int, t: int, reference: dict[int, np.ndarray],
+                  local: dict[int, np.ndarray], hybrid_local: list[dict[int, np.ndarray]] | None) -> np.ndarray:
+    """local[t]; for a hybrid op's output, whichever of its runs (float input, or quantized as
+    `hybrid_local_outputs` does) is closest to TFLite's value."""
+    best = local[t]
+    if not hybrid_local or model.main.operators[op_index].opcode not in HYBRID_QUANTIZED_INPUT:
+        return best
+    err = max_errors(reference[t], best)[1]
+    for values in hybrid_local:
+        if t in values and (e := max_errors(reference[t], values[t])[1]) < err:
+            best, err = values[t], e
+    return best
+
+
 def layer_reports(model: Model, mapping: list[dict], reference: dict[int, np.ndarray],
-                  local: dict[int, np.ndarray]) -> list[LayerReport]:
+                  local: dict[int, np.ndarray],
+                  hybrid_local: list[dict[int, np.ndarray]] | None = None) -> list[LayerReport]:
+    """hybrid_local: `hybrid_local_outputs`; a hybrid layer is judged by the closest of its runs."""
     sg = model.main
     kind = quantization_kind(model)
     reports = []
@@ -351,7 +440,8 @@ def layer_reports(model: Model, mapping: list[dict], reference: dict[int, np.nda
             continue
         tol = tolerance(kind, sg.tensors[t], local=True,
                         hybrid=kind == "dynamic-range" and is_hybrid(model, m["op_index"]))
-        max_abs, max_rel = max_errors(reference[t], local[t])
+        max_abs, max_rel = max_errors(reference[t], closest_local(model, m["op_index"], t, reference, local,
+                                                                  hybrid_local))
         err = tol.error(max_abs, max_rel)
         reports.append(LayerReport(m["op_index"], m["op"], sg.tensors[t].name, err, tol, max_abs, max_rel,
                                    tol.allows(err)))
@@ -394,7 +484,9 @@ def verify(model: Model, keras_model, batches: int = 3, tensors: list[dict] | No
                     noise[k] = max(noise[k], compare_arrays(ref[k], other)[0])
                     top1_noise[k] |= ref[k].size > 1 and int(np.argmax(ref[k])) != int(np.argmax(other))
             if seed == 0 and skipped is None:
-                layers = layer_reports(model, mapping, builtin, local_outputs(keras_model, mapping, feed, builtin))
+                local = local_outputs(keras_model, mapping, feed, builtin)
+                layers = layer_reports(model, mapping, builtin, local,
+                                       hybrid_local_outputs(model, keras_model, mapping, feed, builtin))
         got = run_keras(keras_model, feed)
         for k in range(len(out_tensors)):
             refs[k].append(ref[k])
