@@ -87,3 +87,31 @@ def test_sequence_output_as_wide_as_its_input_converts_to_core_ml(tmp_path, laye
     model, keras_model = _rebuild(path, tmp_path / "gen")
     assert verify(model, keras_model).ok
     _core_ml_checked(model, keras_model)
+
+
+def test_classifier_head_that_cancels_is_judged_on_float32_rounding(tmp_path):
+    """ConvNeXt-Tiny's head: logits a small difference of large terms (sum |x w| + |b| ~ 1e4 for
+    logits of a few units). float32 cannot hold such a sum closer than ~sqrt(n) 2^-24 of it, and
+    the runtime's own two kernel sets differ by about that; the layer-local bar of rel 1e-4 failed
+    a correct layer. The bar of FULLY_CONNECTED / BATCH_MATMUL now admits that rounding bound,
+    and still fails a kernel 1e-4 off."""
+    keras.utils.set_random_seed(0)
+    n = 768
+    x = keras.Input((n,), batch_size=1)
+    y = keras.layers.ReLU()(x * 0.01 + 2.0)  # inputs near 2: every term of the sum is ~20
+    dense = keras.layers.Dense(10)
+    net = keras.Model(x, dense(y))
+    kernel = (10.0 + 0.01 * np.random.default_rng(0).standard_normal((n, 10))).astype(np.float32)
+    dense.set_weights([kernel, (-2.0 * kernel.sum(0)).astype(np.float32)])  # logits around 0
+    path = _convert(net, tmp_path / "head.tflite")
+    model, keras_model = _rebuild(path, tmp_path / "gen")
+    report = verify(model, keras_model)
+    head = next(r for r in report.layers if r.op == "FULLY_CONNECTED")
+    assert report.ok, head.text()
+    assert head.max_rel > 1e-4 and head.tolerance.bar > 1e-4, head.text()  # float32's own rounding
+
+    dense_layer = next(layer for layer in keras_model.layers if isinstance(layer, keras.layers.Dense))
+    k, b = dense_layer.get_weights()
+    dense_layer.set_weights([k * np.float32(1 + 1e-4), b])
+    wrong = next(r for r in verify(model, keras_model).layers if r.op == "FULLY_CONNECTED")
+    assert not wrong.ok, wrong.text()
