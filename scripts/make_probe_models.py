@@ -243,6 +243,108 @@ def upsample_decoder() -> keras.Model:
     return model
 
 
+def mobilenet_v1() -> keras.Model:
+    return _application(keras.applications.MobileNet, 64, alpha=0.25)
+
+
+def vgg16() -> keras.Model:
+    """No BatchNorm: plain conv + ReLU at Keras' default init, scaled up per layer by the head."""
+    return _application(keras.applications.VGG16, 32)
+
+
+def inception_resnet_v2() -> keras.Model:
+    return _application(keras.applications.InceptionResNetV2, 75)
+
+
+def activations_zoo() -> keras.Model:
+    """Dense layers through the activations keras.activations offers, side by side."""
+    inp = keras.Input((24,), name="features")
+    names = ["elu", "selu", "softplus", "softsign", "mish", "silu", "gelu", "hard_sigmoid", "hard_silu",
+             "relu6", "leaky_relu", "exponential", "tanh", "sigmoid", "log_softmax", "softmax"]
+    branches = [layers.Dense(8, activation=name, name=f"dense_{name}")(inp) for name in names]
+    branches.append(layers.Activation(keras.activations.gelu)(layers.Dense(8)(inp)))  # exact erf form
+    branches.append(layers.PReLU()(layers.Dense(8)(inp)))
+    branches.append(layers.ELU(alpha=0.5)(layers.Dense(8)(inp)))
+    x = layers.Concatenate()(branches)
+    logits = layers.Dense(6, name="logits")(x)
+    model = keras.Model(inp, logits, name="activations_zoo")
+    seed_zero_weights(model, salt=51)
+    scale_logits(model, model.get_layer("logits"), images((24,), 16, salt=52))
+    return model
+
+
+def gelu_tanh() -> keras.Model:
+    inp = keras.Input((16, 24), name="features")
+    x = layers.Dense(32)(inp)
+    x = layers.Activation(lambda v: keras.activations.gelu(v, approximate=True))(x)
+    x = layers.LayerNormalization()(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inp, layers.Dense(4, name="logits")(x), name="gelu_tanh")
+    seed_zero_weights(model, salt=56)
+    return model
+
+
+def text_cnn() -> keras.Model:
+    """Token ids -> Embedding -> Conv1D (two widths) -> GlobalMaxPooling1D -> Dense."""
+    ids = keras.Input((TOKENS,), dtype="int32", name="token_ids")
+    x = layers.Embedding(VOCAB, 16)(ids)
+    a = layers.GlobalMaxPooling1D()(layers.Conv1D(12, 3, activation="relu")(x))
+    b = layers.GlobalMaxPooling1D()(layers.Conv1D(12, 5, padding="same", activation="relu")(x))
+    x = layers.Dropout(0.5)(layers.Concatenate()([a, b]))
+    logits = layers.Dense(3, name="logits")(x)
+    model = keras.Model(ids, logits, name="text_cnn")
+    seed_zero_weights(model, salt=61)
+    scale_logits(model, model.get_layer("logits"), text_token_ids(32, salt=62))
+    return model
+
+
+def multi_io() -> keras.Model:
+    """An image and a feature vector in; a class score and a regression map out."""
+    image = keras.Input((16, 16, 3), name="image")
+    meta = keras.Input((5,), name="meta")
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(image)
+    x = layers.MaxPooling2D(2)(x)
+    m = layers.Dense(8, activation="relu")(meta)
+    m = layers.Reshape((1, 1, 8))(m)
+    x = layers.Multiply()([x, layers.Activation("sigmoid")(m)])
+    score = layers.Dense(4, name="score")(layers.GlobalAveragePooling2D()(x))
+    heat = layers.Conv2DTranspose(1, 2, strides=2, name="heat")(x)
+    model = keras.Model([image, meta], [score, heat], name="multi_io")
+    seed_zero_weights(model, salt=71)
+    return model
+
+
+def preprocessing_layers() -> keras.Model:
+    """In-model preprocessing: an adapted Normalization, Resizing, CenterCrop, Rescaling."""
+    inp = keras.Input((40, 40, 3), name="image")
+    norm = layers.Normalization(axis=-1)
+    norm.adapt(images((40, 40, 3), 8, salt=81) * 3.0 + 1.0)
+    x = norm(inp)
+    x = layers.Resizing(24, 24, interpolation="bilinear")(x)
+    x = layers.CenterCrop(20, 20)(x)
+    x = layers.Rescaling(0.5, offset=0.1)(x)
+    x = layers.Conv2D(8, 3, activation="relu")(x)
+    x = layers.Resizing(12, 12, interpolation="nearest")(x)
+    x = layers.Flatten()(layers.MaxPooling2D(2)(x))
+    model = keras.Model(inp, layers.Dense(4, name="logits")(x), name="preprocessing_layers")
+    seed_zero_weights(model, salt=82)
+    scale_logits(model, model.get_layer("logits"), images((40, 40, 3), 16, salt=83))
+    return model
+
+
+def keras_attention() -> keras.Model:
+    """keras.layers.Attention (dot-product, scaled) and AdditiveAttention over a query/value pair."""
+    query = keras.Input((8, 16), name="query")
+    value = keras.Input((12, 16), name="value")
+    a = layers.Attention(use_scale=True)([query, value])
+    b = layers.AdditiveAttention()([query, value])
+    x = layers.Concatenate()([a, b])
+    x = layers.GlobalAveragePooling1D()(x)
+    model = keras.Model([query, value], layers.Dense(3, name="logits")(x), name="keras_attention")
+    seed_zero_weights(model, salt=91)
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks
 
@@ -280,15 +382,17 @@ def sensitivity(path: Path) -> list[float]:
 
 
 def representative(model: keras.Model, count: int = 16) -> Callable:
-    spec = model.inputs[0]
-    if spec.dtype == "int32":
-        samples = text_token_ids(count, salt=98)[:, None]
-    else:
-        samples = images(tuple(spec.shape[1:]), count, salt=99)[:, None]
+    """Seeded calibration samples for every input: token ids in [0, VOCAB), else floats in [-1, 1]."""
+    per_input = []
+    for k, spec in enumerate(model.inputs):
+        if spec.dtype == "int32":
+            per_input.append(text_token_ids(count, salt=98 + k)[:, None])
+        else:
+            per_input.append(images(tuple(spec.shape[1:]), count, salt=99 + k)[:, None])
 
     def generate():
-        for sample in samples:
-            yield [sample]
+        for i in range(count):
+            yield [samples[i] for samples in per_input]
 
     return generate
 
@@ -306,13 +410,15 @@ def as_dynamic(model: keras.Model) -> bytes:
 
 
 def as_int8(model: keras.Model) -> bytes:
+    """Full integer; int8 input and output, except token ids (which stay int32)."""
+    io = {} if any(t.dtype == "int32" for t in model.inputs) else {"inference_input_type": tf.int8}
     return convert_keras(
         model,
         optimizations=[tf.lite.Optimize.DEFAULT],
         representative_dataset=representative(model),
         supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8],
-        inference_input_type=tf.int8,
         inference_output_type=tf.int8,
+        **io,
     )
 
 
@@ -321,21 +427,30 @@ ALL_VARIANTS = ("float", "fp16", "dynamic", "int8")
 
 MODELS: dict[str, tuple[Callable[[], keras.Model], tuple[str, ...]]] = {
     "mobilenet_v3_small": (mobilenet_v3_small, ALL_VARIANTS),
-    "mobilenet_v3_large": (mobilenet_v3_large, ("float",)),
+    "mobilenet_v3_large": (mobilenet_v3_large, ("float", "int8")),
     "efficientnet_b0": (efficientnet_b0, ALL_VARIANTS),
-    "efficientnet_v2_b0": (efficientnet_v2_b0, ("float",)),
+    "efficientnet_v2_b0": (efficientnet_v2_b0, ("float", "int8")),
     "resnet50": (resnet50, ALL_VARIANTS),
     "resnet50_v2": (resnet50_v2, ("float",)),
-    "densenet121": (densenet121, ("float",)),
+    "densenet121": (densenet121, ("float", "int8")),
     "nasnet_mobile": (nasnet_mobile, ("float",)),
     "xception": (xception, ("float",)),
     "inception_v3": (inception_v3, ("float",)),
-    "convnext_tiny": (convnext_tiny, ("float",)),
+    "convnext_tiny": (convnext_tiny, ("float", "fp16")),
     "regnet_x002": (regnet_x002, ("float",)),
-    "audio_conv1d": (audio_conv1d, ("float",)),
-    "text_rnn": (text_rnn, ("float",)),
-    "attention_encoder": (attention_encoder, ("float",)),
-    "upsample_decoder": (upsample_decoder, ("float",)),
+    "audio_conv1d": (audio_conv1d, ("float", "dynamic", "int8")),
+    "text_rnn": (text_rnn, ("float", "fp16", "dynamic")),
+    "attention_encoder": (attention_encoder, ("float", "fp16", "dynamic", "int8")),
+    "upsample_decoder": (upsample_decoder, ("float", "fp16", "int8")),
+    "mobilenet_v1": (mobilenet_v1, ("float", "int8")),
+    "vgg16": (vgg16, ("float",)),
+    "inception_resnet_v2": (inception_resnet_v2, ("float",)),
+    "activations_zoo": (activations_zoo, ("float", "int8")),
+    "gelu_tanh": (gelu_tanh, ("float",)),
+    "text_cnn": (text_cnn, ("float", "dynamic", "int8")),
+    "multi_io": (multi_io, ("float", "int8")),
+    "preprocessing_layers": (preprocessing_layers, ("float",)),
+    "keras_attention": (keras_attention, ("float", "int8")),
 }
 
 
