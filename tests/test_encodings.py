@@ -337,3 +337,163 @@ def test_int4_with_the_wrong_byte_count_is_one_line(tmp_path):
                                                         inputs=[0], outputs=[2]))
     line = one_line_refusal(cli("weights", tmp_path / "short.tflite", "-o", tmp_path / "w.npz"))
     assert "7 bytes do not hold shape [3, 5] int4" in line, line
+
+
+# -- legacy uint8 models, integer / bool inputs: rebuilt and verified against the runtime ---------------
+
+
+def rebuild_and_verify(path, tmp_path):
+    """Generate, build, verify; every output within a flat 2 LSB of its scale (of the tensor its
+    DEQUANTIZE reads, for float outputs of quantized models) or rel 1e-4, every layer within
+    verify's layer-local bar, every output input-sensitive. Returns the report."""
+    from tfl_rebuild.keras_job import write_generated
+    from tfl_rebuild.verify import FLOAT_REL_TOL, load_module, verify
+
+    model, py, weights = write_generated(str(path), str(tmp_path / "gen"))
+    report = verify(model, load_module(py).build_model(str(weights)))
+    sg = model.main
+    producer = {o: op for op in sg.operators for o in op.outputs}
+    for o, t in zip(report.outputs, sg.outputs):
+        op = producer.get(t)
+        src = sg.tensors[op.inputs[0]] if op is not None and op.opcode == "DEQUANTIZE" else sg.tensors[t]
+        if src.quantized:
+            lsb = o.max_abs / float(src.quantization.scale[0])
+            assert lsb <= 2.0 * (1 + 1e-3), f"{o.name}: {lsb:.2f} LSB"
+        else:
+            assert o.max_rel <= FLOAT_REL_TOL, f"{o.name}: rel {o.max_rel:.3g}"
+        assert o.input_sensitive, f"{o.name} does not depend on the input: the test proves nothing"
+    wrong = [r.text() for r in report.layers if not r.ok]
+    assert report.layers and not wrong, wrong
+    return report, py
+
+
+def legacy_uint8_model(path, float_io: bool):
+    """The mobilenet_v1_*_quant.tflite recipe: fake-quant nodes in a TF1 graph, converted with
+    inference_type uint8 (uint8 weights, asymmetric per-tensor, int32 biases)."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    fq = tf.quantization.fake_quant_with_min_max_vars
+    rng = np.random.default_rng(0)
+
+    def weight(shape, std):
+        w = rng.normal(0, std, shape).astype(np.float32)
+        return fq(tf.constant(w), float(w.min()), float(w.max()))
+
+    def conv(x, cin, cout, k=1, stride=1, relu6=True, out_range=(0.0, 6.0)):
+        y = tf.nn.conv2d(x, weight((k, k, cin, cout), 1 / np.sqrt(k * k * cin)), [1, stride, stride, 1], "SAME")
+        y = tf.nn.bias_add(y, tf.constant(rng.normal(0, 0.1, cout).astype(np.float32)))
+        return fq(tf.nn.relu6(y) if relu6 else y, *out_range)
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, [1, 16, 16, 3], name="input")
+        h = conv(fq(x, -1.0, 1.0), 3, 8, 3, 2)
+        e = tf.nn.depthwise_conv2d(conv(h, 8, 16), weight((3, 3, 16, 1), 0.3), [1, 1, 1, 1], "SAME")
+        e = fq(tf.nn.relu6(e), 0.0, 6.0)
+        h = fq(h + conv(e, 16, 8, relu6=False, out_range=(-4.0, 4.0)), -6.0, 8.0)  # residual ADD
+        h = fq(tf.concat([conv(h, 8, 4), conv(h, 8, 4, relu6=False, out_range=(-3.0, 3.0))], 3), -3.0, 6.0)
+        h = fq(tf.nn.avg_pool2d(h, 8, 8, "VALID"), -3.0, 6.0)
+        logits = tf.reshape(conv(h, 8, 5, relu6=False, out_range=(-8.0, 8.0)), [1, 5])
+        out = tf.identity(fq(tf.nn.softmax(logits), 0.0, 1.0), name="Predictions")
+        with tf1.Session(graph=graph) as sess:
+            conv_ = tf1.lite.TFLiteConverter.from_session(sess, [x], [out])
+            conv_.inference_type = tf.uint8
+            conv_.quantized_input_stats = {"input": (128.0, 127.0)}
+            if float_io:
+                conv_.inference_input_type = conv_.inference_output_type = tf.float32
+            path.write_bytes(conv_.convert())
+    return path
+
+
+@pytest.mark.parametrize("float_io", [False, True], ids=["uint8-io", "float-io"])
+def test_legacy_uint8_model(tmp_path, float_io):
+    path = legacy_uint8_model(tmp_path / "legacy.tflite", float_io)
+    from tfl_rebuild.inspect import activation_dtypes
+    from tfl_rebuild.reader import read_model
+
+    model = read_model(str(path))
+    assert activation_dtypes(model) == ["uint8"]
+    ops = {op.opcode for op in model.main.operators}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "CONCATENATION", "AVERAGE_POOL_2D", "SOFTMAX"} <= ops, ops
+    assert ("DEQUANTIZE" in ops) == float_io
+    _, py = rebuild_and_verify(path, tmp_path)
+    header = py.read_text().split('"""')[0]
+    if not float_io:
+        scale = f"{float(model.main.tensors[model.main.inputs[0]].quantization.scale[0]):.6g}"
+        assert f"TFLite input 'input' is uint8 (scale {scale}, zero point 128); this model takes its float " \
+               f"value (q - 128) * {scale}" in " ".join(header.replace("#", " ").split()), header
+    text = " ".join(cli("inspect", path).output.split())
+    assert "quantization: full-int8 (activations uint8)" in text, text
+
+
+def test_uint8_io_around_int8(tmp_path):
+    # TF2's converter: int8 inside, uint8 input and output, QUANTIZE uint8 <-> int8 at the edges.
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    init = keras.initializers.RandomNormal(stddev=0.5, seed=1)
+    x = keras.Input((8, 8, 3), batch_size=1)
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init)(x)
+    b = keras.layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=init)(a)
+    y = keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate()([a, b * 3.0]))
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, keras.layers.Dense(3, kernel_initializer=init)(y)))
+    rng = np.random.default_rng(11)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)] for _ in range(16))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.uint8
+    path = tmp_path / "uint8io.tflite"
+    path.write_bytes(conv.convert())
+    from tfl_rebuild.reader import read_model
+
+    sg = read_model(str(path)).main
+    edges = [(sg.tensors[op.inputs[0]].dtype, sg.tensors[op.outputs[0]].dtype)
+             for op in sg.operators if op.opcode == "QUANTIZE"]
+    assert edges == [("uint8", "int8"), ("int8", "uint8")], edges
+    rebuild_and_verify(path, tmp_path)
+
+
+def test_int8_model_with_token_ids(tmp_path):
+    import keras
+    from conftest import convert_keras
+
+    keras.utils.set_random_seed(0)
+    import tensorflow as tf
+
+    init = keras.initializers.RandomNormal(stddev=0.5, seed=1)
+    t = keras.Input((7,), batch_size=1, dtype="int32")
+    h = keras.layers.Dense(6, activation="relu", kernel_initializer=init)(
+        keras.layers.Embedding(50, 8, embeddings_initializer=init)(t))
+    model = keras.Model(t, keras.layers.Dense(3, kernel_initializer=init)(keras.layers.GlobalAveragePooling1D()(h)))
+    rng = np.random.default_rng(2)
+    path = tmp_path / "tokens.tflite"
+    path.write_bytes(convert_keras(
+        model, optimizations=[tf.lite.Optimize.DEFAULT],
+        representative_dataset=lambda: ([rng.integers(0, 50, (1, 7)).astype(np.int32)] for _ in range(16)),
+        target_spec=_int8_target()))
+    rebuild_and_verify(path, tmp_path)
+
+
+def _int8_target():
+    import tensorflow as tf
+
+    spec = tf.lite.TargetSpec()
+    spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return spec
+
+
+def test_int64_ids_and_bool_mask(tmp_path):
+    import tensorflow as tf
+
+    table = tf.constant(np.random.default_rng(0).normal(0, 1, (20, 4)).astype(np.float32))
+
+    def fn(ids, mask, x):
+        return tf.reduce_sum(tf.where(mask[..., None], tf.gather(table, ids) * x, -x), axis=1)
+
+    path = convert_function(fn, [tf.TensorSpec([1, 5], tf.int64), tf.TensorSpec([1, 5], tf.bool),
+                                 tf.TensorSpec([1, 5, 4], tf.float32)], tmp_path / "ids.tflite")
+    _, py = rebuild_and_verify(path, tmp_path)
+    source = py.read_text()
+    assert 'dtype="int64"' in source and 'dtype="bool"' in source

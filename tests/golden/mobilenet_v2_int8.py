@@ -42,14 +42,28 @@ class OpLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfl_rebuild")
 class FakeQuant(OpLayer):
-    """Round to the TFLite tensor's integer grid and back, so float math matches the int8 model."""
+    """Round to the TFLite tensor's integer grid and back, so float math matches the int8 model.
 
-    def __init__(self, scale, zero_point, qmin, qmax, **kwargs):
-        super().__init__({"scale": scale, "zero_point": zero_point, "qmin": qmin, "qmax": qmax}, **kwargs)
-        self.scale, self.zero_point, self.qmin, self.qmax = scale, zero_point, qmin, qmax
+    ties: how a value halfway between two integers rounds: "even" (as the runtime's requantizing
+    kernels do), or, on the stored integer (zero point included), "up" or "away" from zero, as
+    the kernels that divide integer sums do (average pooling, bilinear resizing). Those halves are
+    exact there but come out of float math a hair off, so within 1e-3 of a half counts as one.
+    """
+
+    def __init__(self, scale, zero_point, qmin, qmax, ties="even", **kwargs):
+        super().__init__({"scale": scale, "zero_point": zero_point, "qmin": qmin, "qmax": qmax, "ties": ties},
+                         **kwargs)
+        self.scale, self.zero_point, self.qmin, self.qmax, self.ties = scale, zero_point, qmin, qmax, ties
 
     def call(self, x):
-        q = keras.ops.clip(keras.ops.round(x / self.scale) + self.zero_point, self.qmin, self.qmax)
+        if self.ties == "even":
+            q = keras.ops.round(x / self.scale) + self.zero_point
+        elif self.ties == "up":
+            q = keras.ops.floor(x / self.scale + self.zero_point + 0.501)
+        else:
+            r = x / self.scale + self.zero_point
+            q = keras.ops.sign(r) * keras.ops.floor(keras.ops.abs(r) + 0.501)
+        q = keras.ops.clip(q, self.qmin, self.qmax)
         return (q - self.zero_point) * self.scale
 
 

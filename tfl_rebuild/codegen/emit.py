@@ -60,6 +60,18 @@ def _class_template(name: str) -> str:
     return _templates().get_template(f"layers/{snake(name)}.py.j2").render().strip()
 
 
+# How the quantized kernels round an exact half, where it is not to even: where they divide integer
+# sums. Average pooling: away from zero (both kernel sets). Bilinear resizing: up in XNNPACK (which
+# runs int8 / uint8, and which `verify` compares with end to end), away from zero in the built-in
+# kernels (int16). Measured on crafted and converted models; see FakeQuant.
+def _ties(op: Operator, dtype: str) -> str:
+    if op.opcode == "AVERAGE_POOL_2D":
+        return "away"
+    if op.opcode == "RESIZE_BILINEAR":
+        return "up" if dtype in ("int8", "uint8") else "away"
+    return "even"
+
+
 # Input dtypes a keras.Input states; float (and quantized, rebuilt in float) inputs use the default.
 INPUT_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 
@@ -192,7 +204,8 @@ class _Emitter:
             return specs
         scale, zp, qmin, qmax = params
         outputs, last.outputs = last.outputs, ()
-        return [*specs, LayerSpec("FakeQuant", {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax},
+        kwargs = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax, "ties": _ties(op, self.sg.tensors[outputs[0]].dtype)}
+        return [*specs, LayerSpec("FakeQuant", kwargs,
                                   (last,), outputs, custom=True)]
 
     def emit_outputs(self) -> list[Code]:
