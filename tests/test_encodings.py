@@ -189,8 +189,15 @@ def test_keras_says_which_signature_it_rebuilds(two_signatures, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert ("note: the model has 2 signatures; this rebuilds signature 'decode' (subgraph 0); "
-            "--signature encode rebuilds the other") in text, text
+            "keras --signature encode rebuilds the other") in text, text
     assert "Note: the model has 2 signatures" in _module_source(tmp_path / "out", "codec")
+
+
+def test_check_notes_the_signature_it_checked(two_signatures, tmp_path):
+    result = cli("check", two_signatures, "--no-coreml", "--json", tmp_path / "rows.json")
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "rows.json").read_text())["models"][0]
+    assert "this rebuilds signature 'decode' (subgraph 0)" in row["keras"]["note"], row
 
 
 def test_keras_rebuilds_the_chosen_signature(two_signatures, tmp_path):

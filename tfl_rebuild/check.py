@@ -59,7 +59,8 @@ class Stage:
     seconds: float = 0.0
     reason: str = ""
     precision: str | None = None  # Core ML: the compute precision converted with
-    note: str = ""  # what a passing stage still has to say (Core ML: why float16 was not kept)
+    note: str = ""  # what a passing stage still has to say (Keras: the signature / input shapes rebuilt;
+    # Core ML: why float16 was not kept)
 
 
 @dataclass
@@ -259,7 +260,9 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path):
 
     stage, start = row.keras, time.perf_counter()
     try:
-        model, py_path, w_path = write_generated(row.path, str(outdir))  # dynamic dims fixed (views.py)
+        notes: list[str] = []  # which signature / input shape was rebuilt (views.py)
+        model, py_path, w_path = write_generated(row.path, str(outdir), notes=notes)
+        stage.note = "; ".join(notes)
         keras_model = load_module(py_path).build_model(str(w_path))
     except Exception as exc:
         stage.status, stage.reason = "failed", one_line(exc)

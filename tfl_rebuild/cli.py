@@ -310,7 +310,8 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     def progress(done, row):
         err.print(f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
                   + (f" - {escape(row.reason)}" if row.reason else "")
-                  + (f" ({escape(row.coreml.note)})" if row.coreml.note else ""), soft_wrap=True)
+                  + "".join(f" ({escape(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
+                  soft_wrap=True)
 
     rows = run_all(models, opts, jobs=jobs, keep=keep_dir, progress=progress)
     check_report.print_table(rows, opts, out)

@@ -317,7 +317,7 @@ def make_view(model: Model, signature: str | None = None, input_shapes: list[str
         others = [s.key for s in model.signatures if s.key != main]
         what = f"signature {main!r} (subgraph 0)" if main is not None else "subgraph 0"
         view.notes.append(f"the model has {len(model.signatures)} signatures; this rebuilds {what}; "
-                          + ", ".join(f"--signature {k}" for k in others) + " rebuilds the other"
+                          + "keras " + ", ".join(f"--signature {k}" for k in others) + " rebuilds the other"
                           + ("s" if len(others) > 1 else ""))
     before = view.model
     asked = parse_input_shapes(before, list(input_shapes))
