@@ -504,3 +504,14 @@ def test_int64_ids_and_bool_mask(tmp_path):
     _, py = rebuild_and_verify(path, tmp_path)
     source = py.read_text()
     assert 'dtype="int64"' in source and 'dtype="bool"' in source
+
+
+def test_unrebuildable_op_with_dynamic_dims_is_named_first(tmp_path):
+    # Fixing a dynamic batch runs the model, which the runtime cannot (Flex); the op is named
+    # instead of a shape error.
+    import tensorflow as tf
+
+    path = convert_function(lambda x: tf.linalg.det(x) + 1.0, [tf.TensorSpec([None, 3, 3], tf.float32)],
+                            tmp_path / "flex.tflite", flex=True)
+    line = one_line_refusal(cli("keras", path, "-o", tmp_path / "out"))
+    assert "'FlexMatrixDeterminant' (op 0)" in line and "dynamic" not in line, line

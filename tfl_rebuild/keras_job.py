@@ -9,6 +9,7 @@ from .codegen.emit import generate
 from .codegen.naming import sanitize
 from .errors import InputError, OutputError
 from .fileio import atomic_output, ensure_dir, writable_file
+from .ops import lookup
 from .reader import read_model
 from .weights import write_npz_atomic
 
@@ -26,6 +27,8 @@ def write_generated(model_path: str, outdir: str, name: str | None = None, fake_
     from .views import make_view
 
     original = read_model(model_path)
+    for op in original.subgraphs[0].operators:  # an op nothing can rebuild says so before any shape work
+        lookup(op, original.subgraphs[0])
     out = ensure_dir(outdir)  # before the (slow) generation: a bad -o fails at once
     view = make_view(original, signature, input_shapes)
     model = view.model
