@@ -345,6 +345,123 @@ def keras_attention() -> keras.Model:
     return model
 
 
+def bert_mini() -> keras.Model:
+    """Token ids and an attention mask (int32, 1 = attend) -> 2 encoder blocks -> pooled logits."""
+    ids = keras.Input((TOKENS,), dtype="int32", name="input_ids")
+    mask = keras.Input((TOKENS,), dtype="int32", name="token_mask")
+    x = layers.Embedding(VOCAB, 32)(ids)
+    x = AddPositions()(x)
+    x = layers.LayerNormalization(epsilon=1e-12)(x)
+    attend = AttentionMask()(mask)
+    for _ in range(2):
+        attended = layers.MultiHeadAttention(num_heads=4, key_dim=8)(x, x, attention_mask=attend)
+        x = layers.LayerNormalization(epsilon=1e-12)(layers.Add()([x, attended]))
+        hidden = layers.Dense(64, activation="gelu")(x)
+        x = layers.LayerNormalization(epsilon=1e-12)(layers.Add()([x, layers.Dense(32)(hidden)]))
+    pooled = layers.Dense(32, activation="tanh")(FirstToken()(x))
+    model = keras.Model([ids, mask], layers.Dense(3, name="logits")(pooled), name="bert_mini")
+    seed_zero_weights(model, salt=101)
+    return model
+
+
+@keras.saving.register_keras_serializable(package="probe")
+class AddPositions(layers.Layer):
+    """Learned position embeddings added to the token embeddings."""
+
+    def build(self, input_shape):
+        self.positions = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="positions")
+
+    def call(self, x):
+        return x + self.positions
+
+
+@keras.saving.register_keras_serializable(package="probe")
+class AttentionMask(layers.Layer):
+    """[batch, keys] 0/1 ints -> [batch, queries, keys] booleans, as BERT's extended mask."""
+
+    def call(self, mask):
+        keep = keras.ops.cast(mask, "bool")
+        return keras.ops.repeat(keras.ops.expand_dims(keep, 1), TOKENS, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="probe")
+class FirstToken(layers.Layer):
+    def call(self, x):
+        return x[:, 0, :]
+
+
+def yolo_like() -> keras.Model:
+    """A small detector with an exported decode: two strides, sigmoid, grid offsets and anchor
+    scales as constants, all boxes concatenated to [1, N, 5 + classes]."""
+    classes, anchors = 3, 2
+    inp = keras.Input((64, 64, 3), name="image")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="swish")(inp)  # 32
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="swish")(x)  # 16
+    p3 = layers.Conv2D(16, 3, strides=2, padding="same", activation="swish")(x)  # 8
+    p4 = layers.Conv2D(24, 3, strides=2, padding="same", activation="swish")(p3)  # 4
+    up = layers.UpSampling2D(2)(p4)
+    p3 = layers.Concatenate()([p3, up])
+    outs = []
+    for feat, stride in ((p3, 8), (p4, 16)):
+        size = 64 // stride
+        raw = layers.Conv2D(anchors * (5 + classes), 1)(feat)
+        raw = layers.Reshape((size * size * anchors, 5 + classes))(raw)
+        outs.append(DecodeBoxes(size=size, stride=stride, anchors=anchors)(raw))
+    out = layers.Concatenate(axis=1, name="detections")(outs)
+    model = keras.Model(inp, out, name="yolo_like")
+    seed_zero_weights(model, salt=111)
+    for layer in model.layers:  # heads that move: sigmoid inputs spread over a few units
+        if isinstance(layer, layers.Conv2D) and layer.kernel_size == (1, 1):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * 6.0, bias])
+    return model
+
+
+@keras.saving.register_keras_serializable(package="probe")
+class DecodeBoxes(layers.Layer):
+    def __init__(self, size, stride, anchors, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.stride, self.anchors = size, stride, anchors
+
+    def call(self, raw):
+        ys, xs = np.meshgrid(np.arange(self.size), np.arange(self.size), indexing="ij")
+        grid = np.repeat(np.stack([xs, ys], -1).reshape(-1, 1, 2), self.anchors, axis=1).reshape(1, -1, 2)
+        wh = np.tile(np.array([[1.0, 1.5], [2.0, 1.0]][: self.anchors], np.float32), (self.size * self.size, 1))
+        sig = keras.ops.sigmoid(raw)
+        xy = (sig[..., :2] * 2.0 - 0.5 + grid.astype(np.float32)) * float(self.stride)
+        size = (sig[..., 2:4] * 2.0) ** 2 * wh[None] * float(self.stride)
+        return keras.ops.concatenate([xy, size, sig[..., 4:]], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "stride": self.stride, "anchors": self.anchors}
+
+
+def super_resolution() -> keras.Model:
+    """ESPCN-style x3 upscaler: convs, then DEPTH_TO_SPACE (pixel shuffle), then a clip to [0, 1]."""
+    inp = keras.Input((16, 16, 1), name="low_res")
+    x = layers.Conv2D(16, 5, padding="same", activation="tanh")(inp)
+    x = layers.Conv2D(8, 3, padding="same", activation="tanh")(x)
+    x = layers.Conv2D(9, 3, padding="same")(x)
+    x = PixelShuffle(block=3)(x)
+    out = layers.ReLU(max_value=1.0, name="high_res")(x)
+    model = keras.Model(inp, out, name="super_resolution")
+    seed_zero_weights(model, salt=121)
+    return model
+
+
+@keras.saving.register_keras_serializable(package="probe")
+class PixelShuffle(layers.Layer):
+    def __init__(self, block, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.block)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks
 
@@ -355,7 +472,8 @@ def run(path: Path, salt: int) -> list[np.ndarray]:
     interpreter.allocate_tensors()
     for i, detail in enumerate(interpreter.get_input_details()):
         if detail["dtype"] == np.int32 and not detail["quantization"][0]:
-            value = rng(1000 + salt + i).integers(0, VOCAB, size=detail["shape"]).astype(np.int32)
+            high = 2 if "mask" in detail["name"] else VOCAB
+            value = rng(1000 + salt + i).integers(0, high, size=detail["shape"]).astype(np.int32)
         else:
             value = seeded_input(detail, salt + i)
         interpreter.set_tensor(detail["index"], value)
@@ -385,7 +503,9 @@ def representative(model: keras.Model, count: int = 16) -> Callable:
     """Seeded calibration samples for every input: token ids in [0, VOCAB), else floats in [-1, 1]."""
     per_input = []
     for k, spec in enumerate(model.inputs):
-        if spec.dtype == "int32":
+        if spec.dtype == "int32" and "mask" in spec.name:
+            per_input.append(rng(97 + k).integers(0, 2, size=(count, 1, *spec.shape[1:])).astype(np.int32))
+        elif spec.dtype == "int32":
             per_input.append(text_token_ids(count, salt=98 + k)[:, None])
         else:
             per_input.append(images(tuple(spec.shape[1:]), count, salt=99 + k)[:, None])
@@ -451,6 +571,9 @@ MODELS: dict[str, tuple[Callable[[], keras.Model], tuple[str, ...]]] = {
     "multi_io": (multi_io, ("float", "int8")),
     "preprocessing_layers": (preprocessing_layers, ("float",)),
     "keras_attention": (keras_attention, ("float", "int8")),
+    "bert_mini": (bert_mini, ("float", "fp16", "dynamic", "int8")),
+    "yolo_like": (yolo_like, ("float", "int8")),
+    "super_resolution": (super_resolution, ("float", "int8")),
 }
 
 

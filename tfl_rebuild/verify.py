@@ -382,8 +382,16 @@ def _hybrid_inputs(model: Model, sg) -> dict[int, int]:
         shape = sg.tensors[x].shape
         if sg.tensors[x].dtype != "float32" or not len(shape):
             continue
-        rows = int(shape[0]) if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") else int(np.prod(shape[:-1]))
-        found[x] = max(rows, 1)
+        size = int(np.prod(shape))
+        if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            rows = int(shape[0])
+        elif op.opcode == "FULLY_CONNECTED":  # rows of n_in values, whatever the input's rank
+            n_in = int(sg.tensors[op.inputs[1]].shape[-1])
+            rows = size // n_in if n_in and size % n_in == 0 else 0
+        else:
+            rows = int(np.prod(shape[:-1]))
+        if rows > 0:
+            found[x] = rows
     return found
 
 
