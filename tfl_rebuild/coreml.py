@@ -280,6 +280,13 @@ def _register_missing_tf_ops() -> None:
         x = context[node.inputs[0]]
         context.add(node.name, mb.sub(x=1.0, y=mb.erf(x=x), name=node.name))
 
+    # Grappler's constant folding turns a DIV of a constant 1 into Reciprocal, which coremltools
+    # writes as inverse(x, epsilon=1e-4) = 1 / (x + 1e-4): off by 1e-4 / x. An exact real_div.
+    @register_tf_op(override=True)
+    def Reciprocal(context, node):  # noqa: N802
+        x = context[node.inputs[0]]
+        context.add(node.name, mb.real_div(x=np.float32(1.0), y=x, name=node.name))  # the TF graph is fp32
+
 
 def _patch_control_flow_rewrite() -> None:
     """One get_tuple per consumer of a While / If output, each under its own name.
