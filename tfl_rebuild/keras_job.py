@@ -9,7 +9,7 @@ from .codegen.emit import generate
 from .codegen.naming import sanitize
 from .errors import InputError, OutputError
 from .fileio import atomic_output, ensure_dir, writable_file
-from .ops import lookup
+from .ops.registry import never_rebuilt
 from .reader import read_model
 from .weights import write_npz_atomic
 
@@ -28,7 +28,9 @@ def write_generated(model_path: str, outdir: str, name: str | None = None, fake_
 
     original = read_model(model_path)
     for op in original.subgraphs[0].operators:  # an op nothing can rebuild says so before any shape work
-        lookup(op, original.subgraphs[0])
+        refusal = never_rebuilt(op, original.subgraphs[0])
+        if refusal is not None:
+            raise refusal
     out = ensure_dir(outdir)  # before the (slow) generation: a bad -o fails at once
     view = make_view(original, signature, input_shapes)
     model = view.model

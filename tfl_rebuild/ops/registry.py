@@ -175,14 +175,28 @@ def _string_error(sg: Subgraph, op: Operator) -> UnsupportedOpError:
         f"string tensors (e.g. {names[0]!r}) have no Keras or Core ML form; ops on strings: {_ops_text(touching)}")
 
 
+def never_rebuilt(op: Operator, sg: Subgraph) -> UnsupportedOpError | None:
+    """Why no rebuild of this op can exist (state, strings, select-TF ops), or None."""
+    key = ("CUSTOM", op.custom_code) if op.opcode == "CUSTOM" else (op.opcode, op.version)
+    if key in REGISTRY:
+        return None
+    if op.opcode == "CUSTOM" and (op.custom_code or "").startswith("Flex"):
+        return _flex_error(sg)
+    if op.opcode in STATEFUL:
+        return _stateful_error(sg)
+    if any(0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string" for i in (*op.inputs, *op.outputs)):
+        return _string_error(sg, op)
+    return None
+
+
 def lookup(op: Operator, sg: Subgraph) -> Converter:
     key = ("CUSTOM", op.custom_code) if op.opcode == "CUSTOM" else (op.opcode, op.version)
     fn = REGISTRY.get(key)
-    if op.opcode in STATEFUL and fn is None:
-        raise _stateful_error(sg)
-    if any(0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string" for i in (*op.inputs, *op.outputs)):
-        if op.opcode == "CUSTOM" and (op.custom_code or "").startswith("Flex"):
-            raise _flex_error(sg)
+    refusal = never_rebuilt(op, sg)
+    if refusal is not None:
+        raise refusal
+    if fn is not None and any(0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string"
+                              for i in (*op.inputs, *op.outputs)):
         raise _string_error(sg, op)
     if fn is None:
         if op.opcode == "CUSTOM" and op.custom_code == DETECTION_POSTPROCESS:
