@@ -515,3 +515,12 @@ def test_unrebuildable_op_with_dynamic_dims_is_named_first(tmp_path):
                             tmp_path / "flex.tflite", flex=True)
     line = one_line_refusal(cli("keras", path, "-o", tmp_path / "out"))
     assert "'FlexMatrixDeterminant' (op 0)" in line and "dynamic" not in line, line
+
+
+def test_coreml_of_a_legacy_uint8_model_says_how_to_feed_pixels(tmp_path):
+    path = legacy_uint8_model(tmp_path / "legacy.tflite", float_io=False)
+    result = cli("coreml", path, "-o", tmp_path / "legacy.mlpackage")
+    assert result.exit_code == 0, result.output  # the converted program checked against TFLite
+    text = " ".join(result.output.split())
+    assert "(Core ML raw pixels: --image-input input --scale" in text, text
+    assert "--bias -1.00" in text, text  # -zero point x scale = -128 / 127.5

@@ -62,11 +62,12 @@ def run_command(source: str, output: str | None, opts: Options, tflite: str | No
     check_extension(out, opts.format)
     with tempfile.TemporaryDirectory(prefix="tfl-rebuild-") as tmp:
         if py_path is None:
+            from .codegen.emit import quantized_io_notes
             from .keras_job import write_generated
 
             notes: list[str] = []
             model, py_path, w_path = write_generated(str(tfl_path), keras_dir or tmp, notes=notes)
-            for note in notes:
+            for note in notes + quantized_io_notes(model, image_hint=opts.image is None):
                 con.print(f"note: {escape(note)}")
             keras_model = load_module(py_path).build_model(str(w_path))
             if keras_dir:

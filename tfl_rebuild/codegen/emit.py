@@ -235,7 +235,7 @@ def _rebuild_command(model: Model, stem: str, fake_quant: bool | None, default_f
     return Code(f"{shell_command(words)} DIR{' ' + shell_command(options) if options else ''}")
 
 
-def quantized_io_notes(model: Model) -> list[str]:
+def quantized_io_notes(model: Model, image_hint: bool = False) -> list[str]:
     """What a quantized model input or output means here: the rebuild computes in float."""
     sg = model.main
     notes = []
@@ -247,8 +247,12 @@ def quantized_io_notes(model: Model) -> list[str]:
                 continue
             scale, zp = params[0], params[1]
             q = f"(q - {zp})" if zp > 0 else (f"(q + {-zp})" if zp < 0 else "q")
-            notes.append(f"TFLite {label} {tensor.name!r} is {tensor.dtype} (scale {scale:.6g}, zero point {zp}); "
-                         f"this model {verb} its float value {q} * {scale:.6g}")
+            note = (f"TFLite {label} {tensor.name!r} is {tensor.dtype} (scale {scale:.6g}, zero point {zp}); "
+                    f"this model {verb} its float value {q} * {scale:.6g}")
+            if image_hint and label == "input" and len(tensor.shape) == 4 and tensor.shape[-1] in (1, 3):
+                note += (f" (Core ML raw pixels: --image-input {tensor.name} --scale {scale:.6g} "
+                         f"--bias {-zp * scale:.6g})")
+            notes.append(note)
     return notes
 
 
