@@ -13,8 +13,14 @@ a ResNet-style CNN, a YOLOv8-style detector (SiLU conv blocks, C2f split / conca
 upsampling, a DFL detect head that reshapes, permutes and concatenates), MobileNetV3 blocks
 (hardswish, squeeze-excite), a ViT (patch conv, class token, hand-written multi-head attention,
 GELU), an nn.TransformerEncoder, a UNet (ConvTranspose2d, bilinear upsampling, skip concat), an
-LSTM + GRU sequence model and a 1-D conv audio model. Each is written as float32 and float16, and
-three (resnet, mobilenet_v3, yolo) also as full int8 (seeded calibration inputs in [-1, 1]).
+LSTM + GRU sequence model and a 1-D conv audio model; then the tricks of other exports: a YOLOv8
+pose / seg head (keypoints decoded through strided slices, mask coefficients x prototypes), an
+ESPCN super-resolution net (PReLU, LeakyReLU, PixelShuffle, align_corners bilinear), a diffusion-
+style UNet (GroupNorm, Mish, InstanceNorm, spatial attention, nearest upsampling as expand + reshape),
+an ops zoo (grouped / dilated convs, ceil-mode pooling, ELU, softplus, clamp, F.normalize, cumsum,
+einsum, arg-max) and a TCN + bidirectional GRU / LSTM. Each is written as float32 and float16, and
+three also quantized by onnx2tf (seeded calibration inputs in [-1, 1]): full int8 (resnet, mobilenet_v3,
+yolo), int8 with float input / output (yolo), dynamic range and int16 activations (mobilenet_v3).
 
 Weights stay meaningful: every BatchNorm holds the statistics of its input over seeded inputs (one
 training-mode pass, cumulative average), gamma / beta are seeded away from 1 / 0, no final softmax.
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import shutil
 import sys
@@ -48,7 +55,10 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 1234
 MIN_CHANGE = 0.01  # an output must move by more than 1% of its magnitude between two inputs
-INT8 = ("resnet", "mobilenet_v3", "yolo")
+# onnx2tf's quantized outputs (-oiqt): which ones each model is written as.
+QUANT_FILES = {"int8": "full_integer_quant", "int8_float_io": "integer_quant", "dynamic": "dynamic_range_quant",
+               "int16act": "full_integer_quant_with_int16_act"}
+INT8 = {"resnet": ("int8",), "mobilenet_v3": ("int8", "dynamic", "int16act"), "yolo": ("int8", "int8_float_io")}
 
 
 def rng(salt: int) -> np.random.Generator:
@@ -375,6 +385,147 @@ class Audio1d(nn.Module):
         return self.head(self.features(x).mean(-1))
 
 
+# Heads and tricks seen in exported detectors / segmenters / restorers
+
+
+class PoseSegHead(nn.Module):
+    """YOLOv8 pose + seg style outputs on one level: keypoints decoded with strided slices
+    (x[:, 0::3]), mask coefficients times prototypes (a matmul), boxes as before."""
+
+    def __init__(self, c: int = 32, kpts: int = 5, masks: int = 8, size: int = 80, stride: int = 8):
+        super().__init__()
+        self.kpts, self.masks = kpts, masks
+        self.stem = nn.Sequential(ConvBNAct(3, 16, 3, 2), ConvBNAct(16, c, 3, 2), C2f(c, c, 1, True),
+                                  ConvBNAct(c, c, 3, 2))
+        self.kpt = nn.Sequential(ConvBNAct(c, c, 3), nn.Conv2d(c, kpts * 3, 1))
+        self.coef = nn.Sequential(ConvBNAct(c, c, 3), nn.Conv2d(c, masks, 1))
+        self.proto = nn.Sequential(ConvBNAct(c, c, 3), nn.ConvTranspose2d(c, c, 2, 2, bias=True), ConvBNAct(c, masks, 1))
+        n = size // stride
+        sy, sx = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
+        self.register_buffer("anchors", torch.stack((sx, sy), 0).view(1, 2, -1))
+        self.stride = float(stride)
+
+    def forward(self, x):
+        f = self.stem(x)
+        b = f.shape[0]
+        k = self.kpt(f).view(b, self.kpts * 3, -1)
+        y = k.clone()
+        y[:, 0::3] = (k[:, 0::3] * 2.0 + (self.anchors[:, [0]] - 0.5)) * self.stride
+        y[:, 1::3] = (k[:, 1::3] * 2.0 + (self.anchors[:, [1]] - 0.5)) * self.stride
+        y[:, 2::3] = k[:, 2::3].sigmoid()
+        coef = self.coef(f).view(b, self.masks, -1)  # [b, masks, anchors]
+        p = self.proto(f)  # [b, masks, 2h, 2w]
+        ph, pw = p.shape[2:]
+        masks = (coef.transpose(1, 2) @ p.view(b, self.masks, -1)).sigmoid().view(b, -1, ph, pw)
+        return y, masks[:, :4]
+
+
+class SuperResolution(nn.Module):
+    """ESPCN-style: PReLU / LeakyReLU convs, PixelShuffle, an align_corners bilinear skip."""
+
+    def __init__(self, scale: int = 2):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 5, 1, 2), nn.PReLU(32), nn.Conv2d(32, 16, 3, 1, 1),
+                                  nn.LeakyReLU(0.1), nn.Conv2d(16, 3 * scale * scale, 3, 1, 1))
+        self.shuffle = nn.PixelShuffle(scale)
+        self.scale = scale
+
+    def forward(self, x):
+        skip = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=True)
+        return self.shuffle(self.body(x)) + skip
+
+
+def upsample_by_expand(x: torch.Tensor, k: int = 2) -> torch.Tensor:
+    """Nearest upsampling written without Resize (as some exports do for TensorRT / NPUs):
+    insert axes, broadcast, reshape (ONNX Unsqueeze / Expand / Reshape; 6-D on the way)."""
+    b, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(b, c, h, k, w, k).reshape(b, c, h * k, w * k)
+
+
+class AttnBlock(nn.Module):
+    """A diffusion UNet's spatial self-attention: GroupNorm, 1x1 q/k/v, softmax over positions."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(4, c)
+        self.qkv, self.proj = nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
+        attn = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)
+        return x + self.proj((v @ attn.transpose(1, 2)).reshape(b, c, h, w))
+
+
+class GroupNormUNet(nn.Module):
+    """GroupNorm + SiLU / Mish res blocks, instance norm, an attention block, nearest upsampling
+    written as expand + reshape."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Conv2d(3, 16, 3, 1, 1)
+        self.res1 = nn.Sequential(nn.GroupNorm(4, 16), nn.SiLU(), nn.Conv2d(16, 16, 3, 1, 1))
+        self.down = nn.Conv2d(16, 32, 3, 2, 1)
+        self.res2 = nn.Sequential(nn.GroupNorm(8, 32), nn.Mish(), nn.Conv2d(32, 32, 3, 1, 1))
+        self.attn = AttnBlock(32)
+        self.up = nn.Conv2d(32, 16, 3, 1, 1)
+        self.inorm = nn.InstanceNorm2d(16, affine=True)
+        self.out = nn.Conv2d(32, 3, 3, 1, 1)
+
+    def forward(self, x):
+        a = self.inp(x)
+        a = a + self.res1(a)
+        b = self.down(a)
+        b = self.attn(b + self.res2(b))
+        u = self.inorm(self.up(upsample_by_expand(b)))
+        return self.out(torch.cat((u, a), 1))
+
+
+class OpsZoo(nn.Module):
+    """Grouped and dilated convs, ceil-mode pooling, adaptive pooling to 4x4, ELU / Softplus / clamp,
+    F.normalize, flatten, cumsum, einsum; an arg-max output and a max output."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, 1, 1)
+        self.grouped = nn.Conv2d(16, 32, 3, 1, 1, groups=4)
+        self.dilated = nn.Conv2d(32, 32, 3, 1, 2, dilation=2)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.proj = nn.Linear(32 * 16, 24, bias=False)
+        self.mix = nn.Parameter(torch.randn(24, 24) * 0.3)
+
+    def forward(self, x):
+        y = F.elu(self.c1(x))
+        y = F.softplus(self.grouped(y)) - 0.5
+        y = torch.clamp(self.dilated(y), -2.0, 3.0)
+        y = self.pool(y)  # 32 -> 16 (floor would give 15)
+        y = F.adaptive_avg_pool2d(y, 4)
+        y = F.normalize(torch.flatten(y, 1), dim=1) * 4.0
+        z = self.proj(y)
+        z = torch.einsum("bi,ij->bj", z, self.mix)
+        c = torch.cumsum(z, dim=1)
+        return c, torch.argmax(z, dim=1), z.amax(1)  # (onnx2tf 1.28 fails on torch.topk: k arrives as [1])
+
+
+class TemporalConvBiRNN(nn.Module):
+    """A TCN front end (dilated Conv1d, LayerNorm over channels), a bidirectional GRU and LSTM."""
+
+    def __init__(self, features: int = 12, classes: int = 4):
+        super().__init__()
+        self.tcn = nn.Sequential(nn.Conv1d(features, 24, 3, padding=2, dilation=2), nn.ReLU(),
+                                 nn.Conv1d(24, 24, 3, padding=4, dilation=4), nn.ReLU())
+        self.norm = nn.LayerNorm(24)
+        self.gru = nn.GRU(24, 16, batch_first=True, bidirectional=True)
+        self.lstm = nn.LSTM(32, 12, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(24, classes)
+
+    def forward(self, x):  # x: [b, features, time]
+        y = self.norm(self.tcn(x).transpose(1, 2))
+        y, _ = self.gru(y)
+        y, _ = self.lstm(y)
+        return self.head(y[:, -1])
+
+
 # name -> (factory, NCHW / NCW / NTC input shape)
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resnet": (ResNet, (1, 3, 64, 64)),
@@ -385,6 +536,11 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "unet": (UNet, (1, 3, 64, 64)),
     "lstm_gru": (Recurrent, (1, 20, 16)),
     "audio_conv1d": (Audio1d, (1, 1, 1600)),
+    "pose_seg_head": (PoseSegHead, (1, 3, 80, 80)),
+    "super_resolution": (SuperResolution, (1, 3, 24, 40)),
+    "groupnorm_unet": (GroupNormUNet, (1, 3, 24, 40)),
+    "ops_zoo": (OpsZoo, (1, 3, 32, 32)),
+    "tcn_birnn": (TemporalConvBiRNN, (1, 12, 30)),
 }
 
 
@@ -426,8 +582,11 @@ def export_onnx(model: nn.Module, shape: tuple[int, ...], path: Path) -> None:
     example = torch.from_numpy(uniform(shape, salt=5))
     # Grad stays on: under no_grad nn.TransformerEncoderLayer takes its fused fast path, which has no ONNX form.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: still what most exports use
-        torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["output"],
+        warnings.simplefilter("ignore")  # the TorchScript exporter (still what most exports use) and its notes
+        outs = model(example)
+        count = len(outs) if isinstance(outs, (tuple, list)) else 1
+        torch.onnx.export(model, (example,), str(path), input_names=["input"],
+                          output_names=[f"output{k}" if count > 1 else "output" for k in range(count)],
                           opset_version=17, dynamo=False)
     # Constant-fold shape arithmetic (torch's chunk() exports as Shape / Gather / Div / Slice), as
     # Ultralytics' exporter does with onnxslim; onnx2tf misreads the unfolded form.
@@ -543,8 +702,8 @@ def make(name: str, out: Path) -> list[Path]:
         return []
     written = []
     kinds = {"float32": "float32", "float16": "float16"}
-    if name in INT8:
-        kinds["int8"] = "full_integer_quant"
+    for kind in INT8.get(name, ()):
+        kinds[kind] = QUANT_FILES[kind]
     for kind, suffix in kinds.items():
         src = work / "tf" / f"{name}_{suffix}.tflite"
         if not src.exists():
@@ -562,11 +721,13 @@ def _check_onnx(model: nn.Module, shape: tuple[int, ...], onnx_path: Path) -> No
 
     x = uniform(shape, salt=6)
     with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    got = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    err = float(np.abs(want - got).max() / max(np.abs(want).max(), 1e-12))
-    if err > 1e-4:
-        print(f"  {onnx_path.name}: onnxruntime differs from torch by rel {err:.2e}")
+        want = model(torch.from_numpy(x))
+    want = [t.numpy() for t in (want if isinstance(want, (tuple, list)) else (want,))]
+    got = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    for w, g in zip(want, got):
+        err = float(np.abs(w - g).max() / max(np.abs(w).max(), 1e-12))
+        if err > 1e-4:
+            print(f"  {onnx_path.name}: onnxruntime differs from torch by rel {err:.2e}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -589,7 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in make(name, out):
             ratios = sensitivity(path)
             flag = "" if min(ratios) > MIN_CHANGE else "  CONSTANT? an output moves by <= 1%"
-            print(f"{path.name:40s} {path.stat().st_size / 1e6:6.2f} MB  change {min(ratios):.3f}{flag}")
+            change = " ".join(f"{r:.3f}" for r in ratios)
+            print(f"{path.name:40s} {path.stat().st_size / 1e6:6.2f} MB  change {change}{flag}")
             print(f"    {op_histogram(path)}")
         print(f"  ({time.perf_counter() - start:.1f} s)")
     if not args.keep_work:
