@@ -287,6 +287,18 @@ def _register_missing_tf_ops() -> None:
         x = context[node.inputs[0]]
         context.add(node.name, mb.real_div(x=np.float32(1.0), y=x, name=node.name))  # the TF graph is fp32
 
+    # coremltools' Cast takes fp16 / fp32 / fp64 / int32 / int64 destinations only, though MIL's
+    # cast also takes bool: a TFLite CAST to bool (BERT's int32 attention mask) was refused with
+    # "Cast: Provided destination type bool not supported".
+    from coremltools.converters.mil.frontend.tensorflow.ops import Cast as cast_numeric
+    from coremltools.converters.mil.mil import types
+
+    @register_tf_op(override=True)
+    def Cast(context, node):  # noqa: N802
+        if node.attr["DstT"] != types.bool:
+            return cast_numeric(context, node)
+        context.add(node.name, mb.cast(x=context[node.inputs[0]], dtype="bool", name=node.name))
+
 
 def _patch_control_flow_rewrite() -> None:
     """One get_tuple per consumer of a While / If output, each under its own name.

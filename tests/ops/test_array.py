@@ -99,6 +99,18 @@ def test_cast(tfl, case):
     tfl.check(tfl.function(fn, spec), "CAST")
 
 
+@pytest.mark.parametrize("src", [tf.int32, tf.float32], ids=["int32", "float32"])
+def test_cast_to_bool_converts_to_core_ml(tfl, src):
+    """BERT-style attention masks: 0/1 -> bool -> select. coremltools' TF Cast refused a bool
+    destination ("Cast: Provided destination type bool not supported") though MIL's cast takes
+    one. The mask holds zeros and non-zeros (x * 2 rounded), so both branches are taken."""
+    def fn(x):
+        mask = tf.cast(tf.round(x * 2.0), src)
+        return tf.where(tf.cast(mask, tf.bool), x, -x * 0.5)
+
+    tfl.core_ml(tfl.function(fn, X), "CAST")
+
+
 @pytest.mark.parametrize("out_type", [tf.int32, tf.int64], ids=["int32", "int64"])
 def test_shape(tfl, out_type):
     # A static shape folds away; a dynamic batch keeps SHAPE. Its value never depends on the data.
