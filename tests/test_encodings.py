@@ -524,3 +524,43 @@ def test_coreml_of_a_legacy_uint8_model_says_how_to_feed_pixels(tmp_path):
     text = " ".join(result.output.split())
     assert "(Core ML raw pixels: --image-input input --scale" in text, text
     assert "--bias -1.00" in text, text  # -zero point x scale = -128 / 127.5
+
+
+# -- sparse weights (DENSIFY) with int8 quantization -----------------------------------------------------
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["dynamic-range", "full-int8"])
+def test_sparse_quantized_weights(tmp_path, int8):
+    """TF's EXPERIMENTAL_SPARSITY: int8 weights behind DENSIFY. LiteRT's XNNPACK delegate takes the
+    FULLY_CONNECTED and then cannot prepare it, so verification runs the built-in kernels and says
+    so; the DENSIFY output is a weight (the model is dynamic-range, not full-int8)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = keras.Input((64,), batch_size=1)
+    dense = keras.layers.Dense(32, activation="relu")
+    model = keras.Model(x, keras.layers.Dense(4)(dense(x)))
+    w, b = dense.get_weights()
+    dense.set_weights([w * (rng.uniform(size=w.shape) < 0.2), b])
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    if int8:
+        conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 64)).astype(np.float32)] for _ in range(16))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    path = tmp_path / "sparse.tflite"
+    path.write_bytes(conv.convert())
+    from tfl_rebuild.inspect import quantization_kind
+    from tfl_rebuild.reader import read_model
+
+    model_ir = read_model(str(path))
+    assert "DENSIFY" in [op.opcode for op in model_ir.main.operators]
+    assert quantization_kind(model_ir) == ("full-int8" if int8 else "dynamic-range")
+    result = cli("keras", path, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "XNNPACK cannot run this model" in text and "ran the built-in kernels" in text, text
+    if int8:  # and within a flat 2 LSB, every layer within 1 LSB
+        rebuild_and_verify(path, tmp_path)

@@ -12,10 +12,22 @@ from .ir import Model, Operator, Subgraph, Tensor
 NON_DATA = ("string", "resource", "variant")
 
 
+def weight_tensors(sg: Subgraph) -> set[int]:
+    """Constants, and what DENSIFY / DEQUANTIZE make of them (sparse or fp16 weights unpacked
+    at run time): weights, not activations."""
+    weights = {t.index for t in sg.tensors if t.data is not None}
+    for op in sg.operators:
+        if op.opcode in ("DENSIFY", "DEQUANTIZE") and op.inputs and op.inputs[0] in weights:
+            weights.update(o for o in op.outputs if o >= 0)
+    return weights
+
+
 def quantization_kind(model: Model) -> str:
     """float | fp16 | dynamic-range | full-int8 | int16x8, judged from activations then weights."""
     tensors = [t for sg in model.subgraphs for t in sg.tensors]
-    acts = {t.dtype for t in tensors if t.data is None and t.quantized}
+    weights = {(sg.index, i) for sg in model.subgraphs for i in weight_tensors(sg)}
+    acts = {t.dtype for sg in model.subgraphs for t in sg.tensors
+            if (sg.index, t.index) not in weights and t.quantized}
     if "int16" in acts:
         return "int16x8"
     if acts & {"int8", "uint8"}:
@@ -140,7 +152,8 @@ def _io_quant(t: Tensor) -> str:
 
 def activation_dtypes(model: Model) -> list[str]:
     """The integer types of the quantized activations (int8 / uint8 / int16), sorted."""
-    return sorted({t.dtype for sg in model.subgraphs for t in sg.tensors if t.data is None and t.quantized})
+    return sorted({t.dtype for sg in model.subgraphs for t in sg.tensors
+                   if t.quantized and t.index not in weight_tensors(sg)})
 
 
 def print_report(model: Model, show_tensors: bool = False, console=None) -> None:

@@ -58,6 +58,14 @@ def make_interpreter(
             interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         text = str(exc)
+        if not reference_kernels and "TfLiteXNNPackDelegate" in text:
+            # XNNPACK takes a node it then cannot prepare (LiteRT 2.x: sparse FULLY_CONNECTED behind
+            # DENSIFY): the built-in kernels run the model, and the interpreter says so.
+            interp = make_interpreter(model_path, model_content, preserve_all_tensors, num_threads,
+                                      reference_kernels=True)
+            first = next((ln for ln in text.splitlines() if ln.strip()), text)
+            interp.fallback_note = f"XNNPACK cannot run this model ({first.strip()}); ran the built-in kernels"
+            return interp
         custom = sorted(set(re.findall(r"unresolved custom op: (\S+?)\.?\s", text + " ")))
         if custom and _has_references(custom):
             # Custom ops with a numpy reference (MediaPipe's): TFLite runs the rest, in segments.

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TflRebuildError
-from .inspect import quantization_kind
+from .inspect import quantization_kind, weight_tensors
 from .ir import Model, Tensor
 from .runtime import index_limits, make_interpreter, random_inputs, run
 
@@ -115,8 +115,9 @@ def is_hybrid(model: Model, op_index: int, subgraph: int = 0) -> bool:
 
     def hybrid(sg_index: int, ops) -> bool:
         sg = model.subgraphs[sg_index]
+        weights = weight_tensors(sg)  # constants, also behind DENSIFY (sparse weights)
         for op in ops:
-            if any(i >= 0 and sg.tensors[i].data is not None and sg.tensors[i].quantized
+            if any(i >= 0 and i in weights and sg.tensors[i].quantized
                    and sg.tensors[i].dtype in WEIGHT_QUANTIZED for i in op.inputs):
                 return True
             called = [v for k, v in (op.options or {}).items() if k.endswith("subgraph_index") and isinstance(v, int)]
@@ -171,6 +172,7 @@ class Report:
     layers: list[LayerReport] = field(default_factory=list)
     layers_skipped: str | None = None  # why the layer-local check did not run
     layerwise: bool = True  # False: outputs only (a Core ML check has no layers to pair)
+    notes: list[str] = field(default_factory=list)  # e.g. which runtime the outputs were checked against
 
     @property
     def ok(self) -> bool:
@@ -556,6 +558,8 @@ def verify(model: Model, keras_model, batches: int = 3, tensors: list[dict] | No
             refs[k].append(ref[k])
             gots[k].append(got[k] if k < len(got) else np.zeros(0))
     report = Report(kind, _heading(kind), layers=layers, layers_skipped=skipped)
+    if getattr(interp, "fallback_note", None):
+        report.notes.append(interp.fallback_note)
     for k, t in enumerate(out_tensors):
         report.outputs.append(_output_report(kind, t, refs[k], gots[k], noise[k], top1_noise[k], batches))
     return report
@@ -624,6 +628,8 @@ def print_report(report: Report, console=None) -> None:
                       "-" if o.top1_agree is None else f"{o.top1_agree:.0%}", status)
     con.print(f"verification vs TFLite ({report.kind} model; {report.tolerance}):")
     con.print(table)
+    for note in report.notes:
+        con.print(f"[yellow]note: {escape(note)}[/yellow]")
     if not report.layerwise:
         return
     if report.layers_skipped:
