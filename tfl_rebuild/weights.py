@@ -30,6 +30,7 @@ def typed(t: Tensor) -> np.ndarray:
     data = np.asarray(t.data)
     if t.dtype not in ("int4", "bfloat16"):
         return data
+    data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)  # the bytes, whatever array holds them
     n = int(np.prod(t.shape, dtype=np.int64))
     want = (n + 1) // 2 if t.dtype == "int4" else 2 * n
     if any(d < 0 for d in t.shape) or data.size != want:
