@@ -462,6 +462,47 @@ class PixelShuffle(layers.Layer):
         return {**super().get_config(), "block": self.block}
 
 
+def layers_zoo_1d() -> keras.Model:
+    """1-D and reshaping layers: Conv1DTranspose, DepthwiseConv1D, UpSampling1D, Cropping1D,
+    ZeroPadding1D, RepeatVector, Permute, Dot (cosine), UnitNormalization, Softmax on axis 1,
+    Minimum / Maximum / Average, Dense on a 3-D input."""
+    inp = keras.Input((20, 6), name="sequence")
+    x = layers.Conv1D(8, 3, padding="same", activation="relu")(inp)
+    x = layers.DepthwiseConv1D(3, depth_multiplier=2, padding="same")(x)  # 16 channels
+    x = layers.Conv1DTranspose(8, 3, strides=2, padding="same")(x)  # 40 steps
+    x = layers.Cropping1D((3, 5))(x)  # 32
+    x = layers.ZeroPadding1D((1, 0))(x)  # 33
+    x = layers.UpSampling1D(2)(layers.MaxPooling1D(3)(x))  # 11 -> 22
+    d = layers.Dense(8)(x)  # keep_num_dims
+    p = layers.Permute((2, 1))(d)  # [8, 22]
+    att = layers.Softmax(axis=1)(p)
+    mixed = layers.Average()([layers.Minimum()([p, att]), layers.Maximum()([p, att])])
+    v = layers.GlobalMaxPooling1D()(layers.Permute((2, 1))(mixed))  # [8]
+    rep = layers.RepeatVector(4)(v)  # [4, 8]
+    cos = layers.Dot(axes=-1, normalize=True)([rep, layers.Dense(8)(rep)])  # [4, 4]
+    u = layers.UnitNormalization()(layers.Flatten()(cos))
+    logits = layers.Dense(5, name="logits")(layers.Concatenate()([u, v]))
+    model = keras.Model(inp, logits, name="layers_zoo_1d")
+    seed_zero_weights(model, salt=131)
+    scale_logits(model, model.get_layer("logits"), images((20, 6), 16, salt=132))
+    return model
+
+
+def grouped_conv() -> keras.Model:
+    """ResNeXt-style grouped 3x3 convolutions and a channel shuffle (Reshape / Permute)."""
+    inp = keras.Input((16, 16, 8), name="features")
+    x = layers.Conv2D(16, 1, activation="relu")(inp)
+    x = layers.Conv2D(16, 3, padding="same", groups=4, activation="relu")(x)
+    x = layers.Reshape((16, 16, 4, 4))(x)
+    x = layers.Permute((1, 2, 4, 3))(x)
+    x = layers.Reshape((16, 16, 16))(x)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", groups=8)(x)
+    x = layers.GlobalMaxPooling2D()(x)
+    model = keras.Model(inp, layers.Dense(4, name="logits")(x), name="grouped_conv")
+    seed_zero_weights(model, salt=141)
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks
 
@@ -574,6 +615,8 @@ MODELS: dict[str, tuple[Callable[[], keras.Model], tuple[str, ...]]] = {
     "bert_mini": (bert_mini, ("float", "fp16", "dynamic", "int8")),
     "yolo_like": (yolo_like, ("float", "int8")),
     "super_resolution": (super_resolution, ("float", "int8")),
+    "layers_zoo_1d": (layers_zoo_1d, ("float", "int8")),
+    "grouped_conv": (grouped_conv, ("float", "int8")),
 }
 
 

@@ -144,3 +144,26 @@ def test_float16_check_of_an_int8_output_admits_float16_holding_the_value(tmp_pa
     out = cc.check(model, conv, keras_model).report.outputs[0]
     assert out.lsb > offset
     assert out.ok is ok, f"{out.lsb:.3f} LSB"
+
+
+def test_dynamic_range_model_with_an_int8_embedding_table(tmp_path):
+    """Dynamic-range quantization keeps an Embedding table int8: GATHER reads int8 rows, a
+    DEQUANTIZE makes them float. That gathered tensor is a weight, not a quantized activation:
+    the model was taken for full-int8 and its float outputs judged at rel 1e-4 instead of the
+    dynamic-range bar (BERT-style models, 1.3e-2 off through their hybrid Dense layers)."""
+    from tfl_rebuild.inspect import quantization_kind
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((12,), dtype="int32")
+    x = keras.layers.Embedding(100, 16)(ids)  # 1600 weights: quantized
+    x = keras.layers.Dense(64, activation="relu")(x)  # 1024 weights: a hybrid FULLY_CONNECTED
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    net = keras.Model(ids, keras.layers.Dense(3)(x))
+    _seed_zero_weights(net)
+    path = _convert(net, tmp_path / "embed_dynamic.tflite", optimizations=[tf.lite.Optimize.DEFAULT])
+    ops = [op.opcode for op in read_model(str(path)).main.operators]
+    assert "GATHER" in ops and "DEQUANTIZE" in ops
+    model, keras_model = _rebuild(path, tmp_path / "gen")
+    assert quantization_kind(model) == "dynamic-range"
+    report = verify(model, keras_model)
+    assert report.ok, report.mismatch()

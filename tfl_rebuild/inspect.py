@@ -12,12 +12,18 @@ from .ir import Model, Operator, Subgraph, Tensor
 NON_DATA = ("string", "resource", "variant")
 
 
+LOOKUPS = {"GATHER": 0, "EMBEDDING_LOOKUP": 1}  # op -> the slot of the table it reads rows of
+
+
 def weight_tensors(sg: Subgraph) -> set[int]:
     """Constants, and what DENSIFY / DEQUANTIZE make of them (sparse or fp16 weights unpacked
-    at run time): weights, not activations."""
+    at run time), and rows looked up in them (dynamic-range quantization keeps an Embedding
+    table int8: GATHER reads int8 rows, a DEQUANTIZE makes them float): weights, not activations."""
     weights = {t.index for t in sg.tensors if t.data is not None}
     for op in sg.operators:
         if op.opcode in ("DENSIFY", "DEQUANTIZE") and op.inputs and op.inputs[0] in weights:
+            weights.update(o for o in op.outputs if o >= 0)
+        elif op.opcode in LOOKUPS and len(op.inputs) > LOOKUPS[op.opcode] and op.inputs[LOOKUPS[op.opcode]] in weights:
             weights.update(o for o in op.outputs if o >= 0)
     return weights
 
