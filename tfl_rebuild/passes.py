@@ -8,7 +8,9 @@
    dynamic-shape export's SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE chain becomes a plain Reshape.
 5. SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how TensorFlow once wrote
    dilated convolutions) becomes one convolution with a dilation rate (`fuse_dilated_convs`).
-6. Ops whose results nothing reads any more (a reshape whose only reader was a folded SHAPE) go.
+6. Rank-6 regions (PixelShuffle, window partitions) lose their unit batch axis, for Core ML's
+   rank <= 5 (`unit_batch.drop_unit_batch`).
+7. Ops whose results nothing reads any more (a reshape whose only reader was a folded SHAPE) go.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from . import const_eval
 from .inspect import NON_DATA
 from .ir import Model, Operator, Tensor
 from .ops.registry import ConvertContext
+from .unit_batch import drop_unit_batch
 from .weights import value
 
 FOLD_CONSTANT = ("DEQUANTIZE", "DENSIFY")
@@ -44,7 +47,7 @@ def prepare(model: Model, subgraph: int = 0, keep_quantize: bool = False) -> tup
         else:
             remaining.append(op)
     remaining = fold_constants(ctx, remaining)
-    return ctx, drop_unused(ctx, fuse_dilated_convs(ctx, remaining))
+    return ctx, drop_unused(ctx, drop_unit_batch(ctx, fuse_dilated_convs(ctx, remaining)))
 
 
 def rounds(sg, op: Operator) -> bool:

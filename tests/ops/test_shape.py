@@ -231,3 +231,25 @@ def test_strided_slice_masks(tfl, case):
                T("strides", [n], "int32", data=np.array(strides, np.int32)), T("y", out_shape)]
     op = Op("STRIDED_SLICE", [0, 1, 2, 3], [4], options=masks, options_type="StridedSliceOptions", version=8)
     tfl.check(tfl.crafted(build_model(tensors, [op], inputs=[0], outputs=[4])), "STRIDED_SLICE")
+
+
+def _pixel_shuffle(x):  # PyTorch's PixelShuffle(2) as onnx2tf writes it for NHWC
+    return tf.reshape(tf.transpose(tf.reshape(x, [1, 4, 5, 3, 2, 2]), [0, 1, 4, 2, 5, 3]), [1, 8, 10, 3])
+
+
+def _upsample_by_broadcast(x):  # nearest x2 as reshape [1, H, 1, W, 1, C] * ones, transpose
+    y = tf.reshape(x, [1, 4, 1, 5, 1, 3]) * tf.ones([1, 4, 2, 5, 2, 3]) + 0.5
+    return tf.reshape(tf.transpose(y, [0, 5, 1, 2, 3, 4]), [1, 3, 8, 10])
+
+
+def _window_partition(x):  # Swin: [1, H/2, 2, W/2, 2, C] -> windows [-1, 2, 2, C], concatenated on a region axis
+    y = tf.transpose(tf.reshape(x, [1, 2, 2, 4, 2, 3]), [0, 1, 3, 2, 4, 5])
+    return tf.reshape(tf.concat([y, y * 2.0], axis=5), [8, 2, 2, 6])
+
+
+@pytest.mark.parametrize("fn, shape", [(_pixel_shuffle, [1, 4, 5, 12]), (_upsample_by_broadcast, [1, 4, 5, 3]),
+                                       (_window_partition, [1, 4, 8, 3])],
+                         ids=["pixel-shuffle", "upsample-broadcast", "window-partition"])
+def test_rank6_core_ml(tfl, fn, shape):
+    # Core ML takes rank <= 5: the rank-6 region is rebuilt without its unit batch axis.
+    tfl.core_ml(tfl.function(fn, shape), "TRANSPOSE")
