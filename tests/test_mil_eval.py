@@ -740,3 +740,18 @@ def test_cond_runs_one_branch(take_true):
                        _false_fn=lambda: mb.sub(x=a, y=np.float32(1.0)))
 
     close(run(build, x, flag), x * 3.0 if take_true else x - 1.0)
+
+
+@pytest.mark.parametrize("block, pads", [((2, 2), ((1, 1), (1, 2))), ((1, 3), ((0, 0), (2, 2)))],
+                         ids=["2x2", "1x3"])
+def test_space_to_batch_and_back_match_tensorflow(block, pads):
+    tf = pytest.importorskip("tensorflow")
+    x = rand(2, 3, 4, 5)  # NCHW
+    got = run(lambda a: mb.space_to_batch(x=a, block_shape=np.int32(block), paddings=np.int32(pads)), x)
+    want = tf.space_to_batch_nd(x.transpose(0, 2, 3, 1), block, pads).numpy()
+    close(got, want.transpose(0, 3, 1, 2))
+    crops = np.int32(pads)
+    back = run(lambda a: mb.batch_to_space(x=a, block_shape=np.int32(block), crops=crops), got)
+    want = tf.batch_to_space(want, block, crops).numpy()
+    close(back, want.transpose(0, 3, 1, 2))
+    close(back, x)

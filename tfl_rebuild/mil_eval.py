@@ -1010,6 +1010,27 @@ def _space_to_depth(a):
     return y.reshape(n, c * b * b, h // b, w // b)
 
 
+@op("space_to_batch")
+def _space_to_batch(a):
+    # TensorFlow's SpaceToBatchND in NCHW: batch index (i * bw + j) * n + k for block offset (i, j).
+    x, (bh, bw) = a.x, a.ints("block_shape")
+    pads = np.asarray(a.paddings).reshape(2, 2)
+    x = np.pad(x, [(0, 0), (0, 0), tuple(pads[0]), tuple(pads[1])])
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // bh, bh, w // bw, bw).transpose(3, 5, 0, 1, 2, 4)
+    return y.reshape(bh * bw * n, c, h // bh, w // bw)
+
+
+@op("batch_to_space")
+def _batch_to_space(a):
+    x, (bh, bw) = a.x, a.ints("block_shape")
+    crops = np.asarray(a.crops).reshape(2, 2)
+    b, c, h, w = x.shape
+    n = b // (bh * bw)
+    y = x.reshape(bh, bw, n, c, h, w).transpose(2, 3, 4, 0, 5, 1).reshape(n, c, h * bh, w * bw)
+    return y[:, :, crops[0, 0]:h * bh - crops[0, 1], crops[1, 0]:w * bw - crops[1, 1]]
+
+
 @op("pixel_shuffle")
 def _pixel_shuffle(a):
     x, f = a.x, int(a.scalar("upscale_factor"))
