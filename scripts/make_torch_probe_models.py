@@ -18,9 +18,12 @@ pose / seg head (keypoints decoded through strided slices, mask coefficients x p
 ESPCN super-resolution net (PReLU, LeakyReLU, PixelShuffle, align_corners bilinear), a diffusion-
 style UNet (GroupNorm, Mish, InstanceNorm, spatial attention, nearest upsampling as expand + reshape),
 an ops zoo (grouped / dilated convs, ceil-mode pooling, ELU, softplus, clamp, F.normalize, cumsum,
-einsum, arg-max) and a TCN + bidirectional GRU / LSTM. Each is written as float32 and float16, and
+einsum, arg-max), a TCN + bidirectional GRU / LSTM, an LLM-style block (RMSNorm, rotary embedding,
+causal scaled_dot_product_attention, SwiGLU) and ConvNeXt blocks (7x7 depthwise, channels-last
+LayerNorm between permutes, layer scale). Each is written as float32 and float16, and
 three also quantized by onnx2tf (seeded calibration inputs in [-1, 1]): full int8 (resnet, mobilenet_v3,
-yolo), int8 with float input / output (yolo), dynamic range and int16 activations (mobilenet_v3).
+yolo), int8 with float input / output (yolo), dynamic range and int16 activations (mobilenet_v3);
+yolo once more with a dynamic batch axis (float32).
 
 Weights stay meaningful: every BatchNorm holds the statistics of its input over seeded inputs (one
 training-mode pass, cumulative average), gamma / beta are seeded away from 1 / 0, no final softmax.
@@ -58,6 +61,7 @@ MIN_CHANGE = 0.01  # an output must move by more than 1% of its magnitude betwee
 # onnx2tf's quantized outputs (-oiqt): which ones each model is written as.
 QUANT_FILES = {"int8": "full_integer_quant", "int8_float_io": "integer_quant", "dynamic": "dynamic_range_quant",
                "int16act": "full_integer_quant_with_int16_act"}
+DYNAMIC_BATCH = ("yolo",)  # also exported with a dynamic batch axis
 INT8 = {"resnet": ("int8",), "mobilenet_v3": ("int8", "dynamic", "int16act"), "yolo": ("int8", "int8_float_io")}
 
 
@@ -526,6 +530,66 @@ class TemporalConvBiRNN(nn.Module):
         return self.head(y[:, -1])
 
 
+class RotaryDecoderBlock(nn.Module):
+    """An LLM-style block: RMSNorm, rotary position embedding (halves swapped and negated), causal
+    F.scaled_dot_product_attention, a SwiGLU MLP."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, tokens: int = 12):
+        super().__init__()
+        self.heads, self.hd = heads, dim // heads
+        self.qkv, self.out = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim, bias=False)
+        self.gate, self.up, self.down = nn.Linear(dim, 64, bias=False), nn.Linear(dim, 64, bias=False), nn.Linear(64, dim, bias=False)
+        self.w1, self.w2 = nn.Parameter(1.0 + 0.2 * torch.randn(dim)), nn.Parameter(1.0 + 0.2 * torch.randn(dim))
+        inv = 1.0 / 10000 ** (torch.arange(0, self.hd, 2).float() / self.hd)
+        angles = torch.arange(tokens).float()[:, None] * inv[None]
+        self.register_buffer("cos", torch.cat((angles.cos(), angles.cos()), -1))
+        self.register_buffer("sin", torch.cat((angles.sin(), angles.sin()), -1))
+
+    @staticmethod
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+
+    def rotate(self, x):
+        x1, x2 = x[..., : self.hd // 2], x[..., self.hd // 2:]
+        return x * self.cos + torch.cat((-x2, x1), -1) * self.sin
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(self.rms(x, self.w1)).view(b, n, 3, self.heads, self.hd).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(self.rotate(q), self.rotate(k), v, is_causal=True)
+        x = x + self.out(a.transpose(1, 2).reshape(b, n, c))
+        h = self.rms(x, self.w2)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class ConvNeXtBlocks(nn.Module):
+    """ConvNeXt: 7x7 depthwise conv, LayerNorm over channels after an NCHW -> NHWC permute, GELU,
+    layer scale, permute back; a LayerNorm2d-style downsample."""
+
+    def __init__(self, c: int = 24, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 4, 4)
+        self.blocks = nn.ModuleList(self._block(c) for _ in range(2))
+        self.scales = nn.ParameterList(nn.Parameter(torch.full((c,), 0.5)) for _ in range(2))
+        self.down_norm = nn.LayerNorm(c)
+        self.down = nn.Conv2d(c, 2 * c, 2, 2)
+        self.head = nn.Linear(2 * c, classes)
+
+    @staticmethod
+    def _block(c):
+        return nn.ModuleDict({"dw": nn.Conv2d(c, c, 7, 1, 3, groups=c), "norm": nn.LayerNorm(c),
+                              "pw1": nn.Linear(c, 4 * c), "pw2": nn.Linear(4 * c, c)})
+
+    def forward(self, x):
+        x = self.stem(x)
+        for blk, scale in zip(self.blocks, self.scales):
+            y = blk["dw"](x).permute(0, 2, 3, 1)
+            y = blk["pw2"](F.gelu(blk["pw1"](blk["norm"](y)))) * scale
+            x = x + y.permute(0, 3, 1, 2)
+        x = self.down(self.down_norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        return self.head(x.mean((2, 3)))
+
+
 # name -> (factory, NCHW / NCW / NTC input shape)
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resnet": (ResNet, (1, 3, 64, 64)),
@@ -541,6 +605,8 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "groupnorm_unet": (GroupNormUNet, (1, 3, 24, 40)),
     "ops_zoo": (OpsZoo, (1, 3, 32, 32)),
     "tcn_birnn": (TemporalConvBiRNN, (1, 12, 30)),
+    "rotary_decoder": (RotaryDecoderBlock, (1, 12, 32)),
+    "convnext": (ConvNeXtBlocks, (1, 3, 56, 40)),
 }
 
 
@@ -578,7 +644,7 @@ def calibrate_batchnorm(model: nn.Module, calibration: torch.Tensor) -> None:
 # Conversion
 
 
-def export_onnx(model: nn.Module, shape: tuple[int, ...], path: Path) -> None:
+def export_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, dynamic_batch: bool = False) -> None:
     example = torch.from_numpy(uniform(shape, salt=5))
     # Grad stays on: under no_grad nn.TransformerEncoderLayer takes its fused fast path, which has no ONNX form.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -587,6 +653,7 @@ def export_onnx(model: nn.Module, shape: tuple[int, ...], path: Path) -> None:
         count = len(outs) if isinstance(outs, (tuple, list)) else 1
         torch.onnx.export(model, (example,), str(path), input_names=["input"],
                           output_names=[f"output{k}" if count > 1 else "output" for k in range(count)],
+                          dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None,
                           opset_version=17, dynamo=False)
     # Constant-fold shape arithmetic (torch's chunk() exports as Shape / Gather / Div / Slice), as
     # Ultralytics' exporter does with onnxslim; onnx2tf misreads the unfolded form.
@@ -686,30 +753,34 @@ def op_histogram(path: Path) -> str:
     return " ".join(f"{k}x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def make(name: str, out: Path) -> list[Path]:
+def make(name: str, out: Path, dynamic_batch: bool = False) -> list[Path]:
+    """Write the model's .tflite files; with `dynamic_batch`, exported with a dynamic batch axis
+    (Ultralytics' dynamic=True: -1 in the TFLite shape signatures, float32 only)."""
     model, shape = build(name)
-    work = out / "work" / name
+    stem = f"{name}_dynbatch" if dynamic_batch else name
+    work = out / "work" / stem
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     sample_images(work)
     onnx_path = work / f"{name}.onnx"
-    export_onnx(model, shape, onnx_path)
+    export_onnx(model, shape, onnx_path, dynamic_batch)
     _check_onnx(model, shape, onnx_path)
+    quantized = INT8.get(name, ()) if not dynamic_batch else ()
     try:
-        onnx2tf_convert(onnx_path, work, shape, int8=name in INT8)
+        onnx2tf_convert(onnx_path, work, shape, int8=bool(quantized))
     except SystemExit:  # onnx2tf exits on its own errors (the reason is in its log)
-        print(f"  {name}: onnx2tf failed, see {work / 'onnx2tf.log'}")
+        print(f"  {stem}: onnx2tf failed, see {work / 'onnx2tf.log'}")
         return []
     written = []
-    kinds = {"float32": "float32", "float16": "float16"}
-    for kind in INT8.get(name, ()):
+    kinds = {"float32": "float32"} if dynamic_batch else {"float32": "float32", "float16": "float16"}
+    for kind in quantized:
         kinds[kind] = QUANT_FILES[kind]
     for kind, suffix in kinds.items():
         src = work / "tf" / f"{name}_{suffix}.tflite"
         if not src.exists():
-            print(f"  {name}: onnx2tf wrote no {src.name}")
+            print(f"  {stem}: onnx2tf wrote no {src.name}")
             continue
-        dst = out / f"torch_{name}_{kind}.tflite"
+        dst = out / f"torch_{stem}_{kind}.tflite"
         shutil.copyfile(src, dst)
         written.append(dst)
     return written
@@ -745,9 +816,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.only or ()) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; --list names them")
-    for name in args.only or MODELS:
+    jobs = [(name, False) for name in args.only or MODELS]
+    jobs += [(name, True) for name in DYNAMIC_BATCH if name in (args.only or MODELS)]
+    for name, dynamic in jobs:
         start = time.perf_counter()
-        for path in make(name, out):
+        for path in make(name, out, dynamic):
             ratios = sensitivity(path)
             flag = "" if min(ratios) > MIN_CHANGE else "  CONSTANT? an output moves by <= 1%"
             change = " ".join(f"{r:.3f}" for r in ratios)
