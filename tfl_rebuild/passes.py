@@ -8,9 +8,11 @@
    dynamic-shape export's SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE chain becomes a plain Reshape.
 5. SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how TensorFlow once wrote
    dilated convolutions) becomes one convolution with a dilation rate (`fuse_dilated_convs`).
-6. Rank-6 regions (PixelShuffle, window partitions) lose their unit batch axis, for Core ML's
+6. LOGISTIC then MUL by the same input (SiLU as onnx2tf and Keras' swish write it) becomes one
+   LOGISTIC with option "silu" (`fuse_silu`): one Activation("silu") layer instead of two.
+7. Rank-6 regions (PixelShuffle, window partitions) lose their unit batch axis, for Core ML's
    rank <= 5 (`unit_batch.drop_unit_batch`).
-7. Ops whose results nothing reads any more (a reshape whose only reader was a folded SHAPE) go.
+8. Ops whose results nothing reads any more (a reshape whose only reader was a folded SHAPE) go.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def prepare(model: Model, subgraph: int = 0, keep_quantize: bool = False) -> tup
         else:
             remaining.append(op)
     remaining = fold_constants(ctx, remaining)
-    return ctx, drop_unused(ctx, drop_unit_batch(ctx, fuse_dilated_convs(ctx, remaining)))
+    return ctx, drop_unused(ctx, drop_unit_batch(ctx, fuse_silu(ctx, fuse_dilated_convs(ctx, remaining))))
 
 
 def rounds(sg, op: Operator) -> bool:
@@ -244,6 +246,32 @@ def fuse_dilated_convs(ctx: ConvertContext, ops: list[Operator]) -> list[Operato
         fused[id(conv)] = dataclasses.replace(conv, inputs=(s2b.inputs[0], *conv.inputs[1:]),
                                               outputs=b2s.outputs, options=options)
         dropped.update((id(s2b), id(b2s)))
+    return [fused.get(id(op), op) for op in ops if id(op) not in dropped]
+
+
+def fuse_silu(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
+    """LOGISTIC(x) read only by MUL(x, LOGISTIC(x)) -> one LOGISTIC of x with options["silu"],
+    producing the MUL's output. Quantized sigmoid outputs stay (their int8 rounding is part of it)."""
+    readers: dict[int, list[Operator]] = {}
+    for op in ops:
+        for i in op.inputs:
+            readers.setdefault(ctx.resolve(i), []).append(op)
+    outputs = {ctx.resolve(t) for t in ctx.subgraph.outputs}
+    fused: dict[int, Operator] = {}
+    dropped: set[int] = set()
+    for op in ops:
+        if op.opcode != "LOGISTIC" or len(op.outputs) != 1:
+            continue
+        x, s = ctx.resolve(op.inputs[0]), op.outputs[0]
+        users = readers.get(s, [])
+        if len(users) != 1 or s in outputs or ctx.tensor(s).quantized or ctx.tensor(x).quantized:
+            continue
+        mul = users[0]
+        if (mul.opcode != "MUL" or sorted(ctx.resolve(i) for i in mul.inputs) != sorted((x, s))
+                or mul.options.get("fused_activation_function", "NONE") != "NONE"):
+            continue
+        fused[id(op)] = dataclasses.replace(op, outputs=mul.outputs, options={**op.options, "silu": True})
+        dropped.add(id(mul))
     return [fused.get(id(op), op) for op in ops if id(op) not in dropped]
 
 

@@ -63,3 +63,19 @@ def test_relu_0_to_1(tfl):
 def test_softmax_beta(tfl, beta):
     # The converter keeps a scaling MUL instead of setting beta: crafted.
     tfl.check(tfl.crafted(_single_op("SOFTMAX", {"beta": beta}, "SoftmaxOptions")), "SOFTMAX")
+
+
+@pytest.mark.parametrize("order", ["x-first", "sigmoid-first"])
+def test_silu_pattern_is_one_layer(tfl, order):
+    # SiLU reaches TFLite as LOGISTIC then MUL by the same input (onnx2tf, Keras swish): one
+    # Activation("silu") layer reads better than Activation("sigmoid") + Multiply, 54 times in a YOLO.
+    fn = (lambda x: x * tf.sigmoid(x)) if order == "x-first" else (lambda x: tf.sigmoid(x) * x)
+    path = tfl.function(lambda x: fn(x * 3.0), [1, 4, 3])
+    tfl.check(path, "LOGISTIC")
+    source = next((tfl.tmp_path / "gen").glob("*.py")).read_text()
+    assert 'activation="silu"' in source and "Multiply" not in source and '"sigmoid"' not in source, source
+
+
+def test_gated_sigmoid_stays(tfl):
+    # x * sigmoid(y) with y != x is a gate, not SiLU.
+    tfl.check(tfl.function(lambda x: x * tf.sigmoid(x * 2.0 - 1.0), [1, 4, 3]), "LOGISTIC")

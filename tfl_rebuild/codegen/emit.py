@@ -157,6 +157,8 @@ class _Emitter:
     def _op_comment(self, op: Operator, main: str) -> Code:
         """'# CONV_2D model/conv1/Relu6 -> [1, 16, 16, 8]': the op and its (first fused) tensor name."""
         what = op.opcode if op.opcode != "CUSTOM" else f"CUSTOM {display(op.custom_code or '', 40)}"
+        if op.options.get("silu"):  # passes.fuse_silu: the MUL by the input is part of it
+            what = "LOGISTIC + MUL"
         shape = list(self.sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []
         return Code(f"# {what} {display(main.split(';')[0])} -> {lit(shape)}")
 

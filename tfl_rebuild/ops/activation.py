@@ -72,7 +72,13 @@ def _activation(name: str):
     return convert
 
 
-for _op, _name in (("LOGISTIC", "sigmoid"), ("TANH", "tanh"), ("HARD_SWISH", "hard_silu"),
+@converter("LOGISTIC", range(1, 5))
+def logistic(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    # passes.fuse_silu marks a LOGISTIC whose MUL by its own input it took over.
+    return LayerSpec("Activation", {"activation": "silu" if op.options.get("silu") else "sigmoid"}, _x(op), op.outputs)
+
+
+for _op, _name in (("TANH", "tanh"), ("HARD_SWISH", "hard_silu"),
                    ("ELU", "elu"), ("LOG_SOFTMAX", "log_softmax")):
     converter(_op, range(1, 5))(_activation(_name))
 
