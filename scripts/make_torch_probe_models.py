@@ -21,8 +21,8 @@ an ops zoo (grouped / dilated convs, ceil-mode pooling, ELU, softplus, clamp, F.
 einsum, arg-max), a TCN + bidirectional GRU / LSTM, an LLM-style block (RMSNorm, rotary embedding,
 causal scaled_dot_product_attention, SwiGLU) and ConvNeXt blocks (7x7 depthwise, channels-last
 LayerNorm between permutes, layer scale). Each is written as float32 and float16, and
-three also quantized by onnx2tf (seeded calibration inputs in [-1, 1]): full int8 (resnet, mobilenet_v3,
-yolo), int8 with float input / output (yolo), dynamic range and int16 activations (mobilenet_v3);
+five also quantized by onnx2tf (seeded calibration inputs in [-1, 1]): full int8 (resnet, mobilenet_v3,
+yolo, vit, unet), int8 with float input / output (yolo), dynamic range and int16 activations (mobilenet_v3);
 yolo once more with a dynamic batch axis (float32).
 
 Weights stay meaningful: every BatchNorm holds the statistics of its input over seeded inputs (one
@@ -62,7 +62,8 @@ MIN_CHANGE = 0.01  # an output must move by more than 1% of its magnitude betwee
 QUANT_FILES = {"int8": "full_integer_quant", "int8_float_io": "integer_quant", "dynamic": "dynamic_range_quant",
                "int16act": "full_integer_quant_with_int16_act"}
 DYNAMIC_BATCH = ("yolo",)  # also exported with a dynamic batch axis
-INT8 = {"resnet": ("int8",), "mobilenet_v3": ("int8", "dynamic", "int16act"), "yolo": ("int8", "int8_float_io")}
+INT8 = {"resnet": ("int8",), "mobilenet_v3": ("int8", "dynamic", "int16act"), "yolo": ("int8", "int8_float_io"),
+        "vit": ("int8",), "unet": ("int8",)}  # (LiteRT cannot run vit's: onnx2tf's erf divides x / |x|)
 
 
 def rng(salt: int) -> np.random.Generator:
@@ -821,7 +822,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, dynamic in jobs:
         start = time.perf_counter()
         for path in make(name, out, dynamic):
-            ratios = sensitivity(path)
+            try:
+                ratios = sensitivity(path)
+            except RuntimeError as exc:  # e.g. int8 DIV by a zero the calibration never saw
+                print(f"{path.name:40s} LiteRT cannot run it, not kept: {str(exc).splitlines()[0]}")
+                path.unlink()
+                continue
             flag = "" if min(ratios) > MIN_CHANGE else "  CONSTANT? an output moves by <= 1%"
             change = " ".join(f"{r:.3f}" for r in ratios)
             print(f"{path.name:40s} {path.stat().st_size / 1e6:6.2f} MB  change {change}{flag}")
