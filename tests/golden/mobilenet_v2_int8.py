@@ -48,21 +48,27 @@ class FakeQuant(OpLayer):
     kernels do), or, on the stored integer (zero point included), "up" or "away" from zero, as
     the kernels that divide integer sums do (average pooling, bilinear resizing). Those halves are
     exact there but come out of float math a hair off, so within 1e-3 of a half counts as one.
+    "twice": the kernel's fixed-point multiply rounds twice, first to 2^-shift of a step, then
+    that half away from zero, so values up to 2^-(shift + 1) of a step under a half round away too.
     """
 
-    def __init__(self, scale, zero_point, qmin, qmax, ties="even", **kwargs):
-        super().__init__({"scale": scale, "zero_point": zero_point, "qmin": qmin, "qmax": qmax, "ties": ties},
-                         **kwargs)
-        self.scale, self.zero_point, self.qmin, self.qmax, self.ties = scale, zero_point, qmin, qmax, ties
+    def __init__(self, scale, zero_point, qmin, qmax, ties="even", shift=0, **kwargs):
+        super().__init__({"scale": scale, "zero_point": zero_point, "qmin": qmin, "qmax": qmax, "ties": ties,
+                          "shift": shift}, **kwargs)
+        self.scale, self.zero_point, self.qmin, self.qmax = scale, zero_point, qmin, qmax
+        self.ties, self.shift = ties, shift
 
     def call(self, x):
         if self.ties == "even":
             q = keras.ops.round(x / self.scale) + self.zero_point
         elif self.ties == "up":
             q = keras.ops.floor(x / self.scale + self.zero_point + 0.501)
-        else:
+        elif self.ties == "away":
             r = x / self.scale + self.zero_point
             q = keras.ops.sign(r) * keras.ops.floor(keras.ops.abs(r) + 0.501)
+        else:
+            r = x / self.scale + self.zero_point
+            q = keras.ops.floor(r + 0.5 + keras.ops.sign(r) * 2.0 ** -(self.shift + 1))
         q = keras.ops.clip(q, self.qmin, self.qmax)
         return (q - self.zero_point) * self.scale
 

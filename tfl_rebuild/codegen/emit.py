@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..ir import Model, Operator
+from ..kernel_rounding import fake_quant_rounding
 from ..ops import ConversionError, LayerSpec, lookup
 from ..ops.sequence import SubgraphRef
 from ..passes import fake_quant_params, prepare
@@ -58,18 +59,6 @@ def _only_code(value):
 def _class_template(name: str) -> str:
     """The rendered source of a custom layer class (templates/layers/<snake_name>.py.j2)."""
     return _templates().get_template(f"layers/{snake(name)}.py.j2").render().strip()
-
-
-# How the quantized kernels round an exact half, where it is not to even: where they divide integer
-# sums. Average pooling: away from zero (both kernel sets). Bilinear resizing: up in XNNPACK (which
-# runs int8 / uint8, and which `verify` compares with end to end), away from zero in the built-in
-# kernels (int16). Measured on crafted and converted models; see FakeQuant.
-def _ties(op: Operator, dtype: str) -> str:
-    if op.opcode == "AVERAGE_POOL_2D":
-        return "away"
-    if op.opcode == "RESIZE_BILINEAR":
-        return "up" if dtype in ("int8", "uint8") else "away"
-    return "even"
 
 
 # Input dtypes a keras.Input states; float (and quantized, rebuilt in float) inputs use the default.
@@ -194,8 +183,17 @@ class _Emitter:
     def _requantize(self, op: Operator) -> LayerSpec:
         """A QUANTIZE that prepare() kept (fake-quant rebuilds): round onto its output's grid."""
         scale, zp, qmin, qmax = fake_quant_params(self.sg.tensors[op.outputs[0]])
-        return LayerSpec("FakeQuant", {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax},
-                         (op.inputs[0],), op.outputs, custom=True)
+        kwargs = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax, **self._rounding(op)}
+        return LayerSpec("FakeQuant", kwargs, (op.inputs[0],), op.outputs, custom=True)
+
+    def _rounding(self, op: Operator) -> dict:
+        """FakeQuant's `ties` / `shift` for the kernel of `op` (see kernel_rounding.py)."""
+        count = None
+        if op.opcode in ("MEAN", "SUM") and len(op.inputs) > 1 and self.ctx.is_const(op.inputs[1]):
+            shape = self.ctx.shape(op.inputs[0])
+            axes = {int(a) % len(shape) for a in np.asarray(self.ctx.const(op.inputs[1])).reshape(-1)} if shape else ()
+            count = int(np.prod([shape[a] for a in axes]))
+        return fake_quant_rounding(self.sg, op, count)
 
     def _with_fake_quant(self, op: Operator, specs: list[LayerSpec]) -> list[LayerSpec]:
         last = specs[-1]
@@ -206,7 +204,7 @@ class _Emitter:
             return specs
         scale, zp, qmin, qmax = params
         outputs, last.outputs = last.outputs, ()
-        kwargs = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax, "ties": _ties(op, self.sg.tensors[outputs[0]].dtype)}
+        kwargs = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax, **self._rounding(op)}
         return [*specs, LayerSpec("FakeQuant", kwargs,
                                   (last,), outputs, custom=True)]
 
