@@ -189,7 +189,7 @@ class _Emitter:
     def _rounding(self, op: Operator) -> dict:
         """FakeQuant's `ties` / `shift` for the kernel of `op` (see kernel_rounding.py)."""
         count = None
-        if op.opcode in ("MEAN", "SUM") and len(op.inputs) > 1 and self.ctx.is_const(op.inputs[1]):
+        if op.opcode == "MEAN" and len(op.inputs) > 1 and self.ctx.is_const(op.inputs[1]):
             shape = self.ctx.shape(op.inputs[0])
             axes = {int(a) % len(shape) for a in np.asarray(self.ctx.const(op.inputs[1])).reshape(-1)} if shape else ()
             count = int(np.prod([shape[a] for a in axes]))
