@@ -38,6 +38,23 @@ def _reduced_multiplier(m: np.ndarray) -> np.ndarray:
     return reduced * np.exp2(exp - 15.0)
 
 
+def int16_bias(op: Operator, ctx: ConvertContext, x: int, bias: np.ndarray | None,
+               bias_slot: int = 2) -> np.ndarray | None:
+    """The int64 bias of a 16x8 op in float64, scaled as the kernel adds it: the integer goes into the
+    accumulator as it is, in units of input_scale * weight_scale. Its own stored scale is that product
+    rounded to float32 (up to 5e-8 off: ~2e-4 of an output step for an int16 model's large biases)."""
+    if bias is None or len(op.inputs) <= bias_slot or op.inputs[bias_slot] < 0:
+        return bias
+    bt, wt, xt = ctx.tensor(op.inputs[bias_slot]), ctx.tensor(op.inputs[1]), ctx.tensor(x)
+    if bt.dtype != "int64" or bt.data is None or not (xt.quantized and wt.quantized):
+        return bias
+    q = np.asarray(bt.data).reshape(-1).astype(np.float64)  # exact: |bias| < 2^53
+    acc_scale = np.float64(xt.quantization.scale[0]) * wt.quantization.scale.astype(np.float64)
+    if q.size not in (1, bias.size) or acc_scale.size not in (1, bias.size):
+        return bias
+    return q * acc_scale if q.size == acc_scale.size == bias.size else np.broadcast_to(q * acc_scale, bias.shape)
+
+
 def int16_exact(op: Operator, ctx: ConvertContext, x: int, w: np.ndarray, bias: np.ndarray | None,
                 axis: int, bias_slot: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
     """Kernel and bias as TFLite's int16-activation convolutions scale them.
@@ -52,12 +69,13 @@ def int16_exact(op: Operator, ctx: ConvertContext, x: int, w: np.ndarray, bias: 
     if out.dtype != "int16" or not (xt.quantized and wt.quantized and out.quantized) or (
             has_bias and ctx.tensor(op.inputs[bias_slot]).dtype != "int64"):
         return w, bias
+    bias = int16_bias(op, ctx, x, bias, bias_slot)
     n = w.shape[axis]
     exact = (np.float64(xt.quantization.scale[0]) * wt.quantization.scale.astype(np.float64)
              / np.float64(out.quantization.scale[0]))
     exact = np.broadcast_to(exact, (n,)) if exact.size in (1, n) else None
     if exact is None or not np.all(exact > 0):
-        return w, bias
+        return w, None if bias is None else bias.astype(np.float32)
     ratio = _reduced_multiplier(exact) / exact
     shape = [1] * w.ndim
     shape[axis] = n
@@ -149,6 +167,8 @@ def fully_connected(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     w = _kernel(op, ctx)
     units, n_in = w.shape[0], int(np.prod(w.shape[1:]))
     bias = _bias(op, ctx, 2, units)  # (TFLite's int16 FULLY_CONNECTED rescales at full precision)
+    if ctx.tensor(op.outputs[0]).dtype == "int16" and bias is not None:
+        bias = int16_bias(op, ctx, x, bias).astype(np.float32)
     in_shape, out_shape = ctx.shape(x), ctx.shape(op.outputs[0])
     specs: list[LayerSpec] = []
     src = x
