@@ -50,16 +50,20 @@ class FakeQuant(OpLayer):
     exact there but come out of float math a hair off, so within 1e-3 of a half counts as one.
     "twice": the kernel's fixed-point multiply rounds twice, first to 2^-shift of a step, then
     that half away from zero, so values up to 2^-(shift + 1) of a step under a half round away too.
+    reciprocal: multiply by the float32 reciprocal of the scale instead of dividing by it, as both
+    kernel sets quantize a float tensor (the two differ in the last bit, which decides near halves).
     """
 
-    def __init__(self, scale, zero_point, qmin, qmax, ties="even", shift=0, **kwargs):
+    def __init__(self, scale, zero_point, qmin, qmax, ties="even", shift=0, reciprocal=False, **kwargs):
         super().__init__({"scale": scale, "zero_point": zero_point, "qmin": qmin, "qmax": qmax, "ties": ties,
-                          "shift": shift}, **kwargs)
+                          "shift": shift, "reciprocal": reciprocal}, **kwargs)
         self.scale, self.zero_point, self.qmin, self.qmax = scale, zero_point, qmin, qmax
-        self.ties, self.shift = ties, shift
+        self.ties, self.shift, self.reciprocal = ties, shift, reciprocal
 
     def call(self, x):
-        if self.ties == "even":
+        if self.reciprocal:
+            q = keras.ops.round(x * (1 / keras.ops.convert_to_tensor(self.scale, x.dtype))) + self.zero_point
+        elif self.ties == "even":
             q = keras.ops.round(x / self.scale) + self.zero_point
         elif self.ties == "up":
             q = keras.ops.floor(x / self.scale + self.zero_point + 0.501)
