@@ -118,6 +118,18 @@ def test_auto_precision_keeps_float16_where_it_passes(rebuilt):
     assert unchecked.result is None and unchecked.conv.options.precision == "float16"
 
 
+def test_auto_precision_wants_float16_to_pass_without_the_fp16_weights_allowance(rebuilt):
+    """Random-weight MobileNetV2 passes float16 only because its fp16-rounded weights alone move the
+    logits ~1.5e-2: auto does not take that as evidence, and converts with float32."""
+    path = require_fixture("mobilenet_v2_float")
+    model, keras_model, _, _ = rebuilt(path)
+    done = cc.convert_checked(keras_model, model, cm.Options(precision="auto"))
+    assert done.float16_failed is not None and done.float16_failed.report.ok
+    assert done.float16_failed.weight_allowance_used == [model.main.tensors[model.main.outputs[0]].name]
+    assert "within only what fp16 weights alone make" in cc.float16_reason(done.float16_failed)
+    assert done.conv.options.precision == "float32" and done.result.report.ok
+
+
 def test_float16_judges_tiny_outputs_on_its_absolute_resolution(tmp_path, monkeypatch):
     """y = x * 3e-6 lies below float16's smallest normal (6.1e-5): float16 holds it to ~3% of its
     value, which is its resolution there, not a conversion error; a 100x error there still fails."""

@@ -285,7 +285,7 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path):
 
 def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None) -> None:
     from . import coreml as cm
-    from .coreml_check import NotChecked, convert_checked
+    from .coreml_check import NotChecked, convert_checked, float16_reason
 
     stage, start = row.coreml, time.perf_counter()
     try:
@@ -302,7 +302,7 @@ def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None
             if not report.ok and conv.options.precision == "float16":
                 stage.reason += "; float16 may lose too much here: try --precision auto or float32"
         if done.float16_failed is not None:
-            stage.note = f"float16 drifts: {done.float16_failed.report.mismatch()}"
+            stage.note = f"float16 not kept: {float16_reason(done.float16_failed)}"
         if keep is not None:
             cm.set_metadata(conv.mlmodel, model, Path(row.path), conv)
             cm.save_atomic(conv.mlmodel, keep / f"{Path(row.path).stem}.mlpackage")

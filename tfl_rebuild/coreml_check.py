@@ -23,7 +23,7 @@ declared channel order, the program the planes Core ML would hand it.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,6 +47,9 @@ class CheckResult:
     report: object  # verify.Report
     weight_effect: list[float]  # per output: rel change from fp16 weights alone (Keras), 0 for float32
     overflow: list[str]  # MIL variables that overflowed float16
+    # Outputs that pass only through the fp16-weights allowance: an error that large is what fp16
+    # weights make, but it is no evidence the conversion is right (auto precision goes float32 then).
+    weight_allowance_used: list[str] = field(default_factory=list)
 
 
 def check(model: Model, conv: Converted, keras_model=None, batches: int = CHECK_BATCHES,
@@ -82,10 +85,21 @@ class Checked:
     float16_failed: CheckResult | None = None
 
 
+def float16_reason(result: CheckResult) -> str:
+    """Why auto precision did not keep float16, in one line."""
+    if not result.report.ok:
+        return result.report.mismatch()
+    outs = {o.name: (o, e) for o, e in zip(result.report.outputs, result.weight_effect)}
+    worst, effect = max((outs[n] for n in result.weight_allowance_used), key=lambda oe: oe[0].max_rel)
+    return (f"{worst.name!r} rel {worst.max_rel:.3g} is over rel {FP16_REL_TOL:g}, within only what fp16 weights "
+            f"alone make (rel {effect:.3g})")
+
+
 def convert_checked(keras_model, model: Model | None, opts, do_check: bool = True) -> Checked:
     """Convert, and check against TFLite when there is a model to check with. Precision "auto":
-    float16 when its check passes, else float32 (float16 is Core ML's fast path, but a deep or
-    saturating network can drift past the bar; the user gets a model that matches, and is told)."""
+    float16 when its check passes without the fp16-weights allowance, else float32 (float16 is Core
+    ML's fast path, but a deep or saturating network can drift past the bar; the user gets a model
+    shown to match, and is told why float16 was not kept)."""
     from dataclasses import replace
 
     from .coreml import convert
@@ -98,7 +112,7 @@ def convert_checked(keras_model, model: Model | None, opts, do_check: bool = Tru
     if model is None:
         return Checked(conv, NotChecked("no .tflite to compare with (give --tflite)"))
     result = check(model, conv, keras_model)
-    if not (auto and isinstance(result, CheckResult) and not result.report.ok):
+    if not (auto and isinstance(result, CheckResult) and (not result.report.ok or result.weight_allowance_used)):
         return Checked(conv, result)
     conv32 = convert(keras_model, model, replace(opts, precision="float32"))
     return Checked(conv32, check(model, conv32, keras_model), float16_failed=result)
@@ -195,7 +209,7 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
     if quant:
         tol += f", or <= {INT8_LSB_TOL:g} LSB of the output scale" + (" + float16's half ulp of the output" if fp16 else "")
     report = Report(f"Core ML {conv.options.precision} {conv.options.format}", tol, layerwise=False)
-    rel_effect = []
+    rel_effect, allowance_used = [], []
     for k, t in enumerate(out_t):
         ref = np.stack(refs[k])
         same = all(g.size == r.size for g, r in zip(gots[k], refs[k]))
@@ -212,14 +226,18 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
         top1 = None
         if ref.ndim >= 2 and ref.shape[-1] > 1 and ref.size // ref.shape[-1] == batches and ref.size == got.size:
             top1 = float(np.mean(ref.reshape(batches, -1).argmax(-1) == got.reshape(batches, -1).argmax(-1)))
-        ok = max_rel <= max(base, NOISE_FACTOR * noise_rel, NOISE_FACTOR * rel_effect[-1])
+        strict = max_rel <= max(base, NOISE_FACTOR * noise_rel)
+        ok = strict or max_rel <= NOISE_FACTOR * rel_effect[-1]
         if lsb is not None:
-            ok = ok or lsb <= quantized_lsb_bar(t, float(np.max(np.abs(ref))) if ref.size else 0.0, fp16)
+            in_lsb = lsb <= quantized_lsb_bar(t, float(np.max(np.abs(ref))) if ref.size else 0.0, fp16)
+            ok, strict = ok or in_lsb, strict or in_lsb
+        if ok and not strict:
+            allowance_used.append(t.name)
         if not fp16 and top1 is not None and top1 < 1.0:
             ok = False  # float32 must keep the arg-max; fp16 may flip near-ties
         report.outputs.append(OutputReport(t.name, max_abs, max_rel, cos, lsb, input_sensitive=spread > 0.01,
                                            noise=noise_rel, top1_agree=top1, ok=ok))
-    return CheckResult(report, rel_effect, sorted(set(overflow)))
+    return CheckResult(report, rel_effect, sorted(set(overflow)), allowance_used)
 
 
 def quantized_lsb_bar(t, peak: float, fp16: bool) -> float:

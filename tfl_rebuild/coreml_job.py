@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .coreml import Options, check_extension, save_atomic, set_metadata
-from .coreml_check import CheckResult, NotChecked, convert_checked
+from .coreml_check import CheckResult, NotChecked, convert_checked, float16_reason
 from .errors import RuntimeUnavailableError
 from .ir import Model
 
@@ -83,7 +83,7 @@ def run_command(source: str, output: str | None, opts: Options, tflite: str | No
     conv, result = done.conv, done.result
     if done.float16_failed is not None:
         _print_check(done.float16_failed, con, print_report)
-        con.print(f"[yellow]float16 drifts past the bar ({escape(done.float16_failed.report.mismatch())}): "
+        con.print(f"[yellow]float16 not kept ({escape(float16_reason(done.float16_failed))}): "
                   "converted with float32 instead[/yellow] (--precision float16 keeps float16)")
     con.print(f"converted to a Core ML {opts.format} ({conv.options.precision}) in {conv.seconds:.1f} s")
     set_metadata(conv.mlmodel, model, tfl_path or py_path, conv)
