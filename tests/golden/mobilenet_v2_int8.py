@@ -48,8 +48,9 @@ class FakeQuant(OpLayer):
     kernels do), or, on the stored integer (zero point included), "up" or "away" from zero, as
     the kernels that divide integer sums do (average pooling, bilinear resizing). Those halves are
     exact there but come out of float math a hair off, so within 1e-3 of a half counts as one.
-    "twice": the kernel's fixed-point multiply rounds twice, first to 2^-shift of a step, then
-    that half away from zero, so values up to 2^-(shift + 1) of a step under a half round away too.
+    "twice": the kernel's fixed-point multiply rounds twice (before the zero point is added),
+    first to 2^-shift of a step, then that half away from zero, so values up to 2^-(shift + 1) of
+    a step under a half round away too.
     reciprocal: multiply by the float32 reciprocal of the scale instead of dividing by it, as both
     kernel sets quantize a float tensor (the two differ in the last bit, which decides near halves).
     """
@@ -70,9 +71,9 @@ class FakeQuant(OpLayer):
         elif self.ties == "away":
             r = x / self.scale + self.zero_point
             q = keras.ops.sign(r) * keras.ops.floor(keras.ops.abs(r) + 0.501)
-        else:
-            r = x / self.scale + self.zero_point
-            q = keras.ops.floor(r + 0.5 + keras.ops.sign(r) * 2.0 ** -(self.shift + 1))
+        else:  # on the value before the zero point is added, as the kernel rounds it
+            r = x / self.scale
+            q = keras.ops.floor(r + 0.5 + keras.ops.sign(r) * 2.0 ** -(self.shift + 1)) + self.zero_point
         q = keras.ops.clip(q, self.qmin, self.qmax)
         return (q - self.zero_point) * self.scale
 
