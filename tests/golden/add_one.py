@@ -83,5 +83,10 @@ def build_model(weights_path=WEIGHTS_PATH):
     identity = BinaryOp(op="add", constant_shape=[], name="identity")(x)
 
     model = keras.Model(x, identity, name="add_one")
-    model.get_layer("identity").set_weights([w["identity/constant"]])
+    # Each layer's weights, in set_weights order; the .npz holds them as "<layer>/<weight>".
+    layer_weights = {
+        "identity": ["constant"],
+    }
+    for layer_name, weight_names in layer_weights.items():
+        model.get_layer(layer_name).set_weights([w[f"{layer_name}/{key}"] for key in weight_names])
     return model

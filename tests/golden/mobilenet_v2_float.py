@@ -359,158 +359,62 @@ def build_model(weights_path=WEIGHTS_PATH):
     identity = keras.layers.Dense(units=5, name="identity")(global_average_pooling2d_1)
 
     model = keras.Model(keras_tensor, identity, name="mobilenet_v2_float")
-    model.get_layer("conv1_relu_1").set_weights([w["conv1_relu_1/kernel"], w["conv1_relu_1/bias"]])
-    model.get_layer("expanded_conv_depthwise_relu_1").set_weights([
-        w["expanded_conv_depthwise_relu_1/depthwise_kernel"],
-        w["expanded_conv_depthwise_relu_1/bias"],
-    ])
-    model.get_layer("expanded_conv_project_bn_1").set_weights(
-        [w["expanded_conv_project_bn_1/kernel"], w["expanded_conv_project_bn_1/bias"]]
-    )
-    model.get_layer("block_1_expand_relu_1").set_weights(
-        [w["block_1_expand_relu_1/kernel"], w["block_1_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_1_depthwise_relu_1").set_weights(
-        [w["block_1_depthwise_relu_1/depthwise_kernel"], w["block_1_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_1_project_bn_1").set_weights(
-        [w["block_1_project_bn_1/kernel"], w["block_1_project_bn_1/bias"]]
-    )
-    model.get_layer("block_2_expand_relu_1").set_weights(
-        [w["block_2_expand_relu_1/kernel"], w["block_2_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_2_depthwise_relu_1").set_weights(
-        [w["block_2_depthwise_relu_1/depthwise_kernel"], w["block_2_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_2_project_bn_1").set_weights(
-        [w["block_2_project_bn_1/kernel"], w["block_2_project_bn_1/bias"]]
-    )
-    model.get_layer("block_3_expand_relu_1").set_weights(
-        [w["block_3_expand_relu_1/kernel"], w["block_3_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_3_depthwise_relu_1").set_weights(
-        [w["block_3_depthwise_relu_1/depthwise_kernel"], w["block_3_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_3_project_bn_1").set_weights(
-        [w["block_3_project_bn_1/kernel"], w["block_3_project_bn_1/bias"]]
-    )
-    model.get_layer("block_4_expand_relu_1").set_weights(
-        [w["block_4_expand_relu_1/kernel"], w["block_4_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_4_depthwise_relu_1").set_weights(
-        [w["block_4_depthwise_relu_1/depthwise_kernel"], w["block_4_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_4_project_bn_1").set_weights(
-        [w["block_4_project_bn_1/kernel"], w["block_4_project_bn_1/bias"]]
-    )
-    model.get_layer("block_5_expand_relu_1").set_weights(
-        [w["block_5_expand_relu_1/kernel"], w["block_5_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_5_depthwise_relu_1").set_weights(
-        [w["block_5_depthwise_relu_1/depthwise_kernel"], w["block_5_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_5_project_bn_1").set_weights(
-        [w["block_5_project_bn_1/kernel"], w["block_5_project_bn_1/bias"]]
-    )
-    model.get_layer("block_6_expand_relu_1").set_weights(
-        [w["block_6_expand_relu_1/kernel"], w["block_6_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_6_depthwise_relu_1").set_weights(
-        [w["block_6_depthwise_relu_1/depthwise_kernel"], w["block_6_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_6_project_bn_1").set_weights(
-        [w["block_6_project_bn_1/kernel"], w["block_6_project_bn_1/bias"]]
-    )
-    model.get_layer("block_7_expand_relu_1").set_weights(
-        [w["block_7_expand_relu_1/kernel"], w["block_7_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_7_depthwise_relu_1").set_weights(
-        [w["block_7_depthwise_relu_1/depthwise_kernel"], w["block_7_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_7_project_bn_1").set_weights(
-        [w["block_7_project_bn_1/kernel"], w["block_7_project_bn_1/bias"]]
-    )
-    model.get_layer("block_8_expand_relu_1").set_weights(
-        [w["block_8_expand_relu_1/kernel"], w["block_8_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_8_depthwise_relu_1").set_weights(
-        [w["block_8_depthwise_relu_1/depthwise_kernel"], w["block_8_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_8_project_bn_1").set_weights(
-        [w["block_8_project_bn_1/kernel"], w["block_8_project_bn_1/bias"]]
-    )
-    model.get_layer("block_9_expand_relu_1").set_weights(
-        [w["block_9_expand_relu_1/kernel"], w["block_9_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_9_depthwise_relu_1").set_weights(
-        [w["block_9_depthwise_relu_1/depthwise_kernel"], w["block_9_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_9_project_bn_1").set_weights(
-        [w["block_9_project_bn_1/kernel"], w["block_9_project_bn_1/bias"]]
-    )
-    model.get_layer("block_10_expand_relu_1").set_weights(
-        [w["block_10_expand_relu_1/kernel"], w["block_10_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_10_depthwise_relu_1").set_weights(
-        [w["block_10_depthwise_relu_1/depthwise_kernel"], w["block_10_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_10_project_bn_1").set_weights(
-        [w["block_10_project_bn_1/kernel"], w["block_10_project_bn_1/bias"]]
-    )
-    model.get_layer("block_11_expand_relu_1").set_weights(
-        [w["block_11_expand_relu_1/kernel"], w["block_11_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_11_depthwise_relu_1").set_weights(
-        [w["block_11_depthwise_relu_1/depthwise_kernel"], w["block_11_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_11_project_bn_1").set_weights(
-        [w["block_11_project_bn_1/kernel"], w["block_11_project_bn_1/bias"]]
-    )
-    model.get_layer("block_12_expand_relu_1").set_weights(
-        [w["block_12_expand_relu_1/kernel"], w["block_12_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_12_depthwise_relu_1").set_weights(
-        [w["block_12_depthwise_relu_1/depthwise_kernel"], w["block_12_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_12_project_bn_1").set_weights(
-        [w["block_12_project_bn_1/kernel"], w["block_12_project_bn_1/bias"]]
-    )
-    model.get_layer("block_13_expand_relu_1").set_weights(
-        [w["block_13_expand_relu_1/kernel"], w["block_13_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_13_depthwise_relu_1").set_weights(
-        [w["block_13_depthwise_relu_1/depthwise_kernel"], w["block_13_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_13_project_bn_1").set_weights(
-        [w["block_13_project_bn_1/kernel"], w["block_13_project_bn_1/bias"]]
-    )
-    model.get_layer("block_14_expand_relu_1").set_weights(
-        [w["block_14_expand_relu_1/kernel"], w["block_14_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_14_depthwise_relu_1").set_weights(
-        [w["block_14_depthwise_relu_1/depthwise_kernel"], w["block_14_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_14_project_bn_1").set_weights(
-        [w["block_14_project_bn_1/kernel"], w["block_14_project_bn_1/bias"]]
-    )
-    model.get_layer("block_15_expand_relu_1").set_weights(
-        [w["block_15_expand_relu_1/kernel"], w["block_15_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_15_depthwise_relu_1").set_weights(
-        [w["block_15_depthwise_relu_1/depthwise_kernel"], w["block_15_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_15_project_bn_1").set_weights(
-        [w["block_15_project_bn_1/kernel"], w["block_15_project_bn_1/bias"]]
-    )
-    model.get_layer("block_16_expand_relu_1").set_weights(
-        [w["block_16_expand_relu_1/kernel"], w["block_16_expand_relu_1/bias"]]
-    )
-    model.get_layer("block_16_depthwise_relu_1").set_weights(
-        [w["block_16_depthwise_relu_1/depthwise_kernel"], w["block_16_depthwise_relu_1/bias"]]
-    )
-    model.get_layer("block_16_project_bn_1").set_weights(
-        [w["block_16_project_bn_1/kernel"], w["block_16_project_bn_1/bias"]]
-    )
-    model.get_layer("out_relu_1").set_weights([w["out_relu_1/kernel"], w["out_relu_1/bias"]])
-    model.get_layer("identity").set_weights([w["identity/kernel"], w["identity/bias"]])
+    # Each layer's weights, in set_weights order; the .npz holds them as "<layer>/<weight>".
+    layer_weights = {
+        "conv1_relu_1": ["kernel", "bias"],
+        "expanded_conv_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "expanded_conv_project_bn_1": ["kernel", "bias"],
+        "block_1_expand_relu_1": ["kernel", "bias"],
+        "block_1_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_1_project_bn_1": ["kernel", "bias"],
+        "block_2_expand_relu_1": ["kernel", "bias"],
+        "block_2_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_2_project_bn_1": ["kernel", "bias"],
+        "block_3_expand_relu_1": ["kernel", "bias"],
+        "block_3_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_3_project_bn_1": ["kernel", "bias"],
+        "block_4_expand_relu_1": ["kernel", "bias"],
+        "block_4_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_4_project_bn_1": ["kernel", "bias"],
+        "block_5_expand_relu_1": ["kernel", "bias"],
+        "block_5_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_5_project_bn_1": ["kernel", "bias"],
+        "block_6_expand_relu_1": ["kernel", "bias"],
+        "block_6_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_6_project_bn_1": ["kernel", "bias"],
+        "block_7_expand_relu_1": ["kernel", "bias"],
+        "block_7_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_7_project_bn_1": ["kernel", "bias"],
+        "block_8_expand_relu_1": ["kernel", "bias"],
+        "block_8_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_8_project_bn_1": ["kernel", "bias"],
+        "block_9_expand_relu_1": ["kernel", "bias"],
+        "block_9_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_9_project_bn_1": ["kernel", "bias"],
+        "block_10_expand_relu_1": ["kernel", "bias"],
+        "block_10_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_10_project_bn_1": ["kernel", "bias"],
+        "block_11_expand_relu_1": ["kernel", "bias"],
+        "block_11_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_11_project_bn_1": ["kernel", "bias"],
+        "block_12_expand_relu_1": ["kernel", "bias"],
+        "block_12_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_12_project_bn_1": ["kernel", "bias"],
+        "block_13_expand_relu_1": ["kernel", "bias"],
+        "block_13_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_13_project_bn_1": ["kernel", "bias"],
+        "block_14_expand_relu_1": ["kernel", "bias"],
+        "block_14_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_14_project_bn_1": ["kernel", "bias"],
+        "block_15_expand_relu_1": ["kernel", "bias"],
+        "block_15_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_15_project_bn_1": ["kernel", "bias"],
+        "block_16_expand_relu_1": ["kernel", "bias"],
+        "block_16_depthwise_relu_1": ["depthwise_kernel", "bias"],
+        "block_16_project_bn_1": ["kernel", "bias"],
+        "out_relu_1": ["kernel", "bias"],
+        "identity": ["kernel", "bias"],
+    }
+    for layer_name, weight_names in layer_weights.items():
+        model.get_layer(layer_name).set_weights([w[f"{layer_name}/{key}"] for key in weight_names])
     return model

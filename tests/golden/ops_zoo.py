@@ -227,25 +227,24 @@ def build_model(weights_path=WEIGHTS_PATH):
     identity = keras.layers.Softmax(name="identity")(logits_1)
 
     model = keras.Model(image, [identity, identity_1], name="ops_zoo")
-    model.get_layer("conv2d_1_relu").set_weights(
-        [w["conv2d_1_relu/kernel"], w["conv2d_1_relu/bias"]]
-    )
-    model.get_layer("re_lu_1").set_weights([w["re_lu_1/depthwise_kernel"], w["re_lu_1/bias"]])
-    model.get_layer("conv2d_transpose_1").set_weights(
-        [w["conv2d_transpose_1/kernel"], w["conv2d_transpose_1/bias"]]
-    )
-    model.get_layer("conv2d_1_2").set_weights([w["conv2d_1_2/kernel"], w["conv2d_1_2/bias"]])
-    model.get_layer("conv2d_2_1").set_weights([w["conv2d_2_1/kernel"], w["conv2d_2_1/bias"]])
-    model.get_layer("p_re_lu_1").set_weights([w["p_re_lu_1/alpha"]])
-    model.get_layer("batch_normalization_1_2").set_weights([w["batch_normalization_1_2/constant"]])
-    model.get_layer("batch_normalization_1_2_add_1").set_weights(
-        [w["batch_normalization_1_2_add_1/constant"]]
-    )
-    model.get_layer("conv2d_3_1").set_weights([w["conv2d_3_1/kernel"], w["conv2d_3_1/bias"]])
-    model.get_layer("conv2d_4_1").set_weights([w["conv2d_4_1/kernel"], w["conv2d_4_1/bias"]])
-    model.get_layer("conv2d_5_1").set_weights([w["conv2d_5_1/kernel"], w["conv2d_5_1/bias"]])
-    model.get_layer("conv2d_6_1").set_weights([w["conv2d_6_1/kernel"], w["conv2d_6_1/bias"]])
-    model.get_layer("identity_1").set_weights([w["identity_1/kernel"], w["identity_1/bias"]])
-    model.get_layer("dense_2").set_weights([w["dense_2/kernel"], w["dense_2/bias"]])
-    model.get_layer("logits_1").set_weights([w["logits_1/kernel"], w["logits_1/bias"]])
+    # Each layer's weights, in set_weights order; the .npz holds them as "<layer>/<weight>".
+    layer_weights = {
+        "conv2d_1_relu": ["kernel", "bias"],
+        "re_lu_1": ["depthwise_kernel", "bias"],
+        "conv2d_transpose_1": ["kernel", "bias"],
+        "conv2d_1_2": ["kernel", "bias"],
+        "conv2d_2_1": ["kernel", "bias"],
+        "p_re_lu_1": ["alpha"],
+        "batch_normalization_1_2": ["constant"],
+        "batch_normalization_1_2_add_1": ["constant"],
+        "conv2d_3_1": ["kernel", "bias"],
+        "conv2d_4_1": ["kernel", "bias"],
+        "conv2d_5_1": ["kernel", "bias"],
+        "conv2d_6_1": ["kernel", "bias"],
+        "identity_1": ["kernel", "bias"],
+        "dense_2": ["kernel", "bias"],
+        "logits_1": ["kernel", "bias"],
+    }
+    for layer_name, weight_names in layer_weights.items():
+        model.get_layer(layer_name).set_weights([w[f"{layer_name}/{key}"] for key in weight_names])
     return model

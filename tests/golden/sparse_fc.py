@@ -25,6 +25,11 @@ def build_model(weights_path=WEIGHTS_PATH):
     identity = keras.layers.Dense(units=8, name="identity")(dense_1)
 
     model = keras.Model(keras_tensor, identity, name="sparse_fc")
-    model.get_layer("dense_1").set_weights([w["dense_1/kernel"], w["dense_1/bias"]])
-    model.get_layer("identity").set_weights([w["identity/kernel"], w["identity/bias"]])
+    # Each layer's weights, in set_weights order; the .npz holds them as "<layer>/<weight>".
+    layer_weights = {
+        "dense_1": ["kernel", "bias"],
+        "identity": ["kernel", "bias"],
+    }
+    for layer_name, weight_names in layer_weights.items():
+        model.get_layer(layer_name).set_weights([w[f"{layer_name}/{key}"] for key in weight_names])
     return model

@@ -19,7 +19,7 @@ from ..ops import ConversionError, LayerSpec, lookup
 from ..ops.sequence import SubgraphRef
 from ..passes import fake_quant_params, prepare
 from .defaults import KERAS_DEFAULTS, is_default, signature_defaults
-from .layout import WIDTH, call
+from .layout import BODY_INDENT, STEP, WIDTH, call
 from .literals import Code, display, lit, shell_command
 from .naming import Namer, model_scope, sanitize, snake
 
@@ -77,7 +77,7 @@ class _Emitter:
         self.fake_quant = fake_quant
         self.var: dict[int, Code] = {}  # tensor id -> variable holding it
         self.body: list[Code] = []
-        self.set_weights: list[Code] = []
+        self.layer_weights: list[tuple[str, list[str]]] = []  # (layer, weight names), in build order
         self.weights: dict[str, np.ndarray] = {}
         self.classes: set[str] = set()
         self.tensors: list[dict] = []
@@ -136,12 +136,9 @@ class _Emitter:
                 self.var[o] = targets[k]
                 self.tensors.append(self._tensor_row(op, o, layer_name, k))
             if spec.weights:
-                keys = []
                 for wname, arr in spec.weights:
-                    key = f"{layer_name}/{wname}"
-                    self.weights[key] = np.asarray(arr)
-                    keys.append(f"w[{lit(key)}]")
-                self.set_weights += _set_weights(layer_name, keys)
+                    self.weights[f"{layer_name}/{wname}"] = np.asarray(arr)
+                self.layer_weights.append((layer_name, [wname for wname, _ in spec.weights]))
 
     def _op_comment(self, op: Operator, main: str) -> Code:
         """'# CONV_2D model/conv1/Relu6 -> [1, 16, 16, 8]': the op and its (first fused) tensor name."""
@@ -212,14 +209,23 @@ class _Emitter:
         return [self.tensor_var(t) for t in self.sg.outputs]
 
 
-def _set_weights(layer_name: str, keys: list[str]) -> list[Code]:
-    head = f"model.get_layer({lit(layer_name)}).set_weights("
-    one = f"{head}[{', '.join(keys)}])"
-    if 4 + len(one) <= WIDTH:
-        return [Code(one)]
-    if 8 + len(keys) + 2 + sum(len(k) + 2 for k in keys) <= WIDTH:
-        return [Code(head), Code(f"    [{', '.join(keys)}]"), Code(")")]
-    return [Code(head + "["), *(Code(f"    {k},") for k in keys), Code("])")]
+def set_weights_lines(layer_weights: list[tuple[str, list[str]]]) -> list[Code]:
+    """A table of each layer's weight names and one loop that loads them from the .npz, where the
+    arrays are keyed "<layer>/<weight>" (a call per layer took three lines each on big models)."""
+    if not layer_weights:
+        return []
+    lines = [Code("# Each layer's weights, in set_weights order; the .npz holds them as \"<layer>/<weight>\"."),
+             Code("layer_weights = {")]
+    for layer, names in layer_weights:
+        entry = f"{STEP}{lit(layer)}: {lit(names)},"
+        if BODY_INDENT + len(entry) <= WIDTH:
+            lines.append(Code(entry))
+        else:
+            lines += [Code(f"{STEP}{lit(layer)}: ["), *(Code(f"{STEP * 2}{lit(n)},") for n in names), Code(f"{STEP}],")]
+    return lines + [Code("}"),
+                    Code("for layer_name, weight_names in layer_weights.items():"),
+                    Code(f"{STEP}model.get_layer(layer_name).set_weights("
+                         "[w[f\"{layer_name}/{key}\"] for key in weight_names])")]
 
 
 def _rebuild_command(model: Model, stem: str, fake_quant: bool | None, default_fake_quant: bool,
@@ -302,8 +308,8 @@ def generate(model: Model, stem: str, fake_quant: bool | None = None, view_optio
         body=em.body[n_input_lines:],
         model_call=call("model = keras.Model", [(None, model_inputs), (None, model_outputs),
                                                 ("name", sanitize(stem, "model"))]),
-        set_weights=em.set_weights,
-        load_weights=bool(em.set_weights or em.functions),  # an unused `w` would fail lint
+        set_weights=set_weights_lines(em.layer_weights),
+        load_weights=bool(em.layer_weights or em.functions),  # an unused `w` would fail lint
         functions=[source for _, source in em.functions.values()],
     )
     ast.parse(source)  # a template or emitter bug must never reach the user's disk

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from .literals import Code
 
 # Names the generated module itself uses.
-RESERVED = frozenset({"keras", "np", "os", "w", "model", "build_model", "weights_path", "WEIGHTS_PATH", "self"})
+RESERVED = frozenset({"keras", "np", "os", "w", "model", "build_model", "weights_path", "WEIGHTS_PATH", "self",
+                      "layer_weights", "layer_name", "weight_names", "key"})
 MAX_LEN = 48
 # TensorFlow op and scope names that say how a layer computes, not which layer it is (snake_case,
 # trailing digits dropped: 'add_1' and 'depthwise1' are 'add' and 'depthwise').

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import TflRebuildError
 from ..ir import Model
 from ..ops import ConversionError
-from .emit import _Emitter, _templates
+from .emit import _Emitter, _templates, set_weights_lines
 from .literals import Code, comment, lit
 from .naming import sanitize
 
@@ -77,7 +77,7 @@ def subgraph_call(em: _Emitter, index: int) -> Code:
         inputs=Code(f"[{', '.join(inputs)}]"),
         outputs=Code(f"[{', '.join(outputs)}]"),
         model_name=lit(str(name).removeprefix("build_")),
-        set_weights=sub.set_weights,
+        set_weights=set_weights_lines(sub.layer_weights),
     )
     em.functions[index] = (name, Code(source.strip()))
     return Code(f"{name}(w)")
