@@ -152,6 +152,28 @@ def test_float16_judges_tiny_outputs_on_its_absolute_resolution(tmp_path, monkey
     assert not cc.check(model, conv, keras_model).report.ok
 
 
+def test_float16_nan_names_the_op_that_made_it(tmp_path):
+    """b = (1000 x)^2 overflows float16 and b - b is inf - inf: the check names the MIL op that made
+    the first NaN (the sub), not the ops that only passed it on."""
+    from flatbuf import Op, T, build_model
+
+    act = {"fused_activation_function": "NONE"}
+    blob = build_model([T("x", [1, 8]), T("k", [8], data=np.full(8, 1000.0, np.float32)), T("a", [1, 8]),
+                        T("b", [1, 8]), T("d", [1, 8]), T("y", [1, 8])],
+                       [Op("MUL", [0, 1], [2], options=act), Op("MUL", [2, 2], [3], options=act),
+                        Op("SUB", [3, 3], [4], options=act), Op("ADD", [4, 0], [5], options=act)],
+                       inputs=[0], outputs=[5])
+    path = tmp_path / "nan.tflite"
+    path.write_bytes(blob)
+    model, py, weights = write_generated(str(path), str(tmp_path))
+    keras_model = load_module(py).build_model(str(weights))
+    result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float16")), keras_model)
+    assert not result.report.ok
+    assert result.nan_origins and result.nan_origins[0].startswith("sub "), result.nan_origins
+    assert cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float32")),
+                    keras_model).nan_origins == []
+
+
 def test_float16_tolerance_admits_what_fp16_weights_alone_do(rebuilt):
     """Random-weight MobileNetV2's logits move by ~1.5e-2 of their range when its float32 weights
     are rounded to fp16 (Keras, fp32 activations): the check admits twice that, and says so."""

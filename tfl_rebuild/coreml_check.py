@@ -50,6 +50,7 @@ class CheckResult:
     # Outputs that pass only through the fp16-weights allowance: an error that large is what fp16
     # weights make, but it is no evidence the conversion is right (auto precision goes float32 then).
     weight_allowance_used: list[str] = field(default_factory=list)
+    nan_origins: list[str] = field(default_factory=list)  # MIL ops that made the first NaNs ("<type> <name>")
 
 
 def check(model: Model, conv: Converted, keras_model=None, batches: int = CHECK_BATCHES,
@@ -88,7 +89,8 @@ class Checked:
 def float16_reason(result: CheckResult) -> str:
     """Why auto precision did not keep float16, in one line."""
     if not result.report.ok:
-        return result.report.mismatch()
+        nan = f"; NaN first made by MIL op {result.nan_origins[0]}" if result.nan_origins else ""
+        return result.report.mismatch() + nan
     outs = {o.name: (o, e) for o, e in zip(result.report.outputs, result.weight_effect)}
     worst, effect = max((outs[n] for n in result.weight_allowance_used), key=lambda oe: oe[0].max_rel)
     return (f"{worst.name!r} rel {worst.max_rel:.3g} is over rel {FP16_REL_TOL:g}, within only what fp16 weights "
@@ -180,6 +182,7 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
     noise = [0.0] * len(out_t)  # TFLite's XNNPACK vs reference kernels, max abs
     effect = [0.0] * len(out_t)  # Keras with fp16-rounded weights vs as is, max abs
     overflow: list[str] = []
+    nan_origins: list[str] = []
     rounded = _fp16_weights_of(keras_model) if fp16 and keras_model is not None else None
     limits = index_limits(sg)
     for seed in range(batches):
@@ -195,7 +198,7 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
             except Exception:  # e.g. a Keras model that cannot take a user's --input-shape: no allowance
                 rounded = None
         feed = [p if p is not None else x for x, p in zip(as_float, pixels)]
-        got = _predict(conv, feed) if use_coreml else _evaluate(conv, feed, overflow)
+        got = _predict(conv, feed) if use_coreml else _evaluate(conv, feed, overflow, nan_origins)
         for k, t in enumerate(out_t):
             refs[k].append(to_float(t, ref[k]))
             gots[k].append(got[k])
@@ -237,7 +240,7 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
             ok = False  # float32 must keep the arg-max; fp16 may flip near-ties
         report.outputs.append(OutputReport(t.name, max_abs, max_rel, cos, lsb, input_sensitive=spread > 0.01,
                                            noise=noise_rel, top1_agree=top1, ok=ok))
-    return CheckResult(report, rel_effect, sorted(set(overflow)), allowance_used)
+    return CheckResult(report, rel_effect, sorted(set(overflow)), allowance_used, list(dict.fromkeys(nan_origins)))
 
 
 def quantized_lsb_bar(t, peak: float, fp16: bool) -> float:
@@ -276,7 +279,8 @@ def _weight_effect(keras_model, rounded: list[np.ndarray], inputs: list[np.ndarr
     return [float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0 for a, b in zip(after, before)]
 
 
-def _evaluate(conv: Converted, feed: list[np.ndarray], overflow: list[str]) -> list[np.ndarray]:
+def _evaluate(conv: Converted, feed: list[np.ndarray], overflow: list[str],
+              nan_origins: list[str] | None = None) -> list[np.ndarray]:
     from .mil_eval import evaluate
 
     program_in = {}
@@ -285,7 +289,7 @@ def _evaluate(conv: Converted, feed: list[np.ndarray], overflow: list[str]) -> l
         program_in[p.trace_name] = _image_planes(x, conv.image) if image else x
     nn_fp16 = conv.options.format == "neuralnetwork" and conv.options.precision == "float16"
     values = evaluate(conv.program, program_in, outputs=[p.trace_name for p in conv.outputs],
-                      round_consts_fp16=nn_fp16, overflow=overflow)
+                      round_consts_fp16=nn_fp16, overflow=overflow, nan_origins=nan_origins)
     return [np.asarray(values[p.trace_name], np.float32) for p in conv.outputs]
 
 

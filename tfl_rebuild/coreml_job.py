@@ -107,6 +107,10 @@ def _print_check(result: CheckResult, con, print_report) -> None:
     if any(result.weight_effect):
         effects = ", ".join(f"{o.name} {e:.2g}" for o, e in zip(result.report.outputs, result.weight_effect))
         con.print(f"fp16 weights alone change the outputs by rel {escape(effects)} (Keras, fp32 activations)")
+    if result.nan_origins:
+        con.print(f"[yellow]NaN first made by MIL op {escape(result.nan_origins[0])}"
+                  + (f" (and {len(result.nan_origins) - 1} more)" if len(result.nan_origins) > 1 else "")
+                  + "[/yellow]")
     if result.overflow:
         first = ", ".join(result.overflow[:3]) + (", ..." if len(result.overflow) > 3 else "")
         con.print(f"[yellow]{len(result.overflow)} MIL value(s) overflow float16 (|x| > 65504): "

@@ -152,12 +152,13 @@ def _store(value, var, fp16: bool = True, overflow: list | None = None):
 
 def evaluate(program, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
              function: str = "main", round_consts_fp16: bool = False, fp16: bool = True,
-             overflow: list[str] | None = None) -> dict[str, np.ndarray]:
+             overflow: list[str] | None = None, nan_origins: list[str] | None = None) -> dict[str, np.ndarray]:
     """Run the function on `inputs` (by input name); returns {name: value} of its outputs, or of
     the variables named in `outputs`. `round_consts_fp16` rounds float constants through float16
     (what quantize_weights(nbits=16) does to a neural network's weights); `fp16=False` keeps fp16
     activations at fp32 precision (to tell conversion error from fp16 rounding). Names of variables
-    whose values overflowed float16 are appended to `overflow` when given."""
+    whose values overflowed float16 are appended to `overflow` when given; "<op type> <name>" of
+    each op that makes a NaN from NaN-free inputs to `nan_origins` (0/0 or inf - inf in float16, say)."""
     fn = _function(program, function)
     missing = unknown_ops(program, function)
     if missing:
@@ -184,6 +185,9 @@ def evaluate(program, inputs: dict[str, np.ndarray], outputs: list[str] | None =
             results = result if len(operation.outputs) > 1 else (result,)
             for var, value in zip(operation.outputs, results):
                 env[var.name] = _store(value, var, fp16, overflow)
+            if nan_origins is not None and operation.op_type not in CONTROL_FLOW and _makes_nan(
+                    [env[v.name] for v in operation.outputs], Args(operation, env)):
+                nan_origins.append(f"{operation.op_type} {operation.name}")
             for name in last_use.get(i, ()):
                 env.pop(name, None)  # free activations once nothing reads them
 
@@ -201,6 +205,19 @@ def evaluate(program, inputs: dict[str, np.ndarray], outputs: list[str] | None =
 
     run(list(fn.operations), env, set(want))
     return {name: env[name] for name in want}
+
+
+def _has_nan(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_has_nan(v) for v in value)
+    return isinstance(value, np.ndarray) and value.dtype.kind == "f" and bool(np.isnan(value).any())
+
+
+def _makes_nan(outputs: list, args: Args) -> bool:
+    """An output holds a NaN that none of the op's inputs held."""
+    if not _has_nan(outputs):
+        return False
+    return not any(_has_nan(args.get(name)) for name in args.op.inputs)
 
 
 def _last_uses(ops, keep: set[str]) -> dict[int, list[str]]:
