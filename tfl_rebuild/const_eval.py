@@ -93,6 +93,16 @@ def _scatter_nd(op: Operator, v: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _sparse_to_dense(op: Operator, v: list[np.ndarray]) -> np.ndarray:
+    indices, shape, values, default = v[:4]
+    out = np.full([int(d) for d in shape.reshape(-1)], default.reshape(-1)[0], values.dtype)
+    rows = indices.reshape(-1, 1) if indices.ndim < 2 else indices
+    vals = np.broadcast_to(values.reshape(-1), (len(rows),))
+    for row, value in zip(rows.astype(np.int64).tolist(), vals):  # in order: a repeated index keeps the last
+        out[tuple(row)] = value
+    return out
+
+
 def _reduce(fn):
     def evaluate(op: Operator, v: list[np.ndarray]) -> np.ndarray:
         axes = tuple(int(a) for a in v[1].reshape(-1))
@@ -126,6 +136,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "BROADCAST_ARGS": lambda op, v: np.asarray(np.broadcast_shapes(tuple(v[0].tolist()), tuple(v[1].tolist()))),
     "ONES_LIKE": lambda op, v: np.ones_like(v[0]),
     "SCATTER_ND": _scatter_nd,
+    "SPARSE_TO_DENSE": _sparse_to_dense,
     "WHERE": lambda op, v: np.argwhere(v[0]),  # the coordinates of the true (non-zero) elements
 }
 RESHAPES = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")

@@ -126,3 +126,19 @@ def test_sparse_to_dense(tfl, case):
 def test_sparse_to_dense_core_ml(tfl):
     fn, specs = SPARSE_TO_DENSE["computed-indices-and-values"]
     tfl.core_ml(tfl.function(fn, *specs), "SPARSE_TO_DENSE")
+
+
+def test_constant_sparse_to_dense_folds(tfl):
+    """All inputs constant (the converter folds these itself, so the model is crafted): passes fold
+    the op to its dense value (a repeated index keeps the last value, as the kernel) and the ADD reads it."""
+    from flatbuf import Op, T, build_model
+
+    tensors = [T("x", [3, 4]), T("indices", [3, 2], "int32", data=np.array([[0, 1], [2, 3], [0, 1]], np.int32)),
+               T("shape", [2], "int32", data=np.array([3, 4], np.int32)),
+               T("values", [3], data=np.array([1.5, -2.0, 4.0], np.float32)),
+               T("default", [], data=np.array(0.25, np.float32)), T("dense", [3, 4]), T("y", [3, 4])]
+    ops = [Op("SPARSE_TO_DENSE", [1, 2, 3, 4], [5], options_type="SparseToDenseOptions"),
+           Op("ADD", [0, 5], [6], options={"fused_activation_function": "NONE"})]
+    path = tfl.tmp_path / "sparse_to_dense.tflite"
+    path.write_bytes(build_model(tensors, ops, inputs=[0], outputs=[6]))
+    tfl.check(path, "SPARSE_TO_DENSE")

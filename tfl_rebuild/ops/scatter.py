@@ -29,16 +29,7 @@ def scatter_nd(op: Operator, ctx: ConvertContext) -> LayerSpec:
     if not ctx.is_const(shape):
         raise ConversionError(f"SCATTER_ND op {op.index}: an output shape computed at run time is not supported")
     kwargs: dict = {"shape": [int(d) for d in np.asarray(ctx.const(shape)).reshape(-1)]}
-    if ctx.is_const(indices) and ctx.is_const(updates):
-        raise ConversionError(f"SCATTER_ND op {op.index}: both indices and updates are constants")
-    if ctx.is_const(indices):
-        kwargs["indices"] = np.asarray(ctx.const(indices)).astype(np.int64).tolist()
-        return LayerSpec("ScatterNd", kwargs, (updates,), op.outputs, custom=True)
-    if ctx.is_const(updates):
-        values = _float_weight(op, ctx, updates, "updates")
-        kwargs["constant_shape"] = list(values.shape)
-        return LayerSpec("ScatterNd", kwargs, (indices,), op.outputs, weights=(("constant", values),), custom=True)
-    return LayerSpec("ScatterNd", kwargs, (indices, updates), op.outputs, custom=True)
+    return _scatter_layer("ScatterNd", kwargs, op, ctx, indices, updates, "updates")
 
 
 @converter("SPARSE_TO_DENSE", range(1, 4))
@@ -49,16 +40,23 @@ def sparse_to_dense(op: Operator, ctx: ConvertContext) -> LayerSpec:
     out_shape = [int(d) for d in np.asarray(ctx.const(shape)).reshape(-1)]
     fill = np.asarray(ctx.const(default)).reshape(-1)
     kwargs: dict = {"shape": out_shape, "default_value": float(fill[0]) if fill.dtype.kind == "f" else int(fill[0])}
+    return _scatter_layer("SparseToDense", kwargs, op, ctx, indices, values, "values")
+
+
+def _scatter_layer(layer: str, kwargs: dict, op: Operator, ctx: ConvertContext, indices: int, values: int,
+                   what: str) -> LayerSpec:
+    """Constant indices become a layer argument, constant values its stored weight; the rest are inputs.
+    (Both constant: passes fold the op before any converter sees it.)"""
     if ctx.is_const(indices) and ctx.is_const(values):
-        raise ConversionError(f"SPARSE_TO_DENSE op {op.index}: both indices and values are constants")
+        raise ConversionError(f"{op.opcode} op {op.index}: both indices and {what} are constants")
     if ctx.is_const(indices):
         kwargs["indices"] = np.asarray(ctx.const(indices)).astype(np.int64).tolist()
-        return LayerSpec("SparseToDense", kwargs, (values,), op.outputs, custom=True)
+        return LayerSpec(layer, kwargs, (values,), op.outputs, custom=True)
     if ctx.is_const(values):
-        value = _float_weight(op, ctx, values, "values")
+        value = _float_weight(op, ctx, values, what)
         kwargs["constant_shape"] = list(value.shape)
-        return LayerSpec("SparseToDense", kwargs, (indices,), op.outputs, weights=(("constant", value),), custom=True)
-    return LayerSpec("SparseToDense", kwargs, (indices, values), op.outputs, custom=True)
+        return LayerSpec(layer, kwargs, (indices,), op.outputs, weights=(("constant", value),), custom=True)
+    return LayerSpec(layer, kwargs, (indices, values), op.outputs, custom=True)
 
 
 @converter("DYNAMIC_UPDATE_SLICE", range(1, 3))
