@@ -79,7 +79,7 @@ def check(model: Model, conv: Converted, keras_model=None, batches: int = CHECK_
 @dataclass
 class Checked:
     """What `convert_checked` settled on: the conversion kept, its check, and, where "auto"
-    precision fell back to float32, the float16 check that failed."""
+    precision fell back to float32, the float16 check that made it (`float16_reason` says why)."""
 
     conv: Converted
     result: CheckResult | NotChecked | None
