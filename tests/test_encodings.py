@@ -354,7 +354,8 @@ def rebuild_and_verify(path, tmp_path):
     DEQUANTIZE reads, for float outputs of quantized models) or rel 1e-4, every layer within
     verify's layer-local bar, every output input-sensitive. Returns the report."""
     from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.verify import FLOAT_REL_TOL, load_module, verify
+    from tfl_rebuild.measure import FLOAT_REL_TOL
+    from tfl_rebuild.verify import load_module, verify
 
     model, py, weights = write_generated(str(path), str(tmp_path / "gen"))
     report = verify(model, load_module(py).build_model(str(weights)))

@@ -17,8 +17,9 @@ from conftest import FIXTURES_DIR, require_fixture
 
 from tfl_rebuild.cli import main
 from tfl_rebuild.keras_job import write_generated
+from tfl_rebuild.measure import FLOAT_REL_TOL
 from tfl_rebuild.reader import read_model
-from tfl_rebuild.verify import FLOAT_REL_TOL, load_module, verify
+from tfl_rebuild.verify import load_module, verify
 
 KINDS = ("lstm", "gru", "simple_rnn", "bilstm", "stacked_lstm")
 # The "int8" files are dynamic-range: TF 2.21's full-int8 quantizer crashes on these loops.

@@ -12,19 +12,9 @@ from conftest import fixture_params, require_fixture
 from flatbuf import Op, T, build_model
 
 from tfl_rebuild.keras_job import write_generated
+from tfl_rebuild.measure import FLOAT_REL_TOL, HYBRID_LOCAL_REL_TOL, INT8_LSB_TOL, LOCAL_LSB_TOL, tolerance
 from tfl_rebuild.reader import read_model
-from tfl_rebuild.verify import (
-    CONSTANT_NOTE,
-    FLOAT_REL_TOL,
-    HYBRID_LOCAL_REL_TOL,
-    INT8_LSB_TOL,
-    LOCAL_LSB_TOL,
-    load_module,
-    print_report,
-    read_sidecar,
-    tolerance,
-    verify,
-)
+from tfl_rebuild.verify import CONSTANT_NOTE, load_module, print_report, read_sidecar, verify
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -165,7 +155,6 @@ def test_lsb_slack_is_float32_rounding_of_the_grid_only():
     """1 LSB read as 1.0017 on an int16 tensor near full scale is float32 rounding of two grid values
     (up to 2 x 32768 x 2^-24 = 0.004 LSB), not a second step; on int8 the same reading is a real miss."""
     from tfl_rebuild.ir import Quantization, Tensor
-    from tfl_rebuild.verify import tolerance
 
     def tensor(dtype):
         q = Quantization(scale=np.array([0.01], np.float32), zero_point=np.array([0]), quantized_dimension=0)

@@ -2,7 +2,7 @@
 
 Runs of the patched model (outputter) give all TFLite tensors; one run of the Keras model gives
 the rebuild's. They are paired through the `<stem>_tensors.json` sidecar that `keras` writes and
-listed in topological (op) order, judged by `verify.tolerance`, the same definition `keras`
+listed in topological (op) order, judged by `measure.tolerance`, the same definition `keras`
 verification uses:
 
 - default (accumulated): the Keras model runs from the model inputs, against the runtime users
@@ -24,26 +24,18 @@ from .errors import InputError, TflRebuildError
 from .fileio import atomic_output
 from .inspect import quantization_kind
 from .ir import Model
-from .reader import read_model
-from .verify import (
-    FLOAT_REL_TOL,
-    Tolerance,
+from .layer_check import (
     closest_local,
-    compare_arrays,
     dumped_floats,
     float32_rounding_rel,
     hybrid_local_outputs,
-    is_hybrid,
-    kind_text,
-    load_module,
     local_outputs,
     present,
-    read_sidecar,
-    sidecar_for,
     tensor_dumper,
-    to_float,
-    tolerance,
 )
+from .measure import FLOAT_REL_TOL, Tolerance, compare_arrays, is_hybrid, kind_text, to_float, tolerance
+from .reader import read_model
+from .verify import load_module, read_sidecar, sidecar_for
 
 
 @dataclass

@@ -154,17 +154,10 @@ def _from_float(detail: dict, x: np.ndarray) -> np.ndarray:
 
 def _compare(model: Model, conv: Converted, keras_model, batches: int, use_coreml: bool) -> CheckResult:
     from .inspect import quantization_kind
+    from .measure import DYNAMIC_REL_TOL, INT8_LSB_TOL, NOISE_FACTOR, compare_arrays, to_float
     from .runtime import index_limits, make_interpreter
     from .runtime import run as run_tflite
-    from .verify import (
-        DYNAMIC_REL_TOL,
-        INT8_LSB_TOL,
-        NOISE_FACTOR,
-        OutputReport,
-        Report,
-        compare_arrays,
-        to_float,
-    )
+    from .verify import OutputReport, Report
 
     sg = model.main
     kind = quantization_kind(model)
@@ -251,7 +244,7 @@ def quantized_lsb_bar(t, peak: float, fp16: bool) -> float:
     is off by up to 0.037 LSB before any op is wrong: int8 models whose Keras rebuild lands
     exactly 2 LSB off on some element were 2.007 LSB off in Core ML float16 and fell back to
     float32 for that alone."""
-    from .verify import INT8_LSB_TOL, LSB_SLACK
+    from .measure import INT8_LSB_TOL, LSB_SLACK
 
     bar = INT8_LSB_TOL * (1 + LSB_SLACK)
     step = float(t.quantization.scale[0]) if t.quantized and t.quantization.scale.size else 0.0

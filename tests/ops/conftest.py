@@ -73,8 +73,9 @@ class OpCheck:
         judge those by the float tolerance).
         """
         from tfl_rebuild.keras_job import write_generated
+        from tfl_rebuild.measure import FLOAT_REL_TOL
         from tfl_rebuild.reader import read_model
-        from tfl_rebuild.verify import FLOAT_REL_TOL, load_module, verify
+        from tfl_rebuild.verify import load_module, verify
 
         model = read_model(str(path))
         ops = [o.key for o in model.main.operators]

@@ -159,8 +159,9 @@ def test_int16x8_rounds_where_tflite_does(tfl, op):
     weights, 2-15% of a layer's outputs land one int16 step away from the runtime's
     (FULLY_CONNECTED rescales at full precision: it must stay as it is)."""
     from tfl_rebuild.keras_job import write_generated
+    from tfl_rebuild.measure import to_float
     from tfl_rebuild.runtime import make_interpreter, random_inputs, run
-    from tfl_rebuild.verify import load_module, to_float
+    from tfl_rebuild.verify import load_module
 
     shape = (12,) if op == "FULLY_CONNECTED" else (6, 6, 4)
     path = tfl.crafted(_int16x8(_model(INT16[op](), shape)))

@@ -182,9 +182,10 @@ def _calibration_8x8() -> list:
 def test_exact_halves_round_like_the_kernel(tfl, op, act):
     """A 2x2 average or a 2x bilinear resize lands on .5 for a quarter of the elements or more;
     rounded to even they were 1 LSB off TFLite in 3-20% of them (and the error grew downstream)."""
+    from tfl_rebuild.measure import to_float
     from tfl_rebuild.reader import read_model
     from tfl_rebuild.runtime import make_interpreter, random_inputs, run
-    from tfl_rebuild.verify import load_module, run_keras, to_float
+    from tfl_rebuild.verify import load_module, run_keras
 
     path = tfl.crafted(_halves_model(op, act))
     tfl.check(path, op, max_lsb=2.0)
@@ -240,9 +241,10 @@ def test_int16_kernels_round_like_the_runtime(tfl, case):
     off TFLite; now the requantized ones match exactly and the means to float32's own sum of 256
     values (2 of 384 one step off, ~3e-3 of a step from a half). The int16 SUM rounds in float, its
     exact halves away from zero (3% of them one step off when rounded to even)."""
+    from tfl_rebuild.measure import to_float
     from tfl_rebuild.reader import read_model
     from tfl_rebuild.runtime import make_interpreter, random_inputs, run
-    from tfl_rebuild.verify import load_module, run_keras, to_float
+    from tfl_rebuild.verify import load_module, run_keras
 
     path = tfl.crafted(_int16_rounding_model(case))
     op = INT16_ROUNDING[case][3]
@@ -274,9 +276,10 @@ def test_quantize_of_a_float_multiplies_by_the_reciprocal(tfl, dtype):
     float32 values at halves of a step: 9-13% of those were one step off, none now."""
     from flatbuf import Op, T, build_model
 
+    from tfl_rebuild.measure import to_float
     from tfl_rebuild.reader import read_model
     from tfl_rebuild.runtime import make_interpreter, run
-    from tfl_rebuild.verify import load_module, run_keras, to_float
+    from tfl_rebuild.verify import load_module, run_keras
 
     scale, zp, lo, hi = {"int8": (0.0371, 3, -128, 127), "uint8": (0.0371, 128, 0, 255),
                          "int16": (1.4286487e-4, 0, -32768, 32767)}[dtype]
