@@ -38,7 +38,7 @@ import warnings  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tfl_rebuild import outputter, runtime  # noqa: E402
+from tfl_rebuild import fb_patch, outputter, runtime  # noqa: E402
 from tfl_rebuild.errors import TflRebuildError  # noqa: E402
 from tfl_rebuild.reader import read_model  # noqa: E402
 
@@ -122,12 +122,9 @@ def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_rep
 
 def _only_output(model, tensor: int) -> bytes:
     """The model with its outputs replaced by [tensor]: the per-tensor method's rewrite."""
-    import struct
-
-    data = outputter.patch_outputs(model, [])
-    field = outputter._outputs_field(outputter._Buf(data, "bench"), 0)
-    start = len(data)
-    return data[:field] + struct.pack("<I", start - field) + data[field + 4:] + struct.pack("<Ii", 1, tensor)
+    buf = fb_patch.Buffer.of(model)
+    field = outputter._outputs_field(buf, 0)
+    return b"".join(buf.appended_vector(field, [tensor], "subgraph 0 outputs field"))
 
 
 def print_table(name: str, rows) -> None:

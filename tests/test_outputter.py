@@ -22,7 +22,7 @@ from flatbuf import Op, Signature, T, build_model
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfl_rebuild import outputter
+from tfl_rebuild import fb_patch, outputter
 from tfl_rebuild.errors import InputError, ModelFormatError, RuntimeUnavailableError
 from tfl_rebuild.reader import read_model
 
@@ -46,7 +46,7 @@ def chain_model(external: bool = False, names=("x", "w", "a", "b", "y"), two_inp
 
 
 def outputs_field(blob: bytes, subgraph: int = 0) -> int:
-    return outputter._outputs_field(outputter._Buf(blob, "test"), subgraph)
+    return outputter._outputs_field(fb_patch.Buffer(blob, "test"), subgraph)
 
 
 def runnable(path, xnnpack: bool = False):
@@ -114,18 +114,16 @@ def _set_outputs_slot(blob: bytes, value: int | None = None, vtable_size: int | 
     Vtables are shared between same-shaped tables, so the SubGraph gets its own copy, appended
     at the end (a table's soffset may point forward).
     """
-    buf = outputter._Buf(blob, "test")
-    root = buf.u("<I", 0, "")
-    subs = buf.deref(buf.field(root, 2, ""), "")
-    table = buf.deref(subs + 4, "")
-    vtable = table - buf.u("<i", table, "")
-    size = buf.u("<H", vtable, "")
+    buf = fb_patch.Buffer(blob, "test")
+    table = buf.table(buf.subgraphs(), 0, "")
+    vtable = table - buf.read("<i", table, "")
+    size = buf.read("<H", vtable, "")
     out = bytearray(blob) + bytes(-len(blob) % 4)
     new = len(out)
     out += blob[vtable : vtable + size]
     struct.pack_into("<i", out, table, table - new)
     if value is not None:
-        struct.pack_into("<H", out, new + 4 + 2 * 2, value)
+        struct.pack_into("<H", out, new + 4 + 2 * fb_patch.SubGraph.OUTPUTS, value)
     if vtable_size is not None:
         struct.pack_into("<H", out, new, vtable_size)
     return bytes(out)
@@ -142,7 +140,7 @@ def test_patch_refuses_a_subgraph_without_outputs_field(how):
 
 
 def test_patch_refuses_past_the_flatbuffer_limit(monkeypatch):
-    monkeypatch.setattr(outputter, "_FLATBUFFER_LIMIT", 100)
+    monkeypatch.setattr(fb_patch, "FLATBUFFER_LIMIT", 100)
     with pytest.raises(outputter.PatchError, match="2 GB"):
         outputter.patch_outputs(read_model(chain_model(external=True)), [2])
 

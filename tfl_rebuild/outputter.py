@@ -12,7 +12,6 @@ No TensorFlow here: the runtime is imported lazily through `runtime.py`.
 from __future__ import annotations
 
 import re
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,16 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ModelFormatError, RuntimeUnavailableError, TflRebuildError
+from . import fb_patch
+from .errors import InputError, RuntimeUnavailableError, TflRebuildError
 from .ir import Model, Quantization
 from .reader import read_model
 
 # Dtypes the runtime cannot hand back as a plain numpy array (or only as pickled objects).
 _NOT_DUMPABLE = frozenset(["string", "resource", "variant", "int4", "bfloat16"])
-# Flatbuffers' verifier refuses buffers of 2 GB or more, so the new vector must end below that.
-_FLATBUFFER_LIMIT = 2**31 - 1
-# Field slots from schema.fbs: Model.subgraphs and SubGraph.outputs.
-_MODEL_SUBGRAPHS, _SUBGRAPH_OUTPUTS = 2, 2
 
 
 class PatchError(TflRebuildError):
@@ -108,51 +104,20 @@ def select_tensors(model: Model, select: str | None = None, ops: Iterable[str] |
 
 # -- patching -------------------------------------------------------------------------------------
 
-class _Buf:
-    """Bounds-checked little-endian reads of the few flatbuffer fields the patch needs."""
-
-    def __init__(self, data, name: str):
-        self.data, self.name = data, name
-
-    def u(self, fmt: str, pos: int, what: str) -> int:
-        if not 0 <= pos <= len(self.data) - struct.calcsize(fmt):
-            raise ModelFormatError(f"{self.name}: {what} at byte {pos} lies outside the file")
-        return struct.unpack_from(fmt, self.data, pos)[0]
-
-    def field(self, table: int, slot: int, what: str) -> int | None:
-        """Absolute position of a table field, None when the vtable does not have it."""
-        vtable = table - self.u("<i", table, f"{what} table")
-        vt_size = self.u("<H", vtable, f"{what} vtable")
-        if 4 + 2 * slot + 2 > vt_size:
-            return None
-        off = self.u("<H", vtable + 4 + 2 * slot, f"{what} vtable")
-        return table + off if off else None
-
-    def deref(self, pos: int, what: str) -> int:
-        return pos + self.u("<I", pos, what)
-
-
-def _outputs_field(buf: _Buf, subgraph: int) -> int:
+def _outputs_field(buf: fb_patch.Buffer, subgraph: int) -> int:
     """Position of the uoffset that points SubGraph[subgraph] at its outputs vector."""
-    root = buf.u("<I", 0, "root table offset")
-    subs = buf.field(root, _MODEL_SUBGRAPHS, "model")
-    if subs is None:
-        raise ModelFormatError(f"{buf.name}: model has no subgraphs")
-    vec = buf.deref(subs, "subgraphs vector")
-    n = buf.u("<I", vec, "subgraphs vector")
-    if not 0 <= subgraph < n:
-        raise PatchError(f"{buf.name}: subgraph {subgraph} does not exist (model has {n})")
-    elem = vec + 4 + 4 * subgraph
-    table = buf.deref(elem, f"subgraph {subgraph}")
-    field = buf.field(table, _SUBGRAPH_OUTPUTS, f"subgraph {subgraph}")
+    subs = buf.subgraphs()
+    if not 0 <= subgraph < subs.length:
+        raise PatchError(f"{buf.name}: subgraph {subgraph} does not exist (model has {subs.length})")
+    table = buf.table(subs, subgraph, f"subgraph {subgraph}")
+    field = buf.field(table, fb_patch.SubGraph.OUTPUTS, f"subgraph {subgraph}")
     if field is None:
         raise PatchError(
             f"{buf.name}: subgraph {subgraph} has no outputs field in its table to repoint; "
             "this model cannot be patched in place"
         )
-    if field % 4:
-        raise ModelFormatError(f"{buf.name}: subgraph {subgraph} outputs field at byte {field} is misaligned")
-    buf.u("<I", buf.deref(field, f"subgraph {subgraph} outputs"), f"subgraph {subgraph} outputs vector")
+    buf.check_aligned(field, f"subgraph {subgraph} outputs field")
+    buf.vector_at(field, f"subgraph {subgraph} outputs vector")
     return field
 
 
@@ -163,29 +128,21 @@ def patch_pieces(model: Model, tensor_indices: Iterable[int], subgraph: int = 0)
     the end of the original file is byte-identical except the 4-byte outputs field; the new
     vector follows, 4-byte aligned. External buffers keep their absolute offsets.
     """
-    data = model._storage
-    name = Path(model.path).name if model.path else "<bytes>"
+    buf = fb_patch.Buffer.of(model)
     sg = model.subgraphs[subgraph]
     outputs = list(dict.fromkeys([*sg.outputs, *tensor_indices]))
     for t in outputs:
         if not 0 <= t < len(sg.tensors):
-            raise PatchError(f"{name}: tensor index {t} is out of range (0..{len(sg.tensors) - 1})")
-    field = _outputs_field(_Buf(data, name), subgraph)
-    start = -(-len(data) // 4) * 4
-    end = start + 4 + 4 * len(outputs)
-    if end > _FLATBUFFER_LIMIT:
+            raise PatchError(f"{buf.name}: tensor index {t} is out of range (0..{len(sg.tensors) - 1})")
+    field = _outputs_field(buf, subgraph)
+    pieces = buf.appended_vector(field, outputs, f"subgraph {subgraph} outputs field")
+    end = sum(map(len, pieces))
+    if end > fb_patch.FLATBUFFER_LIMIT:
         raise PatchError(
-            f"{name}: the patched model would end at byte {end}, past the 2 GB a flatbuffer offset may reach"
+            f"{buf.name}: the patched model would end at byte {end}, past the 2 GB a flatbuffer offset may reach"
             + (" (its external buffers fill that space)" if model.external_buffers else "")
         )
-    view = memoryview(data)  # slices of a view are not copies
-    return [
-        view[:field],
-        struct.pack("<I", start - field),
-        view[field + 4 :],
-        bytes(start - len(data)),
-        struct.pack(f"<I{len(outputs)}i", len(outputs), *outputs),
-    ]
+    return pieces
 
 
 def patch_outputs(model: Model, tensor_indices: Iterable[int], subgraph: int = 0) -> bytes:

@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import fb_patch
 from .errors import InputError, TflRebuildError
 from .ir import Model, Tensor
 
-# Field slots (schema.fbs): Model.subgraphs / signature_defs, Tensor.shape / shape_signature,
-# SignatureDef.subgraph_index.
-_MODEL_SUBGRAPHS, _MODEL_SIGNATURES = 2, 7
-_TENSOR_SHAPE, _TENSOR_SIGNATURE = 0, 7
-_SIGNATURE_SUBGRAPH = 4
 _NO_SHAPE = ("string", "resource", "variant")
 
 
@@ -69,61 +64,6 @@ def signature_of(t: Tensor) -> tuple[int, ...]:
     return tuple(sig) if sig is not None and len(sig) == len(t.shape) else tuple(t.shape)
 
 
-# -- byte-level helpers ------------------------------------------------------------------------------
-
-class _Patch:
-    """A writable copy of the model bytes with bounds-checked reads and writes."""
-
-    def __init__(self, model: Model):
-        self.data = bytearray(model._storage)
-        self.name = Path(model.path).name if model.path else "<bytes>"
-
-    def u32(self, pos: int) -> int:
-        if not 0 <= pos <= len(self.data) - 4:
-            raise ViewError(f"{self.name}: offset {pos} lies outside the file")
-        return struct.unpack_from("<I", self.data, pos)[0]
-
-    def put(self, fmt: str, pos: int, value: int) -> None:
-        if not 0 <= pos <= len(self.data) - struct.calcsize(fmt):
-            raise ViewError(f"{self.name}: offset {pos} lies outside the file")
-        struct.pack_into(fmt, self.data, pos, value)
-
-    def field(self, table: int, slot: int) -> int | None:
-        vtable = table - struct.unpack_from("<i", self.data, table)[0]
-        if not 0 <= vtable <= len(self.data) - 4:
-            raise ViewError(f"{self.name}: vtable at {vtable} lies outside the file")
-        size = struct.unpack_from("<H", self.data, vtable)[0]
-        if 4 + 2 * slot + 2 > size:
-            return None
-        off = struct.unpack_from("<H", self.data, vtable + 4 + 2 * slot)[0]
-        return table + off if off else None
-
-    def deref(self, pos: int) -> int:
-        return pos + self.u32(pos)
-
-    def vector(self, table: int, slot: int) -> tuple[int, int] | None:
-        """(position of the first element, length) of a vector field, None when absent."""
-        f = self.field(table, slot)
-        if f is None:
-            return None
-        vec = self.deref(f)
-        return vec + 4, self.u32(vec)
-
-    def root(self) -> int:
-        return self.u32(0)
-
-    def element(self, vec: int, n: int, k: int) -> int:
-        if not 0 <= k < n:
-            raise ViewError(f"{self.name}: element {k} of a {n}-element vector")
-        return self.deref(vec + 4 * k)
-
-    def point(self, elem: int, table: int) -> None:
-        """Make the vector element at `elem` refer to `table` (uoffsets only point forward)."""
-        if table <= elem:
-            raise ViewError(f"{self.name}: cannot repoint the vector element at byte {elem} in place")
-        self.put("<I", elem, table - elem)
-
-
 # -- signatures --------------------------------------------------------------------------------------
 
 
@@ -142,28 +82,25 @@ def signature_view(model: Model, key: str) -> Model:
             if k in called or 0 in called:
                 raise ViewError(f"--signature {key!r}: its subgraph {k} (or subgraph 0) is also called by "
                                 f"{op.key} (op {op.index} of subgraph {sg.index}); it cannot be rebuilt on its own")
-    p = _Patch(model)
-    root = p.root()
-    subs = p.vector(root, _MODEL_SUBGRAPHS)
-    sigs = p.vector(root, _MODEL_SIGNATURES)
-    if subs is None or sigs is None:
-        raise ViewError(f"{p.name}: no subgraphs or signature list to patch")
-    vec, n = subs
+    p = fb_patch.Patch.of(model, refuse=ViewError)
+    subs = p.subgraphs()
+    sigs = p.vector(p.root(), fb_patch.Model.SIGNATURE_DEFS, "model", "signature defs vector")
+    if sigs is None:
+        raise ViewError(f"{p.name}: no signature list to patch")
     if k != 0:
-        t0, tk = p.element(vec, n, 0), p.element(vec, n, k)
-        p.point(vec, tk)
-        p.point(vec + 4 * k, t0)
-    svec, sn = sigs
+        t0, tk = p.table(subs, 0, "subgraph 0"), p.table(subs, k, f"subgraph {k}")
+        p.set_table(subs, 0, tk, "subgraphs vector")
+        p.set_table(subs, k, t0, "subgraphs vector")
     j = keys.index(key)
-    table = p.element(svec, sn, j)
+    table = p.table(sigs, j, f"signature def {j}")
     if j != 0:
-        p.point(svec, table)
-    p.put("<I", svec - 4, 1)  # the vector's length: only the chosen signature stays
+        p.set_table(sigs, 0, table, "signature defs vector")
+    p.set_length(sigs, 1, "signature defs vector")  # only the chosen signature stays
     if k != 0:
-        f = p.field(table, _SIGNATURE_SUBGRAPH)
+        f = p.field(table, fb_patch.SignatureDef.SUBGRAPH_INDEX, f"signature def {j}")
         if f is None:
             raise ViewError(f"{p.name}: signature {key!r} stores no subgraph index to patch")
-        p.put("<I", f, 0)
+        p.set_uint32(f, 0, f"signature def {j} subgraph index")
     return _reread(model, p.data)
 
 
@@ -230,7 +167,7 @@ def fixed_shapes(model: Model, shapes: dict[int, tuple[int, ...]] | None = None)
     if not shapes and not any(dynamic_dims(t) for t in sg.tensors if t.data is None and t.dtype not in _NO_SHAPE):
         return model, {}
     want = {t: shapes.get(t, tuple(max(d, 1) for d in sg.tensors[t].shape)) for t in sg.inputs}
-    p = _Patch(model)
+    p = fb_patch.Patch.of(model)
     tables = _tensor_tables(p)
     for t, dims in want.items():
         _set_shape(p, tables[t], sg.tensors[t], dims)
@@ -244,25 +181,23 @@ def fixed_shapes(model: Model, shapes: dict[int, tuple[int, ...]] | None = None)
     return _reread(model, p.data), want
 
 
-def _tensor_tables(p: _Patch) -> list[int]:
-    subs = p.vector(p.root(), _MODEL_SUBGRAPHS)
-    sg = p.element(subs[0], subs[1], 0)
-    vec = p.vector(sg, 0)  # SubGraph.tensors
+def _tensor_tables(p: fb_patch.Patch) -> list[int]:
+    sg = p.table(p.subgraphs(), 0, "subgraph 0")
+    vec = p.vector(sg, fb_patch.SubGraph.TENSORS, "subgraph 0", "subgraph 0 tensors vector")
     if vec is None:
         return []
-    return [p.element(vec[0], vec[1], k) for k in range(vec[1])]
+    return [p.table(vec, k, f"subgraph 0 tensor {k}") for k in range(vec.length)]
 
 
-def _set_shape(p: _Patch, table: int, tensor: Tensor, dims) -> None:
-    for slot in (_TENSOR_SHAPE, _TENSOR_SIGNATURE):
-        vec = p.vector(table, slot)
+def _set_shape(p: fb_patch.Patch, table: int, tensor: Tensor, dims) -> None:
+    where = f"subgraph 0 tensor {tensor.index}"
+    for slot, what in ((fb_patch.Tensor.SHAPE, "shape"), (fb_patch.Tensor.SHAPE_SIGNATURE, "shape_signature")):
+        vec = p.vector(table, slot, where, f"{where} {what}")
         if vec is None:
             continue
-        start, n = vec
-        if n != len(dims):
-            raise ViewError(f"{p.name}: tensor {tensor.name!r} has rank {n} in the file but {len(dims)} at run time")
-        for k, d in enumerate(dims):
-            p.put("<i", start + 4 * k, int(d))
+        if vec.length != len(dims):
+            raise ViewError(f"{p.name}: tensor {tensor.name!r} has rank {vec.length} in the file but {len(dims)} at run time")
+        p.set_int32s(vec, dims, f"{where} {what}")
 
 
 def _runtime_shapes(model: Model, content: bytes, inputs: dict[int, tuple]) -> dict[int, tuple[int, ...]]:
