@@ -163,3 +163,20 @@ def test_lsb_slack_is_float32_rounding_of_the_grid_only():
     int16, int8 = tolerance("int16x8", tensor("int16"), local=True), tolerance("full-int8", tensor("int8"), local=True)
     assert int16.allows(1.003) and not int16.allows(1.01)
     assert int8.allows(1.0005) and not int8.allows(1.003)
+
+
+def test_errors_of_non_finite_values():
+    """Equal infinities (a max pooling's -inf padding) and NaNs at the same place agree; any other
+    non-finite difference is an infinite error; the scale is the finite values' (a NaN used to
+    make the error NaN, which no bar rejected)."""
+    from tfl_rebuild.measure import compare_arrays, max_errors
+
+    ref = np.array([-np.inf, 1.0, 2.0, np.nan], np.float32)
+    assert max_errors(ref, ref.copy()) == (0.0, 0.0)
+    assert compare_arrays(ref, ref.copy())[:2] == (0.0, 0.0)
+    near = np.array([-np.inf, 1.0, 2.5, np.nan], np.float32)
+    assert max_errors(ref, near) == (0.5, 0.25)
+    for wrong in ([0.0, 1.0, 2.0, np.nan], [-np.inf, 1.0, 2.0, 0.0], [np.inf, 1.0, 2.0, np.nan]):
+        got = np.array(wrong, np.float32)
+        assert max_errors(ref, got) == (np.inf, np.inf), wrong
+        assert compare_arrays(ref, got)[:2] == (np.inf, np.inf), wrong

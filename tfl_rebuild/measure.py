@@ -129,15 +129,31 @@ def to_float(t: Tensor, value: np.ndarray) -> np.ndarray:
     return value.astype(np.float32) if value.dtype != np.float32 and value.dtype.kind == "f" else value
 
 
+def _diff_and_scale(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """max |ref - got| and max |ref| of two flat arrays. Equal non-finite values (the -inf a max
+    pooling's padding holds, a NaN both produce) agree; any other non-finite difference is inf,
+    and the scale is that of the finite reference values."""
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(ref - got)
+    if np.isfinite(diff).all():
+        return float(np.max(diff)), float(np.max(np.abs(ref)))
+    same = (ref == got) | (np.isnan(ref) & np.isnan(got))
+    diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
+    finite = np.abs(ref[np.isfinite(ref)])
+    return float(np.max(diff)), float(np.max(finite)) if finite.size else 0.0
+
+
 def compare_arrays(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
     """(max abs error, max abs error / max |ref|, cosine similarity)."""
     ref = np.asarray(ref, np.float64).reshape(-1)
     got = np.asarray(got, np.float64).reshape(-1)
     if ref.shape != got.shape:
         return float("inf"), float("inf"), 0.0
-    diff = float(np.max(np.abs(ref - got))) if ref.size else 0.0
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    diff, scale = _diff_and_scale(ref, got) if ref.size else (0.0, 0.0)
     rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+    if not (np.isfinite(ref).all() and np.isfinite(got).all()):
+        keep = np.isfinite(ref) & np.isfinite(got)
+        ref, got = ref[keep], got[keep]
     na, nb = np.linalg.norm(ref), np.linalg.norm(got)
     cos = float(ref @ got / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
     return diff, rel, cos
@@ -153,5 +169,5 @@ def max_errors(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
         return 0.0, 0.0
     dtype = np.float32 if ref.dtype == got.dtype == np.float32 else np.float64
     ref, got = ref.reshape(-1).astype(dtype, copy=False), got.reshape(-1).astype(dtype, copy=False)
-    diff, scale = float(np.max(np.abs(ref - got))), float(np.max(np.abs(ref)))
+    diff, scale = _diff_and_scale(ref, got)
     return diff, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from flatbuf import Op, T, build_model
 
 X = [1, 4, 3, 2]
 
@@ -69,6 +70,19 @@ def test_pad(tfl, pads):
 @pytest.mark.parametrize("pads", PADS)
 def test_padv2(tfl, pads):
     tfl.check(tfl.function(lambda x: tf.pad(x, PADS[pads], constant_values=1.5), X), "PADV2")
+
+
+def test_padv2_minus_inf_then_max_pool(tfl):
+    """PyTorch's MaxPool2d(3, 2, padding=1) as ai-edge-torch writes it: PADV2 by -inf, then a
+    VALID max pool. TensorFlow's converter writes -FLT_MAX instead, so the model is crafted (the
+    -inf could not be written into the generated code)."""
+    pool = {"padding": "VALID", "stride_w": 2, "stride_h": 2, "filter_width": 3, "filter_height": 3}
+    blob = build_model(
+        [T("x", [1, 9, 8, 3]), T("pads", [4, 2], "int32", np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32)),
+         T("minus_inf", [], data=np.array(-np.inf, np.float32)), T("padded", [1, 11, 10, 3]), T("y", [1, 5, 4, 3])],
+        [Op("PADV2", [0, 1, 2], [3], options_type="PadV2Options"), Op("MAX_POOL_2D", [3], [4], options=pool)],
+        inputs=[0], outputs=[4])
+    tfl.check(tfl.crafted(blob), "PADV2")
 
 
 @pytest.mark.parametrize("pads", ["hw", "channels"])

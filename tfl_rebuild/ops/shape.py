@@ -70,7 +70,9 @@ def pad(op: Operator, ctx: ConvertContext) -> LayerSpec:
     if mode == "constant" and value == 0.0 and len(pads) == 4 and pads[0] == [0, 0] and pads[3] == [0, 0]:
         return LayerSpec("ZeroPadding2D", {"padding": (tuple(pads[1]), tuple(pads[2]))}, (x,), op.outputs)
     kwargs = {"paddings": pads, "mode": mode}
-    if value:
+    if not np.isfinite(value):  # max pooling with explicit padding (ai-edge-torch): PADV2 by -inf
+        kwargs["constant_values"] = str(value)  # "-inf" / "inf" / "nan": the layer parses it
+    elif value:
         kwargs["constant_values"] = value
     return LayerSpec("Pad", kwargs, (x,), op.outputs, custom=True)
 
