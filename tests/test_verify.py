@@ -166,7 +166,8 @@ def test_lsb_slack_is_float32_rounding_of_the_grid_only():
 
 
 def test_errors_of_non_finite_values():
-    """Equal infinities (a max pooling's -inf padding) and NaNs at the same place agree; any other
+    """Equal infinities (a max pooling's -inf padding), -inf and -FLT_MAX, and NaNs at the same place
+    agree; any other
     non-finite difference is an infinite error; the scale is the finite values' (a NaN used to
     make the error NaN, which no bar rejected)."""
     from tfl_rebuild.measure import compare_arrays, max_errors
@@ -174,9 +175,13 @@ def test_errors_of_non_finite_values():
     ref = np.array([-np.inf, 1.0, 2.0, np.nan], np.float32)
     assert max_errors(ref, ref.copy()) == (0.0, 0.0)
     assert compare_arrays(ref, ref.copy())[:2] == (0.0, 0.0)
+    # TFLite's ADD of a -inf mask holds -FLT_MAX (its kernels clamp to the float32 range).
+    saturated = np.array([-np.finfo(np.float32).max, 1.0, 2.0, np.nan], np.float32)
+    assert max_errors(saturated, ref) == (0.0, 0.0) and compare_arrays(ref, saturated)[:2] == (0.0, 0.0)
     near = np.array([-np.inf, 1.0, 2.5, np.nan], np.float32)
     assert max_errors(ref, near) == (0.5, 0.25)
-    for wrong in ([0.0, 1.0, 2.0, np.nan], [-np.inf, 1.0, 2.0, 0.0], [np.inf, 1.0, 2.0, np.nan]):
+    for wrong in ([0.0, 1.0, 2.0, np.nan], [-np.inf, 1.0, 2.0, 0.0], [np.inf, 1.0, 2.0, np.nan],
+                  [-3e38, 1.0, 2.0, np.nan]):
         got = np.array(wrong, np.float32)
         assert max_errors(ref, got) == (np.inf, np.inf), wrong
         assert compare_arrays(ref, got)[:2] == (np.inf, np.inf), wrong

@@ -103,6 +103,13 @@ def _sparse_to_dense(op: Operator, v: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _select(op: Operator, v: list[np.ndarray]) -> np.ndarray:
+    cond = v[0].astype(bool)
+    if op.opcode == "SELECT" and cond.ndim == 1 and v[1].ndim > 1:  # whole slices along axis 0
+        cond = cond.reshape((-1,) + (1,) * (v[1].ndim - 1))
+    return np.where(cond, v[1], v[2])
+
+
 def _reduce(fn):
     def evaluate(op: Operator, v: list[np.ndarray]) -> np.ndarray:
         axes = tuple(int(a) for a in v[1].reshape(-1))
@@ -137,6 +144,8 @@ EVALUATORS: dict[str, Evaluator] = {
     "ONES_LIKE": lambda op, v: np.ones_like(v[0]),
     "SCATTER_ND": _scatter_nd,
     "SPARSE_TO_DENSE": _sparse_to_dense,
+    "SELECT": _select,
+    "SELECT_V2": _select,  # a causal attention mask: where(constant triangle, 0, -inf)
     "WHERE": lambda op, v: np.argwhere(v[0]),  # the coordinates of the true (non-zero) elements
 }
 RESHAPES = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")

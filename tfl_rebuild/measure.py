@@ -129,18 +129,27 @@ def to_float(t: Tensor, value: np.ndarray) -> np.ndarray:
     return value.astype(np.float32) if value.dtype != np.float32 and value.dtype.kind == "f" else value
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _diff_and_scale(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
-    """max |ref - got| and max |ref| of two flat arrays. Equal non-finite values (the -inf a max
-    pooling's padding holds, a NaN both produce) agree; any other non-finite difference is inf,
-    and the scale is that of the finite reference values."""
-    with np.errstate(invalid="ignore"):
+    """max |ref - got| and max |ref| of two flat arrays. Values at or past float32's largest
+    magnitude agree with any other such value of the same sign: TFLite's float kernels clamp their
+    output to [lowest, max] (the range of activation NONE), so where the math gives -inf (a causal
+    mask of -inf added to the scores, a max pooling's -inf padding) TFLite holds -3.4028235e38.
+    NaNs at the same place agree too. Any other pair with a non-finite or saturated value differs
+    by inf, and the scale is that of the other reference values."""
+    with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(ref - got)
-    if np.isfinite(diff).all():
-        return float(np.max(diff)), float(np.max(np.abs(ref)))
-    same = (ref == got) | (np.isnan(ref) & np.isnan(got))
-    diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
-    finite = np.abs(ref[np.isfinite(ref)])
-    return float(np.max(diff)), float(np.max(finite)) if finite.size else 0.0
+        big_ref, big_got = np.abs(ref) >= F32_MAX, np.abs(got) >= F32_MAX
+        if np.isfinite(diff).all() and not big_ref.any() and not big_got.any():
+            return float(np.max(diff)), float(np.max(np.abs(ref)))
+        nan_ref, nan_got = np.isnan(ref), np.isnan(got)
+        agree = (big_ref & big_got & (np.sign(ref) == np.sign(got))) | (nan_ref & nan_got)
+        special = big_ref | big_got | nan_ref | nan_got
+        diff = np.where(agree, 0.0, np.where(special, np.inf, diff))
+    plain = np.abs(ref[~(big_ref | nan_ref)])
+    return float(np.max(diff)), float(np.max(plain)) if plain.size else 0.0
 
 
 def compare_arrays(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
@@ -151,8 +160,8 @@ def compare_arrays(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, floa
         return float("inf"), float("inf"), 0.0
     diff, scale = _diff_and_scale(ref, got) if ref.size else (0.0, 0.0)
     rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-    if not (np.isfinite(ref).all() and np.isfinite(got).all()):
-        keep = np.isfinite(ref) & np.isfinite(got)
+    if not (np.abs(ref) < F32_MAX).all() or not (np.abs(got) < F32_MAX).all():  # inf / NaN / saturated
+        keep = (np.abs(ref) < F32_MAX) & (np.abs(got) < F32_MAX)
         ref, got = ref[keep], got[keep]
     na, nb = np.linalg.norm(ref), np.linalg.norm(got)
     cos = float(ref @ got / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)

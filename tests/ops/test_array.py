@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from flatbuf import Op, T, build_model
 
 X = [2, 4, 3]
 
@@ -133,6 +134,7 @@ SELECT_V2 = {
     "constant-x": (lambda a: tf.where(a > 0.3, np.linspace(-1, 1, 3).astype(np.float32), a), [X]),
     "constant-y": (lambda a: tf.where(a > 0.3, a, np.float32(-0.5)), [X]),
     "bool-input": (lambda c, a, b: tf.where(c, a, b), [([1, 4, 3], tf.bool), X, [1, 1, 3]]),
+    "constant-condition": (lambda a: tf.where(np.tril(np.ones((4, 3), bool)), a, a * -2.0), [X]),
 }
 
 
@@ -154,6 +156,21 @@ SELECT = {
 def test_select(tfl, case):
     fn, specs = SELECT[case]
     tfl.check(tfl.function(fn, *specs), "SELECT")
+
+
+def test_select_v2_of_constants_folds(tfl):
+    """A causal attention mask as ai-edge-torch writes it: SELECT_V2(constant triangle, 0, -inf),
+    every operand constant, added to the scores (TensorFlow's converter folds it itself, so the
+    model is crafted). It folds to one constant; a constant condition was refused."""
+    tri = np.tril(np.ones((4, 4), bool))
+    blob = build_model(
+        [T("x", [1, 2, 4, 4]), T("causal", [4, 4], "bool", tri), T("zero", [], data=np.array(0.0, np.float32)),
+         T("minus_inf", [], data=np.array(-np.inf, np.float32)), T("mask", [4, 4]), T("masked", [1, 2, 4, 4]),
+         T("y", [1, 2, 4, 4])],
+        [Op("SELECT_V2", [1, 2, 3], [4], options_type="SelectV2Options"), Op("ADD", [0, 4], [5]),
+         Op("SOFTMAX", [5], [6], options={"beta": 1.0})],
+        inputs=[0], outputs=[6])
+    tfl.check(tfl.crafted(blob), "SELECT_V2")
 
 
 BATCH_GATHER = {

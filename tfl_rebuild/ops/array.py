@@ -187,10 +187,10 @@ converter("ARG_MIN", range(1, 4))(arg_reduce)
 
 def select(op: Operator, ctx: ConvertContext) -> LayerSpec:
     cond, x, y = op.inputs[:3]
-    if ctx.is_const(cond):
-        raise ConversionError(f"{op.opcode} op {op.index}: a constant condition is not supported")
     layout = "".join("c" if ctx.is_const(i) else "i" for i in (cond, x, y))
-    consts = [_float_const(op, ctx, i) for i in (x, y) if ctx.is_const(i)]
+    # A constant condition (a mask) is stored as 0 / 1 floats; the layer casts it back to bool.
+    consts = [np.asarray(ctx.const(cond)).astype(bool).astype(np.float32)] if ctx.is_const(cond) else []
+    consts += [_float_const(op, ctx, i) for i in (x, y) if ctx.is_const(i)]
     kwargs: dict = {"layout": layout}
     if consts:
         kwargs["constant_shapes"] = [list(c.shape) for c in consts]
