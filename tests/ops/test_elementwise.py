@@ -59,6 +59,40 @@ def test_binary(tfl, op, variant, specs):
     tfl.check(tfl.function(_binary_fn(op, variant), *specs), op)
 
 
+# Operand shapes where Keras' TensorFlow backend took the second ADD operand for a bias
+# (tf.nn.bias_add keeps the first one's shape): a rank-2 FULLY_CONNECTED output plus a rank-3 slice,
+# as ai-edge-torch's unrolled LSTM writes it ([1, 128] + [1, 1, 128] came out [1, 128]); a column
+# plus a row; the bias-like operand first; a column added to a square (the bias reading added it
+# along the last axis); the bias cases that shortcut gets right.
+ADD_BROADCAST = {
+    "more-axes-second": ([1, 8], [1, 1, 8]),
+    "column-plus-row": ([1, 1, 8], [1, 8, 1]),
+    "vector-first": ([1, 1, 8], [1, 3, 8]),
+    "along-axis-1-of-square": ([1, 8, 8], [1, 8, 1]),
+    "bias-last-axis": ([1, 3, 8], [8]),
+    "bias-axis-1": ([1, 8, 3, 3], [1, 8, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("shapes", ADD_BROADCAST.values(), ids=ADD_BROADCAST)
+def test_add_broadcast_shapes(tfl, shapes):
+    tfl.check(tfl.function(lambda a, b: tf.add(a, b * 2.0), *shapes), "ADD")
+
+
+def test_add_rank_2_plus_rank_3(tfl):
+    """ai-edge-torch's unrolled LSTM: ADD(FULLY_CONNECTED [1, 8], SLICE [1, 1, 8]) -> [1, 1, 8], in
+    that operand order (TensorFlow's converter puts the larger operand first, so it is crafted)."""
+    from flatbuf import Op, T, build_model
+
+    perm = np.array([2, 1, 0], np.int32)  # a reader that needs the rank (the outputs are compared flat)
+    blob = build_model([T("a", [1, 8]), T("b", [1, 1, 8]), T("sum", [1, 1, 8]), T("perm", [3], "int32", perm),
+                        T("y", [8, 1, 1])],
+                       [Op("ADD", [0, 1], [2], options={"fused_activation_function": "NONE"}),
+                        Op("TRANSPOSE", [2, 3], [4], options_type="TransposeOptions")],
+                       inputs=[0, 1], outputs=[4])
+    tfl.check(tfl.crafted(blob), "ADD")
+
+
 ACTIVATIONS = {"relu": tf.nn.relu, "relu6": tf.nn.relu6, "relu_n1_to_1": lambda x: tf.clip_by_value(x, -1.0, 1.0)}
 
 
