@@ -91,6 +91,15 @@ def test_mirror_pad(tfl, mode, pads):
     tfl.check(tfl.function(lambda x: tf.pad(x, PADS[pads], mode=mode), X), "MIRROR_PAD")
 
 
+@pytest.mark.parametrize("pads", [[[0, 0], [1, 1], [1, 1], [0, 0]], [[0, 0], [2, 0], [1, 3], [0, 0]]],
+                         ids=["replicate-by-1", "uneven"])
+@pytest.mark.parametrize("mode", ["REFLECT", "SYMMETRIC"])
+def test_mirror_pad_core_ml(tfl, mode, pads):
+    """coremltools converts a SYMMETRIC tf.pad as REFLECT (rel 1.29 on a replicate-by-1 pad, the
+    form PyTorch's replication padding takes through ai-edge-torch)."""
+    tfl.core_ml(tfl.function(lambda x: tf.pad(x + 0.5, pads, mode=mode), [1, 5, 6, 3]), "MIRROR_PAD")
+
+
 SLICES = {
     "begin-size": ([0, 1, 0, 0], [1, 2, 3, 2]),
     "size-minus-1": ([0, 1, 1, 1], [-1, -1, -1, -1]),
