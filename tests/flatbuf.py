@@ -103,6 +103,18 @@ class Signature:
     subgraph_index: int = 0
 
 
+@dataclass
+class Graph:
+    """A further subgraph (index 1, 2, ... in the order given): what control flow and
+    STABLEHLO_COMPOSITE ops call. Its tensors index their own list; buffers are shared."""
+
+    tensors: Sequence[T]
+    ops: Sequence[Op]
+    inputs: Sequence[int]
+    outputs: Sequence[int]
+    name: str | bytes = ""
+
+
 def builtin_code(name: str) -> int:
     return getattr(tflite.BuiltinOperator, name)
 
@@ -153,73 +165,11 @@ def _blob(data: np.ndarray | bytes) -> bytes:
     return data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
 
 
-def _build(
-    tensors: Sequence[T],
-    ops: Sequence[Op],
-    inputs: Sequence[int],
-    outputs: Sequence[int],
-    description: str | bytes,
-    subgraph_name: str | bytes,
-    metadata: dict[str, bytes],
-    signatures: Sequence[Signature],
-    version: int,
-    external_offsets: dict[int, tuple[int, int]] | None,
-) -> tuple[bytes, list[bytes]]:
-    """One flatbuffer; returns it and the external blobs (in buffer order) to append after it."""
-    b = flatbuffers.Builder(1024)
-
-    # Buffers: 0 is the conventional empty buffer; each constant gets its own; metadata after.
-    buffer_blobs: list[tuple[bytes, bool]] = [(b"", False)]
-    tensor_buffer = []
-    for t in tensors:
-        if t.data is not None:
-            tensor_buffer.append(len(buffer_blobs))
-            buffer_blobs.append((_blob(t.data), t.external))
-        else:
-            tensor_buffer.append(0)
-    metadata_buffer = {}
-    for name, blob in metadata.items():
-        metadata_buffer[name] = len(buffer_blobs)
-        buffer_blobs.append((blob, False))
-
-    externals = []
-    buffer_offsets = []
-    for i, (blob, external) in enumerate(buffer_blobs):
-        data_vec = None
-        if blob and not external:
-            data_vec = b.CreateByteVector(blob)
-        tflite.BufferStart(b)
-        if data_vec is not None:
-            tflite.BufferAddData(b, data_vec)
-        if external:
-            off, size = (external_offsets or {}).get(i, (_OFFSET_PLACEHOLDER, len(blob)))
-            tflite.BufferAddOffset(b, off)
-            tflite.BufferAddSize(b, size)
-            externals.append(blob)
-        buffer_offsets.append(tflite.BufferEnd(b))
-
-    # Operator codes, deduplicated in order of first use.
-    codes: list[tuple] = []
-    for op in ops:
-        key = _code_key(op)
-        if key not in codes:
-            codes.append(key)
-    code_offsets = []
-    for name, custom, ver, forced_code, forced_deprecated in codes:
-        custom_off = b.CreateString(custom) if custom is not None else None
-        code = builtin_code("CUSTOM" if custom is not None else name)
-        tflite.OperatorCodeStart(b)
-        tflite.OperatorCodeAddDeprecatedBuiltinCode(
-            b, min(code, 127) if forced_deprecated is None else forced_deprecated)
-        tflite.OperatorCodeAddBuiltinCode(b, code if forced_code is None else forced_code)
-        tflite.OperatorCodeAddVersion(b, ver)
-        if custom_off is not None:
-            tflite.OperatorCodeAddCustomCode(b, custom_off)
-        code_offsets.append(tflite.OperatorCodeEnd(b))
-
+def _subgraph(b: flatbuffers.Builder, g: Graph, tensor_buffer: list[int], codes: list[tuple]) -> int:
+    """One SubGraph table: its tensors, operators, inputs and outputs."""
     # Tensors.
     tensor_offsets = []
-    for t, own_buffer in zip(tensors, tensor_buffer):
+    for t, own_buffer in zip(g.tensors, tensor_buffer):
         name = b.CreateString(t.name)
         shape = _int_vector(b, t.shape)
         sig = _int_vector(b, t.shape_signature) if t.shape_signature is not None else None
@@ -247,7 +197,7 @@ def _build(
 
     # Operators.
     op_offsets = []
-    for op in ops:
+    for op in g.ops:
         ins, outs = _int_vector(b, op.inputs), _int_vector(b, op.outputs)
         inter = _int_vector(b, op.intermediates) if op.intermediates else None
         custom_opts = b.CreateByteVector(op.custom_options) if op.custom_options else None
@@ -272,15 +222,88 @@ def _build(
 
     tensors_vec = _table_vector(b, tensor_offsets)
     ops_vec = _table_vector(b, op_offsets)
-    in_vec, out_vec = _int_vector(b, inputs), _int_vector(b, outputs)
-    sg_name = b.CreateString(subgraph_name)
+    in_vec, out_vec = _int_vector(b, g.inputs), _int_vector(b, g.outputs)
+    sg_name = b.CreateString(g.name)
     tflite.SubGraphStart(b)
     tflite.SubGraphAddTensors(b, tensors_vec)
     tflite.SubGraphAddInputs(b, in_vec)
     tflite.SubGraphAddOutputs(b, out_vec)
     tflite.SubGraphAddOperators(b, ops_vec)
     tflite.SubGraphAddName(b, sg_name)
-    subgraph = tflite.SubGraphEnd(b)
+    return tflite.SubGraphEnd(b)
+
+
+def _build(
+    tensors: Sequence[T],
+    ops: Sequence[Op],
+    inputs: Sequence[int],
+    outputs: Sequence[int],
+    description: str | bytes,
+    subgraph_name: str | bytes,
+    metadata: dict[str, bytes],
+    signatures: Sequence[Signature],
+    version: int,
+    external_offsets: dict[int, tuple[int, int]] | None,
+    graphs: Sequence[Graph] = (),
+) -> tuple[bytes, list[bytes]]:
+    """One flatbuffer; returns it and the external blobs (in buffer order) to append after it."""
+    b = flatbuffers.Builder(1024)
+    graphs = [Graph(tensors, ops, inputs, outputs, subgraph_name), *graphs]
+
+    # Buffers: 0 is the conventional empty buffer; each constant gets its own; metadata after.
+    buffer_blobs: list[tuple[bytes, bool]] = [(b"", False)]
+    graph_buffers = []
+    for g in graphs:
+        tensor_buffer = []
+        for t in g.tensors:
+            if t.data is not None:
+                tensor_buffer.append(len(buffer_blobs))
+                buffer_blobs.append((_blob(t.data), t.external))
+            else:
+                tensor_buffer.append(0)
+        graph_buffers.append(tensor_buffer)
+    metadata_buffer = {}
+    for name, blob in metadata.items():
+        metadata_buffer[name] = len(buffer_blobs)
+        buffer_blobs.append((blob, False))
+
+    externals = []
+    buffer_offsets = []
+    for i, (blob, external) in enumerate(buffer_blobs):
+        data_vec = None
+        if blob and not external:
+            data_vec = b.CreateByteVector(blob)
+        tflite.BufferStart(b)
+        if data_vec is not None:
+            tflite.BufferAddData(b, data_vec)
+        if external:
+            off, size = (external_offsets or {}).get(i, (_OFFSET_PLACEHOLDER, len(blob)))
+            tflite.BufferAddOffset(b, off)
+            tflite.BufferAddSize(b, size)
+            externals.append(blob)
+        buffer_offsets.append(tflite.BufferEnd(b))
+
+    # Operator codes, deduplicated in order of first use.
+    codes: list[tuple] = []
+    for op in (op for g in graphs for op in g.ops):
+        key = _code_key(op)
+        if key not in codes:
+            codes.append(key)
+    code_offsets = []
+    for name, custom, ver, forced_code, forced_deprecated in codes:
+        custom_off = b.CreateString(custom) if custom is not None else None
+        code = builtin_code("CUSTOM" if custom is not None else name)
+        tflite.OperatorCodeStart(b)
+        tflite.OperatorCodeAddDeprecatedBuiltinCode(
+            b, min(code, 127) if forced_deprecated is None else forced_deprecated)
+        tflite.OperatorCodeAddBuiltinCode(b, code if forced_code is None else forced_code)
+        tflite.OperatorCodeAddVersion(b, ver)
+        if custom_off is not None:
+            tflite.OperatorCodeAddCustomCode(b, custom_off)
+        code_offsets.append(tflite.OperatorCodeEnd(b))
+
+    subgraph_offsets = [_subgraph(b, g, tensor_buffer, codes)
+                        for g, tensor_buffer in zip(graphs, graph_buffers)]
 
     md_offsets = []
     for name, bi in metadata_buffer.items():
@@ -311,7 +334,7 @@ def _build(
         sig_offsets.append(tflite.SignatureDefEnd(b))
 
     codes_vec = _table_vector(b, code_offsets)
-    subgraphs_vec = _table_vector(b, [subgraph])
+    subgraphs_vec = _table_vector(b, subgraph_offsets)
     buffers_vec = _table_vector(b, buffer_offsets)
     md_vec = _table_vector(b, md_offsets) if md_offsets else None
     sig_vec = _table_vector(b, sig_offsets) if sig_offsets else None
@@ -342,15 +365,18 @@ def build_model(
     signatures: Sequence[Signature] = (),
     version: int = 3,
     align: int = 64,
+    subgraphs: Sequence[Graph] = (),
 ) -> bytes:
     """A complete .tflite file. External buffers follow the flatbuffer, each `align`-ed, with
-    `Buffer.offset` the absolute file offset of its bytes (what TFLite's runtime reads)."""
+    `Buffer.offset` the absolute file offset of its bytes (what TFLite's runtime reads).
+    `subgraphs` are further subgraphs after the main one (subgraph 0)."""
     args = (tensors, ops, inputs, outputs, description, subgraph_name, metadata or {}, signatures, version)
-    flat, externals = _build(*args, external_offsets=None)
+    flat, externals = _build(*args, external_offsets=None, graphs=subgraphs)
     if not externals:
         return flat
     # Pass 2: the offsets are fixed-width fields, so the flatbuffer keeps its size.
-    ext_ids = [i for i, blob in enumerate(_buffer_layout(tensors)) if blob]
+    all_tensors = [t for ts in (tensors, *(g.tensors for g in subgraphs)) for t in ts]
+    ext_ids = [i for i, blob in enumerate(_buffer_layout(all_tensors)) if blob]
     pos, offsets, out_tail = len(flat), {}, b""
     for bi, blob in zip(ext_ids, externals):
         pad = -pos % align
@@ -359,7 +385,7 @@ def build_model(
         offsets[bi] = (pos, len(blob))
         out_tail += blob
         pos += len(blob)
-    flat2, _ = _build(*args, external_offsets=offsets)
+    flat2, _ = _build(*args, external_offsets=offsets, graphs=subgraphs)
     if len(flat2) != len(flat):
         raise AssertionError("external offsets changed the flatbuffer size")
     return flat2 + out_tail

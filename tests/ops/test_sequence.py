@@ -328,3 +328,74 @@ SVDF_CASES = {"rank1-relu": (1, "RELU"), "rank2-none": (2, "NONE"), "rank2-no-bi
 @pytest.mark.parametrize("case", SVDF_CASES)
 def test_svdf(tfl, case):
     tfl.check(tfl.crafted(_svdf_model(*SVDF_CASES[case])), "SVDF")
+
+
+# --- STABLEHLO_COMPOSITE (crafted: ai-edge-torch writes it; TensorFlow's converter does not) ------
+
+
+def _rms_norm_decomposition(name: str = "odml.rms_norm.impl", rank_op: str = "RSQRT"):
+    """odml.rms_norm's decomposition as ai-edge-torch writes it: x * rsqrt(mean(x^2) + eps) * w."""
+    from flatbuf import Graph, Op, T
+
+    tensors = [T("arg0", [1, 4, 8]), T("arg1", [8]), T("sq", [1, 4, 8]), T("axis", [1], "int32", np.array([2], np.int32)),
+               T("mean", [1, 4, 1]), T("eps", [], data=np.array(1e-6, np.float32)), T("mean_eps", [1, 4, 1]),
+               T("inv", [1, 4, 1]), T("normed", [1, 4, 8]), T("out", [1, 4, 8])]
+    ops = [Op("MUL", [0, 0], [2]), Op("MEAN", [2, 3], [4], options={"keep_dims": True}, options_type="ReducerOptions"),
+           Op("ADD", [4, 5], [6]), Op(rank_op, [6], [7]), Op("MUL", [0, 7], [8]), Op("MUL", [8, 1], [9])]
+    return Graph(tensors, ops, [0, 1], [9], name)
+
+
+def _composite(name: str, index: int) -> dict:
+    from flatbuffers import flexbuffers
+
+    attributes = np.frombuffer(flexbuffers.Dumps({"epsilon": 1e-6}), np.uint8)  # the runtime wants a map
+    return {"name": name, "decomposition_subgraph_index": index, "composite_attributes": attributes, "version": 0}
+
+
+def composite_model(rank_op: str = "RSQRT") -> bytes:
+    """main: y = rms_norm(x, w1); z = rms_norm(relu(y), w2), two STABLEHLO_COMPOSITE ops, each with
+    its own decomposition subgraph (as ai-edge-torch writes one per call), weights as constant operands."""
+    from flatbuf import Op, T, build_model
+
+    w1, w2 = (np.random.default_rng(s).uniform(0.5, 1.5, 8).astype(np.float32) for s in (1, 2))
+    tensors = [T("x", [1, 4, 8]), T("w1", [8], data=w1), T("y", [1, 4, 8]), T("relu", [1, 4, 8]), T("w2", [8], data=w2),
+               T("z", [1, 4, 8])]
+    ops = [Op("STABLEHLO_COMPOSITE", [0, 1], [2], options=_composite("odml.rms_norm", 1),
+              options_type="StableHLOCompositeOptions"),
+           Op("RELU", [2], [3]),
+           Op("STABLEHLO_COMPOSITE", [3, 4], [5], options=_composite("odml.rms_norm", 2),
+              options_type="StableHLOCompositeOptions")]
+    return build_model(tensors, ops, inputs=[0], outputs=[5],
+                       subgraphs=[_rms_norm_decomposition(rank_op=rank_op),
+                                  _rms_norm_decomposition("odml.rms_norm.impl_0", rank_op)])
+
+
+def test_stablehlo_composite_runs_its_decomposition(tfl):
+    tfl.check(tfl.crafted(composite_model()), "STABLEHLO_COMPOSITE")
+
+
+def test_stablehlo_composite_converts_to_core_ml(tfl):
+    tfl.core_ml(tfl.crafted(composite_model()), "STABLEHLO_COMPOSITE")
+
+
+def test_stablehlo_composite_source_names_it(tmp_path):
+    from tfl_rebuild.codegen.emit import generate
+    from tfl_rebuild.reader import read_model
+
+    path = tmp_path / "composite.tflite"
+    path.write_bytes(composite_model())
+    source = generate(read_model(str(path)), "composite").source
+    assert source.count("# STABLEHLO_COMPOSITE odml.rms_norm") == 2
+    assert "def build_odml_rms_norm_impl(w):" in source and "def build_odml_rms_norm_impl_0(w):" in source
+    assert "Composite(" in source and "Lambda" not in source
+
+
+def test_op_inside_a_decomposition_without_converter_is_listed(tmp_path):
+    """`check` lists ops without a converter inside decomposition subgraphs too, with counts."""
+    from tfl_rebuild.check import scan_ops
+    from tfl_rebuild.reader import read_model
+
+    path = tmp_path / "composite.tflite"
+    path.write_bytes(composite_model(rank_op="LSH_PROJECTION"))
+    missing, _ = scan_ops(read_model(str(path)))
+    assert [(m["op"], m["count"]) for m in missing] == [("LSH_PROJECTION v1", 2)], missing

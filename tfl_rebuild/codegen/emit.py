@@ -145,6 +145,8 @@ class _Emitter:
         what = op.opcode if op.opcode != "CUSTOM" else f"CUSTOM {display(op.custom_code or '', 40)}"
         if op.options.get("silu"):  # passes.fuse_silu: the MUL by the input is part of it
             what = "LOGISTIC + MUL"
+        if op.opcode == "STABLEHLO_COMPOSITE" and isinstance(op.options.get("name"), str):
+            what = f"STABLEHLO_COMPOSITE {display(op.options['name'], 40)}"
         shape = list(self.sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []
         return Code(f"# {what} {display(main.split(';')[0])} -> {lit(shape)}")
 

@@ -1,8 +1,10 @@
-"""Sequence models and control flow: LSTM / RNN / SVDF ops, WHILE and IF over their subgraphs.
+"""Sequence models and control flow: LSTM / RNN / SVDF ops, WHILE and IF over their subgraphs,
+STABLEHLO_COMPOSITE over its decomposition.
 
-WHILE and IF call other subgraphs of the model. A converter names them with `SubgraphRef`; codegen
-emits each referenced subgraph once as its own `build_<name>(w)` function returning a keras.Model,
-and the loop / branch layer runs those models (keras.ops.while_loop / keras.ops.cond).
+WHILE, IF and STABLEHLO_COMPOSITE call other subgraphs of the model. A converter names them with
+`SubgraphRef`; codegen emits each referenced subgraph once as its own `build_<name>(w)` function
+returning a keras.Model, and the loop / branch / composite layer runs those models
+(keras.ops.while_loop / keras.ops.cond / a plain call).
 """
 
 from __future__ import annotations
@@ -68,6 +70,17 @@ def if_(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
                                   "else_branch": _subgraph(op, "else_subgraph_index")},
                        tuple(refs), op.outputs, custom=True)
     return [r for r in refs if isinstance(r, LayerSpec)] + [branch]
+
+
+@converter("STABLEHLO_COMPOSITE", range(1, 2),
+           note="the decomposition subgraph becomes a keras.Model run by a Composite layer")
+def stablehlo_composite(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    """A named high-level op (ai-edge-torch's odml.rms_norm, odml.scaled_dot_product_attention,
+    ...) that the runtime computes by calling its decomposition subgraph: so does the rebuild."""
+    refs = _operands(op, ctx, op.inputs)
+    call = LayerSpec("Composite", {"decomposition": _subgraph(op, "decomposition_subgraph_index")},
+                     tuple(refs), op.outputs, custom=True)
+    return [r for r in refs if isinstance(r, LayerSpec)] + [call]
 
 
 def dynamic_slice(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
