@@ -12,7 +12,14 @@ from conftest import fixture_params, require_fixture
 from flatbuf import Op, T, build_model
 
 from tfl_rebuild.keras_job import write_generated
-from tfl_rebuild.measure import FLOAT_REL_TOL, HYBRID_LOCAL_REL_TOL, INT8_LSB_TOL, LOCAL_LSB_TOL, tolerance
+from tfl_rebuild.measure import (
+    DYNAMIC_REL_TOL,
+    FLOAT_REL_TOL,
+    HYBRID_LOCAL_REL_TOL,
+    INT8_LSB_TOL,
+    LOCAL_LSB_TOL,
+    tolerance,
+)
 from tfl_rebuild.reader import read_model
 from tfl_rebuild.verify import CONSTANT_NOTE, load_module, print_report, read_sidecar, verify
 
@@ -185,3 +192,39 @@ def test_errors_of_non_finite_values():
         got = np.array(wrong, np.float32)
         assert max_errors(ref, got) == (np.inf, np.inf), wrong
         assert compare_arrays(ref, got)[:2] == (np.inf, np.inf), wrong
+
+
+def weight_only_model() -> bytes:
+    """ai-edge-quantizer's weight-only recipe: an int8 per-channel weight behind DEQUANTIZE, then a
+    float FULLY_CONNECTED (every kernel computes in float)."""
+    rng = np.random.default_rng(5)
+    q = rng.integers(-127, 128, size=(6, 8)).astype(np.int8)
+    scale = rng.uniform(0.002, 0.01, size=6).astype(np.float32)
+    return build_model(
+        [T("x", [1, 8]), T("w_q", [6, 8], "int8", q, scale=scale, zero_point=[0] * 6), T("w", [6, 8]),
+         T("b", [6], data=rng.uniform(-0.1, 0.1, 6).astype(np.float32)), T("y", [1, 6])],
+        [Op("DEQUANTIZE", [1], [2]), Op("FULLY_CONNECTED", [0, 2, 3], [4], options={"fused_activation_function": "NONE"})],
+        inputs=[0], outputs=[4])
+
+
+def test_weight_only_int8_is_judged_as_float(tmp_path):
+    """int8 weights read only by DEQUANTIZE (ai-edge-quantizer's weight-only recipe) compute in
+    float: the model kind is weight-only, its outputs judged by the float bar. It was taken for
+    dynamic-range, whose output bar (rel 5e-2) passed a 3% error in the weights (only the
+    layer-local check caught it)."""
+    from tfl_rebuild.inspect import quantization_kind
+
+    path = tmp_path / "weight_only.tflite"
+    path.write_bytes(weight_only_model())
+    model = read_model(str(path))
+    assert quantization_kind(model) == "weight-only"
+    _, py, npz = write_generated(str(path), str(tmp_path / "gen"))
+    report = verify(model, load_module(py).build_model(str(npz)))
+    assert report.ok and report.kind == "weight-only" and report.outputs[0].max_rel < FLOAT_REL_TOL
+    with np.load(npz, allow_pickle=False) as f:
+        weights = {k: f[k] for k in f.files}
+    kernel = next(k for k in weights if k.endswith("/kernel"))
+    weights[kernel] = weights[kernel] * np.float32(1.03)
+    np.savez(npz, **weights)
+    wrong = verify(model, load_module(py).build_model(str(npz)))
+    assert 1e-3 < wrong.outputs[0].max_rel < DYNAMIC_REL_TOL and not wrong.outputs[0].ok

@@ -29,7 +29,10 @@ def weight_tensors(sg: Subgraph) -> set[int]:
 
 
 def quantization_kind(model: Model) -> str:
-    """float | fp16 | dynamic-range | full-int8 | int16x8, judged from activations then weights."""
+    """float | fp16 | weight-only | dynamic-range | full-int8 | int16x8, judged from activations
+    then weights. weight-only: every int8 / uint8 / int4 weight is read by a DEQUANTIZE alone (as
+    ai-edge-quantizer's weight-only recipe writes them), so every kernel computes in float;
+    dynamic-range: some op reads quantized weights itself (a hybrid kernel)."""
     tensors = [t for sg in model.subgraphs for t in sg.tensors]
     weights = {(sg.index, i) for sg in model.subgraphs for i in weight_tensors(sg)}
     acts = {t.dtype for sg in model.subgraphs for t in sg.tensors
@@ -39,8 +42,12 @@ def quantization_kind(model: Model) -> str:
     if acts & {"int8", "uint8"}:
         return "full-int8"
     consts = {t.dtype for t in tensors if t.data is not None}
-    if any(t.data is not None and t.quantized and t.dtype in ("int8", "uint8", "int4") for t in tensors):
-        return "dynamic-range"
+    int_weights = {(sg.index, t.index) for sg in model.subgraphs for t in sg.tensors
+                   if t.data is not None and t.quantized and t.dtype in ("int8", "uint8", "int4")}
+    if int_weights:
+        readers = {op.opcode for sg in model.subgraphs for op in sg.operators
+                   if any((sg.index, i) in int_weights for i in op.inputs)}
+        return "weight-only" if readers == {"DEQUANTIZE"} else "dynamic-range"
     if "float16" in consts:
         return "fp16"
     return "float"
