@@ -150,3 +150,30 @@ def test_reshape_read_only_by_a_folded_shape_is_dropped(tmp_path):
     path.write_bytes(build_model(tensors, ops, inputs=[0], outputs=[4]))
     _, remaining = prepare(read_model(str(path)))
     assert [(o.opcode, o.outputs) for o in remaining] == [("RESHAPE", (4,))]
+
+
+@pytest.mark.parametrize("frame, step, n", [(64, 32, 256), (1024, 280, 144000)])
+def test_stft_of_dynamic_batch_folds(tfl, frame, step, n):
+    """tf.signal.frame on a dynamic batch splits SHAPE's vector (SPLIT_V), reshapes a piece to a
+    scalar through an empty shape constant (no buffer bytes), and builds gather indices of frames x
+    frame length (511 x 1024 at BirdNET's size, past the old fold limit): all of it folds."""
+    path = tfl.function(lambda x: tf.abs(tf.signal.stft(x, frame, step, frame)), [None, n])
+    tfl.check(path, "SPLIT_V")
+    source = _source(tfl)  # the frames' Slice and Gather of the signal stay: they are data
+    assert not any(layer in source for layer in ("ShapeOf(", "Stack(", "Concat(")), "the shape chain did not fold"
+
+
+@pytest.mark.parametrize("opcode, inputs, options, want", [
+    ("SPLIT", [np.array(1, np.int32), np.arange(6).reshape(1, 6)], {"num_splits": 3},
+     [[[0, 1]], [[2, 3]], [[4, 5]]]),
+    ("SPLIT_V", [np.array([1, 144000], np.int32), np.array([1, 1, -1], np.int32), np.array(0, np.int32)], {},
+     [[1], [144000], []]),
+    ("UNPACK", [np.array([[1, 2], [3, 4]], np.int32)], {"axis": 1, "num": 2}, [[1, 3], [2, 4]]),
+])
+def test_multi_output_ops_of_constants_evaluate(opcode, inputs, options, want):
+    from tfl_rebuild.const_eval import evaluate_multi
+    from tfl_rebuild.ir import Operator
+
+    op = Operator(index=0, opcode=opcode, version=1, inputs=(), outputs=(), options=options)
+    got = evaluate_multi(op, inputs, ["int32"] * len(want))
+    assert [g.tolist() for g in got] == want

@@ -220,6 +220,8 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
     row.params = sum(params_by_dtype(model).values())
     row.quantization = quantization_kind(model)
     row.unsupported, row.conversion_errors = scan_ops(model)
+    if row.conversion_errors and not row.unsupported:  # maybe only at the stored dynamic shapes: scan as built
+        row.conversion_errors = scan_ops(_fixed_view(model))[1]
     if row.unsupported:
         listed = [u["op"] + (f" x{u['count']}" if u["count"] > 1 else "") for u in row.unsupported]
         detail = next((u["detail"] for u in row.unsupported if u["detail"]), "")
@@ -238,6 +240,17 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
         row.coreml.reason = "--no-coreml" if not opts.coreml else "the Keras rebuild did not pass"
     row.outcome = "pass" if passes(row, opts) else "fail"
     row.reason = "" if row.outcome == "pass" else _first_reason(row)
+
+
+def _fixed_view(model):
+    """The model as the rebuild takes it (views.py: dynamic dims fixed), or as it is when that fails
+    (the rebuild then reports why)."""
+    from .views import make_view
+
+    try:
+        return make_view(model).model
+    except Exception:
+        return model
 
 
 def passes(row: Row, opts: Options) -> bool:

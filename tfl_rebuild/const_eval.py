@@ -168,6 +168,33 @@ def evaluate(op: Operator, values: list[np.ndarray], out_shape: tuple[int, ...],
     return out
 
 
+def _split_v(v: list[np.ndarray]) -> list[np.ndarray]:
+    x, sizes, axis = v[0], [int(n) for n in v[1].reshape(-1)], int(v[2].reshape(-1)[0])
+    if -1 in sizes:  # one size may be left for the rest
+        sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
+    return np.split(x, np.cumsum(sizes)[:-1], axis=axis)
+
+
+MULTI_EVALUATORS: dict[str, Callable[[Operator, list[np.ndarray]], list[np.ndarray]]] = {
+    "SPLIT": lambda op, v: np.split(v[1], int(op.options.get("num_splits", 1)), axis=int(v[0].reshape(-1)[0])),
+    "SPLIT_V": lambda op, v: _split_v(v),
+    "UNPACK": lambda op, v: [np.take(v[0], i, axis=int(op.options.get("axis", 0)))
+                             for i in range(v[0].shape[int(op.options.get("axis", 0))])],
+}
+
+
+def evaluate_multi(op: Operator, values: list[np.ndarray], out_dtypes: list[str]) -> list[np.ndarray] | None:
+    """The outputs of a SPLIT / SPLIT_V / UNPACK from known input values (None: not handled here)."""
+    fn = MULTI_EVALUATORS.get(op.opcode)
+    if fn is None:
+        return None
+    outs = fn(op, values)
+    if len(outs) != len(out_dtypes):
+        return None
+    return [np.asarray(o).astype(d) if d in ("float32", "int32", "int64", "bool") else np.asarray(o)
+            for o, d in zip(outs, out_dtypes)]
+
+
 def shape_of(in_shape: tuple[int, ...], out_dtype: str) -> np.ndarray:
     """SHAPE of a tensor with a known static shape."""
     return np.asarray(in_shape, out_dtype)

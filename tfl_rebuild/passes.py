@@ -38,6 +38,10 @@ def prepare(model: Model, subgraph: int = 0, keep_quantize: bool = False) -> tup
     constants: dict[int, np.ndarray] = {
         t.index: value(t) for t in sg.tensors if t.data is not None and t.dtype not in NON_DATA
     }
+    # An empty constant (a RESHAPE to a scalar's shape []) has no bytes, so no buffer data either.
+    produced = {o for op in sg.operators for o in op.outputs} | set(sg.inputs)
+    constants.update({t.index: np.zeros(t.shape, t.dtype) for t in sg.tensors if t.data is None and t.shape
+                      and 0 in t.shape and t.index not in produced and t.dtype in ("int32", "int64", "float32")})
     ctx = ConvertContext(sg, constants)
     remaining = []
     for op in sg.operators:
@@ -61,7 +65,9 @@ def rounds(sg, op: Operator) -> bool:
     return out is not None and fake_quant_params(sg.tensors[op.inputs[0]]) != out
 
 
-FOLD_LIMIT = 1 << 16  # elements: a folded value becomes a weight; bigger ones stay ops
+# elements: a folded value becomes a weight; bigger ones stay ops. tf.signal.frame's gather indices
+# (frames x frame length: 511 x 1024 in BirdNET's STFT) must fold, as no converter takes two constants.
+FOLD_LIMIT = 1 << 20
 
 
 def _known_shape(ctx: ConvertContext, i: int) -> bool:
@@ -155,6 +161,12 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
                                                 tuple(out.shape), out.dtype)
                 except (ValueError, IndexError, TypeError):  # not what the evaluator expects: convert as usual
                     value = None
+        elif (len(op.outputs) > 1 and data_inputs and all(ctx.is_const(i) for i in data_inputs)
+              and not outputs.intersection(op.outputs) and not any(ctx.tensor(o).quantized for o in op.outputs)):
+            values = _evaluate_multi(ctx, op, data_inputs)
+            if values is not None:  # a split of a constant shape vector (tf.signal.frame's)
+                ctx.constants.update(zip(op.outputs, values))
+                continue
         if value is not None and value.size <= FOLD_LIMIT:
             ctx.constants[op.outputs[0]] = value
             if value.shape != tuple(ctx.tensor(op.outputs[0]).shape):  # a placeholder (WHERE's rows)
@@ -166,6 +178,19 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
             if shape is not None:
                 ctx.shapes[op.outputs[0]] = tuple(int(d) for d in shape)
     return remaining
+
+
+def _evaluate_multi(ctx: ConvertContext, op: Operator, data_inputs: list[int]) -> list[np.ndarray] | None:
+    try:
+        values = const_eval.evaluate_multi(op, [np.asarray(ctx.const(i)) for i in data_inputs],
+                                           [ctx.tensor(o).dtype for o in op.outputs])
+    except (ValueError, IndexError, TypeError):  # not what the evaluator expects: convert as usual
+        return None
+    if values is None or sum(v.size for v in values) > FOLD_LIMIT:
+        return None
+    if any(v.shape != tuple(ctx.tensor(o).shape) for v, o in zip(values, op.outputs)):
+        return None  # not the outputs the file describes: leave it to the converter
+    return values
 
 
 # Ops that may act beyond their outputs (state, calls): never dropped.

@@ -1,4 +1,4 @@
-"""Spectral ops: RFFT2D (through tf.signal.rfft / rfft2d / stft), COMPLEX_ABS, REAL, IMAG."""
+"""Spectral ops: RFFT2D (through tf.signal.rfft / rfft2d / stft), COMPLEX_ABS, REAL, IMAG, CAST of complex."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ CASES = {
     "rfft-abs": (lambda x: tf.abs(tf.signal.rfft(x)), [1, 16], "COMPLEX_ABS"),
     "rfft-real": (lambda x: tf.math.real(tf.signal.rfft(x)), [1, 16], "REAL"),
     "rfft-imag": (lambda x: tf.math.imag(tf.signal.rfft(x)), [1, 16], "IMAG"),
+    "rfft-cast": (lambda x: tf.cast(tf.signal.rfft(x), tf.float32), [1, 16], "CAST"),  # the real part (BirdNET)
     "rfft-long": (lambda x: tf.abs(tf.signal.rfft(x)), [2, 512], "RFFT2D"),
     "rfft-pad": (lambda x: tf.abs(tf.signal.rfft(x, fft_length=[32])), [1, 20], "RFFT2D"),
     "rfft-crop": (lambda x: tf.abs(tf.signal.rfft(x, fft_length=[16])), [1, 24], "RFFT2D"),

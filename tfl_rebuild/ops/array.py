@@ -145,6 +145,12 @@ def broadcast_to(op: Operator, ctx: ConvertContext) -> LayerSpec:
 @converter("CAST", range(1, 8))
 def cast(op: Operator, ctx: ConvertContext) -> LayerSpec:
     to = ctx.tensor(op.outputs[0]).dtype
+    if ctx.tensor(op.inputs[0]).dtype.startswith("complex"):
+        # tf.cast of complex to float keeps the real part (TFLite's kernel: std::real), as REAL does
+        if ctx.tensor(op.inputs[0]).dtype != "complex64" or to != "float32":
+            raise ConversionError(f"CAST op {op.index}: {ctx.tensor(op.inputs[0]).dtype} to {to} is not supported "
+                                  "(complex64 to float32 is)")
+        return LayerSpec("ComplexPart", {"part": "real"}, (op.inputs[0],), op.outputs, custom=True)
     if to not in ("float32", "float16", "int32", "int64", "int16", "int8", "uint8", "bool"):
         raise ConversionError(f"CAST op {op.index}: cast to {to} is not supported")
     return LayerSpec("Cast", {"to": to}, (op.inputs[0],), op.outputs, custom=True)

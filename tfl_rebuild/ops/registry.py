@@ -111,7 +111,7 @@ def custom_converter(custom_code: str, note: str = "") -> Callable[[Converter], 
 
 
 # Ops that may read a complex64 tensor (held as a trailing (re, im) axis; see spectral.py).
-COMPLEX_INPUTS_OK = frozenset(["COMPLEX_ABS", "REAL", "IMAG", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"])
+COMPLEX_INPUTS_OK = frozenset(["COMPLEX_ABS", "REAL", "IMAG", "CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"])
 DETECTION_POSTPROCESS = "TFLite_Detection_PostProcess"
 
 

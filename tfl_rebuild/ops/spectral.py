@@ -1,4 +1,4 @@
-"""Audio and spectral ops: RFFT2D, COMPLEX_ABS, REAL, IMAG.
+"""Audio and spectral ops: RFFT2D, COMPLEX_ABS, REAL, IMAG (and CAST of complex, in array.py).
 
 Keras has no complex dtype, so a complex64 TFLite tensor is held as a float32 tensor with one more
 axis of size 2 at the end (real, imaginary): the memory layout of complex64 itself. RFFT2D makes
