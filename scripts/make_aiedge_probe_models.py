@@ -13,7 +13,10 @@ The models are those of scripts/make_torch_probe_models.py (same classes, same s
 calibration), plus a few that exercise ai-edge-torch's composites (nn.MultiheadAttention, avg
 pooling, nearest / bilinear upsampling, reflection / replication padding, an embedding lookup with
 int32 token ids). Each is written as float32, and the CNNs also as PT2E int8 (static, per-channel
-weights, calibrated on seeded inputs in [-1, 1]) and PT2E dynamic-range int8 where that converts.
+weights, calibrated on seeded inputs in [-1, 1]) and PT2E dynamic-range int8 where that converts;
+the transformers also with ai-edge-quantizer's recipes (int8 weight-only, dynamic-range, fp16
+weights). An LLM-style decoder step with a KV cache (DYNAMIC_UPDATE_SLICE) has two signatures,
+prefill and decode; a CNN has NHWC input / output (to_channel_last_io).
 
 Each written file is run with LiteRT on two seeded inputs; an output that moves by 1% or less of
 its magnitude is reported (`CONSTANT?`), as such a model proves little.
@@ -22,6 +25,7 @@ its magnitude is reported (`CONSTANT?`), as such a model proves little.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -124,17 +128,68 @@ class HlfbDecoderBlock(tp.RotaryDecoderBlock):
         return layer_norm_with_hlfb(x, [c], self.ln_w, self.ln_b, 1e-5)
 
 
-# name -> (factory, input shape, quantized variants)
+class KVCacheDecoder(nn.Module):
+    """An LLM decoder step as ai-edge-torch's generative API writes one: token embeddings, RMSNorm,
+    attention over a KV cache passed in and returned (updated at `input_pos` by
+    dynamic_update_slice), a causal mask sliced by position; converted with two signatures,
+    prefill (4 tokens) and decode (1 token), over one set of weights."""
+
+    DIM, HEADS, MAX_LEN, VOCAB = 32, 4, 16, 40
+
+    def __init__(self):
+        super().__init__()
+        d, self.hd = self.DIM, self.DIM // self.HEADS
+        self.embed = nn.Embedding(self.VOCAB, d)
+        self.qkv, self.out = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.w = nn.Parameter(1.0 + 0.2 * torch.randn(d))
+        self.head = nn.Linear(d, self.VOCAB, bias=False)
+        mask = torch.full((self.MAX_LEN, self.MAX_LEN), float("-inf")).triu(1)
+        self.register_buffer("mask", mask)
+
+    def forward(self, tokens, input_pos, k_cache, v_cache):
+        from litert_torch.generative.custom_ops.dynamic_update_slice import dynamic_update_slice
+
+        b, n = tokens.shape
+        x = self.embed(tokens)
+        h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w
+        q, k, v = self.qkv(h).view(b, n, 3, self.HEADS, self.hd).unbind(2)  # [b, n, heads, hd]
+        zero = torch.zeros([], dtype=torch.int32)
+        start = [zero, input_pos[0].reshape([]), zero, zero]
+        k_cache = dynamic_update_slice(k_cache, k, start)
+        v_cache = dynamic_update_slice(v_cache, v, start)
+        mask = self.mask.index_select(0, input_pos)[None, None]  # [1, 1, n, max_len]
+        scores = q.transpose(1, 2) @ k_cache.permute(0, 2, 3, 1) / math.sqrt(self.hd) + mask
+        a = (scores.softmax(-1) @ v_cache.transpose(1, 2)).transpose(1, 2).reshape(b, n, -1)
+        return self.head(x + self.out(a)), k_cache, v_cache
+
+
+class ChannelLastCNN(nn.Module):
+    """A small CNN wrapped by litert_torch.to_channel_last_io: NHWC input and output, as vision
+    exports meant for NHWC pipelines are written."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(tp.ConvBNAct(3, 16, 3, 2, act=nn.ReLU6()), tp.ConvBNAct(16, 16, 3, groups=16),
+                                  tp.ConvBNAct(16, 8, 1, act=nn.GELU()))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+# name -> (factory, input shape, quantized variants): "int8" / "dynamic" are PT2E (static / dynamic
+# activations); "weight_only" / "drq" / "fp16" ai-edge-quantizer's recipes (litert_torch.generative.quantize).
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], tuple[str, ...]]] = {
     "resnet": (tp.ResNet, (1, 3, 64, 64), ("int8", "dynamic")),
     "mobilenet_v3": (tp.MobileNetV3, (1, 3, 64, 64), ("int8", "dynamic")),
-    "vit": (tp.ViT, (1, 3, 32, 32), ("dynamic",)),
-    "mha_encoder": (MHAEncoder, (1, 3, 32, 32), ()),
+    "vit": (tp.ViT, (1, 3, 32, 32), ("dynamic", "weight_only", "drq", "fp16")),
+    "mha_encoder": (MHAEncoder, (1, 3, 32, 32), ("weight_only",)),
     "text_transformer": (tp.TextTransformer, (1, 16, 32), ()),
     "unet": (tp.UNet, (1, 3, 64, 64), ("int8",)),
     "lstm_gru": (tp.Recurrent, (1, 20, 16), ()),
     "rotary_decoder": (tp.RotaryDecoderBlock, (1, 12, 32), ()),
-    "hlfb_decoder": (HlfbDecoderBlock, (1, 12, 32), ()),
+    "hlfb_decoder": (HlfbDecoderBlock, (1, 12, 32), ("drq", "fp16")),
+    "kv_cache_decoder": (KVCacheDecoder, (1, 4), ("weight_only",)),
+    "channel_last_cnn": (ChannelLastCNN, (1, 3, 32, 32), ()),
     "convnext": (tp.ConvNeXtBlocks, (1, 3, 56, 40), ()),
     "pool_pad_upsample": (PoolPadUpsample, (1, 3, 24, 32), ()),
     "token_embedder": (TokenEmbedder, (1, 10), ()),
@@ -151,9 +206,26 @@ def build(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     factory, shape, _ = MODELS[name]
     torch.manual_seed(tp.SEED)
     model = factory()
-    if name != "token_embedder":
+    if name not in ("token_embedder", "kv_cache_decoder"):
         tp.calibrate_batchnorm(model, torch.from_numpy(tp.uniform((16, *shape[1:]), salt=3)))
     return model.eval(), shape
+
+
+def kv_args(tokens: int, salt: int) -> tuple[torch.Tensor, ...]:
+    """(token ids, positions, k cache, v cache) for one KVCacheDecoder signature."""
+    m = KVCacheDecoder
+    ids = tp.rng(salt).integers(0, m.VOCAB, size=(1, tokens)).astype(np.int32)
+    pos = np.arange(tokens, dtype=np.int32) + (0 if tokens > 1 else 5)
+    cache = (1, m.MAX_LEN, m.HEADS, m.DIM // m.HEADS)
+    return (torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(tp.uniform(cache, salt + 1)),
+            torch.from_numpy(tp.uniform(cache, salt + 2)))
+
+
+def quant_recipe(kind: str):
+    from litert_torch.generative.quantize import quant_recipes
+
+    return {"weight_only": quant_recipes.full_weight_only_recipe, "drq": quant_recipes.full_dynamic_recipe,
+            "fp16": quant_recipes.full_fp16_recipe}[kind]()
 
 
 def convert(name: str, kind: str, path: Path) -> None:
@@ -163,7 +235,19 @@ def convert(name: str, kind: str, path: Path) -> None:
     model, shape = build(name)
     args = (example_input(name, shape, salt=5),)
     kwargs = {}
-    if kind != "float32":
+    if name == "channel_last_cnn":
+        model = litert_torch.to_channel_last_io(model, args=[0], outputs=[0])
+        args = (args[0].permute(0, 2, 3, 1).contiguous(),)
+    if kind in ("weight_only", "drq", "fp16"):
+        kwargs["quant_config"] = quant_recipe(kind)
+    if name == "kv_cache_decoder":
+        with tp.quiet(path.with_suffix(".log")):
+            edge = (litert_torch.signature("prefill", model, kv_args(4, 30))
+                    .signature("decode", model, kv_args(1, 40)).convert(**kwargs))
+            edge.export(str(path))
+        path.with_suffix(".log").unlink()
+        return
+    if kind in ("int8", "dynamic"):
         from torchao.quantization.pt2e import quantize_pt2e
 
         quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
@@ -180,6 +264,8 @@ def convert(name: str, kind: str, path: Path) -> None:
     path.with_suffix(".log").unlink()
     if kind == "float32":  # the converted model computes what the torch model does
         x = example_input(name, shape, salt=6)
+        if name == "channel_last_cnn":
+            x = x.permute(0, 2, 3, 1).contiguous()
         with torch.no_grad():
             want = model(x)
         got = edge(x)
@@ -201,7 +287,7 @@ def run(path: Path, salt: int) -> list[np.ndarray]:
     for detail in interpreter.get_input_details():
         scale, zero_point = detail["quantization"]
         if np.issubdtype(detail["dtype"], np.integer) and not scale:
-            values = tp.rng(1000 + salt).integers(0, TokenEmbedder.VOCAB, size=tuple(detail["shape"]))
+            values = tp.rng(1000 + salt).integers(0, 12, size=tuple(detail["shape"]))  # ids and positions
         else:
             values = tp.uniform(tuple(detail["shape"]), salt=1000 + salt)
             if detail["dtype"] != np.float32:
