@@ -222,3 +222,43 @@ def test_report_shows_the_precision_and_why_float16_was_not_kept():
     console = Console(width=200, record=True)
     check_report.print_table(rows, Options(), console)
     assert "checked fp32" in console.export_text()
+
+
+def waveform_model(path) -> None:
+    """A waveform of dynamic length -> STFT magnitude averaged over frames: the converter stores the
+    length as 1, at which the STFT has no frame."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.fn = tf.function(lambda x: tf.reduce_mean(tf.abs(tf.signal.stft(x, 400, 160, 512)), axis=0),
+                            input_signature=[tf.TensorSpec([None], tf.float32)])
+    concrete = module.fn.get_concrete_function()
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([concrete], module).convert())
+
+
+def test_input_shape_fixes_the_models_it_fits(tmp_path):
+    """--input-shape reaches the worker and applies to the model whose input it names; the other
+    model (add_one, static) is checked as it is. Without it the waveform model cannot rebuild."""
+    waveform_model(tmp_path / "wave.tflite")
+    shutil.copy(require_fixture("add_one"), tmp_path / "add_one.tflite")
+    before = CliRunner().invoke(main, ["check", str(tmp_path), "--no-coreml", "--json", "-"])
+    assert before.exit_code == 1
+    rows = {r["name"]: r for r in json.loads(before.stdout)["models"]}
+    assert (rows["add_one.tflite"]["outcome"], rows["wave.tflite"]["outcome"]) == ("pass", "fail")
+    # at the stored length 1 the STFT has no frame: the row says which option to use
+    assert "is empty" in rows["wave.tflite"]["reason"] and "--input-shape x=N" in rows["wave.tflite"]["reason"]
+    result = CliRunner().invoke(main, ["check", str(tmp_path), "--no-coreml", "--json", "-",
+                                       "--input-shape", "x=16000"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)["models"]}
+    assert rows["wave.tflite"]["keras"]["status"] == "verified"
+    assert "rebuilt at 16000, as asked" in rows["wave.tflite"]["keras"]["note"]
+    assert rows["add_one.tflite"]["keras"]["note"] == ""
+
+
+def test_input_shape_that_fits_no_model_is_exit_2(tmp_path):
+    shutil.copy(require_fixture("add_one"), tmp_path / "add_one.tflite")
+    result = CliRunner().invoke(main, ["check", str(tmp_path), "--input-shape", "nosuch=1,2"])
+    assert result.exit_code == 2
+    assert "--input-shape 'nosuch=1,2' fits none of the 1 model(s)" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output

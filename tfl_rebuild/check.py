@@ -49,6 +49,8 @@ class Options:
     coreml: bool = True
     precision: str = "auto"
     timeout: float = DEFAULT_TIMEOUT
+    # --input-shape specs; each applies to the models it fits (an input of that name, or the one input)
+    input_shapes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -220,8 +222,9 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
     row.params = sum(params_by_dtype(model).values())
     row.quantization = quantization_kind(model)
     row.unsupported, row.conversion_errors = scan_ops(model)
+    shapes = shapes_for(model, opts.input_shapes)
     if row.conversion_errors and not row.unsupported:  # maybe only at the stored dynamic shapes: scan as built
-        row.conversion_errors = scan_ops(_fixed_view(model))[1]
+        row.conversion_errors = scan_ops(_fixed_view(model, shapes))[1]
     if row.unsupported:
         listed = [u["op"] + (f" x{u['count']}" if u["count"] > 1 else "") for u in row.unsupported]
         detail = next((u["detail"] for u in row.unsupported if u["detail"]), "")
@@ -230,7 +233,7 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
             (f" ({detail})" if detail else "")
         row.reason = row.keras.reason
         return
-    keras_model, model = _keras_stage(row, model, opts, outdir)
+    keras_model, model = _keras_stage(row, model, opts, outdir, shapes)
     if keras_model is not None:
         row.conversion_errors = []  # the scan called converters out of context; the real build worked
     if opts.coreml and keras_model is not None and row.keras.status in PASSED | UNCHECKED:
@@ -242,13 +245,45 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
     row.reason = "" if row.outcome == "pass" else _first_reason(row)
 
 
-def _fixed_view(model):
+def shapes_for(model, specs) -> tuple[str, ...]:
+    """The --input-shape specs that fit this model (views.parse_input_shapes takes them); check runs
+    many models, so a spec naming another model's input is left out here rather than refused."""
+    from .views import parse_input_shapes
+
+    fitting = []
+    for spec in specs:
+        try:
+            parse_input_shapes(model, [spec])
+        except InputError:
+            continue
+        fitting.append(spec)
+    return tuple(fitting)
+
+
+def unfit_input_shapes(models: list[Path], specs) -> list[str]:
+    """The specs no model takes (a typo would otherwise change nothing, silently). Models that do
+    not read are skipped here: their rows say why."""
+    from .reader import read_model
+
+    left = list(specs)
+    for path in models:
+        if not left:
+            break
+        try:
+            model = read_model(str(path))
+        except TflRebuildError:
+            continue
+        left = [s for s in left if not shapes_for(model, [s])]
+    return left
+
+
+def _fixed_view(model, shapes: tuple[str, ...]):
     """The model as the rebuild takes it (views.py: dynamic dims fixed), or as it is when that fails
     (the rebuild then reports why)."""
     from .views import make_view
 
     try:
-        return make_view(model).model
+        return make_view(model, input_shapes=shapes).model
     except Exception:
         return model
 
@@ -265,7 +300,7 @@ def _first_reason(row: Row) -> str:
     return row.reason
 
 
-def _keras_stage(row: Row, model, opts: Options, outdir: Path):
+def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str, ...]):
     """(the Keras model or None, the model it rebuilds: with its dynamic dims fixed, see views.py)."""
     from .errors import RuntimeUnavailableError
     from .keras_job import write_generated
@@ -274,7 +309,7 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path):
     stage, start = row.keras, time.perf_counter()
     try:
         notes: list[str] = []  # which signature / input shape was rebuilt (views.py)
-        model, py_path, w_path = write_generated(row.path, str(outdir), notes=notes)
+        model, py_path, w_path = write_generated(row.path, str(outdir), input_shapes=shapes, notes=notes)
         stage.note = "; ".join(notes)
         keras_model = load_module(py_path).build_model(str(w_path))
     except Exception as exc:
@@ -435,7 +470,7 @@ def _worker_main(argv: list[str]) -> int:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    opts = Options(**json.loads(opts_json))
+    opts = Options(**{**json.loads(opts_json), "input_shapes": tuple(json.loads(opts_json)["input_shapes"])})
     try:
         row = check_model(model, opts, keep)
     except BaseException as exc:  # a bug of ours: still one row, with the traceback in the log

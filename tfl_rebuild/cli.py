@@ -283,7 +283,10 @@ def coreml(source, output, tflite, fmt, target, precision, image_input, scale, b
               help="Write a Markdown coverage report.")
 @click.option("--keep", type=OUTPUT_PATH, metavar="DIR",
               help="Keep each model's Keras module (and .mlpackage) in DIR/<model>/ (default: temporary).")
-def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep):
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME=]D,D,...",
+              help="Fix a dynamic input to this shape in every model it fits (an input NAME, or a one-input "
+                   "model's input); others keep their stored shapes.")
+def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep, input_shapes):
     """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
 
     PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
@@ -291,7 +294,7 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     from rich.markup import escape
 
     from . import check_report
-    from .check import Options, collect_models, run_all
+    from .check import Options, collect_models, run_all, unfit_input_shapes
     from .errors import InputError
     from .fileio import atomic_output
 
@@ -302,7 +305,12 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
         if dest and dest != "-":
             writable_file(dest)
     keep_dir = ensure_dir(keep) if keep else None
-    opts = Options(verify=verify, coreml=do_coreml, precision=precision, timeout=timeout)
+    unfit = unfit_input_shapes(models, input_shapes)
+    if unfit:
+        raise InputError(f"--input-shape {unfit[0]!r} fits none of the {len(models)} model(s): no input of that "
+                         "name (or, unnamed, no one-input model) takes it; `inspect` lists inputs and dims")
+    opts = Options(verify=verify, coreml=do_coreml, precision=precision, timeout=timeout,
+                   input_shapes=tuple(input_shapes))
     err = Console(stderr=True, highlight=False)
     out = err if "-" in (json_out, md_out) else Console(highlight=False)
     err.print(f"checking {len(models)} model(s), {min(jobs, len(models))} at a time")

@@ -206,7 +206,7 @@ def print_report(model: Model, show_tensors: bool = False, console=None) -> None
                 con.print(f"  {label} {i}: {e(t.name)}  {_shape(t)} {t.dtype}{_io_quant(t)}{_stored(t)}")
         if any("?" in _shape(sg.tensors[i]) for i in sg.inputs) and sg.index == 0:
             con.print("  ? = dynamic dim (-1 in shape_signature); keras / check rebuild at the stored shape, "
-                      "keras --input-shape NAME=D,D,... at another")
+                      "or at another with --input-shape NAME=D,D,...")
         ops = Table("#", "op", "output", "shape", "inputs", box=None, pad_edge=False)
         for op in sg.operators:
             out = sg.tensors[op.outputs[0]] if op.outputs and op.outputs[0] >= 0 else None

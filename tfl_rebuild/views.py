@@ -260,13 +260,15 @@ def make_view(model: Model, signature: str | None = None, input_shapes: list[str
         return view
     view.model, used = fixed_shapes(before, asked)
     sg = before.main
+    if used and not asked:
+        _refuse_empty(view.model, before)
     for t, dims in used.items():
         tensor = sg.tensors[t]
         if not dynamic_dims(tensor) and t not in asked:
             continue
         view.input_shapes[tensor.name] = list(dims)
         how = ("as asked (--input-shape)" if t in asked
-               else "its stored shape (keras --input-shape NAME=D,D,... for another)")
+               else "its stored shape (--input-shape NAME=D,D,... of keras or check for another)")
         view.notes.append(f"input {tensor.name!r} has dynamic dims {shape_text(signature_of(tensor))}: "
                           f"rebuilt at {shape_text(dims)}, {how}")
     return view
@@ -284,6 +286,19 @@ def for_module(model: Model, py_path: str | Path) -> Model:
     specs = [f"{name}={','.join(str(int(d)) for d in dims)}" for name, dims in shapes.items()
              if isinstance(dims, list) and all(isinstance(d, int) for d in dims)]
     return make_view(model, signature, specs).model
+
+
+def _refuse_empty(fixed: Model, before: Model) -> None:
+    """At the stored shape of a dynamic input (a placeholder: 1 for each ? dim) a computed tensor
+    may come out empty, e.g. an STFT of a 1-sample waveform has no frame; nothing built at that
+    shape means anything, so say which shape to ask for instead of failing inside Keras."""
+    sg = fixed.main
+    produced = {o for op in sg.operators for o in op.outputs}
+    empty = next((t for t in sg.tensors if t.index in produced and t.dtype.startswith(("float", "complex"))
+                  and 0 in t.shape), None)  # not int32: SPLIT_V of a shape vector leaves empty pieces
+    if empty is not None:
+        raise ViewError(f"at the stored input shape, tensor {empty.name!r} is empty ({shape_text(empty.shape)})"
+                        f"{dynamic_hint(before)}")
 
 
 def dynamic_hint(model: Model) -> str:

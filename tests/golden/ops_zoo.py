@@ -34,32 +34,7 @@ class OpLayer(keras.layers.Layer):
         return {**super().get_config(), **self.op_config}
 
 
-def _broadcast_add(a, b):
-    """keras.ops.add with numpy broadcasting. Its TensorFlow backend adds a second operand that
-    squeezes to one axis of the first one's size at axis 1 or last as a bias (tf.nn.bias_add along
-    the last axis, else axis 1), whatever axis it broadcasts along: [1, 128] + [1, 1, 128] came out
-    [1, 128], and [1, 8, 8] + [1, 8, 1] added along the wrong axis. So the operand of the result's
-    shape goes first, and the other is broadcast to it unless the bias reading is the right one."""
-    shape_a, shape_b = tuple(a.shape), tuple(b.shape)
-    if shape_a == shape_b:
-        return keras.ops.add(a, b)
-    if None in shape_a or None in shape_b:
-        return keras.ops.add(b, a) if len(shape_b) > len(shape_a) else keras.ops.add(a, b)
-    out = tuple(np.broadcast_shapes(shape_a, shape_b))
-    if shape_b == out:
-        a, b, shape_b = b, a, shape_a
-    elif shape_a != out:
-        a = keras.ops.broadcast_to(a, out)
-    axes = [i for i, d in enumerate(shape_b) if d != 1]
-    if len(axes) == 1:
-        axis = len(out) - len(shape_b) + axes[0]  # the axis of the result it varies along
-        if not (axis == len(out) - 1 or (axis == 1 and out[-1] != shape_b[axes[0]])):
-            b = keras.ops.broadcast_to(b, out)
-    return keras.ops.add(a, b)
-
-
 BINARY_OPS = {
-    "add": _broadcast_add,
     "subtract": keras.ops.subtract,
     "multiply": keras.ops.multiply,
     "divide": keras.ops.divide,
@@ -96,7 +71,31 @@ class BinaryOp(OpLayer):
             if "int" in str(inputs[0].dtype):  # integer math (a loop counter): the stored float is exact
                 constant = keras.ops.cast(constant, inputs[0].dtype)
             inputs = (constant, *inputs) if self.constant_first else (*inputs, constant)
-        return BINARY_OPS[self.op](*inputs)
+        return self.broadcast_add(*inputs) if self.op == "add" else BINARY_OPS[self.op](*inputs)
+
+    @staticmethod
+    def broadcast_add(a, b):
+        """keras.ops.add with numpy broadcasting. Its TensorFlow backend adds a second operand that
+        squeezes to one axis of the first one's size at axis 1 or last as a bias (tf.nn.bias_add along
+        the last axis, else axis 1), whatever axis it broadcasts along: [1, 128] + [1, 1, 128] came out
+        [1, 128], and [1, 8, 8] + [1, 8, 1] added along the wrong axis. So the operand of the result's
+        shape goes first, and the other is broadcast to it unless the bias reading is the right one."""
+        shape_a, shape_b = tuple(a.shape), tuple(b.shape)
+        if shape_a == shape_b:
+            return keras.ops.add(a, b)
+        if None in shape_a or None in shape_b:
+            return keras.ops.add(b, a) if len(shape_b) > len(shape_a) else keras.ops.add(a, b)
+        out = tuple(np.broadcast_shapes(shape_a, shape_b))
+        if shape_b == out:
+            a, b, shape_b = b, a, shape_a
+        elif shape_a != out:
+            a = keras.ops.broadcast_to(a, out)
+        axes = [i for i, d in enumerate(shape_b) if d != 1]
+        if len(axes) == 1:
+            axis = len(out) - len(shape_b) + axes[0]  # the axis of the result it varies along
+            if not (axis == len(out) - 1 or (axis == 1 and out[-1] != shape_b[axes[0]])):
+                b = keras.ops.broadcast_to(b, out)
+        return keras.ops.add(a, b)
 
 
 @keras.saving.register_keras_serializable(package="tfl_rebuild")
