@@ -1,5 +1,6 @@
 """Model encodings beyond the fixtures': legacy uint8 models, int8 with integer / bool inputs,
-dynamic shapes, several signatures, and models that cannot be rebuilt at all (state, strings, Flex).
+dynamic shapes, several signatures, resource variables (state made inputs and outputs), and models
+that cannot be rebuilt at all (hash tables, strings, Flex).
 
 Every model is built here (TensorFlow's converter, or tests/flatbuf.py), small, and checked
 against the TFLite runtime through the CLI, as a user would run it.
@@ -75,12 +76,40 @@ def hashtable_model(tmp_path_factory):
                             tmp_path_factory.mktemp("hashtable") / "hashtable.tflite", module)
 
 
-def test_resource_variables_refused_in_one_line(variables_model, tmp_path):
-    line = one_line_refusal(cli("keras", variables_model, "-o", tmp_path / "out"))
-    assert "keeps state between runs (resource variables)" in line, line
-    for part in ("CALL_ONCE (op 0)", "VAR_HANDLE (op 1)", "READ_VARIABLE (ops 2, 5)", "ASSIGN_VARIABLE (op 4)"):
-        assert part in line, line
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+def test_resource_variables_become_state_inputs_and_outputs(variables_model, tmp_path):
+    """acc += x; return acc * 2: the read after the assign reads the sum. The rebuild takes acc as a
+    second input and returns its new value as a second output (verified on random states), and
+    fed back step by step it streams as the stateful model does in the runtime."""
+    from tfl_rebuild.runtime import make_interpreter
+    from tfl_rebuild.verify import load_module
+
+    result = cli("keras", variables_model, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "keeps 1 state tensor(s) between runs" in result.output and "all zeros" in result.output
+    keras_model = load_module(tmp_path / "out" / "variables.py").build_model()
+    assert [tuple(t.shape) for t in keras_model.inputs] == [(1, 4), (1, 4)] and len(keras_model.outputs) == 2
+    interp = make_interpreter(model_path=str(variables_model))
+    interp.allocate_tensors()
+    state = np.zeros([1, 4], np.float32)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = rng.uniform(-1, 1, [1, 4]).astype(np.float32)
+        interp.set_tensor(interp.get_input_details()[0]["index"], x)
+        interp.invoke()
+        want = interp.get_tensor(interp.get_output_details()[0]["index"])
+        got, state = (np.asarray(y) for y in keras_model([x, state]))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert np.abs(want).max() > 1.0  # the state accumulated: five steps of the same model differ
+
+
+def test_variables_in_a_way_the_view_cannot_take_are_refused(tmp_path):
+    """A READ_VARIABLE of a resource no VAR_HANDLE makes (crafted): one line, exit 2."""
+    tensors = [T("x", [1, 4]), T("handle", [], "resource"), T("value", [1, 4]), T("y", [1, 4])]
+    ops = [Op("READ_VARIABLE", [1], [2]), Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"})]
+    path = tmp_path / "m.tflite"
+    path.write_bytes(build_model(tensors, ops, inputs=[0, 1], outputs=[3]))
+    line = one_line_refusal(cli("keras", path, "-o", tmp_path / "out"))
+    assert "READ_VARIABLE op 0 uses a resource no VAR_HANDLE of subgraph 0 makes" in line, line
 
 
 def test_hash_table_refused_in_one_line(hashtable_model, tmp_path):
@@ -88,14 +117,20 @@ def test_hash_table_refused_in_one_line(hashtable_model, tmp_path):
     assert "keeps state between runs (hash tables)" in line and "HASHTABLE_FIND (op 2)" in line, line
 
 
-@pytest.mark.parametrize("which", ["variables_model", "hashtable_model"])
-def test_check_lists_every_stateful_op(which, request, tmp_path):
-    path = request.getfixturevalue(which)
-    result = cli("check", path, "--json", tmp_path / "rows.json")
+def test_check_lists_every_stateful_op(hashtable_model, tmp_path):
+    result = cli("check", hashtable_model, "--json", tmp_path / "rows.json")
     assert result.exit_code == 1, result.output
     row = json.loads((tmp_path / "rows.json").read_text())["models"][0]
     assert row["keras"]["status"] == "unsupported", row
-    assert "keeps state between runs" in row["reason"] and "CALL_ONCE" in row["reason"], row["reason"]
+    assert "keeps state between runs (hash tables)" in row["reason"] and "HASHTABLE_FIND" in row["reason"], row["reason"]
+
+
+def test_check_passes_a_model_with_variables(variables_model, tmp_path):
+    result = cli("check", variables_model, "--json", tmp_path / "rows.json")
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "rows.json").read_text())["models"][0]
+    assert (row["keras"]["status"], row["coreml"]["status"]) == ("verified", "checked"), row
+    assert "state tensor(s)" in row["keras"]["note"]
 
 
 @pytest.mark.parametrize("which", ["variables_model", "hashtable_model"])

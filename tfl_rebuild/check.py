@@ -212,6 +212,7 @@ def check_model(path: str, opts: Options, keep: str | None = None) -> Row:
 def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
     from .inspect import params_by_dtype, quantization_kind
     from .reader import read_model
+    from .views import VARIABLE_OPS
 
     try:
         model = read_model(row.path)
@@ -221,7 +222,11 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
     row.ops = sum(len(sg.operators) for sg in model.subgraphs)
     row.params = sum(params_by_dtype(model).values())
     row.quantization = quantization_kind(model)
-    row.unsupported, row.conversion_errors = scan_ops(model)
+    target, why = _stateless(model)
+    row.unsupported, row.conversion_errors = scan_ops(target)
+    for entry in row.unsupported if why else ():  # the variable ops stayed: say why
+        if entry["op"].split()[0] in VARIABLE_OPS:
+            entry["detail"] = why
     shapes = shapes_for(model, opts.input_shapes)
     if row.conversion_errors and not row.unsupported:  # maybe only at the stored dynamic shapes: scan as built
         row.conversion_errors = scan_ops(_fixed_view(model, shapes))[1]
@@ -243,6 +248,20 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
         row.coreml.reason = "--no-coreml" if not opts.coreml else "the Keras rebuild did not pass"
     row.outcome = "pass" if passes(row, opts) else "fail"
     row.reason = "" if row.outcome == "pass" else _first_reason(row)
+
+
+def _stateless(model):
+    """(what the rebuild converts, None): the model with its resource variables made inputs and
+    outputs (views.state_view), or the model itself; or (the model, why its state cannot be made
+    explicit)."""
+    from .views import ViewError, has_variables, state_view
+
+    if not has_variables(model):
+        return model, None
+    try:
+        return state_view(model)[0], None
+    except ViewError as exc:
+        return model, one_line(exc)
 
 
 def shapes_for(model, specs) -> tuple[str, ...]:

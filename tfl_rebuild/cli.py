@@ -137,7 +137,7 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
     ops = [o for group in ops for o in group.split(",")]
     view = read_model(model)
     if signature or input_shapes:
-        view = make_view(view, signature, input_shapes, fix_shapes=False).model
+        view = make_view(view, signature, input_shapes, fix_shapes=False, explicit_state=False).model
     patched = outputter.prepare(view, select, ops, xnnpack=xnnpack)
     if save_patched:
         from .fileio import atomic_output

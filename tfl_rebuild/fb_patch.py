@@ -27,7 +27,13 @@ class Model:
 
 class SubGraph:
     TENSORS = 0
+    INPUTS = 1
     OUTPUTS = 2
+    OPERATORS = 3
+
+
+class Operator:
+    INPUTS = 1
 
 
 class Tensor:
@@ -150,6 +156,23 @@ class Patch(Buffer):
         if not 0 <= n <= vec.length:
             raise ModelFormatError(f"{self.name}: cannot grow the {vec.length}-element {what} to {n} in place")
         self._put("<I", vec.first - 4, n, what)
+
+    def keep_tables(self, vec: Vector, keep: list[int], what: str) -> None:
+        """Cut a vector of tables to elements `keep` (ascending), in place: each kept uoffset moves
+        toward the front, where it still points forward to its table."""
+        tables = [self.table(vec, k, f"{what} element {k}") for k in keep]
+        for k, table in enumerate(tables):
+            self.set_table(vec, k, table, what)
+        self.set_length(vec, len(tables), what)
+
+    def append_int32_vector(self, field: int, values, what: str) -> None:
+        """Repoint the uoffset at `field` to a new int32 vector of `values` after the end of the
+        file (4-byte aligned); nothing before it moves."""
+        self.read("<I", field, what)
+        self.data.extend(bytes(-len(self.data) % 4))
+        start = len(self.data)
+        self.data.extend(struct.pack(f"<I{len(values)}i", len(values), *(int(v) for v in values)))
+        self._put("<I", field, start - field, what)
 
     def set_int32s(self, vec: Vector, values, what: str) -> None:
         """Overwrite the elements of an int32 vector (as many as it has)."""

@@ -24,10 +24,12 @@ def write_generated(model_path: str, outdir: str, name: str | None = None, fake_
     sidecar are renamed into place only after the weights are written: a failed run leaves no
     module without its weights.
     """
-    from .views import make_view
+    from .views import VARIABLE_OPS, make_view
 
     original = read_model(model_path)
     for op in original.subgraphs[0].operators:  # an op nothing can rebuild says so before any shape work
+        if op.opcode in VARIABLE_OPS:
+            continue  # the view makes the state explicit, or says why it cannot
         refusal = never_rebuilt(op, original.subgraphs[0])
         if refusal is not None:
             raise refusal

@@ -7,6 +7,8 @@ reads it back, so `keras`, `compare`, `dump`, `coreml` and verification run on i
 
 - `signature_view`: the subgraph of the chosen signature swaps places with subgraph 0, and the
   signature list is cut to that one signature (its subgraph index set to 0).
+- `state_view`: resource variables become inputs (their value at the start of a run) and
+  outputs (at the end), and the variable ops go (new inputs / outputs vectors after the end).
 - `fixed_shapes`: the inputs get the requested shapes (by default their stored shapes, which are
   where TensorFlow writes 1 for every dynamic dim), the TFLite runtime propagates them (one run,
   so data-dependent shapes are known too), and every tensor of subgraph 0 gets the shape the
@@ -111,6 +113,105 @@ def _reread(original: Model, data: bytearray) -> Model:
     view = dataclasses.replace(view, path=original.path)
     view.__dict__["sha256"] = original.sha256  # the file's, as the generated header reports it
     return view
+
+
+# -- state --------------------------------------------------------------------------------------------
+
+VARIABLE_OPS = frozenset(["CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"])
+
+
+def has_variables(model: Model) -> bool:
+    return any(op.opcode in VARIABLE_OPS for op in model.main.operators)
+
+
+def state_view(model: Model) -> tuple[Model, str]:
+    """The model with its resource variables (streaming state, e.g. microWakeWord's ring buffers)
+    made explicit: each variable's value at the start of a run becomes an extra input and its
+    value at the end an extra output, after the model's own and in the same order, and the
+    variable ops go (a read after an assign, or a second read, reads the tensor that holds the
+    value then). One run of the view is one run of the model from the given state; feeding the
+    state outputs back as the next inputs streams as the model does. Returns (view, note)."""
+    sg = model.main
+    handles: dict[int, str] = {}  # VAR_HANDLE output tensor -> variable name
+    first_read: dict[str, int] = {}  # variable -> the tensor that becomes its state input
+    current: dict[str, int] = {}  # variable -> the tensor holding its value at this point of the run
+    assigned: set[str] = set()
+    alias: dict[int, int] = {}  # a later READ_VARIABLE's result -> the tensor it equals
+
+    def resolve(t: int) -> int:
+        while t in alias:
+            t = alias[t]
+        return t
+
+    for op in sg.operators:
+        if op.opcode == "VAR_HANDLE":
+            handles[op.outputs[0]] = f"{op.options.get('container') or ''}/{op.options.get('shared_name') or ''}"
+        elif op.opcode in ("READ_VARIABLE", "ASSIGN_VARIABLE"):
+            var = handles.get(op.inputs[0]) if op.inputs else None
+            if var is None:
+                raise ViewError(f"{op.key} op {op.index} uses a resource no VAR_HANDLE of subgraph 0 makes: "
+                                "its state cannot be made an input")
+            if op.opcode == "ASSIGN_VARIABLE":
+                current[var] = resolve(op.inputs[1])
+                assigned.add(var)
+            elif var in current:
+                alias[op.outputs[0]] = current[var]
+            else:
+                first_read[var] = current[var] = op.outputs[0]
+    names = list(dict.fromkeys([*first_read, *assigned]))
+    state_in = [first_read[v] for v in names if v in first_read]
+    state_out = [current[v] for v in names if v in assigned]
+    outputs = [resolve(t) for t in sg.outputs]
+    if set(state_in) & set(sg.inputs) or len({*outputs, *state_out}) != len(outputs) + len(state_out):
+        raise ViewError("a variable's value is also a model input or output, or two variables hold one tensor: "
+                        "the state cannot be made inputs and outputs of its own")
+    p = fb_patch.Patch.of(model, refuse=ViewError)
+    table = p.table(p.subgraphs(), 0, "subgraph 0")
+    for slot, values, what in ((fb_patch.SubGraph.INPUTS, [*sg.inputs, *state_in], "inputs"),
+                               (fb_patch.SubGraph.OUTPUTS, [*outputs, *state_out], "outputs")):
+        f = p.field(table, slot, "subgraph 0")
+        if f is None:
+            raise ViewError(f"{p.name}: subgraph 0 has no {what} field to repoint")
+        p.append_int32_vector(f, values, f"subgraph 0 {what} field")
+    ops = p.vector(table, fb_patch.SubGraph.OPERATORS, "subgraph 0", "subgraph 0 operators vector")
+    keep = [op for op in sg.operators if op.opcode not in VARIABLE_OPS]
+    for op in keep:
+        if any(t in alias for t in op.inputs):
+            op_table = p.table(ops, op.index, f"operator {op.index}")
+            vec = p.vector(op_table, fb_patch.Operator.INPUTS, f"operator {op.index}", f"operator {op.index} inputs")
+            p.set_int32s(vec, [resolve(t) if t >= 0 else t for t in op.inputs], f"operator {op.index} inputs")
+    p.keep_tables(ops, [op.index for op in keep], "subgraph 0 operators vector")
+    listed = ", ".join(f"{v.strip('/')!r} {shape_text(sg.tensors[first_read.get(v, current[v])].shape)}"
+                       for v in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    same = len(state_in) == len(state_out) == len(names)
+    note = (f"the model keeps {len(names)} state tensor(s) between runs in resource variables ({listed}): "
+            f"the rebuild takes {len(state_in)} of them as inputs after the model's own and returns "
+            f"{len(state_out)} new values as outputs after the model's own"
+            + (", in the same order: feed them back to stream" if same else "")
+            + _initial_state_text(model, names))
+    return _reread(model, p.data), note
+
+
+def _initial_state_text(model: Model, names: list[str]) -> str:
+    """'; the initial state is all zeros' when the CALL_ONCE init subgraph assigns zeros to every
+    variable (streaming layers do), else where the initial values are."""
+    from .weights import value
+
+    init = next((op.options.get("init_subgraph_index") for op in model.main.operators if op.opcode == "CALL_ONCE"),
+                None)
+    if not isinstance(init, int) or not 0 <= init < len(model.subgraphs):
+        return ""
+    sg = model.subgraphs[init]
+    handles = {op.outputs[0]: f"{op.options.get('container') or ''}/{op.options.get('shared_name') or ''}"
+               for op in sg.operators if op.opcode == "VAR_HANDLE"}
+    zeros = set()
+    for op in sg.operators:
+        if op.opcode == "ASSIGN_VARIABLE" and len(op.inputs) > 1 and sg.tensors[op.inputs[1]].data is not None:
+            if not np.any(value(sg.tensors[op.inputs[1]])):  # dequantized: the zero point reads as 0
+                zeros.add(handles.get(op.inputs[0]))
+    if set(names) <= zeros:
+        return f"; the initial state (subgraph {init}, run once) is all zeros"
+    return f"; the initial state is what subgraph {init} (run once) assigns"
 
 
 # -- input shapes -------------------------------------------------------------------------------------
@@ -240,9 +341,11 @@ def _runtime_shapes(model: Model, content: bytes, inputs: dict[int, tuple]) -> d
 
 
 def make_view(model: Model, signature: str | None = None, input_shapes: list[str] | tuple[str, ...] = (),
-              fix_shapes: bool = True) -> View:
-    """The model as the rebuild sees it: one signature's subgraph first, dynamic dims fixed (to
-    `input_shapes`, else to the stored shapes; with fix_shapes=False only those asked for)."""
+              fix_shapes: bool = True, explicit_state: bool = True) -> View:
+    """The model as the rebuild sees it: one signature's subgraph first, its resource variables
+    made inputs and outputs (unless explicit_state=False: `dump` runs the model as the runtime
+    does), dynamic dims fixed (to `input_shapes`, else to the stored shapes; with
+    fix_shapes=False only those asked for)."""
     view = View(model)
     if signature is not None:
         view.model = signature_view(model, signature)
@@ -254,6 +357,9 @@ def make_view(model: Model, signature: str | None = None, input_shapes: list[str
         view.notes.append(f"the model has {len(model.signatures)} signatures; this rebuilds {what}; "
                           + "keras " + ", ".join(f"--signature {k}" for k in others) + " rebuilds the other"
                           + ("s" if len(others) > 1 else ""))
+    if explicit_state and has_variables(view.model):
+        view.model, note = state_view(view.model)
+        view.notes.append(note)
     before = view.model
     asked = parse_input_shapes(before, list(input_shapes))
     if not (fix_shapes or asked):

@@ -161,9 +161,11 @@ def _stateful_error(sg: Subgraph) -> UnsupportedOpError:
     ops = [o for o in sg.operators if o.opcode in STATEFUL]
     kinds = [k for k, prefix in (("resource variables", ("VAR_", "READ_", "ASSIGN_")), ("hash tables", ("HASHTABLE",)))
              if any(o.opcode.startswith(prefix) for o in ops)]
+    # Resource variables of subgraph 0 become inputs and outputs (views.state_view); this is the rest:
+    # hash tables, and variables the view cannot make explicit (in called subgraphs, read after assigned).
     return UnsupportedOpError(
-        f"the model keeps state between runs ({' and '.join(kinds) or 'an initializer run once'}), which a Keras "
-        f"functional rebuild has no place for: {_ops_text(ops)}; rebuild the stateless part of the graph instead")
+        f"the model keeps state between runs ({' and '.join(kinds) or 'an initializer run once'}) that the "
+        f"rebuild cannot turn into inputs and outputs: {_ops_text(ops)}")
 
 
 def _string_error(sg: Subgraph, op: Operator) -> UnsupportedOpError:
