@@ -18,6 +18,7 @@ from tfl_rebuild.errors import ModelFormatError, TflRebuildError
     ("SubGraph", "OPERATORS", "Operators"),
     ("Operator", "INPUTS", "Inputs"),
     ("Tensor", "SHAPE", "Shape"),
+    ("Tensor", "NAME", "Name"),
     ("Tensor", "SHAPE_SIGNATURE", "ShapeSignature"),
     ("SignatureDef", "SUBGRAPH_INDEX", "SubgraphIndex"),
 ])

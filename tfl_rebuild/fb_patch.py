@@ -1,7 +1,8 @@
 """Byte-level access to a .tflite flatbuffer, for the patches that edit a model in place.
 
 `reader.py` parses through the generated `tflite` accessors into the IR. The patches (outputter:
-the outputs vector; views: subgraph order, signature list, tensor shapes) need byte positions,
+the outputs vector; views: subgraph order, signature list, tensor shapes, and for state the
+inputs / outputs / operators vectors and op inputs) need byte positions,
 which those accessors neither give nor bounds-check, so they read and write through here. Every
 position is checked against the file before use; a fault is one `ModelFormatError` line naming
 what and where.
@@ -38,6 +39,7 @@ class Operator:
 
 class Tensor:
     SHAPE = 0
+    NAME = 3
     SHAPE_SIGNATURE = 7
 
 
@@ -172,6 +174,15 @@ class Patch(Buffer):
         self.data.extend(bytes(-len(self.data) % 4))
         start = len(self.data)
         self.data.extend(struct.pack(f"<I{len(values)}i", len(values), *(int(v) for v in values)))
+        self._put("<I", field, start - field, what)
+
+    def append_string(self, field: int, text: str, what: str) -> None:
+        """Repoint the uoffset at `field` to a new string after the end of the file."""
+        self.read("<I", field, what)
+        raw = text.encode("utf-8")
+        self.data.extend(bytes(-len(self.data) % 4))
+        start = len(self.data)
+        self.data.extend(struct.pack("<I", len(raw)) + raw + b"\0")
         self._put("<I", field, start - field, what)
 
     def set_int32s(self, vec: Vector, values, what: str) -> None:

@@ -181,6 +181,11 @@ def state_view(model: Model) -> tuple[Model, str]:
             vec = p.vector(op_table, fb_patch.Operator.INPUTS, f"operator {op.index}", f"operator {op.index} inputs")
             p.set_int32s(vec, [resolve(t) if t >= 0 else t for t in op.inputs], f"operator {op.index} inputs")
     p.keep_tables(ops, [op.index for op in keep], "subgraph 0 operators vector")
+    tensors = p.vector(table, fb_patch.SubGraph.TENSORS, "subgraph 0", "subgraph 0 tensors vector")
+    for var, t in first_read.items():  # the state input is named after its variable, not its read op
+        f = p.field(p.table(tensors, t, f"tensor {t}"), fb_patch.Tensor.NAME, f"tensor {t}")
+        if f is not None and var.strip("/"):
+            p.append_string(f, var.strip("/"), f"tensor {t} name")
     listed = ", ".join(f"{v.strip('/')!r} {shape_text(sg.tensors[first_read.get(v, current[v])].shape)}"
                        for v in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     same = len(state_in) == len(state_out) == len(names)
