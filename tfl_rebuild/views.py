@@ -124,6 +124,11 @@ def has_variables(model: Model) -> bool:
     return any(op.opcode in VARIABLE_OPS for op in model.main.operators)
 
 
+def _variable(var_handle) -> str:
+    """'container/shared_name': what makes two VAR_HANDLE ops (in any subgraph) one variable."""
+    return f"{var_handle.options.get('container') or ''}/{var_handle.options.get('shared_name') or ''}"
+
+
 def state_view(model: Model) -> tuple[Model, str]:
     """The model with its resource variables (streaming state, e.g. microWakeWord's ring buffers)
     made explicit: each variable's value at the start of a run becomes an extra input and its
@@ -145,7 +150,7 @@ def state_view(model: Model) -> tuple[Model, str]:
 
     for op in sg.operators:
         if op.opcode == "VAR_HANDLE":
-            handles[op.outputs[0]] = f"{op.options.get('container') or ''}/{op.options.get('shared_name') or ''}"
+            handles[op.outputs[0]] = _variable(op)
         elif op.opcode in ("READ_VARIABLE", "ASSIGN_VARIABLE"):
             var = handles.get(op.inputs[0]) if op.inputs else None
             if var is None:
@@ -207,8 +212,7 @@ def _initial_state_text(model: Model, names: list[str]) -> str:
     if not isinstance(init, int) or not 0 <= init < len(model.subgraphs):
         return ""
     sg = model.subgraphs[init]
-    handles = {op.outputs[0]: f"{op.options.get('container') or ''}/{op.options.get('shared_name') or ''}"
-               for op in sg.operators if op.opcode == "VAR_HANDLE"}
+    handles = {op.outputs[0]: _variable(op) for op in sg.operators if op.opcode == "VAR_HANDLE"}
     zeros = set()
     for op in sg.operators:
         if op.opcode == "ASSIGN_VARIABLE" and len(op.inputs) > 1 and sg.tensors[op.inputs[1]].data is not None:
