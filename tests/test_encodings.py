@@ -86,6 +86,7 @@ def test_resource_variables_become_state_inputs_and_outputs(variables_model, tmp
     result = cli("keras", variables_model, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "keeps 1 state tensor(s) between runs" in result.output and "all zeros" in result.output
+    assert "streamed 8 runs from the initial state" in result.output and "match" in result.output.split("streamed")[1]
     keras_model = load_module(tmp_path / "out" / "variables.py").build_model()
     assert [tuple(t.shape) for t in keras_model.inputs] == [(1, 4), (1, 4)] and len(keras_model.outputs) == 2
     interp = make_interpreter(model_path=str(variables_model))
@@ -100,6 +101,23 @@ def test_resource_variables_become_state_inputs_and_outputs(variables_model, tmp
         got, state = (np.asarray(y) for y in keras_model([x, state]))
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     assert np.abs(want).max() > 1.0  # the state accumulated: five steps of the same model differ
+
+
+def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, monkeypatch):
+    """A rebuild whose state output is 1e-3 off: each single run is checked on its own state, the
+    stream feeds the drift back, and the streaming check must say so."""
+    from tfl_rebuild import verify
+    from tfl_rebuild.keras_job import write_generated
+    from tfl_rebuild.reader import read_model
+
+    view, py, weights = write_generated(str(variables_model), str(tmp_path / "out"))
+    keras_model = verify.load_module(py).build_model(str(weights))
+    assert verify.verify(view, keras_model, original=read_model(str(variables_model))).stream.ok
+    real = verify.run_keras
+    monkeypatch.setattr(verify, "run_keras", lambda m, xs: [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs))])
+    report = verify.verify(view, keras_model, original=read_model(str(variables_model)))
+    assert report.stream is not None and not report.stream.ok and not report.ok
+    assert report.stream.error > report.stream.bar
 
 
 def test_variables_in_a_way_the_view_cannot_take_are_refused(tmp_path):

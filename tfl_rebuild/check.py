@@ -328,6 +328,7 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
     stage, start = row.keras, time.perf_counter()
     try:
         notes: list[str] = []  # which signature / input shape was rebuilt (views.py)
+        original = model
         model, py_path, w_path = write_generated(row.path, str(outdir), input_shapes=shapes, notes=notes)
         stage.note = "; ".join(notes)
         keras_model = load_module(py_path).build_model(str(w_path))
@@ -338,7 +339,9 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
     stage.status = "built"
     if opts.verify:
         try:
-            report = verify(model, keras_model)
+            report = verify(model, keras_model, original=original)
+            if report.stream is not None:
+                stage.note = "; ".join(filter(None, [stage.note, report.stream.text()]))
             stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
             stage.status = "verified" if report.ok else "mismatch"
             stage.reason = "" if report.ok else report.mismatch()

@@ -76,7 +76,8 @@ def rebuild(model_path: str, outdir: str, name: str | None = None, verify: bool 
     keras_model = load_module(py_path).build_model(str(w_path))
     ok = True
     if verify:
-        report = run_verify(model, keras_model, tensors=read_sidecar(py_path))
+        stateful = read_model(model_path) if signature is None else None  # streamed when it has variables
+        report = run_verify(model, keras_model, tensors=read_sidecar(py_path), original=stateful)
         print_report(report, con)
         ok = report.ok
     if save_keras:

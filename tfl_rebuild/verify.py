@@ -36,6 +36,8 @@ from .layer_check import (
 )
 from .measure import NOISE_FACTOR, compare_arrays, kind_text, to_float, tolerance
 from .runtime import index_limits, make_interpreter, random_inputs, run
+from .streaming import StreamReport, stream_check
+from .views import has_variables
 
 
 class VerificationError(TflRebuildError):
@@ -64,10 +66,12 @@ class Report:
     layers_skipped: str | None = None  # why the layer-local check did not run
     layerwise: bool = True  # False: outputs only (a Core ML check has no layers to pair)
     notes: list[str] = field(default_factory=list)  # e.g. which runtime the outputs were checked against
+    stream: StreamReport | None = None  # a model with resource variables: several runs on fed-back state
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outputs) and all(r.ok for r in self.layers)
+        return (all(o.ok for o in self.outputs) and all(r.ok for r in self.layers)
+                and (self.stream is None or self.stream.ok))
 
     @property
     def max_rel(self) -> float:
@@ -81,6 +85,8 @@ class Report:
     def mismatch(self) -> str:
         """One line: the worst output above tolerance and how many are, or the worst layer."""
         bad = [o for o in self.outputs if not o.ok]
+        if not bad and self.stream is not None and not self.stream.ok and all(r.ok for r in self.layers):
+            return self.stream.text()
         if not bad:
             worst_layer = self.worst_layer
             n = sum(not r.ok for r in self.layers)
@@ -126,11 +132,13 @@ def run_keras(keras_model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(o) for o in outs]
 
 
-def verify(model: Model, keras_model, batches: int = 3, tensors: list[dict] | None = None) -> Report:
+def verify(model: Model, keras_model, batches: int = 3, tensors: list[dict] | None = None,
+           original: Model | None = None) -> Report:
     """End-to-end and layer-local comparison with TFLite.
 
     tensors: the TFLite tensor -> Keras layer mapping (the `_tensors.json` sidecar); regenerated
-    from the model when not given.
+    from the model when not given. original: the file `model` is a view of; when it keeps state
+    in resource variables, the rebuild is also streamed against it (streaming.py).
     """
     sg = model.main
     kind = quantization_kind(model)
@@ -171,6 +179,8 @@ def verify(model: Model, keras_model, batches: int = 3, tensors: list[dict] | No
         report.notes.append(interp.fallback_note)
     for k, t in enumerate(out_tensors):
         report.outputs.append(_output_report(kind, t, refs[k], gots[k], noise[k], top1_noise[k], batches))
+    if original is not None and has_variables(original):
+        report.stream = stream_check(original, model, keras_model)
     return report
 
 
@@ -239,6 +249,9 @@ def print_report(report: Report, console=None) -> None:
     con.print(table)
     for note in report.notes:
         con.print(f"[yellow]note: {escape(note)}[/yellow]")
+    if report.stream is not None:
+        status = "[green]match[/green]" if report.stream.ok else "[red]MISMATCH[/red]"
+        con.print(f"{escape(report.stream.text())}: {status}")
     if not report.layerwise:
         return
     if report.layers_skipped:
