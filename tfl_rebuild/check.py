@@ -492,7 +492,8 @@ def _worker_main(argv: list[str]) -> int:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    opts = Options(**{**json.loads(opts_json), "input_shapes": tuple(json.loads(opts_json)["input_shapes"])})
+    raw = json.loads(opts_json)
+    opts = Options(**{**raw, "input_shapes": tuple(raw.get("input_shapes", ()))})  # JSON made the tuple a list
     try:
         row = check_model(model, opts, keep)
     except BaseException as exc:  # a bug of ours: still one row, with the traceback in the log

@@ -168,21 +168,21 @@ class Patch(Buffer):
         self.set_length(vec, len(tables), what)
 
     def append_int32_vector(self, field: int, values, what: str) -> None:
-        """Repoint the uoffset at `field` to a new int32 vector of `values` after the end of the
-        file (4-byte aligned); nothing before it moves."""
-        self.read("<I", field, what)
-        self.data.extend(bytes(-len(self.data) % 4))
-        start = len(self.data)
-        self.data.extend(struct.pack(f"<I{len(values)}i", len(values), *(int(v) for v in values)))
-        self._put("<I", field, start - field, what)
+        """Repoint the uoffset at `field` to a new int32 vector of `values` after the end."""
+        self._append(field, struct.pack(f"<I{len(values)}i", len(values), *(int(v) for v in values)), what)
 
     def append_string(self, field: int, text: str, what: str) -> None:
-        """Repoint the uoffset at `field` to a new string after the end of the file."""
-        self.read("<I", field, what)
+        """Repoint the uoffset at `field` to a new string after the end."""
         raw = text.encode("utf-8")
+        self._append(field, struct.pack("<I", len(raw)) + raw + b"\0", what)
+
+    def _append(self, field: int, payload: bytes, what: str) -> None:
+        """`payload` after the end of the file (4-byte aligned), the uoffset at `field` pointing at it;
+        nothing before it moves, so weights and external buffers keep their offsets."""
+        self.read("<I", field, what)
         self.data.extend(bytes(-len(self.data) % 4))
         start = len(self.data)
-        self.data.extend(struct.pack("<I", len(raw)) + raw + b"\0")
+        self.data.extend(payload)
         self._put("<I", field, start - field, what)
 
     def set_int32s(self, vec: Vector, values, what: str) -> None:
