@@ -180,8 +180,10 @@ class Patch(Buffer):
         """`payload` after the end of the file (4-byte aligned), the uoffset at `field` pointing at it;
         nothing before it moves, so weights and external buffers keep their offsets."""
         self.read("<I", field, what)
-        self.data.extend(bytes(-len(self.data) % 4))
-        start = len(self.data)
+        start = -(-len(self.data) // 4) * 4
+        if start + len(payload) > FLATBUFFER_LIMIT:
+            raise self.refuse(f"{self.name}: the patched model would end past the 2 GB a flatbuffer offset may reach")
+        self.data.extend(bytes(start - len(self.data)))
         self.data.extend(payload)
         self._put("<I", field, start - field, what)
 
