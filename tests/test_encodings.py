@@ -103,6 +103,51 @@ def test_resource_variables_become_state_inputs_and_outputs(variables_model, tmp
     assert np.abs(want).max() > 1.0  # the state accumulated: five steps of the same model differ
 
 
+@pytest.fixture(scope="module")
+def int8_stream_model(tmp_path_factory):
+    """microWakeWord's pattern, small: a ring buffer of the last 4 frames in a resource variable
+    (concat the new frame, keep the last 4), a dense layer over the 5; full int8, state int8."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    kernel = tf.constant(rng.normal(0, 0.3, [40, 6]).astype(np.float32))
+
+    class Stream(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.buf = tf.Variable(tf.zeros([1, 4, 8]), trainable=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 1, 8], tf.float32)])
+        def step(self, x):
+            full = tf.concat([self.buf, x], axis=1)
+            self.buf.assign(full[:, 1:])
+            return tf.nn.relu(tf.matmul(tf.reshape(full, [1, 40]), kernel))
+
+    module = Stream()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([module.step.get_concrete_function()], module)
+    conv.experimental_enable_resource_variables = True
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, [1, 1, 8]).astype(np.float32)] for _ in range(50))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    conv._experimental_variable_quantization = True  # int8 state, as microWakeWord's models have
+    path = tmp_path_factory.mktemp("stream") / "stream_int8.tflite"
+    path.write_bytes(conv.convert())
+    return path
+
+
+def test_int8_streaming_model(int8_stream_model, tmp_path):
+    from tfl_rebuild.reader import read_model
+
+    ops = [o.opcode for o in read_model(str(int8_stream_model)).main.operators]
+    assert {"READ_VARIABLE", "ASSIGN_VARIABLE"} <= set(ops)
+    result = cli("keras", int8_stream_model, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "TFLite input 'Variable' is int8" in (tmp_path / "out" / "stream_int8.py").read_text()
+    streamed = result.output.split("streamed 8 runs from the initial state")[1].split("\n")[:3]
+    assert "LSB" in " ".join(streamed) and "match" in " ".join(streamed), result.output
+
+
 def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, monkeypatch):
     """A rebuild whose state output is 1e-3 off: each single run is checked on its own state, the
     stream feeds the drift back, and the streaming check must say so."""
