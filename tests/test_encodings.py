@@ -208,6 +208,13 @@ def test_inspect_and_dump_still_work(which, request, tmp_path):
     assert index["tensors"], index
 
 
+def test_inspect_names_the_state(variables_model):
+    result = cli("inspect", variables_model)
+    assert "state: 1 resource variable(s) kept between runs" in result.output, result.output
+    doc = json.loads(cli("inspect", variables_model, "--json").output)
+    assert len(doc["state_variables"]) == 1
+
+
 def test_string_keys_from_a_file(hashtable_model, tmp_path):
     np.save(tmp_path / "keys.npy", np.array(["a", "b", "zz"]))
     result = cli("dump", hashtable_model, "-o", tmp_path / "dump", "--input", tmp_path / "keys.npy")

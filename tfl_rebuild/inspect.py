@@ -124,6 +124,7 @@ def summarize(model: Model, tensors: bool = True) -> dict:
             for s in model.signatures
         ],
         "metadata": {name: len(blob) for name, blob in model.metadata.items()},
+        "state_variables": state_variables(model),
         "model_info": None if info is None else {
             "name": info.name, "description": info.description, "version": info.version,
             "author": info.author, "license": info.license,
@@ -131,6 +132,12 @@ def summarize(model: Model, tensors: bool = True) -> dict:
         },
         "subgraphs": subgraphs,
     }
+
+
+def state_variables(model: Model) -> list[str]:
+    """Names of the resource variables subgraph 0 keeps between runs (streaming state)."""
+    return list(dict.fromkeys(op.options.get("shared_name") or "?" for op in model.main.operators
+                              if op.opcode == "VAR_HANDLE"))
 
 
 def to_json(model: Model) -> str:
@@ -196,6 +203,12 @@ def print_report(model: Model, show_tensors: bool = False, console=None) -> None
         ins = ", ".join(f"{e(n)}={t}" for n, t in s.inputs)
         outs = ", ".join(f"{e(n)}={t}" for n, t in s.outputs)
         con.print(f"signature {e(s.key)!r} (subgraph {s.subgraph_index}): inputs {ins}; outputs {outs}")
+    variables = state_variables(model)
+    if variables:
+        shown = ", ".join(e(repr(v)) for v in variables[:4]) + (f" and {len(variables) - 4} more"
+                                                                   if len(variables) > 4 else "")
+        con.print(f"state: {len(variables)} resource variable(s) kept between runs ({shown}); keras / check "
+                  "rebuild them as extra inputs and outputs")
 
     for sg in model.subgraphs:
         con.print()
