@@ -19,7 +19,7 @@ from .inspect import quantization_kind
 from .ir import Model
 from .measure import NOISE_FACTOR, compare_arrays, to_float, tolerance
 from .outputter import patch_outputs
-from .runtime import index_limits, make_interpreter, random_inputs, set_inputs
+from .runtime import index_limits, make_interpreter, random_inputs
 
 STEPS = 8
 
@@ -84,6 +84,8 @@ def stream_check(original: Model, view: Model, keras_model, steps: int = STEPS) 
 
 
 def _step(interp, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
-    set_inputs(interp, inputs)
+    # Not runtime.set_inputs: it resets the variable tensors before each run, and a stream keeps them.
+    for detail, value in zip(interp.get_input_details(), inputs):
+        interp.set_tensor(detail["index"], value)
     interp.invoke()
     return {d["index"]: interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()}
