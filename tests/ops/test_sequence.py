@@ -119,6 +119,14 @@ def test_unidirectional_sequence_lstm(tfl, case):
     tfl.check(tfl.crafted(_lstm_model(*LSTM_CASES[case])), "UNIDIRECTIONAL_SEQUENCE_LSTM")
 
 
+def test_lstm_state_kept_between_invocations_is_noted(tfl):
+    """TFLite carries the fused LSTM's state (variable tensors) into the next invocation; the rebuild
+    starts from zeros every call, and its header says so."""
+    tfl.check(tfl.crafted(_lstm_model("TANH", False)), "UNIDIRECTIONAL_SEQUENCE_LSTM")
+    source = next((tfl.tmp_path / "gen").glob("*.py")).read_text()
+    assert "TFLite keeps the state of 1 op(s) (UNIDIRECTIONAL_SEQUENCE_LSTM) in variable tensors" in source
+
+
 def _rnn_model(activation: str, time_major: bool) -> bytes:
     from flatbuf import Op, T, build_model
 

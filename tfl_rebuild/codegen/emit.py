@@ -264,6 +264,22 @@ def quantized_io_notes(model: Model, image_hint: bool = False) -> list[str]:
     return notes
 
 
+def variable_tensor_notes(model: Model) -> list[str]:
+    """Fused recurrent ops keep their state in variable tensors, which the TFLite runtime carries
+    from one invocation to the next until reset_all_variables(); the rebuild, as its verification
+    (runtime.set_inputs resets them), starts every call from the zero state."""
+    sg = model.main
+    ops = [op for op in sg.operators
+           if any(0 <= i < len(sg.tensors) and sg.tensors[i].is_variable and sg.tensors[i].data is None
+                  for i in op.inputs)]
+    if not ops:
+        return []
+    kinds = ", ".join(dict.fromkeys(op.key for op in ops))
+    return [f"TFLite keeps the state of {len(ops)} op(s) ({kinds}) in variable tensors from one invocation to the "
+            "next until reset_all_variables(); this model, as its verification, starts every call from the zero "
+            "state"]
+
+
 def _note_lines(notes: list[str]) -> list[Code]:
     """Notes as comment lines; each note is one line of text (model strings in it are repr()-escaped)."""
     import textwrap
@@ -302,7 +318,7 @@ def generate(model: Model, stem: str, fake_quant: bool | None = None, view_optio
         source=display(Path(model.path).name or "model.tflite"),
         sha256=Code(model.sha256[:16]),
         rebuild=_rebuild_command(model, stem, fake_quant, default_fake_quant, tuple(view_options)),
-        notes=_note_lines([*notes, *quantized_io_notes(model)]),
+        notes=_note_lines([*notes, *quantized_io_notes(model), *variable_tensor_notes(model)]),
         weights_path=call("WEIGHTS_PATH = os.path.join", [(None, Code("os.path.dirname(os.path.abspath(__file__))")),
                                                           (None, f"{stem}_weights.npz")], indent=0),
         classes=class_src,
