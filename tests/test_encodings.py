@@ -303,6 +303,19 @@ def test_check_notes_the_signature_it_checked(two_signatures, tmp_path):
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "rows.json").read_text())["models"][0]
     assert "this rebuilds signature 'decode' (subgraph 0)" in row["keras"]["note"], row
+    assert "signature 'encode' verified too (rel " in row["keras"]["note"], row  # every signature is checked
+
+
+def test_check_fails_on_a_wrong_second_signature(two_signatures, tmp_path, monkeypatch):
+    """The other signature is verified as keras --signature does: a wrong rebuild of it fails the row."""
+    from tfl_rebuild import check, verify
+
+    real = verify.run_keras
+    monkeypatch.setattr(verify, "run_keras",  # encode is the one-input signature
+                        lambda m, xs: [y + (0.5 if len(m.inputs) == 1 else 0) for y in real(m, xs)])
+    row = check.check_model(str(two_signatures), check.Options(coreml=False))
+    assert (row.outcome, row.keras.status) == ("fail", "mismatch"), row
+    assert row.keras.reason.startswith("signature 'encode': 1/1 output(s) off"), row.keras.reason
 
 
 def test_keras_rebuilds_the_chosen_signature(two_signatures, tmp_path):

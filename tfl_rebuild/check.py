@@ -345,12 +345,44 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
             stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
             stage.status = "verified" if report.ok else "mismatch"
             stage.reason = "" if report.ok else report.mismatch()
+            if report.ok:
+                _other_signatures(stage, original, outdir)
         except RuntimeUnavailableError as exc:
             stage.status, stage.reason = "not verified", one_line(exc)
         except Exception as exc:
             stage.status, stage.reason = "failed", f"verification: {one_line(exc)}"
     stage.seconds = time.perf_counter() - start
     return keras_model, model
+
+
+def _other_signatures(stage: Stage, original, outdir: Path) -> None:
+    """Each signature besides subgraph 0's (an LLM's decode beside its prefill) rebuilt and verified
+    as `keras --signature` does; the stage keeps the worst. One that cannot be viewed alone (its
+    subgraph also called by control flow) is noted, as `keras --signature` refuses it too."""
+    from .keras_job import write_generated
+    from .verify import load_module, verify
+    from .views import ViewError
+
+    main = next((s.key for s in original.signatures if s.subgraph_index == 0), None)
+    for k, sig in enumerate(s for s in original.signatures if s.key != main):
+        try:
+            model, py_path, w_path = write_generated(str(original.path), str(outdir / f"signature_{k}"),
+                                                     signature=sig.key)
+            report = verify(model, load_module(py_path).build_model(str(w_path)))
+        except ViewError as exc:
+            stage.note = "; ".join(filter(None, [stage.note, f"signature {sig.key!r} not checked: {one_line(exc)}"]))
+            continue
+        except Exception as exc:
+            stage.status, stage.reason = "failed", f"signature {sig.key!r}: {one_line(exc)}"
+            return
+        stage.max_rel = max(stage.max_rel or 0.0, report.max_rel)
+        lsb = _max_lsb(report)
+        stage.lsb = lsb if stage.lsb is None else max(stage.lsb, lsb or 0.0)
+        if not report.ok:
+            stage.status, stage.reason = "mismatch", f"signature {sig.key!r}: {report.mismatch()}"
+            return
+        err = f"{lsb:.2f} LSB" if lsb is not None else f"rel {report.max_rel:.2g}"
+        stage.note = "; ".join(filter(None, [stage.note, f"signature {sig.key!r} verified too ({err})"]))
 
 
 def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None) -> None:
