@@ -543,6 +543,18 @@ def _model(tensors=None, ops=None, inputs=(0,), outputs=(2,), **kwargs) -> bytes
     return build_model(tensors, ops, list(inputs), list(outputs), **kwargs)
 
 
+def _zip(members: dict[str, bytes]) -> bytes:
+    """A zip archive, as a MediaPipe .task bundle is."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
 BAD_MODELS = {
     "empty": lambda: b"",
     "short": lambda: b"TFL3",
@@ -552,6 +564,7 @@ BAD_MODELS = {
     "truncated-last-byte": lambda: _valid()[:-1],
     "random-bytes": lambda: _random(1),
     "random-bytes-with-identifier": lambda: _random(2, identifier=True),
+    "task-bundle": lambda: _zip({"hand_detector.tflite": _valid(), "labels.txt": b"a"}),
     "root-offset-past-end": lambda: patch(_valid(), 0, 1 << 30),
     "tensor-buffer-index": lambda: _model([T("x", [4]), T("w", [4], buffer=99), T("y", [4])]),
     "operator-input-index": lambda: _model(ops=[Op("MUL", [0, 57], [2])]),

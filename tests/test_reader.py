@@ -545,6 +545,8 @@ BAD_EXPECTED = {
     "truncated-last-byte": (r"buffer \d+", r"malformed flatbuffer|past the end"),
     "random-bytes": ("model header", r"file identifier"),
     "random-bytes-with-identifier": (r"operator codes", r"malformed flatbuffer|claims"),
+    "task-bundle": ("model header", r"a zip archive \(a MediaPipe \.task bundle\?\), not a \.tflite model; it "
+                                    r"holds 'hand_detector\.tflite': extract one"),
     "root-offset-past-end": ("model header", r"root table offset 1073741824 lies outside the file"),
     "tensor-buffer-index": ("subgraph 0 tensor 1", r"buffer index 99 is out of range"),
     "operator-input-index": ("subgraph 0 operator 0", r"operator input index 57 is out of range"),

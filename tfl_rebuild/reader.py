@@ -164,6 +164,8 @@ class _Parser:
     def parse(self) -> dict:
         if self.size < 8:
             raise self.fail(f"file is {self.size} bytes, too short to be a TFLite model")
+        if bytes(self.buf[:4]) == b"PK\x03\x04":
+            raise self.fail(_zip_text(self.buf))
         if bytes(self.buf[4:8]) != FILE_IDENTIFIER:
             raise self.fail(f"file identifier is {bytes(self.buf[4:8])!r}, not {FILE_IDENTIFIER!r}")
         root = struct.unpack_from("<I", self.buf, 0)[0]
@@ -483,6 +485,20 @@ def read_model_info(blob: bytes) -> ModelInfo | None:
         )
     except (*_LOW_LEVEL_FAULTS, RecursionError):
         return None
+
+
+def _zip_text(buf) -> str:
+    """What a zip archive given as a model holds (a MediaPipe .task bundle is a zip of .tflite files)."""
+    import io
+    import zipfile
+
+    try:
+        names = [n for n in zipfile.ZipFile(io.BytesIO(bytes(buf))).namelist() if n.endswith(".tflite")]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        names = []
+    held = (f"it holds {', '.join(repr(n) for n in names[:6])}{' ...' if len(names) > 6 else ''}: extract one "
+            "(unzip) and pass that" if names else "it holds no .tflite file")
+    return f"a zip archive (a MediaPipe .task bundle?), not a .tflite model; {held}"
 
 
 def read_model(source: str | os.PathLike | bytes | bytearray) -> Model:
