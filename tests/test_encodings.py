@@ -148,6 +148,14 @@ def test_int8_streaming_model(int8_stream_model, tmp_path):
     assert "LSB" in " ".join(streamed) and "match" in " ".join(streamed), result.output
 
 
+def test_compare_pairs_the_state_view(int8_stream_model, tmp_path):
+    """compare rebuilds the same stateless view the module was made from (its state is an input)."""
+    assert cli("keras", int8_stream_model, "-o", tmp_path / "out", "--no-verify").exit_code == 0
+    result = cli("compare", int8_stream_model, tmp_path / "out" / "stream_int8.py")
+    assert result.exit_code == 0, result.output
+    assert "within tolerance" in result.output and "STRIDED_SLICE" in result.output, result.output
+
+
 def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, monkeypatch):
     """A rebuild whose state output is 1e-3 off: each single run is checked on its own state, the
     stream feeds the drift back, and the streaming check must say so."""
