@@ -341,7 +341,7 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
         try:
             report = verify(model, keras_model, original=original)
             if report.stream is not None:
-                stage.note = "; ".join(filter(None, [stage.note, report.stream.text()]))
+                _add_note(stage, report.stream.text())
             stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
             stage.status = "verified" if report.ok else "mismatch"
             stage.reason = "" if report.ok else report.mismatch()
@@ -353,6 +353,10 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
             stage.status, stage.reason = "failed", f"verification: {one_line(exc)}"
     stage.seconds = time.perf_counter() - start
     return keras_model, model
+
+
+def _add_note(stage: Stage, text: str) -> None:
+    stage.note = "; ".join(filter(None, [stage.note, text]))
 
 
 def _other_signatures(stage: Stage, original, outdir: Path) -> None:
@@ -370,7 +374,7 @@ def _other_signatures(stage: Stage, original, outdir: Path) -> None:
                                                      signature=sig.key)
             report = verify(model, load_module(py_path).build_model(str(w_path)))
         except ViewError as exc:
-            stage.note = "; ".join(filter(None, [stage.note, f"signature {sig.key!r} not checked: {one_line(exc)}"]))
+            _add_note(stage, f"signature {sig.key!r} not checked: {one_line(exc)}")
             continue
         except Exception as exc:
             stage.status, stage.reason = "failed", f"signature {sig.key!r}: {one_line(exc)}"
@@ -382,7 +386,7 @@ def _other_signatures(stage: Stage, original, outdir: Path) -> None:
             stage.status, stage.reason = "mismatch", f"signature {sig.key!r}: {report.mismatch()}"
             return
         err = f"{lsb:.2f} LSB" if lsb is not None else f"rel {report.max_rel:.2g}"
-        stage.note = "; ".join(filter(None, [stage.note, f"signature {sig.key!r} verified too ({err})"]))
+        _add_note(stage, f"signature {sig.key!r} verified too ({err})")
 
 
 def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None) -> None:

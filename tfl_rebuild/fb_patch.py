@@ -56,6 +56,11 @@ def _name(model) -> str:
     return Path(model.path).name if model.path else "<bytes>"
 
 
+def int32_vector(values) -> bytes:
+    """A flatbuffer vector of int32: its length, then the values."""
+    return struct.pack(f"<I{len(values)}i", len(values), *(int(v) for v in values))
+
+
 class Buffer:
     """Bounds-checked little-endian reads of a model's bytes (an mmap or bytes: never copied)."""
 
@@ -125,7 +130,7 @@ class Buffer:
             struct.pack("<I", start - field),
             view[field + 4 :],
             bytes(start - size),
-            struct.pack(f"<I{len(values)}i", len(values), *values),
+            int32_vector(values),
         ]
 
 
@@ -169,7 +174,7 @@ class Patch(Buffer):
 
     def append_int32_vector(self, field: int, values, what: str) -> None:
         """Repoint the uoffset at `field` to a new int32 vector of `values` after the end."""
-        self._append(field, struct.pack(f"<I{len(values)}i", len(values), *(int(v) for v in values)), what)
+        self._append(field, int32_vector(values), what)
 
     def append_string(self, field: int, text: str, what: str) -> None:
         """Repoint the uoffset at `field` to a new string after the end."""

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import fb_patch
+from .codegen.literals import shell_command
 from .errors import InputError, TflRebuildError
 from .ir import Model, Tensor
 
@@ -364,7 +365,8 @@ def make_view(model: Model, signature: str | None = None, input_shapes: list[str
         others = [s.key for s in model.signatures if s.key != main]
         what = f"signature {main!r} (subgraph 0)" if main is not None else "subgraph 0"
         view.notes.append(f"the model has {len(model.signatures)} signatures; this rebuilds {what}; "
-                          + "keras " + ", ".join(f"--signature {k}" for k in others) + " rebuilds the other"
+                          + "keras " + ", ".join(shell_command(["--signature", k]) for k in others)
+                          + " rebuilds the other"
                           + ("s" if len(others) > 1 else ""))
     if explicit_state and has_variables(view.model):
         view.model, note = state_view(view.model)

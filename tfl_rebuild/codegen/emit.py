@@ -274,7 +274,7 @@ def variable_tensor_notes(model: Model) -> list[str]:
                   for i in op.inputs)]
     if not ops:
         return []
-    kinds = ", ".join(dict.fromkeys(op.key for op in ops))
+    kinds = ", ".join(dict.fromkeys(str(display(op.key, 40)) for op in ops))  # a custom code is the model's
     return [f"TFLite keeps the state of {len(ops)} op(s) ({kinds}) in variable tensors from one invocation to the "
             "next until reset_all_variables(); this model, as its verification, starts every call from the zero "
             "state"]
