@@ -71,8 +71,8 @@ def build_chain(n_ops: int) -> Path:
 
 
 def time_codegen(path: Path, repeats: int) -> dict:
-    from tfl_rebuild.codegen.emit import generate
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.rebuild.codegen.emit import generate
+    from tfl_rebuild.tflite.reader import read_model
 
     model = read_model(path)
     generate(model, "chain")  # warm up: imports, template compilation
@@ -102,8 +102,12 @@ def time_e2e(model: Path, repeats: int) -> list[float]:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "tfl_rebuild.cli", "keras", str(model), "-o", out],
-                                  capture_output=True, text=True, cwd=ROOT)
+            proc = subprocess.run(
+                [sys.executable, "-m", "tfl_rebuild.cli", "keras", str(model), "-o", out],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             times.append(time.perf_counter() - t0)
             if proc.returncode != 0:
                 raise SystemExit(f"tfl-rebuild keras failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
@@ -118,8 +122,8 @@ def phases(model: str) -> None:
     import tensorflow  # noqa: F401
 
     t["import TF + Keras"] = time.perf_counter() - t0
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.verify import load_module, verify
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.verify.end_to_end import load_module, verify
 
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
@@ -139,8 +143,9 @@ def phases(model: str) -> None:
 def time_phases(model: Path, repeats: int) -> dict[str, float]:
     runs = []
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, __file__, "--phases", str(model)], capture_output=True, text=True,
-                              cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--phases", str(model)], capture_output=True, text=True, cwd=ROOT
+        )
         if proc.returncode != 0:
             raise SystemExit(f"phase run failed:\n{proc.stdout}{proc.stderr}")
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -174,22 +179,29 @@ def main() -> None:
     print(f"\ncodegen: {path.name}, {cg['ops']} ops -> {cg['lines']} lines, median of {args.repeats}")
     print(f"  {'read_model':<22}{cg['read_s']:8.3f} s")
     print(f"  {'generate':<22}{cg['generate_s']:8.3f} s")
-    print(f"  {'read + generate':<22}{cg['total_s']:8.3f} s   ({verdict} the {CODEGEN_BAR_S:g} s bar; "
-          f"{cg['total_s'] / cg['ops'] * 1e3:.2f} ms/op)")
+    print(
+        f"  {'read + generate':<22}{cg['total_s']:8.3f} s   ({verdict} the {CODEGEN_BAR_S:g} s bar; "
+        f"{cg['total_s'] / cg['ops'] * 1e3:.2f} ms/op)"
+    )
     print(f"  {'  CPU time':<22}{cg['cpu_s']:8.3f} s   (of this process; machine load does not inflate it)")
     if args.skip_e2e:
         return
 
     e2e = time_e2e(E2E_MODEL, args.e2e_repeats)
     split = time_phases(E2E_MODEL, args.e2e_repeats)
-    print(f"\nkeras: tfl-rebuild keras {E2E_MODEL.relative_to(ROOT)} -o <tmp> (verify on), "
-          f"median of {args.e2e_repeats} processes")
-    print(f"  {'whole process':<24}{statistics.median(e2e):8.2f} s   (runs: {', '.join(f'{t:.2f}' for t in e2e)})")
+    print(
+        f"\nkeras: tfl-rebuild keras {E2E_MODEL.relative_to(ROOT)} -o <tmp> (verify on), "
+        f"median of {args.e2e_repeats} processes"
+    )
+    print(
+        f"  {'whole process':<24}{statistics.median(e2e):8.2f} s   (runs: {', '.join(f'{t:.2f}' for t in e2e)})"
+    )
     print("  split, in a fresh process:")
     for k, v in split.items():
         print(f"    {k:<22}{v:8.2f} s")
-    print(f"    {'sum':<22}{sum(split.values()):8.2f} s   (the rest of the process: Python start-up, CLI, "
-          "exit)")
+    print(
+        f"    {'sum':<22}{sum(split.values()):8.2f} s   (the rest of the process: Python start-up, CLI, exit)"
+    )
     print(f"\nload average {load()}")
 
 

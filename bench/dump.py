@@ -38,9 +38,11 @@ import warnings  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tfl_rebuild import fb_patch, outputter, runtime  # noqa: E402
 from tfl_rebuild.errors import TflRebuildError  # noqa: E402
-from tfl_rebuild.reader import read_model  # noqa: E402
+from tfl_rebuild.runtime import interpreter as runtime  # noqa: E402
+from tfl_rebuild.runtime import outputter  # noqa: E402
+from tfl_rebuild.tflite import fb_patch  # noqa: E402
+from tfl_rebuild.tflite.reader import read_model  # noqa: E402
 
 DEFAULT_MODELS = [ROOT / ".corpus/pose_landmark_full.tflite", ROOT / "fixtures/mobilenet_v2_float.tflite"]
 MODES = {"builtin": False, "xnnpack": True}  # mode -> xnnpack
@@ -71,12 +73,21 @@ def bench_model(path: Path, repeats: int, pt_repeats: int) -> list[tuple[str, st
     # Also the same model padded to 50 MB (trailing bytes are legal). The patch itself
     # (patch_pieces) copies nothing; the interpreter needs one `bytes`, i.e. one copy of the file.
     big = read_model(bytes(model._storage) + bytes(max(0, 50_000_000 - model.size)))
-    t = {(m.size, how): median_ms(lambda m=m, f=f: f(m, indices), repeats)
-         for m in (model, big) for how, f in (("patch", outputter.patch_pieces), ("bytes", outputter.patch_outputs))}
-    print(f"\n{path.name}: {model.size / 1e6:.1f} MB, {len(indices)} op outputs; byte patch "
-          f"{t[model.size, 'patch']:.2f} ms, + joined to bytes {t[model.size, 'bytes']:.2f} ms; padded to "
-          f"50 MB: {t[big.size, 'patch']:.2f} ms, + bytes {t[big.size, 'bytes']:.1f} ms")
-    return [row for mode, xnnpack in MODES.items() for row in bench_mode(path, model, mode, xnnpack, repeats, pt_repeats)]
+    t = {
+        (m.size, how): median_ms(lambda m=m, f=f: f(m, indices), repeats)
+        for m in (model, big)
+        for how, f in (("patch", outputter.patch_pieces), ("bytes", outputter.patch_outputs))
+    }
+    print(
+        f"\n{path.name}: {model.size / 1e6:.1f} MB, {len(indices)} op outputs; byte patch "
+        f"{t[model.size, 'patch']:.2f} ms, + joined to bytes {t[model.size, 'bytes']:.2f} ms; padded to "
+        f"50 MB: {t[big.size, 'patch']:.2f} ms, + bytes {t[big.size, 'bytes']:.1f} ms"
+    )
+    return [
+        row
+        for mode, xnnpack in MODES.items()
+        for row in bench_mode(path, model, mode, xnnpack, repeats, pt_repeats)
+    ]
 
 
 def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_repeats: int):
@@ -87,7 +98,9 @@ def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_rep
     dumper = outputter.Dumper(patched)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        keep = runtime.make_interpreter(model_path=str(path), preserve_all_tensors=True, reference_kernels=not xnnpack)
+        keep = runtime.make_interpreter(
+            model_path=str(path), preserve_all_tensors=True, reference_kernels=not xnnpack
+        )
 
     def preserve():
         runtime.set_inputs(keep, x)
@@ -97,23 +110,30 @@ def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_rep
     # Fast models get more rounds (about 2 s of plain runs), so noise from other processes averages out.
     rounds = max(repeats, min(500, int(2000 / max(median_ms(lambda: runtime.run(plain, x), 5), 0.01))))
     t_plain, t_run, t_copy, t_keep = paired_ms(
-        [lambda: runtime.run(plain, x), lambda: dumper.run(x, copy=False), lambda: dumper.run(x), preserve], rounds
+        [lambda: runtime.run(plain, x), lambda: dumper.run(x, copy=False), lambda: dumper.run(x), preserve],
+        rounds,
     )
     rows = [(mode, "plain", t_plain, 0), (mode, "dump run", t_run, n), (mode, "dump+copy", t_copy, n)]
     if not xnnpack:
         with tempfile.TemporaryDirectory() as tmp:
+
             def run_and_write():
                 outputter.write_dump(dumper.run(x, copy=False), Path(tmp) / "out", model=model)
+
             rows.append((mode, "dump+write", median_ms(run_and_write, repeats), n))
 
     def cold():
         outputter.Dumper(outputter.prepare(read_model(path), xnnpack=xnnpack)).run(x)
+
     rows.append((mode, "dump cold", median_ms(cold, max(3, repeats // 3)), n))
 
     def per_tensor():
         for t in indices:
-            interp = runtime.make_interpreter(model_content=_only_output(model, t), reference_kernels=not xnnpack)
+            interp = runtime.make_interpreter(
+                model_content=_only_output(model, t), reference_kernels=not xnnpack
+            )
             runtime.run(interp, x)
+
     rows.append((mode, "per-tensor", median_ms(per_tensor, pt_repeats, warmup=0), n))
 
     rows.append((mode, "preserve", t_keep, n))
@@ -132,12 +152,16 @@ def print_table(name: str, rows) -> None:
     run = {mode: ms for mode, method, ms, _ in rows if method == "dump run"}
     print(f"  {'mode':8} {'method':11} {'tensors':>7} {'median ms':>10} {'x plain':>8} {'x dump run':>11}")
     for mode, method, ms, n in rows:
-        print(f"  {mode:8} {method:11} {n or '':>7} {ms:10.1f} {ms / plain[mode]:8.2f} {ms / run[mode]:11.2f}")
+        print(
+            f"  {mode:8} {method:11} {n or '':>7} {ms:10.1f} {ms / plain[mode]:8.2f} {ms / run[mode]:11.2f}"
+        )
     for mode in plain:
         pt = next(ms for m, meth, ms, _ in rows if m == mode and meth == "per-tensor")
         cold = next(ms for m, meth, ms, _ in rows if m == mode and meth == "dump cold")
-        print(f"  {mode}: dump run = {run[mode] / plain[mode]:.2f}x plain; per-tensor is "
-              f"{pt / run[mode]:.0f}x slower than dump run, {pt / cold:.0f}x slower than dump cold")
+        print(
+            f"  {mode}: dump run = {run[mode] / plain[mode]:.2f}x plain; per-tensor is "
+            f"{pt / run[mode]:.0f}x slower than dump run, {pt / cold:.0f}x slower than dump cold"
+        )
 
 
 def main(argv=None) -> None:
@@ -146,11 +170,15 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--per-tensor-repeats", type=int, default=3)
     args = ap.parse_args(argv)
-    print(f"runtime: {runtime.interpreter_class().__module__}; cpus: {os.cpu_count()}; "
-          f"repeats: {args.repeats} (per-tensor: {args.per_tensor_repeats})")
+    print(
+        f"runtime: {runtime.interpreter_class().__module__}; cpus: {os.cpu_count()}; "
+        f"repeats: {args.repeats} (per-tensor: {args.per_tensor_repeats})"
+    )
     for path in args.models:
         if not path.exists():
-            print(f"\n{path.name}: missing, skipped ({'run scripts/fetch_corpus.sh' if '.corpus' in str(path) else 'run fixtures/make_fixtures.py'})")
+            print(
+                f"\n{path.name}: missing, skipped ({'run scripts/fetch_corpus.sh' if '.corpus' in str(path) else 'run fixtures/make_fixtures.py'})"
+            )
             continue
         try:
             print_table(path.name, bench_model(path, args.repeats, args.per_tensor_repeats))

@@ -124,12 +124,14 @@ def import_breakdown(model: Path, top: int = 15) -> list[tuple[float, float, str
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    main(['inspect', {str(model)!r}], standalone_mode=False)\n"
     )
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
+    )
     rows = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line or "self [us]" in line:
             continue
-        self_us, cum_us, name = (part.strip() for part in line[len("import time:"):].split("|"))
+        self_us, cum_us, name = (part.strip() for part in line[len("import time:") :].split("|"))
         rows.append((int(cum_us) / 1000, int(self_us) / 1000, name))
     return rows
 
@@ -148,7 +150,7 @@ def in_process_breakdown(model: Path, runs: int) -> dict[str, float]:
     code = f"""
 import io, json, statistics, time
 from rich.console import Console
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild import inspect as ins
 t = {{"read_model": [], "sha256": [], "print_report": [], "to_json": []}}
 for _ in range({runs}):
@@ -166,7 +168,9 @@ print(json.dumps({{k: 1000 * statistics.median(v) for k, v in t.items()}}))
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", type=Path, help=f"default: {BIG_MODEL.relative_to(ROOT)} (built once)")
+    parser.add_argument(
+        "model", nargs="?", type=Path, help=f"default: {BIG_MODEL.relative_to(ROOT)} (built once)"
+    )
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
 
@@ -195,17 +199,23 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{args.runs} runs each, whole processes; wall = median, peak RSS = max over runs\n")
     print(f"{'command':<14} {'wall s':>8} {'x analyzer':>11} {'peak RSS MiB':>13} {'x analyzer':>11}")
     for name in cmds:
-        print(f"{name:<14} {wall[name]:>8.3f} {wall[name] / base_wall:>11.3f} {rss[name]:>13.1f} "
-              f"{rss[name] / base_rss:>11.3f}")
+        print(
+            f"{name:<14} {wall[name]:>8.3f} {wall[name] / base_wall:>11.3f} {rss[name]:>13.1f} "
+            f"{rss[name] / base_rss:>11.3f}"
+        )
     ok_time = wall["inspect"] <= BAR_RATIO * base_wall
     ok_rss = rss["inspect"] <= BAR_RSS_MIB
-    print(f"\nbar: inspect wall <= {BAR_RATIO:.2f}x analyzer: {'PASS' if ok_time else 'MISS'} "
-          f"({wall['inspect'] / base_wall:.3f}x);  inspect peak RSS <= {BAR_RSS_MIB} MiB: "
-          f"{'PASS' if ok_rss else 'MISS'} ({rss['inspect']:.1f} MiB)")
+    print(
+        f"\nbar: inspect wall <= {BAR_RATIO:.2f}x analyzer: {'PASS' if ok_time else 'MISS'} "
+        f"({wall['inspect'] / base_wall:.3f}x);  inspect peak RSS <= {BAR_RSS_MIB} MiB: "
+        f"{'PASS' if ok_rss else 'MISS'} ({rss['inspect']:.1f} MiB)"
+    )
 
     rows = import_breakdown(model)
     total_ms = sum(self_ms for _, self_ms, _ in rows)
-    print(f"\nimports of `tfl-rebuild inspect` (python -X importtime): {total_ms:.0f} ms in {len(rows)} modules")
+    print(
+        f"\nimports of `tfl-rebuild inspect` (python -X importtime): {total_ms:.0f} ms in {len(rows)} modules"
+    )
     print(f"  {'self ms':>8}  top-level package")
     for ms, pkg in top_level_packages(rows)[:12]:
         print(f"  {ms:>8.1f}  {pkg}")

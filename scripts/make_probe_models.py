@@ -259,8 +259,24 @@ def inception_resnet_v2() -> keras.Model:
 def activations_zoo() -> keras.Model:
     """Dense layers through the activations keras.activations offers, side by side."""
     inp = keras.Input((24,), name="features")
-    names = ["elu", "selu", "softplus", "softsign", "mish", "silu", "gelu", "hard_sigmoid", "hard_silu",
-             "relu6", "leaky_relu", "exponential", "tanh", "sigmoid", "log_softmax", "softmax"]
+    names = [
+        "elu",
+        "selu",
+        "softplus",
+        "softsign",
+        "mish",
+        "silu",
+        "gelu",
+        "hard_sigmoid",
+        "hard_silu",
+        "relu6",
+        "leaky_relu",
+        "exponential",
+        "tanh",
+        "sigmoid",
+        "log_softmax",
+        "softmax",
+    ]
     branches = [layers.Dense(8, activation=name, name=f"dense_{name}")(inp) for name in names]
     branches.append(layers.Activation(keras.activations.gelu)(layers.Dense(8)(inp)))  # exact erf form
     branches.append(layers.PReLU()(layers.Dense(8)(inp)))
@@ -426,7 +442,9 @@ class DecodeBoxes(layers.Layer):
     def call(self, raw):
         ys, xs = np.meshgrid(np.arange(self.size), np.arange(self.size), indexing="ij")
         grid = np.repeat(np.stack([xs, ys], -1).reshape(-1, 1, 2), self.anchors, axis=1).reshape(1, -1, 2)
-        wh = np.tile(np.array([[1.0, 1.5], [2.0, 1.0]][: self.anchors], np.float32), (self.size * self.size, 1))
+        wh = np.tile(
+            np.array([[1.0, 1.5], [2.0, 1.0]][: self.anchors], np.float32), (self.size * self.size, 1)
+        )
         sig = keras.ops.sigmoid(raw)
         xy = (sig[..., :2] * 2.0 - 0.5 + grid.astype(np.float32)) * float(self.stride)
         size = (sig[..., 2:4] * 2.0) ** 2 * wh[None] * float(self.stride)
@@ -627,8 +645,12 @@ def names() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / ".probe")
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="model names (mobilenet_v3_small) or files (mobilenet_v3_small_int8)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="model names (mobilenet_v3_small) or files (mobilenet_v3_small_int8)",
+    )
     parser.add_argument("--list", action="store_true", help="print the file names and stop")
     args = parser.parse_args(argv)
     if args.list:
@@ -638,8 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     constant = []
     for model_name, (build, variants) in MODELS.items():
-        todo = [v for v in variants
-                if wanted is None or model_name in wanted or f"{model_name}_{v}" in wanted]
+        todo = [
+            v for v in variants if wanted is None or model_name in wanted or f"{model_name}_{v}" in wanted
+        ]
         if not todo:
             continue
         start = time.time()
@@ -653,8 +676,11 @@ def main(argv: list[str] | None = None) -> int:
             if flag:
                 constant.append(path.name)
             ops = len(list(op_histogram(path).elements()))
-            print(f"{path.name:34} {path.stat().st_size:>11,} B  {ops:4} ops  "
-                  f"sensitivity {[round(r, 3) for r in ratios]}  {time.time() - start:.0f}s{flag}", flush=True)
+            print(
+                f"{path.name:34} {path.stat().st_size:>11,} B  {ops:4} ops  "
+                f"sensitivity {[round(r, 3) for r in ratios]}  {time.time() - start:.0f}s{flag}",
+                flush=True,
+            )
             start = time.time()
     if constant:
         print(f"outputs that barely move with the input: {', '.join(constant)}")

@@ -59,11 +59,20 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = 1234
 MIN_CHANGE = 0.01  # an output must move by more than 1% of its magnitude between two inputs
 # onnx2tf's quantized outputs (-oiqt): which ones each model is written as.
-QUANT_FILES = {"int8": "full_integer_quant", "int8_float_io": "integer_quant", "dynamic": "dynamic_range_quant",
-               "int16act": "full_integer_quant_with_int16_act"}
+QUANT_FILES = {
+    "int8": "full_integer_quant",
+    "int8_float_io": "integer_quant",
+    "dynamic": "dynamic_range_quant",
+    "int16act": "full_integer_quant_with_int16_act",
+}
 DYNAMIC_BATCH = ("yolo",)  # also exported with a dynamic batch axis
-INT8 = {"resnet": ("int8",), "mobilenet_v3": ("int8", "dynamic", "int16act"), "yolo": ("int8", "int8_float_io"),
-        "vit": ("int8",), "unet": ("int8",)}  # (LiteRT cannot run vit's: onnx2tf's erf divides x / |x|)
+INT8 = {
+    "resnet": ("int8",),
+    "mobilenet_v3": ("int8", "dynamic", "int16act"),
+    "yolo": ("int8", "int8_float_io"),
+    "vit": ("int8",),
+    "unet": ("int8",),
+}  # (LiteRT cannot run vit's: onnx2tf's erf divides x / |x|)
 
 
 def rng(salt: int) -> np.random.Generator:
@@ -80,7 +89,9 @@ def uniform(shape: tuple[int, ...], salt: int) -> np.ndarray:
 
 
 class ConvBNAct(nn.Module):
-    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act: nn.Module | None = None):
+    def __init__(
+        self, c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act: nn.Module | None = None
+    ):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, k // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(c2)
@@ -181,9 +192,13 @@ class Detect(nn.Module):
         self.nc, self.reg_max = nc, 16
         self.no = nc + 4 * self.reg_max
         c2, c3 = max(16, ch[0] // 4, 4 * self.reg_max), max(ch[0], min(nc, 100))
-        self.cv2 = nn.ModuleList(nn.Sequential(ConvBNAct(c, c2, 3), ConvBNAct(c2, c2, 3), nn.Conv2d(c2, 4 * self.reg_max, 1))
-                                 for c in ch)
-        self.cv3 = nn.ModuleList(nn.Sequential(ConvBNAct(c, c3, 3), ConvBNAct(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for c in ch)
+        self.cv2 = nn.ModuleList(
+            nn.Sequential(ConvBNAct(c, c2, 3), ConvBNAct(c2, c2, 3), nn.Conv2d(c2, 4 * self.reg_max, 1))
+            for c in ch
+        )
+        self.cv3 = nn.ModuleList(
+            nn.Sequential(ConvBNAct(c, c3, 3), ConvBNAct(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for c in ch
+        )
         self.dfl = DFL(self.reg_max)
         anchors, stride_t = [], []
         for s in strides:  # anchor points at cell centres, as Ultralytics' make_anchors
@@ -210,8 +225,13 @@ class Yolo(nn.Module):
 
     def __init__(self, nc: int = 4):
         super().__init__()
-        self.b0 = nn.Sequential(ConvBNAct(3, 16, 3, 2), ConvBNAct(16, 32, 3, 2), C2f(32, 32, 1, True),
-                                ConvBNAct(32, 32, 3, 2), C2f(32, 32, 1, True))
+        self.b0 = nn.Sequential(
+            ConvBNAct(3, 16, 3, 2),
+            ConvBNAct(16, 32, 3, 2),
+            C2f(32, 32, 1, True),
+            ConvBNAct(32, 32, 3, 2),
+            C2f(32, 32, 1, True),
+        )
         self.b1 = nn.Sequential(ConvBNAct(32, 64, 3, 2), C2f(64, 64, 1, True))
         self.b2 = nn.Sequential(ConvBNAct(64, 128, 3, 2), C2f(128, 128, 1, True), SPPF(128, 128))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
@@ -305,7 +325,9 @@ class EncoderBlock(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, size: int = 32, patch: int = 8, dim: int = 64, depth: int = 2, heads: int = 4, classes: int = 10):
+    def __init__(
+        self, size: int = 32, patch: int = 8, dim: int = 64, depth: int = 2, heads: int = 4, classes: int = 10
+    ):
         super().__init__()
         self.patch = nn.Conv2d(3, dim, patch, patch)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
@@ -324,7 +346,9 @@ class TextTransformer(nn.Module):
 
     def __init__(self, dim: int = 32, tokens: int = 16, classes: int = 6):
         super().__init__()
-        layer = nn.TransformerEncoderLayer(dim, 4, 64, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, 4, 64, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
         self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.5)
         self.head = nn.Linear(dim, classes)
@@ -380,10 +404,17 @@ class Audio1d(nn.Module):
         super().__init__()
 
         def block(c1, c2, k, s, groups=1):
-            return nn.Sequential(nn.Conv1d(c1, c2, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm1d(c2), nn.ReLU())
+            return nn.Sequential(
+                nn.Conv1d(c1, c2, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm1d(c2), nn.ReLU()
+            )
 
-        self.features = nn.Sequential(block(1, 16, 9, 4), block(16, 32, 9, 2), nn.MaxPool1d(2),
-                                      block(32, 32, 3, 1, groups=32), block(32, 64, 1, 1))
+        self.features = nn.Sequential(
+            block(1, 16, 9, 4),
+            block(16, 32, 9, 2),
+            nn.MaxPool1d(2),
+            block(32, 32, 3, 1, groups=32),
+            block(32, 64, 1, 1),
+        )
         self.head = nn.Linear(64, classes)
 
     def forward(self, x):
@@ -400,11 +431,14 @@ class PoseSegHead(nn.Module):
     def __init__(self, c: int = 32, kpts: int = 5, masks: int = 8, size: int = 80, stride: int = 8):
         super().__init__()
         self.kpts, self.masks = kpts, masks
-        self.stem = nn.Sequential(ConvBNAct(3, 16, 3, 2), ConvBNAct(16, c, 3, 2), C2f(c, c, 1, True),
-                                  ConvBNAct(c, c, 3, 2))
+        self.stem = nn.Sequential(
+            ConvBNAct(3, 16, 3, 2), ConvBNAct(16, c, 3, 2), C2f(c, c, 1, True), ConvBNAct(c, c, 3, 2)
+        )
         self.kpt = nn.Sequential(ConvBNAct(c, c, 3), nn.Conv2d(c, kpts * 3, 1))
         self.coef = nn.Sequential(ConvBNAct(c, c, 3), nn.Conv2d(c, masks, 1))
-        self.proto = nn.Sequential(ConvBNAct(c, c, 3), nn.ConvTranspose2d(c, c, 2, 2, bias=True), ConvBNAct(c, masks, 1))
+        self.proto = nn.Sequential(
+            ConvBNAct(c, c, 3), nn.ConvTranspose2d(c, c, 2, 2, bias=True), ConvBNAct(c, masks, 1)
+        )
         n = size // stride
         sy, sx = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
         self.register_buffer("anchors", torch.stack((sx, sy), 0).view(1, 2, -1))
@@ -430,8 +464,13 @@ class SuperResolution(nn.Module):
 
     def __init__(self, scale: int = 2):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 32, 5, 1, 2), nn.PReLU(32), nn.Conv2d(32, 16, 3, 1, 1),
-                                  nn.LeakyReLU(0.1), nn.Conv2d(16, 3 * scale * scale, 3, 1, 1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 5, 1, 2),
+            nn.PReLU(32),
+            nn.Conv2d(32, 16, 3, 1, 1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(16, 3 * scale * scale, 3, 1, 1),
+        )
         self.shuffle = nn.PixelShuffle(scale)
         self.scale = scale
 
@@ -517,8 +556,12 @@ class TemporalConvBiRNN(nn.Module):
 
     def __init__(self, features: int = 12, classes: int = 4):
         super().__init__()
-        self.tcn = nn.Sequential(nn.Conv1d(features, 24, 3, padding=2, dilation=2), nn.ReLU(),
-                                 nn.Conv1d(24, 24, 3, padding=4, dilation=4), nn.ReLU())
+        self.tcn = nn.Sequential(
+            nn.Conv1d(features, 24, 3, padding=2, dilation=2),
+            nn.ReLU(),
+            nn.Conv1d(24, 24, 3, padding=4, dilation=4),
+            nn.ReLU(),
+        )
         self.norm = nn.LayerNorm(24)
         self.gru = nn.GRU(24, 16, batch_first=True, bidirectional=True)
         self.lstm = nn.LSTM(32, 12, batch_first=True, bidirectional=True)
@@ -539,8 +582,15 @@ class RotaryDecoderBlock(nn.Module):
         super().__init__()
         self.heads, self.hd = heads, dim // heads
         self.qkv, self.out = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim, bias=False)
-        self.gate, self.up, self.down = nn.Linear(dim, 64, bias=False), nn.Linear(dim, 64, bias=False), nn.Linear(64, dim, bias=False)
-        self.w1, self.w2 = nn.Parameter(1.0 + 0.2 * torch.randn(dim)), nn.Parameter(1.0 + 0.2 * torch.randn(dim))
+        self.gate, self.up, self.down = (
+            nn.Linear(dim, 64, bias=False),
+            nn.Linear(dim, 64, bias=False),
+            nn.Linear(64, dim, bias=False),
+        )
+        self.w1, self.w2 = (
+            nn.Parameter(1.0 + 0.2 * torch.randn(dim)),
+            nn.Parameter(1.0 + 0.2 * torch.randn(dim)),
+        )
         inv = 1.0 / 10000 ** (torch.arange(0, self.hd, 2).float() / self.hd)
         angles = torch.arange(tokens).float()[:, None] * inv[None]
         self.register_buffer("cos", torch.cat((angles.cos(), angles.cos()), -1))
@@ -551,7 +601,7 @@ class RotaryDecoderBlock(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
 
     def rotate(self, x):
-        x1, x2 = x[..., : self.hd // 2], x[..., self.hd // 2:]
+        x1, x2 = x[..., : self.hd // 2], x[..., self.hd // 2 :]
         return x * self.cos + torch.cat((-x2, x1), -1) * self.sin
 
     def forward(self, x):
@@ -578,8 +628,14 @@ class ConvNeXtBlocks(nn.Module):
 
     @staticmethod
     def _block(c):
-        return nn.ModuleDict({"dw": nn.Conv2d(c, c, 7, 1, 3, groups=c), "norm": nn.LayerNorm(c),
-                              "pw1": nn.Linear(c, 4 * c), "pw2": nn.Linear(4 * c, c)})
+        return nn.ModuleDict(
+            {
+                "dw": nn.Conv2d(c, c, 7, 1, 3, groups=c),
+                "norm": nn.LayerNorm(c),
+                "pw1": nn.Linear(c, 4 * c),
+                "pw2": nn.Linear(4 * c, c),
+            }
+        )
 
     def forward(self, x):
         x = self.stem(x)
@@ -649,13 +705,21 @@ def export_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, dynamic_ba
     example = torch.from_numpy(uniform(shape, salt=5))
     # Grad stays on: under no_grad nn.TransformerEncoderLayer takes its fused fast path, which has no ONNX form.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter (still what most exports use) and its notes
+        warnings.simplefilter(
+            "ignore"
+        )  # the TorchScript exporter (still what most exports use) and its notes
         outs = model(example)
         count = len(outs) if isinstance(outs, (tuple, list)) else 1
-        torch.onnx.export(model, (example,), str(path), input_names=["input"],
-                          output_names=[f"output{k}" if count > 1 else "output" for k in range(count)],
-                          dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None,
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=[f"output{k}" if count > 1 else "output" for k in range(count)],
+            dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None,
+            opset_version=17,
+            dynamo=False,
+        )
     # Constant-fold shape arithmetic (torch's chunk() exports as Shape / Gather / Div / Slice), as
     # Ultralytics' exporter does with onnxslim; onnx2tf misreads the unfolded form.
     import onnx
@@ -684,14 +748,22 @@ def onnx2tf_convert(onnx_path: Path, out_dir: Path, shape: tuple[int, ...], int8
         calib = out_dir / "calibration.npy"
         np.save(calib, uniform(nhwc, salt=9))
         ones = np.ones((1,) * len(nhwc), np.float32)
-        kwargs |= {"output_integer_quantized_tflite": True, "quant_type": "per-channel",
-                  "custom_input_op_name_np_data_path": [["input", str(calib), ones * 0.0, ones]]}
+        kwargs |= {
+            "output_integer_quantized_tflite": True,
+            "quant_type": "per-channel",
+            "custom_input_op_name_np_data_path": [["input", str(calib), ones * 0.0, ones]],
+        }
     cwd = os.getcwd()
     os.chdir(out_dir)
     try:
         with quiet(out_dir / "onnx2tf.log"):
-            onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir / "tf"),
-                            output_signaturedefs=True, non_verbose=True, **kwargs)  # as Ultralytics' export
+            onnx2tf.convert(
+                input_onnx_file_path=str(onnx_path),
+                output_folder_path=str(out_dir / "tf"),
+                output_signaturedefs=True,
+                non_verbose=True,
+                **kwargs,
+            )  # as Ultralytics' export
     finally:
         os.chdir(cwd)
 
@@ -726,7 +798,9 @@ def run(path: Path, salt: int) -> list[np.ndarray]:
         if detail["dtype"] != np.float32:
             scale, zero_point = detail["quantization"]
             info = np.iinfo(detail["dtype"])
-            values = np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+            values = np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(
+                detail["dtype"]
+            )
         interpreter.set_tensor(detail["index"], values)
     interpreter.invoke()
     outs = []
@@ -807,7 +881,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / ".probe_torch"))
     parser.add_argument("--only", nargs="*", default=None, help="model names (see --list)")
     parser.add_argument("--list", action="store_true")
-    parser.add_argument("--keep-work", action="store_true", help="keep the ONNX / SavedModel files in OUT/work")
+    parser.add_argument(
+        "--keep-work", action="store_true", help="keep the ONNX / SavedModel files in OUT/work"
+    )
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(MODELS))

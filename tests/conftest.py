@@ -104,7 +104,7 @@ def require_corpus(name: str) -> Path:
 @cache
 def read_cached(path: Path):
     """read_model, once per path per test process (for tests that only look)."""
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.tflite.reader import read_model
 
     return read_model(path)
 

@@ -31,7 +31,7 @@ import flatbuffers
 import numpy as np
 import tflite
 
-from tfl_rebuild.ir import TENSOR_TYPES
+from tfl_rebuild.tflite.ir import TENSOR_TYPES
 
 TENSOR_TYPE_CODES = {name: code for code, name in TENSOR_TYPES.items()}
 DEFAULT_OPTIONS_TYPE = {
@@ -201,7 +201,9 @@ def _subgraph(b: flatbuffers.Builder, g: Graph, tensor_buffer: list[int], codes:
         ins, outs = _int_vector(b, op.inputs), _int_vector(b, op.outputs)
         inter = _int_vector(b, op.intermediates) if op.intermediates else None
         custom_opts = b.CreateByteVector(op.custom_options) if op.custom_options else None
-        options_type = op.options_type or (None if op.custom_code is not None else DEFAULT_OPTIONS_TYPE.get(op.opcode))
+        options_type = op.options_type or (
+            None if op.custom_code is not None else DEFAULT_OPTIONS_TYPE.get(op.opcode)
+        )
         opts = _options(b, options_type, op.options) if options_type else None
         tflite.OperatorStart(b)
         index = op.opcode_index if op.opcode_index is not None else codes.index(_code_key(op))
@@ -295,15 +297,17 @@ def _build(
         code = builtin_code("CUSTOM" if custom is not None else name)
         tflite.OperatorCodeStart(b)
         tflite.OperatorCodeAddDeprecatedBuiltinCode(
-            b, min(code, 127) if forced_deprecated is None else forced_deprecated)
+            b, min(code, 127) if forced_deprecated is None else forced_deprecated
+        )
         tflite.OperatorCodeAddBuiltinCode(b, code if forced_code is None else forced_code)
         tflite.OperatorCodeAddVersion(b, ver)
         if custom_off is not None:
             tflite.OperatorCodeAddCustomCode(b, custom_off)
         code_offsets.append(tflite.OperatorCodeEnd(b))
 
-    subgraph_offsets = [_subgraph(b, g, tensor_buffer, codes)
-                        for g, tensor_buffer in zip(graphs, graph_buffers)]
+    subgraph_offsets = [
+        _subgraph(b, g, tensor_buffer, codes) for g, tensor_buffer in zip(graphs, graph_buffers)
+    ]
 
     md_offsets = []
     for name, bi in metadata_buffer.items():
@@ -408,7 +412,11 @@ def simple_model(
     """y = x (op) w, with w a float32 constant of shape [4]: a runnable two-input elementwise model."""
     w = np.array([0.5, -1.0, 2.0, 3.25], np.float32) if weights is None else weights
     return build_model(
-        [T(x_name, list(w.shape)), T(w_name, list(w.shape), data=w, external=external), T(y_name, list(w.shape))],
+        [
+            T(x_name, list(w.shape)),
+            T(w_name, list(w.shape), data=w, external=external),
+            T(y_name, list(w.shape)),
+        ],
         [Op(opcode, [0, 1], [2], options={"fused_activation_function": "NONE"})],
         inputs=[0],
         outputs=[2],
@@ -416,8 +424,15 @@ def simple_model(
     )
 
 
-_PATH_ACCESSORS = {"subgraph": "Subgraphs", "tensor": "Tensors", "operator": "Operators", "buffer": "Buffers",
-                   "operator_code": "OperatorCodes", "metadata": "Metadata", "signature_def": "SignatureDefs"}
+_PATH_ACCESSORS = {
+    "subgraph": "Subgraphs",
+    "tensor": "Tensors",
+    "operator": "Operators",
+    "buffer": "Buffers",
+    "operator_code": "OperatorCodes",
+    "metadata": "Metadata",
+    "signature_def": "SignatureDefs",
+}
 
 
 def _resolve(blob: bytes, path: str):
@@ -507,7 +522,11 @@ def model_metadata(
     ins, outs = named(inputs), named(outputs)
     sub = table({2: ins, 3: outs})
     files = named([(f, "") for f in associated_files])
-    fields = {k: b.CreateString(v) for k, v in ((0, name), (1, description), (2, version), (4, author), (5, license)) if v}
+    fields = {
+        k: b.CreateString(v)
+        for k, v in ((0, name), (1, description), (2, version), (4, author), (5, license))
+        if v
+    }
     fields[3] = _table_vector(b, [sub])
     fields[6] = files
     b.Finish(table(dict(sorted(fields.items()))), file_identifier=b"M001")
@@ -571,18 +590,29 @@ BAD_MODELS = {
     "operator-output-index": lambda: _model(ops=[Op("MUL", [0, 1], [99])]),
     "opcode-index": lambda: _model(ops=[Op("MUL", [0, 1], [2], opcode_index=5)]),
     "subgraph-input-index": lambda: _model(inputs=[42]),
-    "negative-dimension": lambda: _model([T("x", [-5, 4]), T("w", [4], data=np.ones(4, np.float32)), T("y", [4])]),
-    "unknown-tensor-type": lambda: _model([T("x", [4], type_code=99), T("w", [4], data=np.ones(4, np.float32)),
-                                           T("y", [4])]),
-    "buffer-size-mismatch": lambda: _model([T("x", [4]), T("w", [4], data=np.ones(2, np.float32)), T("y", [4])]),
-    "scale-count-mismatch": lambda: _model([T("x", [4]), T("w", [4], dtype="int8", data=np.ones(4, np.int8),
-                                                            scale=[1.0, 2.0, 3.0]), T("y", [4])]),
-    "zero-point-count-mismatch": lambda: _model([T("x", [4]), T("w", [4], dtype="int8", data=np.ones(4, np.int8),
-                                                                 scale=[1.0, 2.0], zero_point=[0, 0, 0]),
-                                                 T("y", [4])]),
+    "negative-dimension": lambda: _model(
+        [T("x", [-5, 4]), T("w", [4], data=np.ones(4, np.float32)), T("y", [4])]
+    ),
+    "unknown-tensor-type": lambda: _model(
+        [T("x", [4], type_code=99), T("w", [4], data=np.ones(4, np.float32)), T("y", [4])]
+    ),
+    "buffer-size-mismatch": lambda: _model(
+        [T("x", [4]), T("w", [4], data=np.ones(2, np.float32)), T("y", [4])]
+    ),
+    "scale-count-mismatch": lambda: _model(
+        [T("x", [4]), T("w", [4], dtype="int8", data=np.ones(4, np.int8), scale=[1.0, 2.0, 3.0]), T("y", [4])]
+    ),
+    "zero-point-count-mismatch": lambda: _model(
+        [
+            T("x", [4]),
+            T("w", [4], dtype="int8", data=np.ones(4, np.int8), scale=[1.0, 2.0], zero_point=[0, 0, 0]),
+            T("y", [4]),
+        ]
+    ),
     "signature-tensor-index": lambda: _model(signatures=[Signature("serving_default", {"x": 0}, {"y": 99})]),
     "metadata-buffer-index": lambda: (lambda b: patch(b, scalar_offset(b, "metadata0.buffer"), 77))(
-        _model(metadata={"min_runtime_version": b"1.5.0"})),
+        _model(metadata={"min_runtime_version": b"1.5.0"})
+    ),
     "external-buffer-past-end": lambda: simple_model(weights=np.ones(64, np.float32), external=True)[:-8],
     "2^31-subgraphs": lambda: _claim("subgraphs"),
     "2^31-operator-codes": lambda: _claim("operator_codes"),

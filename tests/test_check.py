@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from conftest import FIXTURES_DIR, require_fixture
 from flatbuf import Op, T, build_model
 
-from tfl_rebuild import check as check_mod
-from tfl_rebuild.check import Options, check_model, collect_models, run_all, run_one
 from tfl_rebuild.cli import main
+from tfl_rebuild.commands.check import run as check_mod
+from tfl_rebuild.commands.check.run import Options, check_model, collect_models, run_all, run_one
 from tfl_rebuild.errors import InputError
 
 CRASHES = {  # model stem -> what its worker does instead of checking it
@@ -35,13 +35,24 @@ CRASHES = {  # model stem -> what its worker does instead of checking it
 def unsupported_model() -> bytes:
     """x -> ADD v99 -> custom MyCustomOp -> SKIP_GRAM -> custom MyCustomOp -> CONV_2D with run-time weights."""
     w = np.ones([1, 4], np.float32)
-    tensors = [T("x", [1, 4]), T("w", [1, 4], data=w), T("a", [1, 4]), T("b", [1, 4]), T("c", [1, 4]),
-               T("d", [1, 4]), T("img", [1, 2, 2, 1]), T("kernel", [1, 1, 1, 1]), T("y", [1, 2, 2, 1])]
-    ops = [Op("ADD", [0, 1], [2], options={"fused_activation_function": "NONE"}, version=99),
-           Op("CUSTOM", [2], [3], custom_code="MyCustomOp"),
-           Op("SKIP_GRAM", [3], [4], options_type="SkipGramOptions"),
-           Op("CUSTOM", [4], [5], custom_code="MyCustomOp"),
-           Op("CONV_2D", [6, 7, -1], [8], options={"padding": "VALID", "stride_w": 1, "stride_h": 1})]
+    tensors = [
+        T("x", [1, 4]),
+        T("w", [1, 4], data=w),
+        T("a", [1, 4]),
+        T("b", [1, 4]),
+        T("c", [1, 4]),
+        T("d", [1, 4]),
+        T("img", [1, 2, 2, 1]),
+        T("kernel", [1, 1, 1, 1]),
+        T("y", [1, 2, 2, 1]),
+    ]
+    ops = [
+        Op("ADD", [0, 1], [2], options={"fused_activation_function": "NONE"}, version=99),
+        Op("CUSTOM", [2], [3], custom_code="MyCustomOp"),
+        Op("SKIP_GRAM", [3], [4], options_type="SkipGramOptions"),
+        Op("CUSTOM", [4], [5], custom_code="MyCustomOp"),
+        Op("CONV_2D", [6, 7, -1], [8], options={"padding": "VALID", "stride_w": 1, "stride_h": 1}),
+    ]
     return build_model(tensors, ops, inputs=[0, 6, 7], outputs=[5, 8])
 
 
@@ -71,14 +82,20 @@ def test_collect_models(tmp_path):
         collect_models([str(tmp_path / "missing.tflite")])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing_dir"], "missing_dir: no such file or directory"),
-    (["{tmp}"], "no .tflite files in this directory"),
-    (["{tmp}/m.tflite", "--json", "-", "--markdown", "-"], "only one of them can go to stdout"),
-    (["{tmp}/m.tflite", "--markdown", "{tmp}/m.tflite/report.md"], "m.tflite: is a file, not a directory"),
-    (["{tmp}/m.tflite", "--keep", "{tmp}/m.tflite"], "m.tflite: is a file, not a directory"),
-    (["{tmp}/m.tflite", "--json", "{tmp}"], "is a directory, expected a file path"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing_dir"], "missing_dir: no such file or directory"),
+        (["{tmp}"], "no .tflite files in this directory"),
+        (["{tmp}/m.tflite", "--json", "-", "--markdown", "-"], "only one of them can go to stdout"),
+        (
+            ["{tmp}/m.tflite", "--markdown", "{tmp}/m.tflite/report.md"],
+            "m.tflite: is a file, not a directory",
+        ),
+        (["{tmp}/m.tflite", "--keep", "{tmp}/m.tflite"], "m.tflite: is a file, not a directory"),
+        (["{tmp}/m.tflite", "--json", "{tmp}"], "is a directory, expected a file path"),
+    ],
+)
 def test_bad_arguments_are_one_line_exit_2(tmp_path, args, message):
     (tmp_path / "m.tflite").write_bytes(b"x")
     (tmp_path / "empty").mkdir()
@@ -94,7 +111,10 @@ def test_all_unsupported_ops_are_listed_at_once(tmp_path):
     row = check_model(str(path), Options(coreml=False))
     assert row.outcome == "fail"
     assert [(u["op"], u["count"]) for u in row.unsupported] == [
-        ("ADD v99", 1), ("custom MyCustomOp", 2), ("SKIP_GRAM v1", 1)]
+        ("ADD v99", 1),
+        ("custom MyCustomOp", 2),
+        ("SKIP_GRAM v1", 1),
+    ]
     assert len(row.conversion_errors) == 1 and "CONV_2D (op 4)" in row.conversion_errors[0]
     assert "weights computed at run time" in row.conversion_errors[0]
     assert row.keras.status == "unsupported" and row.coreml.status == "skipped"
@@ -105,7 +125,10 @@ def test_all_unsupported_ops_are_listed_at_once(tmp_path):
 def test_refusals_keep_their_explanation(tmp_path):
     """Ops the registry refuses for a reason (Flex, SSD post-processing) say why in the row."""
     tensors = [T("x", [1, 4]), T("a", [1, 4]), T("b", [1, 4])]
-    ops = [Op("CUSTOM", [0], [1], custom_code="FlexRaggedRange"), Op("CUSTOM", [1], [2], custom_code="FlexRaggedRange")]
+    ops = [
+        Op("CUSTOM", [0], [1], custom_code="FlexRaggedRange"),
+        Op("CUSTOM", [1], [2], custom_code="FlexRaggedRange"),
+    ]
     path = tmp_path / "flex.tflite"
     path.write_bytes(build_model(tensors, ops, inputs=[0], outputs=[2]))
     row = check_model(str(path), Options(coreml=False))
@@ -116,7 +139,7 @@ def test_refusals_keep_their_explanation(tmp_path):
 
 def test_a_wrong_rebuild_is_a_mismatch_row(monkeypatch):
     """Keras outputs shifted by 0.5 after the build: verify (the real one) must flag them."""
-    from tfl_rebuild import verify
+    from tfl_rebuild.verify import end_to_end as verify
 
     real = verify.run_keras
     monkeypatch.setattr(verify, "run_keras", lambda m, xs: [y + 0.5 for y in real(m, xs)])
@@ -159,8 +182,21 @@ def test_check_directory_jobs_2(tmp_path, fake_crashes):
         (tmp_path / f"{stem}.tflite").write_bytes(b"never read")
     keep, report, md = tmp_path / "keep", tmp_path / "rows.json", tmp_path / "coverage.md"
 
-    result = CliRunner().invoke(main, ["check", str(tmp_path), "--jobs", "2", "--json", str(report),
-                                       "--markdown", str(md), "--keep", str(keep)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "check",
+            str(tmp_path),
+            "--jobs",
+            "2",
+            "--json",
+            str(report),
+            "--markdown",
+            str(md),
+            "--keep",
+            str(keep),
+        ],
+    )
     assert result.exit_code == 1, result.output  # some models fail
     doc = json.loads(report.read_text())
     rows = {r["name"].removesuffix(".tflite"): r for r in doc["models"]}
@@ -177,7 +213,9 @@ def test_check_directory_jobs_2(tmp_path, fake_crashes):
         assert (keep / name / f"{name}.py").is_file() and (keep / name / f"{name}.mlpackage").is_dir()
     assert rows["mnist"]["params"] > 100_000
 
-    assert rows["unsupported"]["reason"].startswith("3 op type(s) not supported: ADD v99, custom MyCustomOp x2")
+    assert rows["unsupported"]["reason"].startswith(
+        "3 op type(s) not supported: ADD v99, custom MyCustomOp x2"
+    )
     assert rows["corrupt"]["outcome"] == "error" and rows["corrupt"]["ops"] is None
     assert rows["segfault"]["outcome"] == "crash" and "SIGSEGV" in rows["segfault"]["reason"]
     assert rows["exception"]["outcome"] == "crash"
@@ -185,8 +223,15 @@ def test_check_directory_jobs_2(tmp_path, fake_crashes):
     for r in rows.values():
         assert r["reason"] == r["reason"].strip() and "\n" not in r["reason"]
         assert (r["reason"] == "") == (r["outcome"] == "pass")
-    assert doc["summary"] == {"models": 6, "passed": 2, "keras_ok": 2, "coreml_ok": 2,
-                              "error": 1, "crash": 2, "timeout": 0}
+    assert doc["summary"] == {
+        "models": 6,
+        "passed": 2,
+        "keras_ok": 2,
+        "coreml_ok": 2,
+        "error": 1,
+        "crash": 2,
+        "timeout": 0,
+    }
 
     text = md.read_text()
     assert "2/6 passed, Keras verified 2/6, Core ML checked 2/6, 1 error, 2 crash" in text
@@ -201,21 +246,49 @@ def test_exit_0_when_every_model_passes(tmp_path):
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["models"][0]
     assert row["keras"]["status"] == "verified" and row["coreml"] == {
-        "status": "skipped", "max_rel": None, "lsb": None, "seconds": 0.0, "reason": "--no-coreml",
-        "precision": None, "note": ""}
+        "status": "skipped",
+        "max_rel": None,
+        "lsb": None,
+        "seconds": 0.0,
+        "reason": "--no-coreml",
+        "precision": None,
+        "note": "",
+    }
 
 
 def test_report_shows_the_precision_and_why_float16_was_not_kept():
     from rich.console import Console
 
-    from tfl_rebuild import check_report
-    from tfl_rebuild.check import Row, Stage
+    from tfl_rebuild.commands.check import report as check_report
+    from tfl_rebuild.commands.check.run import Row, Stage
 
-    rows = [Row("a.tflite", "a.tflite", "pass", 3, 10, "float", keras=Stage("verified", 1e-6),
-                coreml=Stage("checked", 2e-5, precision="float32",
-                             note="float16 drifts: 1/1 output(s) off, worst 'y' rel 0.3")),
-            Row("b.tflite", "b.tflite", "pass", 3, 10, "float", keras=Stage("verified", 1e-6),
-                coreml=Stage("checked", 2e-3, precision="float16"))]
+    rows = [
+        Row(
+            "a.tflite",
+            "a.tflite",
+            "pass",
+            3,
+            10,
+            "float",
+            keras=Stage("verified", 1e-6),
+            coreml=Stage(
+                "checked",
+                2e-5,
+                precision="float32",
+                note="float16 drifts: 1/1 output(s) off, worst 'y' rel 0.3",
+            ),
+        ),
+        Row(
+            "b.tflite",
+            "b.tflite",
+            "pass",
+            3,
+            10,
+            "float",
+            keras=Stage("verified", 1e-6),
+            coreml=Stage("checked", 2e-3, precision="float16"),
+        ),
+    ]
     md = check_report.to_markdown(rows, Options())
     assert "| checked fp32 |" in md and "| checked fp16 |" in md
     assert "## Notes\n\n- a.tflite: float16 drifts: 1/1 output(s) off, worst 'y' rel 0.3" in md
@@ -230,8 +303,10 @@ def waveform_model(path) -> None:
     import tensorflow as tf
 
     module = tf.Module()
-    module.fn = tf.function(lambda x: tf.reduce_mean(tf.abs(tf.signal.stft(x, 400, 160, 512)), axis=0),
-                            input_signature=[tf.TensorSpec([None], tf.float32)])
+    module.fn = tf.function(
+        lambda x: tf.reduce_mean(tf.abs(tf.signal.stft(x, 400, 160, 512)), axis=0),
+        input_signature=[tf.TensorSpec([None], tf.float32)],
+    )
     concrete = module.fn.get_concrete_function()
     path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([concrete], module).convert())
 
@@ -246,9 +321,12 @@ def test_input_shape_fixes_the_models_it_fits(tmp_path):
     rows = {r["name"]: r for r in json.loads(before.stdout)["models"]}
     assert (rows["add_one.tflite"]["outcome"], rows["wave.tflite"]["outcome"]) == ("pass", "fail")
     # at the stored length 1 the STFT has no frame: the row says which option to use
-    assert "is empty" in rows["wave.tflite"]["reason"] and "--input-shape x=N" in rows["wave.tflite"]["reason"]
-    result = CliRunner().invoke(main, ["check", str(tmp_path), "--no-coreml", "--json", "-",
-                                       "--input-shape", "x=16000"])
+    assert (
+        "is empty" in rows["wave.tflite"]["reason"] and "--input-shape x=N" in rows["wave.tflite"]["reason"]
+    )
+    result = CliRunner().invoke(
+        main, ["check", str(tmp_path), "--no-coreml", "--json", "-", "--input-shape", "x=16000"]
+    )
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)["models"]}
     assert rows["wave.tflite"]["keras"]["status"] == "verified"

@@ -19,8 +19,14 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"}
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfl_rebuild.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**ENV, "PYTHONPATH": str(ROOT)}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tfl_rebuild.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**ENV, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
 
 
 def tree(root: Path) -> list[str]:
@@ -29,26 +35,45 @@ def tree(root: Path) -> list[str]:
 
 # {model} is the add_one fixture; "afile" is a regular file, "adir" an empty directory.
 CASES = {
-    "keras-out-under-file": (["keras", "{model}", "-o", "afile/out", "--no-verify"], "afile/out: cannot create"),
-    "keras-out-is-file": (["keras", "{model}", "-o", "afile", "--no-verify"], "afile: is a file, not a directory"),
+    "keras-out-under-file": (
+        ["keras", "{model}", "-o", "afile/out", "--no-verify"],
+        "afile/out: cannot create",
+    ),
+    "keras-out-is-file": (
+        ["keras", "{model}", "-o", "afile", "--no-verify"],
+        "afile: is a file, not a directory",
+    ),
     "keras-model-is-dir": (["keras", "adir", "-o", "out", "--no-verify"], "adir: is a directory"),
-    "keras-save-keras-under-file": (["keras", "{model}", "-o", "out", "--no-verify", "--save-keras", "afile/m.keras"],
-                                    "afile: is a file, not a directory"),
-    "keras-save-keras-wrong-suffix": (["keras", "{model}", "-o", "out", "--no-verify", "--save-keras", "m.h5"],
-                                      ".keras"),
-    "keras-py-target-is-dir": (["keras", "{model}", "-o", "adir2", "--no-verify"], "add_one.py: is a directory"),
+    "keras-save-keras-under-file": (
+        ["keras", "{model}", "-o", "out", "--no-verify", "--save-keras", "afile/m.keras"],
+        "afile: is a file, not a directory",
+    ),
+    "keras-save-keras-wrong-suffix": (
+        ["keras", "{model}", "-o", "out", "--no-verify", "--save-keras", "m.h5"],
+        ".keras",
+    ),
+    "keras-py-target-is-dir": (
+        ["keras", "{model}", "-o", "adir2", "--no-verify"],
+        "add_one.py: is a directory",
+    ),
     "inspect-model-is-dir": (["inspect", "adir"], "adir: is a directory"),
     "inspect-graph-under-file": (["inspect", "{model}", "--graph", "afile/g.json"], "afile: is a file"),
     "weights-out-under-file": (["weights", "{model}", "-o", "afile/w.npz"], "afile: is a file"),
     "weights-out-is-dir": (["weights", "{model}", "-o", "adir"], "adir: is a directory"),
     "dump-out-under-file": (["dump", "{model}", "-o", "afile/d"], "afile: is a file"),
     "dump-out-is-file": (["dump", "{model}", "-o", "afile"], "afile: exists and is not a directory"),
-    "dump-save-patched-under-file": (["dump", "{model}", "--save-patched", "afile/p.tflite"], "afile: is a file"),
+    "dump-save-patched-under-file": (
+        ["dump", "{model}", "--save-patched", "afile/p.tflite"],
+        "afile: is a file",
+    ),
     "compare-module-is-dir": (["compare", "{model}", "adir"], "adir: is a directory"),
     "compare-module-missing": (["compare", "{model}", "nope.py"], "nope.py: cannot read"),
     "coreml-source-is-dir": (["coreml", "adir"], "adir: is a directory"),
     "coreml-out-under-file": (["coreml", "{model}", "-o", "afile/m.mlpackage"], "afile: is a file"),
-    "coreml-keras-dir-under-file": (["coreml", "{model}", "--keras-dir", "afile/k"], "afile/k: cannot create"),
+    "coreml-keras-dir-under-file": (
+        ["coreml", "{model}", "--keras-dir", "afile/k"],
+        "afile/k: cannot create",
+    ),
 }
 
 
@@ -70,14 +95,18 @@ def test_bad_path_is_one_line_exit_2(case, tmp_path):
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root ignores directory permissions, so a read-only directory is writable")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root ignores directory permissions, so a read-only directory is writable",
+)
 def test_permission_denied_is_one_line_exit_2(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        proc = run_cli("keras", str(require_fixture("add_one")), "-o", "locked/out", "--no-verify", cwd=tmp_path)
+        proc = run_cli(
+            "keras", str(require_fixture("add_one")), "-o", "locked/out", "--no-verify", cwd=tmp_path
+        )
     finally:
         locked.chmod(0o700)
     assert proc.returncode == 2
@@ -88,7 +117,7 @@ def test_permission_denied_is_one_line_exit_2(tmp_path):
 
 def test_a_failing_weights_write_leaves_no_module(tmp_path, monkeypatch):
     """The module is renamed into place only after its weights are written."""
-    import tfl_rebuild.keras_job as keras_job
+    import tfl_rebuild.commands.keras as keras_job
     from tfl_rebuild.errors import OutputError
 
     def fail(path, arrays):

@@ -28,14 +28,14 @@ from flatbuf import Op, T, build_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfl_rebuild.codegen.literals import Code, comment, lit
-from tfl_rebuild.codegen.naming import MAX_LEN, RESERVED, Namer, sanitize
-from tfl_rebuild.keras_job import write_generated
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.rebuild.codegen.literals import Code, comment, lit
+from tfl_rebuild.rebuild.codegen.naming import MAX_LEN, RESERVED, Namer, sanitize
+from tfl_rebuild.tflite.reader import read_model
 
 # Activation tensor names, one tensor each (they name layers, variables and op comments).
 HOSTILE = {
-    "quotes": "it's \"quoted\"",
+    "quotes": 'it\'s "quoted"',
     "newlines": "line1\nline2\r\nline3\x0bline4\x0cline5\x1cline6\x85line7",
     "hash": "# not a comment",
     "backslashes": "back\\slash\\",
@@ -77,18 +77,49 @@ CONST_NAMES = ['w"); import os; #', "b\n\u2028", "__import__('os')", "c" * 10_00
 DESCRIPTION = '"""; import os; os.system("x")\n# \u2028 {{ x }}'
 FILE_NAMES = {
     "plain": "model.tflite",
-    "hostile": "it's \"q\" #\n\u2028\u202e🙂 \\ $(x) `y`.tflite",
+    "hostile": 'it\'s "q" #\n\u2028\u202e🙂 \\ $(x) `y`.tflite',
     "long": "n" * 240 + ".tflite",
 }
 # The template's own names: every other identifier comes from the Namer.
-TEMPLATE_NAMES = {"os", "keras", "np", "w", "model", "build_model", "weights_path", "WEIGHTS_PATH", "__file__"}
-DANGEROUS = {"eval", "exec", "compile", "__import__", "open", "print", "getattr", "setattr", "delattr", "globals",
-             "locals", "vars", "input", "breakpoint", "exit", "quit", "system", "popen", "remove", "rmdir"}
+TEMPLATE_NAMES = {
+    "os",
+    "keras",
+    "np",
+    "w",
+    "model",
+    "build_model",
+    "weights_path",
+    "WEIGHTS_PATH",
+    "__file__",
+}
+DANGEROUS = {
+    "eval",
+    "exec",
+    "compile",
+    "__import__",
+    "open",
+    "print",
+    "getattr",
+    "setattr",
+    "delattr",
+    "globals",
+    "locals",
+    "vars",
+    "input",
+    "breakpoint",
+    "exit",
+    "quit",
+    "system",
+    "popen",
+    "remove",
+    "rmdir",
+}
 ACT = {"fused_activation_function": "NONE"}
 
 
-def crafted(names: list[str | bytes], input_name: str | bytes, const_names: list[str | bytes],
-            description: str) -> bytes:
+def crafted(
+    names: list[str | bytes], input_name: str | bytes, const_names: list[str | bytes], description: str
+) -> bytes:
     """x -> CONV_2D -> then per name: RELU, ADD constant, ADD residual (cycling); one tensor per name."""
     rng = np.random.default_rng(0)
     consts = iter(const_names * len(names))
@@ -183,8 +214,11 @@ def test_no_dangerous_names_or_calls(hostile, file_key):
     attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     assert not names & DANGEROUS
     assert not attrs & DANGEROUS
-    os_uses = sorted(ast.unparse(n) for n in ast.walk(tree)
-                     if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "os")
+    os_uses = sorted(
+        ast.unparse(n)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "os"
+    )
     assert set(os_uses) == {"os.path"}
 
 
@@ -204,12 +238,23 @@ def test_top_level_statements(hostile):
             kinds.append(f"def {node.name}")
         else:
             kinds.append(type(node).__name__)
-    assert kinds == ["docstring", "import", "import", "import", "assign WEIGHTS_PATH", "class OpLayer",
-                     "assign BINARY_OPS", "class BinaryOp", "def build_model"]
+    assert kinds == [
+        "docstring",
+        "import",
+        "import",
+        "import",
+        "assign WEIGHTS_PATH",
+        "class OpLayer",
+        "assign BINARY_OPS",
+        "class BinaryOp",
+        "def build_model",
+    ]
 
 
-WEIGHTS_LOOP = ("for layer_name, weight_names in layer_weights.items():\n"
-                "    model.get_layer(layer_name).set_weights([w[f'{layer_name}/{key}'] for key in weight_names])")
+WEIGHTS_LOOP = (
+    "for layer_name, weight_names in layer_weights.items():\n"
+    "    model.get_layer(layer_name).set_weights([w[f'{layer_name}/{key}'] for key in weight_names])"
+)
 
 
 def _statement_kind(stmt: ast.stmt, classes: set[str]) -> str:
@@ -221,7 +266,11 @@ def _statement_kind(stmt: ast.stmt, classes: set[str]) -> str:
             return "load weights"
         if isinstance(value, ast.Call) and ast.unparse(value.func) == "keras.Input" and not value.args:
             return "input"
-        if isinstance(value, ast.Call) and ast.unparse(value.func) == "keras.Model" and stmt.targets[0].id == "model":
+        if (
+            isinstance(value, ast.Call)
+            and ast.unparse(value.func) == "keras.Model"
+            and stmt.targets[0].id == "model"
+        ):
             return "model"
         if isinstance(value, ast.Call) and isinstance(value.func, ast.Call):
             ctor = ast.unparse(value.func.func)
@@ -234,8 +283,10 @@ def _statement_kind(stmt: ast.stmt, classes: set[str]) -> str:
             return "layer"
     if isinstance(stmt, ast.Assign) and text.startswith("layer_weights = {") and _is_plain(stmt.value):
         table = ast.literal_eval(stmt.value)
-        if all(re.fullmatch(r"[a-z0-9_]+", k) and all(re.fullmatch(r"[a-z_]+", n) for n in v)
-               for k, v in table.items()):
+        if all(
+            re.fullmatch(r"[a-z0-9_]+", k) and all(re.fullmatch(r"[a-z_]+", n) for n in v)
+            for k, v in table.items()
+        ):
             return f"weights table of {len(table)}"
     if isinstance(stmt, ast.For) and text == WEIGHTS_LOOP:
         return "weights loop"
@@ -261,8 +312,12 @@ def test_build_model_statements(hostile):
     kinds = [_statement_kind(s, classes) for s in fn.body]
     ops = 1 + len(HOSTILE)
     n_const_adds = len(HOSTILE) // 3 + (len(HOSTILE) % 3 > 1)
-    assert kinds == (["load weights", "input"] + ["layer"] * ops + ["model"]
-                     + [f"weights table of {1 + n_const_adds}", "weights loop", "return"])
+    assert kinds == (
+        ["load weights", "input"]
+        + ["layer"] * ops
+        + ["model"]
+        + [f"weights table of {1 + n_const_adds}", "weights loop", "return"]
+    )
 
 
 # --- model strings: only in literals and comments ----------------------------------------------------
@@ -279,10 +334,15 @@ def test_identifiers_are_sanitized(hostile):
     local = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     generated = local - {"w", "model", "layer_weights", "layer_name", "weight_names", "key"}
     assert len(generated) == 1 + 1 + len(HOSTILE)  # input, conv, one per hostile name: all distinct
-    bad = [name for name in sorted(generated)
-           if not re.fullmatch(r"[a-z_][a-z0-9_]*", name)
-           or len(name) > MAX_LEN + 8  # + "t_", "_", a "_<n>" suffix
-           or name in TEMPLATE_NAMES or hasattr(builtins, name) or keyword.issoftkeyword(name)]
+    bad = [
+        name
+        for name in sorted(generated)
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name)
+        or len(name) > MAX_LEN + 8  # + "t_", "_", a "_<n>" suffix
+        or name in TEMPLATE_NAMES
+        or hasattr(builtins, name)
+        or keyword.issoftkeyword(name)
+    ]
     assert bad == []
     assert [t for t in _tokens(source) if t.type == tokenize.NAME and not t.string.isascii()] == []
 
@@ -295,8 +355,13 @@ def test_injection_text_only_in_strings_and_comments(hostile):
 
 def test_no_invisible_or_line_breaking_characters(hostile):
     source = hostile["hostile"][1]
-    bad = sorted({f"U+{ord(c):04X}" for c in source
-                  if c != "\n" and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co")})
+    bad = sorted(
+        {
+            f"U+{ord(c):04X}"
+            for c in source
+            if c != "\n" and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co")
+        }
+    )
     assert bad == []
     assert source.splitlines() == source.split("\n")[:-1]
     assert max(len(line) for line in source.splitlines()) < 400
@@ -311,7 +376,11 @@ def test_op_comments_are_repr_escaped_tensor_names(hostile):
         expected.append(name if len(name) <= 80 else name[:77] + "...")
     shown = []
     for tok in _tokens(source):
-        m = re.fullmatch(r"# ([A-Z_0-9]+) (.*) -> (\[[0-9, ]*\])", tok.string) if tok.type == tokenize.COMMENT else None
+        m = (
+            re.fullmatch(r"# ([A-Z_0-9]+) (.*) -> (\[[0-9, ]*\])", tok.string)
+            if tok.type == tokenize.COMMENT
+            else None
+        )
         if m:  # a plain name as is, anything else repr-escaped
             text = m.group(2)
             shown.append(ast.literal_eval(text) if text[0] in "'\"" else text)
@@ -332,8 +401,9 @@ def test_sidecar_keeps_exact_tensor_names(hostile):
     sg = read_model(path).main
     assert [r["name"] for r in rows] == [sg.tensors[op.outputs[0]].name for op in sg.operators]
     # The crafted names really reached the model (the not-UTF-8 one reads with replacement characters).
-    assert [r["name"] for r in rows[1:]] == [v if isinstance(v, str) else v.decode("utf-8", "replace")
-                                             for v in HOSTILE.values()]
+    assert [r["name"] for r in rows[1:]] == [
+        v if isinstance(v, str) else v.decode("utf-8", "replace") for v in HOSTILE.values()
+    ]
 
 
 def test_weight_keys_are_sanitized(hostile):
@@ -362,7 +432,7 @@ def test_file_name_with_triple_quotes_cannot_inject(tmp_path, benign):
 
 
 def test_hostile_module_runs_and_matches_tflite(hostile):
-    from tfl_rebuild.verify import load_module, run_keras
+    from tfl_rebuild.verify.end_to_end import load_module, run_keras
 
     path, _ = hostile["hostile"]
     py = next((path.parent / "out").glob("*.py"))
@@ -378,8 +448,11 @@ def test_hostile_module_runs_and_matches_tflite(hostile):
 
 # --- the building blocks, on arbitrary text ----------------------------------------------------------
 
-TEXT = st.one_of(st.text(max_size=200), st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
-                 st.sampled_from([v for v in HOSTILE.values() if isinstance(v, str)]))
+TEXT = st.one_of(
+    st.text(max_size=200),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
+    st.sampled_from([v for v in HOSTILE.values() if isinstance(v, str)]),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -422,8 +495,11 @@ PLAIN = st.recursive(
 def _same_value(written, value) -> bool:
     """Equal, except that a float32 value may come back as its shortest float32 spelling."""
     if isinstance(value, (list, tuple)):
-        return type(written) is type(value) and len(written) == len(value) and all(
-            _same_value(a, b) for a, b in zip(written, value))
+        return (
+            type(written) is type(value)
+            and len(written) == len(value)
+            and all(_same_value(a, b) for a, b in zip(written, value))
+        )
     if isinstance(value, float) and written != value:
         return float(np.float32(value)) == value and np.float32(written) == np.float32(value)
     return type(written) is type(value) and written == value
@@ -440,9 +516,32 @@ def test_lit_round_trips_plain_values(value):
 
 @pytest.mark.parametrize(
     "value",
-    [float("nan"), float("inf"), -float("inf"), b"bytes", {"a": 1}, {1, 2}, object(), np.zeros(2), [1, object()],
-     Path("x"), 1j],
-    ids=["nan", "inf", "-inf", "bytes", "dict", "set", "object", "ndarray", "nested-object", "path", "complex"],
+    [
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        b"bytes",
+        {"a": 1},
+        {1, 2},
+        object(),
+        np.zeros(2),
+        [1, object()],
+        Path("x"),
+        1j,
+    ],
+    ids=[
+        "nan",
+        "inf",
+        "-inf",
+        "bytes",
+        "dict",
+        "set",
+        "object",
+        "ndarray",
+        "nested-object",
+        "path",
+        "complex",
+    ],
 )
 def test_lit_refuses_anything_else(value):
     with pytest.raises((TypeError, ValueError)):
@@ -452,7 +551,7 @@ def test_lit_refuses_anything_else(value):
 def test_templates_refuse_raw_strings():
     import jinja2
 
-    from tfl_rebuild.codegen.emit import _templates
+    from tfl_rebuild.rebuild.codegen.emit import _templates
 
     env = _templates()
     assert env.from_string("{{ x }}").render(x=Code("ok")) == "ok"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import fixture_params, require_fixture
 
 from tfl_rebuild.cli import main
-from tfl_rebuild.keras_job import write_generated
+from tfl_rebuild.commands.keras import write_generated
 
 ENV = {"COLUMNS": "250", "TF_CPP_MIN_LOG_LEVEL": "3"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -58,7 +58,19 @@ def test_table_and_verdict(name, tmp_path):
     result = cli("compare", str(model), str(py))
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["op", "type", "tensor", "shape", "max", "abs", "max", "rel", "LSB", "noise", "cosine"]
+    assert lines[0].split() == [
+        "op",
+        "type",
+        "tensor",
+        "shape",
+        "max",
+        "abs",
+        "max",
+        "rel",
+        "LSB",
+        "noise",
+        "cosine",
+    ]
     rows = [ln for ln in lines[1:] if re.match(r"\d+\s", ln)]
     assert len(rows) == n
     assert lines[-1] == f"all {n} tensors within tolerance (rel <= 0.0001, or 2 x runtime noise)"
@@ -108,8 +120,10 @@ def test_missing_sidecar_is_one_line_exit_2(tmp_path):
     result = cli("compare", str(model), str(py))
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr.strip() == f"error: {tmp_path / 'mnist_tensors.json'}: missing; it is written by " \
-                                    "`tfl-rebuild keras` beside the module"
+    assert (
+        result.stderr.strip() == f"error: {tmp_path / 'mnist_tensors.json'}: missing; it is written by "
+        "`tfl-rebuild keras` beside the module"
+    )
 
 
 # --- compare agrees with `keras` verification ----------------------------------------------------
@@ -144,7 +158,7 @@ def test_quantized_rows_carry_lsb(tmp_path):
 def corrupt_middle_kernel(py: Path) -> dict:
     """Scale the kernel of a layer in the middle of the network by 1.1; returns the mapping row of
     the TFLite tensor that layer computes (in int8 rebuilds, through the FakeQuant after it)."""
-    from tfl_rebuild.verify import load_module
+    from tfl_rebuild.verify.end_to_end import load_module
 
     npz = py.with_name(f"{py.stem}_weights.npz")
     with np.load(npz, allow_pickle=False) as f:
@@ -188,7 +202,9 @@ def test_first_divergence_names_the_corrupted_layer(name, tmp_path):
     assert squash(expected) in squash(table.stdout)
 
 
-@pytest.mark.parametrize("name", ["ops_zoo", "mobilenet_v2_float", "mobilenet_v2_int8", "mobilenet_v2_dynamic"])
+@pytest.mark.parametrize(
+    "name", ["ops_zoo", "mobilenet_v2_float", "mobilenet_v2_int8", "mobilenet_v2_dynamic"]
+)
 def test_local_mode_flags_only_the_corrupted_layer(name, tmp_path):
     """Fed TFLite's own inputs, every other layer is still right: only the corrupted one fails,
     while the accumulated table also flags layers after it (or, int8, may hide it in noise)."""
@@ -199,7 +215,9 @@ def test_local_mode_flags_only_the_corrupted_layer(name, tmp_path):
     bad = [(r["op_index"], r["tensor"]) for r in doc["rows"] if not r["ok"]]
     assert bad == [(target["op_index"], target["name"])], doc["verdict"]
     unit = " LSB)" if doc["kind"] == "full-int8" else ")"
-    assert doc["verdict"].startswith(f"first divergence at op {target['op_index']} {target['op']} {target['name']!r}")
+    assert doc["verdict"].startswith(
+        f"first divergence at op {target['op_index']} {target['op']} {target['name']!r}"
+    )
     assert doc["verdict"].endswith(unit)
 
 
@@ -210,5 +228,7 @@ def test_local_table(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["op", "type", "tensor", "shape", "max", "abs", "max", "rel", "LSB", "cosine"]
     n = len(mapping(py))
-    assert squash(lines[-1]) == squash(f"all {n} tensors within tolerance (layer-local, <= 1 LSB of each quantized "
-                                       "tensor, float ones rel <= 0.0001)")
+    assert squash(lines[-1]) == squash(
+        f"all {n} tensors within tolerance (layer-local, <= 1 LSB of each quantized "
+        "tensor, float ones rel <= 0.0001)"
+    )

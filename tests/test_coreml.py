@@ -17,14 +17,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import CORPUS_DIR, fixture_params, require_fixture, require_model
 
-from tfl_rebuild import coreml as cm
-from tfl_rebuild import coreml_check as cc
-from tfl_rebuild import coreml_job, mil_eval
 from tfl_rebuild.cli import main
+from tfl_rebuild.commands import coreml as coreml_job
+from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.coreml import check as cc
+from tfl_rebuild.coreml import convert as cm
+from tfl_rebuild.coreml import mil_eval
 from tfl_rebuild.errors import RuntimeUnavailableError, UnsupportedOpError
-from tfl_rebuild.ir import ModelInfo, TensorInfo
-from tfl_rebuild.keras_job import write_generated
-from tfl_rebuild.verify import load_module, verify
+from tfl_rebuild.tflite.ir import ModelInfo, TensorInfo
+from tfl_rebuild.verify.end_to_end import load_module, verify
 
 ct = pytest.importorskip("coremltools")
 pytest.importorskip("tensorflow")
@@ -135,9 +136,12 @@ def test_float16_judges_tiny_outputs_on_its_absolute_resolution(tmp_path, monkey
     value, which is its resolution there, not a conversion error; a 100x error there still fails."""
     from flatbuf import Op, T, build_model
 
-    blob = build_model([T("x", [1, 8]), T("k", [8], data=np.full(8, 3e-6, np.float32)), T("y", [1, 8])],
-                       [Op("MUL", [0, 1], [2], options={"fused_activation_function": "NONE"})],
-                       inputs=[0], outputs=[2])
+    blob = build_model(
+        [T("x", [1, 8]), T("k", [8], data=np.full(8, 3e-6, np.float32)), T("y", [1, 8])],
+        [Op("MUL", [0, 1], [2], options={"fused_activation_function": "NONE"})],
+        inputs=[0],
+        outputs=[2],
+    )
     path = tmp_path / "tiny.tflite"
     path.write_bytes(blob)
     model, py, weights = write_generated(str(path), str(tmp_path))
@@ -158,11 +162,24 @@ def test_float16_nan_names_the_op_that_made_it(tmp_path):
     from flatbuf import Op, T, build_model
 
     act = {"fused_activation_function": "NONE"}
-    blob = build_model([T("x", [1, 8]), T("k", [8], data=np.full(8, 1000.0, np.float32)), T("a", [1, 8]),
-                        T("b", [1, 8]), T("d", [1, 8]), T("y", [1, 8])],
-                       [Op("MUL", [0, 1], [2], options=act), Op("MUL", [2, 2], [3], options=act),
-                        Op("SUB", [3, 3], [4], options=act), Op("ADD", [4, 0], [5], options=act)],
-                       inputs=[0], outputs=[5])
+    blob = build_model(
+        [
+            T("x", [1, 8]),
+            T("k", [8], data=np.full(8, 1000.0, np.float32)),
+            T("a", [1, 8]),
+            T("b", [1, 8]),
+            T("d", [1, 8]),
+            T("y", [1, 8]),
+        ],
+        [
+            Op("MUL", [0, 1], [2], options=act),
+            Op("MUL", [2, 2], [3], options=act),
+            Op("SUB", [3, 3], [4], options=act),
+            Op("ADD", [4, 0], [5], options=act),
+        ],
+        inputs=[0],
+        outputs=[5],
+    )
     path = tmp_path / "nan.tflite"
     path.write_bytes(blob)
     model, py, weights = write_generated(str(path), str(tmp_path))
@@ -170,8 +187,12 @@ def test_float16_nan_names_the_op_that_made_it(tmp_path):
     result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float16")), keras_model)
     assert not result.report.ok
     assert result.nan_origins and result.nan_origins[0].startswith("sub "), result.nan_origins
-    assert cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float32")),
-                    keras_model).nan_origins == []
+    assert (
+        cc.check(
+            model, cm.convert(keras_model, model, cm.Options(precision="float32")), keras_model
+        ).nan_origins
+        == []
+    )
 
 
 def test_float16_tolerance_admits_what_fp16_weights_alone_do(rebuilt):
@@ -204,7 +225,9 @@ def test_image_input_check_follows_the_color_layout(rebuilt, monkeypatch):
     image = cm.ImageInput("image", scale=1 / 127.5, bias=[-1.0], color_layout="BGR")
     conv = cm.convert(keras_model, model, cm.Options(precision="float32", image=image))
     spec = conv.mlmodel.get_spec()
-    assert spec.description.input[0].type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.BGR
+    assert (
+        spec.description.input[0].type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.BGR
+    )
     assert cc.check(model, conv, keras_model).report.ok
     # Core ML hands the program BGR planes; fed RGB planes instead, the numbers must go wrong.
     monkeypatch.setattr(cc, "_image_planes", lambda rgb, img: np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)))
@@ -267,15 +290,25 @@ def test_metadata_is_carried(rebuilt):
     path = require_fixture("mnist")
     model, keras_model, _, _ = rebuilt(path)
     conv = cm.convert(keras_model, model, cm.Options())
-    info = ModelInfo(name="Digits", description="Reads handwritten digits.", version="v2", author="A. Author",
-                     license="Apache-2.0", inputs=(TensorInfo("image", "28x28 grey image"),),
-                     outputs=(TensorInfo("probs", "digit probabilities"),))
+    info = ModelInfo(
+        name="Digits",
+        description="Reads handwritten digits.",
+        version="v2",
+        author="A. Author",
+        license="Apache-2.0",
+        inputs=(TensorInfo("image", "28x28 grey image"),),
+        outputs=(TensorInfo("probs", "digit probabilities"),),
+    )
     fake = SimpleNamespace(info=info, sha256="ab" * 32)
     cm.set_metadata(conv.mlmodel, fake, path, conv)
     spec = conv.mlmodel.get_spec()
     meta = spec.description.metadata
-    assert (meta.shortDescription, meta.author, meta.license, meta.versionString) == \
-        ("Digits - Reads handwritten digits.", "A. Author", "Apache-2.0", "v2")
+    assert (meta.shortDescription, meta.author, meta.license, meta.versionString) == (
+        "Digits - Reads handwritten digits.",
+        "A. Author",
+        "Apache-2.0",
+        "v2",
+    )
     assert spec.description.input[0].shortDescription == "28x28 grey image"
     assert spec.description.output[0].shortDescription == "digit probabilities"
     assert meta.userDefined["tfl_rebuild.source_sha256"] == "ab" * 32
@@ -289,11 +322,14 @@ def test_feature_names():
     assert cm.feature_name("::", "output") == "output"
 
 
-@pytest.mark.parametrize("spec,want", [
-    ("image=1,224,224,3", ("image", [1, 224, 224, 3])),
-    ("x=1,64:512,64:512,3", ("x", [1, (64, 512), (64, 512), 3])),
-    ("a=b=1,8:", ("a=b", [1, (8, -1)])),
-])
+@pytest.mark.parametrize(
+    "spec,want",
+    [
+        ("image=1,224,224,3", ("image", [1, 224, 224, 3])),
+        ("x=1,64:512,64:512,3", ("x", [1, (64, 512), (64, 512), 3])),
+        ("a=b=1,8:", ("a=b", [1, (8, -1)])),
+    ],
+)
 def test_parse_shape(spec, want):
     assert cm.parse_shape(spec) == want
 
@@ -329,7 +365,7 @@ def test_save_atomic_replaces_and_leaves_nothing_half_written(tmp_path):
 
 # --- preflight and conversion errors ----------------------------------------------------------
 
-ODD_MODULE = '''
+ODD_MODULE = """
 import keras
 import tensorflow as tf
 
@@ -348,7 +384,7 @@ def build_model(weights_path=None):
     y = Odd("erfinv", name="inverse_erf")(x)
     z = Odd("lgamma", name="log_gamma")(keras.layers.ReLU(name="relu")(y))
     return keras.Model(x, z)
-'''
+"""
 
 
 def test_unsupported_ops_listed_before_converting(tmp_path):
@@ -370,8 +406,11 @@ def test_conversion_error_is_one_line(rebuilt, monkeypatch):
         raise AssertionError("deep inside coremltools\nTraceback ...")
 
     monkeypatch.setattr(ct, "convert", boom)
-    with pytest.raises(cm.CoreMLError, match=r"^coremltools could not convert the model: "
-                                             r"AssertionError: deep inside coremltools$"):
+    with pytest.raises(
+        cm.CoreMLError,
+        match=r"^coremltools could not convert the model: "
+        r"AssertionError: deep inside coremltools$",
+    ):
         cm.convert(keras_model, model, cm.Options())
 
 
@@ -443,14 +482,20 @@ def test_cli_neuralnetwork(tmp_path):
     assert ct.models.MLModel(str(out), skip_model_load=True).get_spec().WhichOneof("Type") == "neuralNetwork"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["-o", "x.mlmodel"], "an ML program is saved as .mlpackage"),
-    (["-o", "x.mlpackage", "--input-shape", "nope=1,2"], "no input named 'nope'"),
-    (["-o", "x.mlpackage", "--input-shape", "keras_tensor=1,28"], "2 dimensions given, the input has 3"),
-    (["-o", "x.mlpackage", "--class-labels", "LABELS"], "--class-labels: 2 labels, but output Identity has 10"),
-    (["-o", "x.mlpackage", "--image-input", "keras_tensor"], "needs an input of shape [1, H, W, 3]"),
-    (["-o", "x.mlpackage", "--minimum-deployment-target", "iOS99"], "'iOS99'; one of"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["-o", "x.mlmodel"], "an ML program is saved as .mlpackage"),
+        (["-o", "x.mlpackage", "--input-shape", "nope=1,2"], "no input named 'nope'"),
+        (["-o", "x.mlpackage", "--input-shape", "keras_tensor=1,28"], "2 dimensions given, the input has 3"),
+        (
+            ["-o", "x.mlpackage", "--class-labels", "LABELS"],
+            "--class-labels: 2 labels, but output Identity has 10",
+        ),
+        (["-o", "x.mlpackage", "--image-input", "keras_tensor"], "needs an input of shape [1, H, W, 3]"),
+        (["-o", "x.mlpackage", "--minimum-deployment-target", "iOS99"], "'iOS99'; one of"),
+    ],
+)
 def test_cli_bad_options_are_one_line(tmp_path, args, message):
     path = require_fixture("mnist")
     labels = tmp_path / "labels.txt"
@@ -466,15 +511,24 @@ def test_sidecar_names_the_tflite(tmp_path):
     (tmp_path / "m.py").write_text("")
     (tmp_path / "m.tflite").write_bytes(b"")
     (tmp_path / "m_tensors.json").write_text(json.dumps({"model": "m.tflite"}))
-    assert coreml_job.resolve_source(str(tmp_path / "m.py"), None) == (tmp_path / "m.py", tmp_path / "m.tflite")
+    assert coreml_job.resolve_source(str(tmp_path / "m.py"), None) == (
+        tmp_path / "m.py",
+        tmp_path / "m.tflite",
+    )
     (tmp_path / "m_tensors.json").write_text(json.dumps({"model": "../elsewhere.tflite"}))
     assert coreml_job.resolve_source(str(tmp_path / "m.py"), None) == (tmp_path / "m.py", None)
 
 
 def test_ports_take_signature_names_then_tensor_names():
-    tensors = [SimpleNamespace(name=n) for n in ("serving_default_image:0", "StatefulPartitionedCall:0", "aux/out")]
+    tensors = [
+        SimpleNamespace(name=n) for n in ("serving_default_image:0", "StatefulPartitionedCall:0", "aux/out")
+    ]
     sig = SimpleNamespace(subgraph_index=0, inputs=(("image", 0),), outputs=(("scores", 1),))
-    model = SimpleNamespace(main=SimpleNamespace(inputs=(0,), outputs=(1, 2), tensors=tensors), signatures=(sig,))
+    model = SimpleNamespace(
+        main=SimpleNamespace(inputs=(0,), outputs=(1, 2), tensors=tensors), signatures=(sig,)
+    )
     ins, outs = cm.io_ports(model, None)
-    assert [(p.name, p.trace_name, p.tflite_name) for p in ins] == [("image", "input_0", "serving_default_image:0")]
+    assert [(p.name, p.trace_name, p.tflite_name) for p in ins] == [
+        ("image", "input_0", "serving_default_image:0")
+    ]
     assert [p.name for p in outs] == ["scores", "aux_out"]

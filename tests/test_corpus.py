@@ -15,9 +15,9 @@ from conftest import CORPUS_DIR, FETCH_HINT
 
 from tfl_rebuild.cli import main
 from tfl_rebuild.errors import UnsupportedOpError
-from tfl_rebuild.ops.registry import lookup
-from tfl_rebuild.passes import prepare
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.rebuild.ops.registry import lookup
+from tfl_rebuild.rebuild.passes.pipeline import prepare
+from tfl_rebuild.tflite.reader import read_model
 
 pytestmark = pytest.mark.corpus
 
@@ -38,20 +38,31 @@ class KnownLimitation(Exception):
 
 def _limitation(stem: str):
     if stem in UNSUPPORTED:
-        return pytest.mark.xfail(strict=True, raises=KnownLimitation,
-                                 reason=f"no converter for custom ops {', '.join(UNSUPPORTED[stem])}")
+        return pytest.mark.xfail(
+            strict=True,
+            raises=KnownLimitation,
+            reason=f"no converter for custom ops {', '.join(UNSUPPORTED[stem])}",
+        )
     if stem in RUNTIME_LACKS:
-        return pytest.mark.xfail(strict=True, raises=KnownLimitation,
-                                 reason=f"the stock TFLite runtime cannot run custom op {RUNTIME_LACKS[stem]}, "
-                                        "so there is nothing to verify against")
+        return pytest.mark.xfail(
+            strict=True,
+            raises=KnownLimitation,
+            reason=f"the stock TFLite runtime cannot run custom op {RUNTIME_LACKS[stem]}, "
+            "so there is nothing to verify against",
+        )
     return ()
 
 
 def corpus_cases(limitations: bool = True) -> list:
     files = sorted(CORPUS_DIR.glob("*.tflite"))
     if not files:
-        return [pytest.param(None, id="no-corpus",
-                             marks=pytest.mark.skip(reason=f"no models in {CORPUS_DIR}: {FETCH_HINT} or `make corpus`"))]
+        return [
+            pytest.param(
+                None,
+                id="no-corpus",
+                marks=pytest.mark.skip(reason=f"no models in {CORPUS_DIR}: {FETCH_HINT} or `make corpus`"),
+            )
+        ]
     return [pytest.param(p, id=p.stem, marks=_limitation(p.stem) if limitations else ()) for p in files]
 
 
@@ -100,13 +111,15 @@ def test_rebuild_verifies(path, tmp_path):
     assert "does not depend on the input" not in out, out
 
 
-@pytest.mark.parametrize("path", [pytest.param(CORPUS_DIR / f"{stem}.tflite", id=stem) for stem in RUNTIME_LACKS])
+@pytest.mark.parametrize(
+    "path", [pytest.param(CORPUS_DIR / f"{stem}.tflite", id=stem) for stem in RUNTIME_LACKS]
+)
 def test_unverifiable_rebuild_builds_and_runs(path, tmp_path):
     """Where TFLite cannot run the model, the rebuild still builds, runs and gives the model's shapes."""
     if not path.exists():
         pytest.skip(f"{path.name} is not in .corpus/: {FETCH_HINT}")
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.verify import load_module, run_keras
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.verify.end_to_end import load_module, run_keras
 
     model, py, weights = write_generated(str(path), str(tmp_path))
     keras_model = load_module(py).build_model(str(weights))

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from conftest import ROOT, model_params, require_corpus, require_model
 from flatbuf import Op, T, build_model
 
-from tfl_rebuild import outputter
 from tfl_rebuild.cli import main
 from tfl_rebuild.errors import RuntimeUnavailableError
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.runtime import outputter
+from tfl_rebuild.tflite.reader import read_model
 
 W = np.array([0.5, -1.0, 2.0, 3.25], np.float32)
 ACT = {"fused_activation_function": "NONE"}
@@ -33,7 +33,14 @@ def write(tmp_path: Path, name: str, blob: bytes) -> str:
 @pytest.fixture
 def chain(tmp_path):
     """x[1,4] -> ADD w -> a -> TANH -> b -> MUL z -> y, with a second input z."""
-    tensors = [T("x", [1, 4]), T("w", [4], data=W), T("a", [1, 4]), T("b", [1, 4]), T("y", [1, 4]), T("z", [1, 4])]
+    tensors = [
+        T("x", [1, 4]),
+        T("w", [4], data=W),
+        T("a", [1, 4]),
+        T("b", [1, 4]),
+        T("y", [1, 4]),
+        T("z", [1, 4]),
+    ]
     ops = [Op("ADD", [0, 1], [2], options=ACT), Op("TANH", [2], [3]), Op("MUL", [3, 5], [4], options=ACT)]
     return write(tmp_path, "chain.tflite", build_model(tensors, ops, inputs=[0, 5], outputs=[4]))
 
@@ -42,7 +49,11 @@ def chain(tmp_path):
 def image_model(tmp_path):
     """img[1,6,8,3] float -> ADD 0 -> out: the dump shows exactly what was fed."""
     tensors = [T("img", [1, 6, 8, 3]), T("zero", [3], data=np.zeros(3, np.float32)), T("out", [1, 6, 8, 3])]
-    return write(tmp_path, "img.tflite", build_model(tensors, [Op("ADD", [0, 1], [2], options=ACT)], inputs=[0], outputs=[2]))
+    return write(
+        tmp_path,
+        "img.tflite",
+        build_model(tensors, [Op("ADD", [0, 1], [2], options=ACT)], inputs=[0], outputs=[2]),
+    )
 
 
 @pytest.fixture
@@ -87,6 +98,7 @@ def no_leftovers(parent: Path, name: str) -> bool:
 
 
 # -- what is written ------------------------------------------------------------------------------
+
 
 def test_dump_writes_npy_index_and_summary(chain, tmp_path):
     out = tmp_path / "out"
@@ -150,12 +162,14 @@ def test_dump_every_model_matches_api(path, tmp_path):
     for t in index["tensors"]:
         np.testing.assert_array_equal(np.load(out / t["file"]), api[t["key"]])
         if "dequantized_file" in t:
-            np.testing.assert_array_equal(np.load(out / t["dequantized_file"]),
-                                          api.entries[t["key"]].dequantize(api[t["key"]]))
+            np.testing.assert_array_equal(
+                np.load(out / t["dequantized_file"]), api.entries[t["key"]].dequantize(api[t["key"]])
+            )
     assert len(read_model(tmp_path / "p.tflite").main.outputs) >= len(api)
 
 
 # -- image inputs ---------------------------------------------------------------------------------
+
 
 def fed(out: Path) -> np.ndarray:
     index = json.loads((out / "index.json").read_text())
@@ -195,6 +209,7 @@ def test_image_uint8_input_gets_raw_pixels(uint8_model, png, tmp_path):
 
 # -- errors: one line, exit 2, nothing written ----------------------------------------------------
 
+
 def test_errors_are_one_line_and_write_nothing(chain, image_model, tmp_path):
     out = tmp_path / "out"
     np.save(tmp_path / "bad_shape.npy", np.ones((1, 5), np.float32))
@@ -203,8 +218,19 @@ def test_errors_are_one_line_and_write_nothing(chain, image_model, tmp_path):
     np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
     x = tmp_path / "x.npy"
     fail(chain, "-o", out, "-i", f"x={tmp_path / 'missing.npy'}", "--random", "1", match="no such file")
-    fail(chain, "-o", out, "-i", f"x={tmp_path / 'garbage.npy'}", "--random", "1", match="not a readable .npy")
-    fail(chain, "-o", out, "-i", f"x={tmp_path / 'bad_shape.npy'}", "--random", "1", match="expects shape [1, 4]")
+    fail(
+        chain, "-o", out, "-i", f"x={tmp_path / 'garbage.npy'}", "--random", "1", match="not a readable .npy"
+    )
+    fail(
+        chain,
+        "-o",
+        out,
+        "-i",
+        f"x={tmp_path / 'bad_shape.npy'}",
+        "--random",
+        "1",
+        match="expects shape [1, 4]",
+    )
     fail(chain, "-o", out, "-i", f"q={x}", match="no input named 'q'")
     fail(chain, "-o", out, "-i", x, match="name each one")
     fail(chain, "-o", out, "-i", f"x={x}", match="no value for input(s) z")
@@ -257,8 +283,9 @@ def test_interrupted_redump_keeps_the_earlier_one(chain, tmp_path, monkeypatch):
 
 
 def test_custom_op_message_names_the_op(tmp_path):
-    blob = build_model([T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")],
-                       inputs=[0], outputs=[1])
+    blob = build_model(
+        [T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")], inputs=[0], outputs=[1]
+    )
     fail(write(tmp_path, "custom.tflite", blob), "-o", tmp_path / "o", match="NoSuchOp")
 
 
@@ -270,7 +297,8 @@ def test_mediapipe_ops_the_runtime_lacks_run_in_segments(tmp_path):
     index = json.loads((tmp_path / "o" / "index.json").read_text())
     assert len(index["tensors"]) == len(read_model(path).main.operators)
     assert {"Landmarks2TransformMatrix", "TransformTensorBilinear", "TransformLandmarks"} <= {
-        t["op_type"] for t in index["tensors"]}
+        t["op_type"] for t in index["tensors"]
+    }
 
 
 @pytest.mark.corpus
@@ -287,21 +315,32 @@ def test_console_script_one_line_error(tmp_path):
     exe = Path(sys.executable).parent / "tfl-rebuild"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tfl_rebuild.cli"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([*cmd, "dump", str(tmp_path / "missing.tflite"), "-o", str(tmp_path / "o")],
-                         capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [*cmd, "dump", str(tmp_path / "missing.tflite"), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "Traceback" not in res.stderr
 
 
 # -- inputs.conform -------------------------------------------------------------------------------
 
+
 def detail(dtype, shape, sig=None, quant=(0.0, 0)):
-    return {"name": "x", "dtype": np.dtype(dtype), "shape": np.array(shape),
-            "shape_signature": np.array(sig if sig is not None else shape), "quantization": quant}
+    return {
+        "name": "x",
+        "dtype": np.dtype(dtype),
+        "shape": np.array(shape),
+        "shape_signature": np.array(sig if sig is not None else shape),
+        "quantization": quant,
+    }
 
 
 def test_conform_quantizes_floats_for_quantized_inputs():
-    from tfl_rebuild.inputs import conform
+    from tfl_rebuild.runtime.inputs import conform
 
     out = conform(np.array([[1.0, -100.0, 0.2]], np.float32), detail(np.int8, [1, 3], quant=(0.5, -1)), "t")
     assert out.dtype == np.int8 and out.tolist() == [[1, -128, -1]]
@@ -309,7 +348,7 @@ def test_conform_quantizes_floats_for_quantized_inputs():
 
 def test_conform_dtype_and_shape_rules():
     from tfl_rebuild.errors import InputError
-    from tfl_rebuild.inputs import conform
+    from tfl_rebuild.runtime.inputs import conform
 
     assert conform(np.ones((3, 4)), detail(np.float32, [1, 4], sig=[-1, 4]), "t").shape == (3, 4)
     assert conform(np.arange(4), detail(np.uint8, [1, 4]), "t").dtype == np.uint8
@@ -322,6 +361,7 @@ def test_conform_dtype_and_shape_rules():
 
 
 # -- runtimes -------------------------------------------------------------------------------------
+
 
 def hide(monkeypatch, *modules):
     for m in modules:

@@ -61,8 +61,13 @@ def variables_model(tmp_path_factory):
         module.acc.assign_add(x)
         return module.acc.read_value() * 2.0
 
-    return convert_function(step, [tf.TensorSpec([1, 4], tf.float32)],
-                            tmp_path_factory.mktemp("variables") / "variables.tflite", module, resource_variables=True)
+    return convert_function(
+        step,
+        [tf.TensorSpec([1, 4], tf.float32)],
+        tmp_path_factory.mktemp("variables") / "variables.tflite",
+        module,
+        resource_variables=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +76,30 @@ def hashtable_model(tmp_path_factory):
 
     module = tf.Module()
     module.table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(["a", "b"]), tf.constant([1, 2], tf.int64)), 0)
-    return convert_function(lambda k: module.table.lookup(k), [tf.TensorSpec([3], tf.string)],
-                            tmp_path_factory.mktemp("hashtable") / "hashtable.tflite", module)
+        tf.lookup.KeyValueTensorInitializer(tf.constant(["a", "b"]), tf.constant([1, 2], tf.int64)), 0
+    )
+    return convert_function(
+        lambda k: module.table.lookup(k),
+        [tf.TensorSpec([3], tf.string)],
+        tmp_path_factory.mktemp("hashtable") / "hashtable.tflite",
+        module,
+    )
 
 
 def test_resource_variables_become_state_inputs_and_outputs(variables_model, tmp_path):
     """acc += x; return acc * 2: the read after the assign reads the sum. The rebuild takes acc as a
     second input and returns its new value as a second output (verified on random states), and
     fed back step by step it streams as the stateful model does in the runtime."""
-    from tfl_rebuild.runtime import make_interpreter
-    from tfl_rebuild.verify import load_module
+    from tfl_rebuild.runtime.interpreter import make_interpreter
+    from tfl_rebuild.verify.end_to_end import load_module
 
     result = cli("keras", variables_model, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "keeps 1 state tensor(s) between runs" in result.output and "all zeros" in result.output
-    assert "streamed 8 runs from the initial state" in result.output and "match" in result.output.split("streamed")[1]
+    assert (
+        "streamed 8 runs from the initial state" in result.output
+        and "match" in result.output.split("streamed")[1]
+    )
     keras_model = load_module(tmp_path / "out" / "variables.py").build_model()
     assert [tuple(t.shape) for t in keras_model.inputs] == [(1, 4), (1, 4)] and len(keras_model.outputs) == 2
     interp = make_interpreter(model_path=str(variables_model))
@@ -127,7 +140,9 @@ def int8_stream_model(tmp_path_factory):
     conv = tf.lite.TFLiteConverter.from_concrete_functions([module.step.get_concrete_function()], module)
     conv.experimental_enable_resource_variables = True
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, [1, 1, 8]).astype(np.float32)] for _ in range(50))
+    conv.representative_dataset = lambda: (
+        [rng.uniform(-1, 1, [1, 1, 8]).astype(np.float32)] for _ in range(50)
+    )
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
     conv._experimental_variable_quantization = True  # int8 state, as microWakeWord's models have
@@ -137,7 +152,7 @@ def int8_stream_model(tmp_path_factory):
 
 
 def test_int8_streaming_model(int8_stream_model, tmp_path):
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.tflite.reader import read_model
 
     ops = [o.opcode for o in read_model(str(int8_stream_model)).main.operators]
     assert {"READ_VARIABLE", "ASSIGN_VARIABLE"} <= set(ops)
@@ -159,15 +174,17 @@ def test_compare_pairs_the_state_view(int8_stream_model, tmp_path):
 def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, monkeypatch):
     """A rebuild whose state output is 1e-3 off: each single run is checked on its own state, the
     stream feeds the drift back, and the streaming check must say so."""
-    from tfl_rebuild import verify
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.tflite.reader import read_model
+    from tfl_rebuild.verify import end_to_end as verify
 
     view, py, weights = write_generated(str(variables_model), str(tmp_path / "out"))
     keras_model = verify.load_module(py).build_model(str(weights))
     assert verify.verify(view, keras_model, original=read_model(str(variables_model))).stream.ok
     real = verify.run_keras
-    monkeypatch.setattr(verify, "run_keras", lambda m, xs: [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs))])
+    monkeypatch.setattr(
+        verify, "run_keras", lambda m, xs: [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs))]
+    )
     report = verify.verify(view, keras_model, original=read_model(str(variables_model)))
     assert report.stream is not None and not report.stream.ok and not report.ok
     assert report.stream.error > report.stream.bar
@@ -176,7 +193,10 @@ def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, mo
 def test_variables_in_a_way_the_view_cannot_take_are_refused(tmp_path):
     """A READ_VARIABLE of a resource no VAR_HANDLE makes (crafted): one line, exit 2."""
     tensors = [T("x", [1, 4]), T("handle", [], "resource"), T("value", [1, 4]), T("y", [1, 4])]
-    ops = [Op("READ_VARIABLE", [1], [2]), Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"})]
+    ops = [
+        Op("READ_VARIABLE", [1], [2]),
+        Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"}),
+    ]
     path = tmp_path / "m.tflite"
     path.write_bytes(build_model(tensors, ops, inputs=[0, 1], outputs=[3]))
     line = one_line_refusal(cli("keras", path, "-o", tmp_path / "out"))
@@ -193,7 +213,9 @@ def test_check_lists_every_stateful_op(hashtable_model, tmp_path):
     assert result.exit_code == 1, result.output
     row = json.loads((tmp_path / "rows.json").read_text())["models"][0]
     assert row["keras"]["status"] == "unsupported", row
-    assert "keeps state between runs (hash tables)" in row["reason"] and "HASHTABLE_FIND" in row["reason"], row["reason"]
+    assert "keeps state between runs (hash tables)" in row["reason"] and "HASHTABLE_FIND" in row["reason"], (
+        row["reason"]
+    )
 
 
 def test_check_passes_a_model_with_variables(variables_model, tmp_path):
@@ -234,20 +256,29 @@ def test_string_keys_from_a_file(hashtable_model, tmp_path):
 
 def test_string_tensor_refused(tmp_path):
     # A stateless op on strings (RESHAPE runs on string tensors in TFLite).
-    tensors = [T("text", [2], "string"), T("shape", [2], "int32", data=np.array([1, 2], np.int32)),
-               T("reshaped", [1, 2], "string")]
+    tensors = [
+        T("text", [2], "string"),
+        T("shape", [2], "int32", data=np.array([1, 2], np.int32)),
+        T("reshaped", [1, 2], "string"),
+    ]
     blob = build_model(tensors, [Op("RESHAPE", [0, 1], [2])], inputs=[0], outputs=[2])
     (tmp_path / "strings.tflite").write_bytes(blob)
     line = one_line_refusal(cli("keras", tmp_path / "strings.tflite", "-o", tmp_path / "out"))
-    assert "string tensors (e.g. 'text') have no Keras or Core ML form" in line and "RESHAPE (op 0)" in line, line
+    assert (
+        "string tensors (e.g. 'text') have no Keras or Core ML form" in line and "RESHAPE (op 0)" in line
+    ), line
 
 
 @pytest.fixture(scope="module")
 def flex_model(tmp_path_factory):
     import tensorflow as tf
 
-    return convert_function(lambda x: tf.linalg.det(x) + 1.0, [tf.TensorSpec([1, 3, 3], tf.float32)],
-                            tmp_path_factory.mktemp("flex") / "flex.tflite", flex=True)
+    return convert_function(
+        lambda x: tf.linalg.det(x) + 1.0,
+        [tf.TensorSpec([1, 3, 3], tf.float32)],
+        tmp_path_factory.mktemp("flex") / "flex.tflite",
+        flex=True,
+    )
 
 
 def test_flex_model_keras_and_dump(flex_model, tmp_path):
@@ -278,18 +309,31 @@ def two_signatures(tmp_path_factory):
         def encode(self, x):
             return {"code": tf.nn.relu(x @ self.w)}
 
-        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32, name="x"),
-                                      tf.TensorSpec([1, 2], tf.float32, name="bias")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([1, 4], tf.float32, name="x"),
+                tf.TensorSpec([1, 2], tf.float32, name="bias"),
+            ]
+        )
         def decode(self, x, bias):
             return {"logits": tf.tanh(x @ self.v) + bias, "sq": x * x}
 
     codec = Codec()
     d = tmp_path_factory.mktemp("signatures")
-    tf.saved_model.save(codec, str(d / "saved"), signatures={"encode": codec.encode.get_concrete_function(),
-                                                           "decode": codec.decode.get_concrete_function()})
+    tf.saved_model.save(
+        codec,
+        str(d / "saved"),
+        signatures={
+            "encode": codec.encode.get_concrete_function(),
+            "decode": codec.decode.get_concrete_function(),
+        },
+    )
     path = d / "codec.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(d / "saved"), signature_keys=["encode", "decode"])
-                     .convert())
+    path.write_bytes(
+        tf.lite.TFLiteConverter.from_saved_model(
+            str(d / "saved"), signature_keys=["encode", "decode"]
+        ).convert()
+    )
     return path
 
 
@@ -301,8 +345,10 @@ def test_keras_says_which_signature_it_rebuilds(two_signatures, tmp_path):
     result = cli("keras", two_signatures, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert ("note: the model has 2 signatures; this rebuilds signature 'decode' (subgraph 0); "
-            "keras --signature encode rebuilds the other") in text, text
+    assert (
+        "note: the model has 2 signatures; this rebuilds signature 'decode' (subgraph 0); "
+        "keras --signature encode rebuilds the other"
+    ) in text, text
     assert "Note: the model has 2 signatures" in _module_source(tmp_path / "out", "codec")
 
 
@@ -316,11 +362,15 @@ def test_check_notes_the_signature_it_checked(two_signatures, tmp_path):
 
 def test_check_fails_on_a_wrong_second_signature(two_signatures, tmp_path, monkeypatch):
     """The other signature is verified as keras --signature does: a wrong rebuild of it fails the row."""
-    from tfl_rebuild import check, verify
+    from tfl_rebuild.commands.check import run as check
+    from tfl_rebuild.verify import end_to_end as verify
 
     real = verify.run_keras
-    monkeypatch.setattr(verify, "run_keras",  # encode is the one-input signature
-                        lambda m, xs: [y + (0.5 if len(m.inputs) == 1 else 0) for y in real(m, xs)])
+    monkeypatch.setattr(
+        verify,
+        "run_keras",  # encode is the one-input signature
+        lambda m, xs: [y + (0.5 if len(m.inputs) == 1 else 0) for y in real(m, xs)],
+    )
     row = check.check_model(str(two_signatures), check.Options(coreml=False))
     assert (row.outcome, row.keras.status) == ("fail", "mismatch"), row
     assert row.keras.reason.startswith("signature 'encode': 1/1 output(s) off"), row.keras.reason
@@ -333,13 +383,15 @@ def test_keras_rebuilds_the_chosen_signature(two_signatures, tmp_path):
     assert "match" in result.output and "MISMATCH" not in result.output, result.output
     source = _module_source(out, "codec")
     assert "--signature encode" in source.splitlines()[1]
-    from tfl_rebuild.verify import load_module
+    from tfl_rebuild.verify.end_to_end import load_module
 
     keras_model = load_module(out / "codec.py").build_model()
     assert len(keras_model.inputs) == 1 and tuple(keras_model.outputs[0].shape) == (1, 3)
     # compare and dump pick the same subgraph (compare from the module's _tensors.json)
     result = cli("compare", two_signatures, out / "codec.py")
-    assert result.exit_code == 0 and "all 1 tensors within tolerance" in " ".join(result.output.split()), result.output
+    assert result.exit_code == 0 and "all 1 tensors within tolerance" in " ".join(result.output.split()), (
+        result.output
+    )
     result = cli("dump", two_signatures, "-o", tmp_path / "dump", "--signature", "encode")
     assert result.exit_code == 0, result.output
     index = json.loads((tmp_path / "dump" / "index.json").read_text())
@@ -368,8 +420,11 @@ def fully_convolutional(tmp_path_factory):
         y = tf.nn.conv2d(y, w2, 1, "SAME")
         return tf.image.resize(y, tf.shape(y)[1:3] * 2, method="bilinear")
 
-    return convert_function(fcn, [tf.TensorSpec([None, None, None, 3], tf.float32, name="x")],
-                            tmp_path_factory.mktemp("fcn") / "fcn.tflite")
+    return convert_function(
+        fcn,
+        [tf.TensorSpec([None, None, None, 3], tf.float32, name="x")],
+        tmp_path_factory.mktemp("fcn") / "fcn.tflite",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +460,10 @@ def test_dynamic_batch_rebuilt_at_the_stored_shape(dynamic_batch, tmp_path):
 
 def test_fully_convolutional_needs_a_shape(fully_convolutional, tmp_path):
     line = one_line_refusal(cli("keras", fully_convolutional, "-o", tmp_path / "out"))
-    assert "has dynamic dims ?x?x?x3 and the TFLite runtime cannot run the model at its stored shape 1x1x1x3" in line
+    assert (
+        "has dynamic dims ?x?x?x3 and the TFLite runtime cannot run the model at its stored shape 1x1x1x3"
+        in line
+    )
     assert "--input-shape x=N,N,N,3" in line, line
     line = one_line_refusal(cli("dump", fully_convolutional, "-o", tmp_path / "dump"))
     assert "--input-shape x=N,N,N,3" in line, line
@@ -427,12 +485,16 @@ def test_fully_convolutional_at_a_given_shape(fully_convolutional, tmp_path):
     assert index["tensors"][-1]["shape"] == [1, 8, 8, 2], index["tensors"][-1]
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("x=1,16,3", "has dims ?x?x?x3 (? = dynamic); give 4 positive sizes that keep the fixed ones"),
-    ("x=1,16,16,4", "give 4 positive sizes that keep the fixed ones"),
-    ("y=1,16,16,3", "the model has no input named 'y'"),
-    ("x=1,a,16,3", "is not a comma-separated list of sizes"),
-], ids=["rank", "fixed-dim", "name", "not-a-number"])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("x=1,16,3", "has dims ?x?x?x3 (? = dynamic); give 4 positive sizes that keep the fixed ones"),
+        ("x=1,16,16,4", "give 4 positive sizes that keep the fixed ones"),
+        ("y=1,16,16,3", "the model has no input named 'y'"),
+        ("x=1,a,16,3", "is not a comma-separated list of sizes"),
+    ],
+    ids=["rank", "fixed-dim", "name", "not-a-number"],
+)
 def test_bad_input_shape_is_one_line(fully_convolutional, tmp_path, spec, words):
     line = one_line_refusal(cli("keras", fully_convolutional, "-o", tmp_path / "out", "--input-shape", spec))
     assert words in line, line
@@ -448,8 +510,12 @@ def test_weights_unpack_int4_and_bfloat16(tmp_path):
     packed = (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
     bf = np.array([[1.5, -2.0], [0.15625, 2.0**18]], np.float32)
     bits = (bf.view(np.uint32) >> 16).astype(np.uint16)  # exact in bfloat16
-    tensors = [T("x", [1, 5]), T("w", [3, 5], "int4", data=packed, scale=[0.5, 0.25, 0.125], zero_point=[0, 0, 0]),
-               T("y", [1, 3]), T("table", [2, 2], "bfloat16", data=bits.tobytes())]
+    tensors = [
+        T("x", [1, 5]),
+        T("w", [3, 5], "int4", data=packed, scale=[0.5, 0.25, 0.125], zero_point=[0, 0, 0]),
+        T("y", [1, 3]),
+        T("table", [2, 2], "bfloat16", data=bits.tobytes()),
+    ]
     blob = build_model(tensors, [Op("FULLY_CONNECTED", [0, 1, -1], [2])], inputs=[0], outputs=[2])
     (tmp_path / "packed.tflite").write_bytes(blob)
     assert cli("weights", tmp_path / "packed.tflite", "-o", tmp_path / "raw.npz").exit_code == 0
@@ -464,10 +530,14 @@ def test_weights_unpack_int4_and_bfloat16(tmp_path):
 
 
 def test_int4_with_the_wrong_byte_count_is_one_line(tmp_path):
-    tensors = [T("x", [1, 5]), T("w", [3, 5], "int4", data=b"\x11" * 7, scale=[0.5], zero_point=[0]),
-               T("y", [1, 3])]
-    (tmp_path / "short.tflite").write_bytes(build_model(tensors, [Op("FULLY_CONNECTED", [0, 1, -1], [2])],
-                                                        inputs=[0], outputs=[2]))
+    tensors = [
+        T("x", [1, 5]),
+        T("w", [3, 5], "int4", data=b"\x11" * 7, scale=[0.5], zero_point=[0]),
+        T("y", [1, 3]),
+    ]
+    (tmp_path / "short.tflite").write_bytes(
+        build_model(tensors, [Op("FULLY_CONNECTED", [0, 1, -1], [2])], inputs=[0], outputs=[2])
+    )
     line = one_line_refusal(cli("weights", tmp_path / "short.tflite", "-o", tmp_path / "w.npz"))
     assert "7 bytes do not hold shape [3, 5] int4" in line, line
 
@@ -479,9 +549,9 @@ def rebuild_and_verify(path, tmp_path):
     """Generate, build, verify; every output within a flat 2 LSB of its scale (of the tensor its
     DEQUANTIZE reads, for float outputs of quantized models) or rel 1e-4, every layer within
     verify's layer-local bar, every output input-sensitive. Returns the report."""
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.measure import FLOAT_REL_TOL
-    from tfl_rebuild.verify import load_module, verify
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.verify.end_to_end import load_module, verify
+    from tfl_rebuild.verify.measure import FLOAT_REL_TOL
 
     model, py, weights = write_generated(str(path), str(tmp_path / "gen"))
     report = verify(model, load_module(py).build_model(str(weights)))
@@ -515,7 +585,9 @@ def legacy_uint8_model(path, float_io: bool):
         return fq(tf.constant(w), float(w.min()), float(w.max()))
 
     def conv(x, cin, cout, k=1, stride=1, relu6=True, out_range=(0.0, 6.0)):
-        y = tf.nn.conv2d(x, weight((k, k, cin, cout), 1 / np.sqrt(k * k * cin)), [1, stride, stride, 1], "SAME")
+        y = tf.nn.conv2d(
+            x, weight((k, k, cin, cout), 1 / np.sqrt(k * k * cin)), [1, stride, stride, 1], "SAME"
+        )
         y = tf.nn.bias_add(y, tf.constant(rng.normal(0, 0.1, cout).astype(np.float32)))
         return fq(tf.nn.relu6(y) if relu6 else y, *out_range)
 
@@ -543,8 +615,8 @@ def legacy_uint8_model(path, float_io: bool):
 @pytest.mark.parametrize("float_io", [False, True], ids=["uint8-io", "float-io"])
 def test_legacy_uint8_model(tmp_path, float_io):
     path = legacy_uint8_model(tmp_path / "legacy.tflite", float_io)
-    from tfl_rebuild.inspect import activation_dtypes
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.commands.inspect import activation_dtypes
+    from tfl_rebuild.tflite.reader import read_model
 
     model = read_model(str(path))
     assert activation_dtypes(model) == ["uint8"]
@@ -555,8 +627,10 @@ def test_legacy_uint8_model(tmp_path, float_io):
     header = py.read_text().split('"""')[0]
     if not float_io:
         scale = f"{float(model.main.tensors[model.main.inputs[0]].quantization.scale[0]):.6g}"
-        assert f"TFLite input 'input' is uint8 (scale {scale}, zero point 128); this model takes its float " \
-               f"value (q - 128) * {scale}" in " ".join(header.replace("#", " ").split()), header
+        assert (
+            f"TFLite input 'input' is uint8 (scale {scale}, zero point 128); this model takes its float "
+            f"value (q - 128) * {scale}" in " ".join(header.replace("#", " ").split())
+        ), header
     text = " ".join(cli("inspect", path).output.split())
     assert "quantization: full-int8 (activations uint8)" in text, text
 
@@ -572,19 +646,26 @@ def test_uint8_io_around_int8(tmp_path):
     a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init)(x)
     b = keras.layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=init)(a)
     y = keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate()([a, b * 3.0]))
-    conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, keras.layers.Dense(3, kernel_initializer=init)(y)))
+    conv = tf.lite.TFLiteConverter.from_keras_model(
+        keras.Model(x, keras.layers.Dense(3, kernel_initializer=init)(y))
+    )
     rng = np.random.default_rng(11)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)] for _ in range(16))
+    conv.representative_dataset = lambda: (
+        [rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)] for _ in range(16)
+    )
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.uint8
     path = tmp_path / "uint8io.tflite"
     path.write_bytes(conv.convert())
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.tflite.reader import read_model
 
     sg = read_model(str(path)).main
-    edges = [(sg.tensors[op.inputs[0]].dtype, sg.tensors[op.outputs[0]].dtype)
-             for op in sg.operators if op.opcode == "QUANTIZE"]
+    edges = [
+        (sg.tensors[op.inputs[0]].dtype, sg.tensors[op.outputs[0]].dtype)
+        for op in sg.operators
+        if op.opcode == "QUANTIZE"
+    ]
     assert edges == [("uint8", "int8"), ("int8", "uint8")], edges
     rebuild_and_verify(path, tmp_path)
 
@@ -599,14 +680,23 @@ def test_int8_model_with_token_ids(tmp_path):
     init = keras.initializers.RandomNormal(stddev=0.5, seed=1)
     t = keras.Input((7,), batch_size=1, dtype="int32")
     h = keras.layers.Dense(6, activation="relu", kernel_initializer=init)(
-        keras.layers.Embedding(50, 8, embeddings_initializer=init)(t))
-    model = keras.Model(t, keras.layers.Dense(3, kernel_initializer=init)(keras.layers.GlobalAveragePooling1D()(h)))
+        keras.layers.Embedding(50, 8, embeddings_initializer=init)(t)
+    )
+    model = keras.Model(
+        t, keras.layers.Dense(3, kernel_initializer=init)(keras.layers.GlobalAveragePooling1D()(h))
+    )
     rng = np.random.default_rng(2)
     path = tmp_path / "tokens.tflite"
-    path.write_bytes(convert_keras(
-        model, optimizations=[tf.lite.Optimize.DEFAULT],
-        representative_dataset=lambda: ([rng.integers(0, 50, (1, 7)).astype(np.int32)] for _ in range(16)),
-        target_spec=_int8_target()))
+    path.write_bytes(
+        convert_keras(
+            model,
+            optimizations=[tf.lite.Optimize.DEFAULT],
+            representative_dataset=lambda: (
+                [rng.integers(0, 50, (1, 7)).astype(np.int32)] for _ in range(16)
+            ),
+            target_spec=_int8_target(),
+        )
+    )
     rebuild_and_verify(path, tmp_path)
 
 
@@ -626,8 +716,15 @@ def test_int64_ids_and_bool_mask(tmp_path):
     def fn(ids, mask, x):
         return tf.reduce_sum(tf.where(mask[..., None], tf.gather(table, ids) * x, -x), axis=1)
 
-    path = convert_function(fn, [tf.TensorSpec([1, 5], tf.int64), tf.TensorSpec([1, 5], tf.bool),
-                                 tf.TensorSpec([1, 5, 4], tf.float32)], tmp_path / "ids.tflite")
+    path = convert_function(
+        fn,
+        [
+            tf.TensorSpec([1, 5], tf.int64),
+            tf.TensorSpec([1, 5], tf.bool),
+            tf.TensorSpec([1, 5, 4], tf.float32),
+        ],
+        tmp_path / "ids.tflite",
+    )
     _, py = rebuild_and_verify(path, tmp_path)
     source = py.read_text()
     assert 'dtype="int64"' in source and 'dtype="bool"' in source
@@ -638,8 +735,12 @@ def test_unrebuildable_op_with_dynamic_dims_is_named_first(tmp_path):
     # instead of a shape error.
     import tensorflow as tf
 
-    path = convert_function(lambda x: tf.linalg.det(x) + 1.0, [tf.TensorSpec([None, 3, 3], tf.float32)],
-                            tmp_path / "flex.tflite", flex=True)
+    path = convert_function(
+        lambda x: tf.linalg.det(x) + 1.0,
+        [tf.TensorSpec([None, 3, 3], tf.float32)],
+        tmp_path / "flex.tflite",
+        flex=True,
+    )
     line = one_line_refusal(cli("keras", path, "-o", tmp_path / "out"))
     assert "'FlexMatrixDeterminant' (op 0)" in line and "dynamic" not in line, line
 
@@ -674,13 +775,15 @@ def test_sparse_quantized_weights(tmp_path, int8):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if int8:
-        conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 64)).astype(np.float32)] for _ in range(16))
+        conv.representative_dataset = lambda: (
+            [rng.uniform(-1, 1, (1, 64)).astype(np.float32)] for _ in range(16)
+        )
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = conv.inference_output_type = tf.int8
     path = tmp_path / "sparse.tflite"
     path.write_bytes(conv.convert())
-    from tfl_rebuild.inspect import quantization_kind
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.commands.inspect import quantization_kind
+    from tfl_rebuild.tflite.reader import read_model
 
     model_ir = read_model(str(path))
     assert "DENSIFY" in [op.opcode for op in model_ir.main.operators]

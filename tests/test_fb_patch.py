@@ -5,23 +5,26 @@ from __future__ import annotations
 import pytest
 from flatbuf import Signature, T, _slot, build_model
 
-from tfl_rebuild import fb_patch
 from tfl_rebuild.errors import ModelFormatError, TflRebuildError
+from tfl_rebuild.tflite import fb_patch
 
 
-@pytest.mark.parametrize("table, slot, accessor", [
-    ("Model", "SUBGRAPHS", "Subgraphs"),
-    ("Model", "SIGNATURE_DEFS", "SignatureDefs"),
-    ("SubGraph", "TENSORS", "Tensors"),
-    ("SubGraph", "INPUTS", "Inputs"),
-    ("SubGraph", "OUTPUTS", "Outputs"),
-    ("SubGraph", "OPERATORS", "Operators"),
-    ("Operator", "INPUTS", "Inputs"),
-    ("Tensor", "SHAPE", "Shape"),
-    ("Tensor", "NAME", "Name"),
-    ("Tensor", "SHAPE_SIGNATURE", "ShapeSignature"),
-    ("SignatureDef", "SUBGRAPH_INDEX", "SubgraphIndex"),
-])
+@pytest.mark.parametrize(
+    "table, slot, accessor",
+    [
+        ("Model", "SUBGRAPHS", "Subgraphs"),
+        ("Model", "SIGNATURE_DEFS", "SignatureDefs"),
+        ("SubGraph", "TENSORS", "Tensors"),
+        ("SubGraph", "INPUTS", "Inputs"),
+        ("SubGraph", "OUTPUTS", "Outputs"),
+        ("SubGraph", "OPERATORS", "Operators"),
+        ("Operator", "INPUTS", "Inputs"),
+        ("Tensor", "SHAPE", "Shape"),
+        ("Tensor", "NAME", "Name"),
+        ("Tensor", "SHAPE_SIGNATURE", "ShapeSignature"),
+        ("SignatureDef", "SUBGRAPH_INDEX", "SubgraphIndex"),
+    ],
+)
 def test_slots_match_the_generated_accessors(table, slot, accessor):
     import importlib
 
@@ -30,8 +33,13 @@ def test_slots_match_the_generated_accessors(table, slot, accessor):
 
 
 def _blob() -> bytes:
-    return build_model([T("x", [1, 4]), T("y", [1, 4])], [], inputs=[0], outputs=[1],
-                       signatures=[Signature("serving_default", {"in": 0}, {"out": 1})])
+    return build_model(
+        [T("x", [1, 4]), T("y", [1, 4])],
+        [],
+        inputs=[0],
+        outputs=[1],
+        signatures=[Signature("serving_default", {"in": 0}, {"out": 1})],
+    )
 
 
 def test_reads_walk_the_model():
@@ -44,13 +52,16 @@ def test_reads_walk_the_model():
     assert [buf.read("<i", shape.first + 4 * k, "") for k in range(shape.length)] == [1, 4]
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda b: b.read("<I", len(b.data) - 2, "x"), "x at byte"),
-    (lambda b: b.read("<I", -4, "x"), "x at byte -4 lies outside the file"),
-    (lambda b: b.field(len(b.data), 0, "t"), "t table at byte"),
-    (lambda b: b.table(b.subgraphs(), 5, "subgraph 5"), "subgraph 5 is not in the 1-element vector"),
-    (lambda b: b.check_aligned(6, "f"), "f at byte 6 is misaligned"),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda b: b.read("<I", len(b.data) - 2, "x"), "x at byte"),
+        (lambda b: b.read("<I", -4, "x"), "x at byte -4 lies outside the file"),
+        (lambda b: b.field(len(b.data), 0, "t"), "t table at byte"),
+        (lambda b: b.table(b.subgraphs(), 5, "subgraph 5"), "subgraph 5 is not in the 1-element vector"),
+        (lambda b: b.check_aligned(6, "f"), "f at byte 6 is misaligned"),
+    ],
+)
 def test_reads_are_bounds_checked(call, words):
     with pytest.raises(ModelFormatError, match=words):
         call(fb_patch.Buffer(_blob(), "m"))

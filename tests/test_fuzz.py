@@ -22,11 +22,11 @@ from flatbuf import Signature, model_metadata, simple_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tfl_rebuild.commands.inspect import to_json
 from tfl_rebuild.errors import TflRebuildError
-from tfl_rebuild.graph import build_graph, op_order
-from tfl_rebuild.inspect import to_json
-from tfl_rebuild.reader import read_model
-from tfl_rebuild.weights import dequantize
+from tfl_rebuild.tflite.graph import build_graph, op_order
+from tfl_rebuild.tflite.reader import read_model
+from tfl_rebuild.tflite.weights import dequantize
 
 # One parse of one mutated file may take this long, or 20x the unmutated seed's parse on this machine
 # (whichever is larger: a loaded CI box slows both alike). Unmutated seeds take milliseconds to ~0.3 s.
@@ -44,25 +44,45 @@ def _crafted_external() -> bytes:
 
 
 def _crafted_metadata() -> bytes:
-    meta = model_metadata(name="fuzz", description="seed", version="1", inputs=[("x", "in")],
-                          outputs=[("y", "out")], associated_files=["labels.txt"])
-    return simple_model(metadata={"TFLITE_METADATA": meta, "min_runtime_version": b"1.5.0" + b"\0" * 11},
-                        signatures=[Signature("serving_default", {"x": 0}, {"y": 2})])
+    meta = model_metadata(
+        name="fuzz",
+        description="seed",
+        version="1",
+        inputs=[("x", "in")],
+        outputs=[("y", "out")],
+        associated_files=["labels.txt"],
+    )
+    return simple_model(
+        metadata={"TFLITE_METADATA": meta, "min_runtime_version": b"1.5.0" + b"\0" * 11},
+        signatures=[Signature("serving_default", {"x": 0}, {"y": 2})],
+    )
 
 
 def _crafted_hostile() -> bytes:
     return simple_model(x_name="q\"'{{x}}\n", w_name=b"\xff\xfe", y_name="\x00\x01")
 
 
-CRAFTED = {"crafted_external": _crafted_external, "crafted_metadata": _crafted_metadata,
-           "crafted_hostile": _crafted_hostile}
+CRAFTED = {
+    "crafted_external": _crafted_external,
+    "crafted_metadata": _crafted_metadata,
+    "crafted_hostile": _crafted_hostile,
+}
 # Examples per seed: the cheap seeds carry the bulk (>= 2,000 over fixtures + crafted in CI),
 # the big ones fewer, as each parse costs ~10-100x more.
-EXAMPLES = {"mobilenet_v2_float": 40, "mobilenet_v2_dynamic": 40, "mobilenet_v2_int8": 40,
-            "mobilenet_v2_fp16": 40, "ops_zoo": 150}
+EXAMPLES = {
+    "mobilenet_v2_float": 40,
+    "mobilenet_v2_dynamic": 40,
+    "mobilenet_v2_int8": 40,
+    "mobilenet_v2_fp16": 40,
+    "ops_zoo": 150,
+}
 DEFAULT_EXAMPLES = 250
-CORPUS_SEEDS = {"hand_recrop": 40, "face_detection_short_range": 30, "face_detection_full_range_sparse": 30,
-                "selfie_segmentation": 30}
+CORPUS_SEEDS = {
+    "hand_recrop": 40,
+    "face_detection_short_range": 30,
+    "face_detection_full_range_sparse": 30,
+    "selfie_segmentation": 30,
+}
 
 
 def _seeds() -> list:
@@ -80,7 +100,11 @@ def _expected_total() -> int:
 def seed_bytes(name: str) -> bytes | None:
     if name in CRAFTED:
         return CRAFTED[name]()
-    path = CORPUS_DIR / f"{name[len('corpus:'):]}.tflite" if name.startswith("corpus:") else FIXTURES_DIR / f"{name}.tflite"
+    path = (
+        CORPUS_DIR / f"{name[len('corpus:') :]}.tflite"
+        if name.startswith("corpus:")
+        else FIXTURES_DIR / f"{name}.tflite"
+    )
     return path.read_bytes() if path.exists() else None
 
 
@@ -99,8 +123,28 @@ def hot_offsets(name: str) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-INTERESTING = [0, 1, 2, 3, 4, 7, 8, 16, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000,
-               0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF]
+INTERESTING = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    16,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0x7FFF,
+    0x8000,
+    0xFFFF,
+    0x10000,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFE,
+    0xFFFFFFFF,
+]
 
 
 @st.composite
@@ -124,8 +168,12 @@ def mutated(draw, name: str) -> bytes:
         elif kind == "int":
             width = draw(st.sampled_from([1, 2, 4]))
             size = len(buf)
-            value = draw(st.one_of(st.sampled_from(INTERESTING + [size, size - 1, size // 2, size // 4]),
-                                   st.integers(0, 2**32 - 1)))
+            value = draw(
+                st.one_of(
+                    st.sampled_from(INTERESTING + [size, size - 1, size // 2, size // 4]),
+                    st.integers(0, 2**32 - 1),
+                )
+            )
             at = min(offset(), size - width)
             if at >= 0:
                 buf[at : at + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
@@ -151,8 +199,11 @@ def exercise(model) -> None:
     """What the commands do after parsing: every error must be a TflRebuildError."""
     for sg in model.subgraphs:
         for t in sg.tensors:
-            if (t.data is not None and t.dtype not in ("string", "resource", "variant")
-                    and int(np.prod(t.shape, dtype=np.int64)) <= MAX_EXERCISED_ELEMENTS):
+            if (
+                t.data is not None
+                and t.dtype not in ("string", "resource", "variant")
+                and int(np.prod(t.shape, dtype=np.int64)) <= MAX_EXERCISED_ELEMENTS
+            ):
                 try:
                     dequantize(t)
                 except TflRebuildError:
@@ -207,8 +258,13 @@ def test_mutated_models_fail_cleanly(name):
     n = EXAMPLES.get(name, CORPUS_SEEDS.get(name.removeprefix("corpus:"), DEFAULT_EXAMPLES))
     outcomes = {"ok": 0, "error": 0}
 
-    @settings(max_examples=n, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(mutated(name))
     def fuzz(blob):
         outcomes[check_one(blob, budget)] += 1

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import require_fixture
 
-from tfl_rebuild.codegen.emit import generate
-from tfl_rebuild.codegen.naming import sanitize
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.rebuild.codegen.emit import generate
+from tfl_rebuild.rebuild.codegen.naming import sanitize
+from tfl_rebuild.tflite.reader import read_model
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 # One of each kind: dense, constant operand, densified sparse, op zoo, deep float, full int8 (FakeQuant).
@@ -42,10 +42,16 @@ def test_generated_source_matches_golden(name):
         pytest.fail(f"{golden} is missing: run UPDATE_GOLDEN=1 pytest tests/test_golden.py", pytrace=False)
     expected = golden.read_text(encoding="utf-8")
     if source != expected:
-        diff = difflib.unified_diff(expected.splitlines(keepends=True), source.splitlines(keepends=True),
-                                    f"tests/golden/{name}.py (golden)", f"{name}.py (generated now)")
-        pytest.fail("generated source differs from the golden (UPDATE_GOLDEN=1 to accept):\n" + "".join(diff),
-                    pytrace=False)
+        diff = difflib.unified_diff(
+            expected.splitlines(keepends=True),
+            source.splitlines(keepends=True),
+            f"tests/golden/{name}.py (golden)",
+            f"{name}.py (generated now)",
+        )
+        pytest.fail(
+            "generated source differs from the golden (UPDATE_GOLDEN=1 to accept):\n" + "".join(diff),
+            pytrace=False,
+        )
 
 
 def test_no_stale_goldens():
@@ -63,4 +69,5 @@ def _without_identity(source: str, name: str) -> list[str]:
 def test_float_weight_variants_generate_the_float_code(variant):
     """fp16 and dynamic-range weights are dequantized to float32: the network code is the float one."""
     assert _without_identity(source_for(variant), variant) == _without_identity(
-        source_for("mobilenet_v2_float"), "mobilenet_v2_float")
+        source_for("mobilenet_v2_float"), "mobilenet_v2_float"
+    )

@@ -13,8 +13,8 @@ from conftest import model_params, read_cached, require_model
 from flatbuf import Op, T, build_model, simple_model
 
 from tfl_rebuild.errors import InputError, ModelFormatError
-from tfl_rebuild.graph import build_graph, op_order, write_graph
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.tflite.graph import build_graph, op_order, write_graph
+from tfl_rebuild.tflite.reader import read_model
 
 MODELS = model_params()
 
@@ -54,7 +54,11 @@ def _check_graph(sg, g: nx.DiGraph) -> list[str]:
     producers = _producers(sg)
     for u, v, a in g.edges(data=True):
         t = sg.tensors[a["tensor"]]
-        if a["tensor"] != a["tensors"][0] or (a["name"], a["shape"], a["dtype"]) != (t.name, list(t.shape), t.dtype):
+        if a["tensor"] != a["tensors"][0] or (a["name"], a["shape"], a["dtype"]) != (
+            t.name,
+            list(t.shape),
+            t.dtype,
+        ):
             bad.append(f"edge {u}->{v} attributes")
         if t.quantized != (a["quantization"] is not None):
             bad.append(f"edge {u}->{v} quantization")
@@ -82,8 +86,12 @@ def test_op_order_is_topological(path):
     assert sorted(order) == list(range(len(sg.operators)))
     pos = {op: i for i, op in enumerate(order)}
     producers = _producers(sg)
-    late = [(op.index, t) for op in sg.operators for t in op.inputs
-            if t in producers and pos[producers[t]] >= pos[op.index]]
+    late = [
+        (op.index, t)
+        for op in sg.operators
+        for t in op.inputs
+        if t in producers and pos[producers[t]] >= pos[op.index]
+    ]
     assert late == []
 
 
@@ -131,8 +139,13 @@ def test_same_tensor_twice_and_two_outputs_of_one_producer():
 
 def test_optional_inputs_make_no_edges_and_variables_are_marked():
     blob = build_model(
-        [T("x", [1, 3]), T("w", [2, 3], data=np.ones((2, 3), np.float32)), T("v", [1, 2], is_variable=True),
-         T("y", [1, 2]), T("z", [1, 2])],
+        [
+            T("x", [1, 3]),
+            T("w", [2, 3], data=np.ones((2, 3), np.float32)),
+            T("v", [1, 2], is_variable=True),
+            T("y", [1, 2]),
+            T("z", [1, 2]),
+        ],
         [Op("FULLY_CONNECTED", [0, 1, -1], [3]), Op("ADD", [3, 2], [4])],
         inputs=[0],
         outputs=[4],
@@ -153,8 +166,14 @@ HOSTILE_NAMES = ['q"uote', "new\nline", "<tag attr='1'>&amp;", "back\\slash", "Ã
 def _hostile_model() -> bytes:
     names = HOSTILE_NAMES
     return build_model(
-        [T(names[0], [4]), T(names[1], [4], data=np.ones(4, np.float32)), T(names[2], [4]), T(names[3], [4]),
-         T(names[4], [4]), T(names[5], [4])],
+        [
+            T(names[0], [4]),
+            T(names[1], [4], data=np.ones(4, np.float32)),
+            T(names[2], [4]),
+            T(names[3], [4]),
+            T(names[4], [4]),
+            T(names[5], [4]),
+        ],
         [Op("MUL", [0, 1], [2]), Op("ADD", [2, 1], [3]), Op("RELU", [3], [4]), Op("TANH", [4], [5])],
         inputs=[0],
         outputs=[5],
@@ -162,8 +181,10 @@ def _hostile_model() -> bytes:
     )
 
 
-WRITER_MODELS = [pytest.param(_hostile_model(), id="hostile-names"),
-                 pytest.param(_chain_out_of_order(), id="out-of-order")] + MODELS[:3]
+WRITER_MODELS = [
+    pytest.param(_hostile_model(), id="hostile-names"),
+    pytest.param(_chain_out_of_order(), id="out-of-order"),
+] + MODELS[:3]
 
 
 def _model_of(param):
@@ -188,7 +209,11 @@ def test_graphml_round_trips(source, tmp_path):
             assert (b["name"], json.loads(b["shape"]), b["dtype"]) == (a["name"], a["shape"], a["dtype"])
     for u, v, a in g.edges(data=True):
         b = back.edges[u, v]
-        assert (b["name"], json.loads(b["shape"]), json.loads(b["tensors"])) == (a["name"], a["shape"], a["tensors"])
+        assert (b["name"], json.loads(b["shape"]), json.loads(b["tensors"])) == (
+            a["name"],
+            a["shape"],
+            a["tensors"],
+        )
 
 
 @pytest.mark.parametrize("source", WRITER_MODELS)
@@ -219,7 +244,9 @@ def test_dot_is_well_formed(source, tmp_path):
     write_graph(model, out)
     lines = out.read_text(encoding="utf-8").splitlines()
     assert re.fullmatch(rf"digraph {_DOT_STRING} \{{", lines[0]) and lines[-1] == "}"
-    assert _unescape(re.fullmatch(rf"digraph {_DOT_STRING} \{{", lines[0]).group(1)) == (model.main.name or "model")
+    assert _unescape(re.fullmatch(rf"digraph {_DOT_STRING} \{{", lines[0]).group(1)) == (
+        model.main.name or "model"
+    )
     nodes, edges = {}, set()
     for line in lines[2:-1]:
         if m := re.fullmatch(rf"  {_DOT_STRING} -> {_DOT_STRING} \[label={_DOT_STRING}\];", line):

@@ -15,9 +15,9 @@ from conftest import CORPUS_DIR, ROOT, interpreter, model_params, read_cached, r
 from flatbuf import BAD_MODELS, Op, T, build_model, model_metadata, simple_model
 
 from tfl_rebuild.cli import main
-from tfl_rebuild.inspect import quantization_kind, summarize, to_json
-from tfl_rebuild.reader import read_model
-from tfl_rebuild.weights import dequantize, unique_keys
+from tfl_rebuild.commands.inspect import quantization_kind, summarize, to_json
+from tfl_rebuild.tflite.reader import read_model
+from tfl_rebuild.tflite.weights import dequantize, unique_keys
 
 MODELS = model_params()
 WIDE = {"COLUMNS": "2000"}  # rich wraps tables to the terminal width; keep long names on one line
@@ -50,9 +50,16 @@ def test_quantization_kind_of_fixtures(name, kind):
 
 @pytest.mark.parametrize(
     "path, kind",
-    [pytest.param(CORPUS_DIR / f"{n}.tflite", kind, id=n, marks=pytest.mark.corpus) for n, kind in [
-        ("face_detection_short_range", "fp16"), ("pose_detection", "fp16"), ("selfie_segmentation", "fp16"),
-        ("hand_recrop", "float"), ("iris_landmark", "float")]],
+    [
+        pytest.param(CORPUS_DIR / f"{n}.tflite", kind, id=n, marks=pytest.mark.corpus)
+        for n, kind in [
+            ("face_detection_short_range", "fp16"),
+            ("pose_detection", "fp16"),
+            ("selfie_segmentation", "fp16"),
+            ("hand_recrop", "float"),
+            ("iris_landmark", "float"),
+        ]
+    ],
 )
 def test_quantization_kind_of_corpus(path, kind):
     assert quantization_kind(read_model(require_model(path))) == kind
@@ -76,7 +83,8 @@ def test_summary_describes_the_model(path):
     assert sum(sg["op_histogram"].values()) == len(ops)
     assert [t["name"] for t in sg["tensors"]] == [t.name for t in model.main.tensors]
     assert sum(doc["params_by_dtype"].values()) == sum(
-        int(np.prod(t.shape)) for s in model.subgraphs for t in s.tensors if t.data is not None)
+        int(np.prod(t.shape)) for s in model.subgraphs for t in s.tensors if t.data is not None
+    )
     details = interpreter(path, allocate=False).get_input_details()
     assert [i["shape"] for i in sg["inputs"]] == [list(d["shape"]) for d in details]
     assert [i["dtype"] for i in sg["inputs"]] == [np.dtype(d["dtype"]).name for d in details]
@@ -88,9 +96,15 @@ def test_summary_optional_inputs_and_model_info():
     assert doc["model_info"]["name"] == "Crafted"
     assert doc["model_info"]["inputs"] == [{"name": "x", "description": "in"}]
     (op,) = doc["subgraphs"][0]["operators"]
-    assert [i["name"] for i in op["inputs"]] == ["x", "w"] and op["options"] == {"fused_activation_function": "NONE"}
-    blob = build_model([T("x", [1, 3]), T("w", [2, 3], data=np.ones((2, 3), np.float32)), T("y", [1, 2])],
-                       [Op("FULLY_CONNECTED", [0, 1, -1], [2])], inputs=[0], outputs=[2])
+    assert [i["name"] for i in op["inputs"]] == ["x", "w"] and op["options"] == {
+        "fused_activation_function": "NONE"
+    }
+    blob = build_model(
+        [T("x", [1, 3]), T("w", [2, 3], data=np.ones((2, 3), np.float32)), T("y", [1, 2])],
+        [Op("FULLY_CONNECTED", [0, 1, -1], [2])],
+        inputs=[0],
+        outputs=[2],
+    )
     (fc,) = json.loads(to_json(read_model(blob)))["subgraphs"][0]["operators"]
     assert fc["inputs"][2] is None  # the omitted optional bias
 
@@ -170,8 +184,9 @@ def _load(path):
         return dict(npz)
 
 
-@pytest.mark.parametrize("name", ["mnist", "mobilenet_v2_float", "mobilenet_v2_int8", "mobilenet_v2_fp16",
-                                  "ops_zoo", "sparse_fc"])
+@pytest.mark.parametrize(
+    "name", ["mnist", "mobilenet_v2_float", "mobilenet_v2_int8", "mobilenet_v2_fp16", "ops_zoo", "sparse_fc"]
+)
 def test_weights_raw(name, tmp_path):
     path = require_fixture(name)
     model = read_model(path)
@@ -277,11 +292,17 @@ def test_bad_model_in_a_real_process(tmp_path):
     """The console entry point, as a user runs it: one line, exit 2, no traceback."""
     path = tmp_path / "bad.tflite"
     path.write_bytes(BAD_MODELS["opcode-index"]())
-    proc = subprocess.run([sys.executable, "-m", "tfl_rebuild.cli", "inspect", str(path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfl_rebuild.cli", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: bad.tflite: subgraph 0 operator 0: opcode index 5 is out of range (0..0)"]
+        "error: bad.tflite: subgraph 0 operator 0: opcode index 5 is out of range (0..0)"
+    ]
     assert proc.stdout == ""
 
 
@@ -294,8 +315,13 @@ HEAVY = ("tensorflow", "keras", "coremltools", "ai_edge_litert", "torch", "jax")
 
 @pytest.mark.parametrize(
     "args",
-    [["inspect"], ["inspect", "--json"], ["inspect", "--tensors"], ["inspect", "--graph", "{tmp}/g.graphml"],
-     ["weights", "-o", "{tmp}/w.npz", "--layout", "keras", "--dequantize"]],
+    [
+        ["inspect"],
+        ["inspect", "--json"],
+        ["inspect", "--tensors"],
+        ["inspect", "--graph", "{tmp}/g.graphml"],
+        ["weights", "-o", "{tmp}/w.npz", "--layout", "keras", "--dequantize"],
+    ],
     ids=["text", "json", "tensors", "graph", "weights"],
 )
 def test_inspect_does_not_import_heavy_modules(args, tmp_path):

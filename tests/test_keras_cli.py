@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from conftest import ROOT, fixture_params, require_fixture
 from flatbuf import Op, T, build_model
 
-import tfl_rebuild.keras_job as keras_job
+import tfl_rebuild.commands.keras as keras_job
 from tfl_rebuild.cli import main
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.tflite.reader import read_model
 
 FIXTURES = fixture_params()
 # Wide enough that rich never wraps a verification row (so each row is one line here).
@@ -41,7 +41,11 @@ def keras_process(model: Path | str, outdir: Path, *args: str, env: dict | None 
     """The command as its own process (python -m tfl_rebuild.cli)."""
     return subprocess.run(
         [sys.executable, "-m", "tfl_rebuild.cli", "keras", str(model), "-o", str(outdir), *args],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, **ENV, **(env or {})}, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **ENV, **(env or {})},
+        timeout=600,
     )
 
 
@@ -99,8 +103,12 @@ def test_generated_module_passes_ruff(path, config, tmp_path):
     py = generated(path, tmp_path)
     # isolated: ruff's defaults; project: this repository's rule set (E, F, W, I, B, UP).
     conf = ["--isolated"] if config == "isolated" else ["--config", str(ROOT / "pyproject.toml")]
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *conf, str(py)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", *conf, str(py)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -155,7 +163,7 @@ def test_name_option(name, stem, tmp_path):
     assert f'name="{stem}")' in source  # the keras.Model's name
     assert f"{stem}_weights.npz" in source  # the default weights path beside the module
 
-    from tfl_rebuild.verify import load_module
+    from tfl_rebuild.verify.end_to_end import load_module
 
     model = load_module(outdir / f"{stem}.py").build_model()  # default WEIGHTS_PATH resolves
     assert model.name == stem
@@ -171,13 +179,15 @@ def test_no_verify_writes_without_verifying(tmp_path):
 
 @pytest.mark.parametrize(
     ("fixture", "verify"),
-    [pytest.param("ops_zoo", "--verify", id="ops_zoo-verified"),
-     pytest.param("mobilenet_v2_int8", "--no-verify", id="mobilenet_v2_int8-unverified")],
+    [
+        pytest.param("ops_zoo", "--verify", id="ops_zoo-verified"),
+        pytest.param("mobilenet_v2_int8", "--no-verify", id="mobilenet_v2_int8-unverified"),
+    ],
 )
 def test_save_keras_reloads(fixture, verify, tmp_path):
     import keras
 
-    from tfl_rebuild.verify import load_module, run_keras
+    from tfl_rebuild.verify.end_to_end import load_module, run_keras
 
     path = require_fixture(fixture)
     saved = tmp_path / "saved" / "model.keras"
@@ -188,7 +198,9 @@ def test_save_keras_reloads(fixture, verify, tmp_path):
     # Custom layer classes are registered when the generated module is imported.
     built = load_module(tmp_path / "out" / f"{fixture}.py").build_model()
     loaded = keras.saving.load_model(saved)
-    assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in built.layers]
+    assert [type(layer).__name__ for layer in loaded.layers] == [
+        type(layer).__name__ for layer in built.layers
+    ]
     x = np.random.default_rng(0).uniform(-1, 1, (1, *built.input_shape[1:])).astype(np.float32)
     for a, b in zip(run_keras(built, [x]), run_keras(loaded, [x]), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -199,14 +211,21 @@ def test_save_keras_reloads(fixture, verify, tmp_path):
 
 def _custom_op_model() -> bytes:
     tensors = [T("x", [1, 4]), T("a", [1, 4]), T("y", [1, 4])]
-    return build_model(tensors, [Op("RELU", [0], [1]), Op("CUSTOM", [1], [2], custom_code="NotARealOp")],
-                       inputs=[0], outputs=[2])
+    return build_model(
+        tensors,
+        [Op("RELU", [0], [1]), Op("CUSTOM", [1], [2], custom_code="NotARealOp")],
+        inputs=[0],
+        outputs=[2],
+    )
 
 
 BAD_INPUTS = {
     "text-file": (lambda: b"hello, I am not a model\n", "too short|not b'TFL3'"),
     "random-bytes": (lambda: np.random.default_rng(7).integers(0, 256, 4096, np.uint8).tobytes(), "TFL3"),
-    "truncated-mnist": (lambda: require_fixture("mnist").read_bytes()[:3000], "malformed|truncated|past the end"),
+    "truncated-mnist": (
+        lambda: require_fixture("mnist").read_bytes()[:3000],
+        "malformed|truncated|past the end",
+    ),
     "empty": (lambda: b"", "too short|empty"),
     "unsupported-custom-op": (_custom_op_model, "NotARealOp"),
 }
@@ -243,7 +262,9 @@ def test_missing_model_exits_2(tmp_path):
     proc = keras_process(tmp_path / "nope.tflite", tmp_path / "out")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == f"error: {tmp_path / 'nope.tflite'}: cannot read (No such file or directory)"
+    assert (
+        proc.stderr.strip() == f"error: {tmp_path / 'nope.tflite'}: cannot read (No such file or directory)"
+    )
     assert written(tmp_path / "out") == []
 
 

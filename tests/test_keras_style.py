@@ -22,14 +22,14 @@ from conftest import require_fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfl_rebuild.codegen.defaults import KERAS_DEFAULTS, SameAs, signature_defaults
-from tfl_rebuild.codegen.emit import _class_template, _Emitter, generate
-from tfl_rebuild.codegen.layout import WIDTH, call
-from tfl_rebuild.codegen.literals import Code, lit, shell_command
-from tfl_rebuild.codegen.naming import MAX_LEN, Namer, identifier, model_scope, sanitize, snake
-from tfl_rebuild.keras_job import write_generated
-from tfl_rebuild.ops import LayerSpec
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.rebuild.codegen.defaults import KERAS_DEFAULTS, SameAs, signature_defaults
+from tfl_rebuild.rebuild.codegen.emit import _class_template, _Emitter, generate
+from tfl_rebuild.rebuild.codegen.layout import WIDTH, call
+from tfl_rebuild.rebuild.codegen.literals import Code, lit, shell_command
+from tfl_rebuild.rebuild.codegen.naming import MAX_LEN, Namer, identifier, model_scope, sanitize, snake
+from tfl_rebuild.rebuild.ops import LayerSpec
+from tfl_rebuild.tflite.reader import read_model
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -47,16 +47,19 @@ def build_model_body(source: str) -> list[str]:
 # --- 1. float32 values: the shortest repr that round-trips to the same float32 --------------------
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (float(np.float32(0.1)), "0.1"),  # 0.10000000149011612 as a float64
-    (np.float32(0.2), "0.2"),
-    (float(np.float32(0.02122931)), "0.02122931"),
-    (0.1, "0.1"),  # a float64 value that is not a float32 stays exact
-    (1 / 3, repr(1 / 3)),
-    (6.0, "6.0"),
-    (-0.0, "-0.0"),
-    (1e300, "1e+300"),  # beyond float32: untouched, and no overflow warning
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (float(np.float32(0.1)), "0.1"),  # 0.10000000149011612 as a float64
+        (np.float32(0.2), "0.2"),
+        (float(np.float32(0.02122931)), "0.02122931"),
+        (0.1, "0.1"),  # a float64 value that is not a float32 stays exact
+        (1 / 3, repr(1 / 3)),
+        (6.0, "6.0"),
+        (-0.0, "-0.0"),
+        (1e300, "1e+300"),  # beyond float32: untouched, and no overflow warning
+    ],
+)
 def test_float_literals(value, text):
     assert lit(value) == text
 
@@ -100,29 +103,73 @@ def _emitted(spec: LayerSpec) -> str:
     return "\n".join(em._call(spec, Code("y"), [Code("x")], "y"))
 
 
-@pytest.mark.parametrize(("spec", "present", "absent"), [
-    pytest.param(LayerSpec("Softmax", {"axis": -1}), [], ["axis"], id="softmax-axis"),
-    pytest.param(LayerSpec("Softmax", {"axis": 1}), ["axis=1"], [], id="softmax-other-axis"),
-    pytest.param(LayerSpec("Concatenate", {"axis": -1}), [], ["axis"], id="concatenate-axis"),
-    pytest.param(LayerSpec("GlobalAveragePooling2D", {"keepdims": False}), [], ["keepdims"], id="keepdims-false"),
-    pytest.param(LayerSpec("GlobalAveragePooling2D", {"keepdims": True}), ["keepdims=True"], [], id="keepdims-true"),
-    pytest.param(LayerSpec("MaxPooling2D", {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid"}),
-                 ["pool_size=(2, 2)"], ["strides", "padding"], id="pool-strides-equal-pool-size"),
-    pytest.param(LayerSpec("MaxPooling2D", {"pool_size": (3, 3), "strides": (1, 1), "padding": "same"}),
-                 ["strides=(1, 1)", 'padding="same"'], [], id="pool-stride-1-kept"),
-    pytest.param(LayerSpec("AveragePooling2D", {"pool_size": (3, 3), "strides": (2, 2)}),
-                 ["strides=(2, 2)"], [], id="avgpool-stride-differs"),
-    pytest.param(LayerSpec("ZeroPadding2D", {"padding": "valid"}), ['padding="valid"'], [], id="padding-per-class"),
-    pytest.param(LayerSpec("Conv2D", {"filters": 4, "kernel_size": (1, 1), "strides": (1, 1), "padding": "valid",
-                                      "dilation_rate": (1, 1), "use_bias": True}),
-                 ["filters=4", "kernel_size=(1, 1)"], ["strides", "padding", "dilation", "use_bias"], id="conv"),
-    pytest.param(LayerSpec("Dense", {"units": 3, "use_bias": 1}), ["use_bias=1"], [], id="1-is-not-True"),
-    pytest.param(LayerSpec("LeakyReLU", {"negative_slope": 0.3}), [], ["negative_slope"], id="leaky-default"),
-    pytest.param(LayerSpec("Pad", {"paddings": [[0, 1]], "mode": "constant", "constant_values": 0.0}, custom=True),
-                 ["paddings="], ["mode", "constant_values"], id="custom-class-signature"),
-    pytest.param(LayerSpec("Pad", {"paddings": [[0, 1]], "mode": "reflect"}, custom=True),
-                 ['mode="reflect"'], [], id="custom-class-non-default"),
-])
+@pytest.mark.parametrize(
+    ("spec", "present", "absent"),
+    [
+        pytest.param(LayerSpec("Softmax", {"axis": -1}), [], ["axis"], id="softmax-axis"),
+        pytest.param(LayerSpec("Softmax", {"axis": 1}), ["axis=1"], [], id="softmax-other-axis"),
+        pytest.param(LayerSpec("Concatenate", {"axis": -1}), [], ["axis"], id="concatenate-axis"),
+        pytest.param(
+            LayerSpec("GlobalAveragePooling2D", {"keepdims": False}), [], ["keepdims"], id="keepdims-false"
+        ),
+        pytest.param(
+            LayerSpec("GlobalAveragePooling2D", {"keepdims": True}), ["keepdims=True"], [], id="keepdims-true"
+        ),
+        pytest.param(
+            LayerSpec("MaxPooling2D", {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid"}),
+            ["pool_size=(2, 2)"],
+            ["strides", "padding"],
+            id="pool-strides-equal-pool-size",
+        ),
+        pytest.param(
+            LayerSpec("MaxPooling2D", {"pool_size": (3, 3), "strides": (1, 1), "padding": "same"}),
+            ["strides=(1, 1)", 'padding="same"'],
+            [],
+            id="pool-stride-1-kept",
+        ),
+        pytest.param(
+            LayerSpec("AveragePooling2D", {"pool_size": (3, 3), "strides": (2, 2)}),
+            ["strides=(2, 2)"],
+            [],
+            id="avgpool-stride-differs",
+        ),
+        pytest.param(
+            LayerSpec("ZeroPadding2D", {"padding": "valid"}), ['padding="valid"'], [], id="padding-per-class"
+        ),
+        pytest.param(
+            LayerSpec(
+                "Conv2D",
+                {
+                    "filters": 4,
+                    "kernel_size": (1, 1),
+                    "strides": (1, 1),
+                    "padding": "valid",
+                    "dilation_rate": (1, 1),
+                    "use_bias": True,
+                },
+            ),
+            ["filters=4", "kernel_size=(1, 1)"],
+            ["strides", "padding", "dilation", "use_bias"],
+            id="conv",
+        ),
+        pytest.param(LayerSpec("Dense", {"units": 3, "use_bias": 1}), ["use_bias=1"], [], id="1-is-not-True"),
+        pytest.param(
+            LayerSpec("LeakyReLU", {"negative_slope": 0.3}), [], ["negative_slope"], id="leaky-default"
+        ),
+        pytest.param(
+            LayerSpec("Pad", {"paddings": [[0, 1]], "mode": "constant", "constant_values": 0.0}, custom=True),
+            ["paddings="],
+            ["mode", "constant_values"],
+            id="custom-class-signature",
+        ),
+        pytest.param(
+            LayerSpec("Pad", {"paddings": [[0, 1]], "mode": "reflect"}, custom=True),
+            ['mode="reflect"'],
+            [],
+            id="custom-class-non-default",
+        ),
+    ],
+)
 def test_defaults_are_left_out(spec, present, absent):
     text = _emitted(spec)
     for part in present:
@@ -140,13 +187,19 @@ def test_fixture_modules_write_no_keras_default(name):
     tree = ast.parse(source_of(name))
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and ast.unparse(node.func.value) == "keras.layers":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and ast.unparse(node.func.value) == "keras.layers"
+        ):
             table = KERAS_DEFAULTS.get(node.func.attr, {})
             for kw in node.keywords:
                 default = table.get(kw.arg)
-                if default is not None and not isinstance(default, SameAs) \
-                        and ast.literal_eval(kw.value) == default:
+                if (
+                    default is not None
+                    and not isinstance(default, SameAs)
+                    and ast.literal_eval(kw.value) == default
+                ):
                     found.append(ast.unparse(node))
     assert found == []
 
@@ -156,7 +209,9 @@ def test_fixture_modules_write_no_keras_default(name):
 
 @pytest.mark.parametrize("name", ["ops_zoo", "mobilenet_v2_int8", "mnist"])
 def test_code_lines_fit_the_width(name):
-    wide = [ln for ln in build_model_body(source_of(name)) if len(ln) > WIDTH and not ln.lstrip().startswith("#")]
+    wide = [
+        ln for ln in build_model_body(source_of(name)) if len(ln) > WIDTH and not ln.lstrip().startswith("#")
+    ]
     assert wide == []
 
 
@@ -180,37 +235,52 @@ def test_many_inputs_are_one_per_line():
 # --- 4. names -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("camel", "snake_name"), [
-    ("Conv2D", "conv2d"), ("Conv2DTranspose", "conv2d_transpose"), ("DepthwiseConv2D", "depthwise_conv2d"),
-    ("BatchReshape", "batch_reshape"), ("ReLU", "relu"), ("PReLU", "prelu"), ("LeakyReLU", "leaky_relu"),
-    ("FusedBatchNormV3", "fused_batch_norm_v3"), ("GatherNd", "gather_nd"), ("MatMul", "mat_mul"),
-    ("UpSampling2D", "up_sampling2d"),
-])
+@pytest.mark.parametrize(
+    ("camel", "snake_name"),
+    [
+        ("Conv2D", "conv2d"),
+        ("Conv2DTranspose", "conv2d_transpose"),
+        ("DepthwiseConv2D", "depthwise_conv2d"),
+        ("BatchReshape", "batch_reshape"),
+        ("ReLU", "relu"),
+        ("PReLU", "prelu"),
+        ("LeakyReLU", "leaky_relu"),
+        ("FusedBatchNormV3", "fused_batch_norm_v3"),
+        ("GatherNd", "gather_nd"),
+        ("MatMul", "mat_mul"),
+        ("UpSampling2D", "up_sampling2d"),
+    ],
+)
 def test_snake(camel, snake_name):
     assert snake(camel) == snake_name
 
 
 def test_every_custom_class_template_is_found_by_its_snake_name():
-    root = Path(__file__).resolve().parents[1] / "templates" / "layers"
+    root = Path(__file__).resolve().parents[1] / "tfl_rebuild" / "rebuild" / "templates" / "layers"
     for path in root.glob("*.py.j2"):
-        classes = [n.name for n in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(n, ast.ClassDef)]
+        classes = [
+            n.name for n in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(n, ast.ClassDef)
+        ]
         for name in classes:
             assert snake(name) == path.name.removesuffix(".py.j2"), (name, path.name)
 
 
-@pytest.mark.parametrize(("raw", "name"), [
-    ("model/batchnorm/add_1;model/conv/Conv2D;model/conv/BiasAdd", "conv"),  # the fused conv names it
-    ("net/block_1_project_BN/batchnorm/add_1;net/block_1_project/convolution", "block_1_project_bn"),
-    ("sequential/dense_1/MatMul;sequential/dense_1/BiasAdd", "dense_1"),
-    ("model/conv2d_3/Sigmoid", "conv2d_3_sigmoid"),
-    ("model/leaky_re_lu/LeakyRelu", "leaky_re_lu"),
-    ("model/up_sampling2d/resize/ResizeBilinear", "up_sampling2d"),
-    ("model/Conv1_relu/Relu6", "conv1_relu"),
-    ("StatefulPartitionedCall:0", "stateful_partitioned_call"),
-    ("caf\u00e9/na\u00efve", "cafe_naive"),  # accents folded
-    ("a\u2192b\u00b7c", "a_b_c"),  # non-ASCII separators separate words
-    ("\u65e5\u672c", "t"),
-])
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("model/batchnorm/add_1;model/conv/Conv2D;model/conv/BiasAdd", "conv"),  # the fused conv names it
+        ("net/block_1_project_BN/batchnorm/add_1;net/block_1_project/convolution", "block_1_project_bn"),
+        ("sequential/dense_1/MatMul;sequential/dense_1/BiasAdd", "dense_1"),
+        ("model/conv2d_3/Sigmoid", "conv2d_3_sigmoid"),
+        ("model/leaky_re_lu/LeakyRelu", "leaky_re_lu"),
+        ("model/up_sampling2d/resize/ResizeBilinear", "up_sampling2d"),
+        ("model/Conv1_relu/Relu6", "conv1_relu"),
+        ("StatefulPartitionedCall:0", "stateful_partitioned_call"),
+        ("caf\u00e9/na\u00efve", "cafe_naive"),  # accents folded
+        ("a\u2192b\u00b7c", "a_b_c"),  # non-ASCII separators separate words
+        ("\u65e5\u672c", "t"),
+    ],
+)
 def test_sanitize(raw, name):
     assert sanitize(raw) == name
 
@@ -248,7 +318,7 @@ def test_reserved_names_are_never_used(raw):
 def test_sidecar_pairs_every_tensor_with_a_layer(tmp_path):
     import json
 
-    from tfl_rebuild.verify import load_module
+    from tfl_rebuild.verify.end_to_end import load_module
 
     _, py, weights = write_generated(str(require_fixture("mobilenet_v2_int8")), str(tmp_path))
     model = load_module(py).build_model(str(weights))
@@ -266,8 +336,16 @@ def test_generation_is_deterministic():
 # --- 5. the rebuild command -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("file_name", ["model.tflite", "my model.tflite", "it's $(x) `y`.tflite",
-                                       "line\nbreak\u2028\u202e.tflite", "tab\there.tflite"])
+@pytest.mark.parametrize(
+    "file_name",
+    [
+        "model.tflite",
+        "my model.tflite",
+        "it's $(x) `y`.tflite",
+        "line\nbreak\u2028\u202e.tflite",
+        "tab\there.tflite",
+    ],
+)
 def test_rebuild_command_is_shell_quoted_on_one_line(file_name):
     words = ["tfl-rebuild", "keras", file_name, "-o", "DIR"]
     text = shell_command(words)
@@ -284,8 +362,10 @@ def test_header_names_the_rebuild_options(tmp_path):
     path.write_bytes(require_fixture("mobilenet_v2_int8").read_bytes())
     source = generate(read_model(path), "other", fake_quant=False).source
     second = source.splitlines()[1]
-    assert second == ("# Do not edit by hand; rebuild with: tfl-rebuild keras 'my net.tflite' -o DIR "
-                      "--name other --no-fake-quant")
+    assert second == (
+        "# Do not edit by hand; rebuild with: tfl-rebuild keras 'my net.tflite' -o DIR "
+        "--name other --no-fake-quant"
+    )
 
 
 # --- 6. file permissions --------------------------------------------------------------------------
@@ -319,16 +399,19 @@ def _embedding_model(tmp_path: Path) -> Path:
 
     table = tf.constant(np.random.default_rng(0).normal(size=(129, 8)).astype(np.float32))
     module = tf.Module()
-    module.fn = tf.function(lambda ids: tf.gather(table, tf.abs(ids)),
-                            input_signature=[tf.TensorSpec([1, 6], tf.int32)])
-    blob = tf.lite.TFLiteConverter.from_concrete_functions([module.fn.get_concrete_function()], module).convert()
+    module.fn = tf.function(
+        lambda ids: tf.gather(table, tf.abs(ids)), input_signature=[tf.TensorSpec([1, 6], tf.int32)]
+    )
+    blob = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.fn.get_concrete_function()], module
+    ).convert()
     path = tmp_path / "embedding.tflite"
     path.write_bytes(blob)
     return path
 
 
 def test_int_input_is_an_int_keras_input_and_verifies(tmp_path):
-    from tfl_rebuild.verify import load_module, verify
+    from tfl_rebuild.verify.end_to_end import load_module, verify
 
     path = _embedding_model(tmp_path)
     model = read_model(path)
@@ -359,12 +442,15 @@ def test_unread_outputs_of_a_multi_output_layer_unpack_into_underscore(tmp_path)
 
     import tensorflow as tf
 
-    from tfl_rebuild.verify import load_module, verify
+    from tfl_rebuild.verify.end_to_end import load_module, verify
 
     module = tf.Module()
-    module.fn = tf.function(lambda x: tf.nn.relu(tf.split(x, 3, axis=1)[1]),
-                            input_signature=[tf.TensorSpec([1, 6], tf.float32)])
-    blob = tf.lite.TFLiteConverter.from_concrete_functions([module.fn.get_concrete_function()], module).convert()
+    module.fn = tf.function(
+        lambda x: tf.nn.relu(tf.split(x, 3, axis=1)[1]), input_signature=[tf.TensorSpec([1, 6], tf.float32)]
+    )
+    blob = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.fn.get_concrete_function()], module
+    ).convert()
     path = tmp_path / "split.tflite"
     path.write_bytes(blob)
     assert "SPLIT" in [op.opcode for op in read_model(path).main.operators]
@@ -372,8 +458,11 @@ def test_unread_outputs_of_a_multi_output_layer_unpack_into_underscore(tmp_path)
     source = py.read_text(encoding="utf-8")
     assert re.search(r"^    _, \w+, _ = Split\(", source, re.M), source
     for config in (["--isolated"], ["--config", str(Path(__file__).resolve().parents[1] / "pyproject.toml")]):
-        proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *config, str(py)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--no-cache", *config, str(py)],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stdout
     report = verify(read_model(path), load_module(py).build_model(str(weights)))
     assert report.ok and all(o.input_sensitive for o in report.outputs), report

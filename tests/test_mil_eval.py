@@ -17,7 +17,7 @@ from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import mil_list as mb_list  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
-from tfl_rebuild.mil_eval import MilEvalError, evaluate, op_types, unknown_ops  # noqa: E402
+from tfl_rebuild.coreml.mil_eval import MilEvalError, evaluate, op_types, unknown_ops  # noqa: E402
 
 RNG = np.random.default_rng(7)
 
@@ -29,8 +29,15 @@ def rand(*shape, lo=-2.0, hi=2.0):
 def program(build, *arrays, opset=None):
     """A MIL program with one input per array (named a, b, c) whose body is `build(*vars)`."""
     names = "abc"[: len(arrays)]
-    specs = [mb.TensorSpec(shape=x.shape, dtype=types.int32 if x.dtype.kind in "iu" else
-                           (types.fp16 if x.dtype == np.float16 else types.fp32)) for x in arrays]
+    specs = [
+        mb.TensorSpec(
+            shape=x.shape,
+            dtype=types.int32
+            if x.dtype.kind in "iu"
+            else (types.fp16 if x.dtype == np.float16 else types.fp32),
+        )
+        for x in arrays
+    ]
     src = f"lambda {', '.join(names)}: build({', '.join(names)})"
     fn = eval(src, {"build": build})  # noqa: S307 (mb.program reads the parameter names)
     return mb.program(input_specs=specs, opset_version=opset)(fn)
@@ -54,9 +61,13 @@ def close(got, want, tol=1e-5):
 X, Y = rand(2, 3, 4), rand(3, 4)
 POS = rand(2, 3, 4, lo=0.1, hi=3.0)
 BINARY = [
-    ("add", mb.add, np.add), ("sub", mb.sub, np.subtract), ("mul", mb.mul, np.multiply),
-    ("real_div", mb.real_div, np.divide), ("maximum", mb.maximum, np.maximum),
-    ("minimum", mb.minimum, np.minimum), ("floor_div", mb.floor_div, np.floor_divide),
+    ("add", mb.add, np.add),
+    ("sub", mb.sub, np.subtract),
+    ("mul", mb.mul, np.multiply),
+    ("real_div", mb.real_div, np.divide),
+    ("maximum", mb.maximum, np.maximum),
+    ("minimum", mb.minimum, np.minimum),
+    ("floor_div", mb.floor_div, np.floor_divide),
     ("mod", mb.mod, np.mod),
 ]
 
@@ -70,10 +81,14 @@ def test_pow():
     close(run(lambda a: mb.pow(x=a, y=1.5), POS), POS**1.5)
 
 
-@pytest.mark.parametrize("fn,ref", [
-    pytest.param(mb.equal, np.equal, id="equal"), pytest.param(mb.less, np.less, id="less"),
-    pytest.param(mb.greater_equal, np.greater_equal, id="greater_equal"),
-])
+@pytest.mark.parametrize(
+    "fn,ref",
+    [
+        pytest.param(mb.equal, np.equal, id="equal"),
+        pytest.param(mb.less, np.less, id="less"),
+        pytest.param(mb.greater_equal, np.greater_equal, id="greater_equal"),
+    ],
+)
 def test_comparison(fn, ref):
     y = np.where(RNG.random(Y.shape) < 0.3, X[0], Y)  # some ties
     got = run(lambda a, b: fn(x=a, y=b), X, y)
@@ -86,10 +101,18 @@ def _erf(x):
 
 
 UNARY = [
-    ("abs", mb.abs, np.abs, X), ("exp", mb.exp, np.exp, X), ("sqrt", mb.sqrt, np.sqrt, POS),
-    ("floor", mb.floor, np.floor, X), ("ceil", mb.ceil, np.ceil, X), ("round", mb.round, np.round, X * 3),
-    ("sign", mb.sign, np.sign, X), ("square", mb.square, np.square, X), ("sin", mb.sin, np.sin, X),
-    ("cos", mb.cos, np.cos, X), ("tanh", mb.tanh, np.tanh, X), ("erf", mb.erf, _erf, X),
+    ("abs", mb.abs, np.abs, X),
+    ("exp", mb.exp, np.exp, X),
+    ("sqrt", mb.sqrt, np.sqrt, POS),
+    ("floor", mb.floor, np.floor, X),
+    ("ceil", mb.ceil, np.ceil, X),
+    ("round", mb.round, np.round, X * 3),
+    ("sign", mb.sign, np.sign, X),
+    ("square", mb.square, np.square, X),
+    ("sin", mb.sin, np.sin, X),
+    ("cos", mb.cos, np.cos, X),
+    ("tanh", mb.tanh, np.tanh, X),
+    ("erf", mb.erf, _erf, X),
     ("relu", mb.relu, lambda x: np.maximum(x, 0), X),
     ("relu6", mb.relu6, lambda x: np.minimum(np.maximum(x, 0), 6), X * 5),
     ("sigmoid", mb.sigmoid, lambda x: 1 / (1 + np.exp(-x)), X),
@@ -104,27 +127,54 @@ def test_unary(fn, ref, x):
     close(run(lambda a: fn(x=a), x), ref(x))
 
 
-@pytest.mark.parametrize("fn,kw,ref", [
-    pytest.param(mb.log, {"epsilon": 1e-3}, lambda x: np.log(x + 1e-3), id="log"),
-    pytest.param(mb.rsqrt, {"epsilon": 1e-3}, lambda x: 1 / np.sqrt(x + 1e-3), id="rsqrt"),
-    pytest.param(mb.inverse, {"epsilon": 1e-3}, lambda x: 1 / (x + 1e-3), id="inverse"),
-    pytest.param(mb.clip, {"alpha": -0.5, "beta": 0.7}, lambda x: np.clip(x, -0.5, 0.7), id="clip"),
-    pytest.param(mb.threshold, {"alpha": 0.4}, lambda x: np.maximum(x, 0.4), id="threshold"),
-    pytest.param(mb.leaky_relu, {"alpha": 0.2}, lambda x: np.where(x > 0, x, 0.2 * x), id="leaky_relu"),
-    pytest.param(mb.elu, {"alpha": 0.7}, lambda x: np.where(x > 0, x, 0.7 * (np.exp(x) - 1)), id="elu"),
-    pytest.param(mb.clamped_relu, {"alpha": 0.1, "beta": 1.5},
-                 lambda x: np.where(x >= 0, np.minimum(x, 1.5), np.minimum(1.5, 0.1 * x)), id="clamped_relu"),
-    pytest.param(mb.thresholded_relu, {"alpha": 0.3}, lambda x: np.where(x > 0.3, x, 0), id="thresholded_relu"),
-    pytest.param(mb.linear_activation, {"alpha": 2.0, "beta": -1.0}, lambda x: 2 * x - 1, id="linear_activation"),
-    pytest.param(mb.scaled_tanh, {"alpha": 1.7, "beta": 0.6}, lambda x: 1.7 * np.tanh(0.6 * x), id="scaled_tanh"),
-    pytest.param(mb.sigmoid_hard, {"alpha": 0.2, "beta": 0.5}, lambda x: np.clip(0.2 * x + 0.5, 0, 1),
-                 id="sigmoid_hard"),
-    pytest.param(mb.gelu, {"mode": "EXACT"}, lambda x: 0.5 * x * (1 + _erf(x / np.sqrt(2))), id="gelu_exact"),
-    pytest.param(mb.gelu, {"mode": "TANH_APPROXIMATION"},
-                 lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))), id="gelu_tanh"),
-    pytest.param(mb.gelu, {"mode": "SIGMOID_APPROXIMATION"}, lambda x: x / (1 + np.exp(-1.702 * x)),
-                 id="gelu_sigmoid"),
-])
+@pytest.mark.parametrize(
+    "fn,kw,ref",
+    [
+        pytest.param(mb.log, {"epsilon": 1e-3}, lambda x: np.log(x + 1e-3), id="log"),
+        pytest.param(mb.rsqrt, {"epsilon": 1e-3}, lambda x: 1 / np.sqrt(x + 1e-3), id="rsqrt"),
+        pytest.param(mb.inverse, {"epsilon": 1e-3}, lambda x: 1 / (x + 1e-3), id="inverse"),
+        pytest.param(mb.clip, {"alpha": -0.5, "beta": 0.7}, lambda x: np.clip(x, -0.5, 0.7), id="clip"),
+        pytest.param(mb.threshold, {"alpha": 0.4}, lambda x: np.maximum(x, 0.4), id="threshold"),
+        pytest.param(mb.leaky_relu, {"alpha": 0.2}, lambda x: np.where(x > 0, x, 0.2 * x), id="leaky_relu"),
+        pytest.param(mb.elu, {"alpha": 0.7}, lambda x: np.where(x > 0, x, 0.7 * (np.exp(x) - 1)), id="elu"),
+        pytest.param(
+            mb.clamped_relu,
+            {"alpha": 0.1, "beta": 1.5},
+            lambda x: np.where(x >= 0, np.minimum(x, 1.5), np.minimum(1.5, 0.1 * x)),
+            id="clamped_relu",
+        ),
+        pytest.param(
+            mb.thresholded_relu, {"alpha": 0.3}, lambda x: np.where(x > 0.3, x, 0), id="thresholded_relu"
+        ),
+        pytest.param(
+            mb.linear_activation, {"alpha": 2.0, "beta": -1.0}, lambda x: 2 * x - 1, id="linear_activation"
+        ),
+        pytest.param(
+            mb.scaled_tanh, {"alpha": 1.7, "beta": 0.6}, lambda x: 1.7 * np.tanh(0.6 * x), id="scaled_tanh"
+        ),
+        pytest.param(
+            mb.sigmoid_hard,
+            {"alpha": 0.2, "beta": 0.5},
+            lambda x: np.clip(0.2 * x + 0.5, 0, 1),
+            id="sigmoid_hard",
+        ),
+        pytest.param(
+            mb.gelu, {"mode": "EXACT"}, lambda x: 0.5 * x * (1 + _erf(x / np.sqrt(2))), id="gelu_exact"
+        ),
+        pytest.param(
+            mb.gelu,
+            {"mode": "TANH_APPROXIMATION"},
+            lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+            id="gelu_tanh",
+        ),
+        pytest.param(
+            mb.gelu,
+            {"mode": "SIGMOID_APPROXIMATION"},
+            lambda x: x / (1 + np.exp(-1.702 * x)),
+            id="gelu_sigmoid",
+        ),
+    ],
+)
 def test_unary_with_parameters(fn, kw, ref):
     x = POS if fn in (mb.log, mb.rsqrt, mb.inverse) else X
     close(run(lambda a: fn(x=a, **kw), x), ref(x))
@@ -185,8 +235,12 @@ def ref_conv(x, w, stride, pads, dil, groups, bias=None):
         g = oc // og
         for i in range(ho):
             for j in range(wo):
-                patch = x[:, g * cg:(g + 1) * cg, i * stride[0]:i * stride[0] + (kh - 1) * dil[0] + 1:dil[0],
-                          j * stride[1]:j * stride[1] + (kw - 1) * dil[1] + 1:dil[1]]
+                patch = x[
+                    :,
+                    g * cg : (g + 1) * cg,
+                    i * stride[0] : i * stride[0] + (kh - 1) * dil[0] + 1 : dil[0],
+                    j * stride[1] : j * stride[1] + (kw - 1) * dil[1] + 1 : dil[1],
+                ]
                 out[:, oc, i, j] = (patch * w[oc]).sum(axis=(1, 2, 3))
     return out if bias is None else out + bias[None, :, None, None]
 
@@ -211,8 +265,12 @@ CONVS = [  # id, x shape, w shape, strides, dilations, groups, pad_type, custom 
 def test_conv2d(xs, ws, st, dil, groups, pad_type, pad):
     x, w, b = rand(*xs), rand(*ws), rand(ws[0])
     kw = {"pad": pad} if pad else {}
-    got = run(lambda a: mb.conv(x=a, weight=w, bias=b, strides=st, dilations=dil, groups=groups,
-                                pad_type=pad_type, **kw), x)
+    got = run(
+        lambda a: mb.conv(
+            x=a, weight=w, bias=b, strides=st, dilations=dil, groups=groups, pad_type=pad_type, **kw
+        ),
+        x,
+    )
     if pad_type == "custom":
         pads = [(pad[0], pad[1]), (pad[2], pad[3])]
     elif pad_type == "valid":
@@ -241,8 +299,12 @@ def ref_conv_transpose(x, w, stride, groups=1):
         g = ci // cg
         for i in range(h):
             for j in range(wd):
-                out[:, g * og:(g + 1) * og, i * stride[0]:i * stride[0] + kh, j * stride[1]:j * stride[1] + kw] += \
-                    x[:, ci, i, j][:, None, None, None] * w[ci][None]
+                out[
+                    :,
+                    g * og : (g + 1) * og,
+                    i * stride[0] : i * stride[0] + kh,
+                    j * stride[1] : j * stride[1] + kw,
+                ] += x[:, ci, i, j][:, None, None, None] * w[ci][None]
     return out
 
 
@@ -254,16 +316,24 @@ def test_conv_transpose_valid():
 
 def test_conv_transpose_same_with_output_shape():
     x, w = rand(1, 3, 4, 4), rand(3, 2, 4, 4)
-    got = run(lambda a: mb.conv_transpose(x=a, weight=w, strides=[2, 2], pad_type="same",
-                                          output_shape=[1, 2, 8, 8]), x)
+    got = run(
+        lambda a: mb.conv_transpose(
+            x=a, weight=w, strides=[2, 2], pad_type="same", output_shape=[1, 2, 8, 8]
+        ),
+        x,
+    )
     full = ref_conv_transpose(x, w, (2, 2))  # 10x10; TF SAME crops (k - s) // 2 = 1 first
     close(got, full[:, :, 1:9, 1:9], 1e-4)
 
 
 def test_conv_transpose_custom_pad_groups():
     x, w = rand(1, 4, 3, 3), rand(4, 1, 3, 3)
-    got = run(lambda a: mb.conv_transpose(x=a, weight=w, strides=[2, 2], groups=2, pad_type="custom",
-                                          pad=[1, 0, 0, 2]), x)
+    got = run(
+        lambda a: mb.conv_transpose(
+            x=a, weight=w, strides=[2, 2], groups=2, pad_type="custom", pad=[1, 0, 0, 2]
+        ),
+        x,
+    )
     close(got, ref_conv_transpose(x, w, (2, 2), groups=2)[:, :, 1:, :-2], 1e-4)
 
 
@@ -275,21 +345,32 @@ def ref_pool(x, k, s, pads, kind, exclude=False):
     out = np.zeros(x.shape[:2] + (ho, wo))
     for i in range(ho):
         for j in range(wo):
-            win = xp[:, :, i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1]]
+            win = xp[:, :, i * s[0] : i * s[0] + k[0], j * s[1] : j * s[1] + k[1]]
             if kind == "max":
                 out[:, :, i, j] = win.max(axis=(2, 3))
             elif kind == "l2":
                 out[:, :, i, j] = np.sqrt((win**2).sum(axis=(2, 3)))
             else:
-                count = valid[i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1]].sum() if exclude else k[0] * k[1]
+                count = (
+                    valid[i * s[0] : i * s[0] + k[0], j * s[1] : j * s[1] + k[1]].sum()
+                    if exclude
+                    else k[0] * k[1]
+                )
                 out[:, :, i, j] = win.sum(axis=(2, 3)) / count
     return out
 
 
-@pytest.mark.parametrize("kind,pad_type,exclude", [
-    ("max", "valid", False), ("max", "same", False), ("avg", "valid", False), ("avg", "same", True),
-    ("avg", "same", False), ("l2", "valid", False),
-])
+@pytest.mark.parametrize(
+    "kind,pad_type,exclude",
+    [
+        ("max", "valid", False),
+        ("max", "same", False),
+        ("avg", "valid", False),
+        ("avg", "same", True),
+        ("avg", "same", False),
+        ("l2", "valid", False),
+    ],
+)
 def test_pool(kind, pad_type, exclude):
     x = rand(1, 3, 7, 8)
     k, s = (3, 2), (2, 2)
@@ -310,21 +391,37 @@ def ref_conv3d(x, w, stride, pads, dil, groups=1):
     for oc in range(o):
         g = oc // og
         for pos in np.ndindex(*out_sizes):
-            patch = x[(slice(None), slice(g * cg, (g + 1) * cg),
-                       *(slice(p * s, p * s + (kk - 1) * d + 1, d) for p, s, kk, d in zip(pos, stride, k, dil)))]
+            patch = x[
+                (
+                    slice(None),
+                    slice(g * cg, (g + 1) * cg),
+                    *(slice(p * s, p * s + (kk - 1) * d + 1, d) for p, s, kk, d in zip(pos, stride, k, dil)),
+                )
+            ]
             out[(slice(None), oc, *pos)] = (patch * w[oc]).sum(axis=(1, 2, 3, 4))
     return out
 
 
-@pytest.mark.parametrize("pad_type,st,dil,groups", [("valid", (1, 2, 1), (1, 1, 1), 1), ("same", (2, 1, 2), (1, 1, 1), 1),
-                                                    ("same", (1, 1, 1), (1, 2, 2), 2), ("custom", (1, 1, 2), (1, 1, 1), 1)],
-                         ids=["valid", "same-strided", "same-dilated-groups", "custom"])
+@pytest.mark.parametrize(
+    "pad_type,st,dil,groups",
+    [
+        ("valid", (1, 2, 1), (1, 1, 1), 1),
+        ("same", (2, 1, 2), (1, 1, 1), 1),
+        ("same", (1, 1, 1), (1, 2, 2), 2),
+        ("custom", (1, 1, 2), (1, 1, 1), 1),
+    ],
+    ids=["valid", "same-strided", "same-dilated-groups", "custom"],
+)
 def test_conv3d(pad_type, st, dil, groups):
     x, w, b = rand(1, 4, 5, 6, 7), rand(3 * groups, 4 // groups, 2, 3, 2), rand(3 * groups)
     pad = [1, 0, 0, 2, 1, 1]
     kw = {"pad": pad} if pad_type == "custom" else {}
-    got = run(lambda a: mb.conv(x=a, weight=w, bias=b, strides=st, dilations=dil, groups=groups,
-                                pad_type=pad_type, **kw), x)
+    got = run(
+        lambda a: mb.conv(
+            x=a, weight=w, bias=b, strides=st, dilations=dil, groups=groups, pad_type=pad_type, **kw
+        ),
+        x,
+    )
     if pad_type == "custom":
         pads = [(pad[0], pad[1]), (pad[2], pad[3]), (pad[4], pad[5])]
     elif pad_type == "valid":
@@ -342,7 +439,9 @@ def ref_conv_transpose3d(x, w, stride):
     for ci in range(cin):
         for pos in np.ndindex(*sizes):
             at = tuple(slice(p * s, p * s + kk) for p, s, kk in zip(pos, stride, k))
-            out[(slice(None), slice(None), *at)] += x[(slice(None), ci, *pos)][:, None, None, None, None] * w[ci][None]
+            out[(slice(None), slice(None), *at)] += (
+                x[(slice(None), ci, *pos)][:, None, None, None, None] * w[ci][None]
+            )
     return out
 
 
@@ -351,14 +450,26 @@ def test_conv_transpose3d_valid_and_same():
     got = run(lambda a: mb.conv_transpose(x=a, weight=w, bias=b, strides=[2, 2, 1], pad_type="valid"), x)
     full = ref_conv_transpose3d(x, w, (2, 2, 1))
     close(got, full + b[None, :, None, None, None], 1e-4)
-    got = run(lambda a: mb.conv_transpose(x=a, weight=w, strides=[2, 2, 1], pad_type="same",
-                                          output_shape=[1, 2, 6, 8, 2]), x)
+    got = run(
+        lambda a: mb.conv_transpose(
+            x=a, weight=w, strides=[2, 2, 1], pad_type="same", output_shape=[1, 2, 6, 8, 2]
+        ),
+        x,
+    )
     # TF SAME keeps stride * size per axis, cropping (full - kept) // 2 first: 7 -> 6 (0), 8 -> 8, 4 -> 2 (1)
     close(got, full[:, :, 0:6, 0:8, 1:3], 1e-4)
 
 
-@pytest.mark.parametrize("kind,pad_type,exclude", [("max", "valid", False), ("max", "same", False),
-                                                   ("avg", "same", True), ("avg", "same", False), ("avg", "valid", False)])
+@pytest.mark.parametrize(
+    "kind,pad_type,exclude",
+    [
+        ("max", "valid", False),
+        ("max", "same", False),
+        ("avg", "same", True),
+        ("avg", "same", False),
+        ("avg", "valid", False),
+    ],
+)
 def test_pool3d(kind, pad_type, exclude):
     x = rand(1, 2, 5, 6, 7)
     k, s = (2, 3, 2), (2, 2, 1)
@@ -375,7 +486,9 @@ def test_pool3d(kind, pad_type, exclude):
         at = tuple(slice(p * ss, p * ss + kk) for p, ss, kk in zip(pos, s, k))
         win = xp[(slice(None), slice(None), *at)]
         count = valid[at].sum() if exclude else np.prod(k)
-        want[(slice(None), slice(None), *pos)] = win.max(axis=(2, 3, 4)) if kind == "max" else win.sum(axis=(2, 3, 4)) / count
+        want[(slice(None), slice(None), *pos)] = (
+            win.max(axis=(2, 3, 4)) if kind == "max" else win.sum(axis=(2, 3, 4)) / count
+        )
     close(got, want, 1e-5)
 
 
@@ -421,15 +534,31 @@ def test_local_response_norm():
 # --- reductions -------------------------------------------------------------------------------
 
 REDUCE = [
-    ("reduce_sum", mb.reduce_sum, np.sum), ("reduce_mean", mb.reduce_mean, np.mean),
-    ("reduce_max", mb.reduce_max, np.max), ("reduce_min", mb.reduce_min, np.min),
+    ("reduce_sum", mb.reduce_sum, np.sum),
+    ("reduce_mean", mb.reduce_mean, np.mean),
+    ("reduce_max", mb.reduce_max, np.max),
+    ("reduce_min", mb.reduce_min, np.min),
     ("reduce_prod", mb.reduce_prod, np.prod),
-    ("reduce_sum_square", mb.reduce_sum_square, lambda x, axis, keepdims: (x**2).sum(axis=axis, keepdims=keepdims)),
-    ("reduce_l1_norm", mb.reduce_l1_norm, lambda x, axis, keepdims: np.abs(x).sum(axis=axis, keepdims=keepdims)),
-    ("reduce_l2_norm", mb.reduce_l2_norm,
-     lambda x, axis, keepdims: np.sqrt((x**2).sum(axis=axis, keepdims=keepdims))),
-    ("reduce_log_sum_exp", mb.reduce_log_sum_exp,
-     lambda x, axis, keepdims: np.log(np.exp(x).sum(axis=axis, keepdims=keepdims))),
+    (
+        "reduce_sum_square",
+        mb.reduce_sum_square,
+        lambda x, axis, keepdims: (x**2).sum(axis=axis, keepdims=keepdims),
+    ),
+    (
+        "reduce_l1_norm",
+        mb.reduce_l1_norm,
+        lambda x, axis, keepdims: np.abs(x).sum(axis=axis, keepdims=keepdims),
+    ),
+    (
+        "reduce_l2_norm",
+        mb.reduce_l2_norm,
+        lambda x, axis, keepdims: np.sqrt((x**2).sum(axis=axis, keepdims=keepdims)),
+    ),
+    (
+        "reduce_log_sum_exp",
+        mb.reduce_log_sum_exp,
+        lambda x, axis, keepdims: np.log(np.exp(x).sum(axis=axis, keepdims=keepdims)),
+    ),
 ]
 
 
@@ -439,8 +568,13 @@ def test_reduce(fn, ref, keep):
     close(run(lambda a: fn(x=a, axes=[0, -1], keep_dims=keep), X), ref(X, axis=(0, 2), keepdims=keep), 1e-5)
 
 
-@pytest.mark.parametrize("fn,ref", [pytest.param(mb.reduce_argmax, np.argmax, id="argmax"),
-                                    pytest.param(mb.reduce_argmin, np.argmin, id="argmin")])
+@pytest.mark.parametrize(
+    "fn,ref",
+    [
+        pytest.param(mb.reduce_argmax, np.argmax, id="argmax"),
+        pytest.param(mb.reduce_argmin, np.argmin, id="argmin"),
+    ],
+)
 def test_arg_reduce(fn, ref):
     np.testing.assert_array_equal(run(lambda a: fn(x=a, axis=1), X), ref(X, axis=1))
 
@@ -461,9 +595,18 @@ def test_concat_and_interleave():
 
 
 def test_slice_by_index_masks_and_stride():
-    got = run(lambda a: mb.slice_by_index(x=a, begin=[1, 0, -3], end=[2, 3, 4], stride=[1, 2, 1],
-                                          begin_mask=[False, True, False], end_mask=[False, False, True],
-                                          squeeze_mask=[True, False, False]), X)
+    got = run(
+        lambda a: mb.slice_by_index(
+            x=a,
+            begin=[1, 0, -3],
+            end=[2, 3, 4],
+            stride=[1, 2, 1],
+            begin_mask=[False, True, False],
+            end_mask=[False, False, True],
+            squeeze_mask=[True, False, False],
+        ),
+        X,
+    )
     close(got, X[1, ::2, -3:])
 
 
@@ -532,8 +675,9 @@ def test_tile_and_reverse():
     close(run(lambda a: mb.reverse(x=a, axes=[1]), Y), Y[:, ::-1])
 
 
-@pytest.mark.parametrize("mode,np_mode", [("constant", "constant"), ("reflect", "reflect"),
-                                          ("replicate", "edge")])
+@pytest.mark.parametrize(
+    "mode,np_mode", [("constant", "constant"), ("reflect", "reflect"), ("replicate", "edge")]
+)
 def test_pad(mode, np_mode):
     x = rand(1, 2, 4, 5)
     got = run(lambda a: mb.pad(x=a, pad=[1, 2, 0, 3], mode=mode), x)
@@ -574,8 +718,11 @@ def test_shape_fill_and_cast():
 
 
 def test_cumsum():
-    close(run(lambda a: mb.cumsum(x=a, axis=1, exclusive=True, reverse=True), Y),
-          np.flip(np.cumsum(np.flip(Y, 1), 1), 1) - Y, 1e-5)
+    close(
+        run(lambda a: mb.cumsum(x=a, axis=1, exclusive=True, reverse=True), Y),
+        np.flip(np.cumsum(np.flip(Y, 1), 1), 1) - Y,
+        1e-5,
+    )
 
 
 # --- fp16: outputs rounded through float16 ----------------------------------------------------
@@ -611,29 +758,47 @@ def tf():
 
 
 def tf_resize(tf, x, size, align, half):
-    y = tf.compat.v1.image.resize_bilinear(x.transpose(0, 2, 3, 1), size, align_corners=align,
-                                           half_pixel_centers=half)
+    y = tf.compat.v1.image.resize_bilinear(
+        x.transpose(0, 2, 3, 1), size, align_corners=align, half_pixel_centers=half
+    )
     return np.asarray(y).transpose(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("align,half,opset", [
-    (True, False, None), (False, True, None), (False, False, "iOS16"),
-], ids=["align_corners", "half_pixel", "legacy"])
+@pytest.mark.parametrize(
+    "align,half,opset",
+    [
+        (True, False, None),
+        (False, True, None),
+        (False, False, "iOS16"),
+    ],
+    ids=["align_corners", "half_pixel", "legacy"],
+)
 def test_upsample_bilinear(tf, align, half, opset):
     x = rand(1, 2, 3, 5)
     kw = {"half_pixel_centers": half} if opset else {}
-    got = run(lambda a: mb.upsample_bilinear(x=a, scale_factor_height=2.0, scale_factor_width=1.5,
-                                             align_corners=align, **kw), x,
-              opset=getattr(ct.target, opset) if opset else None)
+    got = run(
+        lambda a: mb.upsample_bilinear(
+            x=a, scale_factor_height=2.0, scale_factor_width=1.5, align_corners=align, **kw
+        ),
+        x,
+        opset=getattr(ct.target, opset) if opset else None,
+    )
     close(got, tf_resize(tf, x, (6, 7), align, half), 1e-5)
 
 
-@pytest.mark.parametrize("mode,align,half", [
-    ("STRICT_ALIGN_CORNERS", True, False), ("DEFAULT", False, False), ("UNALIGN_CORNERS", False, True),
-])
+@pytest.mark.parametrize(
+    "mode,align,half",
+    [
+        ("STRICT_ALIGN_CORNERS", True, False),
+        ("DEFAULT", False, False),
+        ("UNALIGN_CORNERS", False, True),
+    ],
+)
 def test_resize_bilinear(tf, mode, align, half):
     x = rand(1, 2, 4, 5)
-    got = run(lambda a: mb.resize_bilinear(x=a, target_size_height=7, target_size_width=3, sampling_mode=mode), x)
+    got = run(
+        lambda a: mb.resize_bilinear(x=a, target_size_height=7, target_size_width=3, sampling_mode=mode), x
+    )
     close(got, tf_resize(tf, x, (7, 3), align, half), 1e-5)
 
 
@@ -651,8 +816,18 @@ def test_crop_resize_matches_tf_crop_and_resize(tf):
     boxes = np.array([[0.1, 0.2, 0.8, 0.9], [0.0, 0.0, 1.0, 1.0], [0.5, -0.2, 1.3, 0.6]], np.float32)
     idx = np.array([0, 1, 1], np.float32)
     roi = np.concatenate([idx[:, None], boxes], 1).reshape(3, 1, 5, 1, 1)
-    got = run(lambda a: mb.crop_resize(x=a, roi=roi, target_height=4, target_width=5, normalized_coordinates=True,
-                                       box_coordinate_mode="CORNERS_HEIGHT_FIRST", sampling_mode="ALIGN_CORNERS"), x)
+    got = run(
+        lambda a: mb.crop_resize(
+            x=a,
+            roi=roi,
+            target_height=4,
+            target_width=5,
+            normalized_coordinates=True,
+            box_coordinate_mode="CORNERS_HEIGHT_FIRST",
+            sampling_mode="ALIGN_CORNERS",
+        ),
+        x,
+    )
     want = tf.image.crop_and_resize(x.transpose(0, 2, 3, 1), boxes, idx.astype(np.int32), (4, 5))
     close(got[:, 0], np.asarray(want).transpose(0, 3, 1, 2), 1e-5)
 
@@ -668,7 +843,9 @@ def test_crop():
 def test_classify_returns_label_and_probabilities():
     p = np.array([[0.1, 0.7, 0.2]], np.float32)
     classes = mb_list(["a", "b", "c"])
-    prog = program(lambda a: mb.classify(probabilities=mb.reshape(x=a, shape=[3]), classes=mb.const(val=classes)), p)
+    prog = program(
+        lambda a: mb.classify(probabilities=mb.reshape(x=a, shape=[3]), classes=mb.const(val=classes)), p
+    )
     label, probs = evaluate(prog, {"a": p}).values()
     assert label == "b"
     close(probs, p.reshape(3))
@@ -736,14 +913,18 @@ def test_cond_runs_one_branch(take_true):
 
     def build(a, b):
         pred = mb.squeeze(x=mb.greater(x=b, y=np.int32(0)))
-        return mb.cond(pred=pred, _true_fn=lambda: mb.mul(x=a, y=np.float32(3.0)),
-                       _false_fn=lambda: mb.sub(x=a, y=np.float32(1.0)))
+        return mb.cond(
+            pred=pred,
+            _true_fn=lambda: mb.mul(x=a, y=np.float32(3.0)),
+            _false_fn=lambda: mb.sub(x=a, y=np.float32(1.0)),
+        )
 
     close(run(build, x, flag), x * 3.0 if take_true else x - 1.0)
 
 
-@pytest.mark.parametrize("block, pads", [((2, 2), ((1, 1), (1, 2))), ((1, 3), ((0, 0), (2, 2)))],
-                         ids=["2x2", "1x3"])
+@pytest.mark.parametrize(
+    "block, pads", [((2, 2), ((1, 1), (1, 2))), ((1, 3), ((0, 0), (2, 2)))], ids=["2x2", "1x3"]
+)
 def test_space_to_batch_and_back_match_tensorflow(block, pads):
     tf = pytest.importorskip("tensorflow")
     x = rand(2, 3, 4, 5)  # NCHW

@@ -22,24 +22,33 @@ from flatbuf import Op, Signature, T, build_model
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfl_rebuild import fb_patch, outputter
 from tfl_rebuild.errors import InputError, ModelFormatError, RuntimeUnavailableError
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.runtime import outputter
+from tfl_rebuild.tflite import fb_patch
+from tfl_rebuild.tflite.reader import read_model
 
 W = np.array([0.5, -1.0, 2.0, 3.25], np.float32)
 
 
 def chain_model(external: bool = False, names=("x", "w", "a", "b", "y"), two_inputs: bool = False) -> bytes:
     """x -> ADD w -> a -> TANH -> b -> MUL (w or a second input z) -> y."""
-    tensors = [T(names[0], [1, 4]), T(names[1], [4], data=W, external=external),
-               T(names[2], [1, 4]), T(names[3], [1, 4]), T(names[4], [1, 4])]
+    tensors = [
+        T(names[0], [1, 4]),
+        T(names[1], [4], data=W, external=external),
+        T(names[2], [1, 4]),
+        T(names[3], [1, 4]),
+        T(names[4], [1, 4]),
+    ]
     if two_inputs:
         tensors.append(T("z", [1, 4]))
     act = {"fused_activation_function": "NONE"}
     return build_model(
         tensors,
-        [Op("ADD", [0, 1], [2], options=act), Op("TANH", [2], [3]),
-         Op("MUL", [3, 5 if two_inputs else 1], [4], options=act)],
+        [
+            Op("ADD", [0, 1], [2], options=act),
+            Op("TANH", [2], [3]),
+            Op("MUL", [3, 5 if two_inputs else 1], [4], options=act),
+        ],
         inputs=[0, 5] if two_inputs else [0],
         outputs=[4],
     )
@@ -51,7 +60,7 @@ def outputs_field(blob: bytes, subgraph: int = 0) -> int:
 
 def runnable(path, xnnpack: bool = False):
     """Skip, with the runtime's reason, models it cannot run (custom ops; XNNPACK has a few)."""
-    from tfl_rebuild import runtime
+    from tfl_rebuild.runtime import interpreter as runtime
 
     require_model(path)
     try:
@@ -64,6 +73,7 @@ def runnable(path, xnnpack: bool = False):
 
 
 # -- patching the bytes ---------------------------------------------------------------------------
+
 
 def test_patch_puts_original_outputs_first_and_parses():
     blob = chain_model()
@@ -97,9 +107,13 @@ def test_patch_keeps_external_buffers_valid():
 
 def test_signature_defs_are_left_alone():
     act = {"fused_activation_function": "NONE"}
-    blob = build_model([T("x", [1, 4]), T("w", [4], data=W), T("a", [1, 4]), T("y", [1, 4])],
-                       [Op("ADD", [0, 1], [2], options=act), Op("TANH", [2], [3])],
-                       inputs=[0], outputs=[3], signatures=[Signature("serving_default", {"in": 0}, {"out": 3})])
+    blob = build_model(
+        [T("x", [1, 4]), T("w", [4], data=W), T("a", [1, 4]), T("y", [1, 4])],
+        [Op("ADD", [0, 1], [2], options=act), Op("TANH", [2], [3])],
+        inputs=[0],
+        outputs=[3],
+        signatures=[Signature("serving_default", {"in": 0}, {"out": 3})],
+    )
     p = outputter.prepare(blob)
     patched = interpreter(p.content)
     assert [int(o["index"]) for o in patched.get_output_details()] == [3, 2]
@@ -132,7 +146,9 @@ def _set_outputs_slot(blob: bytes, value: int | None = None, vtable_size: int | 
 @pytest.mark.parametrize("how", ["field absent", "vtable too short"])
 def test_patch_refuses_a_subgraph_without_outputs_field(how):
     blob = chain_model()
-    hacked = _set_outputs_slot(blob, value=0) if how == "field absent" else _set_outputs_slot(blob, vtable_size=8)
+    hacked = (
+        _set_outputs_slot(blob, value=0) if how == "field absent" else _set_outputs_slot(blob, vtable_size=8)
+    )
     m = read_model(blob)
     object.__setattr__(m, "_storage", hacked)  # same IR, bytes without the field
     with pytest.raises(outputter.PatchError, match="no outputs field"):
@@ -145,7 +161,9 @@ def test_patch_refuses_past_the_flatbuffer_limit(monkeypatch):
         outputter.patch_outputs(read_model(chain_model(external=True)), [2])
 
 
-@pytest.mark.parametrize("blob", [b"\xf0\xff\xff\x00TFL3", b"\x08\x00\x00\x00TFL3\xff\xff\xff\x7f"], ids=["root", "vtable"])
+@pytest.mark.parametrize(
+    "blob", [b"\xf0\xff\xff\x00TFL3", b"\x08\x00\x00\x00TFL3\xff\xff\xff\x7f"], ids=["root", "vtable"]
+)
 def test_outputs_field_is_bounds_checked(blob):
     with pytest.raises(ModelFormatError):
         outputs_field(blob)
@@ -153,9 +171,14 @@ def test_outputs_field_is_bounds_checked(blob):
 
 # -- selection ------------------------------------------------------------------------------------
 
+
 def test_default_selection_is_every_op_output_in_op_order():
     entries = outputter.select_tensors(read_model(chain_model()))
-    assert [(e.key, e.op_index, e.op_type) for e in entries] == [("a", 0, "ADD"), ("b", 1, "TANH"), ("y", 2, "MUL")]
+    assert [(e.key, e.op_index, e.op_type) for e in entries] == [
+        ("a", 0, "ADD"),
+        ("b", 1, "TANH"),
+        ("y", 2, "MUL"),
+    ]
 
 
 def test_select_regex_and_ops():
@@ -180,8 +203,12 @@ def test_duplicate_and_empty_names_get_unique_keys():
 
 def test_static_tensors_are_outputs_of_constant_only_ops():
     tensors = [T("x", [4]), T("w", [4], data=W), T("wt", [4]), T("y", [4])]
-    blob = build_model(tensors, [Op("TANH", [1], [2]), Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"})],
-                       inputs=[0], outputs=[3])
+    blob = build_model(
+        tensors,
+        [Op("TANH", [1], [2]), Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"})],
+        inputs=[0],
+        outputs=[3],
+    )
     m = read_model(blob)
     assert outputter.static_tensors(m) == {2}
     p = outputter.prepare(m, xnnpack=True)
@@ -189,6 +216,7 @@ def test_static_tensors_are_outputs_of_constant_only_ops():
 
 
 # -- the Python API -------------------------------------------------------------------------------
+
 
 def test_dump_api_values_and_inputs():
     x = np.array([[0.1, 0.2, -0.3, 0.0]], np.float32)
@@ -210,9 +238,16 @@ def test_dump_api_multi_input():
         outputter.dump(chain_model(two_inputs=True), {"x": x})
 
 
-@pytest.mark.parametrize("bad", [np.ones((1, 5), np.float32), np.ones((2, 4), np.float32),
-                                 np.array([["a"] * 4]), [np.ones((1, 4), np.float32)] * 2],
-                         ids=["shape", "batch", "strings", "count"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.ones((1, 5), np.float32),
+        np.ones((2, 4), np.float32),
+        np.array([["a"] * 4]),
+        [np.ones((1, 4), np.float32)] * 2,
+    ],
+    ids=["shape", "batch", "strings", "count"],
+)
 def test_dump_api_bad_inputs(bad):
     with pytest.raises(InputError):
         outputter.dump(chain_model(), bad)
@@ -247,10 +282,11 @@ def test_dump_arrays_are_views_that_keep_their_interpreter_alive():
 
 
 def test_dequantize_per_tensor_and_per_channel():
-    from tfl_rebuild.ir import Quantization
+    from tfl_rebuild.tflite.ir import Quantization
 
-    e = outputter.DumpEntry("q", 0, "q", 0, "X", "int8",
-                            Quantization(np.array([0.5, 2.0], np.float32), np.array([1, -1]), 1))
+    e = outputter.DumpEntry(
+        "q", 0, "q", 0, "X", "int8", Quantization(np.array([0.5, 2.0], np.float32), np.array([1, -1]), 1)
+    )
     q = np.array([[3, 3], [-1, -1]], np.int8)
     np.testing.assert_array_equal(e.dequantize(q), [[1.0, 8.0], [-1.0, 0.0]])
     assert e.dequantize(np.zeros(2, np.float32)) is None
@@ -268,6 +304,7 @@ def test_quantized_fixture_dequantizes_with_its_params():
 
 
 # -- every model: against preserve_all_tensors ----------------------------------------------------
+
 
 @pytest.mark.parametrize("path", model_params())
 def test_every_dumped_tensor_equals_preserve_all_tensors(path):
@@ -319,7 +356,7 @@ def test_xnnpack_mode(path):
     tensors (which XNNPACK never writes) are left out."""
     import warnings
 
-    from tfl_rebuild import runtime
+    from tfl_rebuild.runtime import interpreter as runtime
 
     runnable(path, xnnpack=True)
     p = outputter.prepare(path, xnnpack=True)
@@ -351,7 +388,9 @@ def test_xnnpack_values_are_computed_not_stale(path):
     runnable(path, xnnpack=True)
     model = read_model(path)
     if any(t.dtype in ("int8", "uint8", "int16") for t in model.main.tensors):
-        pytest.skip(f"{path.name} is quantized: XNNPACK's integer arithmetic differs from the built-in kernels")
+        pytest.skip(
+            f"{path.name} is quantized: XNNPACK's integer arithmetic differs from the built-in kernels"
+        )
     d = outputter.dump(model, seed=3, xnnpack=True)
     try:
         ref = outputter.dump(model, d.inputs)
@@ -378,13 +417,15 @@ def test_mediapipe_custom_ops_dump_through_segments():
 
 
 def test_unknown_custom_op_is_named():
-    blob = build_model([T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")],
-                       inputs=[0], outputs=[1])
+    blob = build_model(
+        [T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")], inputs=[0], outputs=[1]
+    )
     with pytest.raises(RuntimeUnavailableError, match="NoSuchOp"):
         outputter.dump(blob)
 
 
 # -- file names -----------------------------------------------------------------------------------
+
 
 @given(st.text(max_size=300))
 def test_sanitized_names_are_safe(name):
@@ -396,19 +437,28 @@ def test_sanitized_names_are_safe(name):
 
 def test_file_names_unique_on_case_blind_disks():
     E = outputter.DumpEntry
-    entries = [E("A", 1, "A", 3, "X", "float32"), E("a", 2, "a", 3, "X", "float32"),
-               E("../../etc/passwd", 3, "../../etc/passwd", 12, "X", "float32"),
-               E("conv;fused;names", 4, "conv;fused;names", 12, "X", "float32")]
+    entries = [
+        E("A", 1, "A", 3, "X", "float32"),
+        E("a", 2, "a", 3, "X", "float32"),
+        E("../../etc/passwd", 3, "../../etc/passwd", 12, "X", "float32"),
+        E("conv;fused;names", 4, "conv;fused;names", 12, "X", "float32"),
+    ]
     names = outputter.file_names(entries, 20)
-    assert names == {"A": "0003_A", "a": "0003_a_t2", "../../etc/passwd": "0012_etc_passwd",
-                     "conv;fused;names": "0012_conv"}
+    assert names == {
+        "A": "0003_A",
+        "a": "0003_a_t2",
+        "../../etc/passwd": "0012_etc_passwd",
+        "conv;fused;names": "0012_conv",
+    }
 
 
 def test_no_runtime_imported_at_module_level():
     import subprocess
     import sys
 
-    code = ("import sys, tfl_rebuild.outputter, tfl_rebuild.inputs; "
-            "print(sorted(m for m in ('tensorflow', 'ai_edge_litert', 'keras', 'PIL') if m in sys.modules))")
+    code = (
+        "import sys, tfl_rebuild.runtime.outputter, tfl_rebuild.runtime.inputs; "
+        "print(sorted(m for m in ('tensorflow', 'ai_edge_litert', 'keras', 'PIL') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from flatbuf import Op, T, build_model
 
-from tfl_rebuild.passes import prepare
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.rebuild.passes.pipeline import prepare
+from tfl_rebuild.tflite.reader import read_model
 
 
 @pytest.fixture
@@ -64,8 +64,15 @@ def test_keras_cnn_flatten_dynamic_batch(tfl):
     # batch is a placeholder; conv and pooling keep the batch of their input, so it folds.
     import keras
 
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.MaxPooling2D(),
-                              keras.layers.Flatten(), keras.layers.Dense(5)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5),
+        ]
+    )
     path = tfl.keras(model)
     assert "SHAPE" in [o.opcode for o in read_model(str(path)).main.operators]
     tfl.check(path, "RESHAPE")
@@ -88,11 +95,18 @@ def _reshape_then_shape(tmp_path, first: str):
     """x [-1, 8] -> `first` (RESHAPE to [-1, 4], or TRANSPOSE) -> SHAPE -> RESHAPE."""
     const = np.array([-1, 4] if first == "RESHAPE" else [1, 0], np.int32)
     stored = [1, 4] if first == "RESHAPE" else [1, 1]  # what a converter leaves as placeholder
-    tensors = [T("x", [1, 8], shape_signature=[-1, 8]), T("operand", [2], "int32", data=const),
-               T("mid", stored, shape_signature=[-1, 4] if first == "RESHAPE" else [-1, -1]), T("shape", [2], "int32"),
-               T("y", stored, shape_signature=[-1, -1])]
-    ops = [Op(first, [0, 1], [2]), Op("SHAPE", [2], [3], options={"out_type": 2}, options_type="ShapeOptions"),
-           Op("RESHAPE", [2, 3], [4])]
+    tensors = [
+        T("x", [1, 8], shape_signature=[-1, 8]),
+        T("operand", [2], "int32", data=const),
+        T("mid", stored, shape_signature=[-1, 4] if first == "RESHAPE" else [-1, -1]),
+        T("shape", [2], "int32"),
+        T("y", stored, shape_signature=[-1, -1]),
+    ]
+    ops = [
+        Op(first, [0, 1], [2]),
+        Op("SHAPE", [2], [3], options={"out_type": 2}, options_type="ShapeOptions"),
+        Op("RESHAPE", [2, 3], [4]),
+    ]
     path = tmp_path / "m.tflite"
     path.write_bytes(build_model(tensors, ops, inputs=[0], outputs=[4]))
     return prepare(read_model(str(path)))
@@ -113,39 +127,72 @@ def test_reshape_shape_is_inferred(tmp_path):
 
 
 def test_shape_of_static_input_folds(tmp_path):
-    tensors = [T("x", [1, 8], shape_signature=[-1, 8]), T("shape", [2], "int32"),
-               T("begin", [1], "int32", data=np.array([1], np.int32)), T("end", [1], "int32", data=np.array([2], np.int32)),
-               T("strides", [1], "int32", data=np.array([1], np.int32)), T("width", [], "int32"),
-               T("two", [], "int32", data=np.array(2, np.int32)), T("half", [], "int32"),
-               T("minus_one", [], "int32", data=np.array(-1, np.int32)), T("new_shape", [2], "int32"),
-               T("y", [1, 2, 4], shape_signature=[-1, 2, 4])]
-    ops = [Op("SHAPE", [0], [1], options={"out_type": 2}, options_type="ShapeOptions"),
-           Op("STRIDED_SLICE", [1, 2, 3, 4], [5], options={"shrink_axis_mask": 1}, options_type="StridedSliceOptions"),
-           Op("FLOOR_DIV", [5, 6], [7]),
-           Op("PACK", [8, 7], [9], options={"axis": 0, "values_count": 2}, options_type="PackOptions"),
-           Op("RESHAPE", [0, 9], [10])]
+    tensors = [
+        T("x", [1, 8], shape_signature=[-1, 8]),
+        T("shape", [2], "int32"),
+        T("begin", [1], "int32", data=np.array([1], np.int32)),
+        T("end", [1], "int32", data=np.array([2], np.int32)),
+        T("strides", [1], "int32", data=np.array([1], np.int32)),
+        T("width", [], "int32"),
+        T("two", [], "int32", data=np.array(2, np.int32)),
+        T("half", [], "int32"),
+        T("minus_one", [], "int32", data=np.array(-1, np.int32)),
+        T("new_shape", [2], "int32"),
+        T("y", [1, 2, 4], shape_signature=[-1, 2, 4]),
+    ]
+    ops = [
+        Op("SHAPE", [0], [1], options={"out_type": 2}, options_type="ShapeOptions"),
+        Op(
+            "STRIDED_SLICE",
+            [1, 2, 3, 4],
+            [5],
+            options={"shrink_axis_mask": 1},
+            options_type="StridedSliceOptions",
+        ),
+        Op("FLOOR_DIV", [5, 6], [7]),
+        Op("PACK", [8, 7], [9], options={"axis": 0, "values_count": 2}, options_type="PackOptions"),
+        Op("RESHAPE", [0, 9], [10]),
+    ]
     path = tmp_path / "m.tflite"
     path.write_bytes(build_model(tensors, ops, inputs=[0], outputs=[10]))
     ctx, remaining = prepare(read_model(str(path)))
     assert [o.opcode for o in remaining] == ["RESHAPE"]
-    assert ctx.constants[1].tolist() == [1, 8] and int(ctx.constants[7]) == 4 and ctx.constants[9].tolist() == [-1, 4]
+    assert (
+        ctx.constants[1].tolist() == [1, 8]
+        and int(ctx.constants[7]) == 4
+        and ctx.constants[9].tolist() == [-1, 4]
+    )
 
 
 def test_model_output_is_never_folded(tmp_path):
     tensors = [T("x", [1, 3]), T("shape", [2], "int32")]
     path = tmp_path / "m.tflite"
-    path.write_bytes(build_model(tensors, [Op("SHAPE", [0], [1], options={"out_type": 2},
-                                              options_type="ShapeOptions")], inputs=[0], outputs=[1]))
+    path.write_bytes(
+        build_model(
+            tensors,
+            [Op("SHAPE", [0], [1], options={"out_type": 2}, options_type="ShapeOptions")],
+            inputs=[0],
+            outputs=[1],
+        )
+    )
     _, remaining = prepare(read_model(str(path)))
     assert [o.opcode for o in remaining] == ["SHAPE"]
 
 
 def test_reshape_read_only_by_a_folded_shape_is_dropped(tmp_path):
     # x -> RESHAPE [-1, 4] -> SHAPE -> (folded); y = RESHAPE(x, that shape): the first reshape has no reader left.
-    tensors = [T("x", [1, 8]), T("operand", [2], "int32", data=np.array([-1, 4], np.int32)), T("mid", [2, 4]),
-               T("shape", [2], "int32"), T("y", [2, 4])]
-    ops = [Op("RESHAPE", [0, 1], [2]), Op("SHAPE", [2], [3], options={"out_type": 2}, options_type="ShapeOptions"),
-           Op("RESHAPE", [0, 3], [4])]
+    tensors = [
+        T("x", [1, 8]),
+        T("operand", [2], "int32", data=np.array([-1, 4], np.int32)),
+        T("mid", [2, 4]),
+        T("shape", [2], "int32"),
+        T("y", [2, 4]),
+    ]
+    ops = [
+        Op("RESHAPE", [0, 1], [2]),
+        Op("SHAPE", [2], [3], options={"out_type": 2}, options_type="ShapeOptions"),
+        Op("RESHAPE", [0, 3], [4]),
+    ]
     path = tmp_path / "m.tflite"
     path.write_bytes(build_model(tensors, ops, inputs=[0], outputs=[4]))
     _, remaining = prepare(read_model(str(path)))
@@ -160,19 +207,32 @@ def test_stft_of_dynamic_batch_folds(tfl, frame, step, n):
     path = tfl.function(lambda x: tf.abs(tf.signal.stft(x, frame, step, frame)), [None, n])
     tfl.check(path, "SPLIT_V")
     source = _source(tfl)  # the frames' Slice and Gather of the signal stay: they are data
-    assert not any(layer in source for layer in ("ShapeOf(", "Stack(", "Concat(")), "the shape chain did not fold"
+    assert not any(layer in source for layer in ("ShapeOf(", "Stack(", "Concat(")), (
+        "the shape chain did not fold"
+    )
 
 
-@pytest.mark.parametrize("opcode, inputs, options, want", [
-    ("SPLIT", [np.array(1, np.int32), np.arange(6).reshape(1, 6)], {"num_splits": 3},
-     [[[0, 1]], [[2, 3]], [[4, 5]]]),
-    ("SPLIT_V", [np.array([1, 144000], np.int32), np.array([1, 1, -1], np.int32), np.array(0, np.int32)], {},
-     [[1], [144000], []]),
-    ("UNPACK", [np.array([[1, 2], [3, 4]], np.int32)], {"axis": 1, "num": 2}, [[1, 3], [2, 4]]),
-])
+@pytest.mark.parametrize(
+    "opcode, inputs, options, want",
+    [
+        (
+            "SPLIT",
+            [np.array(1, np.int32), np.arange(6).reshape(1, 6)],
+            {"num_splits": 3},
+            [[[0, 1]], [[2, 3]], [[4, 5]]],
+        ),
+        (
+            "SPLIT_V",
+            [np.array([1, 144000], np.int32), np.array([1, 1, -1], np.int32), np.array(0, np.int32)],
+            {},
+            [[1], [144000], []],
+        ),
+        ("UNPACK", [np.array([[1, 2], [3, 4]], np.int32)], {"axis": 1, "num": 2}, [[1, 3], [2, 4]]),
+    ],
+)
 def test_multi_output_ops_of_constants_evaluate(opcode, inputs, options, want):
-    from tfl_rebuild.const_eval import evaluate_multi
-    from tfl_rebuild.ir import Operator
+    from tfl_rebuild.rebuild.passes.const_eval import evaluate_multi
+    from tfl_rebuild.tflite.ir import Operator
 
     op = Operator(index=0, opcode=opcode, version=1, inputs=(), outputs=(), options=options)
     got = evaluate_multi(op, inputs, ["int32"] * len(want))

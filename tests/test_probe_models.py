@@ -15,9 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from tfl_rebuild.keras_job import write_generated  # noqa: E402
-from tfl_rebuild.reader import read_model  # noqa: E402
-from tfl_rebuild.verify import load_module, verify  # noqa: E402
+from tfl_rebuild.commands.keras import write_generated  # noqa: E402
+from tfl_rebuild.tflite.reader import read_model  # noqa: E402
+from tfl_rebuild.verify.end_to_end import load_module, verify  # noqa: E402
 
 
 def _convert(model, path: Path, **options) -> Path:
@@ -46,8 +46,8 @@ def _rebuild(path: Path, out: Path):
 
 def _core_ml_checked(model, keras_model, precision: str = "float32"):
     pytest.importorskip("coremltools")
-    from tfl_rebuild import coreml as cm
-    from tfl_rebuild import coreml_check as cc
+    from tfl_rebuild.coreml import check as cc
+    from tfl_rebuild.coreml import convert as cm
 
     result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision=precision)), keras_model)
     assert not isinstance(result, cc.NotChecked), result
@@ -83,7 +83,9 @@ def test_sequence_output_as_wide_as_its_input_converts_to_core_ml(tmp_path, laye
     keras.utils.set_random_seed(1)
     inp = keras.Input((6, 8))
     x = getattr(keras.layers, layer)(8, return_sequences=True)(inp)
-    path = _convert(keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(x))), tmp_path / "seq.tflite")
+    path = _convert(
+        keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(x))), tmp_path / "seq.tflite"
+    )
     model, keras_model = _rebuild(path, tmp_path / "gen")
     assert verify(model, keras_model).ok
     _core_ml_checked(model, keras_model)
@@ -124,16 +126,21 @@ def test_float16_check_of_an_int8_output_admits_float16_holding_the_value(tmp_pa
     output exactly 2 LSB off in value passes (int8 activation-zoo / text-CNN probes landed at 2.007
     LSB and fell back to float32 for nothing else), and 2.1 LSB still fails."""
     pytest.importorskip("coremltools")
-    from tfl_rebuild import coreml as cm
-    from tfl_rebuild import coreml_check as cc
+    from tfl_rebuild.coreml import check as cc
+    from tfl_rebuild.coreml import convert as cm
 
     keras.utils.set_random_seed(0)
     x = keras.Input((16,), batch_size=1)
     gen = np.random.default_rng(0)
     samples = [gen.uniform(-1, 1, (1, 16)).astype(np.float32) for _ in range(16)]
-    path = _convert(keras.Model(x, keras.layers.Dense(8)(x)), tmp_path / "int8.tflite",
-                    optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=lambda: ([s] for s in samples),
-                    inference_input_type=tf.int8, inference_output_type=tf.int8)
+    path = _convert(
+        keras.Model(x, keras.layers.Dense(8)(x)),
+        tmp_path / "int8.tflite",
+        optimizations=[tf.lite.Optimize.DEFAULT],
+        representative_dataset=lambda: ([s] for s in samples),
+        inference_input_type=tf.int8,
+        inference_output_type=tf.int8,
+    )
     model, keras_model = _rebuild(path, tmp_path / "gen")
     conv = cm.convert(keras_model, model, cm.Options(precision="float16"))
     exact = cc.check(model, conv, keras_model).report.outputs[0]
@@ -151,7 +158,7 @@ def test_dynamic_range_model_with_an_int8_embedding_table(tmp_path):
     DEQUANTIZE makes them float. That gathered tensor is a weight, not a quantized activation:
     the model was taken for full-int8 and its float outputs judged at rel 1e-4 instead of the
     dynamic-range bar (BERT-style models, 1.3e-2 off through their hybrid Dense layers)."""
-    from tfl_rebuild.inspect import quantization_kind
+    from tfl_rebuild.commands.inspect import quantization_kind
 
     keras.utils.set_random_seed(0)
     ids = keras.Input((12,), dtype="int32")

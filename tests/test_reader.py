@@ -21,7 +21,7 @@ from conftest import (
 from flatbuf import BAD_MODELS, Op, Signature, T, build_model, model_metadata, simple_model
 
 from tfl_rebuild.errors import ModelFormatError, TflRebuildError
-from tfl_rebuild.reader import read_model
+from tfl_rebuild.tflite.reader import read_model
 
 MODELS = model_params()
 
@@ -50,12 +50,18 @@ def test_tensors_match_interpreter(path):
         bad.append(
             (t.name != d["name"] and f"{t.index}: name {t.name!r} != {d['name']!r}")
             or (t.shape != tuple(d["shape"]) and f"{t.index}: shape {t.shape} != {tuple(d['shape'])}")
-            or ((t.shape_signature or t.shape) != tuple(d["shape_signature"])
-                and f"{t.index}: shape_signature {t.shape_signature} != {tuple(d['shape_signature'])}")
+            or (
+                (t.shape_signature or t.shape) != tuple(d["shape_signature"])
+                and f"{t.index}: shape_signature {t.shape_signature} != {tuple(d['shape_signature'])}"
+            )
             or (t.dtype != np.dtype(d["dtype"]).name and f"{t.index}: dtype {t.dtype} != {d['dtype']}")
             or (not np.array_equal(scales, q["scales"]) and f"{t.index}: scales differ")
             or (not np.array_equal(zps, q["zero_points"]) and f"{t.index}: zero points differ")
-            or (len(scales) > 1 and qdim != q["quantized_dimension"] and f"{t.index}: quantized_dimension differs")
+            or (
+                len(scales) > 1
+                and qdim != q["quantized_dimension"]
+                and f"{t.index}: quantized_dimension differs"
+            )
         )
     assert _mismatches(bad) == []
 
@@ -81,8 +87,12 @@ def test_sparsity_matches_interpreter(path):
             if d["format"] == 0:
                 ok = ok and md.format == "DENSE" and md.dense_size == d["dense_size"]
             else:
-                ok = (ok and md.format == "SPARSE_CSR" and np.array_equal(md.array_segments, d["array_segments"])
-                      and np.array_equal(md.array_indices, d["array_indices"]))
+                ok = (
+                    ok
+                    and md.format == "SPARSE_CSR"
+                    and np.array_equal(md.array_segments, d["array_segments"])
+                    and np.array_equal(md.array_indices, d["array_indices"])
+                )
         bad.append(not ok and f"{t.index} {t.name}: sparsity differs")
     assert _mismatches(bad) == []
 
@@ -96,7 +106,10 @@ def test_operators_match_interpreter(path):
     for op, d in zip(model.main.operators, ops):
         bad.append(
             (op.key != d["op_name"] and f"{op.index}: {op.key} != {d['op_name']}")
-            or (op.inputs != tuple(d["inputs"]) and f"{op.index} {op.key}: inputs {op.inputs} != {tuple(d['inputs'])}")
+            or (
+                op.inputs != tuple(d["inputs"])
+                and f"{op.index} {op.key}: inputs {op.inputs} != {tuple(d['inputs'])}"
+            )
             or (op.outputs != tuple(d["outputs"]) and f"{op.index} {op.key}: outputs differ")
         )
     assert _mismatches(bad) == []
@@ -113,8 +126,10 @@ def test_constants_match_interpreter(path):
     for t in constants:
         theirs = interp.get_tensor(t.index)
         ours = t.data if t.sparsity is None else t.data.reshape(theirs.shape)
-        bad.append((theirs.dtype != ours.dtype or not np.array_equal(theirs, ours, equal_nan=True))
-                   and f"{t.index} {t.name}: values differ")
+        bad.append(
+            (theirs.dtype != ours.dtype or not np.array_equal(theirs, ours, equal_nan=True))
+            and f"{t.index} {t.name}: values differ"
+        )
     assert _mismatches(bad) == []
 
 
@@ -187,16 +202,28 @@ def test_corpus_metadata(name, runtime, info_name, n_outputs):
 
 def test_crafted_metadata_decodes_into_model_info():
     blob = model_metadata(
-        name="Crafted", description="a test model", version="v7", author="tests", license="Apache-2.0",
-        inputs=[("image", "an image")], outputs=[("scores", "class scores"), ("boxes", "")],
+        name="Crafted",
+        description="a test model",
+        version="v7",
+        author="tests",
+        license="Apache-2.0",
+        inputs=[("image", "an image")],
+        outputs=[("scores", "class scores"), ("boxes", "")],
         associated_files=["labels.txt"],
     )
-    model = read_model(simple_model(metadata={"TFLITE_METADATA": blob, "min_runtime_version": b"1.5.0" + b"\0" * 11}))
+    model = read_model(
+        simple_model(metadata={"TFLITE_METADATA": blob, "min_runtime_version": b"1.5.0" + b"\0" * 11})
+    )
     assert model.min_runtime_version == "1.5.0"
     assert model.metadata["TFLITE_METADATA"] == blob
     info = model.info
     assert (info.name, info.description, info.version, info.author, info.license) == (
-        "Crafted", "a test model", "v7", "tests", "Apache-2.0")
+        "Crafted",
+        "a test model",
+        "v7",
+        "tests",
+        "Apache-2.0",
+    )
     assert [(i.name, i.description) for i in info.inputs] == [("image", "an image")]
     assert [(o.name, o.description) for o in info.outputs] == [("scores", "class scores"), ("boxes", "")]
     assert info.associated_files == ("labels.txt",)
@@ -217,7 +244,12 @@ def test_signature_defs_match_interpreter():
     blob = simple_model(signatures=[Signature("serving_default", {"in_x": 0}, {"out_y": 2})])
     model = read_model(blob)
     (sig,) = model.signatures
-    assert (sig.key, sig.subgraph_index, sig.inputs, sig.outputs) == ("serving_default", 0, (("in_x", 0),), (("out_y", 2),))
+    assert (sig.key, sig.subgraph_index, sig.inputs, sig.outputs) == (
+        "serving_default",
+        0,
+        (("in_x", 0),),
+        (("out_y", 2),),
+    )
     runtime = interpreter(blob, allocate=False).get_signature_list()
     assert runtime == {"serving_default": {"inputs": ["in_x"], "outputs": ["out_y"]}}
 
@@ -231,7 +263,15 @@ def test_tensor_fields_on_a_crafted_model():
     blob = build_model(
         [
             T("x", [1, 3], shape_signature=[-1, 3]),
-            T("w", [2, 3], dtype="int8", data=w, scale=[0.5, 0.25], zero_point=[1, -2], quantized_dimension=0),
+            T(
+                "w",
+                [2, 3],
+                dtype="int8",
+                data=w,
+                scale=[0.5, 0.25],
+                zero_point=[1, -2],
+                quantized_dimension=0,
+            ),
             T("state", [1, 2], is_variable=True),
             T("y", [1, 2]),
         ],
@@ -255,11 +295,22 @@ def test_tensor_fields_on_a_crafted_model():
 
 def test_operator_fields_on_a_crafted_model():
     blob = build_model(
-        [T("x", [1, 3]), T("w", [2, 3], data=np.ones((2, 3), np.float32)), T("y", [1, 2]), T("z", [1, 2]),
-         T("tmp", [1, 2])],
         [
-            Op("FULLY_CONNECTED", [0, 1, -1], [2], options={"fused_activation_function": "RELU"}, version=9,
-               intermediates=[4]),
+            T("x", [1, 3]),
+            T("w", [2, 3], data=np.ones((2, 3), np.float32)),
+            T("y", [1, 2]),
+            T("z", [1, 2]),
+            T("tmp", [1, 2]),
+        ],
+        [
+            Op(
+                "FULLY_CONNECTED",
+                [0, 1, -1],
+                [2],
+                options={"fused_activation_function": "RELU"},
+                version=9,
+                intermediates=[4],
+            ),
             Op("CUSTOM", [2], [3], custom_code="MyCustomOp", custom_options=b"\x01\x02\x03", version=1),
         ],
         inputs=[0],
@@ -267,12 +318,22 @@ def test_operator_fields_on_a_crafted_model():
     )
     fc, custom = read_model(blob).main.operators
     assert (fc.opcode, fc.key, fc.version, fc.inputs, fc.outputs, fc.intermediates) == (
-        "FULLY_CONNECTED", "FULLY_CONNECTED", 9, (0, 1, -1), (2,), (4,))
+        "FULLY_CONNECTED",
+        "FULLY_CONNECTED",
+        9,
+        (0, 1, -1),
+        (2,),
+        (4,),
+    )
     assert fc.options_type == "FullyConnectedOptions"
     assert fc.options["fused_activation_function"] == "RELU"
     assert (fc.custom_code, fc.custom_options) == (None, b"")
     assert (custom.opcode, custom.key, custom.custom_code, custom.custom_options) == (
-        "CUSTOM", "MyCustomOp", "MyCustomOp", b"\x01\x02\x03")
+        "CUSTOM",
+        "MyCustomOp",
+        "MyCustomOp",
+        b"\x01\x02\x03",
+    )
     assert custom.options_type is None and custom.options == {}
 
 
@@ -290,9 +351,21 @@ def test_opcode_is_max_of_builtin_and_deprecated_code(builtin, deprecated, expec
     if expected is None:
         expected = next(k for k, v in vars(tflite.BuiltinOperator).items() if v == 150)
     blob = build_model(
-        [T("x", [1, 4, 4, 1]), T("w", [1, 1, 1, 1], data=np.ones((1, 1, 1, 1), np.float32)), T("y", [1, 4, 4, 1])],
-        [Op("CONV_2D", [0, 1, -1], [2], builtin_code=builtin, deprecated_builtin_code=deprecated,
-            options={"padding": "VALID", "stride_w": 1, "stride_h": 1})],
+        [
+            T("x", [1, 4, 4, 1]),
+            T("w", [1, 1, 1, 1], data=np.ones((1, 1, 1, 1), np.float32)),
+            T("y", [1, 4, 4, 1]),
+        ],
+        [
+            Op(
+                "CONV_2D",
+                [0, 1, -1],
+                [2],
+                builtin_code=builtin,
+                deprecated_builtin_code=deprecated,
+                options={"padding": "VALID", "stride_w": 1, "stride_h": 1},
+            )
+        ],
         inputs=[0],
         outputs=[2],
     )
@@ -315,12 +388,19 @@ def test_conv2d_options_on_fixture():
     first = sg.operators[0]
     assert first.opcode == "CONV_2D" and first.options_type == "Conv2DOptions"
     assert first.options == {
-        "padding": "SAME", "stride_w": 2, "stride_h": 2, "dilation_w_factor": 1, "dilation_h_factor": 1,
-        "fused_activation_function": "RELU", "quantized_bias_type": "FLOAT32",
+        "padding": "SAME",
+        "stride_w": 2,
+        "stride_h": 2,
+        "dilation_w_factor": 1,
+        "dilation_h_factor": 1,
+        "fused_activation_function": "RELU",
+        "quantized_bias_type": "FLOAT32",
     }
     dilated = [op for op in sg.operators if op.opcode == "CONV_2D" and op.options["dilation_h_factor"] != 1]
-    assert [(op.options["dilation_h_factor"], op.options["dilation_w_factor"], op.options["padding"])
-            for op in dilated] == [(2, 2, "VALID")]
+    assert [
+        (op.options["dilation_h_factor"], op.options["dilation_w_factor"], op.options["padding"])
+        for op in dilated
+    ] == [(2, 2, "VALID")]
     (dw,) = [op for op in sg.operators if op.opcode == "DEPTHWISE_CONV_2D"]
     assert dw.options["depth_multiplier"] == 2 and dw.options["fused_activation_function"] == "RELU6"
     (tc,) = [op for op in sg.operators if op.opcode == "TRANSPOSE_CONV"]
@@ -336,7 +416,9 @@ def test_conv2d_options_on_fixture():
 def _options_tables() -> list[str]:
     names = []
     for enum in (tflite.BuiltinOptions, tflite.BuiltinOptions2):
-        names += [k for k, v in vars(enum).items() if not k.startswith("_") and k != "NONE" and isinstance(v, int)]
+        names += [
+            k for k, v in vars(enum).items() if not k.startswith("_") and k != "NONE" and isinstance(v, int)
+        ]
     return sorted(set(names))
 
 
@@ -367,7 +449,7 @@ def _schema_fields(table: str) -> list[tuple[str, str, str, object]]:
     prefix = f"{table}Add"
     out = []
     for fn in sorted(f for f in dir(tflite) if f.startswith(prefix)):
-        field_name = fn[len(prefix):]
+        field_name = fn[len(prefix) :]
         src = pyinspect.getsource(getattr(tflite, fn))
         m = re.search(r"builder\.Prepend(\w+)Slot\(\d+, .+, (.+?)\)\s*$", src, re.M)
         kind, default = m.group(1), m.group(2)
@@ -385,13 +467,27 @@ def _schema_fields(table: str) -> list[tuple[str, str, str, object]]:
     return out
 
 
-_NUMPY_OF = {"Bool": np.bool_, "Int8": np.int8, "Uint8": np.uint8, "Int16": np.int16, "Int32": np.int32, "Int64": np.int64,
-             "Uint32": np.uint32, "Uint16": np.uint16, "Uint64": np.uint64, "Float32": np.float32}
+_NUMPY_OF = {
+    "Bool": np.bool_,
+    "Int8": np.int8,
+    "Uint8": np.uint8,
+    "Int16": np.int16,
+    "Int32": np.int32,
+    "Int64": np.int64,
+    "Uint32": np.uint32,
+    "Uint16": np.uint16,
+    "Uint64": np.uint64,
+    "Float32": np.float32,
+}
 
 
 def _options_model(table: str, options: dict) -> bytes:
-    return build_model([T("x", [2]), T("y", [2])], [Op("ADD", [0], [1], options_type=table, options=options)],
-                       inputs=[0], outputs=[1])
+    return build_model(
+        [T("x", [2]), T("y", [2])],
+        [Op("ADD", [0], [1], options_type=table, options=options)],
+        inputs=[0],
+        outputs=[1],
+    )
 
 
 @pytest.mark.parametrize("table", _options_tables())
@@ -521,7 +617,9 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize("name", HOSTILE, ids=["quotes", "newline", "template", "code", "unicode", "empty", "long"])
+@pytest.mark.parametrize(
+    "name", HOSTILE, ids=["quotes", "newline", "template", "code", "unicode", "empty", "long"]
+)
 def test_hostile_names_are_kept_verbatim(name):
     model = read_model(simple_model(x_name=name, w_name=name + "_w", y_name=name + "_y"))
     assert [t.name for t in model.main.tensors] == [name, name + "_w", name + "_y"]
@@ -545,8 +643,11 @@ BAD_EXPECTED = {
     "truncated-last-byte": (r"buffer \d+", r"malformed flatbuffer|past the end"),
     "random-bytes": ("model header", r"file identifier"),
     "random-bytes-with-identifier": (r"operator codes", r"malformed flatbuffer|claims"),
-    "task-bundle": ("model header", r"a zip archive \(a MediaPipe \.task bundle\?\), not a \.tflite model; it "
-                                    r"holds 'hand_detector\.tflite': extract one"),
+    "task-bundle": (
+        "model header",
+        r"a zip archive \(a MediaPipe \.task bundle\?\), not a \.tflite model; it "
+        r"holds 'hand_detector\.tflite': extract one",
+    ),
     "root-offset-past-end": ("model header", r"root table offset 1073741824 lies outside the file"),
     "tensor-buffer-index": ("subgraph 0 tensor 1", r"buffer index 99 is out of range"),
     "operator-input-index": ("subgraph 0 operator 0", r"operator input index 57 is out of range"),
@@ -633,7 +734,7 @@ def test_tflite_package_loads_lazily_and_then_fully():
 
     code = (
         "import sys\n"
-        "from tfl_rebuild.reader import read_model\n"
+        "from tfl_rebuild.tflite.reader import read_model\n"
         f"read_model({str(require_fixture('ops_zoo'))!r})\n"
         "loaded = sum(1 for m in sys.modules if m.startswith('tflite.'))\n"
         "import tflite\n"
@@ -642,7 +743,9 @@ def test_tflite_package_loads_lazily_and_then_fully():
         "print(loaded, isinstance(tflite.Model, type), M is tflite.Model, callable(tflite.ModelStart),\n"
         "      Conv2DOptions.__name__, tflite.__version__, sum(1 for m in sys.modules if m.startswith('tflite.')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert int(out[0]) < 60
     assert out[1:6] == ["True", "True", "True", "Conv2DOptions", tflite.__version__]
     assert int(out[6]) > 150

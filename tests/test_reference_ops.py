@@ -15,8 +15,8 @@ from flatbuffers import flexbuffers
 sys.path.insert(0, str(Path(__file__).parent / "ops"))
 from test_mediapipe import deconv_model, pool_model, pool_params, pool_unpool_model  # noqa: E402
 
-from tfl_rebuild import reference_ops as ref  # noqa: E402
-from tfl_rebuild import runtime  # noqa: E402
+from tfl_rebuild.runtime import interpreter as runtime  # noqa: E402
+from tfl_rebuild.runtime import reference as ref  # noqa: E402
 
 
 def _xnnpack(blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -26,6 +26,7 @@ def _xnnpack(blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
 
 
 # -- against the runtime ----------------------------------------------------------------------------
+
 
 def test_max_pool_argmax_matches_xnnpack():
     x = np.random.default_rng(0).normal(size=(1, 8, 6, 5)).astype(np.float32)
@@ -51,7 +52,7 @@ def test_max_unpooling_matches_xnnpack():
 
 @pytest.mark.parametrize("padding,stride", [("same", (2, 2)), ("valid", (1, 1)), ("same", (3, 2))])
 def test_transpose_conv_bias_matches_xnnpack(padding, stride):
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.tflite.reader import read_model
 
     blob = deconv_model(padding, stride)
     x = np.random.default_rng(2).normal(size=(1, 5, 5, 2)).astype(np.float32)
@@ -110,8 +111,17 @@ def test_transform_landmarks_identity_translation_and_z():
 
 
 def _options(**kw) -> ref.TransformMatrixOptions:
-    opts = {"left_rotation_idx": 0, "right_rotation_idx": 1, "target_rotation_radians": 0.0, "output_height": 6,
-            "output_width": 10, "scale_x": 1.0, "scale_y": 1.0, "subset_idxs": [0, 1, 2, 3], **kw}
+    opts = {
+        "left_rotation_idx": 0,
+        "right_rotation_idx": 1,
+        "target_rotation_radians": 0.0,
+        "output_height": 6,
+        "output_width": 10,
+        "scale_x": 1.0,
+        "scale_y": 1.0,
+        "subset_idxs": [0, 1, 2, 3],
+        **kw,
+    }
     return ref.transform_matrix_options(flexbuffers.Dumps(opts), 2, 4, "test")
 
 
@@ -119,8 +129,9 @@ BOX = np.array([[0, 0, 1], [10, 0, 2], [10, 6, 3], [0, 6, 4]], np.float32)  # le
 
 
 def test_matrix_of_an_upright_box_of_the_output_size_is_identity():
-    np.testing.assert_allclose(ref.landmarks_to_transform_matrix(BOX[None] + [0, 0, 0], _options()), IDENTITY,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        ref.landmarks_to_transform_matrix(BOX[None] + [0, 0, 0], _options()), IDENTITY, atol=1e-6
+    )
 
 
 def test_matrix_scale_and_centre():
@@ -140,15 +151,26 @@ def test_matrix_of_a_rotated_box_maps_crop_corners_onto_it():
 
 
 def test_matrix_v1_of_an_upright_box():
-    opts = {"left_rotation_idx": 0, "right_rotation_idx": 1, "input_hw": [11, 11], "output_hw": [11, 11],
-            "dimensions": 3, "landmarks_range": 10, "bbox_size_multiplier": 1.0, "subset": [0, 1, 2, 3]}
+    opts = {
+        "left_rotation_idx": 0,
+        "right_rotation_idx": 1,
+        "input_hw": [11, 11],
+        "output_hw": [11, 11],
+        "dimensions": 3,
+        "landmarks_range": 10,
+        "bbox_size_multiplier": 1.0,
+        "subset": [0, 1, 2, 3],
+    }
     o = ref.transform_matrix_options(flexbuffers.Dumps(opts), 1, 4, "test")
     # Box 10 x 6 landmark units, 10 units = 11 pixels both ways: x kept, y scaled by 0.6, no shift.
     want = np.diag([1.0, 0.6, 1.0, 1.0]).astype(np.float32)[None]
-    np.testing.assert_allclose(ref.landmarks_to_transform_matrix_v1(BOX.reshape(1, 1, 1, 12), o), want, atol=1e-6)
+    np.testing.assert_allclose(
+        ref.landmarks_to_transform_matrix_v1(BOX.reshape(1, 1, 1, 12), o), want, atol=1e-6
+    )
 
 
 # -- options ----------------------------------------------------------------------------------------------
+
 
 def test_pool_options_decode_and_refuse():
     o = ref.pool_options(struct.pack("<6i", 1, 2, 3, 4, 5, 3), "op")

@@ -15,11 +15,12 @@ from flatbuffers import flexbuffers
 sys.path.insert(0, str(Path(__file__).parent / "ops"))
 from test_mediapipe import deconv_model, pool_model, pool_unpool_model  # noqa: E402
 
-from tfl_rebuild import outputter, runtime  # noqa: E402
-from tfl_rebuild import reference_ops as ref  # noqa: E402
 from tfl_rebuild.errors import RuntimeUnavailableError  # noqa: E402
-from tfl_rebuild.reader import read_model  # noqa: E402
-from tfl_rebuild.segmented import SegmentedInterpreter  # noqa: E402
+from tfl_rebuild.runtime import interpreter as runtime
+from tfl_rebuild.runtime import outputter  # noqa: E402
+from tfl_rebuild.runtime import reference as ref  # noqa: E402
+from tfl_rebuild.runtime.segmented import SegmentedInterpreter  # noqa: E402
+from tfl_rebuild.tflite.reader import read_model  # noqa: E402
 
 OFFSET = np.array([1.0, -2.0], np.float32)
 GAIN = np.array([0.5, 3.0], np.float32)
@@ -28,10 +29,18 @@ GAIN = np.array([0.5, 3.0], np.float32)
 def sandwich_model(fp16_gain: bool = False) -> bytes:
     """x + OFFSET -> TransformLandmarks(m) -> * GAIN: builtin, custom, builtin. With `fp16_gain` the
     gain is an fp16 constant behind DEQUANTIZE, computed before the custom op and read after it."""
-    tensors = [T("x", [1, 3, 2]), T("m", [1, 4, 4]), T("offset", [2], data=OFFSET), T("shifted", [1, 3, 2]),
-               T("moved", [1, 3, 2]), T("y", [1, 3, 2])]
-    ops = [Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"}),
-           Op("CUSTOM", [3, 1], [4], custom_code="TransformLandmarks", version=2)]
+    tensors = [
+        T("x", [1, 3, 2]),
+        T("m", [1, 4, 4]),
+        T("offset", [2], data=OFFSET),
+        T("shifted", [1, 3, 2]),
+        T("moved", [1, 3, 2]),
+        T("y", [1, 3, 2]),
+    ]
+    ops = [
+        Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"}),
+        Op("CUSTOM", [3, 1], [4], custom_code="TransformLandmarks", version=2),
+    ]
     if fp16_gain:
         tensors += [T("gain16", [2], "float16", data=GAIN.astype(np.float16)), T("gain", [2])]
         ops.insert(0, Op("DEQUANTIZE", [6], [7]))
@@ -54,7 +63,9 @@ def _expected(x, m):
 @pytest.mark.parametrize("fp16_gain", [False, True], ids=["float", "fp16-weights"])
 @pytest.mark.parametrize("reference_kernels", [False, True], ids=["xnnpack", "builtin"])
 def test_sandwich_runs_in_three_segments(fp16_gain, reference_kernels):
-    interp = runtime.make_interpreter(model_content=sandwich_model(fp16_gain), reference_kernels=reference_kernels)
+    interp = runtime.make_interpreter(
+        model_content=sandwich_model(fp16_gain), reference_kernels=reference_kernels
+    )
     assert isinstance(interp, SegmentedInterpreter)
     assert [s.numpy for s in interp.segments] == [False, True, False]
     x, m = _inputs()
@@ -99,22 +110,30 @@ def test_constant_weights_of_a_numpy_op():
     blob = deconv_model("same", (2, 2))
     slow = runtime.make_interpreter(model_content=blob, reference_kernels=True)
     assert isinstance(slow, SegmentedInterpreter)
-    np.testing.assert_allclose(runtime.run(slow, [x])[0], runtime.run(runtime.make_interpreter(model_content=blob),
-                                                                       [x])[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        runtime.run(slow, [x])[0],
+        runtime.run(runtime.make_interpreter(model_content=blob), [x])[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_custom_op_without_reference_is_refused_by_name():
-    blob = build_model([T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")],
-                       inputs=[0], outputs=[1])
+    blob = build_model(
+        [T("x", [2]), T("y", [2])], [Op("CUSTOM", [0], [1], custom_code="NoSuchOp")], inputs=[0], outputs=[1]
+    )
     with pytest.raises(RuntimeUnavailableError, match="NoSuchOp"):
         runtime.make_interpreter(model_content=blob)
 
 
 def test_bad_options_fail_at_invoke_with_one_line():
     opts = flexbuffers.Dumps({"output_height": 0, "output_width": 4})
-    blob = build_model([T("x", [1, 4, 4, 1]), T("m", [1, 4, 4]), T("y", [1, 4, 4, 1])],
-                       [Op("CUSTOM", [0, 1], [2], custom_code="TransformTensorBilinear", custom_options=opts,
-                           version=2)], inputs=[0, 1], outputs=[2])
+    blob = build_model(
+        [T("x", [1, 4, 4, 1]), T("m", [1, 4, 4]), T("y", [1, 4, 4, 1])],
+        [Op("CUSTOM", [0, 1], [2], custom_code="TransformTensorBilinear", custom_options=opts, version=2)],
+        inputs=[0, 1],
+        outputs=[2],
+    )
     interp = runtime.make_interpreter(model_content=blob)
     with pytest.raises(ref.OptionsError, match="output_height"):
         runtime.run(interp, runtime.random_inputs(interp))
@@ -127,7 +146,9 @@ def test_corpus_numpy_op_matches_xnnpack_on_its_own_inputs():
     as its numpy reference (a real-model check of the reference)."""
     from conftest import require_corpus
 
-    slow = runtime.make_interpreter(model_path=str(require_corpus("selfie_segmentation")), reference_kernels=True)
+    slow = runtime.make_interpreter(
+        model_path=str(require_corpus("selfie_segmentation")), reference_kernels=True
+    )
     assert isinstance(slow, SegmentedInterpreter)
     runtime.run(slow, runtime.random_inputs(slow, 0))
     numpy_ops = [seg.ops[0] for seg in slow.segments if seg.numpy]

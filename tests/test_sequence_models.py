@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from conftest import FIXTURES_DIR, require_fixture
 
 from tfl_rebuild.cli import main
-from tfl_rebuild.keras_job import write_generated
-from tfl_rebuild.measure import FLOAT_REL_TOL
-from tfl_rebuild.reader import read_model
-from tfl_rebuild.verify import load_module, verify
+from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.tflite.reader import read_model
+from tfl_rebuild.verify.end_to_end import load_module, verify
+from tfl_rebuild.verify.measure import FLOAT_REL_TOL
 
 KINDS = ("lstm", "gru", "simple_rnn", "bilstm", "stacked_lstm")
 # The "int8" files are dynamic-range: TF 2.21's full-int8 quantizer crashes on these loops.
@@ -37,7 +37,12 @@ def rebuilt(tmp_path_factory):
             path = require_fixture(name)
             model, py, weights = write_generated(str(path), str(tmp_path_factory.mktemp(name)))
             keras_model = load_module(py).build_model(str(weights))
-            cache[name] = (model, keras_model, verify(model, keras_model), Path(py).read_text(encoding="utf-8"))
+            cache[name] = (
+                model,
+                keras_model,
+                verify(model, keras_model),
+                Path(py).read_text(encoding="utf-8"),
+            )
         return cache[name]
 
     return get
@@ -50,7 +55,7 @@ def test_converter_emits_while_loops(name):
     loops = [op for op in model.main.operators if op.opcode == "WHILE"]
     assert len(loops) == LOOPS[kind]
     assert len(model.subgraphs) == 1 + 2 * LOOPS[kind]  # a cond and a body per loop
-    from tfl_rebuild.inspect import quantization_kind
+    from tfl_rebuild.commands.inspect import quantization_kind
 
     assert quantization_kind(model) == VARIANTS[variant]
 
@@ -71,8 +76,11 @@ def test_rebuild_verifies(rebuilt, name):
 
 
 def test_cli_verifies_a_loop_model(tmp_path):
-    result = CliRunner().invoke(main, ["keras", str(require_fixture("lstm_float")), "-o", str(tmp_path)],
-                                env={"COLUMNS": "250", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = CliRunner().invoke(
+        main,
+        ["keras", str(require_fixture("lstm_float")), "-o", str(tmp_path)],
+        env={"COLUMNS": "250", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.exit_code == 0, result.output
     assert "match" in result.output and "differ" not in result.output
 
@@ -85,8 +93,8 @@ def test_every_sequence_fixture_is_listed():
 @pytest.mark.parametrize("name", NAMES)
 def test_core_ml_converts_and_checks(rebuilt, name):
     pytest.importorskip("coremltools")
-    from tfl_rebuild import coreml as cm
-    from tfl_rebuild import coreml_check as cc
+    from tfl_rebuild.coreml import check as cc
+    from tfl_rebuild.coreml import convert as cm
 
     model, keras_model, report, _ = rebuilt(name)
     conv = cm.convert(keras_model, model, cm.Options(precision="float16"))

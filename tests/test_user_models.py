@@ -13,12 +13,23 @@ import pytest
 from conftest import FIXTURES_DIR, in_ci
 
 USER_DIR = FIXTURES_DIR / "user_models"
-ARCHS = {"transformer": ("float", "fp16", "int8"), "unet": ("float", "fp16", "int8", "int16x8"),
-         "se_net": ("float", "fp16", "int8", "int16x8")}
+ARCHS = {
+    "transformer": ("float", "fp16", "int8"),
+    "unet": ("float", "fp16", "int8", "int16x8"),
+    "se_net": ("float", "fp16", "int8", "int16x8"),
+}
 NAMES = [f"{arch}_{variant}" for arch, variants in ARCHS.items() for variant in variants]
 # The ops each architecture is there to exercise (the converter must have kept them).
 CHARACTERISTIC_OPS = {
-    "transformer": {"GATHER", "BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT", "SQUARED_DIFFERENCE", "FULLY_CONNECTED"},
+    "transformer": {
+        "GATHER",
+        "BATCH_MATMUL",
+        "SOFTMAX",
+        "GELU",
+        "RSQRT",
+        "SQUARED_DIFFERENCE",
+        "FULLY_CONNECTED",
+    },
     "unet": {"CONV_2D", "MAX_POOL_2D", "TRANSPOSE_CONV", "RESIZE_BILINEAR", "TILE", "CONCATENATION"},
     "se_net": {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "MEAN", "MUL", "ADD"},
 }
@@ -41,24 +52,31 @@ KIND = {"float": "float", "fp16": "fp16", "int8": "full-int8", "int16x8": "int16
 # kernels, so both TFLite kernel sets agree exactly). Measured on verify's 3 seeded inputs:
 INT16_KERAS = {
     "unet_int16x8": "end to end 3 LSB of the int16 output (rel 9.6e-5) vs verify's 2 LSB; over 10 seeds "
-                    "3,3,3,2,3,3,2,2,3,2 LSB: float32 rounding in the convs (every layer fed TFLite's own "
-                    "inputs within 1 LSB, 0.02-0.2% of a conv's outputs one step off), spread through 9 convolutions",
+    "3,3,3,2,3,3,2,2,3,2 LSB: float32 rounding in the convs (every layer fed TFLite's own "
+    "inputs within 1 LSB, 0.02-0.2% of a conv's outputs one step off), spread through 9 convolutions",
     "se_net_int16x8": "end to end 4 LSB of the int16 output (rel 1.4e-4) vs verify's 2 LSB, from seed 2 (seeds "
-                      "0 and 1: 0 LSB; over 10 seeds 0,0,4,0,0,0,0,3,0,2): float32 rounding upstream moves one "
-                      "final MEAN output a step (fed TFLite's inputs the MEAN is exact), and the FULLY_CONNECTED "
-                      "turns a step of its input into up to 3.8 steps",
+    "0 and 1: 0 LSB; over 10 seeds 0,0,4,0,0,0,0,3,0,2): float32 rounding upstream moves one "
+    "final MEAN output a step (fed TFLite's inputs the MEAN is exact), and the FULLY_CONNECTED "
+    "turns a step of its input into up to 3.8 steps",
 }
 INT16_COREML = {
     ("se_net_int16x8", "float32"): "4 LSB of the int16 output (rel 1.4e-4) vs 2 LSB / rel 1e-4: the Keras "
-                                   "rebuild's 4 LSB (see INT16_KERAS)",
+    "rebuild's 4 LSB (see INT16_KERAS)",
     ("se_net_int16x8", "float16"): "float16 (11-bit mantissa) cannot hold int16 activations: rel 1.3e-2 vs "
-                                   "the float16 bar of 1e-2",
+    "the float16 bar of 1e-2",
 }
 
 
 def _params(names, reasons: dict, key=lambda n: n) -> list:
-    return [pytest.param(n, id=n if isinstance(n, str) else "-".join(n), marks=pytest.mark.xfail(
-        strict=True, reason=reasons[key(n)]) if key(n) in reasons else ()) for n in names]
+    return [
+        pytest.param(
+            n,
+            id=n if isinstance(n, str) else "-".join(n),
+            marks=pytest.mark.xfail(strict=True, reason=reasons[key(n)]) if key(n) in reasons else (),
+        )
+        for n in names
+    ]
+
 
 pytest.importorskip("tensorflow")
 
@@ -76,8 +94,8 @@ def require(name: str):
 @pytest.fixture(scope="module")
 def rebuilt(tmp_path_factory):
     """name -> (Model, Keras model, verify Report), rebuilt once per module."""
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.verify import load_module, verify
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.verify.end_to_end import load_module, verify
 
     cache: dict = {}
 
@@ -92,13 +110,15 @@ def rebuilt(tmp_path_factory):
 
 
 def _rows(report) -> dict:
-    return {o.name: (f"max rel {o.max_rel:.3g}", f"lsb {o.lsb}", f"noise {o.noise:.3g}") for o in report.outputs}
+    return {
+        o.name: (f"max rel {o.max_rel:.3g}", f"lsb {o.lsb}", f"noise {o.noise:.3g}") for o in report.outputs
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_fixture_is_what_it_says(name):
-    from tfl_rebuild.inspect import quantization_kind
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.commands.inspect import quantization_kind
+    from tfl_rebuild.tflite.reader import read_model
 
     model = read_model(str(require(name)))
     arch, variant = name.rsplit("_", 1)
@@ -110,14 +130,19 @@ def test_fixture_is_what_it_says(name):
 @pytest.mark.parametrize("name", _params(NAMES, INT16_KERAS))
 def test_keras_rebuild_verifies(rebuilt, name):
     _, _, report = rebuilt(name)
-    assert report.ok, (_rows(report), [layer.text() for layer in getattr(report, "layers", ()) if not layer.ok])
+    assert report.ok, (
+        _rows(report),
+        [layer.text() for layer in getattr(report, "layers", ()) if not layer.ok],
+    )
     assert all(o.input_sensitive for o in report.outputs), "an output does not depend on the input"
 
 
-@pytest.mark.parametrize("case", _params([(n, p) for n in NAMES for p in ("float32", "float16")], INT16_COREML))
+@pytest.mark.parametrize(
+    "case", _params([(n, p) for n in NAMES for p in ("float32", "float16")], INT16_COREML)
+)
 def test_coreml_converts_and_checks(rebuilt, case):
-    from tfl_rebuild import coreml as cm
-    from tfl_rebuild import coreml_check as cc
+    from tfl_rebuild.coreml import check as cc
+    from tfl_rebuild.coreml import convert as cm
 
     pytest.importorskip("coremltools")
     name, precision = case
@@ -135,19 +160,21 @@ def test_coreml_converts_and_checks(rebuilt, case):
 
 def test_token_ids_stay_inside_the_embedding_table():
     """Random int32 ids in [-128, 127] would make TFLite's GATHER fail (index out of bounds)."""
-    from tfl_rebuild.reader import read_model
-    from tfl_rebuild.runtime import index_limits, make_interpreter, random_inputs
+    from tfl_rebuild.runtime.interpreter import index_limits, make_interpreter, random_inputs
+    from tfl_rebuild.tflite.reader import read_model
 
     model = read_model(str(require("transformer_int8")))
     limits = index_limits(model.main)
-    table = next(model.main.tensors[op.inputs[0]].shape[0] for op in model.main.operators if op.opcode == "GATHER")
+    table = next(
+        model.main.tensors[op.inputs[0]].shape[0] for op in model.main.operators if op.opcode == "GATHER"
+    )
     assert limits == [table]
     ids = random_inputs(make_interpreter(model_content=bytes(model._storage)), 0, limits)[0]
     assert ids.dtype == np.int32 and ids.min() >= 0 and ids.max() < table and len(np.unique(ids)) > 4
 
 
 def test_int16_inputs_span_their_calibrated_range():
-    from tfl_rebuild.runtime import random_input
+    from tfl_rebuild.runtime.interpreter import random_input
 
     detail = {"shape": [1, 4096], "dtype": np.int16, "quantization": (3e-5, 0)}
     x = random_input(detail, np.random.default_rng(0))

@@ -11,8 +11,10 @@ import pytest
 from conftest import fixture_params, require_fixture
 from flatbuf import Op, T, build_model
 
-from tfl_rebuild.keras_job import write_generated
-from tfl_rebuild.measure import (
+from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.tflite.reader import read_model
+from tfl_rebuild.verify.end_to_end import CONSTANT_NOTE, load_module, print_report, read_sidecar, verify
+from tfl_rebuild.verify.measure import (
     DYNAMIC_REL_TOL,
     FLOAT_REL_TOL,
     HYBRID_LOCAL_REL_TOL,
@@ -20,8 +22,6 @@ from tfl_rebuild.measure import (
     LOCAL_LSB_TOL,
     tolerance,
 )
-from tfl_rebuild.reader import read_model
-from tfl_rebuild.verify import CONSTANT_NOTE, load_module, print_report, read_sidecar, verify
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -63,8 +63,10 @@ def test_fixture_verifies_layer_by_layer(path, tmp_path):
         assert r.ok and r.error <= r.tolerance.bar * 1.001, r.text()
     worst = report.worst_layer
     text = report_text(report)
-    assert f"layers: {len(report.layers)} checked on TFLite's own inputs, all match; worst op {worst.op_index}" \
-           in " ".join(text.split())
+    assert (
+        f"layers: {len(report.layers)} checked on TFLite's own inputs, all match; worst op {worst.op_index}"
+        in " ".join(text.split())
+    )
 
 
 def test_int8_layers_are_within_one_lsb_and_outputs_within_noise(tmp_path):
@@ -75,8 +77,10 @@ def test_int8_layers_are_within_one_lsb_and_outputs_within_noise(tmp_path):
     assert out.ok and out.lsb is not None and out.lsb <= max(INT8_LSB_TOL, 2 * out.noise)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2_int8", "mobilenet_v2_float", "mobilenet_v2_dynamic",
-                                  "mobilenet_v2_fp16", "ops_zoo"])
+@pytest.mark.parametrize(
+    "name",
+    ["mobilenet_v2_int8", "mobilenet_v2_float", "mobilenet_v2_dynamic", "mobilenet_v2_fp16", "ops_zoo"],
+)
 def test_wrong_kernel_fails_at_its_own_layer(name, tmp_path):
     """One kernel x 1.1 in the weights file: exactly that op fails the layer-local check; the
     layers before and after it, fed TFLite's inputs, still match."""
@@ -102,12 +106,19 @@ def test_int8_wrong_kernel_hides_in_output_noise_but_not_in_layers(tmp_path):
 def _saturated_model() -> bytes:
     """y = relu6(x * w + 100): 6 for every input in [-1, 1), so the output cannot tell w apart;
     z = relu(x) keeps the model input-sensitive on its other output."""
-    tensors = [T("x", [1, 4]), T("w", [4], data=np.array([0.5, -1.0, 2.0, 0.25], np.float32)),
-               T("xw", [1, 4]), T("c", [4], data=np.full(4, 100.0, np.float32)), T("y", [1, 4]),
-               T("z", [1, 4])]
-    ops = [Op("MUL", [0, 1], [2], options={"fused_activation_function": "NONE"}),
-           Op("ADD", [2, 3], [4], options={"fused_activation_function": "RELU6"}),
-           Op("RELU", [0], [5])]
+    tensors = [
+        T("x", [1, 4]),
+        T("w", [4], data=np.array([0.5, -1.0, 2.0, 0.25], np.float32)),
+        T("xw", [1, 4]),
+        T("c", [4], data=np.full(4, 100.0, np.float32)),
+        T("y", [1, 4]),
+        T("z", [1, 4]),
+    ]
+    ops = [
+        Op("MUL", [0, 1], [2], options={"fused_activation_function": "NONE"}),
+        Op("ADD", [2, 3], [4], options={"fused_activation_function": "RELU6"}),
+        Op("RELU", [0], [5]),
+    ]
     return build_model(tensors, ops, inputs=[0], outputs=[4, 5])
 
 
@@ -161,13 +172,16 @@ def test_one_tolerance_definition():
 def test_lsb_slack_is_float32_rounding_of_the_grid_only():
     """1 LSB read as 1.0017 on an int16 tensor near full scale is float32 rounding of two grid values
     (up to 2 x 32768 x 2^-24 = 0.004 LSB), not a second step; on int8 the same reading is a real miss."""
-    from tfl_rebuild.ir import Quantization, Tensor
+    from tfl_rebuild.tflite.ir import Quantization, Tensor
 
     def tensor(dtype):
         q = Quantization(scale=np.array([0.01], np.float32), zero_point=np.array([0]), quantized_dimension=0)
         return Tensor(index=0, name="t", shape=(1, 4), dtype=dtype, buffer=0, quantization=q)
 
-    int16, int8 = tolerance("int16x8", tensor("int16"), local=True), tolerance("full-int8", tensor("int8"), local=True)
+    int16, int8 = (
+        tolerance("int16x8", tensor("int16"), local=True),
+        tolerance("full-int8", tensor("int8"), local=True),
+    )
     assert int16.allows(1.003) and not int16.allows(1.01)
     assert int8.allows(1.0005) and not int8.allows(1.003)
 
@@ -177,7 +191,7 @@ def test_errors_of_non_finite_values():
     agree; any other
     non-finite difference is an infinite error; the scale is the finite values' (a NaN used to
     make the error NaN, which no bar rejected)."""
-    from tfl_rebuild.measure import compare_arrays, max_errors
+    from tfl_rebuild.verify.measure import compare_arrays, max_errors
 
     ref = np.array([-np.inf, 1.0, 2.0, np.nan], np.float32)
     assert max_errors(ref, ref.copy()) == (0.0, 0.0)
@@ -187,8 +201,12 @@ def test_errors_of_non_finite_values():
     assert max_errors(saturated, ref) == (0.0, 0.0) and compare_arrays(ref, saturated)[:2] == (0.0, 0.0)
     near = np.array([-np.inf, 1.0, 2.5, np.nan], np.float32)
     assert max_errors(ref, near) == (0.5, 0.25)
-    for wrong in ([0.0, 1.0, 2.0, np.nan], [-np.inf, 1.0, 2.0, 0.0], [np.inf, 1.0, 2.0, np.nan],
-                  [-3e38, 1.0, 2.0, np.nan]):
+    for wrong in (
+        [0.0, 1.0, 2.0, np.nan],
+        [-np.inf, 1.0, 2.0, 0.0],
+        [np.inf, 1.0, 2.0, np.nan],
+        [-3e38, 1.0, 2.0, np.nan],
+    ):
         got = np.array(wrong, np.float32)
         assert max_errors(ref, got) == (np.inf, np.inf), wrong
         assert compare_arrays(ref, got)[:2] == (np.inf, np.inf), wrong
@@ -201,10 +219,20 @@ def weight_only_model() -> bytes:
     q = rng.integers(-127, 128, size=(6, 8)).astype(np.int8)
     scale = rng.uniform(0.002, 0.01, size=6).astype(np.float32)
     return build_model(
-        [T("x", [1, 8]), T("w_q", [6, 8], "int8", q, scale=scale, zero_point=[0] * 6), T("w", [6, 8]),
-         T("b", [6], data=rng.uniform(-0.1, 0.1, 6).astype(np.float32)), T("y", [1, 6])],
-        [Op("DEQUANTIZE", [1], [2]), Op("FULLY_CONNECTED", [0, 2, 3], [4], options={"fused_activation_function": "NONE"})],
-        inputs=[0], outputs=[4])
+        [
+            T("x", [1, 8]),
+            T("w_q", [6, 8], "int8", q, scale=scale, zero_point=[0] * 6),
+            T("w", [6, 8]),
+            T("b", [6], data=rng.uniform(-0.1, 0.1, 6).astype(np.float32)),
+            T("y", [1, 6]),
+        ],
+        [
+            Op("DEQUANTIZE", [1], [2]),
+            Op("FULLY_CONNECTED", [0, 2, 3], [4], options={"fused_activation_function": "NONE"}),
+        ],
+        inputs=[0],
+        outputs=[4],
+    )
 
 
 def test_weight_only_int8_is_judged_as_float(tmp_path):
@@ -212,7 +240,7 @@ def test_weight_only_int8_is_judged_as_float(tmp_path):
     float: the model kind is weight-only, its outputs judged by the float bar. It was taken for
     dynamic-range, whose output bar (rel 5e-2) passed a 3% error in the weights (only the
     layer-local check caught it)."""
-    from tfl_rebuild.inspect import quantization_kind
+    from tfl_rebuild.commands.inspect import quantization_kind
 
     path = tmp_path / "weight_only.tflite"
     path.write_bytes(weight_only_model())

@@ -23,9 +23,9 @@ from conftest import (
 from flatbuf import Op, T, build_model
 
 from tfl_rebuild.errors import ModelFormatError
-from tfl_rebuild.ir import DimensionMetadata, Quantization, Sparsity, Tensor
-from tfl_rebuild.reader import read_model
-from tfl_rebuild.weights import densify, dequantize, export_weights, to_keras_layout, value
+from tfl_rebuild.tflite.ir import DimensionMetadata, Quantization, Sparsity, Tensor
+from tfl_rebuild.tflite.reader import read_model
+from tfl_rebuild.tflite.weights import densify, dequantize, export_weights, to_keras_layout, value
 
 
 def reference_dequantize(q: np.ndarray, scale, zero_point, axis: int) -> np.ndarray:
@@ -40,12 +40,22 @@ def reference_dequantize(q: np.ndarray, scale, zero_point, axis: int) -> np.ndar
     return out.astype(np.float32)
 
 
-def _tensor(data: np.ndarray, scale=None, zero_point=None, axis: int = 0, sparsity=None, shape=None) -> Tensor:
+def _tensor(
+    data: np.ndarray, scale=None, zero_point=None, axis: int = 0, sparsity=None, shape=None
+) -> Tensor:
     quant = None
     if scale is not None:
         quant = Quantization(np.asarray(scale, np.float32), np.asarray(zero_point, np.int64), axis)
-    return Tensor(index=0, name="t", shape=tuple(shape if shape is not None else data.shape),
-                  dtype=data.dtype.name, buffer=1, quantization=quant, sparsity=sparsity, data=data)
+    return Tensor(
+        index=0,
+        name="t",
+        shape=tuple(shape if shape is not None else data.shape),
+        dtype=data.dtype.name,
+        buffer=1,
+        quantization=quant,
+        sparsity=sparsity,
+        data=data,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +99,9 @@ def test_dequantize_returns_a_copy():
 
 
 # Runtime DEQUANTIZE of crafted constants (int16 per channel: the runtime supports per-tensor only).
-RUNTIME_CASES = {k: v for k, v in UNIT_CASES.items() if not k.startswith(("int16-per-channel", "int32", "int8-scalar"))}
+RUNTIME_CASES = {
+    k: v for k, v in UNIT_CASES.items() if not k.startswith(("int16-per-channel", "int32", "int8-scalar"))
+}
 
 
 @pytest.mark.parametrize("case", sorted(RUNTIME_CASES) + ["float16"])
@@ -101,8 +113,12 @@ def test_dequantize_matches_runtime_dequantize_op(case):
         dtype, shape, scale, zp, axis = RUNTIME_CASES[case]
         q = _quantized(dtype, shape)
         quant = dict(scale=scale, zero_point=zp, quantized_dimension=axis)
-    blob = build_model([T("q", list(shape), dtype=dtype, data=q, **quant), T("y", list(shape))],
-                       [Op("DEQUANTIZE", [0], [1])], inputs=[], outputs=[1])
+    blob = build_model(
+        [T("q", list(shape), dtype=dtype, data=q, **quant), T("y", list(shape))],
+        [Op("DEQUANTIZE", [0], [1])],
+        inputs=[],
+        outputs=[1],
+    )
     interp = interpreter(blob)
     interp.invoke()
     theirs = interp.get_tensor(1)
@@ -121,7 +137,11 @@ def test_dequantize_fixture_constants(name, dtype, per_channel_axes):
     along 0, depthwise along 3, int32 biases)."""
     model = read_model(require_fixture(name))
     quantized = [t for t in model.main.tensors if t.data is not None and t.quantized]
-    axes = {t.quantization.quantized_dimension for t in quantized if t.dtype == dtype and t.quantization.per_channel}
+    axes = {
+        t.quantization.quantized_dimension
+        for t in quantized
+        if t.dtype == dtype and t.quantization.per_channel
+    }
     assert axes == per_channel_axes
     bad = []
     for t in quantized:
@@ -149,9 +169,17 @@ def test_value_refuses_non_constants_and_keeps_raw_on_request():
 DEQUANTIZE_MODELS = [pytest.param(FIXTURES_DIR / "mobilenet_v2_fp16.tflite", id="mobilenet_v2_fp16")] + [
     pytest.param(CORPUS_DIR / f"{n}.tflite", id=n, marks=pytest.mark.corpus)
     for n in [
-        "face_detection_full_range_sparse", "face_detection_short_range", "face_landmark",
-        "face_landmark_with_attention", "hand_landmark_full", "hand_landmark_lite", "palm_detection_full",
-        "palm_detection_lite", "pose_detection", "pose_landmark_full", "selfie_segmentation",
+        "face_detection_full_range_sparse",
+        "face_detection_short_range",
+        "face_landmark",
+        "face_landmark_with_attention",
+        "hand_landmark_full",
+        "hand_landmark_lite",
+        "palm_detection_full",
+        "palm_detection_lite",
+        "pose_detection",
+        "pose_landmark_full",
+        "selfie_segmentation",
     ]
 ]
 
@@ -175,8 +203,11 @@ def test_dequantize_matches_runtime_on_model_constants(path):
     model = read_model(require_model(path))
     _skip_if_custom(path)
     sg = model.main
-    pairs = [(sg.tensors[op.inputs[0]], op.outputs[0]) for op in sg.operators
-             if op.opcode == "DEQUANTIZE" and sg.tensors[op.inputs[0]].data is not None]
+    pairs = [
+        (sg.tensors[op.inputs[0]], op.outputs[0])
+        for op in sg.operators
+        if op.opcode == "DEQUANTIZE" and sg.tensors[op.inputs[0]].data is not None
+    ]
     assert pairs, "the model has DEQUANTIZE ops on constants"
     interp = _preserved_run(path)
     bad = []
@@ -217,8 +248,11 @@ def _densify_cases() -> list:
             cases.append(pytest.param(path, -1, id=f"{path.stem}-missing", marks=marks))
             continue
         sg = read_model(path).main
-        cases += [pytest.param(path, op.index, id=f"{path.stem}-op{op.index}", marks=marks)
-                  for op in sg.operators if op.opcode == "DENSIFY"]
+        cases += [
+            pytest.param(path, op.index, id=f"{path.stem}-op{op.index}", marks=marks)
+            for op in sg.operators
+            if op.opcode == "DENSIFY"
+        ]
     return cases
 
 
@@ -250,9 +284,16 @@ def _csr(segments, indices):
 
 
 DENSIFY_UNIT = {
-    "csr-2d": (M4, Sparsity((0, 1), (), (_dense(4), _csr([0, 3, 4, 5, 6], [0, 2, 3, 1, 2, 3]))), [1, 2, 3, 4, 5, 6]),
+    "csr-2d": (
+        M4,
+        Sparsity((0, 1), (), (_dense(4), _csr([0, 3, 4, 5, 6], [0, 2, 3, 1, 2, 3]))),
+        [1, 2, 3, 4, 5, 6],
+    ),
     "csr-2d-column-major": (
-        M4, Sparsity((1, 0), (), (_dense(4), _csr([0, 1, 2, 4, 6], [0, 1, 0, 2, 0, 3]))), [1, 4, 2, 5, 3, 6]),
+        M4,
+        Sparsity((1, 0), (), (_dense(4), _csr([0, 1, 2, 4, 6], [0, 1, 0, 2, 0, 3]))),
+        [1, 4, 2, 5, 3, 6],
+    ),
     "block-2x2": (
         M4,
         Sparsity((0, 1, 2, 3), (0, 1), (_dense(2), _csr([0, 2, 3], [0, 1, 1]), _dense(2), _dense(2))),
@@ -290,13 +331,17 @@ def _encode_csr(dense: np.ndarray) -> tuple[Sparsity, np.ndarray]:
         indices += nz.tolist()
         values += row[nz].tolist()
         segments.append(len(indices))
-    return Sparsity((0, 1), (), (_dense(dense.shape[0]), _csr(segments, indices))), np.array(values, dense.dtype)
+    return Sparsity((0, 1), (), (_dense(dense.shape[0]), _csr(segments, indices))), np.array(
+        values, dense.dtype
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_densify_round_trips_random_csr(seed):
     gen = np.random.default_rng(seed)
-    dense = (gen.normal(size=(gen.integers(1, 20), gen.integers(1, 20))) * (gen.random((1, 1)) < 0.5)).astype(np.float32)
+    dense = (gen.normal(size=(gen.integers(1, 20), gen.integers(1, 20))) * (gen.random((1, 1)) < 0.5)).astype(
+        np.float32
+    )
     dense[gen.random(dense.shape) < 0.7] = 0
     sparsity, values = _encode_csr(dense)
     np.testing.assert_array_equal(densify(_tensor(values, sparsity=sparsity, shape=dense.shape)), dense)
@@ -307,20 +352,41 @@ def test_densify_round_trips_random_csr(seed):
     [
         (Sparsity((0,), (), (_dense(4), _dense(4))), np.zeros(16), "inconsistent sparsity"),
         (Sparsity((0, 0), (), (_dense(4), _dense(4))), np.zeros(16), "inconsistent sparsity"),
-        (Sparsity((0, 1), (), (_dense(4), _csr([0, 3], [0, 1, 2]))), np.zeros(3), "expands to 4 entries, more than the 1"),
+        (
+            Sparsity((0, 1), (), (_dense(4), _csr([0, 3], [0, 1, 2]))),
+            np.zeros(3),
+            "expands to 4 entries, more than the 1",
+        ),
         (Sparsity((0, 1), (), (_csr([0], []), _dense(4))), np.zeros(3), "segments are too short"),
         (Sparsity((0, 1), (), (_dense(4), _csr([0, 9, 9, 9, 9], [0, 1]))), np.zeros(9), "out of range"),
         (Sparsity((0, 1), (), (_dense(4), _csr([0, 1, 1, 1, 1], [7]))), np.zeros(1), "index out of range"),
         (Sparsity((0, 1), (), (_dense(4), _dense(4))), np.zeros(5), "expands to 16 entries, more than the 5"),
-        (Sparsity((0, 1), (), (_dense(4), _csr([0, 1, 2, 3, 3], [0, 1, 2]))), np.zeros(5),
-         "sparsity describes 3 values, buffer has 5"),
-        (Sparsity((0, 1), (), (_dense(4), _csr([0, 5, 5, 5, 5], [0, 1, 2, 3, 0]))), np.zeros(2),
-         "expands to 5 entries, more than the 2"),
+        (
+            Sparsity((0, 1), (), (_dense(4), _csr([0, 1, 2, 3, 3], [0, 1, 2]))),
+            np.zeros(5),
+            "sparsity describes 3 values, buffer has 5",
+        ),
+        (
+            Sparsity((0, 1), (), (_dense(4), _csr([0, 5, 5, 5, 5], [0, 1, 2, 3, 0]))),
+            np.zeros(2),
+            "expands to 5 entries, more than the 2",
+        ),
         (Sparsity((0, 1, 2), (5,), (_dense(4), _dense(2), _dense(2))), np.zeros(16), "block map"),
         (Sparsity((0, 1), (), (_dense(-1), _dense(4))), np.zeros(16), "larger than the tensor"),
     ],
-    ids=["order-short", "order-repeats", "dense-beyond-segments", "segments-short", "segments-past-indices",
-         "index-past-dim", "dense-beyond-values", "value-count", "csr-beyond-values", "block-map-dim", "negative-dense-size"],
+    ids=[
+        "order-short",
+        "order-repeats",
+        "dense-beyond-segments",
+        "segments-short",
+        "segments-past-indices",
+        "index-past-dim",
+        "dense-beyond-values",
+        "value-count",
+        "csr-beyond-values",
+        "block-map-dim",
+        "negative-dense-size",
+    ],
 )
 def test_densify_refuses_inconsistent_sparsity(sparsity, values, message):
     with pytest.raises(ModelFormatError, match=message):
@@ -345,8 +411,11 @@ def test_densify_refuses_dense_levels_before_allocating():
 
 
 def test_densify_refuses_huge_dense_shape():
-    t = _tensor(np.zeros(1, np.float32), sparsity=Sparsity((0, 1), (), (_dense(1 << 20), _dense(1 << 20))),
-                shape=(1 << 20, 1 << 20))
+    t = _tensor(
+        np.zeros(1, np.float32),
+        sparsity=Sparsity((0, 1), (), (_dense(1 << 20), _dense(1 << 20))),
+        shape=(1 << 20, 1 << 20),
+    )
     with pytest.raises(ModelFormatError, match="too large"):
         densify(t)
 
@@ -404,8 +473,12 @@ def keras_layers_model():
 
 
 def _kernel_op(sg, opcode, depth_multiplier=None):
-    ops = [op for op in sg.operators if op.opcode == opcode
-           and (depth_multiplier is None or op.options["depth_multiplier"] == depth_multiplier)]
+    ops = [
+        op
+        for op in sg.operators
+        if op.opcode == opcode
+        and (depth_multiplier is None or op.options["depth_multiplier"] == depth_multiplier)
+    ]
     assert len(ops) == 1, f"expected one {opcode} in the converted model, found {len(ops)}"
     return ops[0]
 
@@ -441,9 +514,13 @@ def test_export_weights_keras_layout_matches_keras(keras_layers_model, tmp_path)
     with np.load(out, allow_pickle=False) as npz:
         arrays = dict(npz)
     assert n == len(arrays) and nbytes == sum(a.nbytes for a in arrays.values())
-    for layer, opcode, dm in [("conv", "CONV_2D", None), ("dw1", "DEPTHWISE_CONV_2D", 1),
-                              ("dw2", "DEPTHWISE_CONV_2D", 2), ("tconv", "TRANSPOSE_CONV", None),
-                              ("dense", "FULLY_CONNECTED", None)]:
+    for layer, opcode, dm in [
+        ("conv", "CONV_2D", None),
+        ("dw1", "DEPTHWISE_CONV_2D", 1),
+        ("dw2", "DEPTHWISE_CONV_2D", 2),
+        ("tconv", "TRANSPOSE_CONV", None),
+        ("dense", "FULLY_CONNECTED", None),
+    ]:
         name = sg.tensors[_kernel_op(sg, opcode, dm).inputs[1]].name
         np.testing.assert_array_equal(arrays[name], kernels[layer], err_msg=layer)
 

@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from .errors import TflRebuildError
-from .fileio import ensure_dir, writable_file
+from tfl_rebuild.errors import TflRebuildError
+from tfl_rebuild.fileio import ensure_dir, writable_file
 
 
 class _Group(click.Group):
@@ -41,7 +41,7 @@ class _InputFile(click.ParamType):
     name = "file"
 
     def convert(self, value, param, ctx):
-        from .errors import InputError
+        from tfl_rebuild.errors import InputError
 
         if os.path.isdir(value):
             raise InputError(f"{value}: is a directory, not a file")
@@ -55,10 +55,18 @@ INPUT_FILE = _InputFile()
 OUTPUT_PATH = click.Path(path_type=str)
 # The reader says what is wrong with a missing file or a directory.
 MODEL = click.argument("model", type=click.Path(path_type=str))
-SIGNATURE = click.option("--signature", metavar="NAME",
-                         help="Work on this signature's subgraph (default: subgraph 0; `inspect` lists them).")
-INPUT_SHAPE = click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME=]D,D,...",
-                           help="Fix a dynamic input (-1 dims) to this shape (default: its stored shape).")
+SIGNATURE = click.option(
+    "--signature",
+    metavar="NAME",
+    help="Work on this signature's subgraph (default: subgraph 0; `inspect` lists them).",
+)
+INPUT_SHAPE = click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="[NAME=]D,D,...",
+    help="Fix a dynamic input (-1 dims) to this shape (default: its stored shape).",
+)
 
 
 @main.command()
@@ -68,12 +76,12 @@ INPUT_SHAPE = click.option("--input-shape", "input_shapes", multiple=True, metav
 @click.option("--graph", "graph_path", type=OUTPUT_PATH, help="Write the graph (.graphml/.json/.dot).")
 def inspect(model, as_json, tensors, graph_path):
     """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed)."""
-    from . import inspect as inspect_mod
-    from .reader import read_model
+    from tfl_rebuild.commands import inspect as inspect_mod
+    from tfl_rebuild.tflite.reader import read_model
 
     m = read_model(model)
     if graph_path:
-        from .graph import write_graph
+        from tfl_rebuild.tflite.graph import write_graph
 
         write_graph(m, graph_path)
     if as_json:
@@ -85,13 +93,18 @@ def inspect(model, as_json, tensors, graph_path):
 @main.command()
 @MODEL
 @click.option("-o", "--output", required=True, type=OUTPUT_PATH, help="Output .npz file.")
-@click.option("--layout", type=click.Choice(["raw", "keras"]), default="raw", show_default=True,
-              help="keras: transpose conv/dense kernels to Keras layout.")
+@click.option(
+    "--layout",
+    type=click.Choice(["raw", "keras"]),
+    default="raw",
+    show_default=True,
+    help="keras: transpose conv/dense kernels to Keras layout.",
+)
 @click.option("--dequantize", is_flag=True, help="Store quantized/fp16 constants as float32.")
 def weights(model, output, layout, dequantize):
     """Export every constant tensor to one .npz, keyed by tensor name."""
-    from .reader import read_model
-    from .weights import export_weights
+    from tfl_rebuild.tflite.reader import read_model
+    from tfl_rebuild.tflite.weights import export_weights
 
     m = read_model(model)
     n, nbytes = export_weights(m, output, layout=layout, dequantize=dequantize)
@@ -100,31 +113,65 @@ def weights(model, output, layout, dequantize):
 
 @main.command()
 @MODEL
-@click.option("-o", "--output", "outdir", type=OUTPUT_PATH, help="Directory for the .npy files, index.json, summary.csv.")
-@click.option("-i", "--input", "input_specs", multiple=True, metavar="[NAME=]FILE",
-              help="Input value: .npy, .npz or an image; repeat as NAME=FILE for several inputs.")
-@click.option("--random", "seed", type=int, help="Random inputs from this seed (for inputs no --input gives).")
+@click.option(
+    "-o",
+    "--output",
+    "outdir",
+    type=OUTPUT_PATH,
+    help="Directory for the .npy files, index.json, summary.csv.",
+)
+@click.option(
+    "-i",
+    "--input",
+    "input_specs",
+    multiple=True,
+    metavar="[NAME=]FILE",
+    help="Input value: .npy, .npz or an image; repeat as NAME=FILE for several inputs.",
+)
+@click.option(
+    "--random", "seed", type=int, help="Random inputs from this seed (for inputs no --input gives)."
+)
 @click.option("--select", metavar="REGEX", help="Only tensors whose name matches this regex.")
-@click.option("--ops", multiple=True, metavar="OP[,OP]", help="Only outputs of these op types (e.g. CONV_2D).")
+@click.option(
+    "--ops", multiple=True, metavar="OP[,OP]", help="Only outputs of these op types (e.g. CONV_2D)."
+)
 @click.option("--mean", metavar="V[,V,V]", help="Image inputs: subtract (default 127.5 for float inputs).")
 @click.option("--std", metavar="V[,V,V]", help="Image inputs: divide by (default 127.5 for float inputs).")
 @click.option("--scale", type=float, help="Image inputs: multiply by this instead of dividing by --std.")
 @click.option("--bgr", is_flag=True, help="Image inputs: feed channels as BGR.")
 @click.option("--save-patched", type=OUTPUT_PATH, help="Also write the patched .tflite here.")
-@click.option("--xnnpack", is_flag=True,
-              help="Run with the XNNPACK delegate (tensors it folds into its weights are left out).")
+@click.option(
+    "--xnnpack",
+    is_flag=True,
+    help="Run with the XNNPACK delegate (tensors it folds into its weights are left out).",
+)
 @click.option("--num-threads", type=click.IntRange(min=1), help="Interpreter threads.")
 @SIGNATURE
 @INPUT_SHAPE
-def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, save_patched, xnnpack, num_threads,
-         signature, input_shapes):
+def dump(
+    model,
+    outdir,
+    input_specs,
+    seed,
+    select,
+    ops,
+    mean,
+    std,
+    scale,
+    bgr,
+    save_patched,
+    xnnpack,
+    num_threads,
+    signature,
+    input_shapes,
+):
     """Every intermediate tensor from one run: one .npy each, index.json and summary.csv."""
     import time
 
-    from . import inputs, outputter
-    from .errors import RuntimeUnavailableError
-    from .reader import read_model
-    from .views import dynamic_hint, make_view
+    from tfl_rebuild.errors import RuntimeUnavailableError
+    from tfl_rebuild.runtime import inputs, outputter
+    from tfl_rebuild.runtime.views import dynamic_hint, make_view
+    from tfl_rebuild.tflite.reader import read_model
 
     if not outdir and not save_patched:
         raise click.UsageError("give -o DIR for the tensors, --save-patched FILE for the model, or both")
@@ -133,18 +180,22 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
         ensure_dir(os.path.dirname(outdir) or ".")
     if save_patched:
         writable_file(save_patched)
-    image = inputs.ImageOptions(inputs.parse_floats(mean, "--mean"), inputs.parse_floats(std, "--std"), scale, bgr)
+    image = inputs.ImageOptions(
+        inputs.parse_floats(mean, "--mean"), inputs.parse_floats(std, "--std"), scale, bgr
+    )
     ops = [o for group in ops for o in group.split(",")]
     view = read_model(model)
     if signature or input_shapes:
         view = make_view(view, signature, input_shapes, fix_shapes=False, explicit_state=False).model
     patched = outputter.prepare(view, select, ops, xnnpack=xnnpack)
     if save_patched:
-        from .fileio import atomic_output
+        from tfl_rebuild.fileio import atomic_output
 
         with atomic_output(save_patched) as f:
             patched.write(f)
-        click.echo(f"wrote the patched model ({len(patched.entries)} tensors exposed) to {save_patched}", err=True)
+        click.echo(
+            f"wrote the patched model ({len(patched.entries)} tensors exposed) to {save_patched}", err=True
+        )
     if not outdir:
         return
     try:
@@ -158,11 +209,20 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
     start = time.perf_counter()
     result = dumper.run(values, copy=False)  # written out before any other run
     ms = (time.perf_counter() - start) * 1e3
-    meta = {"runtime": dumper.runtime_name, "kernels": "xnnpack" if xnnpack else "builtin",
-            "input_sources": sources, "run_ms": round(ms, 2)}
-    outputter.write_dump(result, outdir, model=patched.model, meta=meta, skipped=patched.skipped,
-                         progress=sys.stderr.isatty())
-    note = f"; left out {len(patched.skipped)} constant-only tensors XNNPACK does not write" if patched.skipped else ""
+    meta = {
+        "runtime": dumper.runtime_name,
+        "kernels": "xnnpack" if xnnpack else "builtin",
+        "input_sources": sources,
+        "run_ms": round(ms, 2),
+    }
+    outputter.write_dump(
+        result, outdir, model=patched.model, meta=meta, skipped=patched.skipped, progress=sys.stderr.isatty()
+    )
+    note = (
+        f"; left out {len(patched.skipped)} constant-only tensors XNNPACK does not write"
+        if patched.skipped
+        else ""
+    )
     click.echo(f"dumped {len(result)} tensors from one run ({ms:.1f} ms) to {outdir}{note}")
 
 
@@ -170,38 +230,63 @@ def dump(model, outdir, input_specs, seed, select, ops, mean, std, scale, bgr, s
 @MODEL
 @click.option("-o", "--output", "outdir", required=True, type=OUTPUT_PATH, help="Output directory.")
 @click.option("--name", help="File stem of the generated module (default: the model's file name).")
-@click.option("--verify/--no-verify", default=True, show_default=True, help="Check the rebuild against TFLite.")
-@click.option("--fake-quant/--no-fake-quant", default=None,
-              help="Round activations to the int8 grid like the model does (default: on for int8 models).")
+@click.option(
+    "--verify/--no-verify", default=True, show_default=True, help="Check the rebuild against TFLite."
+)
+@click.option(
+    "--fake-quant/--no-fake-quant",
+    default=None,
+    help="Round activations to the int8 grid like the model does (default: on for int8 models).",
+)
 @click.option("--save-keras", type=OUTPUT_PATH, help="Also save the built model (.keras).")
 @SIGNATURE
 @INPUT_SHAPE
 def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_shapes):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
-    from .keras_job import rebuild
+    from tfl_rebuild.commands.keras import rebuild
 
-    ok = rebuild(model, outdir, name=name, verify=verify, fake_quant=fake_quant, save_keras=save_keras,
-                 signature=signature, input_shapes=input_shapes)
+    ok = rebuild(
+        model,
+        outdir,
+        name=name,
+        verify=verify,
+        fake_quant=fake_quant,
+        save_keras=save_keras,
+        signature=signature,
+        input_shapes=input_shapes,
+    )
     sys.exit(0 if ok else 1)
 
 
 @main.command()
 @MODEL
 @click.argument("module", type=INPUT_FILE)
-@click.option("--input", "input_specs", multiple=True, metavar="[NAME=]FILE",
-              help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.")
+@click.option(
+    "--input",
+    "input_specs",
+    multiple=True,
+    metavar="[NAME=]FILE",
+    help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.",
+)
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @click.option("--plot", type=OUTPUT_PATH, help="Write the per-layer error curve (png/svg/pdf).")
-@click.option("--model-explorer", "explorer", type=OUTPUT_PATH,
-              help="Write Model Explorer node data (errors as colours on the graph).")
-@click.option("--local", is_flag=True,
-              help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.")
+@click.option(
+    "--model-explorer",
+    "explorer",
+    type=OUTPUT_PATH,
+    help="Write Model Explorer node data (errors as colours on the graph).",
+)
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.",
+)
 def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
-    from . import compare as cmp
-    from .inputs import load_inputs
-    from .runtime import make_interpreter
+    from tfl_rebuild.runtime.inputs import load_inputs
+    from tfl_rebuild.runtime.interpreter import make_interpreter
+    from tfl_rebuild.verify import compare as cmp
 
     for path in (plot, explorer):
         if path:
@@ -224,68 +309,159 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
 
 @main.command()
 @click.argument("source", type=INPUT_FILE)
-@click.option("-o", "--output", type=OUTPUT_PATH, help="Output .mlpackage (.mlmodel for --format neuralnetwork).")
-@click.option("--tflite", type=INPUT_FILE,
-              help="With a generated .py: the .tflite to check against (default: from its _tensors.json).")
-@click.option("--format", "fmt", type=click.Choice(["mlprogram", "neuralnetwork"]), default="mlprogram",
-              show_default=True)
-@click.option("--minimum-deployment-target", "target", metavar="TARGET",
-              help="e.g. iOS15..iOS18, macOS12..macOS15 (default: the lowest the format allows).")
-@click.option("--precision", type=click.Choice(["auto", "float16", "float32"]), default="auto", show_default=True,
-              help="Compute precision; auto: float16 when it passes the check, else float32.")
+@click.option(
+    "-o", "--output", type=OUTPUT_PATH, help="Output .mlpackage (.mlmodel for --format neuralnetwork)."
+)
+@click.option(
+    "--tflite",
+    type=INPUT_FILE,
+    help="With a generated .py: the .tflite to check against (default: from its _tensors.json).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mlprogram", "neuralnetwork"]),
+    default="mlprogram",
+    show_default=True,
+)
+@click.option(
+    "--minimum-deployment-target",
+    "target",
+    metavar="TARGET",
+    help="e.g. iOS15..iOS18, macOS12..macOS15 (default: the lowest the format allows).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float16", "float32"]),
+    default="auto",
+    show_default=True,
+    help="Compute precision; auto: float16 when it passes the check, else float32.",
+)
 @click.option("--image-input", metavar="NAME", help="Make this input an image (ImageType).")
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Image input: pixel scale.")
-@click.option("--bias", metavar="V[,V,V]", default="0", show_default=True, help="Image input: added after --scale.")
+@click.option(
+    "--bias", metavar="V[,V,V]", default="0", show_default=True, help="Image input: added after --scale."
+)
 @click.option("--color-layout", type=click.Choice(["RGB", "BGR"]), default="RGB", show_default=True)
-@click.option("--class-labels", type=INPUT_FILE,
-              help="Labels file (one per line): make a classifier of the first output.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D,D,...",
-              help="Fixed or flexible input shape, e.g. image=1,64:512,64:512,3 (LOW:HIGH is a range).")
-@click.option("--check/--no-check", default=True, show_default=True,
-              help="Verify the Keras rebuild and the converted numbers against TFLite.")
+@click.option(
+    "--class-labels",
+    type=INPUT_FILE,
+    help="Labels file (one per line): make a classifier of the first output.",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="NAME=D,D,...",
+    help="Fixed or flexible input shape, e.g. image=1,64:512,64:512,3 (LOW:HIGH is a range).",
+)
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Verify the Keras rebuild and the converted numbers against TFLite.",
+)
 @click.option("--keras-dir", type=OUTPUT_PATH, help="Keep the generated Keras module here.")
-def coreml(source, output, tflite, fmt, target, precision, image_input, scale, bias, color_layout,
-           class_labels, input_shapes, check, keras_dir):
+def coreml(
+    source,
+    output,
+    tflite,
+    fmt,
+    target,
+    precision,
+    image_input,
+    scale,
+    bias,
+    color_layout,
+    class_labels,
+    input_shapes,
+    check,
+    keras_dir,
+):
     """Convert to Core ML through the generated Keras model and check the numbers against TFLite."""
-    from . import coreml as cm
-    from .coreml_job import run_command
-    from .inputs import parse_floats
+    from tfl_rebuild.commands.coreml import run_command
+    from tfl_rebuild.coreml import convert as cm
+    from tfl_rebuild.runtime.inputs import parse_floats
 
     if output:
         ensure_dir(os.path.dirname(output) or ".")
     if keras_dir:
         ensure_dir(keras_dir)
     if target and target not in cm.TARGETS:
-        raise click.BadParameter(f"{target!r}; one of {', '.join(cm.TARGETS)}", param_hint="--minimum-deployment-target")
+        raise click.BadParameter(
+            f"{target!r}; one of {', '.join(cm.TARGETS)}", param_hint="--minimum-deployment-target"
+        )
     image = None
     if image_input:
         image = cm.ImageInput(image_input, scale, list(parse_floats(bias, "--bias")), color_layout)
-    opts = cm.Options(fmt, target, precision, image, cm.read_labels(class_labels) if class_labels else None,
-                      dict(cm.parse_shape(s) for s in input_shapes))
+    opts = cm.Options(
+        fmt,
+        target,
+        precision,
+        image,
+        cm.read_labels(class_labels) if class_labels else None,
+        dict(cm.parse_shape(s) for s in input_shapes),
+    )
     sys.exit(run_command(source, output, opts, tflite=tflite, do_check=check, keras_dir=keras_dir))
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Models checked at once, each in its own process.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
-              help="Seconds one model may take; then its process is killed and its row says so.")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Compare the Keras and Core ML numbers with TFLite (--no-verify only builds and converts).")
-@click.option("--coreml/--no-coreml", "do_coreml", default=True, show_default=True,
-              help="Also convert to Core ML and check the converted program.")
-@click.option("--precision", type=click.Choice(["auto", "float16", "float32"]), default="auto", show_default=True,
-              help="Core ML compute precision; auto: float16 when it passes the check, else float32.")
-@click.option("--json", "json_out", type=OUTPUT_PATH, metavar="FILE|-",
-              help="Write every row as one JSON document.")
-@click.option("--markdown", "md_out", type=OUTPUT_PATH, metavar="FILE|-",
-              help="Write a Markdown coverage report.")
-@click.option("--keep", type=OUTPUT_PATH, metavar="DIR",
-              help="Keep each model's Keras module (and .mlpackage) in DIR/<model>/ (default: temporary).")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME=]D,D,...",
-              help="Fix a dynamic input to this shape in every model it fits (an input NAME, or a one-input "
-                   "model's input); others keep their stored shapes.")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Models checked at once, each in its own process.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=1800,
+    show_default=True,
+    help="Seconds one model may take; then its process is killed and its row says so.",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Compare the Keras and Core ML numbers with TFLite (--no-verify only builds and converts).",
+)
+@click.option(
+    "--coreml/--no-coreml",
+    "do_coreml",
+    default=True,
+    show_default=True,
+    help="Also convert to Core ML and check the converted program.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float16", "float32"]),
+    default="auto",
+    show_default=True,
+    help="Core ML compute precision; auto: float16 when it passes the check, else float32.",
+)
+@click.option(
+    "--json", "json_out", type=OUTPUT_PATH, metavar="FILE|-", help="Write every row as one JSON document."
+)
+@click.option(
+    "--markdown", "md_out", type=OUTPUT_PATH, metavar="FILE|-", help="Write a Markdown coverage report."
+)
+@click.option(
+    "--keep",
+    type=OUTPUT_PATH,
+    metavar="DIR",
+    help="Keep each model's Keras module (and .mlpackage) in DIR/<model>/ (default: temporary).",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="[NAME=]D,D,...",
+    help="Fix a dynamic input to this shape in every model it fits (an input NAME, or a one-input "
+    "model's input); others keep their stored shapes.",
+)
 def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep, input_shapes):
     """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
 
@@ -293,10 +469,10 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     from rich.console import Console
     from rich.markup import escape
 
-    from . import check_report
-    from .check import Options, collect_models, run_all, unfit_input_shapes
-    from .errors import InputError
-    from .fileio import atomic_output
+    from tfl_rebuild.commands.check import report as check_report
+    from tfl_rebuild.commands.check.run import Options, collect_models, run_all, unfit_input_shapes
+    from tfl_rebuild.errors import InputError
+    from tfl_rebuild.fileio import atomic_output
 
     if json_out == "-" and md_out == "-":
         raise InputError("--json - and --markdown -: only one of them can go to stdout")
@@ -307,19 +483,28 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     keep_dir = ensure_dir(keep) if keep else None
     unfit = unfit_input_shapes(models, input_shapes)
     if unfit:
-        raise InputError(f"--input-shape {unfit[0]!r} fits none of the {len(models)} model(s): no input of that "
-                         "name (or, unnamed, no one-input model) takes it; `inspect` lists inputs and dims")
-    opts = Options(verify=verify, coreml=do_coreml, precision=precision, timeout=timeout,
-                   input_shapes=tuple(input_shapes))
+        raise InputError(
+            f"--input-shape {unfit[0]!r} fits none of the {len(models)} model(s): no input of that "
+            "name (or, unnamed, no one-input model) takes it; `inspect` lists inputs and dims"
+        )
+    opts = Options(
+        verify=verify,
+        coreml=do_coreml,
+        precision=precision,
+        timeout=timeout,
+        input_shapes=tuple(input_shapes),
+    )
     err = Console(stderr=True, highlight=False)
     out = err if "-" in (json_out, md_out) else Console(highlight=False)
     err.print(f"checking {len(models)} model(s), {min(jobs, len(models))} at a time")
 
     def progress(done, row):
-        err.print(f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
-                  + (f" - {escape(row.reason)}" if row.reason else "")
-                  + "".join(f" ({escape(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
-                  soft_wrap=True)
+        err.print(
+            f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
+            + (f" - {escape(row.reason)}" if row.reason else "")
+            + "".join(f" ({escape(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
+            soft_wrap=True,
+        )
 
     rows = run_all(models, opts, jobs=jobs, keep=keep_dir, progress=progress)
     check_report.print_table(rows, opts, out)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputError
+from tfl_rebuild.errors import OutputError
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:

@@ -12,9 +12,7 @@ import os
 import keras
 import numpy as np
 
-WEIGHTS_PATH = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "mobilenet_v2_float_weights.npz"
-)
+WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mobilenet_v2_float_weights.npz")
 
 
 def build_model(weights_path=WEIGHTS_PATH):
@@ -78,9 +76,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=8, kernel_size=(1, 1), padding="same", name="block_2_project_bn_1"
     )(block_2_depthwise_relu_1)
     # ADD mobilenetv2_0.35_96_1/block_2_add_1/Add -> [1, 24, 24, 8]
-    block_2_add_1 = keras.layers.Add(
-        name="block_2_add_1"
-    )([block_1_project_bn_1, block_2_project_bn_1])
+    block_2_add_1 = keras.layers.Add(name="block_2_add_1")([block_1_project_bn_1, block_2_project_bn_1])
     # CONV_2D mobilenetv2_0.35_96_1/block_3_expand_relu_1/Relu6 -> [1, 24, 24, 48]
     block_3_expand_relu_1 = keras.layers.Conv2D(
         filters=48,
@@ -118,9 +114,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=16, kernel_size=(1, 1), padding="same", name="block_4_project_bn_1"
     )(block_4_depthwise_relu_1)
     # ADD mobilenetv2_0.35_96_1/block_4_add_1/Add -> [1, 12, 12, 16]
-    block_4_add_1 = keras.layers.Add(
-        name="block_4_add_1"
-    )([block_3_project_bn_1, block_4_project_bn_1])
+    block_4_add_1 = keras.layers.Add(name="block_4_add_1")([block_3_project_bn_1, block_4_project_bn_1])
     # CONV_2D mobilenetv2_0.35_96_1/block_5_expand_relu_1/Relu6 -> [1, 12, 12, 96]
     block_5_expand_relu_1 = keras.layers.Conv2D(
         filters=96,
@@ -176,9 +170,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=24, kernel_size=(1, 1), padding="same", name="block_7_project_bn_1"
     )(block_7_depthwise_relu_1)
     # ADD mobilenetv2_0.35_96_1/block_7_add_1/Add -> [1, 6, 6, 24]
-    block_7_add_1 = keras.layers.Add(
-        name="block_7_add_1"
-    )([block_6_project_bn_1, block_7_project_bn_1])
+    block_7_add_1 = keras.layers.Add(name="block_7_add_1")([block_6_project_bn_1, block_7_project_bn_1])
     # CONV_2D mobilenetv2_0.35_96_1/block_8_expand_relu_1/Relu6 -> [1, 6, 6, 144]
     block_8_expand_relu_1 = keras.layers.Conv2D(
         filters=144,
@@ -248,9 +240,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=32, kernel_size=(1, 1), padding="same", name="block_11_project_bn_1"
     )(block_11_depthwise_relu_1)
     # ADD mobilenetv2_0.35_96_1/block_11_add_1/Add -> [1, 6, 6, 32]
-    block_11_add_1 = keras.layers.Add(
-        name="block_11_add_1"
-    )([block_10_project_bn_1, block_11_project_bn_1])
+    block_11_add_1 = keras.layers.Add(name="block_11_add_1")([block_10_project_bn_1, block_11_project_bn_1])
     # CONV_2D mobilenetv2_0.35_96_1/block_12_expand_relu_1/Relu6 -> [1, 6, 6, 192]
     block_12_expand_relu_1 = keras.layers.Conv2D(
         filters=192,
@@ -268,9 +258,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=32, kernel_size=(1, 1), padding="same", name="block_12_project_bn_1"
     )(block_12_depthwise_relu_1)
     # ADD mobilenetv2_0.35_96_1/block_12_add_1/Add -> [1, 6, 6, 32]
-    block_12_add_1 = keras.layers.Add(
-        name="block_12_add_1"
-    )([block_11_add_1, block_12_project_bn_1])
+    block_12_add_1 = keras.layers.Add(name="block_12_add_1")([block_11_add_1, block_12_project_bn_1])
     # CONV_2D mobilenetv2_0.35_96_1/block_13_expand_relu_1/Relu6 -> [1, 6, 6, 192]
     block_13_expand_relu_1 = keras.layers.Conv2D(
         filters=192,
@@ -308,9 +296,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=56, kernel_size=(1, 1), padding="same", name="block_14_project_bn_1"
     )(block_14_depthwise_relu_1)
     # ADD mobilenetv2_0.35_96_1/block_14_add_1/Add -> [1, 3, 3, 56]
-    block_14_add_1 = keras.layers.Add(
-        name="block_14_add_1"
-    )([block_13_project_bn_1, block_14_project_bn_1])
+    block_14_add_1 = keras.layers.Add(name="block_14_add_1")([block_13_project_bn_1, block_14_project_bn_1])
     # CONV_2D mobilenetv2_0.35_96_1/block_15_expand_relu_1/Relu6 -> [1, 3, 3, 336]
     block_15_expand_relu_1 = keras.layers.Conv2D(
         filters=336,
@@ -328,9 +314,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=56, kernel_size=(1, 1), padding="same", name="block_15_project_bn_1"
     )(block_15_depthwise_relu_1)
     # ADD mobilenetv2_0.35_96_1/block_15_add_1/Add -> [1, 3, 3, 56]
-    block_15_add_1 = keras.layers.Add(
-        name="block_15_add_1"
-    )([block_14_add_1, block_15_project_bn_1])
+    block_15_add_1 = keras.layers.Add(name="block_15_add_1")([block_14_add_1, block_15_project_bn_1])
     # CONV_2D mobilenetv2_0.35_96_1/block_16_expand_relu_1/Relu6 -> [1, 3, 3, 336]
     block_16_expand_relu_1 = keras.layers.Conv2D(
         filters=336,
@@ -348,13 +332,13 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=112, kernel_size=(1, 1), padding="same", name="block_16_project_bn_1"
     )(block_16_depthwise_relu_1)
     # CONV_2D mobilenetv2_0.35_96_1/out_relu_1/Relu6 -> [1, 3, 3, 1280]
-    out_relu_1 = keras.layers.Conv2D(
-        filters=1280, kernel_size=(1, 1), activation="relu6", name="out_relu_1"
-    )(block_16_project_bn_1)
+    out_relu_1 = keras.layers.Conv2D(filters=1280, kernel_size=(1, 1), activation="relu6", name="out_relu_1")(
+        block_16_project_bn_1
+    )
     # MEAN mobilenetv2_0.35_96_1/global_average_pooling2d_1/Mean -> [1, 1280]
-    global_average_pooling2d_1 = keras.layers.GlobalAveragePooling2D(
-        name="global_average_pooling2d_1"
-    )(out_relu_1)
+    global_average_pooling2d_1 = keras.layers.GlobalAveragePooling2D(name="global_average_pooling2d_1")(
+        out_relu_1
+    )
     # FULLY_CONNECTED Identity -> [1, 5]
     identity = keras.layers.Dense(units=5, name="identity")(global_average_pooling2d_1)
 

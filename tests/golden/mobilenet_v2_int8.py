@@ -16,9 +16,7 @@ import os
 import keras
 import numpy as np
 
-WEIGHTS_PATH = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "mobilenet_v2_int8_weights.npz"
-)
+WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mobilenet_v2_int8_weights.npz")
 
 
 class OpLayer(keras.layers.Layer):
@@ -56,8 +54,18 @@ class FakeQuant(OpLayer):
     """
 
     def __init__(self, scale, zero_point, qmin, qmax, ties="even", shift=0, reciprocal=False, **kwargs):
-        super().__init__({"scale": scale, "zero_point": zero_point, "qmin": qmin, "qmax": qmax, "ties": ties,
-                          "shift": shift, "reciprocal": reciprocal}, **kwargs)
+        super().__init__(
+            {
+                "scale": scale,
+                "zero_point": zero_point,
+                "qmin": qmin,
+                "qmax": qmax,
+                "ties": ties,
+                "shift": shift,
+                "reciprocal": reciprocal,
+            },
+            **kwargs,
+        )
         self.scale, self.zero_point, self.qmin, self.qmax = scale, zero_point, qmin, qmax
         self.ties, self.shift, self.reciprocal = ties, shift, reciprocal
 
@@ -182,9 +190,9 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.04706513, zero_point=-40, qmin=-128, qmax=127, name="block_2_project_bn_1_quant"
     )(block_2_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_2_add_1/Add -> [1, 24, 24, 8]
-    block_2_add_1 = keras.layers.Add(
-        name="block_2_add_1"
-    )([block_1_project_bn_1_quant, block_2_project_bn_1_quant])
+    block_2_add_1 = keras.layers.Add(name="block_2_add_1")(
+        [block_1_project_bn_1_quant, block_2_project_bn_1_quant]
+    )
     block_2_add_1_quant = FakeQuant(
         scale=0.04706513, zero_point=-40, qmin=-128, qmax=127, name="block_2_add_1_quant"
     )(block_2_add_1)
@@ -251,9 +259,9 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.0455699, zero_point=-49, qmin=-128, qmax=127, name="block_4_project_bn_1_quant"
     )(block_4_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_4_add_1/Add -> [1, 12, 12, 16]
-    block_4_add_1 = keras.layers.Add(
-        name="block_4_add_1"
-    )([block_3_project_bn_1_quant, block_4_project_bn_1_quant])
+    block_4_add_1 = keras.layers.Add(name="block_4_add_1")(
+        [block_3_project_bn_1_quant, block_4_project_bn_1_quant]
+    )
     block_4_add_1_quant = FakeQuant(
         scale=0.0455699, zero_point=-49, qmin=-128, qmax=127, name="block_4_add_1_quant"
     )(block_4_add_1)
@@ -287,9 +295,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.055603202, zero_point=-52, qmin=-128, qmax=127, name="block_5_project_bn_1_quant"
     )(block_5_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_5_add_1/Add -> [1, 12, 12, 16]
-    block_5_add_1 = keras.layers.Add(
-        name="block_5_add_1"
-    )([block_4_add_1_quant, block_5_project_bn_1_quant])
+    block_5_add_1 = keras.layers.Add(name="block_5_add_1")([block_4_add_1_quant, block_5_project_bn_1_quant])
     block_5_add_1_quant = FakeQuant(
         scale=0.055603202, zero_point=-52, qmin=-128, qmax=127, name="block_5_add_1_quant"
     )(block_5_add_1)
@@ -356,9 +362,9 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.041022975, zero_point=-44, qmin=-128, qmax=127, name="block_7_project_bn_1_quant"
     )(block_7_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_7_add_1/Add -> [1, 6, 6, 24]
-    block_7_add_1 = keras.layers.Add(
-        name="block_7_add_1"
-    )([block_6_project_bn_1_quant, block_7_project_bn_1_quant])
+    block_7_add_1 = keras.layers.Add(name="block_7_add_1")(
+        [block_6_project_bn_1_quant, block_7_project_bn_1_quant]
+    )
     block_7_add_1_quant = FakeQuant(
         scale=0.041022975, zero_point=-44, qmin=-128, qmax=127, name="block_7_add_1_quant"
     )(block_7_add_1)
@@ -392,9 +398,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.054505732, zero_point=-47, qmin=-128, qmax=127, name="block_8_project_bn_1_quant"
     )(block_8_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_8_add_1/Add -> [1, 6, 6, 24]
-    block_8_add_1 = keras.layers.Add(
-        name="block_8_add_1"
-    )([block_7_add_1_quant, block_8_project_bn_1_quant])
+    block_8_add_1 = keras.layers.Add(name="block_8_add_1")([block_7_add_1_quant, block_8_project_bn_1_quant])
     block_8_add_1_quant = FakeQuant(
         scale=0.054505732, zero_point=-47, qmin=-128, qmax=127, name="block_8_add_1_quant"
     )(block_8_add_1)
@@ -428,9 +432,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.06441672, zero_point=-55, qmin=-128, qmax=127, name="block_9_project_bn_1_quant"
     )(block_9_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_9_add_1/Add -> [1, 6, 6, 24]
-    block_9_add_1 = keras.layers.Add(
-        name="block_9_add_1"
-    )([block_8_add_1_quant, block_9_project_bn_1_quant])
+    block_9_add_1 = keras.layers.Add(name="block_9_add_1")([block_8_add_1_quant, block_9_project_bn_1_quant])
     block_9_add_1_quant = FakeQuant(
         scale=0.06441672, zero_point=-55, qmin=-128, qmax=127, name="block_9_add_1_quant"
     )(block_9_add_1)
@@ -493,9 +495,9 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.04665566, zero_point=-27, qmin=-128, qmax=127, name="block_11_project_bn_1_quant"
     )(block_11_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_11_add_1/Add -> [1, 6, 6, 32]
-    block_11_add_1 = keras.layers.Add(
-        name="block_11_add_1"
-    )([block_10_project_bn_1_quant, block_11_project_bn_1_quant])
+    block_11_add_1 = keras.layers.Add(name="block_11_add_1")(
+        [block_10_project_bn_1_quant, block_11_project_bn_1_quant]
+    )
     block_11_add_1_quant = FakeQuant(
         scale=0.042499386, zero_point=-42, qmin=-128, qmax=127, name="block_11_add_1_quant"
     )(block_11_add_1)
@@ -529,9 +531,9 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.053086877, zero_point=-41, qmin=-128, qmax=127, name="block_12_project_bn_1_quant"
     )(block_12_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_12_add_1/Add -> [1, 6, 6, 32]
-    block_12_add_1 = keras.layers.Add(
-        name="block_12_add_1"
-    )([block_11_add_1_quant, block_12_project_bn_1_quant])
+    block_12_add_1 = keras.layers.Add(name="block_12_add_1")(
+        [block_11_add_1_quant, block_12_project_bn_1_quant]
+    )
     block_12_add_1_quant = FakeQuant(
         scale=0.053086877, zero_point=-41, qmin=-128, qmax=127, name="block_12_add_1_quant"
     )(block_12_add_1)
@@ -598,9 +600,9 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.044058353, zero_point=-40, qmin=-128, qmax=127, name="block_14_project_bn_1_quant"
     )(block_14_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_14_add_1/Add -> [1, 3, 3, 56]
-    block_14_add_1 = keras.layers.Add(
-        name="block_14_add_1"
-    )([block_13_project_bn_1_quant, block_14_project_bn_1_quant])
+    block_14_add_1 = keras.layers.Add(name="block_14_add_1")(
+        [block_13_project_bn_1_quant, block_14_project_bn_1_quant]
+    )
     block_14_add_1_quant = FakeQuant(
         scale=0.044058353, zero_point=-40, qmin=-128, qmax=127, name="block_14_add_1_quant"
     )(block_14_add_1)
@@ -634,9 +636,9 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.049663264, zero_point=-63, qmin=-128, qmax=127, name="block_15_project_bn_1_quant"
     )(block_15_project_bn_1)
     # ADD mobilenetv2_0.35_96_1/block_15_add_1/Add -> [1, 3, 3, 56]
-    block_15_add_1 = keras.layers.Add(
-        name="block_15_add_1"
-    )([block_14_add_1_quant, block_15_project_bn_1_quant])
+    block_15_add_1 = keras.layers.Add(name="block_15_add_1")(
+        [block_14_add_1_quant, block_15_project_bn_1_quant]
+    )
     block_15_add_1_quant = FakeQuant(
         scale=0.049663264, zero_point=-63, qmin=-128, qmax=127, name="block_15_add_1_quant"
     )(block_15_add_1)
@@ -670,16 +672,16 @@ def build_model(weights_path=WEIGHTS_PATH):
         scale=0.02969226, zero_point=-32, qmin=-128, qmax=127, name="block_16_project_bn_1_quant"
     )(block_16_project_bn_1)
     # CONV_2D mobilenetv2_0.35_96_1/out_relu_1/Relu6 -> [1, 3, 3, 1280]
-    out_relu_1 = keras.layers.Conv2D(
-        filters=1280, kernel_size=(1, 1), activation="relu6", name="out_relu_1"
-    )(block_16_project_bn_1_quant)
+    out_relu_1 = keras.layers.Conv2D(filters=1280, kernel_size=(1, 1), activation="relu6", name="out_relu_1")(
+        block_16_project_bn_1_quant
+    )
     out_relu_1_quant = FakeQuant(
         scale=0.023211548, zero_point=-128, qmin=-128, qmax=127, name="out_relu_1_quant"
     )(out_relu_1)
     # MEAN mobilenetv2_0.35_96_1/global_average_pooling2d_1/Mean -> [1, 1280]
-    global_average_pooling2d_1 = keras.layers.GlobalAveragePooling2D(
-        name="global_average_pooling2d_1"
-    )(out_relu_1_quant)
+    global_average_pooling2d_1 = keras.layers.GlobalAveragePooling2D(name="global_average_pooling2d_1")(
+        out_relu_1_quant
+    )
     global_average_pooling2d_1_quant = FakeQuant(
         scale=0.010101594,
         zero_point=-128,
@@ -689,9 +691,9 @@ def build_model(weights_path=WEIGHTS_PATH):
     )(global_average_pooling2d_1)
     # FULLY_CONNECTED Identity -> [1, 5]
     identity = keras.layers.Dense(units=5, name="identity")(global_average_pooling2d_1_quant)
-    identity_quant = FakeQuant(
-        scale=0.0521131, zero_point=14, qmin=-128, qmax=127, name="identity_quant"
-    )(identity)
+    identity_quant = FakeQuant(scale=0.0521131, zero_point=14, qmin=-128, qmax=127, name="identity_quant")(
+        identity
+    )
 
     model = keras.Model(keras_tensor, identity_quant, name="mobilenet_v2_int8")
     # Each layer's weights, in set_weights order; the .npz holds them as "<layer>/<weight>".

@@ -106,15 +106,26 @@ class Resize(OpLayer):
     """
 
     def __init__(self, size, method, align_corners=False, half_pixel_centers=False, **kwargs):
-        super().__init__({"size": size, "method": method, "align_corners": align_corners,
-                          "half_pixel_centers": half_pixel_centers}, **kwargs)
+        super().__init__(
+            {
+                "size": size,
+                "method": method,
+                "align_corners": align_corners,
+                "half_pixel_centers": half_pixel_centers,
+            },
+            **kwargs,
+        )
         self.size, self.method = tuple(size), method
         self.align_corners, self.half_pixel_centers = align_corners, half_pixel_centers
 
     def _axis(self, n_in, n_out):
         scale = (n_in - 1) / (n_out - 1) if self.align_corners and n_out > 1 else n_in / n_out
         dst = np.arange(n_out, dtype=np.float64)
-        src = (dst + 0.5) * scale - (0.5 if self.method == "bilinear" else 0.0) if self.half_pixel_centers else dst * scale
+        src = (
+            (dst + 0.5) * scale - (0.5 if self.method == "bilinear" else 0.0)
+            if self.half_pixel_centers
+            else dst * scale
+        )
         if self.method == "nearest":
             # TFLite rounds halves away from zero (std::round); np.round would round them to even.
             idx = np.floor(src + 0.5) if self.align_corners else np.floor(src)
@@ -155,67 +166,55 @@ def build_model(weights_path=WEIGHTS_PATH):
         kernel_size=(3, 3), padding="same", depth_multiplier=2, activation="relu6", name="re_lu_1"
     )(conv2d_1_relu)
     # AVERAGE_POOL_2D ops_zoo_1/average_pooling2d_1/AvgPool -> [1, 8, 8, 16]
-    average_pooling2d_1 = keras.layers.AveragePooling2D(
-        pool_size=(2, 2), name="average_pooling2d_1"
-    )(re_lu_1)
+    average_pooling2d_1 = keras.layers.AveragePooling2D(pool_size=(2, 2), name="average_pooling2d_1")(re_lu_1)
     # TRANSPOSE_CONV ops_zoo_1/conv2d_transpose_1/BiasAdd -> [1, 16, 16, 8]
     conv2d_transpose_1 = keras.layers.Conv2DTranspose(
         filters=8, kernel_size=(3, 3), strides=(2, 2), padding="same", name="conv2d_transpose_1"
     )(average_pooling2d_1)
     # HARD_SWISH ops_zoo_1/truediv -> [1, 16, 16, 8]
-    re_lu_1_2 = keras.layers.Activation(
-        activation="hard_silu", name="re_lu_1_2"
-    )(conv2d_transpose_1)
+    re_lu_1_2 = keras.layers.Activation(activation="hard_silu", name="re_lu_1_2")(conv2d_transpose_1)
     # CONV_2D ops_zoo_1/conv2d_1_2/BiasAdd -> [1, 12, 12, 8]
-    conv2d_1_2 = keras.layers.Conv2D(
-        filters=8, kernel_size=(3, 3), dilation_rate=(2, 2), name="conv2d_1_2"
-    )(re_lu_1)
+    conv2d_1_2 = keras.layers.Conv2D(filters=8, kernel_size=(3, 3), dilation_rate=(2, 2), name="conv2d_1_2")(
+        re_lu_1
+    )
     # MAX_POOL_2D ops_zoo_1/max_pooling2d_1/MaxPool2d -> [1, 8, 8, 16]
     max_pooling2d_1 = keras.layers.MaxPooling2D(pool_size=(2, 2), name="max_pooling2d_1")(re_lu_1)
     # CONV_2D ops_zoo_1/conv2d_2_1/BiasAdd -> [1, 8, 8, 8]
-    conv2d_2_1 = keras.layers.Conv2D(
-        filters=8, kernel_size=(1, 1), name="conv2d_2_1"
-    )(max_pooling2d_1)
+    conv2d_2_1 = keras.layers.Conv2D(filters=8, kernel_size=(1, 1), name="conv2d_2_1")(max_pooling2d_1)
     # LEAKY_RELU ops_zoo_1/leaky_re_lu_1/LeakyRelu -> [1, 8, 8, 8]
     leaky_re_lu_1 = keras.layers.LeakyReLU(negative_slope=0.2, name="leaky_re_lu_1")(conv2d_2_1)
     # RESIZE_BILINEAR ops_zoo_1/up_sampling2d_1/resize/ResizeBilinear -> [1, 16, 16, 8]
-    up_sampling2d_1 = keras.layers.UpSampling2D(
-        interpolation="bilinear", name="up_sampling2d_1"
-    )(leaky_re_lu_1)
+    up_sampling2d_1 = keras.layers.UpSampling2D(interpolation="bilinear", name="up_sampling2d_1")(
+        leaky_re_lu_1
+    )
     # PAD ops_zoo_1/zero_padding2d_1/Pad -> [1, 16, 16, 8]
-    zero_padding2d_1 = keras.layers.ZeroPadding2D(
-        padding=((2, 2), (2, 2)), name="zero_padding2d_1"
-    )(conv2d_1_2)
+    zero_padding2d_1 = keras.layers.ZeroPadding2D(padding=((2, 2), (2, 2)), name="zero_padding2d_1")(
+        conv2d_1_2
+    )
     # PRELU ops_zoo_1/p_re_lu_1/add -> [1, 16, 16, 8]
     p_re_lu_1 = keras.layers.PReLU(shared_axes=[1, 2], name="p_re_lu_1")(zero_padding2d_1)
     # CONCATENATION ops_zoo_1/concatenate_1/concat -> [1, 16, 16, 24]
-    concatenate_1 = keras.layers.Concatenate(
-        name="concatenate_1"
-    )([p_re_lu_1, up_sampling2d_1, re_lu_1_2])
+    concatenate_1 = keras.layers.Concatenate(name="concatenate_1")([p_re_lu_1, up_sampling2d_1, re_lu_1_2])
     # MUL ops_zoo_1/batch_normalization_1_2/batchnorm/mul_1 -> [1, 16, 16, 24]
-    batch_normalization_1_2 = BinaryOp(
-        op="multiply", constant_shape=[24], name="batch_normalization_1_2"
-    )(concatenate_1)
+    batch_normalization_1_2 = BinaryOp(op="multiply", constant_shape=[24], name="batch_normalization_1_2")(
+        concatenate_1
+    )
     # ADD ops_zoo_1/batch_normalization_1_2/batchnorm/add_1 -> [1, 16, 16, 24]
     batch_normalization_1_2_add_1 = BinaryOp(
         op="add", constant_shape=[24], name="batch_normalization_1_2_add_1"
     )(batch_normalization_1_2)
     # CONV_2D ops_zoo_1/conv2d_3_1/BiasAdd -> [1, 16, 16, 24]
-    conv2d_3_1 = keras.layers.Conv2D(
-        filters=24, kernel_size=(1, 1), name="conv2d_3_1"
-    )(batch_normalization_1_2_add_1)
+    conv2d_3_1 = keras.layers.Conv2D(filters=24, kernel_size=(1, 1), name="conv2d_3_1")(
+        batch_normalization_1_2_add_1
+    )
     # LOGISTIC ops_zoo_1/conv2d_3_1/Sigmoid -> [1, 16, 16, 24]
-    conv2d_3_1_sigmoid = keras.layers.Activation(
-        activation="sigmoid", name="conv2d_3_1_sigmoid"
-    )(conv2d_3_1)
+    conv2d_3_1_sigmoid = keras.layers.Activation(activation="sigmoid", name="conv2d_3_1_sigmoid")(conv2d_3_1)
     # MUL ops_zoo_1/multiply_1_1/Mul -> [1, 16, 16, 24]
-    multiply_1_1 = keras.layers.Multiply(
-        name="multiply_1_1"
-    )([batch_normalization_1_2_add_1, conv2d_3_1_sigmoid])
+    multiply_1_1 = keras.layers.Multiply(name="multiply_1_1")(
+        [batch_normalization_1_2_add_1, conv2d_3_1_sigmoid]
+    )
     # CONV_2D ops_zoo_1/conv2d_4_1/BiasAdd -> [1, 16, 16, 24]
-    conv2d_4_1 = keras.layers.Conv2D(
-        filters=24, kernel_size=(1, 1), name="conv2d_4_1"
-    )(multiply_1_1)
+    conv2d_4_1 = keras.layers.Conv2D(filters=24, kernel_size=(1, 1), name="conv2d_4_1")(multiply_1_1)
     # TANH ops_zoo_1/conv2d_4_1/Tanh -> [1, 16, 16, 24]
     conv2d_4_1_tanh = keras.layers.Activation(activation="tanh", name="conv2d_4_1_tanh")(conv2d_4_1)
     # ADD ops_zoo_1/add_1_1/Add -> [1, 16, 16, 24]
@@ -229,21 +228,17 @@ def build_model(weights_path=WEIGHTS_PATH):
         filters=4, kernel_size=(3, 3), strides=(2, 2), padding="same", name="conv2d_6_1"
     )(subtract_1)
     # RESIZE_NEAREST_NEIGHBOR ops_zoo_1/resizing_1/resize/ResizeNearestNeighbor -> [1, 4, 4, 4]
-    resizing_1 = Resize(
-        size=[4, 4], method="nearest", half_pixel_centers=True, name="resizing_1"
-    )(conv2d_6_1)
+    resizing_1 = Resize(size=[4, 4], method="nearest", half_pixel_centers=True, name="resizing_1")(conv2d_6_1)
     # RESHAPE ops_zoo_1/reshape_1/Reshape -> [1, 64]
     reshape_1 = keras.layers.Reshape(target_shape=(64,), name="reshape_1")(resizing_1)
     # FULLY_CONNECTED Identity_1 -> [1, 32]
     identity_1 = keras.layers.Dense(units=32, name="identity_1")(reshape_1)
     # MEAN ops_zoo_1/global_average_pooling2d_1/Mean -> [1, 24]
-    global_average_pooling2d_1 = keras.layers.GlobalAveragePooling2D(
-        name="global_average_pooling2d_1"
-    )(subtract_1)
+    global_average_pooling2d_1 = keras.layers.GlobalAveragePooling2D(name="global_average_pooling2d_1")(
+        subtract_1
+    )
     # FULLY_CONNECTED ops_zoo_1/dense_2/MatMul -> [1, 16]
-    dense_2 = keras.layers.Dense(
-        units=16, activation="relu", name="dense_2"
-    )(global_average_pooling2d_1)
+    dense_2 = keras.layers.Dense(units=16, activation="relu", name="dense_2")(global_average_pooling2d_1)
     # FULLY_CONNECTED ops_zoo_1/logits_1/MatMul -> [1, 4]
     logits_1 = keras.layers.Dense(units=4, name="logits_1")(dense_2)
     # SOFTMAX Identity -> [1, 4]

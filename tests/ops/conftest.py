@@ -9,7 +9,7 @@ hands the file to the `tfl` fixture:
 
 `check` asserts that the op under test really is in the converted model (the converter likes to
 fuse and rewrite), writes the generated module into tmp_path, builds it, and runs
-`tfl_rebuild.verify.verify` on seeded inputs: float models must match within rel 1e-4 (verify's
+`tfl_rebuild.verify.end_to_end.verify` on seeded inputs: float models must match within rel 1e-4 (verify's
 bar, without its allowance for TFLite's own kernel-to-kernel noise); quantized tests pass
 `max_lsb=2` for a flat 2 LSB. Either way every layer must also pass verify's layer-local check
 (fed TFLite's own input tensors: rel 1e-4, or 1 LSB of each int8 tensor). It also asserts that
@@ -54,8 +54,9 @@ class OpCheck:
         None dims stay dynamic in the signature (the converter keeps e.g. SQUEEZE then)."""
         import tensorflow as tf
 
-        tensor_specs = [tf.TensorSpec(s[0], s[1]) if isinstance(s, tuple) else tf.TensorSpec(s, tf.float32)
-                        for s in specs]
+        tensor_specs = [
+            tf.TensorSpec(s[0], s[1]) if isinstance(s, tuple) else tf.TensorSpec(s, tf.float32) for s in specs
+        ]
         module = tf.Module()
         module.fn = tf.function(fn, input_signature=tensor_specs)
         concrete = module.fn.get_concrete_function()
@@ -72,10 +73,10 @@ class OpCheck:
         the quantized tensor its DEQUANTIZE reads when the model outputs float (verify would
         judge those by the float tolerance).
         """
-        from tfl_rebuild.keras_job import write_generated
-        from tfl_rebuild.measure import FLOAT_REL_TOL
-        from tfl_rebuild.reader import read_model
-        from tfl_rebuild.verify import load_module, verify
+        from tfl_rebuild.commands.keras import write_generated
+        from tfl_rebuild.tflite.reader import read_model
+        from tfl_rebuild.verify.end_to_end import load_module, verify
+        from tfl_rebuild.verify.measure import FLOAT_REL_TOL
 
         model = read_model(str(path))
         ops = [o.key for o in model.main.operators]
@@ -83,15 +84,21 @@ class OpCheck:
         _, py, weights = write_generated(str(path), str(self.tmp_path / "gen"))
         keras_model = load_module(py).build_model(str(weights))
         report = verify(model, keras_model)
-        detail = [(o.name, f"max_abs={o.max_abs:.3g}", f"max_rel={o.max_rel:.3g}", f"lsb={o.lsb}")
-                  for o in report.outputs]
+        detail = [
+            (o.name, f"max_abs={o.max_abs:.3g}", f"max_rel={o.max_rel:.3g}", f"lsb={o.lsb}")
+            for o in report.outputs
+        ]
         if max_lsb is None:
             assert report.ok, f"rebuild differs from TFLite ({report.tolerance}): {detail}"
             if report.kind in ("float", "fp16"):  # a flat 1e-4, whatever the runtime noise
-                assert report.max_rel <= FLOAT_REL_TOL, f"rebuild differs from TFLite by more than rel 1e-4: {detail}"
+                assert report.max_rel <= FLOAT_REL_TOL, (
+                    f"rebuild differs from TFLite by more than rel 1e-4: {detail}"
+                )
         else:
             for o, scale in zip(report.outputs, _dequantized_scales(model)):
-                assert o.max_abs <= max_lsb * scale, f"{o.name}: {o.max_abs / scale:.2f} LSB > {max_lsb}: {detail}"
+                assert o.max_abs <= max_lsb * scale, (
+                    f"{o.name}: {o.max_abs / scale:.2f} LSB > {max_lsb}: {detail}"
+                )
             wrong = [r.text() for r in report.layers if not r.ok]  # each layer on TFLite's own inputs
             assert not wrong, f"layers differ from TFLite: {wrong}"
         if input_sensitive:
@@ -103,10 +110,10 @@ class OpCheck:
         """`check`, then convert the rebuild with coremltools and run the MIL check (numpy evaluator)
         against TFLite on the same inputs; returns the Core ML Report."""
         pytest.importorskip("coremltools")
-        from tfl_rebuild import coreml as cm
-        from tfl_rebuild import coreml_check as cc
-        from tfl_rebuild.keras_job import write_generated
-        from tfl_rebuild.verify import load_module
+        from tfl_rebuild.commands.keras import write_generated
+        from tfl_rebuild.coreml import check as cc
+        from tfl_rebuild.coreml import convert as cm
+        from tfl_rebuild.verify.end_to_end import load_module
 
         self.check(path, op)
         model, py, weights = write_generated(str(path), str(self.tmp_path / "coreml"))

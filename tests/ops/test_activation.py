@@ -14,6 +14,7 @@ def wide(x):
     after a MUL or ADD would fuse into it and vanish as an op."""
     return tf.reduce_sum(x * 4.0, axis=1)
 
+
 CASES = [
     pytest.param("RELU", tf.nn.relu, id="relu"),
     pytest.param("RELU6", lambda x: tf.nn.relu6(wide(x)), id="relu6"),
@@ -50,8 +51,12 @@ def test_prelu(tfl, shared_axes):
 def _single_op(op: str, options: dict, options_type: str | None, shape=(1, 6)) -> bytes:
     from flatbuf import Op, T, build_model
 
-    return build_model([T("x", list(shape)), T("y", list(shape))],
-                       [Op(op, [0], [1], options=options, options_type=options_type)], inputs=[0], outputs=[1])
+    return build_model(
+        [T("x", list(shape)), T("y", list(shape))],
+        [Op(op, [0], [1], options=options, options_type=options_type)],
+        inputs=[0],
+        outputs=[1],
+    )
 
 
 def test_relu_0_to_1(tfl):

@@ -22,8 +22,12 @@ GATHER = {
     "axis-last": (lambda x: tf.gather(x, [2, 0], axis=-1), [X]),
     "2d-indices": (lambda x: tf.gather(x, [[0, 3], [1, 1]], axis=1), [X]),
     "scalar-index": (lambda x: tf.gather(x, 2, axis=1), [X]),
-    "table-lookup": (lambda x: tf.gather(np.random.default_rng(5).normal(size=(40, 3)).astype(np.float32),
-                                         index_from(x, 40)), [[1, 6]]),
+    "table-lookup": (
+        lambda x: tf.gather(
+            np.random.default_rng(5).normal(size=(40, 3)).astype(np.float32), index_from(x, 40)
+        ),
+        [[1, 6]],
+    ),
     "computed-indices": (lambda x, i: tf.gather(x, index_from(i, 4), axis=1), [X, [3]]),
 }
 
@@ -44,13 +48,16 @@ def test_unpack(tfl, axis):
     tfl.check(tfl.function(lambda x: tf.unstack(x, axis=axis), X), "UNPACK")
 
 
-@pytest.mark.parametrize("n, axis", [(2, 1), (3, -1), (2, 0), (4, 1)], ids=["2-axis-1", "3-last", "2-batch", "4-axis-1"])
+@pytest.mark.parametrize(
+    "n, axis", [(2, 1), (3, -1), (2, 0), (4, 1)], ids=["2-axis-1", "3-last", "2-batch", "4-axis-1"]
+)
 def test_split(tfl, n, axis):
     tfl.check(tfl.function(lambda x: tf.split(x, n, axis=axis), X), "SPLIT")
 
 
-@pytest.mark.parametrize("sizes, axis", [([1, 3], 1), ([2, -1, 1], 1), ([1, 2], -1)],
-                         ids=["1-3", "rest", "last-axis"])
+@pytest.mark.parametrize(
+    "sizes, axis", [([1, 3], 1), ([2, -1, 1], 1), ([1, 2], -1)], ids=["1-3", "rest", "last-axis"]
+)
 def test_split_v(tfl, sizes, axis):
     tfl.check(tfl.function(lambda x: tf.split(x, sizes, axis=axis), X), "SPLIT_V")
 
@@ -83,7 +90,9 @@ def test_broadcast_to(tfl, case):
 
 def test_broadcast_to_computed_shape(tfl):
     # The target shape is computed (SHAPE of a dynamic-batch input); the rebuild's is static.
-    tfl.check(tfl.function(lambda a, b: tf.broadcast_to(a, tf.shape(b)), [4, 3], [None, 4, 3]), "BROADCAST_TO")
+    tfl.check(
+        tfl.function(lambda a, b: tf.broadcast_to(a, tf.shape(b)), [4, 3], [None, 4, 3]), "BROADCAST_TO"
+    )
 
 
 CAST = {
@@ -105,6 +114,7 @@ def test_cast_to_bool_converts_to_core_ml(tfl, src):
     """BERT-style attention masks: 0/1 -> bool -> select. coremltools' TF Cast refused a bool
     destination ("Cast: Provided destination type bool not supported") though MIL's cast takes
     one. The mask holds zeros and non-zeros (x * 2 rounded), so both branches are taken."""
+
     def fn(x):
         mask = tf.cast(tf.round(x * 2.0), src)
         return tf.where(tf.cast(mask, tf.bool), x, -x * 0.5)
@@ -115,7 +125,9 @@ def test_cast_to_bool_converts_to_core_ml(tfl, src):
 @pytest.mark.parametrize("out_type", [tf.int32, tf.int64], ids=["int32", "int64"])
 def test_shape(tfl, out_type):
     # A static shape folds away; a dynamic batch keeps SHAPE. Its value never depends on the data.
-    tfl.check(tfl.function(lambda x: tf.shape(x, out_type=out_type), [None, 4, 3]), "SHAPE", input_sensitive=False)
+    tfl.check(
+        tfl.function(lambda x: tf.shape(x, out_type=out_type), [None, 4, 3]), "SHAPE", input_sensitive=False
+    )
 
 
 ARG = {"ARG_MAX": tf.argmax, "ARG_MIN": tf.argmin}
@@ -164,12 +176,23 @@ def test_select_v2_of_constants_folds(tfl):
     model is crafted). It folds to one constant; a constant condition was refused."""
     tri = np.tril(np.ones((4, 4), bool))
     blob = build_model(
-        [T("x", [1, 2, 4, 4]), T("causal", [4, 4], "bool", tri), T("zero", [], data=np.array(0.0, np.float32)),
-         T("minus_inf", [], data=np.array(-np.inf, np.float32)), T("mask", [4, 4]), T("masked", [1, 2, 4, 4]),
-         T("y", [1, 2, 4, 4])],
-        [Op("SELECT_V2", [1, 2, 3], [4], options_type="SelectV2Options"), Op("ADD", [0, 4], [5]),
-         Op("SOFTMAX", [5], [6], options={"beta": 1.0})],
-        inputs=[0], outputs=[6])
+        [
+            T("x", [1, 2, 4, 4]),
+            T("causal", [4, 4], "bool", tri),
+            T("zero", [], data=np.array(0.0, np.float32)),
+            T("minus_inf", [], data=np.array(-np.inf, np.float32)),
+            T("mask", [4, 4]),
+            T("masked", [1, 2, 4, 4]),
+            T("y", [1, 2, 4, 4]),
+        ],
+        [
+            Op("SELECT_V2", [1, 2, 3], [4], options_type="SelectV2Options"),
+            Op("ADD", [0, 4], [5]),
+            Op("SOFTMAX", [5], [6], options={"beta": 1.0}),
+        ],
+        inputs=[0],
+        outputs=[6],
+    )
     tfl.check(tfl.crafted(blob), "SELECT_V2")
 
 
@@ -177,7 +200,10 @@ BATCH_GATHER = {
     "batch-1-axis-1": (lambda x: tf.gather(x, [[0, 2], [1, 1]], axis=1, batch_dims=1), [[2, 4, 3]]),
     "batch-1-axis-2": (lambda x: tf.gather(x, [[2, 0], [1, 1]], axis=2, batch_dims=1), [[2, 4, 3]]),
     "batch-2": (lambda x: tf.gather(x, [[[0], [2]], [[1], [3]]], axis=2, batch_dims=2), [[2, 2, 4, 3]]),
-    "computed-indices": (lambda x, i: tf.gather(x, index_from(i, 4), axis=1, batch_dims=1), [[2, 4, 3], [2, 5]]),
+    "computed-indices": (
+        lambda x, i: tf.gather(x, index_from(i, 4), axis=1, batch_dims=1),
+        [[2, 4, 3], [2, 5]],
+    ),
 }
 
 
@@ -185,9 +211,11 @@ BATCH_GATHER = {
 def test_gather_batch_dims(tfl, case):
     fn, specs = BATCH_GATHER[case]
     path = tfl.function(fn, *specs)
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.tflite.reader import read_model
 
-    assert any(o.options.get("batch_dims") for o in read_model(str(path)).main.operators if o.opcode == "GATHER")
+    assert any(
+        o.options.get("batch_dims") for o in read_model(str(path)).main.operators if o.opcode == "GATHER"
+    )
     tfl.check(path, "GATHER")
 
 
@@ -195,11 +223,17 @@ GATHER_ND = {
     "full-index": (lambda x: tf.gather_nd(x, [[0, 1, 2], [1, 3, 0]]), [[2, 4, 3]]),
     "row-index": (lambda x: tf.gather_nd(x, [[0, 1], [1, 2], [1, 1]]), [[2, 4, 3]]),
     "batched-index": (lambda x: tf.gather_nd(x, [[[1], [0]], [[1], [1]]]), [[2, 4, 3]]),
-    "table-lookup": (lambda i: tf.gather_nd(np.random.default_rng(3).normal(size=(5, 6, 2)).astype(np.float32),
-                                            tf.stack([index_from(i[:, 0], 5), index_from(i[:, 1], 6)], axis=-1)),
-                     [[4, 2]]),
-    "computed-indices": (lambda x, i: tf.gather_nd(x, tf.stack([index_from(i[:, 0], 2), index_from(i[:, 1], 4)], -1)),
-                         [[2, 4, 3], [5, 2]]),
+    "table-lookup": (
+        lambda i: tf.gather_nd(
+            np.random.default_rng(3).normal(size=(5, 6, 2)).astype(np.float32),
+            tf.stack([index_from(i[:, 0], 5), index_from(i[:, 1], 6)], axis=-1),
+        ),
+        [[4, 2]],
+    ),
+    "computed-indices": (
+        lambda x, i: tf.gather_nd(x, tf.stack([index_from(i[:, 0], 2), index_from(i[:, 1], 4)], -1)),
+        [[2, 4, 3], [5, 2]],
+    ),
 }
 
 
@@ -221,7 +255,9 @@ def test_pack_with_constants(tfl, case):
     tfl.check(tfl.function(PACK_CONST[case], [1, 3]), "PACK")
 
 
-@pytest.mark.parametrize("axes", [[1], [2], [1, 2], [0, 1], [-1]], ids=["axis-1", "axis-2", "two-axes", "batch-and-1", "last"])
+@pytest.mark.parametrize(
+    "axes", [[1], [2], [1, 2], [0, 1], [-1]], ids=["axis-1", "axis-2", "two-axes", "batch-and-1", "last"]
+)
 def test_reverse_v2(tfl, axes):
     tfl.check(tfl.function(lambda x: tf.reverse(x, axes), [2, 3, 4]), "REVERSE_V2")
 
@@ -288,8 +324,12 @@ def test_embedding_lookup(tfl):
     from flatbuf import Op, T, build_model
 
     table = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
-    blob = build_model([T("ids", [3], "int32"), T("table", [10, 4], data=table), T("y", [3, 4])],
-                       [Op("EMBEDDING_LOOKUP", [0, 1], [2])], inputs=[0], outputs=[2])
+    blob = build_model(
+        [T("ids", [3], "int32"), T("table", [10, 4], data=table), T("y", [3, 4])],
+        [Op("EMBEDDING_LOOKUP", [0, 1], [2])],
+        inputs=[0],
+        outputs=[2],
+    )
     tfl.check(tfl.crafted(blob), "EMBEDDING_LOOKUP")
 
 
@@ -323,8 +363,12 @@ def _where_gather_model() -> bytes:
 
     cond = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0]], bool)
     n = int(cond.sum())
-    tensors = [T("x", [4, 3]), T("cond", [4, 3], "bool", data=cond),
-               T("coords", [1, 2], "int64", shape_signature=[-1, 2]), T("y", [1], shape_signature=[-1])]
+    tensors = [
+        T("x", [4, 3]),
+        T("cond", [4, 3], "bool", data=cond),
+        T("coords", [1, 2], "int64", shape_signature=[-1, 2]),
+        T("y", [1], shape_signature=[-1]),
+    ]
     ops = [Op("WHERE", [1], [2], options_type="WhereOptions"), Op("GATHER_ND", [0, 2], [3])]
     assert n == 5
     return build_model(tensors, ops, inputs=[0], outputs=[3])
@@ -340,8 +384,11 @@ def test_where_refused_naming_the_tensor(tfl, tmp_path):
     from tfl_rebuild.cli import main
 
     path = tfl.function(lambda x: tf.cast(tf.where(x > 0.0), tf.float32), [4, 3])
-    result = CliRunner().invoke(main, ["keras", str(path), "-o", str(tmp_path / "out")],
-                                env={"COLUMNS": "250", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = CliRunner().invoke(
+        main,
+        ["keras", str(path), "-o", str(tmp_path / "out")],
+        env={"COLUMNS": "250", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
@@ -350,9 +397,14 @@ def test_where_refused_naming_the_tensor(tfl, tmp_path):
 
 BUCKETIZE = {
     "float": (lambda x: tf.raw_ops.Bucketize(input=x, boundaries=[-0.5, 0.0, 0.3]), [2, 4]),
-    "int-input": (lambda x: tf.raw_ops.Bucketize(input=x, boundaries=[-50.0, -0.5, 0.0, 7.0, 60.0]), ([3, 4], tf.int32)),
-    "on-the-boundaries": (lambda x: tf.raw_ops.Bucketize(input=tf.round(x * 4.0) / 4.0, boundaries=[-0.5, 0.0, 0.25]),
-                          [2, 6]),
+    "int-input": (
+        lambda x: tf.raw_ops.Bucketize(input=x, boundaries=[-50.0, -0.5, 0.0, 7.0, 60.0]),
+        ([3, 4], tf.int32),
+    ),
+    "on-the-boundaries": (
+        lambda x: tf.raw_ops.Bucketize(input=tf.round(x * 4.0) / 4.0, boundaries=[-0.5, 0.0, 0.25]),
+        [2, 6],
+    ),
 }
 
 
@@ -367,9 +419,9 @@ def test_bucketize_core_ml(tfl):
 
 
 def _refusal(tfl, fn, spec, op):
-    from tfl_rebuild.ops import ConversionError, lookup
-    from tfl_rebuild.passes import prepare
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.rebuild.ops import ConversionError, lookup
+    from tfl_rebuild.rebuild.passes.pipeline import prepare
+    from tfl_rebuild.tflite.reader import read_model
 
     model = read_model(str(tfl.function(fn, spec)))
     ctx, ops = prepare(model)
@@ -387,8 +439,10 @@ def test_unique_refused(tfl):
 
 @pytest.mark.parametrize("op", ["RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL", "MULTINOMIAL"])
 def test_random_refused(tfl, op):
-    draw = {"RANDOM_UNIFORM": lambda x: x + tf.random.uniform([2, 4]),
-            "RANDOM_STANDARD_NORMAL": lambda x: x + tf.random.normal([2, 4]),
-            "MULTINOMIAL": lambda x: tf.cast(tf.random.categorical(x, 3), tf.float32)}[op]
+    draw = {
+        "RANDOM_UNIFORM": lambda x: x + tf.random.uniform([2, 4]),
+        "RANDOM_STANDARD_NORMAL": lambda x: x + tf.random.normal([2, 4]),
+        "MULTINOMIAL": lambda x: tf.cast(tf.random.categorical(x, 3), tf.float32),
+    }[op]
     text = _refusal(tfl, draw, [2, 4], op)
     assert f"{op} op" in text and "drawn at random by the runtime's own generator" in text, text

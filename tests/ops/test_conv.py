@@ -110,8 +110,11 @@ def test_fully_connected_after_flatten(tfl):
     tfl.check(tfl.keras(keras.Model(x, y)), "FULLY_CONNECTED")
 
 
-@pytest.mark.parametrize("in_shape, keep", [([1, 2, 3, 4], False), ([2, 3, 4], True)],
-                         ids=["4d-flattened-rows", "3d-keep_num_dims"])
+@pytest.mark.parametrize(
+    "in_shape, keep",
+    [([1, 2, 3, 4], False), ([2, 3, 4], True)],
+    ids=["4d-flattened-rows", "3d-keep_num_dims"],
+)
 def test_fully_connected_crafted(tfl, in_shape, keep):
     # keep_num_dims=False on a rank-4 input (TFLite folds the leading axes into rows): the
     # converter writes a RESHAPE instead, so this one is crafted.
@@ -123,8 +126,17 @@ def test_fully_connected_crafted(tfl, in_shape, keep):
     out = [*in_shape[:-1], 5] if keep else [rows, 5]
     blob = build_model(
         [T("x", in_shape), T("w", [5, 4], data=w), T("b", [5], data=b), T("y", out)],
-        [Op("FULLY_CONNECTED", [0, 1, 2], [3], options={"fused_activation_function": "NONE", "keep_num_dims": keep})],
-        inputs=[0], outputs=[3])
+        [
+            Op(
+                "FULLY_CONNECTED",
+                [0, 1, 2],
+                [3],
+                options={"fused_activation_function": "NONE", "keep_num_dims": keep},
+            )
+        ],
+        inputs=[0],
+        outputs=[3],
+    )
     tfl.check(tfl.crafted(blob), "FULLY_CONNECTED")
 
 
@@ -132,10 +144,12 @@ def test_fully_connected_crafted(tfl, in_shape, keep):
 
 INT16 = {
     "CONV_2D": lambda: keras.layers.Conv2D(6, 3, padding="same", kernel_initializer=W, bias_initializer=B),
-    "DEPTHWISE_CONV_2D": lambda: keras.layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=W,
-                                                              bias_initializer=B),
-    "TRANSPOSE_CONV": lambda: keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same", kernel_initializer=W,
-                                                           bias_initializer=B),
+    "DEPTHWISE_CONV_2D": lambda: keras.layers.DepthwiseConv2D(
+        3, padding="same", depthwise_initializer=W, bias_initializer=B
+    ),
+    "TRANSPOSE_CONV": lambda: keras.layers.Conv2DTranspose(
+        6, 3, strides=2, padding="same", kernel_initializer=W, bias_initializer=B
+    ),
     "FULLY_CONNECTED": lambda: keras.layers.Dense(6, kernel_initializer=W, bias_initializer=B),
 }
 
@@ -148,7 +162,9 @@ def _int16x8(model) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([x] for x in samples)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    conv.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]
     conv.inference_input_type = conv.inference_output_type = tf.int16
     return conv.convert()
 
@@ -158,10 +174,10 @@ def test_int16x8_rounds_where_tflite_does(tfl, op):
     """TFLite's 16x8 convolutions rescale with a 15-bit multiplier: without folding it into the
     weights, 2-15% of a layer's outputs land one int16 step away from the runtime's
     (FULLY_CONNECTED rescales at full precision: it must stay as it is)."""
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.measure import to_float
-    from tfl_rebuild.runtime import make_interpreter, random_inputs, run
-    from tfl_rebuild.verify import load_module
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.runtime.interpreter import make_interpreter, random_inputs, run
+    from tfl_rebuild.verify.end_to_end import load_module
+    from tfl_rebuild.verify.measure import to_float
 
     shape = (12,) if op == "FULLY_CONNECTED" else (6, 6, 4)
     path = tfl.crafted(_int16x8(_model(INT16[op](), shape)))
@@ -179,7 +195,9 @@ def test_int16x8_rounds_where_tflite_does(tfl, op):
         got = np.asarray(keras_model(to_float(model.main.tensors[model.main.inputs[0]], x[0])), np.float64)
         steps.append(np.abs(got.reshape(ref.shape) / out.quantization.scale[0] - ref).round().ravel())
     steps = np.concatenate(steps)
-    assert steps.max() <= 1 and np.mean(steps > 0) < 0.01, f"{np.mean(steps > 0):.1%} of outputs off by a step"
+    assert steps.max() <= 1 and np.mean(steps > 0) < 0.01, (
+        f"{np.mean(steps > 0):.1%} of outputs off by a step"
+    )
 
 
 def _dynamic_range(model) -> bytes:
@@ -205,8 +223,10 @@ def test_hybrid_layer_is_judged_with_its_input_quantized_as_the_kernel_does(tfl,
         gain[0] = 40.0
         layer, y = keras.layers.Conv2D(16, 1, kernel_initializer=W, bias_initializer=B), x * gain
     else:  # a constant MUL would be folded into the FULLY_CONNECTED weights
-        layer, y = keras.layers.Dense(16, kernel_initializer=W, bias_initializer=B), \
-            keras.layers.Concatenate()([x, x[:, :1] * 40.0])
+        layer, y = (
+            keras.layers.Dense(16, kernel_initializer=W, bias_initializer=B),
+            keras.layers.Concatenate()([x, x[:, :1] * 40.0]),
+        )
     out = layer(y)
     kernel, bias = layer.get_weights()
     kernel[..., 0, :] *= 0.01 if op == "CONV_2D" else 1.0

@@ -46,11 +46,22 @@ def _dilated_conv3d(padding: str) -> bytes:
     w = RNG.normal(size=(2, 2, 3, 2, 3)).astype(np.float32)  # [D, H, W, I, O]
     b = RNG.normal(size=(3,)).astype(np.float32)
     out = [1, 3, 3, 2, 3] if padding == "VALID" else [1, 4, 5, 6, 3]
-    options = {"padding": padding, "stride_d": 1, "stride_h": 1, "stride_w": 1, "dilation_d_factor": 1,
-               "dilation_h_factor": 2, "dilation_w_factor": 2, "fused_activation_function": "NONE"}
-    return build_model([T("x", [1, 4, 5, 6, 2]), T("w", list(w.shape), data=w), T("b", [3], data=b), T("y", out)],
-                       [Op("CONV_3D", [0, 1, 2], [3], options=options, options_type="Conv3DOptions")],
-                       inputs=[0], outputs=[3])
+    options = {
+        "padding": padding,
+        "stride_d": 1,
+        "stride_h": 1,
+        "stride_w": 1,
+        "dilation_d_factor": 1,
+        "dilation_h_factor": 2,
+        "dilation_w_factor": 2,
+        "fused_activation_function": "NONE",
+    }
+    return build_model(
+        [T("x", [1, 4, 5, 6, 2]), T("w", list(w.shape), data=w), T("b", [3], data=b), T("y", out)],
+        [Op("CONV_3D", [0, 1, 2], [3], options=options, options_type="Conv3DOptions")],
+        inputs=[0],
+        outputs=[3],
+    )
 
 
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
@@ -97,7 +108,7 @@ def test_pool_3d(tfl, case):
 @pytest.mark.parametrize("case", POOL3D)
 def test_pool_3d_reference_matches_tensorflow(case):
     # The numpy reference (what the custom op is checked against) against TF's own 3-D pool kernels.
-    from tfl_rebuild.reference_ops import Pool3DOptions, pool3d
+    from tfl_rebuild.runtime.reference import Pool3DOptions, pool3d
 
     layer = POOL3D[case][0]()
     x = RNG.normal(size=(2, 5, 6, 7, 3)).astype(np.float32)
@@ -114,15 +125,19 @@ def test_pool_3d_bad_options_refused(tmp_path):
     from flatbuf import Op, T, build_model
     from flatbuffers import flexbuffers
 
-    from tfl_rebuild.ops import ConversionError, lookup
-    from tfl_rebuild.passes import prepare
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.rebuild.ops import ConversionError, lookup
+    from tfl_rebuild.rebuild.passes.pipeline import prepare
+    from tfl_rebuild.tflite.reader import read_model
 
-    options = flexbuffers.Dumps({"ksize": [1, 2, 2, 2], "strides": [1, 2, 2, 2, 1], "padding": "VALID",
-                                 "data_format": "NDHWC"})
-    blob = build_model([T("x", [1, 4, 4, 4, 2]), T("y", [1, 2, 2, 2, 2])],
-                       [Op("CUSTOM", [0], [1], custom_code="MaxPool3D", custom_options=bytes(options))],
-                       inputs=[0], outputs=[1])
+    options = flexbuffers.Dumps(
+        {"ksize": [1, 2, 2, 2], "strides": [1, 2, 2, 2, 1], "padding": "VALID", "data_format": "NDHWC"}
+    )
+    blob = build_model(
+        [T("x", [1, 4, 4, 4, 2]), T("y", [1, 2, 2, 2, 2])],
+        [Op("CUSTOM", [0], [1], custom_code="MaxPool3D", custom_options=bytes(options))],
+        inputs=[0],
+        outputs=[1],
+    )
     path = tmp_path / "bad.tflite"
     path.write_bytes(blob)
     model = read_model(str(path))
@@ -133,11 +148,15 @@ def test_pool_3d_bad_options_refused(tmp_path):
 
 CORE_ML = {
     "conv3d": (lambda: _model(keras.layers.Conv3D(3, 2, padding="same", strides=(1, 2, 1))), "CONV_3D"),
-    "conv3d-transpose": (lambda: _model(keras.layers.Conv3DTranspose(2, 3, strides=2, padding="same")),
-                         "CONV_3D_TRANSPOSE"),
+    "conv3d-transpose": (
+        lambda: _model(keras.layers.Conv3DTranspose(2, 3, strides=2, padding="same")),
+        "CONV_3D_TRANSPOSE",
+    ),
     "max-pool3d": (lambda: _model(keras.layers.MaxPooling3D(2, padding="same"), (5, 6, 7, 3)), "MaxPool3D"),
-    "avg-pool3d": (lambda: _model(keras.layers.AveragePooling3D(3, strides=2, padding="same"), (5, 6, 7, 3)),
-                   "AvgPool3D"),
+    "avg-pool3d": (
+        lambda: _model(keras.layers.AveragePooling3D(3, strides=2, padding="same"), (5, 6, 7, 3)),
+        "AvgPool3D",
+    ),
 }
 
 

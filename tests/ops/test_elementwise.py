@@ -46,8 +46,12 @@ def _binary_fn(op: str, variant: str):
 def _binary_params():
     params = []
     for op in BINARY:
-        for variant, specs in (("same-shape", (A, B_SAME)), ("broadcast", (A, B_BCAST)),
-                               ("const-rhs", (A,)), ("const-lhs", (A,))):
+        for variant, specs in (
+            ("same-shape", (A, B_SAME)),
+            ("broadcast", (A, B_BCAST)),
+            ("const-rhs", (A,)),
+            ("const-lhs", (A,)),
+        ):
             if (op, variant) == ("DIV", "const-rhs"):
                 continue  # the converter turns x / c into x * (1 / c)
             params.append(pytest.param(op, variant, specs, id=f"{op.lower()}-{variant}"))
@@ -85,15 +89,29 @@ def test_add_rank_2_plus_rank_3(tfl):
     from flatbuf import Op, T, build_model
 
     perm = np.array([2, 1, 0], np.int32)  # a reader that needs the rank (the outputs are compared flat)
-    blob = build_model([T("a", [1, 8]), T("b", [1, 1, 8]), T("sum", [1, 1, 8]), T("perm", [3], "int32", perm),
-                        T("y", [8, 1, 1])],
-                       [Op("ADD", [0, 1], [2], options={"fused_activation_function": "NONE"}),
-                        Op("TRANSPOSE", [2, 3], [4], options_type="TransposeOptions")],
-                       inputs=[0, 1], outputs=[4])
+    blob = build_model(
+        [
+            T("a", [1, 8]),
+            T("b", [1, 1, 8]),
+            T("sum", [1, 1, 8]),
+            T("perm", [3], "int32", perm),
+            T("y", [8, 1, 1]),
+        ],
+        [
+            Op("ADD", [0, 1], [2], options={"fused_activation_function": "NONE"}),
+            Op("TRANSPOSE", [2, 3], [4], options_type="TransposeOptions"),
+        ],
+        inputs=[0, 1],
+        outputs=[4],
+    )
     tfl.check(tfl.crafted(blob), "ADD")
 
 
-ACTIVATIONS = {"relu": tf.nn.relu, "relu6": tf.nn.relu6, "relu_n1_to_1": lambda x: tf.clip_by_value(x, -1.0, 1.0)}
+ACTIVATIONS = {
+    "relu": tf.nn.relu,
+    "relu6": tf.nn.relu6,
+    "relu_n1_to_1": lambda x: tf.clip_by_value(x, -1.0, 1.0),
+}
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
@@ -106,10 +124,13 @@ def test_fused_activation(tfl, op, act, variant):
     else:
         fn = _binary_fn(op, variant)
         path = tfl.function(lambda a, b: ACTIVATIONS[act](fn(a * 4.0, b * 4.0)), A, B_BCAST)
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.tflite.reader import read_model
 
-    fused = [o.options.get("fused_activation_function") for o in read_model(str(path)).main.operators
-             if o.opcode == op]
+    fused = [
+        o.options.get("fused_activation_function")
+        for o in read_model(str(path)).main.operators
+        if o.opcode == op
+    ]
     assert act.upper() in fused, f"{act} did not fuse into {op}: {fused}"
     tfl.check(path, op)
 
@@ -119,8 +140,14 @@ def rounded(x):
     return tf.round(x * 2.0)
 
 
-COMPARE = {"LESS": tf.less, "LESS_EQUAL": tf.less_equal, "GREATER": tf.greater,
-           "GREATER_EQUAL": tf.greater_equal, "EQUAL": tf.equal, "NOT_EQUAL": tf.not_equal}
+COMPARE = {
+    "LESS": tf.less,
+    "LESS_EQUAL": tf.less_equal,
+    "GREATER": tf.greater,
+    "GREATER_EQUAL": tf.greater_equal,
+    "EQUAL": tf.equal,
+    "NOT_EQUAL": tf.not_equal,
+}
 
 
 @pytest.mark.parametrize("variant", ["same-shape", "broadcast", "const-rhs"])
@@ -130,7 +157,9 @@ def test_compare(tfl, op, variant):
     if variant == "const-rhs":
         path = tfl.function(lambda a: fn(rounded(a), np.array([-1.0, 0.0, 0.0, 1.0], np.float32)), A)
     else:
-        path = tfl.function(lambda a, b: fn(rounded(a), rounded(b)), A, B_SAME if variant == "same-shape" else B_BCAST)
+        path = tfl.function(
+            lambda a, b: fn(rounded(a), rounded(b)), A, B_SAME if variant == "same-shape" else B_BCAST
+        )
     tfl.check(path, op)
 
 

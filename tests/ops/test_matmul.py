@@ -43,8 +43,11 @@ def test_fully_connected_runtime_weights(tfl, case):
     tfl.check(tfl.function(fn, *specs), "FULLY_CONNECTED")
 
 
-@pytest.mark.parametrize("in_shape, keep", [([1, 2, 3, 4], False), ([2, 3, 4], True)],
-                         ids=["4d-flattened-rows", "3d-keep_num_dims"])
+@pytest.mark.parametrize(
+    "in_shape, keep",
+    [([1, 2, 3, 4], False), ([2, 3, 4], True)],
+    ids=["4d-flattened-rows", "3d-keep_num_dims"],
+)
 def test_fully_connected_runtime_weights_crafted(tfl, in_shape, keep):
     # Weights as a second model input, on ranks the converter writes RESHAPEs for.
     from flatbuf import Op, T, build_model
@@ -53,7 +56,15 @@ def test_fully_connected_runtime_weights_crafted(tfl, in_shape, keep):
     out = [*in_shape[:-1], 5] if keep else [rows, 5]
     blob = build_model(
         [T("x", in_shape), T("w", [5, 4]), T("b", [5], data=B), T("y", out)],
-        [Op("FULLY_CONNECTED", [0, 1, 2], [3],
-            options={"fused_activation_function": "RELU_N1_TO_1", "keep_num_dims": keep})],
-        inputs=[0, 1], outputs=[3])
+        [
+            Op(
+                "FULLY_CONNECTED",
+                [0, 1, 2],
+                [3],
+                options={"fused_activation_function": "RELU_N1_TO_1", "keep_num_dims": keep},
+            )
+        ],
+        inputs=[0, 1],
+        outputs=[3],
+    )
     tfl.check(tfl.crafted(blob), "FULLY_CONNECTED")

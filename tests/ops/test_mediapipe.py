@@ -16,33 +16,73 @@ import pytest
 from flatbuf import Op, T, build_model
 from flatbuffers import flexbuffers
 
-from tfl_rebuild import reference_ops as ref
+from tfl_rebuild.runtime import reference as ref
 
 
 def pool_params(padding: str = "valid", stride=(2, 2), filter=(2, 2), activation: int = 0) -> bytes:
     """A packed TfLitePoolParams (+ its computed padding, zero), as MediaPipe's converter writes it."""
-    return struct.pack("<6i4i", {"same": 1, "valid": 2}[padding], stride[1], stride[0], filter[1], filter[0],
-                       activation, 0, 0, 0, 0)
+    return struct.pack(
+        "<6i4i",
+        {"same": 1, "valid": 2}[padding],
+        stride[1],
+        stride[0],
+        filter[1],
+        filter[0],
+        activation,
+        0,
+        0,
+        0,
+        0,
+    )
 
 
 def bilinear_model(in_shape=(1, 8, 8, 3), out_hw=(4, 4), version: int = 2) -> bytes:
     opts = flexbuffers.Dumps({"output_height": out_hw[0], "output_width": out_hw[1]})
     return build_model(
         [T("image", list(in_shape)), T("matrix", [1, 4, 4]), T("crop", [1, *out_hw, in_shape[3]])],
-        [Op("CUSTOM", [0, 1], [2], custom_code="TransformTensorBilinear", custom_options=opts, version=version)],
-        inputs=[0, 1], outputs=[2])
+        [
+            Op(
+                "CUSTOM",
+                [0, 1],
+                [2],
+                custom_code="TransformTensorBilinear",
+                custom_options=opts,
+                version=version,
+            )
+        ],
+        inputs=[0, 1],
+        outputs=[2],
+    )
 
 
 def landmarks_model(shape=(1, 5, 2), version: int = 2, options: bytes = b"") -> bytes:
     return build_model(
         [T("landmarks", list(shape)), T("matrix", [1, 4, 4]), T("moved", list(shape))],
-        [Op("CUSTOM", [0, 1], [2], custom_code="TransformLandmarks", custom_options=options, version=version)],
-        inputs=[0, 1], outputs=[2])
+        [
+            Op(
+                "CUSTOM",
+                [0, 1],
+                [2],
+                custom_code="TransformLandmarks",
+                custom_options=options,
+                version=version,
+            )
+        ],
+        inputs=[0, 1],
+        outputs=[2],
+    )
 
 
-MATRIX_OPTIONS = {"left_rotation_idx": 1, "right_rotation_idx": 4, "target_rotation_radians": 0.25,
-                  "output_height": 16, "output_width": 12, "scale_x": 1.5, "scale_y": 1.25,
-                  "subset_idxs": [0, 2, 3, 5, 6, 7, 8]}
+MATRIX_OPTIONS = {
+    "left_rotation_idx": 1,
+    "right_rotation_idx": 4,
+    "target_rotation_radians": 0.25,
+    "output_height": 16,
+    "output_width": 12,
+    "scale_x": 1.5,
+    "scale_y": 1.25,
+    "subset_idxs": [0, 2, 3, 5, 6, 7, 8],
+}
 
 
 def matrix_model(n: int = 10, options: dict | None = None) -> bytes:
@@ -50,11 +90,21 @@ def matrix_model(n: int = 10, options: dict | None = None) -> bytes:
     return build_model(
         [T("landmarks", [1, n, 3]), T("matrix", [1, 4, 4])],
         [Op("CUSTOM", [0], [1], custom_code="Landmarks2TransformMatrix", custom_options=opts, version=2)],
-        inputs=[0], outputs=[1])
+        inputs=[0],
+        outputs=[1],
+    )
 
 
-MATRIX_V1_OPTIONS = {"left_rotation_idx": 2, "right_rotation_idx": 5, "input_hw": [48, 40], "output_hw": [16, 12],
-                     "dimensions": 3, "landmarks_range": 192, "bbox_size_multiplier": 1.5, "subset": [0, 1, 3, 6, 7]}
+MATRIX_V1_OPTIONS = {
+    "left_rotation_idx": 2,
+    "right_rotation_idx": 5,
+    "input_hw": [48, 40],
+    "output_hw": [16, 12],
+    "dimensions": 3,
+    "landmarks_range": 192,
+    "bbox_size_multiplier": 1.5,
+    "subset": [0, 1, 3, 6, 7],
+}
 
 
 def matrix_v1_model(n: int = 8, options: dict | None = None) -> bytes:
@@ -62,7 +112,9 @@ def matrix_v1_model(n: int = 8, options: dict | None = None) -> bytes:
     return build_model(
         [T("landmarks", [1, 1, 1, 3 * n]), T("matrix", [1, 4, 4])],
         [Op("CUSTOM", [0], [1], custom_code="Landmarks2TransformMatrix", custom_options=opts, version=1)],
-        inputs=[0], outputs=[1])
+        inputs=[0],
+        outputs=[1],
+    )
 
 
 def pool_model(shape=(1, 8, 8, 3), padding="valid", stride=(2, 2), filter=(2, 2), activation=0) -> bytes:
@@ -74,9 +126,18 @@ def pool_model(shape=(1, 8, 8, 3), padding="valid", stride=(2, 2), filter=(2, 2)
     out = [shape[0], oh, ow, shape[3]]
     return build_model(
         [T("x", list(shape)), T("pooled", out), T("argmax", out)],
-        [Op("CUSTOM", [0], [1, 2], custom_code="MaxPoolingWithArgmax2D",
-            custom_options=pool_params(padding, stride, filter, activation))],
-        inputs=[0], outputs=[1, 2])
+        [
+            Op(
+                "CUSTOM",
+                [0],
+                [1, 2],
+                custom_code="MaxPoolingWithArgmax2D",
+                custom_options=pool_params(padding, stride, filter, activation),
+            )
+        ],
+        inputs=[0],
+        outputs=[1, 2],
+    )
 
 
 def pool_unpool_model(shape=(1, 8, 8, 3)) -> bytes:
@@ -84,35 +145,54 @@ def pool_unpool_model(shape=(1, 8, 8, 3)) -> bytes:
     half = [shape[0], shape[1] // 2, shape[2] // 2, shape[3]]
     return build_model(
         [T("x", list(shape)), T("pooled", half), T("argmax", half), T("unpooled", list(shape))],
-        [Op("CUSTOM", [0], [1, 2], custom_code="MaxPoolingWithArgmax2D", custom_options=pool_params()),
-         Op("CUSTOM", [1, 2], [3], custom_code="MaxUnpooling2D", custom_options=pool_params())],
-        inputs=[0], outputs=[3])
+        [
+            Op("CUSTOM", [0], [1, 2], custom_code="MaxPoolingWithArgmax2D", custom_options=pool_params()),
+            Op("CUSTOM", [1, 2], [3], custom_code="MaxUnpooling2D", custom_options=pool_params()),
+        ],
+        inputs=[0],
+        outputs=[3],
+    )
 
 
 def deconv_model(padding="same", stride=(2, 2)) -> bytes:
     rng = np.random.default_rng(3)
     w = rng.normal(0, 0.5, (4, 3, 3, 2)).astype(np.float32)  # [O, kh, kw, I]
     b = rng.normal(0, 0.5, 4).astype(np.float32)
-    out = [1, 5 * stride[0], 5 * stride[1], 4] if padding == "same" else [1, 4 * stride[0] + 3, 4 * stride[1] + 3, 4]
+    out = (
+        [1, 5 * stride[0], 5 * stride[1], 4]
+        if padding == "same"
+        else [1, 4 * stride[0] + 3, 4 * stride[1] + 3, 4]
+    )
     opts = struct.pack("<3i", {"same": 1, "valid": 2}[padding], stride[1], stride[0])
     return build_model(
         [T("x", [1, 5, 5, 2]), T("w", list(w.shape), data=w), T("b", [4], data=b), T("y", out)],
         [Op("CUSTOM", [0, 1, 2], [3], custom_code="Convolution2DTransposeBias", custom_options=opts)],
-        inputs=[0], outputs=[3])
+        inputs=[0],
+        outputs=[3],
+    )
 
 
 # -- rebuild + verify (against the runtime where it has the op) ----------------------------------------
+
 
 @pytest.mark.parametrize("padding,stride", [("same", (2, 2)), ("valid", (1, 1))], ids=["same-s2", "valid-s1"])
 def test_convolution_2d_transpose_bias(tfl, padding, stride):
     tfl.check(tfl.crafted(deconv_model(padding, stride)), "Convolution2DTransposeBias")
 
 
-@pytest.mark.parametrize("padding,stride,filter,activation", [
-    ("same", (2, 2), (3, 3), 0), ("same", (1, 1), (3, 3), 1), ("valid", (2, 1), (3, 2), 3),
-], ids=["same-3x3-s2", "same-3x3-s1-relu", "valid-3x2-s2x1-relu6"])
+@pytest.mark.parametrize(
+    "padding,stride,filter,activation",
+    [
+        ("same", (2, 2), (3, 3), 0),
+        ("same", (1, 1), (3, 3), 1),
+        ("valid", (2, 1), (3, 2), 3),
+    ],
+    ids=["same-3x3-s2", "same-3x3-s1-relu", "valid-3x2-s2x1-relu6"],
+)
 def test_max_pooling_with_argmax_2d(tfl, padding, stride, filter, activation):
-    tfl.check(tfl.crafted(pool_model((1, 9, 8, 3), padding, stride, filter, activation)), "MaxPoolingWithArgmax2D")
+    tfl.check(
+        tfl.crafted(pool_model((1, 9, 8, 3), padding, stride, filter, activation)), "MaxPoolingWithArgmax2D"
+    )
 
 
 def test_max_unpooling_2d(tfl):
@@ -144,9 +224,10 @@ def test_landmarks_2_transform_matrix_v1(tfl):
 
 # -- the Keras layers against the numpy references, on chosen inputs -----------------------------------
 
+
 def _layer_outputs(tmp_path, blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.verify import load_module, run_keras
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.verify.end_to_end import load_module, run_keras
 
     path = tmp_path / "model.tflite"
     path.write_bytes(blob)
@@ -196,23 +277,32 @@ def test_max_unpooling_2d_layer_matches_reference(tmp_path):
 
 
 def test_max_unpooling_2d_overlapping_windows_refused(tmp_path):
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.ops.registry import ConversionError
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.rebuild.ops.registry import ConversionError
 
     blob = build_model(
         [T("x", [1, 4, 4, 1]), T("i", [1, 4, 4, 1]), T("y", [1, 12, 12, 1])],
-        [Op("CUSTOM", [0, 1], [2], custom_code="MaxUnpooling2D", custom_options=pool_params("same", (2, 2), (3, 3)))],
-        inputs=[0, 1], outputs=[2])
+        [
+            Op(
+                "CUSTOM",
+                [0, 1],
+                [2],
+                custom_code="MaxUnpooling2D",
+                custom_options=pool_params("same", (2, 2), (3, 3)),
+            )
+        ],
+        inputs=[0, 1],
+        outputs=[2],
+    )
     (tmp_path / "m.tflite").write_bytes(blob)
     with pytest.raises(ConversionError, match="stride"):
         write_generated(str(tmp_path / "m.tflite"), str(tmp_path / "gen"))
 
 
 def test_bad_options_are_a_conversion_error(tmp_path):
-    from tfl_rebuild.keras_job import write_generated
-    from tfl_rebuild.ops.registry import ConversionError
+    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.rebuild.ops.registry import ConversionError
 
     (tmp_path / "m.tflite").write_bytes(matrix_model(options={**MATRIX_OPTIONS, "subset_idxs": [0, 99]}))
     with pytest.raises(ConversionError, match="out of range"):
         write_generated(str(tmp_path / "m.tflite"), str(tmp_path / "gen"))
-

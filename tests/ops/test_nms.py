@@ -12,8 +12,9 @@ N = 12  # boxes; inputs are uniform in [-1, 1), so corners come in any order and
 
 def _v4(max_out, iou, score):
     def fn(boxes, scores):
-        idx, valid = tf.image.non_max_suppression_padded(boxes, scores, max_out, iou, score,
-                                                         pad_to_max_output_size=True)
+        idx, valid = tf.image.non_max_suppression_padded(
+            boxes, scores, max_out, iou, score, pad_to_max_output_size=True
+        )
         return idx, valid
 
     return fn
@@ -21,9 +22,15 @@ def _v4(max_out, iou, score):
 
 def _v5(max_out, iou, score, sigma):
     def fn(boxes, scores):
-        out = tf.raw_ops.NonMaxSuppressionV5(boxes=boxes, scores=scores, max_output_size=max_out,
-                                             iou_threshold=iou, score_threshold=score, soft_nms_sigma=sigma,
-                                             pad_to_max_output_size=True)
+        out = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes,
+            scores=scores,
+            max_output_size=max_out,
+            iou_threshold=iou,
+            score_threshold=score,
+            soft_nms_sigma=sigma,
+            pad_to_max_output_size=True,
+        )
         return out.selected_indices, out.selected_scores, out.valid_outputs
 
     return fn
@@ -46,25 +53,37 @@ def test_non_max_suppression_v5(tfl, case):
 
 
 def test_computed_max_output_size_refused(tfl):
-    from tfl_rebuild.ops import ConversionError, lookup
-    from tfl_rebuild.passes import prepare
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.rebuild.ops import ConversionError, lookup
+    from tfl_rebuild.rebuild.passes.pipeline import prepare
+    from tfl_rebuild.tflite.reader import read_model
 
     def fn(boxes, scores, k):
-        return tf.raw_ops.NonMaxSuppressionV4(boxes=boxes, scores=scores, max_output_size=k[0], iou_threshold=0.5,
-                                              score_threshold=0.0, pad_to_max_output_size=True)[0]
+        return tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes,
+            scores=scores,
+            max_output_size=k[0],
+            iou_threshold=0.5,
+            score_threshold=0.0,
+            pad_to_max_output_size=True,
+        )[0]
 
     model = read_model(str(tfl.function(fn, [N, 4], [N], ([1], tf.int32))))
     ctx, ops = prepare(model)
     op = next(o for o in ops if o.opcode == "NON_MAX_SUPPRESSION_V4")
-    with pytest.raises(ConversionError, match=r"max_output_size .* is computed at run time, so the number of "
-                                              r"selected boxes is not static; rebuild the model up to its boxes "
-                                              r"'serving_default_boxes:0' \[12, 4\] and scores"):
+    with pytest.raises(
+        ConversionError,
+        match=r"max_output_size .* is computed at run time, so the number of "
+        r"selected boxes is not static; rebuild the model up to its boxes "
+        r"'serving_default_boxes:0' \[12, 4\] and scores",
+    ):
         lookup(op, model.main)(op, ctx)
 
 
 @pytest.mark.parametrize("case", ["v4", "v5-soft"])
 def test_core_ml(tfl, case):
-    fn, op = (_v4(*V4["iou-0.3-score-0"]), "NON_MAX_SUPPRESSION_V4") if case == "v4" else \
-        (_v5(*V5["soft-and-hard"]), "NON_MAX_SUPPRESSION_V5")
+    fn, op = (
+        (_v4(*V4["iou-0.3-score-0"]), "NON_MAX_SUPPRESSION_V4")
+        if case == "v4"
+        else (_v5(*V5["soft-and-hard"]), "NON_MAX_SUPPRESSION_V5")
+    )
     tfl.core_ml(tfl.function(fn, [N, 4], [N]), op)

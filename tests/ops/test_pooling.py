@@ -11,14 +11,21 @@ POOL = {"AVERAGE_POOL_2D": tf.nn.avg_pool2d, "MAX_POOL_2D": tf.nn.max_pool2d}
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
-@pytest.mark.parametrize("size, strides", [((2, 2), (2, 2)), ((3, 3), (1, 1)), ((3, 2), (2, 1))],
-                         ids=["2x2-s2", "3x3-s1", "3x2-s2x1"])
+@pytest.mark.parametrize(
+    "size, strides",
+    [((2, 2), (2, 2)), ((3, 3), (1, 1)), ((3, 2), (2, 1))],
+    ids=["2x2-s2", "3x3-s1", "3x2-s2x1"],
+)
 @pytest.mark.parametrize("op", POOL)
 def test_pool(tfl, op, size, strides, padding):
     tfl.check(tfl.function(lambda x: POOL[op](x, size, strides, padding), X), op)
 
 
-ACTIVATIONS = {"relu": tf.nn.relu, "relu6": tf.nn.relu6, "relu_n1_to_1": lambda x: tf.clip_by_value(x, -1.0, 1.0)}
+ACTIVATIONS = {
+    "relu": tf.nn.relu,
+    "relu6": tf.nn.relu6,
+    "relu_n1_to_1": lambda x: tf.clip_by_value(x, -1.0, 1.0),
+}
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
@@ -26,10 +33,13 @@ ACTIVATIONS = {"relu": tf.nn.relu, "relu6": tf.nn.relu6, "relu_n1_to_1": lambda 
 def test_pool_fused_activation(tfl, op, act):
     # x * 8 before the pool, so the fused activation clips.
     path = tfl.function(lambda x: ACTIVATIONS[act](POOL[op](x * 8.0, 2, 1, "SAME")), X)
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.tflite.reader import read_model
 
-    fused = [o.options.get("fused_activation_function") for o in read_model(str(path)).main.operators
-             if o.opcode == op]
+    fused = [
+        o.options.get("fused_activation_function")
+        for o in read_model(str(path)).main.operators
+        if o.opcode == op
+    ]
     assert act.upper() in fused, f"{act} did not fuse into {op}: {fused}"
     tfl.check(path, op)
 
@@ -77,11 +87,20 @@ def _l2_pool_model(padding, stride, size, activation) -> bytes:
         return -(-n // s) if padding == "SAME" else (n - k) // s + 1
 
     shape = [1, out(7, stride[0], size[0]), out(8, stride[1], size[1]), 3]
-    options = {"padding": padding, "stride_h": stride[0], "stride_w": stride[1], "filter_height": size[0],
-               "filter_width": size[1], "fused_activation_function": activation}
-    return build_model([T("x", [1, 7, 8, 3]), T("y", shape)],
-                       [Op("L2_POOL_2D", [0], [1], options=options, options_type="Pool2DOptions")],
-                       inputs=[0], outputs=[1])
+    options = {
+        "padding": padding,
+        "stride_h": stride[0],
+        "stride_w": stride[1],
+        "filter_height": size[0],
+        "filter_width": size[1],
+        "fused_activation_function": activation,
+    }
+    return build_model(
+        [T("x", [1, 7, 8, 3]), T("y", shape)],
+        [Op("L2_POOL_2D", [0], [1], options=options, options_type="Pool2DOptions")],
+        inputs=[0],
+        outputs=[1],
+    )
 
 
 @pytest.mark.parametrize("case", L2_POOL)

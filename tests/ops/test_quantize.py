@@ -62,7 +62,7 @@ def test_fp16_weights_dequantize(tfl):
 @pytest.mark.parametrize("op", ["QUANTIZE", "DEQUANTIZE"])
 def test_not_converters(op):
     """They are graph rewrites: no converter may claim them."""
-    from tfl_rebuild.ops import REGISTRY
+    from tfl_rebuild.rebuild.ops import REGISTRY
 
     assert not any(key[0] == op for key in REGISTRY)
 
@@ -81,10 +81,12 @@ def test_requantize_before_concatenation(tfl):
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
     path = tfl.crafted(conv.convert())
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.tflite.reader import read_model
 
     sg = read_model(str(path)).main
-    requant = [op for op in sg.operators if op.opcode == "QUANTIZE" and sg.tensors[op.inputs[0]].dtype == "int8"]
+    requant = [
+        op for op in sg.operators if op.opcode == "QUANTIZE" and sg.tensors[op.inputs[0]].dtype == "int8"
+    ]
     assert requant, "the converter did not requantize the logistic's output"
     tfl.check(path, "CONCATENATION", max_lsb=2.0)
 
@@ -115,42 +117,94 @@ def _int4_model(case: str) -> bytes:
             b = T("b", [odd], data=rng.normal(0, 0.1, odd).astype(np.float32))
         else:
             bt = "int32" if act == "int8" else "int64"
-            b = T("b", [odd], bt, data=rng.integers(-100, 100, odd).astype(bt), scale=(ws * sx).tolist(),
-                  zero_point=[0] * odd)
+            b = T(
+                "b",
+                [odd],
+                bt,
+                data=rng.integers(-100, 100, odd).astype(bt),
+                scale=(ws * sx).tolist(),
+                zero_point=[0] * odd,
+            )
         zero = 1 if act == "int8" else 0  # int16 activations are symmetric
-        y = T("y", [1, odd], act, scale=None if sy is None else [sy], zero_point=None if sy is None else [zero])
+        y = T(
+            "y", [1, odd], act, scale=None if sy is None else [sy], zero_point=None if sy is None else [zero]
+        )
         version = {"float32": 10, "int8": 10, "int16": 13}[act]
-        ops = [Op("FULLY_CONNECTED", [0, 1, 2], [3], options={"fused_activation_function": "NONE"}, version=version)]
+        ops = [
+            Op(
+                "FULLY_CONNECTED",
+                [0, 1, 2],
+                [3],
+                options={"fused_activation_function": "NONE"},
+                version=version,
+            )
+        ]
         return build_model([x, w, b, y], ops, inputs=[0], outputs=[3])
     if case == "conv-int8":
         q = rng.integers(-7, 8, (3, 3, 3, 2)).astype(np.int8)
         ws = rng.uniform(0.02, 0.05, 3).astype(np.float32)
-        tensors = [T("x", [1, 6, 6, 2], "int8", scale=[1 / 128], zero_point=[3]),
-                   T("w", [3, 3, 3, 2], "int4", data=_int4(q), scale=ws.tolist(), zero_point=[0] * 3),
-                   T("b", [3], "int32", data=rng.integers(-200, 200, 3).astype(np.int32), scale=(ws / 128).tolist(),
-                     zero_point=[0] * 3),
-                   T("y", [1, 6, 6, 3], "int8", scale=[0.05], zero_point=[-5])]
-        ops = [Op("CONV_2D", [0, 1, 2], [3], options={"padding": "SAME", "stride_w": 1, "stride_h": 1,
-                                                      "fused_activation_function": "RELU"}, version=7)]
+        tensors = [
+            T("x", [1, 6, 6, 2], "int8", scale=[1 / 128], zero_point=[3]),
+            T("w", [3, 3, 3, 2], "int4", data=_int4(q), scale=ws.tolist(), zero_point=[0] * 3),
+            T(
+                "b",
+                [3],
+                "int32",
+                data=rng.integers(-200, 200, 3).astype(np.int32),
+                scale=(ws / 128).tolist(),
+                zero_point=[0] * 3,
+            ),
+            T("y", [1, 6, 6, 3], "int8", scale=[0.05], zero_point=[-5]),
+        ]
+        ops = [
+            Op(
+                "CONV_2D",
+                [0, 1, 2],
+                [3],
+                options={
+                    "padding": "SAME",
+                    "stride_w": 1,
+                    "stride_h": 1,
+                    "fused_activation_function": "RELU",
+                },
+                version=7,
+            )
+        ]
         return build_model(tensors, ops, inputs=[0], outputs=[3])
     # EMBEDDING_LOOKUP v4: an int4 table, or int8 with one scale per row (hybrid: float output). Rows
     # of an even length: the kernel starts each int4 row at byte (row * length) / 2.
     int4 = case == "embedding-int4"
-    q = rng.integers(-8, 8, (odd, 4)).astype(np.int8) if int4 else rng.integers(-127, 128, (odd, 4)).astype(np.int8)
+    q = (
+        rng.integers(-8, 8, (odd, 4)).astype(np.int8)
+        if int4
+        else rng.integers(-127, 128, (odd, 4)).astype(np.int8)
+    )
     scales = rng.uniform(0.05, 0.2, odd).astype(np.float32).tolist()
-    tensors = [T("ids", [4], "int32"),
-               T("table", [odd, 4], "int4" if int4 else "int8", data=_int4(q) if int4 else q, scale=scales,
-                 zero_point=[0] * odd),
-               T("rows", [4, 4])]
+    tensors = [
+        T("ids", [4], "int32"),
+        T(
+            "table",
+            [odd, 4],
+            "int4" if int4 else "int8",
+            data=_int4(q) if int4 else q,
+            scale=scales,
+            zero_point=[0] * odd,
+        ),
+        T("rows", [4, 4]),
+    ]
     return build_model(tensors, [Op("EMBEDDING_LOOKUP", [0, 1], [2], version=4)], inputs=[0], outputs=[2])
 
 
-@pytest.mark.parametrize("case", ["fc-hybrid", "fc-int8", "fc-int16", "conv-int8", "embedding-int4",
-                                  "embedding-per-row-int8"])
+@pytest.mark.parametrize(
+    "case", ["fc-hybrid", "fc-int8", "fc-int16", "conv-int8", "embedding-int4", "embedding-per-row-int8"]
+)
 def test_int4_and_per_row_weights(tfl, case):
     path = tfl.crafted(_int4_model(case))
-    op = "EMBEDDING_LOOKUP" if case.startswith("embedding") else ("CONV_2D" if case.startswith("conv") else
-                                                                   "FULLY_CONNECTED")
+    op = (
+        "EMBEDDING_LOOKUP"
+        if case.startswith("embedding")
+        else ("CONV_2D" if case.startswith("conv") else "FULLY_CONNECTED")
+    )
     quantized_out = case in ("fc-int8", "fc-int16", "conv-int8")
     tfl.check(path, op, max_lsb=2.0 if quantized_out else None)
 
@@ -161,13 +215,19 @@ def test_int4_and_per_row_weights(tfl, case):
 def _halves_model(op: str, act: str):
     x = keras.Input((8, 8, 2), batch_size=1)
     a = keras.layers.Conv2D(8, 3, padding="same", kernel_initializer=W)(x)
-    y = keras.layers.AveragePooling2D(2)(a) if op == "AVERAGE_POOL_2D" else \
-        keras.layers.Resizing(16, 16, interpolation="bilinear")(a)
+    y = (
+        keras.layers.AveragePooling2D(2)(a)
+        if op == "AVERAGE_POOL_2D"
+        else keras.layers.Resizing(16, 16, interpolation="bilinear")(a)
+    )
     conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, y))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([x] for x in _calibration_8x8())
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if act == "int8" else
-                                      tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    conv.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        if act == "int8"
+        else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]
     conv.inference_input_type = conv.inference_output_type = tf.int8 if act == "int8" else tf.int16
     return conv.convert()
 
@@ -182,10 +242,10 @@ def _calibration_8x8() -> list:
 def test_exact_halves_round_like_the_kernel(tfl, op, act):
     """A 2x2 average or a 2x bilinear resize lands on .5 for a quarter of the elements or more;
     rounded to even they were 1 LSB off TFLite in 3-20% of them (and the error grew downstream)."""
-    from tfl_rebuild.measure import to_float
-    from tfl_rebuild.reader import read_model
-    from tfl_rebuild.runtime import make_interpreter, random_inputs, run
-    from tfl_rebuild.verify import load_module, run_keras
+    from tfl_rebuild.runtime.interpreter import make_interpreter, random_inputs, run
+    from tfl_rebuild.tflite.reader import read_model
+    from tfl_rebuild.verify.end_to_end import load_module, run_keras
+    from tfl_rebuild.verify.measure import to_float
 
     path = tfl.crafted(_halves_model(op, act))
     tfl.check(path, op, max_lsb=2.0)
@@ -223,12 +283,18 @@ def _int16_rounding_model(case: str) -> bytes:
     si, so, shape, op, options = INT16_ROUNDING[case]
     if op in ("MEAN", "SUM"):
         out = [1, 1, 1, shape[-1]] if options["keep_dims"] else [1, shape[-1]]
-        tensors = [T("x", shape, "int16", scale=[si], zero_point=[0]), T("axis", [2], "int32", data=np.array([1, 2], np.int32)),
-                   T("y", out, "int16", scale=[so], zero_point=[0])]
+        tensors = [
+            T("x", shape, "int16", scale=[si], zero_point=[0]),
+            T("axis", [2], "int32", data=np.array([1, 2], np.int32)),
+            T("y", out, "int16", scale=[so], zero_point=[0]),
+        ]
         ops = [Op(op, [0, 1], [2], options=options, options_type="ReducerOptions")]
     else:
         out = ("int8", 3) if case == "requantize-int8" else ("int16", 0)
-        tensors = [T("x", shape, "int16", scale=[si], zero_point=[0]), T("y", shape, out[0], scale=[so], zero_point=[out[1]])]
+        tensors = [
+            T("x", shape, "int16", scale=[si], zero_point=[0]),
+            T("y", shape, out[0], scale=[so], zero_point=[out[1]]),
+        ]
         ops = [Op("QUANTIZE", [0], [1])]
     return build_model(tensors, ops, inputs=[0], outputs=[len(tensors) - 1])
 
@@ -241,10 +307,10 @@ def test_int16_kernels_round_like_the_runtime(tfl, case):
     off TFLite; now the requantized ones match exactly and the means to float32's own sum of 256
     values (2 of 384 one step off, ~3e-3 of a step from a half). The int16 SUM rounds in float, its
     exact halves away from zero (3% of them one step off when rounded to even)."""
-    from tfl_rebuild.measure import to_float
-    from tfl_rebuild.reader import read_model
-    from tfl_rebuild.runtime import make_interpreter, random_inputs, run
-    from tfl_rebuild.verify import load_module, run_keras
+    from tfl_rebuild.runtime.interpreter import make_interpreter, random_inputs, run
+    from tfl_rebuild.tflite.reader import read_model
+    from tfl_rebuild.verify.end_to_end import load_module, run_keras
+    from tfl_rebuild.verify.measure import to_float
 
     path = tfl.crafted(_int16_rounding_model(case))
     op = INT16_ROUNDING[case][3]
@@ -276,15 +342,22 @@ def test_quantize_of_a_float_multiplies_by_the_reciprocal(tfl, dtype):
     float32 values at halves of a step: 9-13% of those were one step off, none now."""
     from flatbuf import Op, T, build_model
 
-    from tfl_rebuild.measure import to_float
-    from tfl_rebuild.reader import read_model
-    from tfl_rebuild.runtime import make_interpreter, run
-    from tfl_rebuild.verify import load_module, run_keras
+    from tfl_rebuild.runtime.interpreter import make_interpreter, run
+    from tfl_rebuild.tflite.reader import read_model
+    from tfl_rebuild.verify.end_to_end import load_module, run_keras
+    from tfl_rebuild.verify.measure import to_float
 
-    scale, zp, lo, hi = {"int8": (0.0371, 3, -128, 127), "uint8": (0.0371, 128, 0, 255),
-                         "int16": (1.4286487e-4, 0, -32768, 32767)}[dtype]
-    blob = build_model([T("x", [1, 8192]), T("y", [1, 8192], dtype, scale=[scale], zero_point=[zp])],
-                       [Op("QUANTIZE", [0], [1])], inputs=[0], outputs=[1])
+    scale, zp, lo, hi = {
+        "int8": (0.0371, 3, -128, 127),
+        "uint8": (0.0371, 128, 0, 255),
+        "int16": (1.4286487e-4, 0, -32768, 32767),
+    }[dtype]
+    blob = build_model(
+        [T("x", [1, 8192]), T("y", [1, 8192], dtype, scale=[scale], zero_point=[zp])],
+        [Op("QUANTIZE", [0], [1])],
+        inputs=[0],
+        outputs=[1],
+    )
     path = tfl.crafted(blob)
     tfl.check(path, "QUANTIZE", max_lsb=1.0)
     sg = read_model(str(path)).main

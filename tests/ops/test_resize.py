@@ -7,8 +7,10 @@ import pytest
 import tensorflow as tf
 
 X = [1, 4, 5, 2]
-RESIZE = {"RESIZE_BILINEAR": tf.compat.v1.image.resize_bilinear,
-          "RESIZE_NEAREST_NEIGHBOR": tf.compat.v1.image.resize_nearest_neighbor}
+RESIZE = {
+    "RESIZE_BILINEAR": tf.compat.v1.image.resize_bilinear,
+    "RESIZE_NEAREST_NEIGHBOR": tf.compat.v1.image.resize_nearest_neighbor,
+}
 MODES = {"default": {}, "align_corners": {"align_corners": True}, "half_pixel": {"half_pixel_centers": True}}
 SIZES = {"x2": [8, 10], "x3x2": [12, 10], "fractional": [7, 8], "down": [3, 2], "1x1": [1, 1]}
 
@@ -38,9 +40,13 @@ def test_upsampling2d_bilinear(tfl):
 
 @pytest.mark.parametrize("block", [2, 3])
 def test_depth_to_space(tfl, block):
-    tfl.check(tfl.function(lambda x: tf.nn.depth_to_space(x, block), [1, 2, 3, 2 * block * block]), "DEPTH_TO_SPACE")
+    tfl.check(
+        tfl.function(lambda x: tf.nn.depth_to_space(x, block), [1, 2, 3, 2 * block * block]), "DEPTH_TO_SPACE"
+    )
 
 
 @pytest.mark.parametrize("block", [2, 3])
 def test_space_to_depth(tfl, block):
-    tfl.check(tfl.function(lambda x: tf.nn.space_to_depth(x, block), [1, 2 * block, 3 * block, 2]), "SPACE_TO_DEPTH")
+    tfl.check(
+        tfl.function(lambda x: tf.nn.space_to_depth(x, block), [1, 2 * block, 3 * block, 2]), "SPACE_TO_DEPTH"
+    )

@@ -6,9 +6,12 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-UNSORTED = {"UNSORTED_SEGMENT_SUM": tf.math.unsorted_segment_sum, "UNSORTED_SEGMENT_MAX": tf.math.unsorted_segment_max,
-            "UNSORTED_SEGMENT_MIN": tf.math.unsorted_segment_min,
-            "UNSORTED_SEGMENT_PROD": tf.math.unsorted_segment_prod}
+UNSORTED = {
+    "UNSORTED_SEGMENT_SUM": tf.math.unsorted_segment_sum,
+    "UNSORTED_SEGMENT_MAX": tf.math.unsorted_segment_max,
+    "UNSORTED_SEGMENT_MIN": tf.math.unsorted_segment_min,
+    "UNSORTED_SEGMENT_PROD": tf.math.unsorted_segment_prod,
+}
 
 CASES = {
     "rows": ([0, 2, 1, 2, 0], 3, [5, 3]),
@@ -41,9 +44,9 @@ def test_segment_sum(tfl, ids):
 
 
 def test_segment_sum_computed_ids_refused(tfl):
-    from tfl_rebuild.ops import ConversionError, lookup
-    from tfl_rebuild.passes import prepare
-    from tfl_rebuild.reader import read_model
+    from tfl_rebuild.rebuild.ops import ConversionError, lookup
+    from tfl_rebuild.rebuild.passes.pipeline import prepare
+    from tfl_rebuild.tflite.reader import read_model
 
     path = tfl.function(lambda x, i: tf.math.unsorted_segment_sum(x, i, 3), [4, 2], ([4], tf.int32))
     model = read_model(str(path))

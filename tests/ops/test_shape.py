@@ -11,8 +11,11 @@ from flatbuf import Op, T, build_model
 X = [1, 4, 3, 2]
 
 
-@pytest.mark.parametrize("shape", [[1, 12, 2], [1, 24], [2, 12], [4, 6], [24]],
-                         ids=["keep-batch", "flatten", "move-batch", "split-batch", "rank-1"])
+@pytest.mark.parametrize(
+    "shape",
+    [[1, 12, 2], [1, 24], [2, 12], [4, 6], [24]],
+    ids=["keep-batch", "flatten", "move-batch", "split-batch", "rank-1"],
+)
 def test_reshape(tfl, shape):
     tfl.check(tfl.function(lambda x: tf.reshape(x, shape), X), "RESHAPE")
 
@@ -28,8 +31,11 @@ def test_expand_dims(tfl, axis):
     tfl.check(tfl.function(lambda x: tf.expand_dims(x, axis), [None, 3, 2]), "EXPAND_DIMS")
 
 
-@pytest.mark.parametrize("perm", [[0, 3, 1, 2], [0, 2, 1, 3], [3, 1, 2, 0], [1, 0, 2, 3]],
-                         ids=["nhwc-nchw", "swap-hw", "swap-batch", "batch-second"])
+@pytest.mark.parametrize(
+    "perm",
+    [[0, 3, 1, 2], [0, 2, 1, 3], [3, 1, 2, 0], [1, 0, 2, 3]],
+    ids=["nhwc-nchw", "swap-hw", "swap-batch", "batch-second"],
+)
 def test_transpose(tfl, perm):
     # Batch 2: moving a size-1 axis would be a RESHAPE.
     tfl.check(tfl.function(lambda x: tf.transpose(x, perm), [2, 4, 3, 2]), "TRANSPOSE")
@@ -78,10 +84,17 @@ def test_padv2_minus_inf_then_max_pool(tfl):
     -inf could not be written into the generated code)."""
     pool = {"padding": "VALID", "stride_w": 2, "stride_h": 2, "filter_width": 3, "filter_height": 3}
     blob = build_model(
-        [T("x", [1, 9, 8, 3]), T("pads", [4, 2], "int32", np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32)),
-         T("minus_inf", [], data=np.array(-np.inf, np.float32)), T("padded", [1, 11, 10, 3]), T("y", [1, 5, 4, 3])],
+        [
+            T("x", [1, 9, 8, 3]),
+            T("pads", [4, 2], "int32", np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32)),
+            T("minus_inf", [], data=np.array(-np.inf, np.float32)),
+            T("padded", [1, 11, 10, 3]),
+            T("y", [1, 5, 4, 3]),
+        ],
         [Op("PADV2", [0, 1, 2], [3], options_type="PadV2Options"), Op("MAX_POOL_2D", [3], [4], options=pool)],
-        inputs=[0], outputs=[4])
+        inputs=[0],
+        outputs=[4],
+    )
     tfl.check(tfl.crafted(blob), "PADV2")
 
 
@@ -91,8 +104,11 @@ def test_mirror_pad(tfl, mode, pads):
     tfl.check(tfl.function(lambda x: tf.pad(x, PADS[pads], mode=mode), X), "MIRROR_PAD")
 
 
-@pytest.mark.parametrize("pads", [[[0, 0], [1, 1], [1, 1], [0, 0]], [[0, 0], [2, 0], [1, 3], [0, 0]]],
-                         ids=["replicate-by-1", "uneven"])
+@pytest.mark.parametrize(
+    "pads",
+    [[[0, 0], [1, 1], [1, 1], [0, 0]], [[0, 0], [2, 0], [1, 3], [0, 0]]],
+    ids=["replicate-by-1", "uneven"],
+)
 @pytest.mark.parametrize("mode", ["REFLECT", "SYMMETRIC"])
 def test_mirror_pad_core_ml(tfl, mode, pads):
     """coremltools converts a SYMMETRIC tf.pad as REFLECT (rel 1.29 on a replicate-by-1 pad, the
@@ -136,11 +152,25 @@ def test_strided_slice_offset(tfl):
     from flatbuf import Op, T, build_model
 
     blob = build_model(
-        [T("x", X), T("b", [4], "int32", data=np.array([0, 1, 0, 1], np.int32)),
-         T("e", [4], "int32", data=np.array([1, 2, 3, 1], np.int32)),
-         T("s", [4], "int32", data=np.array([1, 1, 1, 1], np.int32)), T("y", [1, 2, 3, 1])],
-        [Op("STRIDED_SLICE", [0, 1, 2, 3], [4], options={"offset": True}, options_type="StridedSliceOptions")],
-        inputs=[0], outputs=[4])
+        [
+            T("x", X),
+            T("b", [4], "int32", data=np.array([0, 1, 0, 1], np.int32)),
+            T("e", [4], "int32", data=np.array([1, 2, 3, 1], np.int32)),
+            T("s", [4], "int32", data=np.array([1, 1, 1, 1], np.int32)),
+            T("y", [1, 2, 3, 1]),
+        ],
+        [
+            Op(
+                "STRIDED_SLICE",
+                [0, 1, 2, 3],
+                [4],
+                options={"offset": True},
+                options_type="StridedSliceOptions",
+            )
+        ],
+        inputs=[0],
+        outputs=[4],
+    )
     tfl.check(tfl.crafted(blob), "STRIDED_SLICE")
 
 
@@ -190,16 +220,28 @@ def _dilated_conv_model(kind: str, padding: str, rate: int, pads, crops, shape=(
         opts_type, extra = "DepthwiseConv2DOptions", {"depth_multiplier": 1}
     i32 = np.int32
     tensors = [
-        T("x", list(shape)), T("block", [2], "int32", data=np.array([rate, rate], i32)),
-        T("pads", [2, 2], "int32", data=np.array(pads, i32)), T("phases", [n * rate * rate, ph, pw, c]),
-        T("kernel", list(kernel.shape), data=kernel), T("bias", [cout], data=rng.normal(size=cout).astype(np.float32)),
-        T("conv", [n * rate * rate, oh, ow, cout]), T("crops", [2, 2], "int32", data=np.array(crops, i32)),
+        T("x", list(shape)),
+        T("block", [2], "int32", data=np.array([rate, rate], i32)),
+        T("pads", [2, 2], "int32", data=np.array(pads, i32)),
+        T("phases", [n * rate * rate, ph, pw, c]),
+        T("kernel", list(kernel.shape), data=kernel),
+        T("bias", [cout], data=rng.normal(size=cout).astype(np.float32)),
+        T("conv", [n * rate * rate, oh, ow, cout]),
+        T("crops", [2, 2], "int32", data=np.array(crops, i32)),
         T("y", [n, out_h, out_w, cout]),
     ]
-    conv_options = {"padding": "VALID", "stride_h": 1, "stride_w": 1, "fused_activation_function": "RELU", **extra}
-    ops = [Op("SPACE_TO_BATCH_ND", [0, 1, 2], [3]),
-           Op(kind, [3, 4, 5], [6], options=conv_options, options_type=opts_type),
-           Op("BATCH_TO_SPACE_ND", [6, 1, 7], [8])]
+    conv_options = {
+        "padding": "VALID",
+        "stride_h": 1,
+        "stride_w": 1,
+        "fused_activation_function": "RELU",
+        **extra,
+    }
+    ops = [
+        Op("SPACE_TO_BATCH_ND", [0, 1, 2], [3]),
+        Op(kind, [3, 4, 5], [6], options=conv_options, options_type=opts_type),
+        Op("BATCH_TO_SPACE_ND", [6, 1, 7], [8]),
+    ]
     return build_model(tensors, ops, inputs=[0], outputs=[8])
 
 
@@ -232,13 +274,29 @@ def test_dilated_conv_pattern(tfl, case):
 # folds ellipsis and new-axis masks away, other producers leave them in.
 MASKED_SLICES = {
     "ellipsis-first": ([0, 1], [0, 3], [1, 1], {"ellipsis_mask": 1}, (Ellipsis, slice(1, 3))),
-    "ellipsis-middle": ([1, 0, 2], [2, 0, 4], [1, 1, 1], {"ellipsis_mask": 2}, (slice(1, 2), Ellipsis, slice(2, 4))),
+    "ellipsis-middle": (
+        [1, 0, 2],
+        [2, 0, 4],
+        [1, 1, 1],
+        {"ellipsis_mask": 2},
+        (slice(1, 2), Ellipsis, slice(2, 4)),
+    ),
     "ellipsis-shrink": ([0, 1], [0, 2], [1, 1], {"ellipsis_mask": 1, "shrink_axis_mask": 2}, (Ellipsis, 1)),
-    "new-axis": ([0, 0, 1], [0, 0, 3], [1, 1, 1], {"new_axis_mask": 2, "begin_mask": 1, "end_mask": 1},
-                 (slice(None), None, slice(1, 3))),
+    "new-axis": (
+        [0, 0, 1],
+        [0, 0, 3],
+        [1, 1, 1],
+        {"new_axis_mask": 2, "begin_mask": 1, "end_mask": 1},
+        (slice(None), None, slice(1, 3)),
+    ),
     "new-axis-first": ([0, 1], [0, 2], [1, 1], {"new_axis_mask": 1}, (None, slice(1, 2))),
-    "ellipsis-new-axis": ([0, 0, 0], [0, 0, 4], [1, 1, 2], {"ellipsis_mask": 1, "new_axis_mask": 2},
-                          (Ellipsis, None, slice(0, 4, 2))),
+    "ellipsis-new-axis": (
+        [0, 0, 0],
+        [0, 0, 4],
+        [1, 1, 2],
+        {"ellipsis_mask": 1, "new_axis_mask": 2},
+        (Ellipsis, None, slice(0, 4, 2)),
+    ),
 }
 
 
@@ -249,9 +307,13 @@ def test_strided_slice_masks(tfl, case):
     begin, end, strides, masks, index = MASKED_SLICES[case]
     out_shape = list(np.empty((2, 3, 4))[index].shape)
     n = len(begin)
-    tensors = [T("x", [2, 3, 4]), T("begin", [n], "int32", data=np.array(begin, np.int32)),
-               T("end", [n], "int32", data=np.array(end, np.int32)),
-               T("strides", [n], "int32", data=np.array(strides, np.int32)), T("y", out_shape)]
+    tensors = [
+        T("x", [2, 3, 4]),
+        T("begin", [n], "int32", data=np.array(begin, np.int32)),
+        T("end", [n], "int32", data=np.array(end, np.int32)),
+        T("strides", [n], "int32", data=np.array(strides, np.int32)),
+        T("y", out_shape),
+    ]
     op = Op("STRIDED_SLICE", [0, 1, 2, 3], [4], options=masks, options_type="StridedSliceOptions", version=8)
     tfl.check(tfl.crafted(build_model(tensors, [op], inputs=[0], outputs=[4])), "STRIDED_SLICE")
 
@@ -265,14 +327,22 @@ def _upsample_by_broadcast(x):  # nearest x2 as reshape [1, H, 1, W, 1, C] * one
     return tf.reshape(tf.transpose(y, [0, 5, 1, 2, 3, 4]), [1, 3, 8, 10])
 
 
-def _window_partition(x):  # Swin: [1, H/2, 2, W/2, 2, C] -> windows [-1, 2, 2, C], concatenated on a region axis
+def _window_partition(
+    x,
+):  # Swin: [1, H/2, 2, W/2, 2, C] -> windows [-1, 2, 2, C], concatenated on a region axis
     y = tf.transpose(tf.reshape(x, [1, 2, 2, 4, 2, 3]), [0, 1, 3, 2, 4, 5])
     return tf.reshape(tf.concat([y, y * 2.0], axis=5), [8, 2, 2, 6])
 
 
-@pytest.mark.parametrize("fn, shape", [(_pixel_shuffle, [1, 4, 5, 12]), (_upsample_by_broadcast, [1, 4, 5, 3]),
-                                       (_window_partition, [1, 4, 8, 3])],
-                         ids=["pixel-shuffle", "upsample-broadcast", "window-partition"])
+@pytest.mark.parametrize(
+    "fn, shape",
+    [
+        (_pixel_shuffle, [1, 4, 5, 12]),
+        (_upsample_by_broadcast, [1, 4, 5, 3]),
+        (_window_partition, [1, 4, 8, 3]),
+    ],
+    ids=["pixel-shuffle", "upsample-broadcast", "window-partition"],
+)
 def test_rank6_core_ml(tfl, fn, shape):
     # Core ML takes rank <= 5: the rank-6 region is rebuilt without its unit batch axis.
     tfl.core_ml(tfl.function(fn, shape), "TRANSPOSE")

@@ -1,0 +1,169 @@
+"""The `check` results as a rich table, one JSON document, or a Markdown coverage report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from tfl_rebuild.commands.check.run import PASSED, SKIPPED, UNCHECKED, Options, Row, Stage
+
+OUTCOME_STYLE = {"pass": "green", "fail": "red", "error": "red", "crash": "magenta", "timeout": "magenta"}
+
+
+def error_text(stage: Stage) -> str:
+    """The stage's max error: LSB for quantized outputs, else max rel (max |err| / max |ref|)."""
+    if stage.lsb is not None:
+        return f"{stage.lsb:.2f} LSB"
+    return "-" if stage.max_rel is None else f"{stage.max_rel:.2g}"
+
+
+def human_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def coreml_status(stage: Stage) -> str:
+    """The Core ML status with the precision it was converted with (fp16 / fp32)."""
+    prec = {"float16": "fp16", "float32": "fp32"}.get(stage.precision or "")
+    return f"{stage.status} {prec}" if prec and stage.status not in ("-", SKIPPED) else stage.status
+
+
+def summary(rows: list[Row], opts: Options) -> dict:
+    """Counts for the summary line and the JSON document."""
+    good = PASSED if opts.verify else PASSED | UNCHECKED
+    doc = {
+        "models": len(rows),
+        "passed": sum(r.outcome == "pass" for r in rows),
+        "keras_ok": sum(r.keras.status in good for r in rows),
+    }
+    if opts.coreml:
+        doc["coreml_ok"] = sum(r.coreml.status in good for r in rows)
+    for outcome in ("error", "crash", "timeout"):
+        doc[outcome] = sum(r.outcome == outcome for r in rows)
+    return doc
+
+
+def summary_line(rows: list[Row], opts: Options) -> str:
+    s, n = summary(rows, opts), len(rows)
+    parts = [
+        f"{s['passed']}/{n} passed",
+        f"Keras {'verified' if opts.verify else 'built'} {s['keras_ok']}/{n}",
+    ]
+    if opts.coreml:
+        parts.append(f"Core ML {'checked' if opts.verify else 'converted'} {s['coreml_ok']}/{n}")
+    return ", ".join(parts + [f"{s[k]} {k}" for k in ("error", "crash", "timeout") if s[k]])
+
+
+def print_table(rows: list[Row], opts: Options, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        "model",
+        "ops",
+        "params",
+        "quant",
+        "Keras",
+        "err",
+        "Core ML",
+        "err",
+        "s",
+        "result",
+        "first failure",
+        box=None,
+        pad_edge=False,
+    )
+    for k, col in enumerate(table.columns[:-1]):
+        col.no_wrap = True
+        col.justify = "right" if k in (1, 2, 5, 7, 8) else "left"
+    table.columns[-1].overflow = "fold"
+    if not console.is_terminal:  # a file or a pipe: room for the reasons instead of 80 columns
+        console.width = max(console.width, 160)
+    for r in rows:
+        style = OUTCOME_STYLE.get(r.outcome, "red")
+        table.add_row(
+            escape(r.name),
+            "-" if r.ops is None else str(r.ops),
+            human_count(r.params),
+            r.quantization or "-",
+            _styled(r.keras),
+            error_text(r.keras),
+            _styled(r.coreml, coreml_status(r.coreml)),
+            error_text(r.coreml),
+            f"{r.seconds:.0f}",
+            f"[{style}]{r.outcome}[/{style}]",
+            escape(r.reason),
+        )
+    console.print(table)
+    console.print(summary_line(rows, opts))
+
+
+def _styled(stage: Stage, text: str | None = None) -> str:
+    text = stage.status if text is None else text
+    if stage.status in PASSED:
+        return f"[green]{text}[/green]"
+    if stage.status in UNCHECKED | {"-", SKIPPED}:
+        return text
+    return f"[red]{text}[/red]"
+
+
+def to_json(rows: list[Row], opts: Options) -> str:
+    return json.dumps(
+        {"options": asdict(opts), "summary": summary(rows, opts), "models": [asdict(r) for r in rows]},
+        indent=1,
+    )
+
+
+def _md(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(rows: list[Row], opts: Options) -> str:
+    """A coverage report: the table, the ops no converter takes (by model), every failure reason."""
+    out = [
+        "# tfl-rebuild check",
+        "",
+        summary_line(rows, opts) + ".",
+        "",
+        "| model | ops | params | quantization | Keras | Keras error | Core ML | Core ML error | seconds | result |",
+        "|---|--:|--:|---|---|--:|---|--:|--:|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {_md(r.name)} | {'-' if r.ops is None else r.ops} | {human_count(r.params)} | "
+            f"{r.quantization or '-'} | {r.keras.status} | {error_text(r.keras)} | {coreml_status(r.coreml)} | "
+            f"{error_text(r.coreml)} | {r.seconds:.0f} | {r.outcome} |"
+        )
+    by_op: dict[str, tuple[list[str], str]] = {}
+    for r in rows:
+        for u in r.unsupported:
+            models, _ = by_op.setdefault(u["op"], ([], u.get("detail", "")))
+            models.append(f"{r.name} (x{u['count']})" if u["count"] > 1 else r.name)
+    if by_op:
+        out += [
+            "",
+            "## Ops not supported",
+            "",
+            "| op | models | why (when not just a missing converter) |",
+            "|---|---|---|",
+        ]
+        out += [
+            f"| {_md(op)} | {_md(', '.join(models))} | {_md(detail)} |"
+            for op, (models, detail) in sorted(by_op.items())
+        ]
+    conv_errors = [(r.name, e) for r in rows for e in r.conversion_errors]
+    if conv_errors:
+        out += ["", "## Ops a converter refuses", ""] + [f"- {_md(n)}: {_md(e)}" for n, e in conv_errors]
+    notes = [(r.name, stage.note) for r in rows for stage in (r.keras, r.coreml) if stage.note]
+    if notes:
+        out += ["", "## Notes", ""] + [f"- {_md(n)}: {_md(note)}" for n, note in notes]
+    failed = [r for r in rows if r.outcome != "pass"]
+    if failed:
+        out += ["", "## Failures", ""] + [
+            f"- **{_md(r.name)}** ({r.outcome}): {_md(r.reason)}" for r in failed
+        ]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,637 @@
+"""TFLite -> generated Keras -> Core ML (coremltools): conversion, names, metadata, atomic save.
+
+coremltools has no TFLite frontend, so the generated Keras model is the bridge. We trace it into one
+TensorFlow concrete function with the TFLite input shapes (or the user's RangeDims) and hand that to
+`ct.convert`. coremltools' own Keras path traces with a `None` batch dimension, which breaks
+generated layers that read static shapes (DepthToSpace), and would name the inputs itself.
+
+Before converting, every TensorFlow op of the trace is looked up in coremltools' TF op registry,
+so a model Core ML cannot take fails with one message listing each such op and its Keras layer;
+errors coremltools raises later become one line too. `coreml_check` checks the numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfl_rebuild import __version__
+from tfl_rebuild.errors import RuntimeUnavailableError, TflRebuildError, UnsupportedOpError
+from tfl_rebuild.tflite.ir import Model
+
+TARGETS = (
+    "iOS13",
+    "iOS14",
+    "iOS15",
+    "iOS16",
+    "iOS17",
+    "iOS18",
+    "macOS10_15",
+    "macOS11",
+    "macOS12",
+    "macOS13",
+    "macOS14",
+    "macOS15",
+    "watchOS6",
+    "watchOS7",
+    "watchOS8",
+    "watchOS9",
+    "watchOS10",
+    "watchOS11",
+    "tvOS13",
+    "tvOS14",
+    "tvOS15",
+    "tvOS16",
+    "tvOS17",
+    "tvOS18",
+)
+# TensorFlow ops of a traced Keras model that never reach coremltools' op converters.
+_TF_BOOKKEEPING = {
+    "NoOp",
+    "ReadVariableOp",
+    "VarHandleOp",
+    "Placeholder",
+    "Const",
+    "Identity",
+    "IdentityN",
+    "StatefulPartitionedCall",
+    "PartitionedCall",
+}
+
+
+class CoreMLError(TflRebuildError):
+    """coremltools cannot convert the model, or the options do not fit it."""
+
+
+# --- options ----------------------------------------------------------------------------------
+
+Dim = int | tuple[int, int]  # fixed size, or (lower, upper) with upper -1 for unbounded
+
+
+@dataclass
+class ImageInput:
+    name: str
+    scale: float = 1.0
+    bias: list[float] = field(default_factory=lambda: [0.0])
+    color_layout: str = "RGB"  # RGB | BGR; a 1-channel input is grayscale
+
+
+@dataclass
+class Options:
+    format: str = "mlprogram"  # mlprogram | neuralnetwork
+    target: str | None = None  # ct.target name; None: coremltools' lowest for the format
+    precision: str = "float16"  # float16 | float32 (| auto: coreml_check.convert_checked decides)
+    image: ImageInput | None = None
+    class_labels: list[str] | None = None
+    shapes: dict[str, list[Dim]] = field(default_factory=dict)  # input name -> dims
+
+
+def parse_shape(spec: str) -> tuple[str, list[Dim]]:
+    """'NAME=1,64:512,64:512,3' -> ('NAME', [1, (64, 512), (64, 512), 3]); 'a:' is unbounded."""
+    name, sep, dims = spec.rpartition("=")
+    if not sep or not name:
+        raise CoreMLError(f"--input-shape {spec!r}: expected NAME=D,D,... (D a size or LOW:HIGH)")
+    out: list[Dim] = []
+    for part in dims.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?::\s*(\d*)\s*)?", part)
+        if not m:
+            raise CoreMLError(f"--input-shape {spec!r}: {part!r} is not a size or LOW:HIGH range")
+        lo = int(m.group(1))
+        if m.group(2) is None:
+            out.append(lo)
+        else:
+            hi = int(m.group(2)) if m.group(2) else -1
+            if lo < 1 or (hi != -1 and hi < lo):
+                raise CoreMLError(f"--input-shape {spec!r}: bad range {part.strip()!r}")
+            out.append((lo, hi))
+    return name, out
+
+
+def read_labels(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CoreMLError(f"--class-labels {path}: cannot read ({exc.__class__.__name__})") from None
+    labels = [ln.strip() for ln in lines if ln.strip()]
+    if not labels:
+        raise CoreMLError(f"--class-labels {path}: no labels (one per line)")
+    return labels
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def feature_name(raw: str, fallback: str) -> str:
+    """A Core ML feature name from a TFLite name: identifier characters only ('serving_default_x:0' -> ...)."""
+    text = re.sub(r":\d+$", "", raw)
+    text = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")
+    if not text:
+        return fallback
+    return text if text[0].isalpha() else f"{fallback}_{text}"
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        cand, k = n, 1
+        while cand in seen:
+            k += 1
+            cand = f"{n}_{k}"
+        seen.add(cand)
+        out.append(cand)
+    return out
+
+
+@dataclass
+class Port:
+    """One model input or output: its Core ML name, the TFLite tensor, the trace's name for it."""
+
+    name: str
+    trace_name: str
+    tensor_index: int | None = None
+    tflite_name: str = ""
+
+
+def io_ports(model: Model | None, keras_model) -> tuple[list[Port], list[Port]]:
+    """Inputs and outputs in TFLite order, named by the signature, else by tensor name."""
+    if model is None:
+        ins = [Port(feature_name(t.name, "input"), f"input_{k}") for k, t in enumerate(keras_model.inputs)]
+        outs = [Port(f"output_{k}", "") for k in range(len(keras_model.outputs))]
+        return _renamed(ins), _renamed(outs)
+    sg = model.main
+    sig = next((s for s in model.signatures if s.subgraph_index == 0), None)
+    sig_in = {i: n for n, i in sig.inputs} if sig else {}
+    sig_out = {i: n for n, i in sig.outputs} if sig else {}
+    ins = [
+        Port(feature_name(sig_in.get(i, sg.tensors[i].name), "input"), f"input_{k}", i, sg.tensors[i].name)
+        for k, i in enumerate(sg.inputs)
+    ]
+    outs = [
+        Port(feature_name(sig_out.get(i, sg.tensors[i].name), "output"), "", i, sg.tensors[i].name)
+        for i in sg.outputs
+    ]
+    return _renamed(ins), _renamed(outs)
+
+
+def _renamed(ports: list[Port]) -> list[Port]:
+    for p, n in zip(ports, _unique([p.name for p in ports])):
+        p.name = n
+    return ports
+
+
+# --- conversion -------------------------------------------------------------------------------
+
+
+@dataclass
+class Converted:
+    mlmodel: object  # ct.models.MLModel
+    program: object  # the MIL Program coremltools produced (names are the trace's)
+    inputs: list[Port]
+    outputs: list[Port]
+    shapes: list[tuple[int, ...]]  # default input shapes (what the check feeds)
+    image: ImageInput | None
+    options: Options
+    seconds: float = 0.0
+
+
+def quiet_coremltools() -> None:
+    """coremltools logs a version warning, missing-native-lib notes and progress bars: noise here."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"coremltools(\.|$)")
+
+
+def _import_ct():
+    quiet_coremltools()
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise RuntimeUnavailableError(
+            "converting to Core ML needs coremltools: pip install 'tfl-rebuild[coreml]'"
+        ) from None
+    return ct
+
+
+def _input_dims(keras_model, k: int, port: Port, opts: Options) -> list[Dim]:
+    base = _static_shape(keras_model.inputs[k])
+    dims = opts.shapes.get(port.name) or opts.shapes.get(port.tflite_name)
+    if dims is None:
+        return base
+    if len(dims) != len(base):
+        raise CoreMLError(
+            f"--input-shape {port.name}: {len(dims)} dimensions given, the input has {len(base)}"
+        )
+    return dims
+
+
+def _static_shape(keras_input) -> list[int]:
+    return [int(d) if d is not None else 1 for d in keras_input.shape]  # unknown dims (batch): 1
+
+
+def _default_shape(dims: list[Dim], base: list[int]) -> tuple[int, ...]:
+    out = []
+    for d, b in zip(dims, base):
+        if isinstance(d, tuple):
+            lo, hi = d
+            out.append(b if lo <= b and (hi == -1 or b <= hi) else lo)
+        else:
+            out.append(d)
+    return tuple(out)
+
+
+def trace(keras_model, inputs: list[Port], dims: list[list[Dim]]):
+    """One concrete function over the Keras model: flexible dims are None, outputs a list in order."""
+    import tensorflow as tf
+
+    specs = []
+    for k, (port, d) in enumerate(zip(inputs, dims)):
+        dtype = tf.as_dtype(keras_model.inputs[k].dtype)
+        specs.append(
+            tf.TensorSpec([None if isinstance(x, tuple) else x for x in d], dtype, name=port.trace_name)
+        )
+
+    @tf.function(input_signature=specs, autograph=False)
+    def serve(*xs):
+        out = keras_model(list(xs) if len(xs) > 1 else xs[0], training=False)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    concrete = serve.get_concrete_function()
+    _inline_xla_calls(concrete.graph)
+    return concrete
+
+
+def _inline_xla_calls(graph) -> None:
+    """Let coremltools inline the functions Keras compiles with XLA.
+
+    Keras' TensorFlow backend wraps some ops in `tf.function(jit_compile=True)` (a grouped Conv2D:
+    "broken on CPU without XLA"). The trace keeps that call as a StatefulPartitionedCall marked
+    _XlaMustCompile, which TensorFlow's function inlining skips, and coremltools has no converter
+    for a call ("Conversion for TF op 'StatefulPartitionedCall' not implemented"). Core ML only
+    needs the ops inside (its conv takes groups), so the mark is cleared on the trace."""
+    from tensorflow.core.framework import attr_value_pb2
+
+    for op in graph.get_operations():
+        if (
+            op.type in ("StatefulPartitionedCall", "PartitionedCall")
+            and "_XlaMustCompile" in op.node_def.attr
+        ):
+            op._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))
+
+
+def unsupported_tf_ops(concrete_fn, layer_names: list[str]) -> dict[str, list[str]]:
+    """{TF op type: [Keras layers]} for ops coremltools has no converter for."""
+    try:
+        import coremltools.converters.mil.frontend.tensorflow2.ops  # noqa: F401  (registers the TF2 ops)
+        from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY
+    except ImportError:  # a coremltools that moved its registry: let the conversion report instead
+        return {}
+    _register_missing_tf_ops()
+    graph_def = concrete_fn.graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    found: dict[str, list[str]] = {}
+    for node in nodes:
+        if node.op in _TF_BOOKKEEPING or node.op in _TF_OPS_REGISTRY:
+            continue
+        layer = _layer_of(node.name, layer_names)
+        found.setdefault(node.op, [])
+        if layer not in found[node.op]:
+            found[node.op].append(layer)
+    return found
+
+
+def _register_missing_tf_ops() -> None:
+    """TF ops that Keras layers emit and coremltools lacks, lowered to MIL ops it has."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY, register_tf_op
+
+    if "Erfc" in _TF_OPS_REGISTRY:
+        return
+
+    @register_tf_op
+    def Erfc(context, node):  # noqa: N802 (the TF op's name)  Keras' exact GELU: x * erfc(-x / sqrt 2) / 2
+        x = context[node.inputs[0]]
+        context.add(node.name, mb.sub(x=1.0, y=mb.erf(x=x), name=node.name))
+
+    # Grappler's constant folding turns a DIV of a constant 1 into Reciprocal, which coremltools
+    # writes as inverse(x, epsilon=1e-4) = 1 / (x + 1e-4): off by 1e-4 / x. An exact real_div.
+    @register_tf_op(override=True)
+    def Reciprocal(context, node):  # noqa: N802
+        x = context[node.inputs[0]]
+        context.add(node.name, mb.real_div(x=np.float32(1.0), y=x, name=node.name))  # the TF graph is fp32
+
+    # coremltools' Cast takes fp16 / fp32 / fp64 / int32 / int64 destinations only, though MIL's
+    # cast also takes bool: a TFLite CAST to bool (BERT's int32 attention mask) was refused with
+    # "Cast: Provided destination type bool not supported".
+    from coremltools.converters.mil.frontend.tensorflow.ops import Cast as cast_numeric
+    from coremltools.converters.mil.mil import types
+
+    @register_tf_op(override=True)
+    def Cast(context, node):  # noqa: N802
+        if node.attr["DstT"] != types.bool:
+            return cast_numeric(context, node)
+        context.add(node.name, mb.cast(x=context[node.inputs[0]], dtype="bool", name=node.name))
+
+
+def _patch_control_flow_rewrite() -> None:
+    """One get_tuple per consumer of a While / If output, each under its own name.
+
+    coremltools' TF2 pass `rewrite_control_flow_functions` gives every consumer of a loop (or cond)
+    output a get_tuple node named after the output alone, so when two ops read the same output (a
+    GRU's sequence feeding both directions of a Bidirectional LSTM) the second node replaces the
+    first in the graph dict and the first consumer is left reading a node that does not list it:
+    topsort then fails with "Graph is not a DAG!". A name already taken gets a numbered suffix."""
+    import importlib
+
+    try:  # the module (the package re-exports a function of the same name)
+        rewrite = importlib.import_module(
+            "coremltools.converters.mil.frontend.tensorflow2.tf_graph_pass.rewrite_control_flow_functions"
+        )
+    except ImportError:  # a coremltools that moved the pass: nothing to patch
+        return
+    original = getattr(rewrite, "_insert_get_tuple", None)
+    if original is None or getattr(original, "_tfl_rebuild", False):
+        return
+
+    def insert_get_tuple(fn, name, idx):
+        unique, k = name, 1
+        while unique in fn.graph:
+            unique, k = f"{name}_{k}", k + 1
+        return original(fn, unique, idx)
+
+    insert_get_tuple._tfl_rebuild = True
+    rewrite._insert_get_tuple = insert_get_tuple
+
+
+def _patch_slice_by_size_value() -> None:
+    """slice_by_size's constant folding with a size of 0: an empty slice, not the rest of the axis.
+
+    coremltools folds a slice of a known value with `x[begin:begin + size]` only for size > 0 and
+    takes every other size as "to the end", which MIL reserves for -1. A while_loop body is first
+    built with the loop variables' initial values (its counter 0, a zero TensorList), so a
+    TensorList write rebuilt as `concat(list[:i], item, list[i + 1:])` folded `list[:0]` to the
+    whole list; the next reshape then raised "cannot reshape array of size 96 into shape (6,1,8)"
+    (a GRU or LSTM with return_sequences whose input width equals its units)."""
+    try:
+        from coremltools.converters.mil.mil.ops.defs.iOS15.tensor_transformation import slice_by_size
+        from coremltools.converters.mil.mil.types.symbolic import any_symbolic, is_symbolic
+    except ImportError:  # a coremltools that moved the op: nothing to patch
+        return
+    if getattr(slice_by_size.value_inference, "_tfl_rebuild", False):
+        return
+
+    def value_inference(self):
+        if any_symbolic(self.begin.sym_val) or any_symbolic(self.size.sym_val) or self.x.val is None:
+            return None
+        slices = []
+        for i in range(self.x.rank):
+            begin, size = int(self.begin.val[i]), int(self.size.val[i])
+            if begin < 0:
+                if is_symbolic(self.x.shape[i]):
+                    return None
+                begin += self.x.shape[i]
+            slices.append(slice(begin, None if size == -1 else begin + size))
+        return self.x.val[tuple(slices)]
+
+    value_inference._tfl_rebuild = True
+    slice_by_size.value_inference = value_inference
+
+
+def _layer_of(node_name: str, layer_names: list[str]) -> str:
+    # Keras 3 scopes ops as "<model>_1/<layer>_1/<op>": match a path part to a layer name.
+    names = set(layer_names)
+    for part in node_name.split("/"):
+        base = re.sub(r"_\d+$", "", part)
+        if part in names:
+            return part
+        if base in names:
+            return base
+    return node_name
+
+
+def convert(keras_model, model: Model | None, opts: Options) -> Converted:
+    if opts.precision not in ("float16", "float32"):
+        raise ValueError(
+            f"convert() takes float16 or float32, not {opts.precision!r} (auto: convert_checked)"
+        )
+    ct = _import_ct()
+    inputs, outputs = io_ports(model, keras_model)
+    _check_option_names(opts, inputs)
+    dims = [_input_dims(keras_model, k, p, opts) for k, p in enumerate(inputs)]
+    base = [_static_shape(i) for i in keras_model.inputs]
+    shapes = [_default_shape(d, b) for d, b in zip(dims, base)]
+    try:
+        cf = trace(keras_model, inputs, dims)
+    except Exception as exc:  # a generated layer that cannot take a flexible dimension, say
+        raise CoreMLError(
+            f"cannot trace the Keras model with input shapes {dims}: {_one_line(exc)}"
+        ) from None
+    bad = unsupported_tf_ops(cf, [layer.name for layer in keras_model.layers])
+    if bad:
+        listed = "; ".join(
+            f"{op} (layer {', '.join(repr(n) for n in layers)})" for op, layers in sorted(bad.items())
+        )
+        raise UnsupportedOpError(f"Core ML cannot take {len(bad)} op type(s) of this model: {listed}")
+    for p, t in zip(outputs, cf.outputs):
+        p.trace_name = t.name.split(":")[0]
+
+    mlprogram = opts.format == "mlprogram"
+    ct_inputs = [
+        _ct_input(ct, keras_model, k, p, d, s, opts) for k, (p, d, s) in enumerate(zip(inputs, dims, shapes))
+    ]
+    ct_outputs = (
+        [ct.TensorType(name=p.trace_name, **({"dtype": np.float32} if mlprogram else {})) for p in outputs]
+        if mlprogram
+        else None
+    )
+    # coremltools fuses x * a + b into batch_norm(mean 0, variance 1, epsilon 1e-5), scaling the
+    # result by 1/sqrt(1 + 1e-5): a 5e-6 error per such layer that grows to ~1e-4 downstream.
+    pipeline = ct.PassPipeline.DEFAULT
+    pipeline.remove_passes({"common::fuse_elementwise_to_batchnorm"})
+    kwargs = {
+        "convert_to": opts.format,
+        "inputs": ct_inputs,
+        "outputs": ct_outputs,
+        "pass_pipeline": pipeline,
+    }
+    if opts.target:
+        kwargs["minimum_deployment_target"] = getattr(ct.target, opts.target)
+    if mlprogram:
+        kwargs["compute_precision"] = (
+            ct.precision.FLOAT16 if opts.precision == "float16" else ct.precision.FLOAT32
+        )
+    if opts.class_labels:
+        n = int(keras_model.outputs[0].shape[-1] or 0)
+        if n != len(opts.class_labels):
+            raise CoreMLError(
+                f"--class-labels: {len(opts.class_labels)} labels, but output {outputs[0].name} "
+                f"has {n} classes"
+            )
+        kwargs["classifier_config"] = ct.ClassifierConfig(
+            opts.class_labels, predicted_probabilities_output=outputs[0].trace_name
+        )
+    _patch_control_flow_rewrite()
+    _patch_slice_by_size_value()
+    start = time.perf_counter()
+    try:
+        mlmodel = ct.convert([cf], source="tensorflow", **kwargs)
+        program = mlmodel._mil_program  # the Program behind the spec (names are the trace's)
+        if not mlprogram and opts.precision == "float16":
+            mlmodel = _fp16_weights(mlmodel)
+    except TflRebuildError:
+        raise
+    except Exception as exc:  # coremltools raises anything from ValueError to AssertionError
+        raise CoreMLError(f"coremltools could not convert the model: {_one_line(exc)}") from None
+    seconds = time.perf_counter() - start
+    mlmodel = _rename(ct, mlmodel, inputs, outputs)
+    return Converted(mlmodel, program, inputs, outputs, shapes, opts.image, opts, seconds)
+
+
+def _check_option_names(opts: Options, inputs: list[Port]) -> None:
+    known = {p.name for p in inputs} | {p.tflite_name for p in inputs}
+    names = ", ".join(p.name for p in inputs)
+    for name in list(opts.shapes) + ([opts.image.name] if opts.image else []):
+        if name not in known:
+            raise CoreMLError(f"no input named {name!r}; the inputs are: {names}")
+
+
+def _ct_input(ct, keras_model, k: int, port: Port, dims: list[Dim], default: tuple[int, ...], opts: Options):
+    flexible = any(isinstance(d, tuple) for d in dims)
+    if flexible:
+        shape = ct.Shape(
+            [
+                ct.RangeDim(lower_bound=d[0], upper_bound=d[1], default=s) if isinstance(d, tuple) else d
+                for d, s in zip(dims, default)
+            ]
+        )
+    else:
+        shape = default
+    img = opts.image
+    if img and img.name in (port.name, port.tflite_name):
+        if len(default) != 4 or default[-1] not in (1, 3):
+            raise CoreMLError(
+                f"--image-input {img.name}: needs an input of shape [1, H, W, 3] or [1, H, W, 1], "
+                f"not {list(default)}"
+            )
+        gray = default[-1] == 1
+        bias = img.bias * (1 if gray else 3) if len(img.bias) == 1 else img.bias
+        if len(bias) != default[-1]:
+            raise CoreMLError(f"--bias: give 1 or {default[-1]} values for {img.name}")
+        layout = ct.colorlayout.GRAYSCALE if gray else getattr(ct.colorlayout, img.color_layout)
+        return ct.ImageType(
+            name=port.trace_name,
+            shape=shape,
+            scale=img.scale,
+            bias=bias[0] if gray else list(bias),
+            color_layout=layout,
+            channel_first=False,
+        )
+    dtype = np.float32 if np.dtype(keras_model.inputs[k].dtype).kind == "f" else np.int32
+    return ct.TensorType(name=port.trace_name, shape=shape, dtype=dtype)
+
+
+def _fp16_weights(mlmodel):
+    """A neural network's float16 precision: its weights stored as fp16 (compute stays fp32)."""
+    import contextlib
+    import io
+
+    from coremltools.models.neural_network import quantization_utils
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints one line per layer
+        return quantization_utils.quantize_weights(mlmodel, nbits=16)
+
+
+def _rename(ct, mlmodel, inputs: list[Port], outputs: list[Port]):
+    spec = mlmodel.get_spec()
+    present = {o.name for o in spec.description.output} | {i.name for i in spec.description.input}
+    changed = False
+    for p in inputs + outputs:
+        if p.trace_name in present and p.trace_name != p.name:
+            ct.utils.rename_feature(spec, p.trace_name, p.name)
+            changed = True
+    if not changed:
+        return mlmodel
+    weights_dir = mlmodel.weights_dir if spec.WhichOneof("Type") == "mlProgram" else None
+    # Only macOS can load (compile) a model; elsewhere loading would just warn.
+    return ct.models.MLModel(spec, weights_dir=weights_dir, skip_model_load=sys.platform != "darwin")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+def set_metadata(mlmodel, model: Model | None, source: Path, converted: Converted) -> None:
+    """TFLite metadata (name, description, author, version, license, port descriptions) -> Core ML."""
+    info = model.info if model is not None else None
+    description = " - ".join(x for x in ((info.name, info.description) if info else ()) if x)
+    mlmodel.short_description = description or f"Converted from {source.name} by tfl-rebuild"
+    if info and info.author:
+        mlmodel.author = info.author
+    if info and info.license:
+        mlmodel.license = info.license
+    if info and info.version:
+        mlmodel.version = info.version
+    spec_names = {f.name for f in mlmodel.get_spec().description.input} | {
+        f.name for f in mlmodel.get_spec().description.output
+    }
+    for kind, ports, infos, descriptions in (
+        ("input", converted.inputs, info.inputs if info else (), mlmodel.input_description),
+        ("output", converted.outputs, info.outputs if info else (), mlmodel.output_description),
+    ):
+        for k, p in enumerate(ports):
+            if p.name in spec_names:
+                text = infos[k].description if k < len(infos) else ""
+                descriptions[p.name] = text or (f"TFLite {kind} {p.tflite_name!r}" if p.tflite_name else kind)
+    meta = mlmodel.user_defined_metadata
+    meta["tfl_rebuild.version"] = __version__
+    meta["tfl_rebuild.source"] = source.name
+    if model is not None:
+        meta["tfl_rebuild.source_sha256"] = model.sha256
+        if info and info.name:
+            meta["tflite.name"] = info.name
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def save_atomic(mlmodel, path: str | os.PathLike) -> Path:
+    """Save into a temporary sibling, then rename into place: never a half-written package."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        staged = tmp / target.name
+        mlmodel.save(str(staged))
+        if target.is_dir() and not target.is_symlink():
+            old = tmp / "previous"
+            os.rename(target, old)  # a directory cannot be replaced in one step
+            os.rename(staged, target)
+        else:
+            os.replace(staged, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def check_extension(path: str, fmt: str) -> None:
+    want = ".mlpackage" if fmt == "mlprogram" else (".mlmodel", ".mlpackage")
+    if not path.endswith(want):
+        raise CoreMLError(
+            f"-o {path}: an {'ML program' if fmt == 'mlprogram' else 'neural network'} "
+            f"is saved as {' or '.join(want) if isinstance(want, tuple) else want}"
+        )

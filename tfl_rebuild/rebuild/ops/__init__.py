@@ -1,0 +1,31 @@
+"""Op converters. Each family module registers itself on import (explicit list, no scanning)."""
+
+from tfl_rebuild.rebuild.ops import (  # noqa: F401
+    activation,
+    array,
+    conv,
+    conv3d,
+    detection,
+    elementwise,
+    matmul,
+    mediapipe,
+    nms,
+    normalization,
+    pooling,
+    resize,
+    scatter,
+    segment,
+    sequence,
+    shape,
+    spectral,
+)
+from tfl_rebuild.rebuild.ops.registry import (
+    REGISTRY,
+    ConversionError,
+    ConvertContext,
+    LayerSpec,
+    lookup,
+    supported_ops,
+)
+
+__all__ = ["REGISTRY", "ConvertContext", "ConversionError", "LayerSpec", "lookup", "supported_ops"]

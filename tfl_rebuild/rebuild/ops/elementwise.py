@@ -1,0 +1,113 @@
+"""Elementwise ops of one or two operands (arithmetic, comparison, math functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfl_rebuild.rebuild.ops.activation import with_activation
+from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, converter
+from tfl_rebuild.tflite.ir import Operator
+
+# TFLite op -> (keras.layers merge class for two same-shape inputs or None, BinaryOp name)
+BINARY = {
+    "ADD": ("Add", "add"),
+    "SUB": ("Subtract", "subtract"),
+    "MUL": ("Multiply", "multiply"),
+    "DIV": (None, "divide"),
+    "MAXIMUM": ("Maximum", "maximum"),
+    "MINIMUM": ("Minimum", "minimum"),
+    "POW": (None, "power"),
+    "SQUARED_DIFFERENCE": (None, "squared_difference"),
+    "FLOOR_DIV": (None, "floor_divide"),
+    "FLOOR_MOD": (None, "floor_mod"),
+    "LESS": (None, "less"),
+    "LESS_EQUAL": (None, "less_equal"),
+    "GREATER": (None, "greater"),
+    "GREATER_EQUAL": (None, "greater_equal"),
+    "EQUAL": (None, "equal"),
+    "NOT_EQUAL": (None, "not_equal"),
+    "LOGICAL_AND": (None, "logical_and"),
+    "LOGICAL_OR": (None, "logical_or"),
+    "RIGHT_SHIFT": (None, "right_shift"),
+    "BITWISE_XOR": (None, "bitwise_xor"),
+}
+
+
+def binary(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    merge, fn = BINARY[op.opcode]
+    a, b = op.inputs[:2]
+    const_a, const_b = ctx.is_const(a), ctx.is_const(b)
+    if const_a and const_b:
+        raise ConversionError(f"{op.opcode} op {op.index}: both operands are constants")
+    if merge and not (const_a or const_b) and ctx.shape(a) == ctx.shape(b):
+        spec = LayerSpec(merge, {}, (a, b), op.outputs, call_list=True)
+    elif const_a or const_b:
+        c = ctx.const(a if const_a else b)
+        c = c.astype(np.float32) if c.dtype.kind == "f" else c
+        spec = LayerSpec(
+            "BinaryOp",
+            {"op": fn, "constant_shape": list(c.shape)} | ({"constant_first": True} if const_a else {}),
+            (b if const_a else a,),
+            op.outputs,
+            weights=(("constant", c),),
+            custom=True,
+        )
+    else:
+        spec = LayerSpec("BinaryOp", {"op": fn}, (a, b), op.outputs, custom=True)
+    return with_activation(op, spec)
+
+
+for _name in BINARY:
+    converter(_name, range(1, 8))(binary)
+
+
+@converter("ATAN2", range(1, 2))
+def atan2(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    y, x = op.inputs[:2]
+    if ctx.is_const(y) and ctx.is_const(x):
+        raise ConversionError(f"ATAN2 op {op.index}: both operands are constants")
+    if not (ctx.is_const(y) or ctx.is_const(x)):
+        return LayerSpec("Atan2", {}, (y, x), op.outputs, custom=True)
+    c = np.asarray(ctx.const(y if ctx.is_const(y) else x), np.float32)
+    return LayerSpec(
+        "Atan2",
+        {"constant_shape": list(c.shape)} | ({"constant_first": True} if ctx.is_const(y) else {}),
+        (x if ctx.is_const(y) else y,),
+        op.outputs,
+        weights=(("constant", c),),
+        custom=True,
+    )
+
+
+UNARY = {
+    "EXP": "exp",
+    "LOG": "log",
+    "SQRT": "sqrt",
+    "RSQRT": "rsqrt",
+    "SQUARE": "square",
+    "NEG": "negative",
+    "ABS": "abs",
+    "SIN": "sin",
+    "COS": "cos",
+    "FLOOR": "floor",
+    "CEIL": "ceil",
+    "ROUND": "round",
+    "SIGN": "sign",
+    "LOGICAL_NOT": "logical_not",
+}
+
+
+def unary(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    return LayerSpec("UnaryOp", {"op": UNARY[op.opcode]}, (op.inputs[0],), op.outputs, custom=True)
+
+
+for _name in UNARY:
+    converter(_name, range(1, 6))(unary)
+
+
+@converter("ADD_N", range(1, 3))
+def add_n(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    inputs = [i for i in op.inputs if i >= 0]
+    if any(ctx.is_const(i) for i in inputs):
+        raise ConversionError(f"ADD_N op {op.index}: constant operands are not supported")
+    return LayerSpec("Add", {}, tuple(inputs), op.outputs, call_list=True)

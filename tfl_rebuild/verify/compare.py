@@ -1,0 +1,269 @@
+"""`tfl-rebuild compare`: every TFLite intermediate tensor against the Keras layer built for it.
+
+Runs of the patched model (outputter) give all TFLite tensors; one run of the Keras model gives
+the rebuild's. They are paired through the `<stem>_tensors.json` sidecar that `keras` writes and
+listed in topological (op) order, judged by `measure.tolerance`, the same definition `keras`
+verification uses:
+
+- default (accumulated): the Keras model runs from the model inputs, against the runtime users
+  run (XNNPACK); each tensor admits twice the runtime's own noise on it (XNNPACK vs built-in
+  kernels), as verify's outputs do.
+- `--local`: every layer is fed TFLite's own input tensors (built-in kernels), so each row is the
+  error of that layer alone: a wrong layer stands out from error that merely accumulated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfl_rebuild.commands.inspect import quantization_kind
+from tfl_rebuild.errors import InputError, TflRebuildError
+from tfl_rebuild.fileio import atomic_output
+from tfl_rebuild.tflite.ir import Model
+from tfl_rebuild.tflite.reader import read_model
+from tfl_rebuild.verify.end_to_end import load_module, read_sidecar, sidecar_for
+from tfl_rebuild.verify.layer_check import (
+    closest_local,
+    dumped_floats,
+    float32_rounding_rel,
+    hybrid_local_outputs,
+    local_outputs,
+    present,
+    tensor_dumper,
+)
+from tfl_rebuild.verify.measure import (
+    FLOAT_REL_TOL,
+    Tolerance,
+    compare_arrays,
+    is_hybrid,
+    kind_text,
+    to_float,
+    tolerance,
+)
+
+
+@dataclass
+class Row:
+    op_index: int
+    op: str
+    tensor: str
+    shape: list[int]
+    max_abs: float
+    max_rel: float
+    cosine: float
+    lsb: float | None  # max abs error in LSBs of the tensor's scale (quantized tensors of int8 models)
+    noise: float  # TFLite's own XNNPACK vs built-in gap on this tensor, in the bar's unit (0 in --local)
+    ok: bool
+
+
+@dataclass
+class Comparison:
+    model: str
+    kind: str
+    tolerance: str
+    rows: list[Row]
+    mode: str = "accumulated"  # or "local"
+
+    @property
+    def first_divergence(self) -> Row | None:
+        return next((r for r in self.rows if not r.ok), None)
+
+    def verdict(self) -> str:
+        bad = self.first_divergence
+        if bad is None:
+            return f"all {len(self.rows)} tensors within tolerance ({self.tolerance})"
+        err = f"{bad.lsb:.1f} LSB" if bad.lsb is not None else f"rel {bad.max_rel:.1e}"
+        return f"first divergence at op {bad.op_index} {bad.op} {bad.tensor!r} ({err})"
+
+
+def _runs(model: Model, inputs, seed: int) -> tuple[dict | None, dict | None, list[np.ndarray]]:
+    """(built-in kernels' tensors, XNNPACK's tensors, the inputs used): one run each, either
+    None when that runtime cannot load the model (never both)."""
+    from tfl_rebuild.runtime.inputs import from_arrays
+
+    runs: dict[bool, dict | None] = {}
+    values = inputs
+    errors = []
+    for xnnpack in (False, True):
+        try:
+            dumper = tensor_dumper(model, xnnpack=xnnpack)
+        except TflRebuildError as exc:
+            runs[xnnpack] = None
+            errors.append(exc)
+            continue
+        values = from_arrays(values, dumper.input_details, seed)  # random on the first run only
+        runs[xnnpack] = dumped_floats(model, dumper, values)
+    if runs[False] is None and runs[True] is None:
+        raise errors[0]
+    return runs[False], runs[True], values
+
+
+def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bool = False) -> Comparison:
+    from tfl_rebuild.runtime.native_logs import preload_tensorflow
+
+    preload_tensorflow()
+    import keras
+
+    from tfl_rebuild.runtime.views import for_module
+
+    py = Path(py_path)
+    model: Model = for_module(read_model(model_path), py)  # the signature / input shapes it was built for
+    mapping = read_sidecar(py)
+    if mapping is None:
+        raise InputError(
+            f"{sidecar_for(py)}: missing; it is written by `tfl-rebuild keras` beside the module"
+        )
+    keras_model = load_module(py).build_model()
+    mapping = present(mapping, keras_model)
+    builtin, xnnpack, values = _runs(model, inputs, seed)
+    hybrid_runs: list = []
+    sg = model.main
+    feed = [to_float(sg.tensors[i], np.asarray(v)) for i, v in zip(sg.inputs, values)]
+    if local:
+        reference = builtin if builtin is not None else xnnpack
+        got = local_outputs(keras_model, mapping, feed, reference)
+        hybrid_runs = hybrid_local_outputs(model, keras_model, mapping, feed, reference)
+    else:
+        reference = xnnpack if xnnpack is not None else builtin
+        pairs = [m for m in mapping if m["tensor"] in reference]
+        outputs = []
+        for m in pairs:
+            out = keras_model.get_layer(m["layer"]).output
+            outputs.append(out[m["output"]] if isinstance(out, (list, tuple)) else out)
+        # The same input structure as the call below (a list for one input makes Keras warn).
+        probe = keras.Model(keras_model.inputs if len(feed) > 1 else keras_model.inputs[0], outputs)
+        values_out = probe(feed if len(feed) > 1 else feed[0], training=False)
+        values_out = values_out if isinstance(values_out, (list, tuple)) else [values_out]
+        got = {m["tensor"]: np.asarray(v) for m, v in zip(pairs, values_out)}
+
+    kind = quantization_kind(model)
+    rows = []
+    for m in mapping:
+        t = m["tensor"]
+        if t not in reference or t not in got:
+            continue
+        tensor = sg.tensors[t]
+        tol = tolerance(
+            kind,
+            tensor,
+            local=local,
+            hybrid=local and kind == "dynamic-range" and is_hybrid(model, m["op_index"]),
+        )
+        if (
+            local and tol.unit == "rel"
+        ):  # as verify's layer-local check: float32's own rounding of a cancelling sum
+            tol = Tolerance(
+                "rel", max(tol.bar, float32_rounding_rel(model, m["op_index"], reference, reference[t]))
+            )
+        value = closest_local(model, m["op_index"], t, reference, got, hybrid_runs) if local else got[t]
+        max_abs, max_rel, cos = compare_arrays(reference[t], value)
+        noise = 0.0
+        if not local and builtin is not None and xnnpack is not None and t in builtin and t in xnnpack:
+            gap, gap_rel, _ = compare_arrays(xnnpack[t], builtin[t])
+            noise = tol.error(gap, gap_rel)
+        lsb = max_abs / tol.lsb if tol.unit == "LSB" else None
+        rows.append(
+            Row(
+                m["op_index"],
+                m["op"],
+                tensor.name,
+                list(tensor.shape),
+                max_abs,
+                max_rel,
+                cos,
+                lsb,
+                noise,
+                tol.allows(tol.error(max_abs, max_rel), noise),
+            )
+        )
+    rows.sort(key=lambda r: r.op_index)
+    if local:
+        tol_text = f"layer-local, {kind_text(kind, local=True)}"
+    else:
+        tol_text = f"{kind_text(kind)}, or 2 x runtime noise"
+    return Comparison(Path(model_path).name, kind, tol_text, rows, "local" if local else "accumulated")
+
+
+def print_table(result: Comparison, console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = console or Console(highlight=False)
+    columns = ["op", "type", "tensor", "shape", "max abs", "max rel", "LSB", "cosine"]
+    if result.mode != "local":
+        columns.insert(7, "noise")
+    table = Table(*columns, box=None, pad_edge=False)
+    first = result.first_divergence
+    for r in result.rows:
+        style = "bold red" if r is first else ("red" if not r.ok else None)
+        cells = [
+            str(r.op_index),
+            escape(r.op),
+            escape(r.tensor[:60]),
+            "x".join(map(str, r.shape)),
+            f"{r.max_abs:.3g}",
+            f"{r.max_rel:.3g}",
+            "-" if r.lsb is None else f"{r.lsb:.2f}",
+            f"{r.cosine:.6f}",
+        ]
+        if result.mode != "local":
+            cells.insert(7, f"{r.noise:.3g}")
+        table.add_row(*cells, style=style)
+    con.print(table)
+    color = "green" if first is None else "red"
+    con.print(f"[{color}]{escape(result.verdict())}[/{color}]")
+
+
+def to_json(result: Comparison) -> str:
+    doc = {
+        "model": result.model,
+        "kind": result.kind,
+        "mode": result.mode,
+        "tolerance": result.tolerance,
+        "verdict": result.verdict(),
+        "rows": [asdict(r) for r in result.rows],
+    }
+    return json.dumps(doc, indent=1, allow_nan=True)
+
+
+def write_plot(result: Comparison, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    xs = [r.op_index for r in result.rows]
+    ys = [max(r.max_rel, 1e-12) for r in result.rows]
+    ax.semilogy(xs, ys, marker=".", linewidth=1)
+    ax.axhline(
+        FLOAT_REL_TOL, color="red", linestyle="--", linewidth=0.8, label=f"float tolerance {FLOAT_REL_TOL:g}"
+    )
+    ax.set_xlabel("op index")
+    ax.set_ylabel("max rel error (vs max |TFLite|)")
+    what = "each layer on TFLite's inputs" if result.mode == "local" else "per layer"
+    ax.set_title(f"{result.model}: Keras rebuild vs TFLite, {what}")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_output(path) as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+
+
+def write_model_explorer(result: Comparison, path: str) -> None:
+    """Model Explorer node data: each op's output tensor name -> its max rel error, coloured."""
+    doc = {
+        "results": {r.tensor: {"value": r.max_rel} for r in result.rows},
+        "gradient": [
+            {"stop": 0, "bgColor": "#2e7d32"},
+            {"stop": 0.5, "bgColor": "#f9a825"},
+            {"stop": 1, "bgColor": "#c62828"},
+        ],
+    }
+    with atomic_output(path, "w") as f:
+        json.dump(doc, f, indent=1)
