@@ -123,7 +123,8 @@ def phases(model: str) -> None:
 
     t["import TF + Keras"] = time.perf_counter() - t0
     from tfl_rebuild.commands.keras import write_generated
-    from tfl_rebuild.verify.end_to_end import load_module, verify
+    from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.verify.end_to_end import verify
 
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()

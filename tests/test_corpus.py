@@ -119,7 +119,7 @@ def test_unverifiable_rebuild_builds_and_runs(path, tmp_path):
     if not path.exists():
         pytest.skip(f"{path.name} is not in .corpus/: {FETCH_HINT}")
     from tfl_rebuild.commands.keras import write_generated
-    from tfl_rebuild.verify.end_to_end import load_module, run_keras
+    from tfl_rebuild.rebuild.loader import load_module, run_keras
 
     model, py, weights = write_generated(str(path), str(tmp_path))
     keras_model = load_module(py).build_model(str(weights))

@@ -16,8 +16,9 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from tfl_rebuild.commands.keras import write_generated  # noqa: E402
+from tfl_rebuild.rebuild.loader import load_module  # noqa: E402
 from tfl_rebuild.tflite.reader import read_model  # noqa: E402
-from tfl_rebuild.verify.end_to_end import load_module, verify  # noqa: E402
+from tfl_rebuild.verify.end_to_end import verify  # noqa: E402
 
 
 def _convert(model, path: Path, **options) -> Path:
@@ -158,7 +159,7 @@ def test_dynamic_range_model_with_an_int8_embedding_table(tmp_path):
     DEQUANTIZE makes them float. That gathered tensor is a weight, not a quantized activation:
     the model was taken for full-int8 and its float outputs judged at rel 1e-4 instead of the
     dynamic-range bar (BERT-style models, 1.3e-2 off through their hybrid Dense layers)."""
-    from tfl_rebuild.commands.inspect import quantization_kind
+    from tfl_rebuild.tflite.analysis import quantization_kind
 
     keras.utils.set_random_seed(0)
     ids = keras.Input((12,), dtype="int32")

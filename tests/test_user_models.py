@@ -95,7 +95,8 @@ def require(name: str):
 def rebuilt(tmp_path_factory):
     """name -> (Model, Keras model, verify Report), rebuilt once per module."""
     from tfl_rebuild.commands.keras import write_generated
-    from tfl_rebuild.verify.end_to_end import load_module, verify
+    from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.verify.end_to_end import verify
 
     cache: dict = {}
 
@@ -117,7 +118,7 @@ def _rows(report) -> dict:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_fixture_is_what_it_says(name):
-    from tfl_rebuild.commands.inspect import quantization_kind
+    from tfl_rebuild.tflite.analysis import quantization_kind
     from tfl_rebuild.tflite.reader import read_model
 
     model = read_model(str(require(name)))

@@ -54,8 +54,9 @@ def run_command(
     from rich.console import Console
     from rich.markup import escape
 
+    from tfl_rebuild.rebuild.loader import load_module
     from tfl_rebuild.tflite.reader import read_model
-    from tfl_rebuild.verify.end_to_end import load_module, print_report
+    from tfl_rebuild.verify.end_to_end import print_report
 
     con = console or Console(highlight=False)
     from tfl_rebuild.runtime.views import for_module

@@ -96,7 +96,8 @@ def rebuild(
     con.print(f"wrote {py_path} and {w_path.name}")
     if not (verify or save_keras):
         return True
-    from tfl_rebuild.verify.end_to_end import load_module, print_report, read_sidecar
+    from tfl_rebuild.rebuild.loader import load_module, read_sidecar
+    from tfl_rebuild.verify.end_to_end import print_report
     from tfl_rebuild.verify.end_to_end import verify as run_verify
 
     keras_model = load_module(py_path).build_model(str(w_path))

@@ -165,9 +165,9 @@ def _from_float(detail: dict, x: np.ndarray) -> np.ndarray:
 
 
 def _compare(model: Model, conv: Converted, keras_model, batches: int, use_coreml: bool) -> CheckResult:
-    from tfl_rebuild.commands.inspect import quantization_kind
     from tfl_rebuild.runtime.interpreter import index_limits, make_interpreter
     from tfl_rebuild.runtime.interpreter import run as run_tflite
+    from tfl_rebuild.tflite.analysis import quantization_kind
     from tfl_rebuild.verify.end_to_end import OutputReport, Report
     from tfl_rebuild.verify.measure import (
         DYNAMIC_REL_TOL,
@@ -302,7 +302,7 @@ def _fp16_weights_of(keras_model) -> list[np.ndarray]:
 def _weight_effect(keras_model, rounded: list[np.ndarray], inputs: list[np.ndarray]) -> list[float]:
     """Max abs change of each Keras output when its weights are rounded to fp16: how far float16
     precision must move the outputs before any activation is rounded."""
-    from tfl_rebuild.verify.end_to_end import run_keras
+    from tfl_rebuild.rebuild.loader import run_keras
 
     original = keras_model.get_weights()
     before = run_keras(keras_model, inputs)

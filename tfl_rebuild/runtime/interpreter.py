@@ -1,7 +1,4 @@
-"""The one place that picks the TFLite runtime: LiteRT when installed, else tf.lite.
-
-Both expose the same `Interpreter` API. LiteRT imports in a fraction of TensorFlow's time.
-"""
+"""Interpreters made ready to run (allocated, custom ops in segments), and their inputs."""
 
 from __future__ import annotations
 
@@ -12,21 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from tfl_rebuild.errors import RuntimeUnavailableError
-from tfl_rebuild.runtime.native_logs import silenced
-
-
-def interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            import tensorflow as tf
-        except ImportError:
-            raise RuntimeUnavailableError(
-                "running a model needs ai-edge-litert or tensorflow: pip install 'tfl-rebuild[litert]'"
-            ) from None
-        Interpreter = tf.lite.Interpreter
-    return Interpreter
+from tfl_rebuild.native_logs import silenced
+from tfl_rebuild.runtime.litert import interpreter_class
 
 
 def make_interpreter(

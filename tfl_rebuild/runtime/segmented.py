@@ -209,7 +209,7 @@ class SegmentedInterpreter:
         """A raw runtime interpreter; the set of custom ops it lacks if that is why it failed."""
         import sys
 
-        from tfl_rebuild.runtime.interpreter import interpreter_class
+        from tfl_rebuild.runtime.litert import interpreter_class
 
         Interpreter = interpreter_class()
         extra = {}

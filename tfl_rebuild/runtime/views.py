@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tfl_rebuild.errors import InputError, TflRebuildError
-from tfl_rebuild.rebuild.codegen.literals import shell_command
+from tfl_rebuild.text import shell_command
 from tfl_rebuild.tflite import fb_patch
 from tfl_rebuild.tflite.ir import Model, Tensor
 

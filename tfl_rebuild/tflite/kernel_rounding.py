@@ -1,7 +1,7 @@
 """How TFLite's quantized kernels round an op's output, as FakeQuant options (`ties`, `shift`).
 
 Most requantizing kernels round once, to nearest: FakeQuant's default. The exceptions, measured on
-crafted and converted models against LiteRT's kernels (tests/ops/test_quantize.py):
+crafted and converted models against LiteRT's kernels (tests/rebuild/ops/test_quantize.py):
 
 - Kernels that divide integer sums round exact halves their own way: average pooling away from
   zero (both kernel sets); bilinear resizing up in XNNPACK (which runs int8 / uint8, and which

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tfl_rebuild.commands.inspect import quantization_kind
 from tfl_rebuild.errors import InputError, TflRebuildError
 from tfl_rebuild.fileio import atomic_output
+from tfl_rebuild.rebuild.loader import load_module, read_sidecar, sidecar_for
+from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.tflite.reader import read_model
-from tfl_rebuild.verify.end_to_end import load_module, read_sidecar, sidecar_for
 from tfl_rebuild.verify.layer_check import (
     closest_local,
     dumped_floats,
@@ -103,7 +103,7 @@ def _runs(model: Model, inputs, seed: int) -> tuple[dict | None, dict | None, li
 
 
 def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bool = False) -> Comparison:
-    from tfl_rebuild.runtime.native_logs import preload_tensorflow
+    from tfl_rebuild.native_logs import preload_tensorflow
 
     preload_tensorflow()
     import keras

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfl_rebuild.commands.inspect import quantization_kind
+from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.verify.measure import Tolerance, is_hybrid, max_errors, to_float, tolerance
 

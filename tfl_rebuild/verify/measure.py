@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfl_rebuild.commands.inspect import weight_tensors
+from tfl_rebuild.tflite.analysis import weight_tensors
 from tfl_rebuild.tflite.ir import Model, Tensor
 
 # Bars, by quantization kind.

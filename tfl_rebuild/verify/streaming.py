@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfl_rebuild.commands.inspect import quantization_kind
 from tfl_rebuild.runtime.interpreter import index_limits, make_interpreter, random_inputs
 from tfl_rebuild.runtime.outputter import patch_outputs
+from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.verify.measure import NOISE_FACTOR, compare_arrays, to_float, tolerance
 
@@ -44,7 +44,7 @@ class StreamReport:
 
 def stream_check(original: Model, view: Model, keras_model, steps: int = STEPS) -> StreamReport | None:
     """None when the view has no state to stream (or its state outputs do not pair with its inputs)."""
-    from tfl_rebuild.verify.end_to_end import run_keras
+    from tfl_rebuild.rebuild.loader import run_keras
 
     own_in, own_out = len(original.main.inputs), len(original.main.outputs)
     sg = view.main

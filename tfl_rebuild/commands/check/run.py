@@ -210,8 +210,8 @@ def check_model(path: str, opts: Options, keep: str | None = None) -> Row:
 
 
 def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
-    from tfl_rebuild.commands.inspect import params_by_dtype, quantization_kind
     from tfl_rebuild.runtime.views import VARIABLE_OPS
+    from tfl_rebuild.tflite.analysis import params_by_dtype, quantization_kind
     from tfl_rebuild.tflite.reader import read_model
 
     try:
@@ -328,7 +328,8 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
     """(the Keras model or None, the model it rebuilds: with its dynamic dims fixed, see views.py)."""
     from tfl_rebuild.commands.keras import write_generated
     from tfl_rebuild.errors import RuntimeUnavailableError
-    from tfl_rebuild.verify.end_to_end import load_module, verify
+    from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.verify.end_to_end import verify
 
     stage, start = row.keras, time.perf_counter()
     try:
@@ -369,8 +370,9 @@ def _other_signatures(stage: Stage, original, outdir: Path) -> None:
     as `keras --signature` does; the stage keeps the worst. One that cannot be viewed alone (its
     subgraph also called by control flow) is noted, as `keras --signature` refuses it too."""
     from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.rebuild.loader import load_module
     from tfl_rebuild.runtime.views import ViewError
-    from tfl_rebuild.verify.end_to_end import load_module, verify
+    from tfl_rebuild.verify.end_to_end import verify
 
     main = next((s.key for s in original.signatures if s.subgraph_index == 0), None)
     for k, sig in enumerate(s for s in original.signatures if s.key != main):

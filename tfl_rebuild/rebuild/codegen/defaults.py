@@ -1,6 +1,6 @@
 """Constructor defaults, so a generated call writes only the arguments that differ.
 
-Keras layers: a table per class (checked against the installed Keras by tests/test_keras_style.py;
+Keras layers: a table per class (checked against the installed Keras by tests/rebuild/test_keras_style.py;
 codegen itself never imports Keras). Custom layer classes: read from the `__init__` signature in
 their template, so the two cannot drift apart.
 """

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
 
 import numpy as np
+
+from tfl_rebuild import text
 
 F32_MAX = float(np.finfo(np.float32).max)
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_.,/:;+=@-]+")
@@ -97,25 +98,8 @@ def _plain(value):
 
 
 def shell_command(words: list[str]) -> Code:
-    """Words quoted for a POSIX shell (shlex.quote), on one line: a word with a line break or an
-    invisible character is written as a bash $'...' string with escapes instead."""
-    return Code(" ".join(_shell_word(w) for w in words))
-
-
-def _shell_word(word: str) -> str:
-    if word.isprintable():
-        return shlex.quote(word)
-    out = []
-    for c in word:
-        if c in "\\'":
-            out.append("\\" + c)
-        elif c.isprintable():
-            out.append(c)
-        elif ord(c) < 0x100:
-            out.append(f"\\x{ord(c):02x}")
-        else:
-            out.append(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
-    return "$'" + "".join(out) + "'"
+    """Words quoted for a POSIX shell on one line (text.shell_command), as a comment fragment."""
+    return Code(text.shell_command(words))
 
 
 def display(text: str, limit: int = 80) -> Code:

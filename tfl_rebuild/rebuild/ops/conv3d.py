@@ -1,6 +1,6 @@
 """Volumetric ops: CONV_3D, CONV_3D_TRANSPOSE, and the MaxPool3D / AvgPool3D custom ops.
 
-Layouts (checked against the runtime by tests/ops/test_conv3d.py): CONV_3D's filter is
+Layouts (checked against the runtime by tests/rebuild/ops/test_conv3d.py): CONV_3D's filter is
 [D, H, W, I, O] and CONV_3D_TRANSPOSE's [D, H, W, O, I], which are Keras' Conv3D and
 Conv3DTranspose kernel layouts as they are. TF's converter writes keras MaxPooling3D /
 AveragePooling3D as custom ops (with allow_custom_ops) whose options are a flexbuffer map of the
@@ -19,7 +19,7 @@ from tfl_rebuild.rebuild.ops.registry import (
     converter,
     custom_converter,
 )
-from tfl_rebuild.runtime.reference import OptionsError, pool3d_options
+from tfl_rebuild.tflite.custom_options import OptionsError, pool3d_options
 from tfl_rebuild.tflite.ir import Operator
 
 

@@ -12,7 +12,7 @@ from functools import wraps
 
 from tfl_rebuild.rebuild.ops.conv import _bias, _kernel, transpose_conv_layer
 from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, custom_converter
-from tfl_rebuild.runtime.reference import (
+from tfl_rebuild.tflite.custom_options import (
     OptionsError,
     compute_padding,
     pool_options,

@@ -21,10 +21,10 @@ import dataclasses
 
 import numpy as np
 
-from tfl_rebuild.commands.inspect import NON_DATA
 from tfl_rebuild.rebuild.ops.registry import ConvertContext
 from tfl_rebuild.rebuild.passes import const_eval
 from tfl_rebuild.rebuild.passes.unit_batch import drop_unit_batch
+from tfl_rebuild.tflite.analysis import NON_DATA
 from tfl_rebuild.tflite.ir import Model, Operator, Tensor
 from tfl_rebuild.tflite.weights import value
 

@@ -1,0 +1,297 @@
+"""Operators -> lines of Keras source: one Emitter per (sub)graph, sharing one Namer.
+
+Subgraphs called by control flow (WHILE cond/body, IF then/else) each become their own
+`build_<name>(w)` function returning a keras.Model over the subgraph's inputs; the loop / branch
+layer of the calling op runs that model. All emitters of one module share the Namer (layer names
+and weight keys stay unique across functions), the weights, the custom classes and the functions.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from tfl_rebuild.errors import TflRebuildError
+from tfl_rebuild.rebuild.codegen.defaults import KERAS_DEFAULTS, is_default, signature_defaults
+from tfl_rebuild.rebuild.codegen.layout import BODY_INDENT, STEP, WIDTH, call
+from tfl_rebuild.rebuild.codegen.literals import Code, comment, display, lit
+from tfl_rebuild.rebuild.codegen.naming import Namer, model_scope, sanitize, snake
+from tfl_rebuild.rebuild.codegen.templates import class_template, environment
+from tfl_rebuild.rebuild.ops import ConversionError, LayerSpec, lookup
+from tfl_rebuild.rebuild.ops.sequence import SubgraphRef
+from tfl_rebuild.rebuild.passes.pipeline import fake_quant_params, prepare
+from tfl_rebuild.tflite.ir import Model, Operator
+from tfl_rebuild.tflite.kernel_rounding import fake_quant_rounding
+
+KWARG = re.compile(r"^[a-z_][a-z0-9_]*$")
+CLASS = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+# Input dtypes a keras.Input states; float (and quantized, rebuilt in float) inputs use the default.
+INPUT_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+
+
+class Emitter:
+    def __init__(self, model: Model, fake_quant: bool, subgraph: int = 0):
+        self.model = model
+        self.ctx, self.ops = prepare(model, subgraph, keep_quantize=fake_quant)
+        self.sg = self.ctx.subgraph
+        self.namer = Namer(
+            model_scope(self.sg.tensors[t].name for op in self.ops for t in op.outputs if t >= 0)
+        )
+        # Tensors something reads: an output nothing reads is unpacked into `_`.
+        self.used = {self.ctx.resolve(i) for op in self.ops for i in op.inputs if i >= 0}
+        self.used |= {self.ctx.resolve(t) for t in self.sg.outputs}
+        self.fake_quant = fake_quant
+        self.var: dict[int, Code] = {}  # tensor id -> variable holding it
+        self.body: list[Code] = []
+        self.layer_weights: list[tuple[str, list[str]]] = []  # (layer, weight names), in build order
+        self.weights: dict[str, np.ndarray] = {}
+        self.classes: set[str] = set()
+        self.tensors: list[dict] = []
+        # Subgraphs called by control flow: index -> (function name, source); see subgraphs.py.
+        self.functions: dict[int, tuple[Code, Code | None]] = {}
+
+    def tensor_var(self, t: int) -> Code:
+        t = self.ctx.resolve(t)
+        if t not in self.var or self.var[t] == "_":
+            raise ConversionError(f"tensor {self.sg.tensors[t].name!r} is used before it is computed")
+        return self.var[t]
+
+    def emit_inputs(self) -> list[Code]:
+        names = []
+        for t in self.sg.inputs:
+            tensor = self.sg.tensors[t]
+            v = self.namer.name(tensor.name, "input")
+            shape = tuple(tensor.shape)
+            kwargs = [("shape", shape[1:]), ("batch_size", shape[0] if shape else 1)]
+            if tensor.dtype in INPUT_DTYPES and not tensor.quantized:  # e.g. token ids, GATHER indices
+                kwargs.append(("dtype", tensor.dtype))
+            self.body += call(f"{v} = keras.Input", [*kwargs, ("name", str(v))])
+            self.var[t] = v
+            names.append(v)
+        return names
+
+    def emit_op(self, op: Operator) -> None:
+        specs = self._requantize(op) if op.opcode == "QUANTIZE" else lookup(op, self.sg)(op, self.ctx)
+        specs = list(specs) if isinstance(specs, list) else [specs]
+        n_specs = len(specs)
+        if self.fake_quant:
+            specs = self._with_fake_quant(op, specs)
+        main = next((self.sg.tensors[o].name for o in op.outputs if o >= 0), "")
+        self.body.append(self._op_comment(op, main))
+        # With fake quantization the op's layer is named after its tensor, the rounding step after it.
+        fq = specs[-1] if self.fake_quant and len(specs) > n_specs else None
+        spec_var: dict[int, Code] = {}
+        for spec in specs:
+            outs = [o for o in spec.outputs]
+            if fq is not None and spec is fq:
+                layer_name = self.namer.derived(spec_var[id(spec.inputs[0])], "quant")
+            elif outs:
+                layer_name = self.namer.name(self.sg.tensors[outs[0]].name)
+            elif fq is not None and spec is fq.inputs[0]:
+                layer_name = self.namer.name(self.sg.tensors[fq.outputs[0]].name)
+            else:  # a helper step of the op (Flatten before Dense, ...)
+                layer_name = self.namer.derived(self.namer.base(main), snake(spec.layer))
+            args = [self.tensor_var(r) if isinstance(r, int) else spec_var[id(r)] for r in spec.inputs]
+            targets = [layer_name]
+            if len(outs) > 1:
+                targets += [self.namer.name(self.sg.tensors[o].name) for o in outs[1:]]
+                targets = [v if o in self.used else Code("_") for o, v in zip(outs, targets)]
+            self.body += self._call(spec, layer_name, args, ", ".join(targets))
+            spec_var[id(spec)] = layer_name
+            for k, o in enumerate(outs):
+                self.var[o] = targets[k]
+                self.tensors.append(self._tensor_row(op, o, layer_name, k))
+            if spec.weights:
+                for wname, arr in spec.weights:
+                    self.weights[f"{layer_name}/{wname}"] = np.asarray(arr)
+                self.layer_weights.append((layer_name, [wname for wname, _ in spec.weights]))
+
+    def _op_comment(self, op: Operator, main: str) -> Code:
+        """'# CONV_2D model/conv1/Relu6 -> [1, 16, 16, 8]': the op and its (first fused) tensor name."""
+        what = op.opcode if op.opcode != "CUSTOM" else f"CUSTOM {display(op.custom_code or '', 40)}"
+        if op.options.get("silu"):  # passes.fuse_silu: the MUL by the input is part of it
+            what = "LOGISTIC + MUL"
+        if op.opcode == "STABLEHLO_COMPOSITE" and isinstance(op.options.get("name"), str):
+            what = f"STABLEHLO_COMPOSITE {display(op.options['name'], 40)}"
+        shape = list(self.sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []
+        return Code(f"# {what} {display(main.split(';')[0])} -> {lit(shape)}")
+
+    def _tensor_row(self, op: Operator, t: int, layer: str, index: int) -> dict:
+        return {
+            "tensor": t,
+            "name": self.sg.tensors[t].name,
+            "layer": str(layer),
+            "output": index,
+            "op_index": op.index,
+            "op": op.key,
+        }
+
+    def _call(self, spec: LayerSpec, layer_name: Code, args: list[Code], target: str) -> list[Code]:
+        """`target = Layer(kwarg=value, ..., name=...)(args)`, leaving out the class's defaults."""
+        if not CLASS.match(spec.layer):
+            raise ValueError(f"bad layer class {spec.layer!r}")
+        if spec.custom:
+            self.classes.add(spec.layer)
+            defaults = signature_defaults(class_template(spec.layer), spec.layer)
+        else:
+            defaults = KERAS_DEFAULTS.get(spec.layer, {})
+        kwargs: list[tuple[str, object]] = []
+        for k, v in spec.kwargs.items():
+            if not KWARG.match(k):
+                raise ValueError(f"bad keyword {k!r}")
+            if isinstance(v, SubgraphRef):  # another subgraph, built by its own function
+                kwargs.append((k, subgraph_call(self, v.index)))
+                continue
+            if not is_default(defaults, k, v, spec.kwargs):
+                kwargs.append((k, v))
+        kwargs.append(("name", str(layer_name)))
+        ctor = spec.layer if spec.custom else f"keras.layers.{spec.layer}"
+        arg_text = f"[{', '.join(args)}]" if spec.call_list else ", ".join(args)
+        return call(f"{target} = {ctor}", kwargs, f"({arg_text})")
+
+    def _requantize(self, op: Operator) -> LayerSpec:
+        """A QUANTIZE that prepare() kept (fake-quant rebuilds): round onto its output's grid."""
+        scale, zp, qmin, qmax = fake_quant_params(self.sg.tensors[op.outputs[0]])
+        kwargs = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax, **self._rounding(op)}
+        return LayerSpec("FakeQuant", kwargs, (op.inputs[0],), op.outputs, custom=True)
+
+    def _rounding(self, op: Operator) -> dict:
+        """FakeQuant's `ties` / `shift` for the kernel of `op` (see kernel_rounding.py)."""
+        count = None
+        if op.opcode == "MEAN" and len(op.inputs) > 1 and self.ctx.is_const(op.inputs[1]):
+            shape = self.ctx.shape(op.inputs[0])
+            axes = (
+                {int(a) % len(shape) for a in np.asarray(self.ctx.const(op.inputs[1])).reshape(-1)}
+                if shape
+                else ()
+            )
+            count = int(np.prod([shape[a] for a in axes]))
+        return fake_quant_rounding(self.sg, op, count)
+
+    def _with_fake_quant(self, op: Operator, specs: list[LayerSpec]) -> list[LayerSpec]:
+        last = specs[-1]
+        if len(last.outputs) != 1 or last.layer == "FakeQuant":
+            return specs
+        params = fake_quant_params(self.sg.tensors[last.outputs[0]])
+        if params is None:
+            return specs
+        scale, zp, qmin, qmax = params
+        outputs, last.outputs = last.outputs, ()
+        kwargs = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax, **self._rounding(op)}
+        return [*specs, LayerSpec("FakeQuant", kwargs, (last,), outputs, custom=True)]
+
+    def emit_outputs(self) -> list[Code]:
+        return [self.tensor_var(t) for t in self.sg.outputs]
+
+
+def set_weights_lines(layer_weights: list[tuple[str, list[str]]]) -> list[Code]:
+    """A table of each layer's weight names and one loop that loads them from the .npz, where the
+    arrays are keyed "<layer>/<weight>" (a call per layer took three lines each on big models)."""
+    if not layer_weights:
+        return []
+    lines = [
+        Code('# Each layer\'s weights, in set_weights order; the .npz holds them as "<layer>/<weight>".'),
+        Code("layer_weights = {"),
+    ]
+    for layer, names in layer_weights:
+        entry = f"{STEP}{lit(layer)}: {lit(names)},"
+        if BODY_INDENT + len(entry) <= WIDTH:
+            lines.append(Code(entry))
+        else:
+            lines += [
+                Code(f"{STEP}{lit(layer)}: ["),
+                *(Code(f"{STEP * 2}{lit(n)},") for n in names),
+                Code(f"{STEP}],"),
+            ]
+    return lines + [
+        Code("}"),
+        Code("for layer_name, weight_names in layer_weights.items():"),
+        Code(
+            f"{STEP}model.get_layer(layer_name).set_weights("
+            '[w[f"{layer_name}/{key}"] for key in weight_names])'
+        ),
+    ]
+
+
+class SubgraphEmitter(Emitter):
+    """An emitter for one called subgraph: inputs keep their exact shape (scalars included, no
+    batch axis added) and dtype, since the calling op passes tensors of exactly that form."""
+
+    def __init__(self, parent: Emitter, index: int):
+        super().__init__(parent.model, parent.fake_quant, subgraph=index)
+        self.namer, self.weights, self.classes = parent.namer, parent.weights, parent.classes
+        self.functions = parent.functions
+
+    def emit_inputs(self) -> list[Code]:
+        names = []
+        for t in self.sg.inputs:
+            tensor = self.sg.tensors[t]
+            if tensor.dtype not in ("float32", "float16", "int32", "int64", "bool", "int8", "uint8", "int16"):
+                raise ConversionError(
+                    f"subgraph {self.sg.name!r}: input of type {tensor.dtype} is not supported"
+                )
+            dtype = "float32" if tensor.quantized or tensor.dtype == "float16" else tensor.dtype
+            v = self.namer.name(tensor.name, "input")
+            self.body.append(
+                Code(
+                    f"{v} = keras.Input(batch_shape={lit(tuple(tensor.shape))}, dtype={lit(dtype)}, "
+                    f"name={lit(str(v))})"
+                )
+            )
+            self.var[t] = v
+            names.append(v)
+        return names
+
+    def emit_outputs(self) -> list[Code]:
+        for t in self.sg.outputs:
+            if self.ctx.is_const(t):
+                raise ConversionError(
+                    f"subgraph {self.sg.name!r}: constant output {self.sg.tensors[t].name!r}"
+                )
+        return super().emit_outputs()
+
+
+def subgraph_call(em: Emitter, index: int) -> Code:
+    """The expression `build_<name>(w)` for subgraph `index`, emitting its function on first use."""
+    model: Model = em.model
+    if not 0 < index < len(model.subgraphs):
+        raise ConversionError(
+            f"control flow refers to subgraph {index}, but the model has {len(model.subgraphs)}"
+        )
+    if index in em.functions:
+        name, source = em.functions[index]
+        if source is None:
+            raise ConversionError(f"subgraph {model.subgraphs[index].name!r} calls itself")
+        return Code(f"{name}(w)")
+    sg = model.subgraphs[index]
+    name = em.namer.name(f"build_{sanitize(sg.name, 'subgraph')}")
+    em.functions[index] = (name, None)  # in progress: a cycle back here is an error
+    sub = SubgraphEmitter(em, index)
+    inputs = sub.emit_inputs()
+    if not inputs:
+        raise ConversionError(f"subgraph {sg.name!r} has no inputs")
+    try:
+        for op in sub.ops:
+            sub.emit_op(op)
+    except TflRebuildError as e:
+        raise type(e)(f"in subgraph {sg.name!r}: {e}") from None
+    outputs = sub.emit_outputs()
+    source = (
+        environment()
+        .get_template("subgraph.py.j2")
+        .render(
+            name=name,
+            index=lit(index),
+            what=comment(sg.name or f"subgraph {index}"),
+            body=sub.body,
+            inputs=Code(f"[{', '.join(inputs)}]"),
+            outputs=Code(f"[{', '.join(outputs)}]"),
+            model_name=lit(str(name).removeprefix("build_")),
+            set_weights=set_weights_lines(sub.layer_weights),
+        )
+    )
+    em.functions[index] = (name, Code(source.strip()))
+    return Code(f"{name}(w)")
