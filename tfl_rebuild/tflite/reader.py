@@ -23,6 +23,7 @@ import flatbuffers
 import numpy as np
 
 from tfl_rebuild.errors import ModelFormatError
+from tfl_rebuild.tflite.calls import call_faults
 from tfl_rebuild.tflite.ir import (
     NUMPY_TYPES,
     TENSOR_TYPES,
@@ -230,6 +231,7 @@ class _Parser:
         )
         if not subgraphs:
             raise self.fail("model has no subgraphs")
+        self._check_calls(subgraphs)
 
         signatures = []
         self.where = "signature defs"
@@ -266,6 +268,11 @@ class _Parser:
             external_buffers=external,
             flatbuffer_size=flat_end if external else self.size,
         )
+
+    def _check_calls(self, subgraphs) -> None:
+        for where, what in call_faults(subgraphs):
+            self.where = where
+            raise self.fail(what)
 
     def _parse_subgraph(self, sg, s: int, opcodes, buffers) -> Subgraph:
         self.where = f"subgraph {s}"
