@@ -38,6 +38,7 @@ import warnings  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from tfl_rebuild.commands import dump as dump_cmd  # noqa: E402
 from tfl_rebuild.errors import TflRebuildError  # noqa: E402
 from tfl_rebuild.runtime import interpreter as runtime  # noqa: E402
 from tfl_rebuild.runtime import outputter  # noqa: E402
@@ -118,7 +119,7 @@ def bench_mode(path: Path, model, mode: str, xnnpack: bool, repeats: int, pt_rep
         with tempfile.TemporaryDirectory() as tmp:
 
             def run_and_write():
-                outputter.write_dump(dumper.run(x, copy=False), Path(tmp) / "out", model=model)
+                dump_cmd.write_dump(dumper.run(x, copy=False), Path(tmp) / "out", model=model)
 
             rows.append((mode, "dump+write", median_ms(run_and_write, repeats), n))
 

@@ -146,6 +146,7 @@ def weights(model, output, layout, dequantize):
     help="Run with the XNNPACK delegate (tensors it folds into its weights are left out).",
 )
 @click.option("--num-threads", type=click.IntRange(min=1), help="Interpreter threads.")
+@click.option("--force", is_flag=True, help="Write into a DIR that holds other files (they are left alone).")
 @SIGNATURE
 @INPUT_SHAPE
 def dump(
@@ -164,66 +165,33 @@ def dump(
     num_threads,
     signature,
     input_shapes,
+    force,
 ):
-    """Every intermediate tensor from one run: one .npy each, index.json and summary.csv."""
-    import time
+    """Every intermediate tensor from one run: one .npy each, index.json and summary.csv.
 
-    from tfl_rebuild.errors import RuntimeUnavailableError
-    from tfl_rebuild.runtime import inputs, outputter
-    from tfl_rebuild.runtime.views import dynamic_hint, make_view
-    from tfl_rebuild.tflite.reader import read_model
+    An earlier dump in DIR is replaced (only the files its index.json lists); a DIR holding other
+    files is refused unless --force, and those files are never touched."""
+    from tfl_rebuild.commands import dump as dump_cmd
 
     if not outdir and not save_patched:
         raise click.UsageError("give -o DIR for the tensors, --save-patched FILE for the model, or both")
-    if outdir:
-        outputter.check_outdir(outdir)  # refuse before running, not after
-        ensure_dir(os.path.dirname(outdir) or ".")
-    if save_patched:
-        writable_file(save_patched)
-    image = inputs.ImageOptions(
-        inputs.parse_floats(mean, "--mean"), inputs.parse_floats(std, "--std"), scale, bgr
+    opts = dump_cmd.Options(
+        input_specs=input_specs,
+        seed=seed,
+        select=select,
+        ops=ops,
+        mean=mean,
+        std=std,
+        scale=scale,
+        bgr=bgr,
+        save_patched=save_patched,
+        xnnpack=xnnpack,
+        num_threads=num_threads,
+        signature=signature,
+        input_shapes=input_shapes,
+        force=force,
     )
-    ops = [o for group in ops for o in group.split(",")]
-    view = read_model(model)
-    if signature or input_shapes:
-        view = make_view(view, signature, input_shapes, fix_shapes=False, explicit_state=False).model
-    patched = outputter.prepare(view, select, ops, xnnpack=xnnpack)
-    if save_patched:
-        from tfl_rebuild.fileio import atomic_output
-
-        with atomic_output(save_patched) as f:
-            patched.write(f)
-        click.echo(
-            f"wrote the patched model ({len(patched.entries)} tensors exposed) to {save_patched}", err=True
-        )
-    if not outdir:
-        return
-    try:
-        dumper = outputter.Dumper(patched, num_threads)
-    except RuntimeUnavailableError as exc:
-        raise RuntimeUnavailableError(f"{exc}{dynamic_hint(view) if not input_shapes else ''}") from None
-    if not input_specs and seed is None:
-        seed = 0
-        click.echo("no --input: using random inputs (--random 0)", err=True)
-    values, sources = inputs.load_inputs(input_specs, dumper.input_details, seed=seed, image=image)
-    start = time.perf_counter()
-    result = dumper.run(values, copy=False)  # written out before any other run
-    ms = (time.perf_counter() - start) * 1e3
-    meta = {
-        "runtime": dumper.runtime_name,
-        "kernels": "xnnpack" if xnnpack else "builtin",
-        "input_sources": sources,
-        "run_ms": round(ms, 2),
-    }
-    outputter.write_dump(
-        result, outdir, model=patched.model, meta=meta, skipped=patched.skipped, progress=sys.stderr.isatty()
-    )
-    note = (
-        f"; left out {len(patched.skipped)} constant-only tensors XNNPACK does not write"
-        if patched.skipped
-        else ""
-    )
-    click.echo(f"dumped {len(result)} tensors from one run ({ms:.1f} ms) to {outdir}{note}")
+    dump_cmd.run(model, outdir, opts, click.echo)
 
 
 @main.command()

@@ -14,8 +14,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT, model_params, require_corpus, require_model
 from flatbuf import Op, T, build_model
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tfl_rebuild.cli import main
+from tfl_rebuild.commands import dump as dump_cmd
 from tfl_rebuild.errors import RuntimeUnavailableError
 from tfl_rebuild.runtime import outputter
 from tfl_rebuild.tflite.reader import read_model
@@ -248,7 +251,7 @@ def test_refuses_a_foreign_output_directory(chain, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "precious.txt").write_text("keep")
-    fail(chain, "-o", out, "--random", "0", match="not an earlier dump")
+    fail(chain, "-o", out, "--random", "0", match="no earlier dump wrote")
     assert (out / "precious.txt").read_text() == "keep"
 
 
@@ -384,3 +387,31 @@ def test_clear_error_without_any_runtime(chain, tmp_path, monkeypatch):
     hide(monkeypatch, "ai_edge_litert", "ai_edge_litert.interpreter", "tensorflow")
     fail(chain, "-o", tmp_path / "o", "--random", "0", match="needs ai-edge-litert or tensorflow")
     ok(chain, "--save-patched", tmp_path / "p.tflite")  # patching alone needs no runtime
+
+
+# -- file names -------------------------------------------------------------------------------
+
+
+@given(st.text(max_size=300))
+def test_sanitized_names_are_safe(name):
+    s = dump_cmd.sanitize(name)
+    assert 0 < len(s) <= 80
+    assert all(c.isascii() and (c.isalnum() or c in "_.-") for c in s)
+    assert not s.startswith(".")
+
+
+def test_file_names_unique_on_case_blind_disks():
+    E = outputter.DumpEntry
+    entries = [
+        E("A", 1, "A", 3, "X", "float32"),
+        E("a", 2, "a", 3, "X", "float32"),
+        E("../../etc/passwd", 3, "../../etc/passwd", 12, "X", "float32"),
+        E("conv;fused;names", 4, "conv;fused;names", 12, "X", "float32"),
+    ]
+    names = dump_cmd.file_names(entries, 20)
+    assert names == {
+        "A": "0003_A",
+        "a": "0003_a_t2",
+        "../../etc/passwd": "0012_etc_passwd",
+        "conv;fused;names": "0012_conv",
+    }

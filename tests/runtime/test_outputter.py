@@ -19,8 +19,6 @@ from conftest import (
     require_model,
 )
 from flatbuf import Op, Signature, T, build_model
-from hypothesis import given
-from hypothesis import strategies as st
 
 from tfl_rebuild.errors import InputError, ModelFormatError, RuntimeUnavailableError
 from tfl_rebuild.runtime import outputter
@@ -425,31 +423,6 @@ def test_unknown_custom_op_is_named():
 
 
 # -- file names -----------------------------------------------------------------------------------
-
-
-@given(st.text(max_size=300))
-def test_sanitized_names_are_safe(name):
-    s = outputter.sanitize(name)
-    assert 0 < len(s) <= 80
-    assert all(c.isascii() and (c.isalnum() or c in "_.-") for c in s)
-    assert not s.startswith(".")
-
-
-def test_file_names_unique_on_case_blind_disks():
-    E = outputter.DumpEntry
-    entries = [
-        E("A", 1, "A", 3, "X", "float32"),
-        E("a", 2, "a", 3, "X", "float32"),
-        E("../../etc/passwd", 3, "../../etc/passwd", 12, "X", "float32"),
-        E("conv;fused;names", 4, "conv;fused;names", 12, "X", "float32"),
-    ]
-    names = outputter.file_names(entries, 20)
-    assert names == {
-        "A": "0003_A",
-        "a": "0003_a_t2",
-        "../../etc/passwd": "0012_etc_passwd",
-        "conv;fused;names": "0012_conv",
-    }
 
 
 def test_no_runtime_imported_at_module_level():
