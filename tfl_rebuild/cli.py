@@ -13,6 +13,15 @@ import click
 
 from tfl_rebuild.errors import TflRebuildError
 from tfl_rebuild.fileio import ensure_dir, writable_file
+from tfl_rebuild.text import printable
+
+# An error is one line, whatever the model's strings hold, and a line a person can read.
+ERROR_LIMIT = 300
+
+
+def error_line(exc: BaseException) -> str:
+    """'error: <message>' with control characters and line breaks escaped, cut to ERROR_LIMIT."""
+    return f"error: {printable(str(exc), ERROR_LIMIT)}"
 
 
 class _Group(click.Group):
@@ -20,7 +29,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except TflRebuildError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(error_line(exc), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -467,10 +476,11 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     err.print(f"checking {len(models)} model(s), {min(jobs, len(models))} at a time")
 
     def progress(done, row):
+        show = lambda text: escape(printable(text, ERROR_LIMIT))  # noqa: E731  model text, one line
         err.print(
-            f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
-            + (f" - {escape(row.reason)}" if row.reason else "")
-            + "".join(f" ({escape(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
+            f"[{done}/{len(models)}] {show(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
+            + (f" - {show(row.reason)}" if row.reason else "")
+            + "".join(f" ({show(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
             soft_wrap=True,
         )
 

@@ -14,6 +14,9 @@ import unicodedata
 # and the noncharacters a terminal may mangle.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffe\uffff]")
 
+# The same past ASCII: json.dumps escapes C0 itself, and its own line breaks must stay.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffe\uffff]")
+
 
 def _escape(c: str) -> str:
     code = ord(c)
@@ -27,6 +30,13 @@ def printable(text: str, limit: int | None = None) -> str:
     if limit is not None and len(safe) > limit:
         return f"{safe[:limit]}... ({len(safe) - limit} more characters)"
     return safe
+
+
+def json_text(document: str) -> str:
+    """A JSON document (json.dumps with ensure_ascii=False) with the invisible or line-breaking
+    characters JSON leaves raw (U+2028, bidi controls, C1) written as \\uXXXX escapes: the same
+    document, but safe to print. JSON allows them only inside strings, where the escape means them."""
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", document)
 
 
 def shell_word(word: str) -> str:

@@ -177,7 +177,7 @@ def check_outdir(path: str | Path, force: bool = False) -> OutDir:
         while not parent.exists():  # the nearest existing ancestor must be a writable directory
             parent = parent.parent
         if not parent.is_dir():
-            raise OutputError(f"{out}: {parent} is a file, not a directory")
+            raise OutputError(f"{parent}: is a file, not a directory")
         _probe(parent)
         return OutDir(out, False)
     if not out.is_dir():

@@ -49,8 +49,10 @@ def print_report(model: Model, show_tensors: bool = False, console=None) -> None
     from rich.markup import escape
     from rich.table import Table
 
+    from tfl_rebuild.text import printable
+
     con = console or Console(highlight=False)
-    e = escape
+    e = lambda text: escape(printable(text))  # noqa: E731  model strings: no control characters raw
     params = params_by_dtype(model)
     total = sum(params.values())
     con.print(

@@ -184,7 +184,9 @@ def state_variables(model: Model) -> list[str]:
 
 
 def to_json(model: Model) -> str:
-    return json.dumps(summarize(model), indent=1, ensure_ascii=False)
+    from tfl_rebuild.text import json_text
+
+    return json_text(json.dumps(summarize(model), indent=1, ensure_ascii=False))
 
 
 def activation_dtypes(model: Model) -> list[str]:

@@ -119,7 +119,10 @@ def to_json(rows: list[Row], opts: Options) -> str:
 
 
 def _md(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """A model's text in a Markdown cell: control characters escaped (printable), | and \\ quoted."""
+    from tfl_rebuild.text import printable
+
+    return printable(text).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def to_markdown(rows: list[Row], opts: Options) -> str:
