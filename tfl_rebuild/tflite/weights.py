@@ -6,6 +6,8 @@ Everything here returns new arrays; the IR's views into the file are never writt
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -214,8 +216,9 @@ def kernel_consumers(sg: Subgraph) -> dict[int, tuple[str, int | None]]:
     return out
 
 
-def unique_keys(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
+def unique_keys(names: list[str], taken: Iterable[str] = ()) -> list[str]:
+    """Each name, or with `__1`, `__2` ... appended when an earlier one (or `taken`) has it."""
+    seen: dict[str, int] = dict.fromkeys(taken, 0)
     keys = []
     for n in names:
         base = n or "tensor"
@@ -229,11 +232,43 @@ def unique_keys(names: list[str]) -> list[str]:
     return keys
 
 
+# The .npz member holding [[key, tensor name], ...] when a key is not its tensor's name.
+NAMES_MEMBER = "__names__"
+# Characters no archive member name may hold: controls, and what some file systems refuse.
+_UNSAFE_IN_MEMBER = re.compile(r'[\x00-\x1f\x7f\\:*?"<>|]')
+
+
+def safe_key(name: str) -> str:
+    """A tensor name as a relative archive member path: '/'-separated parts that are neither empty,
+    '.' nor '..' (so '../../x' -> 'x', '/etc/passwd' -> 'etc/passwd'), no control characters, no
+    backslash or drive colon; cut where a zip member name must end (64 KiB)."""
+    parts = [_UNSAFE_IN_MEMBER.sub("_", p).strip() for p in name.split("/")]
+    parts = [p for p in parts if p not in ("", ".", "..")]
+    return "/".join(parts)[:16000].strip("/") or "tensor"
+
+
+def archive_keys(names: list[str]) -> list[str]:
+    """Safe member keys for tensor names (see `safe_key`), unique even to a case-blind unzip (`__1`,
+    `__2` ... appended), and never the manifest's name."""
+    keys, seen = [], {NAMES_MEMBER.lower()}
+    for name in names:
+        base = safe_key(name)
+        k, i = base, 0
+        while k.lower() in seen:
+            i += 1
+            k = f"{base}__{i}"
+        seen.add(k.lower())
+        keys.append(k)
+    return keys
+
+
 def export_weights(model: Model, path: str, layout: str = "raw", dequantize: bool = False) -> tuple[int, int]:
     """Every constant of every subgraph into one .npz keyed by tensor name (subgraph prefix past 0).
 
     Sparse constants are always densified (their packed values mean nothing alone). With
     layout="keras", conv/dense kernels are transposed to Keras layout (and dequantized first).
+    Keys are safe relative member names (`archive_keys`); when one is not its tensor's name (a
+    name made safe, or made unique), the `__names__` member maps every key to its tensor name.
     """
     names, values = [], []
     for sg in model.subgraphs:
@@ -248,11 +283,28 @@ def export_weights(model: Model, path: str, layout: str = "raw", dequantize: boo
                 arr = to_keras_layout(arr, *kernel)
             names.append(prefix + t.name)
             values.append(arr)
-    arrays = dict(zip(unique_keys(names), values))
-    write_npz_atomic(path, arrays)
+    keys = archive_keys(names)
+    arrays = dict(zip(keys, values))
+    manifest = {}
+    if keys != names:
+        manifest[NAMES_MEMBER] = np.array([[k, n] for k, n in zip(keys, names)], dtype=str).reshape(-1, 2)
+    write_npz_atomic(path, {**arrays, **manifest})
     return len(arrays), sum(a.nbytes for a in arrays.values())
 
 
+def names_of(npz) -> dict[str, str]:
+    """Archive key -> tensor name of an exported .npz (np.load's result): the manifest, else identity."""
+    if NAMES_MEMBER in npz.files:
+        return {str(k): str(n) for k, n in npz[NAMES_MEMBER]}
+    return {k: k for k in npz.files}
+
+
 def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_output(path) as f:
-        np.savez(f, **arrays)
+    """An uncompressed .npz, like np.savez, but any key works (np.savez takes keys as keyword
+    arguments: a tensor named 'file' or 'allow_pickle' broke it) and nothing is pickled."""
+    import zipfile
+
+    with atomic_output(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, arr in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
