@@ -201,6 +201,10 @@ def fully_connected(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
         return fully_connected_dynamic(op, ctx)
     x = op.inputs[0]
     w = _kernel(op, ctx)
+    if w.ndim < 2:
+        raise ConversionError(
+            f"{op.opcode} op {op.index}: weights of shape {list(w.shape)} are not a [units, n_in] matrix"
+        )
     units, n_in = w.shape[0], int(np.prod(w.shape[1:]))
     bias = _bias(op, ctx, 2, units)  # (TFLite's int16 FULLY_CONNECTED rescales at full precision)
     if ctx.tensor(op.outputs[0]).dtype == "int16" and bias is not None:

@@ -35,10 +35,13 @@ BINARY = {
 
 def binary(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     merge, fn = BINARY[op.opcode]
+    if len(op.inputs) < 2 or min(op.inputs[:2]) < 0:
+        raise ConversionError(f"{op.opcode} op {op.index}: needs two operands, has {list(op.inputs)}")
     a, b = op.inputs[:2]
     const_a, const_b = ctx.is_const(a), ctx.is_const(b)
     if const_a and const_b:
         raise ConversionError(f"{op.opcode} op {op.index}: both operands are constants")
+    _check_broadcast(op, ctx, a, b)
     if merge and not (const_a or const_b) and ctx.shape(a) == ctx.shape(b):
         spec = LayerSpec(merge, {}, (a, b), op.outputs, call_list=True)
     elif const_a or const_b:
@@ -55,6 +58,19 @@ def binary(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     else:
         spec = LayerSpec("BinaryOp", {"op": fn}, (a, b), op.outputs, custom=True)
     return with_activation(op, spec)
+
+
+def _check_broadcast(op: Operator, ctx: ConvertContext, a: int, b: int) -> None:
+    """Refuse operands whose (static) shapes cannot broadcast: the runtime would refuse them too."""
+    sa, sb = ctx.shape(a), ctx.shape(b)
+    if any(d < 0 for d in (*sa, *sb)):
+        return  # a dynamic dim may be anything
+    try:
+        np.broadcast_shapes(sa, sb)
+    except ValueError:
+        raise ConversionError(
+            f"{op.opcode} op {op.index}: operands of shapes {list(sa)} and {list(sb)} do not broadcast"
+        ) from None
 
 
 for _name in BINARY:

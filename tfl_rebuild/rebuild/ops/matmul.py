@@ -56,7 +56,14 @@ def batch_matmul(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 def fully_connected_dynamic(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     """y = x W^T + b with W [units, n_in] computed at run time (e.g. tf.matmul(a, b, transpose_b=True))."""
+    if len(op.inputs) < 2 or op.inputs[0] < 0 or op.inputs[1] < 0:
+        raise ConversionError(f"{op.opcode} op {op.index}: needs an input and weights, has {list(op.inputs)}")
     x, w = op.inputs[:2]
+    if ctx.rank(w) < 2:
+        raise ConversionError(
+            f"{op.opcode} op {op.index}: weights {ctx.tensor(w).name!r} of shape {list(ctx.shape(w))} "
+            "are not a [units, n_in] matrix"
+        )
     n_in = ctx.shape(w)[-1]
     in_shape = ctx.shape(x)
     specs: list[LayerSpec] = []

@@ -5,6 +5,7 @@ Converters return data, never source text, and never pick names: `codegen/` does
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -249,7 +250,34 @@ def lookup(op: Operator, sg: Subgraph) -> Converter:
                 f"{op.key} op {op.index} on complex tensor {complex_in[0]!r}: only "
                 f"{', '.join(sorted(COMPLEX_INPUTS_OK))} are rebuilt on complex values"
             )
-    return fn
+    return _guarded(fn, op, sg)
+
+
+# What a converter raises when an op's inputs or attributes are not what the op's schema promises
+# (a mutated model: a rank-1 weight, a missing input, a shape that cannot broadcast).
+_MISFIT = (IndexError, ValueError, KeyError, TypeError)
+
+
+def _guarded(fn: Converter, op: Operator, sg: Subgraph) -> Converter:
+    """`fn`, with a misfit of the op's inputs to what the converter expects as a ConversionError that
+    names the op, its version and its output tensor (one line, exit 2) instead of a traceback."""
+
+    @functools.wraps(fn)
+    def convert(op_: Operator, ctx: ConvertContext):
+        try:
+            return fn(op_, ctx)
+        except _MISFIT as exc:
+            what = f"custom op {op.custom_code}" if op.opcode == "CUSTOM" else f"{op.opcode} v{op.version}"
+            out = (
+                sg.tensors[op.outputs[0]].name if op.outputs and 0 <= op.outputs[0] < len(sg.tensors) else "?"
+            )
+            detail = str(exc).splitlines()[0] if str(exc).strip() else ""
+            raise ConversionError(
+                f"{what} (op {op.index}, output {out!r}): its inputs do not fit what the op takes "
+                f"({type(exc).__name__}{': ' + detail if detail else ''})"
+            ) from exc
+
+    return convert
 
 
 def supported_ops() -> list[tuple[str, list[int], str]]:
