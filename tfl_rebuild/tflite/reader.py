@@ -1,4 +1,5 @@
-"""Read .tflite bytes into the IR (`ir.py`). The only module that touches flatbuffers.
+"""Read .tflite bytes into the IR (`ir.py`). The only module that touches flatbuffers (with
+`metadata.py`, which it calls for tflite_support's metadata).
 
 The file is memory-mapped and constant tensors are numpy views into the map. The flatbuffers
 accessors do no bounds checking, so every length, index and offset read here is checked against
@@ -29,15 +30,14 @@ from tfl_rebuild.tflite.ir import (
     TENSOR_TYPES,
     DimensionMetadata,
     Model,
-    ModelInfo,
     Operator,
     Quantization,
     SignatureDef,
     Sparsity,
     Subgraph,
     Tensor,
-    TensorInfo,
 )
+from tfl_rebuild.tflite.metadata import read_model_info, zip_text
 
 
 class _LazyPackage(types.ModuleType):
@@ -169,7 +169,7 @@ class _Parser:
         if self.size < 8:
             raise self.fail(f"file is {self.size} bytes, too short to be a TFLite model")
         if bytes(self.buf[:4]) == b"PK\x03\x04":
-            raise self.fail(_zip_text(self.buf))
+            raise self.fail(zip_text(self.buf))
         if bytes(self.buf[4:8]) != FILE_IDENTIFIER:
             raise self.fail(f"file identifier is {bytes(self.buf[4:8])!r}, not {FILE_IDENTIFIER!r}")
         root = struct.unpack_from("<I", self.buf, 0)[0]
@@ -467,70 +467,6 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return None
-
-
-def read_model_info(blob: bytes) -> ModelInfo | None:
-    """Decode the strings of tflite_support's ModelMetadata flatbuffer ("M001"); None if unreadable.
-
-    Only name/description/version/author/license and per-tensor name/description are read, by
-    field position from metadata_schema.fbs, so no extra package is needed.
-    """
-    from flatbuffers.table import Table
-
-    if len(blob) < 8:
-        return None
-
-    def field(tab: Table, i: int) -> int:
-        return tab.Offset(4 + 2 * i)
-
-    def text(tab: Table, i: int) -> str:
-        o = field(tab, i)
-        return tab.String(o + tab.Pos).decode("utf-8", "replace") if o else ""
-
-    def tables(tab: Table, i: int) -> list[Table]:
-        o = field(tab, i)
-        if not o:
-            return []
-        n = tab.VectorLen(o)
-        if n * 4 > len(blob):
-            raise ValueError("vector too long")
-        start = tab.Vector(o)
-        return [Table(tab.Bytes, tab.Indirect(start + 4 * k)) for k in range(n)]
-
-    try:
-        root = Table(blob, flatbuffers.encode.Get(flatbuffers.packer.uoffset, blob, 0))
-        sub = tables(root, 3)
-        tinfo = lambda tabs: tuple(TensorInfo(text(t, 0), text(t, 1)) for t in tabs)  # noqa: E731
-        return ModelInfo(
-            name=text(root, 0),
-            description=text(root, 1),
-            version=text(root, 2),
-            author=text(root, 4),
-            license=text(root, 5),
-            inputs=tinfo(tables(sub[0], 2)) if sub else (),
-            outputs=tinfo(tables(sub[0], 3)) if sub else (),
-            associated_files=tuple(text(t, 0) for t in tables(root, 6)),
-        )
-    except (*_LOW_LEVEL_FAULTS, RecursionError):
-        return None
-
-
-def _zip_text(buf) -> str:
-    """What a zip archive given as a model holds (a MediaPipe .task bundle is a zip of .tflite files)."""
-    import io
-    import zipfile
-
-    try:
-        names = [n for n in zipfile.ZipFile(io.BytesIO(bytes(buf))).namelist() if n.endswith(".tflite")]
-    except (zipfile.BadZipFile, OSError, ValueError):
-        names = []
-    held = (
-        f"it holds {', '.join(repr(n) for n in names[:6])}{' ...' if len(names) > 6 else ''}: extract one "
-        "(unzip) and pass that"
-        if names
-        else "it holds no .tflite file"
-    )
-    return f"a zip archive (a MediaPipe .task bundle?), not a .tflite model; {held}"
 
 
 def read_model(source: str | os.PathLike | bytes | bytearray) -> Model:
