@@ -15,8 +15,9 @@ from tfl_rebuild.errors import TflRebuildError
 from tfl_rebuild.fileio import ensure_dir, writable_file
 from tfl_rebuild.text import printable
 
-# An error is one line, whatever the model's strings hold, and a line a person can read.
-ERROR_LIMIT = 300
+# An error is one line, whatever the model's strings hold, and short enough to read: our longest
+# messages (an SSD post-processing refusal names every tensor) run near 500 characters.
+ERROR_LIMIT = 1000
 
 
 def error_line(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ from flatbuf import Op, Signature, T, build_model
 
 from tfl_rebuild.cli import main
 
-ERROR_LIMIT = 300  # characters of an error message shown (cli.ERROR_LIMIT)
+ERROR_LIMIT = 1000  # characters of an error message shown (cli.ERROR_LIMIT)
 
 ESC = "\x1b[2J\x1b]0;pwned\x07"  # clear the screen, set the window title
 BREAKS = "a\nb\rc\u2028d\x0ce\u2029f\x1b[31m"
