@@ -202,7 +202,8 @@ def _refuse_clashes(target: OutDir, patched: PatchedModel, input_details: list[d
     stems = file_names(patched.entries, len(patched.model.main.operators)).values()
     planned = {INDEX, SUMMARY, *(f"{s}{x}" for s in stems for x in (".npy", ".dequant.npy"))}
     planned.update(input_file(i, d["name"]) for i, d in enumerate(input_details))
-    clash = sorted(planned.intersection(target.foreign))
+    foreign = {n.lower(): n for n in target.foreign}  # a case-blind disk: 'A.npy' is 'a.npy'
+    clash = sorted(foreign[n.lower()] for n in planned if n.lower() in foreign)
     if clash:
         raise OutputError(
             f"{target.path / clash[0]}: exists and is not from an earlier dump; this dump would replace "
@@ -219,6 +220,7 @@ class _Files:
     def __init__(self, target: OutDir):
         self.target, self.out = target, target.path
         self.made_dir = False
+        self.foreign = {n.lower() for n in target.foreign}
         self.pending: dict[str, str] = {}  # final name -> temporary path
 
     def __enter__(self):
@@ -235,7 +237,7 @@ class _Files:
     def path(self, name: str) -> str:
         if name in self.pending:
             raise AssertionError(f"{name} written twice")
-        if name in self.target.foreign:
+        if name.lower() in self.foreign:
             raise OutputError(f"{self.out / name}: exists and is not from an earlier dump; not replaced")
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.out)
         os.close(fd)
@@ -253,13 +255,16 @@ class _Files:
     def commit(self) -> None:
         mask = os.umask(0)
         os.umask(mask)
-        index = self.pending.pop(INDEX, None)
-        for name, tmp in [*self.pending.items(), *([(INDEX, index)] if index else [])]:
+        written = set(self.pending)
+        for name in [*sorted(written - {INDEX}), *([INDEX] if INDEX in written else [])]:  # index last
+            tmp = self.pending[name]
             os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; these are ordinary files
             os.replace(tmp, self.out / name)
-        for stale in self.target.ours - set(self.pending) - {INDEX}:
-            (self.out / stale).unlink(missing_ok=True)  # ours, listed by our earlier index
-        self.pending = {}
+            del self.pending[name]
+        kept = {n.lower() for n in written}  # on a case-blind disk 'A.npy' may be the new 'a.npy'
+        for stale in self.target.ours:
+            if stale.lower() not in kept:
+                (self.out / stale).unlink(missing_ok=True)  # ours, listed by our earlier index
 
     def __exit__(self, kind, exc, tb):
         for tmp in self.pending.values():
