@@ -25,6 +25,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The corpus (14 MediaPipe models, git-ignored) is fetched once into .corpus/ and reused.
 corpus:

@@ -365,7 +365,7 @@ def test_header_names_the_rebuild_options(tmp_path):
     source = generate(read_model(path), "other", fake_quant=False).source
     second = source.splitlines()[1]
     assert second == (
-        "# Do not edit by hand; rebuild with: tfl-rebuild keras 'my net.tflite' -o DIR "
+        "# A starting point: edit it freely. Regenerate with: tfl-rebuild keras 'my net.tflite' -o DIR "
         "--name other --no-fake-quant"
     )
 
