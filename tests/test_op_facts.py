@@ -172,3 +172,18 @@ def test_a_foldable_refusal_waits_for_folding():
     assert never_rebuilt(op, sg) is None
     with pytest.raises(UnsupportedOpError, match="one row per true element of 'x0'"):
         lookup(op, sg)
+
+
+def test_check_lists_every_refused_op_with_its_reason():
+    from tfl_rebuild.commands.check.run import scan_ops
+
+    tensors = [T("x", [4]), T("noise", [4]), T("distinct", [4]), T("y", [4])]
+    ops = [
+        Op("RANDOM_UNIFORM", [0], [1]),
+        Op("UNIQUE", [1], [2]),
+        Op("ADD", [0, 2], [3], options={"fused_activation_function": "NONE"}),
+    ]
+    unsupported, _ = scan_ops(read_model(build_model(tensors, ops, inputs=[0], outputs=[3])))
+    assert [(u["op"], u["count"]) for u in unsupported] == [("RANDOM_UNIFORM v1", 1), ("UNIQUE v1", 1)]
+    assert "'noise' is drawn at random" in unsupported[0]["detail"]
+    assert "'distinct' holds one element per distinct value of 'noise'" in unsupported[1]["detail"]
