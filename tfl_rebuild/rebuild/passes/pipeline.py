@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.registry import ConvertContext
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait
 from tfl_rebuild.rebuild.passes import const_eval
 from tfl_rebuild.rebuild.passes.unit_batch import drop_unit_batch
 from tfl_rebuild.tflite.analysis import NON_DATA
@@ -100,82 +100,9 @@ def _known_shape(ctx: ConvertContext, i: int) -> bool:
     return t.shape_signature is None or all(d >= 0 for d in t.shape_signature)
 
 
-ELEMENTWISE = frozenset(
-    [
-        "ADD",
-        "SUB",
-        "MUL",
-        "DIV",
-        "MAXIMUM",
-        "MINIMUM",
-        "POW",
-        "SQUARED_DIFFERENCE",
-        "FLOOR_DIV",
-        "FLOOR_MOD",
-        "LESS",
-        "LESS_EQUAL",
-        "GREATER",
-        "GREATER_EQUAL",
-        "EQUAL",
-        "NOT_EQUAL",
-        "LOGICAL_AND",
-        "LOGICAL_OR",
-        "EXP",
-        "LOG",
-        "SQRT",
-        "RSQRT",
-        "SQUARE",
-        "NEG",
-        "ABS",
-        "SIN",
-        "COS",
-        "FLOOR",
-        "CEIL",
-        "ROUND",
-        "SIGN",
-        "LOGICAL_NOT",
-        "RELU",
-        "RELU6",
-        "RELU_N1_TO_1",
-        "LOGISTIC",
-        "TANH",
-        "ELU",
-        "HARD_SWISH",
-        "GELU",
-        "LEAKY_RELU",
-        "CAST",
-        "SOFTMAX",
-        "LOG_SOFTMAX",
-        "ZEROS_LIKE",
-        "QUANTIZE",
-        "DEQUANTIZE",
-    ]
-)
-
-
-# Ops whose output keeps the batch axis of their (first data) input: with only the batch dynamic
-# in the output's signature, the output is that batch plus the stored (static) other dims.
-BATCH_PRESERVING = frozenset(
-    [
-        "CONV_2D",
-        "DEPTHWISE_CONV_2D",
-        "AVERAGE_POOL_2D",
-        "MAX_POOL_2D",
-        "L2_POOL_2D",
-        "RESIZE_BILINEAR",
-        "RESIZE_NEAREST_NEIGHBOR",
-        "DEPTH_TO_SPACE",
-        "SPACE_TO_DEPTH",
-        "L2_NORMALIZATION",
-        "LOCAL_RESPONSE_NORMALIZATION",
-        "PRELU",
-        "TRANSPOSE_CONV",
-        "CONCATENATION",
-    ]
-)
-
-
 def _batch_preserved(ctx: ConvertContext, op: Operator) -> tuple[int, ...] | None:
+    """A batch-preserving op's output shape: with only the batch dynamic in the output's signature,
+    it is the (first data) input's batch plus the stored (static) other dims."""
     out = ctx.tensor(op.outputs[0])
     sig = out.shape_signature
     x = op.inputs[2] if op.opcode == "TRANSPOSE_CONV" else op.inputs[0]
@@ -189,9 +116,9 @@ def _batch_preserved(ctx: ConvertContext, op: Operator) -> tuple[int, ...] | Non
 
 
 def _infer_shape(ctx: ConvertContext, op: Operator) -> tuple[int, ...] | None:
-    """The output shape of a reshape, elementwise, fully connected or batch-preserving op whose
-    inputs' shapes are known."""
-    if len(op.outputs) == 1 and op.opcode in BATCH_PRESERVING:
+    """The output shape of a reshape, elementwise, last-axis, fully connected or batch-preserving op
+    whose inputs' shapes are known (the ops' traits say which)."""
+    if len(op.outputs) == 1 and has_trait(op, Trait.BATCH_PRESERVING):
         return _batch_preserved(ctx, op)
     data = [i for i in op.inputs if i >= 0]
     if len(op.outputs) != 1 or not data or not all(_known_shape(ctx, i) for i in data):
@@ -200,7 +127,7 @@ def _infer_shape(ctx: ConvertContext, op: Operator) -> tuple[int, ...] | None:
         if op.opcode == "RESHAPE" and len(data) > 1 and ctx.is_const(data[1]):
             target = [int(d) for d in np.asarray(ctx.const(data[1])).reshape(-1)]
             return np.empty(ctx.shape(data[0]), np.bool_).reshape(target).shape
-        if op.opcode in ELEMENTWISE:
+        if has_trait(op, Trait.ELEMENTWISE) or has_trait(op, Trait.LAST_AXIS):
             return tuple(np.broadcast_shapes(*(ctx.shape(i) for i in data)))
         if op.opcode == "FULLY_CONNECTED":
             (units, n_in), x = ctx.shape(data[1])[:2], ctx.shape(data[0])
@@ -276,29 +203,13 @@ def _evaluate_multi(ctx: ConvertContext, op: Operator, data_inputs: list[int]) -
     return values
 
 
-# Ops that may act beyond their outputs (state, calls): never dropped.
-SIDE_EFFECTS = frozenset(
-    [
-        "CUSTOM",
-        "WHILE",
-        "IF",
-        "CALL",
-        "CALL_ONCE",
-        "ASSIGN_VARIABLE",
-        "VAR_HANDLE",
-        "READ_VARIABLE",
-        "STABLEHLO_WHILE",
-        "STABLEHLO_CASE",
-    ]
-)
-
-
 def drop_unused(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
     needed = {ctx.resolve(t) for t in ctx.subgraph.outputs}
     kept = []
     for op in reversed(ops):
         if (
-            op.opcode in SIDE_EFFECTS
+            op.opcode == "CUSTOM"
+            or has_trait(op, Trait.SIDE_EFFECTS)
             or any(ctx.resolve(o) in needed for o in op.outputs if o >= 0)
             or not op.outputs
         ):
