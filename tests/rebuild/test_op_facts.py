@@ -27,7 +27,7 @@ from tfl_rebuild.rebuild.ops.registry import (
     ops_with,
     traits,
 )
-from tfl_rebuild.rebuild.passes import const_eval
+from tfl_rebuild.rebuild.passes import fold
 from tfl_rebuild.tflite.ir import Operator
 from tfl_rebuild.tflite.reader import read_model
 
@@ -124,12 +124,12 @@ def test_hybrid_input_slots():
 
 def test_folding_uses_the_registered_evaluator():
     op = Operator(index=0, opcode="ADD", version=1, inputs=(), outputs=(), options={})
-    got = const_eval.evaluate(op, [np.array([1, 2], np.int32), np.array(3, np.int32)], (2,), "int32")
+    got = fold.evaluate(op, [np.array([1, 2], np.int32), np.array(3, np.int32)], (2,), "int32")
     assert got.tolist() == [4, 5]
     split = Operator(index=0, opcode="SPLIT", version=1, inputs=(), outputs=(), options={"num_splits": 1})
     values = [np.array(0, np.int32), np.array([1, 2], np.int32)]
-    assert const_eval.evaluate(split, values, (2,), "int32") is None  # a multi-output evaluator
-    assert [v.tolist() for v in const_eval.evaluate_multi(split, values, ["int32"])] == [[1, 2]]
+    assert fold.evaluate(split, values, (2,), "int32") is None  # a multi-output evaluator
+    assert [v.tolist() for v in fold.evaluate_multi(split, values, ["int32"])] == [[1, 2]]
 
 
 def test_refused_ops_are_not_supported():

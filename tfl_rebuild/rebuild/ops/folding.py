@@ -4,7 +4,7 @@ Mostly the small integer chains a dynamic-shape export leaves behind (SHAPE -> S
 PACK -> RESHAPE), plus the elementwise and array ops around them. Each evaluator gets the op and
 its input values and returns the output value (a list of them for `multi`), or None when it does
 not handle the case (the op is then converted as usual). Shape-only ops and CAST, which need the
-output's shape or type, are evaluated in `passes.const_eval` itself.
+output's shape or type, are evaluated in `passes.fold` itself.
 """
 
 from __future__ import annotations

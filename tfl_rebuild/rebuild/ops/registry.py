@@ -198,7 +198,7 @@ def refuse(
 
 
 def folds(*op_names: str, multi: bool = False) -> Callable[[Fold], Fold]:
-    """Register the numpy evaluation constant folding uses for these ops (`passes.const_eval`)."""
+    """Register the numpy evaluation constant folding uses for these ops (`passes.fold`)."""
 
     def register(fn: Fold) -> Fold:
         for name in op_names:
