@@ -74,11 +74,18 @@ INPUT_SHAPE = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON document.")
 @click.option("--tensors", is_flag=True, help="Also list every tensor.")
 @click.option("--graph", "graph_path", type=OUTPUT_PATH, help="Write the graph (.graphml/.json/.dot).")
-def inspect(model, as_json, tensors, graph_path):
-    """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed)."""
+@click.option(
+    "--ops", multiple=True, metavar="OP[,OP]", help="Op table: only these op types (e.g. CONV_2D,ADD)."
+)
+@click.option("--select", metavar="REGEX", help="Op table: only ops with an output name matching REGEX.")
+def inspect(model, as_json, tensors, graph_path, ops, select):
+    """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed).
+
+    Piped or redirected, the report is plain text with every name whole (no cut to 80 columns)."""
     from tfl_rebuild.commands import inspect as inspect_mod
     from tfl_rebuild.tflite.reader import read_model
 
+    keep = inspect_mod.OpFilter.parse(ops, select)  # a bad regex fails before the model is read
     m = read_model(model)
     if graph_path:
         from tfl_rebuild.tflite.graph import write_graph
@@ -87,7 +94,7 @@ def inspect(model, as_json, tensors, graph_path):
     if as_json:
         click.echo(inspect_mod.to_json(m))
     else:
-        inspect_mod.print_report(m, show_tensors=tensors)
+        inspect_mod.print_report(m, show_tensors=tensors, keep=keep)
 
 
 @main.command()
