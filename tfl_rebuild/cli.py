@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from tfl_rebuild.commands.extras import require_extras
 from tfl_rebuild.errors import TflRebuildError
 from tfl_rebuild.fileio import ensure_dir, writable_file
 
@@ -250,6 +251,7 @@ def dump(
 @INPUT_SHAPE
 def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_shapes):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
+    require_extras("keras", "keras" if verify or save_keras else None, "litert" if verify else None)
     from tfl_rebuild.commands.keras import rebuild
 
     ok = rebuild(
@@ -291,6 +293,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
 )
 def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
+    require_extras("compare", "keras", "litert")
     from tfl_rebuild.runtime.inputs import load_inputs
     from tfl_rebuild.runtime.interpreter import make_interpreter
     from tfl_rebuild.verify import compare as cmp
@@ -386,6 +389,7 @@ def coreml(
     keras_dir,
 ):
     """Convert to Core ML through the generated Keras model and check the numbers against TFLite."""
+    require_extras("coreml", "keras", "coreml", "litert" if check else None)
     from tfl_rebuild.commands.coreml import run_command
     from tfl_rebuild.coreml import convert as cm
     from tfl_rebuild.runtime.inputs import parse_floats
@@ -473,6 +477,7 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
 
     PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
+    require_extras("check", "keras", "litert", "coreml" if do_coreml else None)
     from rich.console import Console
     from rich.markup import escape
 
