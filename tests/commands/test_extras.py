@@ -69,6 +69,8 @@ def test_command_names_the_extra_and_writes_nothing(command, hidden, extra, abse
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(f"error: `tfl-rebuild {command}` needs ")
+    if extra == "keras,coreml":
+        assert "needs keras and coremltools, not installed here" in result.stderr
     assert result.stderr.rstrip().endswith(f"pip install 'tfl-rebuild[{extra}]'")
     assert not out.exists()
 

@@ -41,7 +41,7 @@ def require_extras(command: str, *extras: str | None) -> None:
     """Raise a one-line RuntimeUnavailableError (exit 2) when `command` lacks one of `extras`."""
     missing = missing_extras(*extras)
     if missing:
-        modules = " or ".join(m for e in missing for m in EXTRAS[e])
+        modules = " and ".join(" or ".join(EXTRAS[e]) for e in missing)
         raise RuntimeUnavailableError(
             f"`tfl-rebuild {command}` needs {modules}, not installed here: "
             f"pip install 'tfl-rebuild[{','.join(missing)}]'"
