@@ -91,3 +91,15 @@ def test_no_record_is_one_line(tmp_path, sidecar):
     with pytest.raises(InputError) as exc:
         find_original(tmp_path / "m.py")
     assert "\n" not in str(exc.value) and "give the .tflite explicitly" in str(exc.value)
+
+
+def test_the_readers_sha256_can_be_passed(tmp_path):
+    """keras has the model read already: its sha256 (Model.sha256) is the file's."""
+    from conftest import require_fixture
+
+    from tfl_rebuild.tflite.reader import read_model
+
+    path = require_fixture("add_one")
+    (tmp_path / "m.py").write_text("")
+    record = source_record(path, tmp_path / "m.py", read_model(path).sha256)
+    assert record == source_record(path, tmp_path / "m.py")
