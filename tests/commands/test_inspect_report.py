@@ -103,12 +103,16 @@ def test_model_strings_are_escaped_in_plain_output(tmp_path):
         ("CONCATENATION", {"axis": -1, "fused_activation_function": "NONE"}, "axis=-1"),
         ("ADD", {"fused_activation_function": "NONE"}, ""),
         ("RESHAPE", {"new_shape": [1, -1, 16]}, "new_shape=[1,-1,16]"),
+        ("WHILE", {"cond_subgraph_index": 1, "body_subgraph_index": 2}, "body=2 cond=1"),
     ],
-    ids=["conv-s2", "conv-d2", "conv-s2x1", "dw-m2", "maxpool", "concat-axis0", "concat-axis-1", "add", "reshape"],
+    ids=["conv-s2", "conv-d2", "conv-s2x1", "dw-m2", "maxpool", "concat-axis0", "concat-axis-1", "add", "reshape", "while"],
 )  # fmt: skip
 def test_op_options_compact(opcode, options, want):
     blob = build_model(
-        [T("x", [1, 8, 8, 4]), T("y", [1, 8, 8, 4])], [Op(opcode, [0], [1], options=options)], [0], [1]
+        [T("x", [1, 8, 8, 4]), T("y", [1, 8, 8, 4])],
+        [Op(opcode, [0], [1], options=options, options_type="WhileOptions" if opcode == "WHILE" else None)],
+        [0],
+        [1],
     )
     (op,) = read_model(blob).main.operators
     assert op_options(op) == want

@@ -80,6 +80,7 @@ _QUIET = {
     "weights_format",
     "keep_num_dims",
 }
+_RENAMED = {f"{k}_subgraph_index": k for k in ("cond", "body", "then", "else", "decomposition")}
 _DEFAULTS = {"beta": 1.0}  # SOFTMAX's
 _SHORT = {"align_corners": "align_corners", "half_pixel_centers": "half_pixel", "keep_dims": "keep_dims"}
 # (letter, the two options, the value left out when both have it)
@@ -138,7 +139,7 @@ def op_options(op: Operator) -> str:
         elif isinstance(v, (list, tuple, str)) and len(v) == 0:
             continue
         else:
-            words.append(f"{key}={_value(v)}")
+            words.append(f"{_RENAMED.get(key, key)}={_value(v)}")
     if act and act != "NONE":
         words.append(str(act).lower())
     return " ".join(words)
