@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from tfl_rebuild.commands.extras import require_extras
 from tfl_rebuild.errors import TflRebuildError
 from tfl_rebuild.fileio import ensure_dir, writable_file
 
@@ -74,11 +75,18 @@ INPUT_SHAPE = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON document.")
 @click.option("--tensors", is_flag=True, help="Also list every tensor.")
 @click.option("--graph", "graph_path", type=OUTPUT_PATH, help="Write the graph (.graphml/.json/.dot).")
-def inspect(model, as_json, tensors, graph_path):
-    """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed)."""
+@click.option(
+    "--ops", multiple=True, metavar="OP[,OP]", help="Op table: only these op types (e.g. CONV_2D,ADD)."
+)
+@click.option("--select", metavar="REGEX", help="Op table: only ops with an output name matching REGEX.")
+def inspect(model, as_json, tensors, graph_path, ops, select):
+    """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed).
+
+    Piped or redirected, the report is plain text with every name whole (no cut to 80 columns)."""
     from tfl_rebuild.commands import inspect as inspect_mod
     from tfl_rebuild.tflite.reader import read_model
 
+    keep = inspect_mod.OpFilter.parse(ops, select)  # a bad regex fails before the model is read
     m = read_model(model)
     if graph_path:
         from tfl_rebuild.tflite.graph import write_graph
@@ -87,7 +95,7 @@ def inspect(model, as_json, tensors, graph_path):
     if as_json:
         click.echo(inspect_mod.to_json(m))
     else:
-        inspect_mod.print_report(m, show_tensors=tensors)
+        inspect_mod.print_report(m, show_tensors=tensors, keep=keep)
 
 
 @main.command()
@@ -243,6 +251,7 @@ def dump(
 @INPUT_SHAPE
 def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_shapes):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
+    require_extras("keras", "keras" if verify or save_keras else None, "litert" if verify else None)
     from tfl_rebuild.commands.keras import rebuild
 
     ok = rebuild(
@@ -284,6 +293,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
 )
 def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
+    require_extras("compare", "keras", "litert")
     from tfl_rebuild.runtime.inputs import load_inputs
     from tfl_rebuild.runtime.interpreter import make_interpreter
     from tfl_rebuild.verify import compare as cmp
@@ -379,6 +389,7 @@ def coreml(
     keras_dir,
 ):
     """Convert to Core ML through the generated Keras model and check the numbers against TFLite."""
+    require_extras("coreml", "keras", "coreml", "litert" if check else None)
     from tfl_rebuild.commands.coreml import run_command
     from tfl_rebuild.coreml import convert as cm
     from tfl_rebuild.runtime.inputs import parse_floats
@@ -466,6 +477,7 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
 
     PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
+    require_extras("check", "keras", "litert", "coreml" if do_coreml else None)
     from rich.console import Console
     from rich.markup import escape
 
