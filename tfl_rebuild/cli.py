@@ -269,8 +269,21 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.",
 )
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=False,
+    flag_value="-",
+    metavar="[FILE|-]",
+    help="The table as JSON: printed, or with two models written to FILE.",
+)
 @click.option("--plot", type=OUTPUT_PATH, help="Write the per-layer error curve (png/svg/pdf).")
+@click.option(
+    "--sqnr",
+    type=float,
+    metavar="DB",
+    help="With two models: the SQNR under which a layer diverges (default 20 dB).",
+)
 @click.option(
     "--model-explorer",
     "explorer",
@@ -282,8 +295,16 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     is_flag=True,
     help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.",
 )
-def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
-    """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
+def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local):
+    """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
+
+    `compare A.tflite B.tflite`: two encodings of one network (e.g. float and int8), each tensor
+    of B against A's: the first layer whose SQNR falls under --sqnr (--local: the ops whose own
+    error jumps)."""
+    if module.endswith(".tflite"):
+        from tfl_rebuild.commands.compare_models import run
+
+        sys.exit(run(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local))
     from tfl_rebuild.runtime.inputs import load_inputs
     from tfl_rebuild.runtime.interpreter import make_interpreter
     from tfl_rebuild.verify import compare as cmp
