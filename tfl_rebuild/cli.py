@@ -282,7 +282,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     "--sqnr",
     type=float,
     metavar="DB",
-    help="With two models: the SQNR under which a layer diverges (default 20 dB).",
+    help="With two models: the SQNR under which a layer diverges (default 20 dB; 60 if both are float).",
 )
 @click.option(
     "--model-explorer",

@@ -13,7 +13,7 @@ from pathlib import Path
 from tfl_rebuild.errors import InputError
 from tfl_rebuild.fileio import atomic_output, writable_file
 from tfl_rebuild.text import printable
-from tfl_rebuild.verify.cross import DEFAULT_SQNR_DB, CrossComparison, PairRow, compare_models, db, short_name
+from tfl_rebuild.verify.cross import CrossComparison, PairRow, compare_models, db, short_name
 
 NAME_WIDTH = 60
 
@@ -50,7 +50,7 @@ def run(
         model_b,
         values,
         seed=seed,
-        threshold_db=DEFAULT_SQNR_DB if sqnr is None else sqnr,
+        threshold_db=sqnr,
         local=local,
     )
     if json_out == "-":
