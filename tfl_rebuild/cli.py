@@ -269,21 +269,9 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.",
 )
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=False,
-    flag_value="-",
-    metavar="[FILE|-]",
-    help="The table as JSON: printed, or with two models written to FILE.",
-)
+@click.option("--json", "as_json", is_flag=False, flag_value="-", metavar="[FILE|-]", help="JSON (- prints).")
 @click.option("--plot", type=OUTPUT_PATH, help="Write the per-layer error curve (png/svg/pdf).")
-@click.option(
-    "--sqnr",
-    type=float,
-    metavar="DB",
-    help="With two models: the SQNR under which a layer diverges (default 20 dB; 60 if both are float).",
-)
+@click.option("--sqnr", type=float, help="Two models: a layer under this dB diverges (20; both float: 60).")
 @click.option(
     "--model-explorer",
     "explorer",
@@ -298,9 +286,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
 def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
 
-    `compare A.tflite B.tflite`: two encodings of one network (e.g. float and int8), each tensor
-    of B against A's: the first layer whose SQNR falls under --sqnr (--local: the ops whose own
-    error jumps)."""
+    `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer."""
     if module.endswith(".tflite"):
         from tfl_rebuild.commands.compare_models import run
 
