@@ -142,3 +142,13 @@ def test_given_input(tmp_path):
     code, doc = json_of(cli("compare", str(a), str(b), "--input", str(tmp_path / "x.npy"), "--json"))
     assert doc["inputs"] == "given" and code in (0, 1)
     assert doc["rows"][0]["lsb"] <= 0.5 + 1e-3
+
+
+def test_unpaired_listed_before_the_verdict():
+    """fp16 LSTM's WHILE has an extra output the float one lacks: listed, the verdict stays last."""
+    a, b = require_fixture("lstm_float"), require_fixture("lstm_fp16")
+    result = cli("compare", str(a), str(b))
+    lines = result.stdout.splitlines()
+    assert any(ln.startswith("unpaired in B: ") for ln in lines)
+    assert "unpaired: 0 in A, 1 in B" in lines[0]
+    assert lines[-1].startswith("no divergence")

@@ -158,10 +158,13 @@ def _print_rich(result: CrossComparison, con) -> None:
     for r in result.rows:
         table.add_row(*(escape(c) for c in cells(result, r)), style=_style(result, r))
     con.print(table)
+    for side, names in (("A", result.unpaired_a), ("B", result.unpaired_b)):
+        for name in names[:10]:
+            con.print(f"unpaired in {side}: {escape(cut(name))}")
+        if len(names) > 10:
+            con.print(f"... and {len(names) - 10} more unpaired in {side} (--json lists them all)")
     color = "green" if result.flagged is None else "red"
     con.print(f"[{color}]{escape(result.verdict())}[/{color}]")
-    for name in result.unpaired_a[:10]:
-        con.print(f"unpaired in A: {escape(printable(name, NAME_WIDTH))}")
 
 
 def plain_text(result: CrossComparison) -> str:
@@ -177,9 +180,9 @@ def plain_text(result: CrossComparison) -> str:
 
     out = [summary(result), line(" ", head)]
     out += [line(m, row) for m, row in zip(marks, rows)]
-    out.append(result.verdict())
-    out += [f"unpaired in A: {printable(name, NAME_WIDTH)}" for name in result.unpaired_a]
-    out += [f"unpaired in B: {printable(name, NAME_WIDTH)}" for name in result.unpaired_b]
+    out += [f"unpaired in A: {cut(name)}" for name in result.unpaired_a]
+    out += [f"unpaired in B: {cut(name)}" for name in result.unpaired_b]
+    out.append(result.verdict())  # the last line, for scripts
     return "\n".join(out) + "\n"
 
 

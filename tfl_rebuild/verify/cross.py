@@ -42,7 +42,7 @@ from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.verify.measure import F32_MAX, compare_arrays, lsb_of, to_float
-from tfl_rebuild.verify.pairing import INPUT_OP, Pairing, op_inputs, pair_tensors
+from tfl_rebuild.verify.pairing import INPUT_OP, Pairing, op_inputs, pair_tensors, producers
 
 DEFAULT_SQNR_DB = 20.0
 FLOAT_SQNR_DB = 60.0
@@ -297,6 +297,7 @@ def measure_pairs(
     rows: list[PairRow] = []
     by_a: dict[int, PairRow] = {}
     paired = {p.a.index for p in pairing.pairs}
+    producer = producers(a.main)
     for p in pairing.pairs:
         if p.a.index not in values_a or p.b.index not in values_b:
             continue
@@ -329,7 +330,7 @@ def measure_pairs(
             max_abs / scale if scale else None,
         )
         if p.a.op_index >= 0:
-            ins = [by_a[t].sqnr_db for t in op_inputs(a, p.a.op_index, paired) if t in by_a]
+            ins = [by_a[t].sqnr_db for t in op_inputs(a, p.a.op_index, paired, 0, producer) if t in by_a]
             if ins:
                 row.input_sqnr_db = min(ins)
                 row.drop_db = _drop(row.input_sqnr_db, row.sqnr_db)

@@ -258,12 +258,20 @@ def pair_tensors(a: Model, b: Model, subgraph: int = 0) -> Pairing:
     )
 
 
-def op_inputs(model: Model, op_index: int, pairable: Iterable[int], subgraph: int = 0) -> list[int]:
+def producers(sg: Subgraph) -> dict:
+    """Tensor index -> the operator that writes it."""
+    return {t: op for op in sg.operators for t in op.outputs if t >= 0}
+
+
+def op_inputs(
+    model: Model, op_index: int, pairable: Iterable[int], subgraph: int = 0, producer: dict | None = None
+) -> list[int]:
     """The activations among an op's inputs (tensor indices in `pairable`), looking through
-    QUANTIZE / DEQUANTIZE wrappers to the tensor they wrap."""
+    QUANTIZE / DEQUANTIZE wrappers to the tensor they wrap. `producer`: `producers(subgraph)`,
+    when asking for many ops."""
     sg = model.subgraphs[subgraph]
     keep = set(pairable)
-    producer = {t: op for op in sg.operators for t in op.outputs if t >= 0}
+    producer = producers(sg) if producer is None else producer
     found = []
     for t in sg.operators[op_index].inputs:
         seen = set()
