@@ -278,8 +278,9 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.",
 )
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.option("--json", "as_json", is_flag=False, flag_value="-", metavar="[FILE|-]", help="JSON (- prints).")
 @click.option("--plot", type=OUTPUT_PATH, help="Write the per-layer error curve (png/svg/pdf).")
+@click.option("--sqnr", type=float, help="Two models: a layer under this dB diverges (20; both float: 60).")
 @click.option(
     "--model-explorer",
     "explorer",
@@ -291,8 +292,15 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     is_flag=True,
     help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.",
 )
-def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
-    """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
+def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local):
+    """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
+
+    `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer."""
+    if module.endswith(".tflite"):
+        require_extras("compare", "litert")
+        from tfl_rebuild.commands.compare_models import run
+
+        sys.exit(run(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local))
     require_extras("compare", "keras", "litert")
     from tfl_rebuild.runtime.inputs import load_inputs
     from tfl_rebuild.runtime.interpreter import make_interpreter
