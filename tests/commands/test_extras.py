@@ -40,9 +40,11 @@ def test_find_spec_does_not_import(monkeypatch):
 
 def _argv(command, tmp_path, model):
     out = tmp_path / "out"
+    (tmp_path / "mnist.py").write_text("")  # a module path that exists: compare checks extras first
     return {
         "keras": ["keras", model, "-o", out],
-        "compare": ["compare", model, model],
+        "compare": ["compare", model, tmp_path / "mnist.py"],
+        "compare-models": ["compare", model, model],
         "coreml": ["coreml", model, "-o", out / "m.mlpackage"],
         "check": ["check", model, "--keep", out],
     }[command], out
@@ -53,12 +55,21 @@ def _argv(command, tmp_path, model):
     [
         ("keras", ("keras", "tensorflow", "ai_edge_litert"), "keras"),
         ("compare", ("keras", "tensorflow", "ai_edge_litert"), "keras"),
+        ("compare-models", ("tensorflow", "ai_edge_litert"), "litert"),
         ("coreml", ("keras", "tensorflow", "ai_edge_litert", "coremltools"), "keras,coreml"),
         ("coreml", ("coremltools",), "coreml"),
         ("check", ("keras", "tensorflow", "ai_edge_litert", "coremltools"), "keras,coreml"),
         ("check", ("coremltools",), "coreml"),
     ],
-    ids=["keras", "compare", "coreml-core", "coreml-no-coremltools", "check-core", "check-no-coremltools"],
+    ids=[
+        "keras",
+        "compare",
+        "compare-models",
+        "coreml-core",
+        "coreml-no-coremltools",
+        "check-core",
+        "check-no-coremltools",
+    ],
 )
 def test_command_names_the_extra_and_writes_nothing(command, hidden, extra, absent, tmp_path):
     model = str(require_fixture("mnist"))
@@ -68,7 +79,7 @@ def test_command_names_the_extra_and_writes_nothing(command, hidden, extra, abse
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith(f"error: `tfl-rebuild {command}` needs ")
+    assert result.stderr.startswith(f"error: `tfl-rebuild {command.split('-')[0]}` needs ")
     if extra == "keras,coreml":
         assert "needs keras and coremltools, not installed here" in result.stderr
     assert result.stderr.rstrip().endswith(f"pip install 'tfl-rebuild[{extra}]'")
