@@ -174,7 +174,7 @@ def test_compare_pairs_the_state_view(int8_stream_model, tmp_path):
 def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, monkeypatch):
     """A rebuild whose state output is 1e-3 off: each single run is checked on its own state, the
     stream feeds the drift back, and the streaming check must say so."""
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.tflite.reader import read_model
     from tfl_rebuild.verify import end_to_end as verify
 
@@ -549,7 +549,7 @@ def rebuild_and_verify(path, tmp_path):
     """Generate, build, verify; every output within a flat 2 LSB of its scale (of the tensor its
     DEQUANTIZE reads, for float outputs of quantized models) or rel 1e-4, every layer within
     verify's layer-local bar, every output input-sensitive. Returns the report."""
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.loader import load_module
     from tfl_rebuild.verify.end_to_end import verify
     from tfl_rebuild.verify.measure import FLOAT_REL_TOL

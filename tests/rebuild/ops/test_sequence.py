@@ -374,7 +374,7 @@ FUSED_TO_CORE_ML = {
 
 def _core_ml_checks(tfl, path, op: str, out_dir) -> None:
     pytest.importorskip("coremltools")
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.coreml import check as cc
     from tfl_rebuild.coreml import convert as cm
     from tfl_rebuild.rebuild.loader import load_module

@@ -326,39 +326,41 @@ def _first_reason(row: Row) -> str:
 
 def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str, ...]):
     """(the Keras model or None, the model it rebuilds: with its dynamic dims fixed, see views.py)."""
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import rebuild_and_verify
     from tfl_rebuild.errors import RuntimeUnavailableError
-    from tfl_rebuild.rebuild.loader import load_module
-    from tfl_rebuild.verify.end_to_end import verify
 
     stage, start = row.keras, time.perf_counter()
+
+    def written(r) -> None:  # which signature / input shape was rebuilt (views.py)
+        stage.note = "; ".join(r.notes)
+
     try:
-        notes: list[str] = []  # which signature / input shape was rebuilt (views.py)
-        original = model
-        model, py_path, w_path = write_generated(row.path, str(outdir), input_shapes=shapes, notes=notes)
-        stage.note = "; ".join(notes)
-        keras_model = load_module(py_path).build_model(str(w_path))
+        rebuilt = rebuild_and_verify(
+            row.path, str(outdir), input_shapes=shapes, verify=opts.verify, written=written
+        )
     except Exception as exc:
         stage.status, stage.reason = "failed", one_line(exc)
         stage.seconds = time.perf_counter() - start
         return None, model
     stage.status = "built"
-    if opts.verify:
+    report, error = rebuilt.report, rebuilt.verify_error
+    if isinstance(error, RuntimeUnavailableError):
+        stage.status, stage.reason = "not verified", one_line(error)
+    elif error is not None:
+        stage.status, stage.reason = "failed", f"verification: {one_line(error)}"
+    elif report is not None:
         try:
-            report = verify(model, keras_model, original=original)
             if report.stream is not None:
                 _add_note(stage, report.stream.text())
             stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
             stage.status = "verified" if report.ok else "mismatch"
             stage.reason = "" if report.ok else report.mismatch()
             if report.ok:
-                _other_signatures(stage, original, outdir)
-        except RuntimeUnavailableError as exc:
-            stage.status, stage.reason = "not verified", one_line(exc)
+                _other_signatures(stage, rebuilt.original, outdir)
         except Exception as exc:
             stage.status, stage.reason = "failed", f"verification: {one_line(exc)}"
     stage.seconds = time.perf_counter() - start
-    return keras_model, model
+    return rebuilt.keras_model, rebuilt.model
 
 
 def _add_note(stage: Stage, text: str) -> None:
@@ -369,24 +371,26 @@ def _other_signatures(stage: Stage, original, outdir: Path) -> None:
     """Each signature besides subgraph 0's (an LLM's decode beside its prefill) rebuilt and verified
     as `keras --signature` does; the stage keeps the worst. One that cannot be viewed alone (its
     subgraph also called by control flow) is noted, as `keras --signature` refuses it too."""
-    from tfl_rebuild.commands.keras import write_generated
-    from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.commands.pipeline import rebuild_and_verify
     from tfl_rebuild.runtime.views import ViewError
-    from tfl_rebuild.verify.end_to_end import verify
 
     main = next((s.key for s in original.signatures if s.subgraph_index == 0), None)
     for k, sig in enumerate(s for s in original.signatures if s.key != main):
         try:
-            model, py_path, w_path = write_generated(
+            rebuilt = rebuild_and_verify(
                 str(original.path), str(outdir / f"signature_{k}"), signature=sig.key
             )
-            report = verify(model, load_module(py_path).build_model(str(w_path)))
         except ViewError as exc:
             _add_note(stage, f"signature {sig.key!r} not checked: {one_line(exc)}")
             continue
         except Exception as exc:
-            stage.status, stage.reason = "failed", f"signature {sig.key!r}: {one_line(exc)}"
+            error = exc
+        else:
+            error = rebuilt.verify_error
+        if error is not None:
+            stage.status, stage.reason = "failed", f"signature {sig.key!r}: {one_line(error)}"
             return
+        report = rebuilt.report
         stage.max_rel = max(stage.max_rel or 0.0, report.max_rel)
         lsb = _max_lsb(report)
         stage.lsb = lsb if stage.lsb is None else max(stage.lsb, lsb or 0.0)
