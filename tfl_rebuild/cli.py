@@ -284,27 +284,9 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
 )
 def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
-    from tfl_rebuild.runtime.inputs import load_inputs
-    from tfl_rebuild.runtime.interpreter import make_interpreter
-    from tfl_rebuild.verify import compare as cmp
+    from tfl_rebuild.commands.compare import run
 
-    for path in (plot, explorer):
-        if path:
-            writable_file(path)  # refuse before the run, not after
-    values = None
-    if input_specs:
-        details = make_interpreter(model).get_input_details()
-        values, _ = load_inputs(input_specs, details, seed=seed)
-    result = cmp.compare(model, module, values, seed=seed, local=local)
-    if as_json:
-        click.echo(cmp.to_json(result))
-    else:
-        cmp.print_table(result)
-    if plot:
-        cmp.write_plot(result, plot)
-    if explorer:
-        cmp.write_model_explorer(result, explorer)
-    sys.exit(0 if result.first_divergence is None else 1)
+    sys.exit(run(model, module, input_specs, seed, as_json, plot, explorer, local))
 
 
 @main.command()
