@@ -20,8 +20,11 @@ from conftest import FIXTURES_DIR, require_fixture
 from flatbuf import Op, T, build_model
 
 from tfl_rebuild.cli import main
-from tfl_rebuild.commands.check import run as check_mod
-from tfl_rebuild.commands.check.run import Options, check_model, collect_models, run_all, run_one
+from tfl_rebuild.commands.check import pool
+from tfl_rebuild.commands.check.discover import collect_models
+from tfl_rebuild.commands.check.pool import run_all, run_one
+from tfl_rebuild.commands.check.rows import Options
+from tfl_rebuild.commands.check.stages import check_model
 from tfl_rebuild.errors import InputError
 
 CRASHES = {  # model stem -> what its worker does instead of checking it
@@ -59,14 +62,14 @@ def unsupported_model() -> bytes:
 @pytest.fixture
 def fake_crashes(monkeypatch):
     """Models named after CRASHES run that code instead of the real worker."""
-    real = check_mod.worker_command
+    real = pool.worker_command
 
     def command(model, result, opts, keep):
         if model.stem in CRASHES:
             return [sys.executable, "-c", CRASHES[model.stem]]
         return real(model, result, opts, keep)
 
-    monkeypatch.setattr(check_mod, "worker_command", command)
+    monkeypatch.setattr(pool, "worker_command", command)
 
 
 def test_collect_models(tmp_path):
@@ -74,7 +77,8 @@ def test_collect_models(tmp_path):
     for name in ("b.tflite", "a.tflite", "sub/c.tflite", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     found = collect_models([str(tmp_path), str(tmp_path / "a.tflite")])  # a repeat is checked once
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.tflite", "b.tflite", "sub/c.tflite"]
+    assert [f.path.relative_to(tmp_path).as_posix() for f in found] == ["a.tflite", "b.tflite", "sub/c.tflite"]
+    assert [f.name for f in found] == ["a.tflite", "b.tflite", "sub/c.tflite"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no .tflite files"):
         collect_models([str(tmp_path / "empty")])
@@ -170,7 +174,7 @@ def test_interrupt_kills_the_running_workers(tmp_path, fake_crashes):
     with pytest.raises(KeyboardInterrupt):
         run_all(models, Options(timeout=120), jobs=2, progress=interrupt)
     assert time.perf_counter() - start < 30  # the hanging workers were killed, not waited for
-    assert not check_mod._LIVE
+    assert not pool._LIVE
 
 
 def test_check_directory_jobs_2(tmp_path, fake_crashes):
@@ -260,7 +264,7 @@ def test_report_shows_the_precision_and_why_float16_was_not_kept():
     from rich.console import Console
 
     from tfl_rebuild.commands.check import report as check_report
-    from tfl_rebuild.commands.check.run import Row, Stage
+    from tfl_rebuild.commands.check.rows import Row, Stage
 
     rows = [
         Row(

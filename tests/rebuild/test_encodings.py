@@ -362,7 +362,7 @@ def test_check_notes_the_signature_it_checked(two_signatures, tmp_path):
 
 def test_check_fails_on_a_wrong_second_signature(two_signatures, tmp_path, monkeypatch):
     """The other signature is verified as keras --signature does: a wrong rebuild of it fails the row."""
-    from tfl_rebuild.commands.check import run as check
+    from tfl_rebuild.commands.check import rows, stages
     from tfl_rebuild.verify import end_to_end as verify
 
     real = verify.run_keras
@@ -371,7 +371,7 @@ def test_check_fails_on_a_wrong_second_signature(two_signatures, tmp_path, monke
         "run_keras",  # encode is the one-input signature
         lambda m, xs: [y + (0.5 if len(m.inputs) == 1 else 0) for y in real(m, xs)],
     )
-    row = check.check_model(str(two_signatures), check.Options(coreml=False))
+    row = stages.check_model(str(two_signatures), rows.Options(coreml=False))
     assert (row.outcome, row.keras.status) == ("fail", "mismatch"), row
     assert row.keras.reason.startswith("signature 'encode': 1/1 output(s) off"), row.keras.reason
 

@@ -584,7 +584,7 @@ def test_stablehlo_composite_source_names_it(tmp_path):
 
 def test_op_inside_a_decomposition_without_converter_is_listed(tmp_path):
     """`check` lists ops without a converter inside decomposition subgraphs too, with counts."""
-    from tfl_rebuild.commands.check.run import scan_ops
+    from tfl_rebuild.commands.check.scan import scan_ops
     from tfl_rebuild.tflite.reader import read_model
 
     path = tmp_path / "composite.tflite"
