@@ -174,18 +174,20 @@ def test_compare_pairs_the_state_view(int8_stream_model, tmp_path):
 def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, monkeypatch):
     """A rebuild whose state output is 1e-3 off: each single run is checked on its own state, the
     stream feeds the drift back, and the streaming check must say so."""
-    from tfl_rebuild.commands.pipeline import write_generated
-    from tfl_rebuild.tflite.reader import read_model
+    from tfl_rebuild.commands.pipeline import rebuild_and_verify
+    from tfl_rebuild.rebuild import loader
     from tfl_rebuild.verify import end_to_end as verify
 
-    view, py, weights = write_generated(str(variables_model), str(tmp_path / "out"))
-    keras_model = verify.load_module(py).build_model(str(weights))
-    assert verify.verify(view, keras_model, original=read_model(str(variables_model))).stream.ok
+    rebuilt = rebuild_and_verify(str(variables_model), str(tmp_path / "out"))  # streamed: it has variables
+    assert rebuilt.verify_error is None and rebuilt.report.stream.ok
     real = verify.run_keras
-    monkeypatch.setattr(
-        verify, "run_keras", lambda m, xs: [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs))]
-    )
-    report = verify.verify(view, keras_model, original=read_model(str(variables_model)))
+
+    def drifting(m, xs):
+        return [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs))]
+
+    monkeypatch.setattr(verify, "run_keras", drifting)
+    monkeypatch.setattr(loader, "run_keras", drifting)  # streaming imports it when it runs
+    report = verify.verify(rebuilt.model, rebuilt.keras_model, original=rebuilt.original)
     assert report.stream is not None and not report.stream.ok and not report.ok
     assert report.stream.error > report.stream.bar
 
