@@ -298,31 +298,13 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, loc
     `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer."""
     if module.endswith(".tflite"):
         require_extras("compare", "litert")
-        from tfl_rebuild.commands.compare_models import run
+        from tfl_rebuild.commands.compare_models import run as run_models
 
-        sys.exit(run(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local))
+        sys.exit(run_models(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local))
     require_extras("compare", "keras", "litert")
-    from tfl_rebuild.runtime.inputs import load_inputs
-    from tfl_rebuild.runtime.interpreter import make_interpreter
-    from tfl_rebuild.verify import compare as cmp
+    from tfl_rebuild.commands.compare import run
 
-    for path in (plot, explorer):
-        if path:
-            writable_file(path)  # refuse before the run, not after
-    values = None
-    if input_specs:
-        details = make_interpreter(model).get_input_details()
-        values, _ = load_inputs(input_specs, details, seed=seed)
-    result = cmp.compare(model, module, values, seed=seed, local=local)
-    if as_json:
-        click.echo(cmp.to_json(result))
-    else:
-        cmp.print_table(result)
-    if plot:
-        cmp.write_plot(result, plot)
-    if explorer:
-        cmp.write_model_explorer(result, explorer)
-    sys.exit(0 if result.first_divergence is None else 1)
+    sys.exit(run(model, module, input_specs, seed, as_json, plot, explorer, local))
 
 
 @main.command()
@@ -471,7 +453,8 @@ def coreml(
     "--keep",
     type=OUTPUT_PATH,
     metavar="DIR",
-    help="Keep each model's Keras module (and .mlpackage) in DIR/<model>/ (default: temporary).",
+    help="Keep each model's Keras module (and .mlpackage) in DIR/<path>/, its path flattened "
+    "(a/m.tflite: DIR/a__m/; default: temporary).",
 )
 @click.option(
     "--input-shape",
@@ -486,27 +469,9 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
 
     PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
     require_extras("check", "keras", "litert", "coreml" if do_coreml else None)
-    from rich.console import Console
-    from rich.markup import escape
+    from tfl_rebuild.commands.check.command import run_command
+    from tfl_rebuild.commands.check.rows import Options
 
-    from tfl_rebuild.commands.check import report as check_report
-    from tfl_rebuild.commands.check.run import Options, collect_models, run_all, unfit_input_shapes
-    from tfl_rebuild.errors import InputError
-    from tfl_rebuild.fileio import atomic_output
-
-    if json_out == "-" and md_out == "-":
-        raise InputError("--json - and --markdown -: only one of them can go to stdout")
-    models = collect_models(list(paths))
-    for dest in (json_out, md_out):  # before the (long) run, not after it
-        if dest and dest != "-":
-            writable_file(dest)
-    keep_dir = ensure_dir(keep) if keep else None
-    unfit = unfit_input_shapes(models, input_shapes)
-    if unfit:
-        raise InputError(
-            f"--input-shape {unfit[0]!r} fits none of the {len(models)} model(s): no input of that "
-            "name (or, unnamed, no one-input model) takes it; `inspect` lists inputs and dims"
-        )
     opts = Options(
         verify=verify,
         coreml=do_coreml,
@@ -514,28 +479,7 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
         timeout=timeout,
         input_shapes=tuple(input_shapes),
     )
-    err = Console(stderr=True, highlight=False)
-    out = err if "-" in (json_out, md_out) else Console(highlight=False)
-    err.print(f"checking {len(models)} model(s), {min(jobs, len(models))} at a time")
-
-    def progress(done, row):
-        err.print(
-            f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
-            + (f" - {escape(row.reason)}" if row.reason else "")
-            + "".join(f" ({escape(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
-            soft_wrap=True,
-        )
-
-    rows = run_all(models, opts, jobs=jobs, keep=keep_dir, progress=progress)
-    check_report.print_table(rows, opts, out)
-    for dest, text in ((json_out, check_report.to_json), (md_out, check_report.to_markdown)):
-        if dest == "-":
-            click.echo(text(rows, opts))
-        elif dest:
-            with atomic_output(dest, "w") as f:
-                f.write(text(rows, opts))
-            err.print(f"wrote {escape(dest)}")
-    sys.exit(0 if all(r.outcome == "pass" for r in rows) else 1)
+    sys.exit(run_command(list(paths), opts, jobs=jobs, json_out=json_out, md_out=md_out, keep=keep))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,14 +19,13 @@ from conftest import CORPUS_DIR, fixture_params, require_fixture, require_model
 
 from tfl_rebuild.cli import main
 from tfl_rebuild.commands import coreml as coreml_job
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import rebuild_and_verify, write_generated
 from tfl_rebuild.coreml import check as cc
 from tfl_rebuild.coreml import convert as cm
 from tfl_rebuild.coreml import mil_eval
 from tfl_rebuild.errors import RuntimeUnavailableError, UnsupportedOpError
 from tfl_rebuild.rebuild.loader import load_module
 from tfl_rebuild.tflite.ir import ModelInfo, TensorInfo
-from tfl_rebuild.verify.end_to_end import verify
 
 ct = pytest.importorskip("coremltools")
 pytest.importorskip("tensorflow")
@@ -48,14 +47,14 @@ def rebuilt(tmp_path_factory):
         if path not in cache:
             out = tmp_path_factory.mktemp(path.stem)
             try:
-                model, py, weights = write_generated(str(path), str(out))
+                r = rebuild_and_verify(str(path), str(out), stream=False)
             except UnsupportedOpError as exc:
                 pytest.skip(f"{path.name}: no Keras rebuild ({exc})")
-            keras_model = load_module(py).build_model(str(weights))
-            try:
-                report = verify(model, keras_model)
-            except RuntimeUnavailableError as exc:
-                pytest.skip(f"{path.name}: {exc}")
+            if isinstance(r.verify_error, RuntimeUnavailableError):
+                pytest.skip(f"{path.name}: {r.verify_error}")
+            if r.verify_error is not None:
+                raise r.verify_error
+            model, keras_model, report, py = r.model, r.keras_model, r.report, r.py
             cache[path] = (model, keras_model, report, py)
         return cache[path]
 

@@ -22,7 +22,7 @@ from conftest import require_fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import write_generated
 from tfl_rebuild.rebuild.codegen.defaults import KERAS_DEFAULTS, SameAs, signature_defaults
 from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.emitter import Emitter as _Emitter

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import fixture_params, require_fixture
 
 from tfl_rebuild.cli import main
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import write_generated
 
 ENV = {"COLUMNS": "250", "TF_CPP_MIN_LOG_LEVEL": "3"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,6 @@ from pathlib import Path
 from tfl_rebuild.coreml.check import CheckResult, NotChecked, convert_checked, float16_reason
 from tfl_rebuild.coreml.convert import Options, check_extension, save_atomic, set_metadata
 from tfl_rebuild.errors import RuntimeUnavailableError
-from tfl_rebuild.tflite.ir import Model
 
 
 def resolve_source(source: str, tflite: str | None) -> tuple[Path | None, Path | None]:
@@ -54,13 +53,12 @@ def run_command(
     from rich.console import Console
     from rich.markup import escape
 
+    from tfl_rebuild.commands.report import print_report
     from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.runtime.views import for_module
     from tfl_rebuild.tflite.reader import read_model
-    from tfl_rebuild.verify.end_to_end import print_report
 
     con = console or Console(highlight=False)
-    from tfl_rebuild.runtime.views import for_module
-
     py_path, tfl_path = resolve_source(source, tflite)
     model = read_model(str(tfl_path)) if tfl_path is not None else None
     if model is not None and py_path is not None:
@@ -70,17 +68,21 @@ def run_command(
     check_extension(out, opts.format)
     with tempfile.TemporaryDirectory(prefix="tfl-rebuild-") as tmp:
         if py_path is None:
-            from tfl_rebuild.commands.keras import write_generated
+            from tfl_rebuild.commands.pipeline import rebuild_and_verify
             from tfl_rebuild.rebuild.codegen.emit import quantized_io_notes
 
-            notes: list[str] = []
-            model, py_path, w_path = write_generated(str(tfl_path), keras_dir or tmp, notes=notes)
-            for note in notes + quantized_io_notes(model, image_hint=opts.image is None):
-                con.print(f"note: {escape(note)}")
-            keras_model = load_module(py_path).build_model(str(w_path))
-            if keras_dir:
-                con.print(f"wrote {escape(str(py_path))} and {escape(w_path.name)}")
-            if do_check and not _keras_verified(model, keras_model, con, print_report):
+            def written(r) -> None:
+                for note in r.notes + quantized_io_notes(r.model, image_hint=opts.image is None):
+                    con.print(f"note: {escape(note)}")
+                if keras_dir:
+                    con.print(f"wrote {escape(str(r.py))} and {escape(r.weights.name)}")
+
+            # the Keras gate checks the stateless view only (no streaming): as before the pipeline
+            rebuilt = rebuild_and_verify(
+                str(tfl_path), keras_dir or tmp, verify=do_check, stream=False, written=written
+            )
+            model, keras_model = rebuilt.model, rebuilt.keras_model
+            if do_check and not _keras_verified(rebuilt, con, print_report):
                 return 1
         else:
             keras_model = load_module(py_path).build_model()
@@ -136,20 +138,18 @@ def _print_check(result: CheckResult, con, print_report) -> None:
         )
 
 
-def _keras_verified(model: Model, keras_model, con, print_report) -> bool:
+def _keras_verified(rebuilt, con, print_report) -> bool:
     from rich.markup import escape
 
-    from tfl_rebuild.verify.end_to_end import verify
-
-    try:
-        report = verify(model, keras_model)
-    except RuntimeUnavailableError as exc:
-        con.print(f"[yellow]Keras rebuild not verified: {escape(str(exc))}[/yellow]")
+    if isinstance(rebuilt.verify_error, RuntimeUnavailableError):
+        con.print(f"[yellow]Keras rebuild not verified: {escape(str(rebuilt.verify_error))}[/yellow]")
         return True
-    print_report(report, con)
-    if not report.ok:
+    if rebuilt.verify_error is not None:
+        raise rebuilt.verify_error
+    print_report(rebuilt.report, con)
+    if not rebuilt.report.ok:
         con.print(
             "[red]the Keras rebuild does not match the TFLite model: not converting[/red] "
             "(--no-check converts anyway)"
         )
-    return report.ok
+    return rebuilt.report.ok
