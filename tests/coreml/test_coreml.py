@@ -387,6 +387,20 @@ def build_model(weights_path=None):
 """
 
 
+def test_ct_patches_each_name_their_upstream_bug_and_install_once():
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY
+
+    from tfl_rebuild.coreml import ct_patches
+
+    names = [p.name for p in ct_patches.PATCHES]
+    assert len(names) == len(set(names)) >= 5
+    assert all(p.works_around and "\n" not in p.works_around for p in ct_patches.PATCHES)
+    ct_patches.apply()
+    cast = _TF_OPS_REGISTRY["Cast"]
+    ct_patches.apply()  # a second call installs nothing again
+    assert _TF_OPS_REGISTRY["Cast"] is cast and "Erfc" in _TF_OPS_REGISTRY
+
+
 def test_unsupported_ops_listed_before_converting(tmp_path):
     py = tmp_path / "odd.py"
     py.write_text(ODD_MODULE)
