@@ -8,6 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tfl_rebuild.fileio import atomic_output, writable_file
+from tfl_rebuild.rebuild.loader import check_made_from
+from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.verify.compare import Comparison
 from tfl_rebuild.verify.measure import FLOAT_REL_TOL
 
@@ -30,6 +32,7 @@ def run(
     for path in (plot, explorer, None if as_json in (None, False, True, "-") else as_json):
         if path:
             writable_file(path)  # refuse before the run, not after
+    check_made_from(module, read_model(model).sha256, Path(model).name)
     values = None
     if input_specs:
         details = make_interpreter(model).get_input_details()

@@ -3,8 +3,6 @@ to Core ML, check the numbers against TFLite, write the package atomically."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -12,32 +10,25 @@ from pathlib import Path
 
 from tfl_rebuild.coreml.check import CheckResult, NotChecked, convert_checked, float16_reason
 from tfl_rebuild.coreml.convert import Options, check_extension, save_atomic, set_metadata
-from tfl_rebuild.errors import RuntimeUnavailableError
+from tfl_rebuild.errors import InputError, RuntimeUnavailableError
+from tfl_rebuild.rebuild.loader import file_sha256, find_original
 
 
-def resolve_source(source: str, tflite: str | None) -> tuple[Path | None, Path | None]:
-    """(generated .py or None, .tflite or None) for a .tflite or generated-module argument."""
+def resolve_source(source: str, tflite: str | None, required: bool = True) -> tuple[Path | None, Path | None]:
+    """(generated .py or None, .tflite) for a .tflite or generated-module argument; a module's
+    .tflite is the one its sidecar records (`find_original`: one line when it is gone or changed).
+    Not `required` (no check asked for), a module whose .tflite cannot be found converts alone."""
     src = Path(source)
     if src.suffix != ".py":
         return None, src
     if tflite:
         return src, Path(tflite)
-    sidecar = src.with_name(f"{src.stem}_tensors.json")
     try:
-        name = json.loads(sidecar.read_text(encoding="utf-8")).get("model")
-    except (OSError, ValueError, AttributeError):
-        name = None
-    if isinstance(name, str) and name and Path(name).name == name and (src.parent / name).is_file():
-        return src, src.parent / name
-    return src, None
-
-
-def source_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return src, find_original(src)
+    except InputError:
+        if required:
+            raise
+        return src, None
 
 
 def run_command(
@@ -59,7 +50,7 @@ def run_command(
     from tfl_rebuild.tflite.reader import read_model
 
     con = console or Console(highlight=False)
-    py_path, tfl_path = resolve_source(source, tflite)
+    py_path, tfl_path = resolve_source(source, tflite, required=do_check)
     model = read_model(str(tfl_path)) if tfl_path is not None else None
     if model is not None and py_path is not None:
         model = for_module(model, py_path)  # the signature / input shapes the module was built for
@@ -100,7 +91,7 @@ def run_command(
     con.print(f"converted to a Core ML {opts.format} ({conv.options.precision}) in {conv.seconds:.1f} s")
     set_metadata(conv.mlmodel, model, tfl_path or py_path, conv)
     if model is None:
-        conv.mlmodel.user_defined_metadata["tfl_rebuild.source_sha256"] = source_sha256(py_path)
+        conv.mlmodel.user_defined_metadata["tfl_rebuild.source_sha256"] = file_sha256(py_path)
     if isinstance(result, CheckResult):
         _print_check(result, con, print_report)
         con.print(f"converted and checked in {time.perf_counter() - start:.1f} s")

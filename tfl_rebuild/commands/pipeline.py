@@ -19,6 +19,7 @@ from typing import Any
 from tfl_rebuild.fileio import atomic_output, ensure_dir, writable_file
 from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.naming import sanitize
+from tfl_rebuild.rebuild.loader import source_record
 from tfl_rebuild.rebuild.ops.registry import never_rebuilt
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.tflite.reader import read_model
@@ -89,7 +90,14 @@ def write_rebuild(
     with atomic_output(paths["py"], "w") as py, atomic_output(paths["tensors"], "w") as side:
         py.write(gen.source)
         json.dump(
-            {"model": Path(model_path).name, "view": view.sidecar(), "tensors": gen.tensors}, side, indent=1
+            {
+                "model": Path(model_path).name,
+                "source": source_record(model_path, paths["py"], original.sha256),
+                "view": view.sidecar(),
+                "tensors": gen.tensors,
+            },
+            side,
+            indent=1,
         )
         write_npz_atomic(paths["weights"], gen.weights)  # last: if it fails, the other two are dropped
     return Rebuild(original, view.model, paths, gen.tensors, list(view.notes))

@@ -109,6 +109,23 @@ def find_original(py_path: str | Path) -> Path:
     )
 
 
+def check_made_from(py_path: str | Path, model_sha256: str, model_name: str) -> None:
+    """Refuse (one line) a module whose sidecar records another source model than `model_name`
+    (sha256 `model_sha256`): compared with the wrong model, every row would be nonsense."""
+    try:
+        doc = json.loads(sidecar_for(py_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no sidecar: the caller says what that means
+    source = doc.get("source") if isinstance(doc, dict) else None
+    want = source.get("sha256") if isinstance(source, dict) else None
+    if isinstance(want, str) and want != model_sha256:
+        made = source.get("relative") or doc.get("model") or "another model"
+        raise InputError(
+            f"{Path(py_path).name} was generated from {made} (sha256 {want[:12]}...), not from "
+            f"{model_name} (sha256 {model_sha256[:12]}...)"
+        )
+
+
 def run_keras(keras_model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     out = keras_model(inputs if len(inputs) > 1 else inputs[0], training=False)
     outs = out if isinstance(out, (list, tuple)) else [out]
