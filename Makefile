@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lint corpus check-corpus fixtures bench clean
+.PHONY: demo test lint corpus check-corpus check-core-install fixtures bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The corpus (14 MediaPipe models, git-ignored) is fetched once into .corpus/ and reused.
 corpus:
@@ -36,6 +37,11 @@ check-corpus: $(STAMP) corpus
 
 test: $(STAMP) corpus lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The wheel installed WITHOUT extras in a new virtualenv: every command exits 0 or names its extra
+# (needs PyPI for the base dependencies; slow, so not part of `make test`).
+check-core-install:
+	bash scripts/check_core_install.sh
 
 fixtures: $(STAMP)
 	$(PY) fixtures/make_fixtures.py

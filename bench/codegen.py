@@ -122,7 +122,7 @@ def phases(model: str) -> None:
     import tensorflow  # noqa: F401
 
     t["import TF + Keras"] = time.perf_counter() - t0
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.loader import load_module
     from tfl_rebuild.verify.end_to_end import verify
 

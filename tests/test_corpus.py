@@ -118,7 +118,7 @@ def test_unverifiable_rebuild_builds_and_runs(path, tmp_path):
     """Where TFLite cannot run the model, the rebuild still builds, runs and gives the model's shapes."""
     if not path.exists():
         pytest.skip(f"{path.name} is not in .corpus/: {FETCH_HINT}")
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.loader import load_module, run_keras
 
     model, py, weights = write_generated(str(path), str(tmp_path))

@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from tfl_rebuild.commands.keras import write_generated  # noqa: E402
+from tfl_rebuild.commands.pipeline import write_generated  # noqa: E402
 from tfl_rebuild.rebuild.loader import load_module  # noqa: E402
 from tfl_rebuild.tflite.reader import read_model  # noqa: E402
 from tfl_rebuild.verify.end_to_end import verify  # noqa: E402

@@ -94,7 +94,7 @@ def require(name: str):
 @pytest.fixture(scope="module")
 def rebuilt(tmp_path_factory):
     """name -> (Model, Keras model, verify Report), rebuilt once per module."""
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.loader import load_module
     from tfl_rebuild.verify.end_to_end import verify
 

@@ -11,8 +11,9 @@ import sys
 
 import click
 
+from tfl_rebuild.commands.extras import require_extras
 from tfl_rebuild.errors import TflRebuildError
-from tfl_rebuild.fileio import ensure_dir, writable_file
+from tfl_rebuild.fileio import ensure_dir
 from tfl_rebuild.text import printable
 
 # An error is one line, whatever the model's strings hold, and short enough to read: our longest
@@ -84,11 +85,18 @@ INPUT_SHAPE = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON document.")
 @click.option("--tensors", is_flag=True, help="Also list every tensor.")
 @click.option("--graph", "graph_path", type=OUTPUT_PATH, help="Write the graph (.graphml/.json/.dot).")
-def inspect(model, as_json, tensors, graph_path):
-    """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed)."""
+@click.option(
+    "--ops", multiple=True, metavar="OP[,OP]", help="Op table: only these op types (e.g. CONV_2D,ADD)."
+)
+@click.option("--select", metavar="REGEX", help="Op table: only ops with an output name matching REGEX.")
+def inspect(model, as_json, tensors, graph_path, ops, select):
+    """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed).
+
+    Piped or redirected, the report is plain text with every name whole (no cut to 80 columns)."""
     from tfl_rebuild.commands import inspect as inspect_mod
     from tfl_rebuild.tflite.reader import read_model
 
+    keep = inspect_mod.OpFilter.parse(ops, select)  # a bad regex fails before the model is read
     m = read_model(model)
     if graph_path:
         from tfl_rebuild.tflite.graph import write_graph
@@ -97,7 +105,7 @@ def inspect(model, as_json, tensors, graph_path):
     if as_json:
         click.echo(inspect_mod.to_json(m))
     else:
-        inspect_mod.print_report(m, show_tensors=tensors)
+        inspect_mod.print_report(m, show_tensors=tensors, keep=keep)
 
 
 @main.command()
@@ -221,6 +229,7 @@ def dump(
 @INPUT_SHAPE
 def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_shapes):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
+    require_extras("keras", "keras" if verify or save_keras else None, "litert" if verify else None)
     from tfl_rebuild.commands.keras import rebuild
 
     ok = rebuild(
@@ -247,8 +256,9 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.",
 )
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.option("--json", "as_json", is_flag=False, flag_value="-", metavar="[FILE|-]", help="JSON (- prints).")
 @click.option("--plot", type=OUTPUT_PATH, help="Write the per-layer error curve (png/svg/pdf).")
+@click.option("--sqnr", type=float, help="Two models: a layer under this dB diverges (20; both float: 60).")
 @click.option(
     "--model-explorer",
     "explorer",
@@ -260,29 +270,19 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     is_flag=True,
     help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.",
 )
-def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
-    """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
-    from tfl_rebuild.runtime.inputs import load_inputs
-    from tfl_rebuild.runtime.interpreter import make_interpreter
-    from tfl_rebuild.verify import compare as cmp
+def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local):
+    """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
 
-    for path in (plot, explorer):
-        if path:
-            writable_file(path)  # refuse before the run, not after
-    values = None
-    if input_specs:
-        details = make_interpreter(model).get_input_details()
-        values, _ = load_inputs(input_specs, details, seed=seed)
-    result = cmp.compare(model, module, values, seed=seed, local=local)
-    if as_json:
-        click.echo(cmp.to_json(result))
-    else:
-        cmp.print_table(result)
-    if plot:
-        cmp.write_plot(result, plot)
-    if explorer:
-        cmp.write_model_explorer(result, explorer)
-    sys.exit(0 if result.first_divergence is None else 1)
+    `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer."""
+    if module.endswith(".tflite"):
+        require_extras("compare", "litert")
+        from tfl_rebuild.commands.compare_models import run as run_models
+
+        sys.exit(run_models(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local))
+    require_extras("compare", "keras", "litert")
+    from tfl_rebuild.commands.compare import run
+
+    sys.exit(run(model, module, input_specs, seed, as_json, plot, explorer, local))
 
 
 @main.command()
@@ -357,6 +357,7 @@ def coreml(
     keras_dir,
 ):
     """Convert to Core ML through the generated Keras model and check the numbers against TFLite."""
+    require_extras("coreml", "keras", "coreml", "litert" if check else None)
     from tfl_rebuild.commands.coreml import run_command
     from tfl_rebuild.coreml import convert as cm
     from tfl_rebuild.runtime.inputs import parse_floats
@@ -430,7 +431,8 @@ def coreml(
     "--keep",
     type=OUTPUT_PATH,
     metavar="DIR",
-    help="Keep each model's Keras module (and .mlpackage) in DIR/<model>/ (default: temporary).",
+    help="Keep each model's Keras module (and .mlpackage) in DIR/<path>/, its path flattened "
+    "(a/m.tflite: DIR/a__m/; default: temporary).",
 )
 @click.option(
     "--input-shape",
@@ -444,27 +446,10 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
     """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
 
     PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
-    from rich.console import Console
-    from rich.markup import escape
+    require_extras("check", "keras", "litert", "coreml" if do_coreml else None)
+    from tfl_rebuild.commands.check.command import run_command
+    from tfl_rebuild.commands.check.rows import Options
 
-    from tfl_rebuild.commands.check import report as check_report
-    from tfl_rebuild.commands.check.run import Options, collect_models, run_all, unfit_input_shapes
-    from tfl_rebuild.errors import InputError
-    from tfl_rebuild.fileio import atomic_output
-
-    if json_out == "-" and md_out == "-":
-        raise InputError("--json - and --markdown -: only one of them can go to stdout")
-    models = collect_models(list(paths))
-    for dest in (json_out, md_out):  # before the (long) run, not after it
-        if dest and dest != "-":
-            writable_file(dest)
-    keep_dir = ensure_dir(keep) if keep else None
-    unfit = unfit_input_shapes(models, input_shapes)
-    if unfit:
-        raise InputError(
-            f"--input-shape {unfit[0]!r} fits none of the {len(models)} model(s): no input of that "
-            "name (or, unnamed, no one-input model) takes it; `inspect` lists inputs and dims"
-        )
     opts = Options(
         verify=verify,
         coreml=do_coreml,
@@ -472,29 +457,7 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
         timeout=timeout,
         input_shapes=tuple(input_shapes),
     )
-    err = Console(stderr=True, highlight=False)
-    out = err if "-" in (json_out, md_out) else Console(highlight=False)
-    err.print(f"checking {len(models)} model(s), {min(jobs, len(models))} at a time")
-
-    def progress(done, row):
-        show = lambda text: escape(printable(text, ERROR_LIMIT))  # noqa: E731  model text, one line
-        err.print(
-            f"[{done}/{len(models)}] {show(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
-            + (f" - {show(row.reason)}" if row.reason else "")
-            + "".join(f" ({show(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
-            soft_wrap=True,
-        )
-
-    rows = run_all(models, opts, jobs=jobs, keep=keep_dir, progress=progress)
-    check_report.print_table(rows, opts, out)
-    for dest, text in ((json_out, check_report.to_json), (md_out, check_report.to_markdown)):
-        if dest == "-":
-            click.echo(text(rows, opts))
-        elif dest:
-            with atomic_output(dest, "w") as f:
-                f.write(text(rows, opts))
-            err.print(f"wrote {escape(dest)}")
-    sys.exit(0 if all(r.outcome == "pass" for r in rows) else 1)
+    sys.exit(run_command(list(paths), opts, jobs=jobs, json_out=json_out, md_out=md_out, keep=keep))
 
 
 if __name__ == "__main__":  # pragma: no cover

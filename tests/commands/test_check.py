@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +21,11 @@ from conftest import FIXTURES_DIR, require_fixture
 from flatbuf import Op, T, build_model
 
 from tfl_rebuild.cli import main
-from tfl_rebuild.commands.check import run as check_mod
-from tfl_rebuild.commands.check.run import Options, check_model, collect_models, run_all, run_one
+from tfl_rebuild.commands.check import pool
+from tfl_rebuild.commands.check.discover import collect_models
+from tfl_rebuild.commands.check.pool import run_all, run_one
+from tfl_rebuild.commands.check.rows import Options
+from tfl_rebuild.commands.check.stages import check_model
 from tfl_rebuild.errors import InputError
 
 CRASHES = {  # model stem -> what its worker does instead of checking it
@@ -59,14 +63,14 @@ def unsupported_model() -> bytes:
 @pytest.fixture
 def fake_crashes(monkeypatch):
     """Models named after CRASHES run that code instead of the real worker."""
-    real = check_mod.worker_command
+    real = pool.worker_command
 
     def command(model, result, opts, keep):
         if model.stem in CRASHES:
             return [sys.executable, "-c", CRASHES[model.stem]]
         return real(model, result, opts, keep)
 
-    monkeypatch.setattr(check_mod, "worker_command", command)
+    monkeypatch.setattr(pool, "worker_command", command)
 
 
 def test_collect_models(tmp_path):
@@ -74,12 +78,59 @@ def test_collect_models(tmp_path):
     for name in ("b.tflite", "a.tflite", "sub/c.tflite", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     found = collect_models([str(tmp_path), str(tmp_path / "a.tflite")])  # a repeat is checked once
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.tflite", "b.tflite", "sub/c.tflite"]
+    assert [f.path.relative_to(tmp_path).as_posix() for f in found] == [
+        "a.tflite",
+        "b.tflite",
+        "sub/c.tflite",
+    ]
+    assert [f.name for f in found] == ["a.tflite", "b.tflite", "sub/c.tflite"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no .tflite files"):
         collect_models([str(tmp_path / "empty")])
     with pytest.raises(InputError, match="no such file"):
         collect_models([str(tmp_path / "missing.tflite")])
+
+
+def test_same_named_models_show_their_paths(tmp_path):
+    """Rows show the path relative to the PATH searched, qualified by it only where two would match."""
+    for rel in ("d1/a/m.tflite", "d1/b/m.tflite", "d2/a/m.tflite", "x/m.tflite", "y/m.tflite"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    found = collect_models([str(tmp_path / "d1"), str(tmp_path / "d2"), str(tmp_path / "x/m.tflite")])
+    root = tmp_path.as_posix()
+    assert [f.name for f in found] == [
+        f"{root}/d1/a/m.tflite",
+        "b/m.tflite",
+        f"{root}/d2/a/m.tflite",
+        "m.tflite",
+    ]
+    found = collect_models([str(tmp_path / "x/m.tflite"), str(tmp_path / "y/m.tflite")])
+    assert [f.name for f in found] == [f"{root}/x/m.tflite", f"{root}/y/m.tflite"]
+
+
+def test_keep_names_are_safe_and_unique():
+    from tfl_rebuild.commands.check.discover import Found, keep_names
+
+    rels = [
+        "...tflite",
+        "..tflite",
+        ".tflite",
+        "a.tflite",
+        "A.tflite",
+        "a.tflite",
+        "a_2.tflite",
+        "d/a.tflite",
+    ]
+    rels += ["é\n/../x.TFLITE", "/abs/m.tflite", "x" * 300 + ".tflite"]
+    names = keep_names([Found(Path(r), r) for r in rels])
+    assert names[:8] == ["__", "_", "__2", "a", "A_3", "a_4", "a_2", "d__a"]
+    assert names[8:10] == ["____x", "abs__m"]
+    assert len(names[10]) == 100 and names[10].startswith("x" * 90)
+    assert len({n.lower() for n in names}) == len(names)
+    assert all(
+        set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") for n in names
+    )
+    assert not any(n.startswith(".") for n in names)
 
 
 @pytest.mark.parametrize(
@@ -170,7 +221,7 @@ def test_interrupt_kills_the_running_workers(tmp_path, fake_crashes):
     with pytest.raises(KeyboardInterrupt):
         run_all(models, Options(timeout=120), jobs=2, progress=interrupt)
     assert time.perf_counter() - start < 30  # the hanging workers were killed, not waited for
-    assert not check_mod._LIVE
+    assert not pool._LIVE
 
 
 def test_check_directory_jobs_2(tmp_path, fake_crashes):
@@ -260,7 +311,7 @@ def test_report_shows_the_precision_and_why_float16_was_not_kept():
     from rich.console import Console
 
     from tfl_rebuild.commands.check import report as check_report
-    from tfl_rebuild.commands.check.run import Row, Stage
+    from tfl_rebuild.commands.check.rows import Row, Stage
 
     rows = [
         Row(

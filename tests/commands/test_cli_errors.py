@@ -117,13 +117,13 @@ def test_permission_denied_is_one_line_exit_2(tmp_path):
 
 def test_a_failing_weights_write_leaves_no_module(tmp_path, monkeypatch):
     """The module is renamed into place only after its weights are written."""
-    import tfl_rebuild.commands.keras as keras_job
+    import tfl_rebuild.commands.pipeline as pipeline
     from tfl_rebuild.errors import OutputError
 
     def fail(path, arrays):
         raise OutputError(f"{path}: cannot write (disk full)")
 
-    monkeypatch.setattr(keras_job, "write_npz_atomic", fail)
+    monkeypatch.setattr(pipeline, "write_npz_atomic", fail)
     with pytest.raises(OutputError):
-        keras_job.write_generated(str(require_fixture("add_one")), str(tmp_path / "out"))
+        pipeline.write_generated(str(require_fixture("add_one")), str(tmp_path / "out"))
     assert tree(tmp_path / "out") == []

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from conftest import ROOT, fixture_params, require_fixture
 from flatbuf import Op, T, build_model
 
-import tfl_rebuild.commands.keras as keras_job
+import tfl_rebuild.commands.pipeline as pipeline
 from tfl_rebuild.cli import main
 from tfl_rebuild.tflite.reader import read_model
 
@@ -303,7 +303,7 @@ def _kernels(weights: dict) -> list[str]:
 )
 def test_verification_reports_scaled_kernel(fixture, position, tmp_path, monkeypatch):
     """The rebuild is written with one kernel scaled by 1.1: verify must say MISMATCH, exit 1."""
-    real_write = keras_job.write_npz_atomic
+    real_write = pipeline.write_npz_atomic
     corrupted = []
 
     def write_scaled(path, arrays):
@@ -312,7 +312,7 @@ def test_verification_reports_scaled_kernel(fixture, position, tmp_path, monkeyp
         corrupted.append(key)
         real_write(path, {**arrays, key: arrays[key] * np.float32(1.1)})
 
-    monkeypatch.setattr(keras_job, "write_npz_atomic", write_scaled)
+    monkeypatch.setattr(pipeline, "write_npz_atomic", write_scaled)
     result = keras_cli(require_fixture(fixture), tmp_path)
     assert corrupted, "the weights were never written"
     assert "MISMATCH" in result.output, f"{corrupted[0]} x 1.1 passed verification:\n{result.output}"

@@ -74,7 +74,7 @@ def test_error_line_is_capped(tmp_path):
 
 def test_check_markdown_escapes_model_text():
     from tfl_rebuild.commands.check.report import to_markdown
-    from tfl_rebuild.commands.check.run import Options, Row
+    from tfl_rebuild.commands.check.rows import Options, Row
 
     row = Row(
         path="m.tflite",

@@ -19,14 +19,13 @@ from conftest import CORPUS_DIR, fixture_params, require_fixture, require_model
 
 from tfl_rebuild.cli import main
 from tfl_rebuild.commands import coreml as coreml_job
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import rebuild_and_verify, write_generated
 from tfl_rebuild.coreml import check as cc
 from tfl_rebuild.coreml import convert as cm
 from tfl_rebuild.coreml import mil_eval
-from tfl_rebuild.errors import RuntimeUnavailableError, UnsupportedOpError
+from tfl_rebuild.errors import InputError, RuntimeUnavailableError, UnsupportedOpError
 from tfl_rebuild.rebuild.loader import load_module
 from tfl_rebuild.tflite.ir import ModelInfo, TensorInfo
-from tfl_rebuild.verify.end_to_end import verify
 
 ct = pytest.importorskip("coremltools")
 pytest.importorskip("tensorflow")
@@ -48,14 +47,14 @@ def rebuilt(tmp_path_factory):
         if path not in cache:
             out = tmp_path_factory.mktemp(path.stem)
             try:
-                model, py, weights = write_generated(str(path), str(out))
+                r = rebuild_and_verify(str(path), str(out), stream=False)
             except UnsupportedOpError as exc:
                 pytest.skip(f"{path.name}: no Keras rebuild ({exc})")
-            keras_model = load_module(py).build_model(str(weights))
-            try:
-                report = verify(model, keras_model)
-            except RuntimeUnavailableError as exc:
-                pytest.skip(f"{path.name}: {exc}")
+            if isinstance(r.verify_error, RuntimeUnavailableError):
+                pytest.skip(f"{path.name}: {r.verify_error}")
+            if r.verify_error is not None:
+                raise r.verify_error
+            model, keras_model, report, py = r.model, r.keras_model, r.report, r.py
             cache[path] = (model, keras_model, report, py)
         return cache[path]
 
@@ -388,6 +387,20 @@ def build_model(weights_path=None):
 """
 
 
+def test_ct_patches_each_name_their_upstream_bug_and_install_once():
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY
+
+    from tfl_rebuild.coreml import ct_patches
+
+    names = [p.name for p in ct_patches.PATCHES]
+    assert len(names) == len(set(names)) >= 5
+    assert all(p.works_around and "\n" not in p.works_around for p in ct_patches.PATCHES)
+    ct_patches.apply()
+    cast = _TF_OPS_REGISTRY["Cast"]
+    ct_patches.apply()  # a second call installs nothing again
+    assert _TF_OPS_REGISTRY["Cast"] is cast and "Erfc" in _TF_OPS_REGISTRY
+
+
 def test_unsupported_ops_listed_before_converting(tmp_path):
     py = tmp_path / "odd.py"
     py.write_text(ODD_MODULE)
@@ -463,12 +476,29 @@ def test_cli_generated_module_with_tflite_option(rebuilt, tmp_path):
     assert "Core ML float16 mlprogram" in result.output
 
 
-def test_cli_generated_module_without_tflite_is_not_checked(rebuilt, tmp_path):
+def test_cli_generated_module_moved_alone_finds_its_tflite(rebuilt, tmp_path):
+    """The sidecar records the source by relative and absolute path (and sha256)."""
     py = copy_generated(rebuilt, require_fixture("mnist"), tmp_path, with_tflite=False)
+    result = coreml_cli(str(py), "-o", str(tmp_path / "m.mlpackage"))
+    assert result.exit_code == 0, result.output
+    assert "Core ML float16 mlprogram" in result.output
+
+
+def test_cli_generated_module_whose_tflite_is_gone_or_changed(rebuilt, tmp_path):
+    py = copy_generated(rebuilt, require_fixture("mnist"), tmp_path, with_tflite=True)
+    side = py.with_name("mnist_tensors.json")
+    doc = json.loads(side.read_text())
+    doc["source"] = {**doc["source"], "relative": "mnist.tflite", "absolute": str(tmp_path / "gone.tflite")}
+    side.write_text(json.dumps(doc))
+    (tmp_path / "mnist.tflite").write_bytes(require_fixture("add_one").read_bytes())
     out = tmp_path / "m.mlpackage"
     result = coreml_cli(str(py), "-o", str(out))
-    assert result.exit_code == 1
-    assert "not checked: no .tflite to compare with" in result.output
+    assert result.exit_code == 2
+    assert "changed since mnist.py was generated from it" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    (tmp_path / "mnist.tflite").unlink()
+    result = coreml_cli(str(py), "-o", str(out))
+    assert result.exit_code == 2 and "which is gone" in result.stderr, result.output
     result = coreml_cli(str(py), "-o", str(out), "--no-check")
     assert result.exit_code == 0, result.output
     assert out.is_dir()
@@ -517,7 +547,8 @@ def test_sidecar_names_the_tflite(tmp_path):
         tmp_path / "m.tflite",
     )
     (tmp_path / "m_tensors.json").write_text(json.dumps({"model": "../elsewhere.tflite"}))
-    assert coreml_job.resolve_source(str(tmp_path / "m.py"), None) == (tmp_path / "m.py", None)
+    with pytest.raises(InputError, match="records no source model"):
+        coreml_job.resolve_source(str(tmp_path / "m.py"), None)
 
 
 def test_ports_take_signature_names_then_tensor_names():

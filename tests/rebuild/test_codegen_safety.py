@@ -28,7 +28,7 @@ from flatbuf import Op, T, build_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import write_generated
 from tfl_rebuild.rebuild.codegen.literals import Code, comment, lit
 from tfl_rebuild.rebuild.codegen.naming import MAX_LEN, RESERVED, Namer, sanitize
 from tfl_rebuild.tflite.reader import read_model

@@ -174,18 +174,20 @@ def test_compare_pairs_the_state_view(int8_stream_model, tmp_path):
 def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, monkeypatch):
     """A rebuild whose state output is 1e-3 off: each single run is checked on its own state, the
     stream feeds the drift back, and the streaming check must say so."""
-    from tfl_rebuild.commands.keras import write_generated
-    from tfl_rebuild.tflite.reader import read_model
+    from tfl_rebuild.commands.pipeline import rebuild_and_verify
+    from tfl_rebuild.rebuild import loader
     from tfl_rebuild.verify import end_to_end as verify
 
-    view, py, weights = write_generated(str(variables_model), str(tmp_path / "out"))
-    keras_model = verify.load_module(py).build_model(str(weights))
-    assert verify.verify(view, keras_model, original=read_model(str(variables_model))).stream.ok
+    rebuilt = rebuild_and_verify(str(variables_model), str(tmp_path / "out"))  # streamed: it has variables
+    assert rebuilt.verify_error is None and rebuilt.report.stream.ok
     real = verify.run_keras
-    monkeypatch.setattr(
-        verify, "run_keras", lambda m, xs: [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs))]
-    )
-    report = verify.verify(view, keras_model, original=read_model(str(variables_model)))
+
+    def drifting(m, xs):
+        return [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs))]
+
+    monkeypatch.setattr(verify, "run_keras", drifting)
+    monkeypatch.setattr(loader, "run_keras", drifting)  # streaming imports it when it runs
+    report = verify.verify(rebuilt.model, rebuilt.keras_model, original=rebuilt.original)
     assert report.stream is not None and not report.stream.ok and not report.ok
     assert report.stream.error > report.stream.bar
 
@@ -362,7 +364,7 @@ def test_check_notes_the_signature_it_checked(two_signatures, tmp_path):
 
 def test_check_fails_on_a_wrong_second_signature(two_signatures, tmp_path, monkeypatch):
     """The other signature is verified as keras --signature does: a wrong rebuild of it fails the row."""
-    from tfl_rebuild.commands.check import run as check
+    from tfl_rebuild.commands.check import rows, stages
     from tfl_rebuild.verify import end_to_end as verify
 
     real = verify.run_keras
@@ -371,7 +373,7 @@ def test_check_fails_on_a_wrong_second_signature(two_signatures, tmp_path, monke
         "run_keras",  # encode is the one-input signature
         lambda m, xs: [y + (0.5 if len(m.inputs) == 1 else 0) for y in real(m, xs)],
     )
-    row = check.check_model(str(two_signatures), check.Options(coreml=False))
+    row = stages.check_model(str(two_signatures), rows.Options(coreml=False))
     assert (row.outcome, row.keras.status) == ("fail", "mismatch"), row
     assert row.keras.reason.startswith("signature 'encode': 1/1 output(s) off"), row.keras.reason
 
@@ -549,7 +551,7 @@ def rebuild_and_verify(path, tmp_path):
     """Generate, build, verify; every output within a flat 2 LSB of its scale (of the tensor its
     DEQUANTIZE reads, for float outputs of quantized models) or rel 1e-4, every layer within
     verify's layer-local bar, every output input-sensitive. Returns the report."""
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.loader import load_module
     from tfl_rebuild.verify.end_to_end import verify
     from tfl_rebuild.verify.measure import FLOAT_REL_TOL

@@ -22,7 +22,7 @@ from conftest import require_fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import write_generated
 from tfl_rebuild.rebuild.codegen.defaults import KERAS_DEFAULTS, SameAs, signature_defaults
 from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.emitter import Emitter as _Emitter
@@ -365,7 +365,7 @@ def test_header_names_the_rebuild_options(tmp_path):
     source = generate(read_model(path), "other", fake_quant=False).source
     second = source.splitlines()[1]
     assert second == (
-        "# Do not edit by hand; rebuild with: tfl-rebuild keras 'my net.tflite' -o DIR "
+        "# A starting point: edit it freely. Regenerate with: tfl-rebuild keras 'my net.tflite' -o DIR "
         "--name other --no-fake-quant"
     )
 

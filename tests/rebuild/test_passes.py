@@ -231,7 +231,7 @@ def test_stft_of_dynamic_batch_folds(tfl, frame, step, n):
     ],
 )
 def test_multi_output_ops_of_constants_evaluate(opcode, inputs, options, want):
-    from tfl_rebuild.rebuild.passes.const_eval import evaluate_multi
+    from tfl_rebuild.rebuild.passes.fold import evaluate_multi
     from tfl_rebuild.tflite.ir import Operator
 
     op = Operator(index=0, opcode=opcode, version=1, inputs=(), outputs=(), options=options)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import FIXTURES_DIR, require_fixture
 
 from tfl_rebuild.cli import main
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import write_generated
 from tfl_rebuild.rebuild.loader import load_module
 from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.verify.end_to_end import verify

@@ -105,9 +105,19 @@ def test_cycle_through_main_subgraph_is_refused():
         read_model(blob)
 
 
-def test_call_to_a_missing_subgraph_is_refused():
-    with pytest.raises(ModelFormatError, match="WHILE calls subgraph 7, which does not exist"):
-        read_model(model_with([cond_graph(), body_graph()], top=while_op(1, 7)))
+def test_call_to_a_missing_subgraph_is_no_cycle():
+    """The runtime refuses it when preparing the op; `inspect` may still show the model."""
+    m = read_model(model_with([cond_graph(), body_graph()], top=while_op(1, 7)))
+    assert m.main.operators[0].options["body_subgraph_index"] == 7
+
+
+def test_options_table_of_another_op_calls_nothing():
+    """A WhileOptions table on an ADD is not read by the runtime: no call, no cycle."""
+    blob = model_with(
+        [cond_graph(), body_graph()],
+        top=Op("ADD", [0, 0], [1], {"cond_subgraph_index": 0, "body_subgraph_index": 0}, "WhileOptions"),
+    )
+    assert read_model(blob).main.operators[0].options_type == "WhileOptions"
 
 
 def test_acyclic_calls_still_read():

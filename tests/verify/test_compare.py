@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import fixture_params, require_fixture
 
 from tfl_rebuild.cli import main
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import write_generated
 
 ENV = {"COLUMNS": "250", "TF_CPP_MIN_LOG_LEVEL": "3"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -124,6 +124,27 @@ def test_missing_sidecar_is_one_line_exit_2(tmp_path):
         result.stderr.strip() == f"error: {tmp_path / 'mnist_tensors.json'}: missing; it is written by "
         "`tfl-rebuild keras` beside the module"
     )
+
+
+def test_module_of_another_model_is_refused_in_one_line(tmp_path):
+    _, py = rebuilt("mnist", tmp_path)
+    result = cli("compare", str(require_fixture("add_one")), str(py))
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and "mnist.py was generated from" in lines[0]
+        and "not from add_one.tflite" in lines[0]
+    )
+
+
+def test_json_file_holds_the_rows(tmp_path):
+    model, py = rebuilt("mnist", tmp_path)
+    out = tmp_path / "rows.json"
+    result = cli("compare", str(model), str(py), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["rows"]
 
 
 # --- compare agrees with `keras` verification ----------------------------------------------------

@@ -11,10 +11,11 @@ import pytest
 from conftest import fixture_params, require_fixture
 from flatbuf import Op, T, build_model
 
-from tfl_rebuild.commands.keras import write_generated
+from tfl_rebuild.commands.pipeline import rebuild_and_verify, write_generated
+from tfl_rebuild.commands.report import CONSTANT_NOTE, print_report
 from tfl_rebuild.rebuild.loader import load_module, read_sidecar
 from tfl_rebuild.tflite.reader import read_model
-from tfl_rebuild.verify.end_to_end import CONSTANT_NOTE, print_report, verify
+from tfl_rebuild.verify.end_to_end import verify
 from tfl_rebuild.verify.measure import (
     DYNAMIC_REL_TOL,
     FLOAT_REL_TOL,
@@ -30,18 +31,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def rebuild(path, outdir, scale_key: str | None = None):
     """(model, keras model, mapping, report); `scale_key` picks a weight to multiply by 1.1 in
     the written npz first ("middle": the middle kernel)."""
-    model, py, npz = write_generated(str(path), str(outdir))
-    corrupted = None
-    if scale_key is not None:
-        with np.load(npz, allow_pickle=False) as f:
+
+    def scale(r) -> None:
+        if scale_key is None:
+            return
+        with np.load(r.weights, allow_pickle=False) as f:
             weights = {k: f[k] for k in f.files}
         kernels = [k for k in weights if k.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel", "constant")]
         corrupted = kernels[len(kernels) // 2] if scale_key == "middle" else scale_key
         weights[corrupted] = weights[corrupted] * np.float32(1.1)
-        np.savez(npz, **weights)
-    keras_model = load_module(py).build_model(str(npz))
-    mapping = read_sidecar(py)
-    return model, keras_model, mapping, verify(model, keras_model, tensors=mapping)
+        np.savez(r.weights, **weights)
+
+    rebuilt = rebuild_and_verify(str(path), str(outdir), stream=False, written=scale)
+    if rebuilt.verify_error is not None:
+        raise rebuilt.verify_error
+    return rebuilt.model, rebuilt.keras_model, read_sidecar(rebuilt.py), rebuilt.report
 
 
 def report_text(report) -> str:

@@ -3,8 +3,6 @@ to Core ML, check the numbers against TFLite, write the package atomically."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -12,33 +10,25 @@ from pathlib import Path
 
 from tfl_rebuild.coreml.check import CheckResult, NotChecked, convert_checked, float16_reason
 from tfl_rebuild.coreml.convert import Options, check_extension, save_atomic, set_metadata
-from tfl_rebuild.errors import RuntimeUnavailableError
-from tfl_rebuild.tflite.ir import Model
+from tfl_rebuild.errors import InputError, RuntimeUnavailableError
+from tfl_rebuild.rebuild.loader import file_sha256, find_original
 
 
-def resolve_source(source: str, tflite: str | None) -> tuple[Path | None, Path | None]:
-    """(generated .py or None, .tflite or None) for a .tflite or generated-module argument."""
+def resolve_source(source: str, tflite: str | None, required: bool = True) -> tuple[Path | None, Path | None]:
+    """(generated .py or None, .tflite) for a .tflite or generated-module argument; a module's
+    .tflite is the one its sidecar records (`find_original`: one line when it is gone or changed).
+    Not `required` (no check asked for), a module whose .tflite cannot be found converts alone."""
     src = Path(source)
     if src.suffix != ".py":
         return None, src
     if tflite:
         return src, Path(tflite)
-    sidecar = src.with_name(f"{src.stem}_tensors.json")
     try:
-        name = json.loads(sidecar.read_text(encoding="utf-8")).get("model")
-    except (OSError, ValueError, AttributeError):
-        name = None
-    if isinstance(name, str) and name and Path(name).name == name and (src.parent / name).is_file():
-        return src, src.parent / name
-    return src, None
-
-
-def source_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return src, find_original(src)
+    except InputError:
+        if required:
+            raise
+        return src, None
 
 
 def run_command(
@@ -54,14 +44,13 @@ def run_command(
     from rich.console import Console
     from rich.markup import escape
 
+    from tfl_rebuild.commands.report import print_report
     from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.runtime.views import for_module
     from tfl_rebuild.tflite.reader import read_model
-    from tfl_rebuild.verify.end_to_end import print_report
 
     con = console or Console(highlight=False)
-    from tfl_rebuild.runtime.views import for_module
-
-    py_path, tfl_path = resolve_source(source, tflite)
+    py_path, tfl_path = resolve_source(source, tflite, required=do_check)
     model = read_model(str(tfl_path)) if tfl_path is not None else None
     if model is not None and py_path is not None:
         model = for_module(model, py_path)  # the signature / input shapes the module was built for
@@ -70,17 +59,21 @@ def run_command(
     check_extension(out, opts.format)
     with tempfile.TemporaryDirectory(prefix="tfl-rebuild-") as tmp:
         if py_path is None:
-            from tfl_rebuild.commands.keras import write_generated
+            from tfl_rebuild.commands.pipeline import rebuild_and_verify
             from tfl_rebuild.rebuild.codegen.emit import quantized_io_notes
 
-            notes: list[str] = []
-            model, py_path, w_path = write_generated(str(tfl_path), keras_dir or tmp, notes=notes)
-            for note in notes + quantized_io_notes(model, image_hint=opts.image is None):
-                con.print(f"note: {escape(note)}")
-            keras_model = load_module(py_path).build_model(str(w_path))
-            if keras_dir:
-                con.print(f"wrote {escape(str(py_path))} and {escape(w_path.name)}")
-            if do_check and not _keras_verified(model, keras_model, con, print_report):
+            def written(r) -> None:
+                for note in r.notes + quantized_io_notes(r.model, image_hint=opts.image is None):
+                    con.print(f"note: {escape(note)}")
+                if keras_dir:
+                    con.print(f"wrote {escape(str(r.py))} and {escape(r.weights.name)}")
+
+            # the Keras gate checks the stateless view only (no streaming): as before the pipeline
+            rebuilt = rebuild_and_verify(
+                str(tfl_path), keras_dir or tmp, verify=do_check, stream=False, written=written
+            )
+            model, keras_model = rebuilt.model, rebuilt.keras_model
+            if do_check and not _keras_verified(rebuilt, con, print_report):
                 return 1
         else:
             keras_model = load_module(py_path).build_model()
@@ -98,7 +91,7 @@ def run_command(
     con.print(f"converted to a Core ML {opts.format} ({conv.options.precision}) in {conv.seconds:.1f} s")
     set_metadata(conv.mlmodel, model, tfl_path or py_path, conv)
     if model is None:
-        conv.mlmodel.user_defined_metadata["tfl_rebuild.source_sha256"] = source_sha256(py_path)
+        conv.mlmodel.user_defined_metadata["tfl_rebuild.source_sha256"] = file_sha256(py_path)
     if isinstance(result, CheckResult):
         _print_check(result, con, print_report)
         con.print(f"converted and checked in {time.perf_counter() - start:.1f} s")
@@ -136,20 +129,18 @@ def _print_check(result: CheckResult, con, print_report) -> None:
         )
 
 
-def _keras_verified(model: Model, keras_model, con, print_report) -> bool:
+def _keras_verified(rebuilt, con, print_report) -> bool:
     from rich.markup import escape
 
-    from tfl_rebuild.verify.end_to_end import verify
-
-    try:
-        report = verify(model, keras_model)
-    except RuntimeUnavailableError as exc:
-        con.print(f"[yellow]Keras rebuild not verified: {escape(str(exc))}[/yellow]")
+    if isinstance(rebuilt.verify_error, RuntimeUnavailableError):
+        con.print(f"[yellow]Keras rebuild not verified: {escape(str(rebuilt.verify_error))}[/yellow]")
         return True
-    print_report(report, con)
-    if not report.ok:
+    if rebuilt.verify_error is not None:
+        raise rebuilt.verify_error
+    print_report(rebuilt.report, con)
+    if not rebuilt.report.ok:
         con.print(
             "[red]the Keras rebuild does not match the TFLite model: not converting[/red] "
             "(--no-check converts anyway)"
         )
-    return report.ok
+    return rebuilt.report.ok

@@ -1,23 +1,15 @@
 """Check a Core ML conversion's numbers against TFLite, on Linux too.
 
-Core ML predicts only on macOS. Elsewhere we run the converted MIL program with `mil_eval` (numpy),
-on the seeded inputs Keras verification uses (runtime.random_inputs), and compare per output with
-TFLite: max abs, max rel (max |error| / max |TFLite output|), cosine, over 3 inputs. On macOS
-(sys.platform == "darwin") Core ML's own MLModel.predict is used instead.
+On macOS Core ML's MLModel.predict runs the model; elsewhere `mil_eval` (numpy) runs its MIL program.
+Both get the seeded inputs Keras verification uses (random pixels 0..255 for an image input) and are
+compared per output with TFLite (max abs, max rel = max |error| / max |TFLite|, cosine) over 3 inputs.
 
 Tolerances (the report states the one applied):
-- float32 precision: rel <= 1e-4, or twice TFLite's own noise (XNNPACK vs reference kernels, as
-  `keras` verification); a classifier's arg-max must agree.
-- float16 precision: rel <= 1e-2, or twice TFLite's noise, or twice the change that rounding the
-  weights to fp16 alone makes (measured on the Keras model, fp32 activations). Random-weight
-  MobileNetV2 needs that last allowance (its logits move 1.4e-2 from fp16 weights); the MediaPipe
-  models land at 4e-4 .. 6e-3. The arg-max is reported, not required (fp16 may flip near-ties).
-  Errors are relative to max(max |TFLite output|, 2^-14): below float16's smallest normal value it
-  keeps no relative precision, so an output that random inputs drive to ~1e-6 (a saturated sigmoid)
-  is judged on float16's absolute resolution there, not on a rel error of a subnormal.
-- dynamic-range / int8 TFLite models: the Keras tolerance of that kind (5e-2; 2 LSB) when larger.
-An image input is checked with random pixels (0..255): TFLite gets scale * pixel + bias in the
-declared channel order, the program the planes Core ML would hand it.
+- float32: rel <= 1e-4 or twice TFLite's own noise (XNNPACK vs reference kernels); arg-max must agree.
+- float16: rel <= 1e-2, or twice TFLite's noise, or twice what rounding the weights to fp16 alone
+  changes (measured on the Keras model); relative to max(max |TFLite|, 2^-14), float16's smallest
+  normal, below which it keeps no relative precision. The arg-max is reported, not required.
+- dynamic-range / int8 models: the Keras tolerance of that kind (5e-2; 2 LSB) when larger.
 """
 
 from __future__ import annotations
@@ -278,12 +270,8 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
 
 def quantized_lsb_bar(t, peak: float, fp16: bool) -> float:
     """The LSB bar of a quantized output: Keras' 2 LSB (with its float32 slack), and under float16
-    also the half ulp float16 holds the output's own value to (peak * 2^-11, in LSB of `t`).
-
-    A float16 program ends in float16, so a dequantized output of 75 LSB (3.47 at scale 0.046)
-    is off by up to 0.037 LSB before any op is wrong: int8 models whose Keras rebuild lands
-    exactly 2 LSB off on some element were 2.007 LSB off in Core ML float16 and fell back to
-    float32 for that alone."""
+    also the half ulp to which float16 holds the output's own value (peak * 2^-11, in LSB of `t`):
+    a float16 program ends in float16, so a large dequantized output is off by that before any op."""
     from tfl_rebuild.verify.measure import INT8_LSB_TOL, LSB_SLACK
 
     bar = INT8_LSB_TOL * (1 + LSB_SLACK)

@@ -1,13 +1,10 @@
 """TFLite -> generated Keras -> Core ML (coremltools): conversion, names, metadata, atomic save.
 
-coremltools has no TFLite frontend, so the generated Keras model is the bridge. We trace it into one
-TensorFlow concrete function with the TFLite input shapes (or the user's RangeDims) and hand that to
-`ct.convert`. coremltools' own Keras path traces with a `None` batch dimension, which breaks
-generated layers that read static shapes (DepthToSpace), and would name the inputs itself.
-
-Before converting, every TensorFlow op of the trace is looked up in coremltools' TF op registry,
-so a model Core ML cannot take fails with one message listing each such op and its Keras layer;
-errors coremltools raises later become one line too. `coreml_check` checks the numbers.
+coremltools has no TFLite frontend, so the generated Keras model is the bridge: traced into one
+TensorFlow concrete function with the TFLite input shapes (or the user's RangeDims), then given to
+`ct.convert` (its own Keras path traces a `None` batch, which breaks layers that read static shapes,
+and names the inputs itself). TF ops coremltools lacks are listed all at once before converting;
+errors coremltools raises become one line. `ct_patches` fixes coremltools, `check` the numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tfl_rebuild import __version__
+from tfl_rebuild.coreml import ct_patches
+from tfl_rebuild.coreml.trace import trace, unsupported_tf_ops
 from tfl_rebuild.errors import RuntimeUnavailableError, TflRebuildError, UnsupportedOpError
 from tfl_rebuild.tflite.ir import Model
 
@@ -53,18 +52,6 @@ TARGETS = (
     "tvOS17",
     "tvOS18",
 )
-# TensorFlow ops of a traced Keras model that never reach coremltools' op converters.
-_TF_BOOKKEEPING = {
-    "NoOp",
-    "ReadVariableOp",
-    "VarHandleOp",
-    "Placeholder",
-    "Const",
-    "Identity",
-    "IdentityN",
-    "StatefulPartitionedCall",
-    "PartitionedCall",
-}
 
 
 class CoreMLError(TflRebuildError):
@@ -251,188 +238,20 @@ def _default_shape(dims: list[Dim], base: list[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def trace(keras_model, inputs: list[Port], dims: list[list[Dim]]):
-    """One concrete function over the Keras model: flexible dims are None, outputs a list in order."""
-    import tensorflow as tf
-
-    specs = []
-    for k, (port, d) in enumerate(zip(inputs, dims)):
-        dtype = tf.as_dtype(keras_model.inputs[k].dtype)
-        specs.append(
-            tf.TensorSpec([None if isinstance(x, tuple) else x for x in d], dtype, name=port.trace_name)
-        )
-
-    @tf.function(input_signature=specs, autograph=False)
-    def serve(*xs):
-        out = keras_model(list(xs) if len(xs) > 1 else xs[0], training=False)
-        return list(out) if isinstance(out, (list, tuple)) else [out]
-
-    concrete = serve.get_concrete_function()
-    _inline_xla_calls(concrete.graph)
-    return concrete
-
-
-def _inline_xla_calls(graph) -> None:
-    """Let coremltools inline the functions Keras compiles with XLA.
-
-    Keras' TensorFlow backend wraps some ops in `tf.function(jit_compile=True)` (a grouped Conv2D:
-    "broken on CPU without XLA"). The trace keeps that call as a StatefulPartitionedCall marked
-    _XlaMustCompile, which TensorFlow's function inlining skips, and coremltools has no converter
-    for a call ("Conversion for TF op 'StatefulPartitionedCall' not implemented"). Core ML only
-    needs the ops inside (its conv takes groups), so the mark is cleared on the trace."""
-    from tensorflow.core.framework import attr_value_pb2
-
-    for op in graph.get_operations():
-        if (
-            op.type in ("StatefulPartitionedCall", "PartitionedCall")
-            and "_XlaMustCompile" in op.node_def.attr
-        ):
-            op._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))
-
-
-def unsupported_tf_ops(concrete_fn, layer_names: list[str]) -> dict[str, list[str]]:
-    """{TF op type: [Keras layers]} for ops coremltools has no converter for."""
-    try:
-        import coremltools.converters.mil.frontend.tensorflow2.ops  # noqa: F401  (registers the TF2 ops)
-        from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY
-    except ImportError:  # a coremltools that moved its registry: let the conversion report instead
-        return {}
-    _register_missing_tf_ops()
-    graph_def = concrete_fn.graph.as_graph_def()
-    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
-    found: dict[str, list[str]] = {}
-    for node in nodes:
-        if node.op in _TF_BOOKKEEPING or node.op in _TF_OPS_REGISTRY:
-            continue
-        layer = _layer_of(node.name, layer_names)
-        found.setdefault(node.op, [])
-        if layer not in found[node.op]:
-            found[node.op].append(layer)
-    return found
-
-
-def _register_missing_tf_ops() -> None:
-    """TF ops that Keras layers emit and coremltools lacks, lowered to MIL ops it has."""
-    from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY, register_tf_op
-
-    if "Erfc" in _TF_OPS_REGISTRY:
-        return
-
-    @register_tf_op
-    def Erfc(context, node):  # noqa: N802 (the TF op's name)  Keras' exact GELU: x * erfc(-x / sqrt 2) / 2
-        x = context[node.inputs[0]]
-        context.add(node.name, mb.sub(x=1.0, y=mb.erf(x=x), name=node.name))
-
-    # Grappler's constant folding turns a DIV of a constant 1 into Reciprocal, which coremltools
-    # writes as inverse(x, epsilon=1e-4) = 1 / (x + 1e-4): off by 1e-4 / x. An exact real_div.
-    @register_tf_op(override=True)
-    def Reciprocal(context, node):  # noqa: N802
-        x = context[node.inputs[0]]
-        context.add(node.name, mb.real_div(x=np.float32(1.0), y=x, name=node.name))  # the TF graph is fp32
-
-    # coremltools' Cast takes fp16 / fp32 / fp64 / int32 / int64 destinations only, though MIL's
-    # cast also takes bool: a TFLite CAST to bool (BERT's int32 attention mask) was refused with
-    # "Cast: Provided destination type bool not supported".
-    from coremltools.converters.mil.frontend.tensorflow.ops import Cast as cast_numeric
-    from coremltools.converters.mil.mil import types
-
-    @register_tf_op(override=True)
-    def Cast(context, node):  # noqa: N802
-        if node.attr["DstT"] != types.bool:
-            return cast_numeric(context, node)
-        context.add(node.name, mb.cast(x=context[node.inputs[0]], dtype="bool", name=node.name))
-
-
-def _patch_control_flow_rewrite() -> None:
-    """One get_tuple per consumer of a While / If output, each under its own name.
-
-    coremltools' TF2 pass `rewrite_control_flow_functions` gives every consumer of a loop (or cond)
-    output a get_tuple node named after the output alone, so when two ops read the same output (a
-    GRU's sequence feeding both directions of a Bidirectional LSTM) the second node replaces the
-    first in the graph dict and the first consumer is left reading a node that does not list it:
-    topsort then fails with "Graph is not a DAG!". A name already taken gets a numbered suffix."""
-    import importlib
-
-    try:  # the module (the package re-exports a function of the same name)
-        rewrite = importlib.import_module(
-            "coremltools.converters.mil.frontend.tensorflow2.tf_graph_pass.rewrite_control_flow_functions"
-        )
-    except ImportError:  # a coremltools that moved the pass: nothing to patch
-        return
-    original = getattr(rewrite, "_insert_get_tuple", None)
-    if original is None or getattr(original, "_tfl_rebuild", False):
-        return
-
-    def insert_get_tuple(fn, name, idx):
-        unique, k = name, 1
-        while unique in fn.graph:
-            unique, k = f"{name}_{k}", k + 1
-        return original(fn, unique, idx)
-
-    insert_get_tuple._tfl_rebuild = True
-    rewrite._insert_get_tuple = insert_get_tuple
-
-
-def _patch_slice_by_size_value() -> None:
-    """slice_by_size's constant folding with a size of 0: an empty slice, not the rest of the axis.
-
-    coremltools folds a slice of a known value with `x[begin:begin + size]` only for size > 0 and
-    takes every other size as "to the end", which MIL reserves for -1. A while_loop body is first
-    built with the loop variables' initial values (its counter 0, a zero TensorList), so a
-    TensorList write rebuilt as `concat(list[:i], item, list[i + 1:])` folded `list[:0]` to the
-    whole list; the next reshape then raised "cannot reshape array of size 96 into shape (6,1,8)"
-    (a GRU or LSTM with return_sequences whose input width equals its units)."""
-    try:
-        from coremltools.converters.mil.mil.ops.defs.iOS15.tensor_transformation import slice_by_size
-        from coremltools.converters.mil.mil.types.symbolic import any_symbolic, is_symbolic
-    except ImportError:  # a coremltools that moved the op: nothing to patch
-        return
-    if getattr(slice_by_size.value_inference, "_tfl_rebuild", False):
-        return
-
-    def value_inference(self):
-        if any_symbolic(self.begin.sym_val) or any_symbolic(self.size.sym_val) or self.x.val is None:
-            return None
-        slices = []
-        for i in range(self.x.rank):
-            begin, size = int(self.begin.val[i]), int(self.size.val[i])
-            if begin < 0:
-                if is_symbolic(self.x.shape[i]):
-                    return None
-                begin += self.x.shape[i]
-            slices.append(slice(begin, None if size == -1 else begin + size))
-        return self.x.val[tuple(slices)]
-
-    value_inference._tfl_rebuild = True
-    slice_by_size.value_inference = value_inference
-
-
-def _layer_of(node_name: str, layer_names: list[str]) -> str:
-    # Keras 3 scopes ops as "<model>_1/<layer>_1/<op>": match a path part to a layer name.
-    names = set(layer_names)
-    for part in node_name.split("/"):
-        base = re.sub(r"_\d+$", "", part)
-        if part in names:
-            return part
-        if base in names:
-            return base
-    return node_name
-
-
 def convert(keras_model, model: Model | None, opts: Options) -> Converted:
     if opts.precision not in ("float16", "float32"):
         raise ValueError(
             f"convert() takes float16 or float32, not {opts.precision!r} (auto: convert_checked)"
         )
     ct = _import_ct()
+    ct_patches.apply()  # before the TF op lookup below: it registers TF ops coremltools lacks
     inputs, outputs = io_ports(model, keras_model)
     _check_option_names(opts, inputs)
     dims = [_input_dims(keras_model, k, p, opts) for k, p in enumerate(inputs)]
     base = [_static_shape(i) for i in keras_model.inputs]
     shapes = [_default_shape(d, b) for d, b in zip(dims, base)]
     try:
-        cf = trace(keras_model, inputs, dims)
+        cf = trace(keras_model, [p.trace_name for p in inputs], dims)
     except Exception as exc:  # a generated layer that cannot take a flexible dimension, say
         raise CoreMLError(
             f"cannot trace the Keras model with input shapes {dims}: {_one_line(exc)}"
@@ -481,8 +300,6 @@ def convert(keras_model, model: Model | None, opts: Options) -> Converted:
         kwargs["classifier_config"] = ct.ClassifierConfig(
             opts.class_labels, predicted_probabilities_output=outputs[0].trace_name
         )
-    _patch_control_flow_rewrite()
-    _patch_slice_by_size_value()
     start = time.perf_counter()
     try:
         mlmodel = ct.convert([cf], source="tensorflow", **kwargs)

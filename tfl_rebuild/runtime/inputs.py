@@ -4,6 +4,11 @@ Every value is checked against the interpreter's input details (shape, dtype) so
 one-line `InputError`, never a runtime crash. Images follow TFLite's label_image example: resize to
 the input size, then `(pixel - mean) / std` for float inputs (default mean = std = 127.5, i.e.
 [-1, 1]), raw pixels for uint8 inputs. Pillow is imported only when an image is read.
+
+Nothing is changed without a word: an integer array given to a float input is refused unless the
+caller passes `cast=True` (the command's `--cast`), and `load_inputs(..., notes={})` fills, per
+input name, one line of what was done to the value (resized, normalized, cast, quantized, a batch
+dimension added), for the command to print and to write into index.json.
 """
 
 from __future__ import annotations
@@ -77,19 +82,26 @@ def load_inputs(
     *,
     seed: int | None = None,
     image: ImageOptions = ImageOptions(),
+    cast: bool = False,
+    notes: dict[str, str] | None = None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """One array per model input, in input order, and where each came from.
 
-    Inputs named by no spec are random (seeded) when `seed` is given, else an error.
+    Inputs named by no spec are random (seeded) when `seed` is given, else an error. An integer
+    or bool array for a float input is an InputError naming `--cast`, unless `cast`. When
+    `notes` is a dict, it gets {input name: what was done to its value} for every input.
     """
     names = _names(details)
     by_name = {d["name"]: d for d in details}
     values: dict[str, tuple[np.ndarray, str]] = {}
 
-    def assign(name: str, value: np.ndarray, source: str) -> None:
+    def assign(name: str, value: np.ndarray, source: str, did: list[str] | None = None) -> None:
         if name in values:
             raise InputError(f"input {name!r} is given twice ({values[name][1]} and {source})")
-        values[name] = (conform(value, by_name[name], source), source)
+        did = did if did is not None else []
+        values[name] = (conform(value, by_name[name], source, cast=cast, did=did), source)
+        if notes is not None:
+            notes[name] = f"{source}: {', '.join(did) or 'as given'}"
 
     for name, path in resolve_specs(specs, details):
         if Path(path).suffix.lower() == ".npz":
@@ -102,7 +114,8 @@ def load_inputs(
                     f"the model has {len(names)} inputs ({', '.join(names)}): name each one, --input NAME={path}"
                 )
             name = names[0]
-        assign(name, load_file(path, by_name[name], image), path)
+        did: list[str] = []
+        assign(name, load_file(path, by_name[name], image, did), path, did)
 
     missing = [n for n in names if n not in values]
     if missing and seed is None:
@@ -113,6 +126,8 @@ def load_inputs(
         rng = np.random.default_rng(seed)
         randoms = [_random(d, rng) for d in details]  # drawn for all: --random alone = runtime.random_inputs
         for n, r in zip(names, randoms):
+            if n not in values and notes is not None:
+                notes[n] = f"random(seed={seed}): {'x'.join(map(str, r.shape)) or 'scalar'} {r.dtype}"
             values.setdefault(n, (r, f"random(seed={seed})"))
     return [values[n][0] for n in names], [values[n][1] for n in names]
 
@@ -178,11 +193,14 @@ def _npz_for(path: str, name: str | None, names: list[str]) -> dict[str, tuple[s
     return {k: (k, v) for k, v in arrays.items()}
 
 
-def load_file(path: str, detail: dict, image: ImageOptions = ImageOptions()) -> np.ndarray:
-    """One input value from an .npy file or an image file (not yet conformed)."""
+def load_file(
+    path: str, detail: dict, image: ImageOptions = ImageOptions(), did: list[str] | None = None
+) -> np.ndarray:
+    """One input value from an .npy file or an image file (not yet conformed); what was done to
+    an image is appended to `did`."""
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return load_image(path, detail, image)
+        return load_image(path, detail, image, did)
     if suffix != ".npy":
         raise InputError(
             f"{path}: unknown input file type; use .npy, .npz or an image ({', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -211,8 +229,12 @@ def _image_hw_c(detail: dict) -> tuple[int, int, int]:
     raise InputError(f"input {detail['name']!r} has shape {shape}, not an NHWC image with 1, 3 or 4 channels")
 
 
-def load_image(path: str, detail: dict, opts: ImageOptions = ImageOptions()) -> np.ndarray:
-    """An image resized (bilinear) to the input's height/width and normalized for its dtype."""
+def load_image(
+    path: str, detail: dict, opts: ImageOptions = ImageOptions(), did: list[str] | None = None
+) -> np.ndarray:
+    """An image resized (bilinear) to the input's height/width and normalized for its dtype; each
+    step taken is appended to `did` ('resized 640x480 -> 224x224 (bilinear)', ...)."""
+    did = did if did is not None else []
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -220,9 +242,13 @@ def load_image(path: str, detail: dict, opts: ImageOptions = ImageOptions()) -> 
     h, w, c = _image_hw_c(detail)
     try:
         with Image.open(path) as img:
-            img = img.convert({1: "L", 3: "RGB", 4: "RGBA"}[c])
+            mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
+            if img.mode != mode:
+                did.append(f"{img.mode} -> {mode}")
+            img = img.convert(mode)
             size = (w if w > 0 else img.width, h if h > 0 else img.height)
             if img.size != size:
+                did.append(f"resized {img.width}x{img.height} -> {size[0]}x{size[1]} (WxH, bilinear)")
                 img = img.resize(size, Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8).reshape(size[1], size[0], c)
     except FileNotFoundError as exc:
@@ -231,16 +257,28 @@ def load_image(path: str, detail: dict, opts: ImageOptions = ImageOptions()) -> 
         raise InputError(f"{path}: not a readable image ({exc})") from None
     if opts.bgr and c >= 3:
         pixels = np.concatenate([pixels[..., 2::-1], pixels[..., 3:]], axis=-1)
+        did.append("channels as BGR")
     pixels = pixels[None] if len(detail["shape"]) == 4 else pixels
-    return normalize(pixels, detail, opts, path)
+    return normalize(pixels, detail, opts, path, did)
 
 
-def normalize(pixels: np.ndarray, detail: dict, opts: ImageOptions, source: str) -> np.ndarray:
+def _nums(v) -> str:
+    return ",".join(f"{float(x):g}" for x in np.atleast_1d(v))
+
+
+def normalize(
+    pixels: np.ndarray, detail: dict, opts: ImageOptions, source: str, did: list[str] | None = None
+) -> np.ndarray:
+    did = did if did is not None else []
     dtype = np.dtype(detail["dtype"])
     c = pixels.shape[-1]
     if dtype.kind in "iu" and not opts.given:
         # label_image feeds raw pixels to uint8 models; int8 models take the same values shifted.
-        return pixels if dtype == np.uint8 else (pixels.astype(np.int16) - 128).astype(dtype)
+        if dtype == np.uint8:
+            did.append("raw pixels (uint8)")
+            return pixels
+        did.append(f"pixel - 128 as {dtype}")
+        return (pixels.astype(np.int16) - 128).astype(dtype)
     for what, v in (("--mean", opts.mean), ("--std", opts.std)):
         if v is not None and len(v) not in (1, c):
             raise InputError(f"{what} has {len(v)} values but {source} has {c} channels")
@@ -250,23 +288,30 @@ def normalize(pixels: np.ndarray, detail: dict, opts: ImageOptions, source: str)
     mean = np.asarray(opts.mean if opts.mean is not None else (default,), np.float32)
     if opts.scale is not None:
         values = (pixels.astype(np.float32) - mean) * np.float32(opts.scale)
+        did.append(f"(pixel - {_nums(mean)}) * {opts.scale:g}")
     else:
         std = np.asarray(opts.std if opts.std is not None else (127.5,), np.float32)
         if not np.all(std):
             raise InputError("--std must not be zero")
         values = (pixels.astype(np.float32) - mean) / std
+        did.append(f"(pixel - {_nums(mean)}) / {_nums(std)}")
     return values  # conform() casts floats, and quantizes them for quantized integer inputs
 
 
 # -- checking ---------------------------------------------------------------------------------------
 
 
-def conform(value: np.ndarray, detail: dict, source: str) -> np.ndarray:
+def conform(
+    value: np.ndarray, detail: dict, source: str, cast: bool = True, did: list[str] | None = None
+) -> np.ndarray:
     """`value` in the input's dtype and shape, or an InputError saying what does not fit.
 
     A missing batch dimension of 1 is added; float values for a quantized integer input are
-    quantized with its scale and zero point; other dtype changes must not lose values.
+    quantized with its scale and zero point; other dtype changes must not lose values. Integer
+    or bool values for a float input are refused unless `cast` (raw 0..255 pixels would reach a
+    model that wants [-1, 1] without a word). What was done is appended to `did`.
     """
+    did = did if did is not None else []
     name = detail["name"]
     want = np.dtype(detail["dtype"])
     shape = [int(v) for v in detail["shape"]]
@@ -279,6 +324,7 @@ def conform(value: np.ndarray, detail: dict, source: str) -> np.ndarray:
     if not fits(value.shape):
         if fits((1, *value.shape)):
             value = value[None]
+            did.append("added a batch dimension of 1")
         else:
             raise InputError(
                 f"input {name!r} expects shape {sig} {want}, got {list(value.shape)} {value.dtype} from {source}"
@@ -291,6 +337,12 @@ def conform(value: np.ndarray, detail: dict, source: str) -> np.ndarray:
     if value.dtype.kind not in "biuf" or want.kind not in "biuf":
         raise InputError(bad)
     if want.kind == "f":
+        if value.dtype.kind in "biu" and not cast:
+            raise InputError(
+                f"{bad}: pass --cast to convert the values as they are (e.g. 200 -> 200.0), or save "
+                f"them as {want} scaled as the model expects"
+            )
+        did.append(f"cast {value.dtype} -> {want}")
         return np.ascontiguousarray(value.astype(want))
     if value.dtype.kind == "f":
         scale, zero = (detail.get("quantization") or (0.0, 0))[:2]
@@ -298,10 +350,12 @@ def conform(value: np.ndarray, detail: dict, source: str) -> np.ndarray:
             raise InputError(bad + " (and the input is not quantized, so floats cannot be converted)")
         info = np.iinfo(want)
         q = np.round(value.astype(np.float64) / scale + zero)
+        did.append(f"quantized {value.dtype} -> {want} (scale {scale:.4g}, zero point {zero})")
         return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(want))
     if want.kind == "b":
         raise InputError(bad)
     info = np.iinfo(want)
     if value.size and (value.min() < info.min or value.max() > info.max):
         raise InputError(bad + f" with values outside [{info.min}, {info.max}]")
+    did.append(f"cast {value.dtype} -> {want} (every value fits)")
     return np.ascontiguousarray(value.astype(want))

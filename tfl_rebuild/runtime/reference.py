@@ -270,24 +270,46 @@ class OpCall:
     what: str  # for messages: "<code> op <index>"
 
 
+Reference = Callable[[OpCall, list[np.ndarray]], list[np.ndarray]]
+REFERENCES: dict[str, Reference] = {}  # custom code -> its numpy reference, registered by `reference`
+
+
+def reference(*codes: str) -> Callable[[Reference], Reference]:
+    """Register `fn` as the numpy reference of these custom codes (each next to its function)."""
+
+    def register(fn: Reference) -> Reference:
+        for code in codes:
+            if code in REFERENCES:
+                raise RuntimeError(f"reference for custom op {code} registered twice")
+            REFERENCES[code] = fn
+        return fn
+
+    return register
+
+
+@reference("MaxPoolingWithArgmax2D")
 def _mp_pool(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     return list(max_pool_argmax(ins[0], pool_options(call.options, call.what)))
 
 
+@reference("MaxUnpooling2D")
 def _mp_unpool(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     return [max_unpooling(ins[0], ins[1], pool_options(call.options, call.what))]
 
 
+@reference("TransformTensorBilinear")
 def _mp_bilinear(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     out_hw = transform_tensor_options(call.options, call.version, call.what)
     return [transform_tensor_bilinear(ins[0], ins[1], out_hw, call.version)]
 
 
+@reference("TransformLandmarks")
 def _mp_landmarks(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     dims, scale = transform_landmarks_options(call.options, call.version, ins[0].shape, call.what)
     return [transform_landmarks(ins[0], ins[1], dims, scale)]
 
 
+@reference("Landmarks2TransformMatrix")
 def _mp_matrix(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     o = transform_matrix_options(call.options, call.version, ins[0].size // 3, call.what)
     if isinstance(o, TransformMatrixV1Options):
@@ -295,12 +317,13 @@ def _mp_matrix(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     return [landmarks_to_transform_matrix(ins[0], o)]
 
 
+@reference("Convolution2DTransposeBias")
 def _mp_deconv(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
     padding, stride = transpose_conv_options(call.options, call.what)
     return [transpose_conv_bias(ins[0], ins[1], ins[2], padding, stride, call.output_shapes[0])]
 
 
-def _pool3d(kind: str) -> Callable[[OpCall, list[np.ndarray]], list[np.ndarray]]:
+def _pool3d(kind: str) -> Reference:
     def run(call: OpCall, ins: list[np.ndarray]) -> list[np.ndarray]:
         if ins[0].ndim != 5:
             raise OptionsError(
@@ -311,17 +334,8 @@ def _pool3d(kind: str) -> Callable[[OpCall, list[np.ndarray]], list[np.ndarray]]
     return run
 
 
-REFERENCES: dict[str, Callable[[OpCall, list[np.ndarray]], list[np.ndarray]]] = {
-    "MaxPoolingWithArgmax2D": _mp_pool,
-    "MaxUnpooling2D": _mp_unpool,
-    "TransformTensorBilinear": _mp_bilinear,
-    "TransformLandmarks": _mp_landmarks,
-    "Landmarks2TransformMatrix": _mp_matrix,
-    "Convolution2DTransposeBias": _mp_deconv,
-    "MaxPool3D": _pool3d("max"),
-    "AvgPool3D": _pool3d("avg"),
-    "AveragePool3D": _pool3d("avg"),
-}
+reference("MaxPool3D")(_pool3d("max"))
+reference("AvgPool3D", "AveragePool3D")(_pool3d("avg"))
 
 
 def run_reference(call: OpCall, inputs: list[np.ndarray]) -> list[np.ndarray]:

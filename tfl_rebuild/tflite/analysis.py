@@ -191,11 +191,8 @@ def to_json(model: Model) -> str:
 
 def activation_dtypes(model: Model) -> list[str]:
     """The integer types of the quantized activations (int8 / uint8 / int16), sorted."""
-    return sorted(
-        {
-            t.dtype
-            for sg in model.subgraphs
-            for t in sg.tensors
-            if t.quantized and t.index not in weight_tensors(sg)
-        }
-    )
+    dtypes = set()
+    for sg in model.subgraphs:
+        weights = weight_tensors(sg)  # once per subgraph, not once per tensor
+        dtypes.update(t.dtype for t in sg.tensors if t.quantized and t.index not in weights)
+    return sorted(dtypes)

@@ -1,6 +1,6 @@
-"""Which subgraphs an op calls, and the call graph's faults: a missing subgraph, or a cycle.
+"""Which subgraphs an op calls, and the call graph's one fatal fault: a cycle.
 
-The runtime follows these indices without checks of its own: a WHILE body that runs itself
+The runtime checks that these indices exist, not that the calls end: a WHILE body that runs itself
 (directly or through other subgraphs) recurses until the process crashes. The reader refuses such
 a model before anything runs it.
 """
@@ -11,26 +11,14 @@ from collections.abc import Iterator, Sequence
 
 from tfl_rebuild.tflite.ir import Operator, Subgraph
 
-# Ops whose options name subgraphs the runtime runs; other ops ignore such fields.
-CALLING_OPS = frozenset(
-    [
-        "WHILE",
-        "IF",
-        "CALL",
-        "CALL_ONCE",
-        "STABLEHLO_COMPOSITE",
-        "STABLEHLO_WHILE",
-        "STABLEHLO_REDUCE",
-        "STABLEHLO_REDUCE_WINDOW",
-        "STABLEHLO_SCATTER",
-        "STABLEHLO_SORT",
-    ]
-)
-
 
 def called_subgraphs(op: Operator) -> list[int]:
-    """Subgraph indices a calling op's options name (`*_subgraph_index` fields, CALL's `subgraph`)."""
-    if op.opcode not in CALLING_OPS:
+    """Subgraph indices an op's own options table names (`*_subgraph_index` fields, CALL's `subgraph`).
+
+    Only the table that belongs to the op counts (WHILE's WhileOptions, STABLEHLO_COMPOSITE's
+    StableHLOCompositeOptions ...: the op name without underscores + "Options"); the runtime reads
+    no other, so a WhileOptions table on an ADD calls nothing."""
+    if (op.options_type or "").lower() != op.opcode.replace("_", "").lower() + "options":
         return []
     out = []
     for key, v in op.options.items():
@@ -40,20 +28,13 @@ def called_subgraphs(op: Operator) -> list[int]:
 
 
 def call_faults(subgraphs: Sequence[Subgraph]) -> Iterator[tuple[str, str]]:
-    """(where, what) of the first call to a missing subgraph or the first call cycle; nothing if none."""
+    """(where, what) of the first call cycle; nothing if none. A call to a subgraph that does not
+    exist is no cycle: the runtime refuses it when it prepares the op, and `inspect` shows it."""
     calls: dict[int, list[tuple[int, Operator]]] = {}
     for sg in subgraphs:
         out = calls.setdefault(sg.index, [])
         for op in sg.operators:
-            for callee in called_subgraphs(op):
-                if not 0 <= callee < len(subgraphs):
-                    yield (
-                        f"subgraph {sg.index} operator {op.index}",
-                        f"{op.opcode} calls subgraph {callee}, which does not exist "
-                        f"(the model has {len(subgraphs)})",
-                    )
-                    return
-                out.append((callee, op))
+            out.extend((c, op) for c in called_subgraphs(op) if 0 <= c < len(subgraphs))
     # Depth-first, without recursion: 0 not seen, 1 on the current path, 2 done.
     state = dict.fromkeys(calls, 0)
     for root in calls:

@@ -14,14 +14,12 @@ verification uses:
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tfl_rebuild.errors import InputError, TflRebuildError
-from tfl_rebuild.fileio import atomic_output
 from tfl_rebuild.rebuild.loader import load_module, read_sidecar, sidecar_for
 from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
@@ -36,7 +34,6 @@ from tfl_rebuild.verify.layer_check import (
     tensor_dumper,
 )
 from tfl_rebuild.verify.measure import (
-    FLOAT_REL_TOL,
     Tolerance,
     compare_arrays,
     is_hybrid,
@@ -186,84 +183,3 @@ def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bo
     else:
         tol_text = f"{kind_text(kind)}, or 2 x runtime noise"
     return Comparison(Path(model_path).name, kind, tol_text, rows, "local" if local else "accumulated")
-
-
-def print_table(result: Comparison, console=None) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    con = console or Console(highlight=False)
-    columns = ["op", "type", "tensor", "shape", "max abs", "max rel", "LSB", "cosine"]
-    if result.mode != "local":
-        columns.insert(7, "noise")
-    table = Table(*columns, box=None, pad_edge=False)
-    first = result.first_divergence
-    for r in result.rows:
-        style = "bold red" if r is first else ("red" if not r.ok else None)
-        cells = [
-            str(r.op_index),
-            escape(r.op),
-            escape(r.tensor[:60]),
-            "x".join(map(str, r.shape)),
-            f"{r.max_abs:.3g}",
-            f"{r.max_rel:.3g}",
-            "-" if r.lsb is None else f"{r.lsb:.2f}",
-            f"{r.cosine:.6f}",
-        ]
-        if result.mode != "local":
-            cells.insert(7, f"{r.noise:.3g}")
-        table.add_row(*cells, style=style)
-    con.print(table)
-    color = "green" if first is None else "red"
-    con.print(f"[{color}]{escape(result.verdict())}[/{color}]")
-
-
-def to_json(result: Comparison) -> str:
-    doc = {
-        "model": result.model,
-        "kind": result.kind,
-        "mode": result.mode,
-        "tolerance": result.tolerance,
-        "verdict": result.verdict(),
-        "rows": [asdict(r) for r in result.rows],
-    }
-    return json.dumps(doc, indent=1, allow_nan=True)
-
-
-def write_plot(result: Comparison, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 4))
-    xs = [r.op_index for r in result.rows]
-    ys = [max(r.max_rel, 1e-12) for r in result.rows]
-    ax.semilogy(xs, ys, marker=".", linewidth=1)
-    ax.axhline(
-        FLOAT_REL_TOL, color="red", linestyle="--", linewidth=0.8, label=f"float tolerance {FLOAT_REL_TOL:g}"
-    )
-    ax.set_xlabel("op index")
-    ax.set_ylabel("max rel error (vs max |TFLite|)")
-    what = "each layer on TFLite's inputs" if result.mode == "local" else "per layer"
-    ax.set_title(f"{result.model}: Keras rebuild vs TFLite, {what}")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_output(path) as f:
-        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
-
-
-def write_model_explorer(result: Comparison, path: str) -> None:
-    """Model Explorer node data: each op's output tensor name -> its max rel error, coloured."""
-    doc = {
-        "results": {r.tensor: {"value": r.max_rel} for r in result.rows},
-        "gradient": [
-            {"stop": 0, "bgColor": "#2e7d32"},
-            {"stop": 0.5, "bgColor": "#f9a825"},
-            {"stop": 1, "bgColor": "#c62828"},
-        ],
-    }
-    with atomic_output(path, "w") as f:
-        json.dump(doc, f, indent=1)

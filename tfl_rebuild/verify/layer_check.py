@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfl_rebuild.rebuild.ops.registry import hybrid_input
 from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.verify.measure import Tolerance, is_hybrid, max_errors, to_float, tolerance
@@ -103,11 +104,6 @@ def local_outputs(
     return local
 
 
-# Hybrid ops whose kernels quantize their float activation to int8 on the fly, per batch (conv)
-# or per row (fully connected, batch matmul): op -> the slot of that activation.
-HYBRID_QUANTIZED_INPUT = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 0, "FULLY_CONNECTED": 0, "BATCH_MATMUL": 0}
-
-
 def quantize_on_the_fly(x: np.ndarray, rows: int, asymmetric: bool) -> np.ndarray:
     """`x` as a hybrid kernel sees it: int8 per row of `rows` equal parts, dequantized.
 
@@ -135,10 +131,12 @@ def quantize_on_the_fly(x: np.ndarray, rows: int, asymmetric: bool) -> np.ndarra
 
 
 def _hybrid_inputs(model: Model, sg) -> dict[int, int]:
-    """Activation tensor -> how many rows its hybrid consumer quantizes it in (main subgraph)."""
+    """Activation tensor -> how many rows its hybrid consumer quantizes it in (main subgraph). The
+    registry names the ops and the input slot (`hybrid_input`); conv kernels quantize per batch,
+    fully connected and batch matmul per row."""
     found: dict[int, int] = {}
     for k, op in enumerate(sg.operators):
-        slot = HYBRID_QUANTIZED_INPUT.get(op.opcode)
+        slot = hybrid_input(op)
         if slot is None or len(op.inputs) <= slot or op.inputs[slot] < 0 or not is_hybrid(model, k):
             continue
         x = op.inputs[slot]
@@ -250,7 +248,7 @@ def closest_local(
     """local[t]; for a hybrid op's output, whichever of its runs (float input, or quantized as
     `hybrid_local_outputs` does) is closest to TFLite's value."""
     best = local[t]
-    if not hybrid_local or model.main.operators[op_index].opcode not in HYBRID_QUANTIZED_INPUT:
+    if not hybrid_local or hybrid_input(model.main.operators[op_index]) is None:
         return best
     err = max_errors(reference[t], best)[1]
     for values in hybrid_local:

@@ -8,9 +8,9 @@ hands the file to the `tfl` fixture:
         tfl.check(path, "RELU")
 
 `check` asserts that the op under test really is in the converted model (the converter likes to
-fuse and rewrite), writes the generated module into tmp_path, builds it, and runs
-`tfl_rebuild.verify.end_to_end.verify` on seeded inputs: float models must match within rel 1e-4 (verify's
-bar, without its allowance for TFLite's own kernel-to-kernel noise); quantized tests pass
+fuse and rewrite), then runs the commands' one pipeline (`commands.pipeline.rebuild_and_verify`:
+the generated module written into tmp_path, built, verified on seeded inputs): float models must
+match within rel 1e-4 (verify's bar, without its allowance for TFLite's own kernel-to-kernel noise); quantized tests pass
 `max_lsb=2` for a flat 2 LSB. Either way every layer must also pass verify's layer-local check
 (fed TFLite's own input tensors: rel 1e-4, or 1 LSB of each int8 tensor). It also asserts that
 every output depends on the input, so a rebuild that ignores its input cannot pass.
@@ -73,18 +73,17 @@ class OpCheck:
         the quantized tensor its DEQUANTIZE reads when the model outputs float (verify would
         judge those by the float tolerance).
         """
-        from tfl_rebuild.commands.keras import write_generated
-        from tfl_rebuild.rebuild.loader import load_module
+        from tfl_rebuild.commands.pipeline import rebuild_and_verify
         from tfl_rebuild.tflite.reader import read_model
-        from tfl_rebuild.verify.end_to_end import verify
         from tfl_rebuild.verify.measure import FLOAT_REL_TOL
 
         model = read_model(str(path))
         ops = [o.key for o in model.main.operators]
         assert op in ops, f"the converter did not emit {op}; the model has {ops}"
-        _, py, weights = write_generated(str(path), str(self.tmp_path / "gen"))
-        keras_model = load_module(py).build_model(str(weights))
-        report = verify(model, keras_model)
+        rebuilt = rebuild_and_verify(str(path), str(self.tmp_path / "gen"))
+        if rebuilt.verify_error is not None:
+            raise rebuilt.verify_error
+        report = rebuilt.report
         detail = [
             (o.name, f"max_abs={o.max_abs:.3g}", f"max_rel={o.max_rel:.3g}", f"lsb={o.lsb}")
             for o in report.outputs
@@ -111,14 +110,13 @@ class OpCheck:
         """`check`, then convert the rebuild with coremltools and run the MIL check (numpy evaluator)
         against TFLite on the same inputs; returns the Core ML Report."""
         pytest.importorskip("coremltools")
-        from tfl_rebuild.commands.keras import write_generated
+        from tfl_rebuild.commands.pipeline import rebuild_and_verify
         from tfl_rebuild.coreml import check as cc
         from tfl_rebuild.coreml import convert as cm
-        from tfl_rebuild.rebuild.loader import load_module
 
         self.check(path, op)
-        model, py, weights = write_generated(str(path), str(self.tmp_path / "coreml"))
-        keras_model = load_module(py).build_model(str(weights))
+        rebuilt = rebuild_and_verify(str(path), str(self.tmp_path / "coreml"), verify=False)
+        model, keras_model = rebuilt.model, rebuilt.keras_model
         result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision=precision)), keras_model)
         assert not isinstance(result, cc.NotChecked), result
         assert result.report.ok, {o.name: o.max_rel for o in result.report.outputs}

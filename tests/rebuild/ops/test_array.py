@@ -419,14 +419,15 @@ def test_bucketize_core_ml(tfl):
 
 
 def _refusal(tfl, fn, spec, op):
-    from tfl_rebuild.rebuild.ops import ConversionError, lookup
+    from tfl_rebuild.errors import UnsupportedOpError
+    from tfl_rebuild.rebuild.ops import lookup
     from tfl_rebuild.rebuild.passes.pipeline import prepare
     from tfl_rebuild.tflite.reader import read_model
 
     model = read_model(str(tfl.function(fn, spec)))
     ctx, ops = prepare(model)
     found = next(o for o in ops if o.opcode == op)
-    with pytest.raises(ConversionError) as info:
+    with pytest.raises(UnsupportedOpError) as info:  # the registry refuses it (registry.refuse)
         lookup(found, model.main)(found, ctx)
     assert "\n" not in str(info.value)
     return str(info.value)

@@ -174,7 +174,7 @@ def test_int16x8_rounds_where_tflite_does(tfl, op):
     """TFLite's 16x8 convolutions rescale with a 15-bit multiplier: without folding it into the
     weights, 2-15% of a layer's outputs land one int16 step away from the runtime's
     (FULLY_CONNECTED rescales at full precision: it must stay as it is)."""
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.loader import load_module
     from tfl_rebuild.runtime.interpreter import make_interpreter, random_inputs, run
     from tfl_rebuild.verify.measure import to_float

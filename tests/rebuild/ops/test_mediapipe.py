@@ -227,7 +227,7 @@ def test_landmarks_2_transform_matrix_v1(tfl):
 
 
 def _layer_outputs(tmp_path, blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.loader import load_module, run_keras
 
     path = tmp_path / "model.tflite"
@@ -278,7 +278,7 @@ def test_max_unpooling_2d_layer_matches_reference(tmp_path):
 
 
 def test_max_unpooling_2d_overlapping_windows_refused(tmp_path):
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.ops.registry import ConversionError
 
     blob = build_model(
@@ -301,7 +301,7 @@ def test_max_unpooling_2d_overlapping_windows_refused(tmp_path):
 
 
 def test_bad_options_are_a_conversion_error(tmp_path):
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.ops.registry import ConversionError
 
     (tmp_path / "m.tflite").write_bytes(matrix_model(options={**MATRIX_OPTIONS, "subset_idxs": [0, 99]}))

@@ -374,7 +374,7 @@ FUSED_TO_CORE_ML = {
 
 def _core_ml_checks(tfl, path, op: str, out_dir) -> None:
     pytest.importorskip("coremltools")
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.coreml import check as cc
     from tfl_rebuild.coreml import convert as cm
     from tfl_rebuild.rebuild.loader import load_module
@@ -584,7 +584,7 @@ def test_stablehlo_composite_source_names_it(tmp_path):
 
 def test_op_inside_a_decomposition_without_converter_is_listed(tmp_path):
     """`check` lists ops without a converter inside decomposition subgraphs too, with counts."""
-    from tfl_rebuild.commands.check.run import scan_ops
+    from tfl_rebuild.commands.check.scan import scan_ops
     from tfl_rebuild.tflite.reader import read_model
 
     path = tmp_path / "composite.tflite"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from tfl_rebuild.commands.check.run import PASSED, SKIPPED, UNCHECKED, Options, Row, Stage
+from tfl_rebuild.commands.check.rows import PASSED, SKIPPED, UNCHECKED, Options, Row, Stage
 
 OUTCOME_STYLE = {"pass": "green", "fail": "red", "error": "red", "crash": "magenta", "timeout": "magenta"}
 

@@ -14,7 +14,7 @@ from tfl_rebuild.rebuild.codegen.layout import WIDTH, call
 from tfl_rebuild.rebuild.codegen.literals import Code, display, shell_command
 from tfl_rebuild.rebuild.codegen.naming import sanitize
 from tfl_rebuild.rebuild.codegen.templates import class_template, environment
-from tfl_rebuild.rebuild.passes.pipeline import fake_quant_params
+from tfl_rebuild.rebuild.passes.quantize import fake_quant_params
 from tfl_rebuild.tflite.ir import Model
 
 

@@ -20,7 +20,8 @@ from tfl_rebuild.rebuild.codegen.naming import Namer, model_scope, sanitize, sna
 from tfl_rebuild.rebuild.codegen.templates import class_template, environment
 from tfl_rebuild.rebuild.ops import ConversionError, LayerSpec, lookup
 from tfl_rebuild.rebuild.ops.sequence import SubgraphRef
-from tfl_rebuild.rebuild.passes.pipeline import fake_quant_params, prepare
+from tfl_rebuild.rebuild.passes.pipeline import prepare
+from tfl_rebuild.rebuild.passes.quantize import fake_quant_params
 from tfl_rebuild.tflite.ir import Model, Operator
 from tfl_rebuild.tflite.kernel_rounding import fake_quant_rounding
 

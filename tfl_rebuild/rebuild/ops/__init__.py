@@ -7,6 +7,8 @@ from tfl_rebuild.rebuild.ops import (  # noqa: F401
     conv3d,
     detection,
     elementwise,
+    folding,
+    graph,
     matmul,
     mediapipe,
     nms,
@@ -24,8 +26,23 @@ from tfl_rebuild.rebuild.ops.registry import (
     ConversionError,
     ConvertContext,
     LayerSpec,
+    Trait,
+    has_trait,
     lookup,
+    refused_ops,
     supported_ops,
+    traits,
 )
 
-__all__ = ["REGISTRY", "ConvertContext", "ConversionError", "LayerSpec", "lookup", "supported_ops"]
+__all__ = [
+    "REGISTRY",
+    "ConvertContext",
+    "ConversionError",
+    "LayerSpec",
+    "Trait",
+    "has_trait",
+    "lookup",
+    "refused_ops",
+    "supported_ops",
+    "traits",
+]

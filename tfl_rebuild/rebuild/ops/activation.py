@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, Ref, converter
+from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, Ref, Trait, converter
 from tfl_rebuild.tflite.ir import Operator
 
 # Fused activations Keras layers accept as `activation=`.
@@ -45,22 +45,22 @@ def _x(op: Operator) -> tuple[int, ...]:
     return (op.inputs[0],)
 
 
-@converter("RELU", range(1, 4))
+@converter("RELU", range(1, 4), traits=[Trait.ELEMENTWISE])
 def relu(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return activation_layer("RELU", _x(op), op.outputs)
 
 
-@converter("RELU6", range(1, 4))
+@converter("RELU6", range(1, 4), traits=[Trait.ELEMENTWISE])
 def relu6(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return activation_layer("RELU6", _x(op), op.outputs)
 
 
-@converter("RELU_N1_TO_1", range(1, 3))
+@converter("RELU_N1_TO_1", range(1, 3), traits=[Trait.ELEMENTWISE])
 def relu_n1_to_1(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return activation_layer("RELU_N1_TO_1", _x(op), op.outputs)
 
 
-@converter("RELU_0_TO_1", range(1, 3))
+@converter("RELU_0_TO_1", range(1, 3), traits=[Trait.ELEMENTWISE])
 def relu_0_to_1(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return activation_layer("RELU_0_TO_1", _x(op), op.outputs)
 
@@ -72,7 +72,7 @@ def _activation(name: str):
     return convert
 
 
-@converter("LOGISTIC", range(1, 5))
+@converter("LOGISTIC", range(1, 5), traits=[Trait.ELEMENTWISE])
 def logistic(op: Operator, ctx: ConvertContext) -> LayerSpec:
     # passes.fuse_silu marks a LOGISTIC whose MUL by its own input it took over.
     return LayerSpec(
@@ -80,28 +80,28 @@ def logistic(op: Operator, ctx: ConvertContext) -> LayerSpec:
     )
 
 
-for _op, _name in (
-    ("TANH", "tanh"),
-    ("HARD_SWISH", "hard_silu"),
-    ("ELU", "elu"),
-    ("LOG_SOFTMAX", "log_softmax"),
+for _op, _name, _trait in (
+    ("TANH", "tanh", Trait.ELEMENTWISE),
+    ("HARD_SWISH", "hard_silu", Trait.ELEMENTWISE),
+    ("ELU", "elu", Trait.ELEMENTWISE),
+    ("LOG_SOFTMAX", "log_softmax", Trait.LAST_AXIS),
 ):
-    converter(_op, range(1, 5))(_activation(_name))
+    converter(_op, range(1, 5), traits=[_trait])(_activation(_name))
 
 
-@converter("LEAKY_RELU", range(1, 3))
+@converter("LEAKY_RELU", range(1, 3), traits=[Trait.ELEMENTWISE])
 def leaky_relu(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("LeakyReLU", {"negative_slope": float(op.options.get("alpha", 0.2))}, _x(op), op.outputs)
 
 
-@converter("GELU", range(1, 3))
+@converter("GELU", range(1, 3), traits=[Trait.ELEMENTWISE])
 def gelu(op: Operator, ctx: ConvertContext) -> LayerSpec:
     if op.options.get("approximate"):
         return LayerSpec("UnaryOp", {"op": "gelu_tanh"}, _x(op), op.outputs, custom=True)
     return LayerSpec("Activation", {"activation": "gelu"}, _x(op), op.outputs)
 
 
-@converter("SOFTMAX", range(1, 4))
+@converter("SOFTMAX", range(1, 4), traits=[Trait.LAST_AXIS])
 def softmax(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     beta = float(op.options.get("beta", 1.0))
     if beta == 1.0:
@@ -117,7 +117,7 @@ def softmax(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return [scale, LayerSpec("Softmax", {"axis": -1}, (scale,), op.outputs)]
 
 
-@converter("PRELU", range(1, 3))
+@converter("PRELU", range(1, 3), traits=[Trait.BATCH_PRESERVING])
 def prelu(op: Operator, ctx: ConvertContext) -> LayerSpec:
     x, alpha = op.inputs[0], op.inputs[1]
     rank = ctx.rank(x)

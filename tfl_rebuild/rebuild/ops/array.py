@@ -1,14 +1,20 @@
 """Array ops: GATHER, GATHER_ND, PACK, UNPACK, SPLIT, SPLIT_V, TILE, BROADCAST_TO, CAST, SHAPE,
-ARG_MAX, ARG_MIN, SELECT, SELECT_V2, REVERSE_V2, CUMSUM, FILL, ZEROS_LIKE, RANGE,
-ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP, BITCAST, RANK, BUCKETIZE; WHERE (refused unless folded), UNIQUE and
-the random ops are refused
-(comparisons are BinaryOps in elementwise.py)."""
+ARG_MAX, ARG_MIN, SELECT, SELECT_V2, REVERSE_V2, CUMSUM, FILL, ZEROS_LIKE,
+ONE_HOT, TOPK_V2, EMBEDDING_LOOKUP, BITCAST, RANK, BUCKETIZE; WHERE and RANGE (refused unless
+folded), UNIQUE and the random ops are refused (comparisons are BinaryOps in elementwise.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, converter
+from tfl_rebuild.rebuild.ops.registry import (
+    ConversionError,
+    ConvertContext,
+    LayerSpec,
+    Trait,
+    converter,
+    refuse,
+)
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -169,7 +175,7 @@ def broadcast_to(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("BroadcastTo", {"shape": shape}, (op.inputs[0],), op.outputs, custom=True)
 
 
-@converter("CAST", range(1, 8))
+@converter("CAST", range(1, 8), traits=[Trait.ELEMENTWISE, Trait.COMPLEX_OK])
 def cast(op: Operator, ctx: ConvertContext) -> LayerSpec:
     to = ctx.tensor(op.outputs[0]).dtype
     if ctx.tensor(op.inputs[0]).dtype.startswith("complex"):
@@ -201,15 +207,12 @@ def rank(op: Operator, ctx: ConvertContext) -> LayerSpec:
     )
 
 
-@converter("WHERE", range(1, 3))
-def where(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    # With a constant condition passes.py folded it; otherwise the row count follows the data.
-    out, cond = ctx.tensor(op.outputs[0]), ctx.tensor(op.inputs[0])
-    raise ConversionError(
-        f"WHERE op {op.index}: {out.name!r} has one row per true element of {cond.name!r}, a "
-        "number only the data decides, which a fixed-shape Keras model cannot hold; cut the "
-        "model before it and run the rest outside"
-    )
+# WHERE of a constant condition folds (ops/folding.py); otherwise the row count follows the data.
+refuse(
+    "WHERE",
+    "{output} has one row per true element of {input}, a number only the data decides, which a "
+    "fixed-shape Keras model cannot hold; cut the model before it and run the rest outside",
+)
 
 
 def arg_reduce(op: Operator, ctx: ConvertContext) -> LayerSpec:
@@ -290,16 +293,15 @@ def _full_like(value: float):
     return convert
 
 
-converter("ZEROS_LIKE", range(1, 2))(_full_like(0.0))
+converter("ZEROS_LIKE", range(1, 2), traits=[Trait.ELEMENTWISE])(_full_like(0.0))
 
 
-@converter("RANGE", range(1, 3))
-def range_(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    # With known start/limit/delta, passes.py already folded it into a constant.
-    raise ConversionError(
-        f"RANGE op {op.index}: start, limit and delta computed from data give a "
-        "data-dependent length, which a fixed-shape Keras model cannot hold"
-    )
+# With known start / limit / delta RANGE folds into a constant (ops/folding.py).
+refuse(
+    "RANGE",
+    "start, limit and delta computed from data give a data-dependent length, which a fixed-shape "
+    "Keras model cannot hold",
+)
 
 
 @converter("ONE_HOT", range(1, 2))
@@ -370,24 +372,14 @@ def bucketize(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("Bucketize", {"boundaries": boundaries}, (op.inputs[0],), op.outputs, custom=True)
 
 
-@converter("UNIQUE", range(1, 2))
-def unique(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    out, x = ctx.tensor(op.outputs[0]), ctx.tensor(op.inputs[0])
-    raise ConversionError(
-        f"UNIQUE op {op.index}: {out.name!r} holds one element per distinct value of {x.name!r}, "
-        "a number only the data decides, which a fixed-shape Keras model cannot hold; cut the "
-        "model before it and run the rest outside"
-    )
-
-
-def _random(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    out = ctx.tensor(op.outputs[0])
-    raise ConversionError(
-        f"{op.opcode} op {op.index}: {out.name!r} is drawn at random by the runtime's own "
-        "generator, which a rebuild can neither reproduce nor be verified against; feed it as a "
-        "model input instead"
-    )
-
-
+refuse(
+    "UNIQUE",
+    "{output} holds one element per distinct value of {input}, a number only the data decides, "
+    "which a fixed-shape Keras model cannot hold; cut the model before it and run the rest outside",
+)
 for _name in ("RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL", "MULTINOMIAL"):
-    converter(_name, range(1, 2))(_random)
+    refuse(
+        _name,
+        "{output} is drawn at random by the runtime's own generator, which a rebuild can neither "
+        "reproduce nor be verified against; feed it as a model input instead",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.activation import with_activation
-from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, converter
+from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, Trait, converter
 from tfl_rebuild.tflite.ir import Operator
 
 # TFLite op -> (keras.layers merge class for two same-shape inputs or None, BinaryOp name)
@@ -74,10 +74,10 @@ def _check_broadcast(op: Operator, ctx: ConvertContext, a: int, b: int) -> None:
 
 
 for _name in BINARY:
-    converter(_name, range(1, 8))(binary)
+    converter(_name, range(1, 8), traits=[Trait.ELEMENTWISE])(binary)
 
 
-@converter("ATAN2", range(1, 2))
+@converter("ATAN2", range(1, 2), traits=[Trait.ELEMENTWISE])
 def atan2(op: Operator, ctx: ConvertContext) -> LayerSpec:
     y, x = op.inputs[:2]
     if ctx.is_const(y) and ctx.is_const(x):
@@ -118,10 +118,10 @@ def unary(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 
 for _name in UNARY:
-    converter(_name, range(1, 6))(unary)
+    converter(_name, range(1, 6), traits=[Trait.ELEMENTWISE])(unary)
 
 
-@converter("ADD_N", range(1, 3))
+@converter("ADD_N", range(1, 3), traits=[Trait.ELEMENTWISE])
 def add_n(op: Operator, ctx: ConvertContext) -> LayerSpec:
     inputs = [i for i in op.inputs if i >= 0]
     if any(ctx.is_const(i) for i in inputs):

@@ -48,7 +48,7 @@ def matmul(
     return LayerSpec("MatMul", kwargs, (src or x, y), outputs, custom=True)
 
 
-@converter("BATCH_MATMUL", range(1, 5))
+@converter("BATCH_MATMUL", range(1, 5), hybrid_input=0)
 def batch_matmul(op: Operator, ctx: ConvertContext) -> LayerSpec:
     o = op.options
     return matmul(op.inputs[0], op.inputs[1], bool(o.get("adj_x")), bool(o.get("adj_y")), op, ctx, op.outputs)

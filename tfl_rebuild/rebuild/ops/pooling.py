@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.activation import with_activation
-from tfl_rebuild.rebuild.ops.registry import ConvertContext, LayerSpec, converter
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, LayerSpec, Trait, converter
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -25,11 +25,13 @@ def _pool(layer: str):
     return convert
 
 
-converter("AVERAGE_POOL_2D", range(1, 5))(_pool("AveragePooling2D"))
-converter("MAX_POOL_2D", range(1, 5))(_pool("MaxPooling2D"))
+converter("AVERAGE_POOL_2D", range(1, 5), traits=[Trait.BATCH_PRESERVING])(_pool("AveragePooling2D"))
+converter("MAX_POOL_2D", range(1, 5), traits=[Trait.BATCH_PRESERVING])(_pool("MaxPooling2D"))
 
 
-@converter("L2_POOL_2D", range(1, 2), note="sqrt of AveragePooling2D of the squares")
+@converter(
+    "L2_POOL_2D", range(1, 2), traits=[Trait.BATCH_PRESERVING], note="sqrt of AveragePooling2D of the squares"
+)
 def l2_pool_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     # sqrt(sum(x^2) / n), n the window's elements inside the input: what a SAME average pool counts.
     square = LayerSpec("UnaryOp", {"op": "square"}, (op.inputs[0],), custom=True)

@@ -1,10 +1,14 @@
-"""The op registry: one converter per (op, version) or custom code, each returning LayerSpecs.
+"""The op registry: one converter per (op, version) or custom code, each returning LayerSpecs,
+and the facts about ops that passes, constant folding and verification ask for instead of keeping
+op lists of their own: traits (`has_trait`), refusals with their reason (`refuse`), numpy
+evaluators for folding (`folds`) and hybrid kernels' quantized input slot (`hybrid_input`).
 
 Converters return data, never source text, and never pick names: `codegen/` does both.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -82,12 +86,70 @@ REGISTRY: dict[tuple[str, int] | tuple[str, str], Converter] = {}
 NOTES: dict[str, str] = {}
 
 
+class Trait(enum.StrEnum):
+    """Facts about an op that passes, constant folding and verification ask for (`has_trait`)."""
+
+    ELEMENTWISE = "elementwise"  # each output element from the inputs' elements at its (broadcast) position
+    LAST_AXIS = "last-axis"  # computes along the last axis alone; the output is shaped as the input
+    SHAPE_ONLY = "shape-only"  # the same values in the same order under a new shape
+    BATCH_PRESERVING = "batch-preserving"  # the output keeps the batch axis of the first data input
+    COMPLEX_OK = "complex-ok"  # may read a complex64 tensor (held as a trailing (re, im) axis)
+    SIDE_EFFECTS = "side-effects"  # may act beyond its outputs (state, calls): never dropped as unused
+    STATEFUL = "stateful"  # keeps state between runs (resource variables, hash tables, run-once init)
+
+
+OpKey = str | tuple[str, str]  # a builtin op's name, or ("CUSTOM", custom code)
+TRAITS: dict[OpKey, frozenset[Trait]] = {}
+HYBRID_INPUT: dict[OpKey, int] = {}  # op -> the input slot a hybrid kernel quantizes to int8 at run time
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why no rebuild of an op can exist. `reason` is one line for the README and `check`; in the
+    error, {output} and {input} stand for the op's first output and input tensor names."""
+
+    reason: str
+    error: Callable[[Operator, Subgraph], UnsupportedOpError] | None = None  # a fuller error than `reason`
+
+
+REFUSED: dict[str, Refusal] = {}
+
+Fold = Callable[[Operator, list[np.ndarray]], Any]
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A numpy evaluation of an op from known input values (None: not this case); `multi`: it
+    returns the list of all outputs (SPLIT, UNPACK) rather than the single output."""
+
+    fn: Fold
+    multi: bool = False
+
+
+FOLDERS: dict[str, Folder] = {}
+
+
+def _add_traits(name: OpKey, traits: Iterable[Trait], hybrid_input: int | None = None) -> None:
+    TRAITS[name] = TRAITS.get(name, frozenset()) | frozenset(Trait(t) for t in traits)
+    if hybrid_input is not None:
+        HYBRID_INPUT[name] = hybrid_input
+
+
 def converter(
-    op_name: str, versions: Iterable[int] = range(1, 13), note: str = ""
+    op_name: str,
+    versions: Iterable[int] = range(1, 13),
+    note: str = "",
+    traits: Iterable[Trait] = (),
+    hybrid_input: int | None = None,
 ) -> Callable[[Converter], Converter]:
-    """Register a builtin op converter for the given versions; registering twice is a bug."""
+    """Register a builtin op converter for the given versions; registering twice is a bug.
+
+    traits: what passes may assume about the op; hybrid_input: the input slot a hybrid (dynamic-range)
+    kernel quantizes on the fly, which layer-local verification reproduces."""
 
     def register(fn: Converter) -> Converter:
+        if op_name in REFUSED:
+            raise RuntimeError(f"{op_name} is refused; it cannot also have a converter")
         for v in versions:
             key = (op_name, v)
             if key in REGISTRY:
@@ -95,12 +157,15 @@ def converter(
             REGISTRY[key] = fn
         if note:
             NOTES[op_name] = note
+        _add_traits(op_name, traits, hybrid_input)
         return fn
 
     return register
 
 
-def custom_converter(custom_code: str, note: str = "") -> Callable[[Converter], Converter]:
+def custom_converter(
+    custom_code: str, note: str = "", traits: Iterable[Trait] = ()
+) -> Callable[[Converter], Converter]:
     def register(fn: Converter) -> Converter:
         key = ("CUSTOM", custom_code)
         if key in REGISTRY:
@@ -108,13 +173,97 @@ def custom_converter(custom_code: str, note: str = "") -> Callable[[Converter], 
         REGISTRY[key] = fn
         if note:
             NOTES[custom_code] = note
+        _add_traits(key, traits)
         return fn
 
     return register
 
 
-# Ops that may read a complex64 tensor (held as a trailing (re, im) axis; see spectral.py).
-COMPLEX_INPUTS_OK = frozenset(["COMPLEX_ABS", "REAL", "IMAG", "CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"])
+def declare(op_name: str, *traits: Trait) -> None:
+    """The traits of an op no converter takes (the passes rewrite it, or keep it for its effects)."""
+    _add_traits(op_name, traits)
+
+
+def refuse(
+    op_name: str,
+    reason: str,
+    *traits: Trait,
+    error: Callable[[Operator, Subgraph], UnsupportedOpError] | None = None,
+) -> None:
+    """Register an op no rebuild can exist for, with the reason `lookup`, `never_rebuilt`, `check`
+    and the README give. An op with a folder is refused only when folding left it in the graph."""
+    if op_name in REFUSED or any(k[0] == op_name for k in REGISTRY):
+        raise RuntimeError(f"{op_name} already has a converter or a refusal")
+    REFUSED[op_name] = Refusal(reason, error)
+    _add_traits(op_name, traits)
+
+
+def folds(*op_names: str, multi: bool = False) -> Callable[[Fold], Fold]:
+    """Register the numpy evaluation constant folding uses for these ops (`passes.fold`)."""
+
+    def register(fn: Fold) -> Fold:
+        for name in op_names:
+            if name in FOLDERS:
+                raise RuntimeError(f"folder for {name} registered twice")
+            FOLDERS[name] = Folder(fn, multi)
+        return fn
+
+    return register
+
+
+def _name(op: Operator | str) -> OpKey:
+    """Builtin ops by name; custom ops apart, so that a custom code never passes for a builtin."""
+    if isinstance(op, str):
+        return op
+    return ("CUSTOM", op.custom_code or "") if op.opcode == "CUSTOM" else op.opcode
+
+
+def traits(op: Operator | str) -> frozenset[Trait]:
+    """The traits registered for an op (an Operator, or a builtin op's name)."""
+    return TRAITS.get(_name(op), frozenset())
+
+
+def has_trait(op: Operator | str, trait: Trait) -> bool:
+    return trait in traits(op)
+
+
+def ops_with(trait: Trait) -> frozenset[str]:
+    """Every op registered with `trait`, by name or custom code (for messages and tests)."""
+    return frozenset(name if isinstance(name, str) else name[1] for name, ts in TRAITS.items() if trait in ts)
+
+
+def hybrid_input(op: Operator | str) -> int | None:
+    """The input slot a hybrid kernel of this op quantizes to int8 at run time, or None."""
+    return HYBRID_INPUT.get(_name(op))
+
+
+def folder(op: Operator | str) -> Folder | None:
+    return FOLDERS.get(_name(op))
+
+
+def refusal(op: Operator | str) -> Refusal | None:
+    return REFUSED.get(_name(op))
+
+
+def refused_ops() -> list[tuple[str, str]]:
+    """(op, reason) rows for the README, straight from the registry."""
+    return sorted(
+        (name, r.reason.format(output="the output", input="the input")) for name, r in REFUSED.items()
+    )
+
+
+def _refusal_error(op: Operator, sg: Subgraph, r: Refusal) -> UnsupportedOpError:
+    if r.error is not None:
+        return r.error(op, sg)
+
+    def name(i: int) -> str:
+        return repr(sg.tensors[i].name) if 0 <= i < len(sg.tensors) else "?"
+
+    output = name(op.outputs[0]) if op.outputs else "?"
+    input_ = name(op.inputs[0]) if op.inputs else "?"
+    return UnsupportedOpError(f"{op.key} op {op.index}: {r.reason.format(output=output, input=input_)}")
+
+
 DETECTION_POSTPROCESS = "TFLite_Detection_PostProcess"
 
 
@@ -152,43 +301,12 @@ def _flex_error(sg: Subgraph) -> UnsupportedOpError:
     )
 
 
-# Ops that keep state between runs (resource variables, hash tables) or run an initializer once.
-STATEFUL = (
-    "CALL_ONCE",
-    "VAR_HANDLE",
-    "READ_VARIABLE",
-    "ASSIGN_VARIABLE",
-    "HASHTABLE",
-    "HASHTABLE_FIND",
-    "HASHTABLE_IMPORT",
-    "HASHTABLE_SIZE",
-)
-
-
-def _ops_text(ops: list[Operator]) -> str:
+def ops_text(ops: list[Operator]) -> str:
     """'VAR_HANDLE (op 1), READ_VARIABLE (ops 2, 5)': each op type once, in order of appearance."""
     at: dict[str, list[int]] = {}
     for o in ops:
         at.setdefault(o.key, []).append(o.index)
     return ", ".join(f"{k} (op{'s' if len(v) > 1 else ''} {', '.join(map(str, v))})" for k, v in at.items())
-
-
-def _stateful_error(sg: Subgraph) -> UnsupportedOpError:
-    ops = [o for o in sg.operators if o.opcode in STATEFUL]
-    kinds = [
-        k
-        for k, prefix in (
-            ("resource variables", ("VAR_", "READ_", "ASSIGN_")),
-            ("hash tables", ("HASHTABLE",)),
-        )
-        if any(o.opcode.startswith(prefix) for o in ops)
-    ]
-    # Resource variables of subgraph 0 become inputs and outputs (views.state_view); this is the rest:
-    # hash tables, and variables the view cannot make explicit (in called subgraphs, read after assigned).
-    return UnsupportedOpError(
-        f"the model keeps state between runs ({' and '.join(kinds) or 'an initializer run once'}) that the "
-        f"rebuild cannot turn into inputs and outputs: {_ops_text(ops)}"
-    )
 
 
 def _string_error(sg: Subgraph, op: Operator) -> UnsupportedOpError:
@@ -203,43 +321,55 @@ def _string_error(sg: Subgraph, op: Operator) -> UnsupportedOpError:
         if 0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string"
     ]
     return UnsupportedOpError(
-        f"string tensors (e.g. {names[0]!r}) have no Keras or Core ML form; ops on strings: {_ops_text(touching)}"
+        f"string tensors (e.g. {names[0]!r}) have no Keras or Core ML form; ops on strings: {ops_text(touching)}"
+    )
+
+
+def _flex(op: Operator) -> bool:
+    return op.opcode == "CUSTOM" and (op.custom_code or "").startswith("Flex")
+
+
+def _on_strings(op: Operator, sg: Subgraph) -> bool:
+    return any(
+        0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string" for i in (*op.inputs, *op.outputs)
     )
 
 
 def never_rebuilt(op: Operator, sg: Subgraph) -> UnsupportedOpError | None:
-    """Why no rebuild of this op can exist (state, strings, select-TF ops), or None."""
+    """Why no rebuild of this op can exist (refused ops, select-TF ops, strings), or None. A refused
+    op with a folder (WHERE, RANGE) is left to `lookup`: folding may still remove it."""
     key = ("CUSTOM", op.custom_code) if op.opcode == "CUSTOM" else (op.opcode, op.version)
     if key in REGISTRY:
         return None
-    if op.opcode == "CUSTOM" and (op.custom_code or "").startswith("Flex"):
+    if _flex(op):
         return _flex_error(sg)
-    if op.opcode in STATEFUL:
-        return _stateful_error(sg)
-    if any(0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string" for i in (*op.inputs, *op.outputs)):
+    r = refusal(op)
+    if r is not None and folder(op) is None:
+        return _refusal_error(op, sg, r)
+    if _on_strings(op, sg):
         return _string_error(sg, op)
     return None
 
 
 def lookup(op: Operator, sg: Subgraph) -> Converter:
+    """The converter for this op, or the UnsupportedOpError that says why there is none."""
     key = ("CUSTOM", op.custom_code) if op.opcode == "CUSTOM" else (op.opcode, op.version)
     fn = REGISTRY.get(key)
-    refusal = never_rebuilt(op, sg)
-    if refusal is not None:
-        raise refusal
-    if fn is not None and any(
-        0 <= i < len(sg.tensors) and sg.tensors[i].dtype == "string" for i in (*op.inputs, *op.outputs)
-    ):
+    refused = never_rebuilt(op, sg)
+    if refused is not None:
+        raise refused
+    r = refusal(op)
+    if r is not None:  # an op folding could have removed, left in the graph
+        raise _refusal_error(op, sg, r)
+    if fn is not None and _on_strings(op, sg):
         raise _string_error(sg, op)
     if fn is None:
         if op.opcode == "CUSTOM" and op.custom_code == DETECTION_POSTPROCESS:
             raise detection_postprocess_error(op, sg)
-        if op.opcode == "CUSTOM" and (op.custom_code or "").startswith("Flex"):
-            raise _flex_error(sg)
         out = sg.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else "?"
         what = f"custom op {op.custom_code}" if op.opcode == "CUSTOM" else f"{op.opcode} v{op.version}"
         raise UnsupportedOpError(f"no converter for {what} (op {op.index}, output {out!r})")
-    if op.key not in COMPLEX_INPUTS_OK:
+    if not has_trait(op, Trait.COMPLEX_OK):
         complex_in = [
             sg.tensors[i].name
             for i in op.inputs
@@ -248,7 +378,7 @@ def lookup(op: Operator, sg: Subgraph) -> Converter:
         if complex_in:
             raise UnsupportedOpError(
                 f"{op.key} op {op.index} on complex tensor {complex_in[0]!r}: only "
-                f"{', '.join(sorted(COMPLEX_INPUTS_OK))} are rebuilt on complex values"
+                f"{', '.join(sorted(ops_with(Trait.COMPLEX_OK)))} are rebuilt on complex values"
             )
     return _guarded(fn, op, sg)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.registry import ConvertContext, LayerSpec, converter
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, LayerSpec, Trait, converter
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -29,11 +29,11 @@ def resize(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("Resize", kwargs, (x,), op.outputs, custom=True)
 
 
-converter("RESIZE_BILINEAR", range(1, 5))(resize)
-converter("RESIZE_NEAREST_NEIGHBOR", range(1, 5))(resize)
+converter("RESIZE_BILINEAR", range(1, 5), traits=[Trait.BATCH_PRESERVING])(resize)
+converter("RESIZE_NEAREST_NEIGHBOR", range(1, 5), traits=[Trait.BATCH_PRESERVING])(resize)
 
 
-@converter("DEPTH_TO_SPACE", range(1, 3))
+@converter("DEPTH_TO_SPACE", range(1, 3), traits=[Trait.BATCH_PRESERVING])
 def depth_to_space(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec(
         "DepthToSpace",
@@ -44,7 +44,7 @@ def depth_to_space(op: Operator, ctx: ConvertContext) -> LayerSpec:
     )
 
 
-@converter("SPACE_TO_DEPTH", range(1, 3))
+@converter("SPACE_TO_DEPTH", range(1, 3), traits=[Trait.BATCH_PRESERVING])
 def space_to_depth(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec(
         "SpaceToDepth",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, converter
+from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, Trait, converter
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -60,7 +60,10 @@ def _operands(op: Operator, ctx: ConvertContext, tensors: tuple[int, ...]) -> li
 
 
 @converter(
-    "WHILE", range(1, 2), note="cond and body subgraphs become keras.Models run by keras.ops.while_loop"
+    "WHILE",
+    range(1, 2),
+    note="cond and body subgraphs become keras.Models run by keras.ops.while_loop",
+    traits=[Trait.SIDE_EFFECTS],
 )
 def while_loop(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     if len(op.inputs) != len(op.outputs):
@@ -78,7 +81,12 @@ def while_loop(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return [r for r in refs if isinstance(r, LayerSpec)] + [loop]
 
 
-@converter("IF", range(1, 2), note="then / else subgraphs become keras.Models run by keras.ops.cond")
+@converter(
+    "IF",
+    range(1, 2),
+    note="then / else subgraphs become keras.Models run by keras.ops.cond",
+    traits=[Trait.SIDE_EFFECTS],
+)
 def if_(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     refs = _operands(op, ctx, op.inputs)
     branch = LayerSpec(

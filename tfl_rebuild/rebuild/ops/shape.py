@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.activation import with_activation
-from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, converter
+from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, Trait, converter
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -29,7 +29,7 @@ def reshape(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 
 for _name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
-    converter(_name, range(1, 3))(reshape)
+    converter(_name, range(1, 3), traits=[Trait.SHAPE_ONLY, Trait.COMPLEX_OK])(reshape)
 
 
 @converter("TRANSPOSE", range(1, 7))
@@ -40,7 +40,7 @@ def transpose(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("Transpose", {"perm": perm}, (op.inputs[0],), op.outputs, custom=True)
 
 
-@converter("CONCATENATION", range(1, 5))
+@converter("CONCATENATION", range(1, 5), traits=[Trait.BATCH_PRESERVING])
 def concatenation(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     inputs = [i for i in op.inputs if i >= 0]
     axis = int(op.options.get("axis", -1))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, converter
+from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, Trait, converter
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -39,4 +39,4 @@ def complex_part(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 
 for _name in PARTS:
-    converter(_name, range(1, 2))(complex_part)
+    converter(_name, range(1, 2), traits=[Trait.COMPLEX_OK])(complex_part)

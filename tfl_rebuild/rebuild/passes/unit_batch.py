@@ -9,8 +9,8 @@ the reshape into the region and out of it become batch-changing reshapes, a tran
 0 from its permutation, a rank-6 constant operand drops its leading 1. The values and their order
 are unchanged (verification compares tensors flattened); only the region's shapes lose an axis.
 
-A region is left as it is (and Core ML will name the problem) when any op touching it is not one
-of the few below, when its leading axis is not 1, when it is a model input or output, or when a
+A region is left as it is (and Core ML will name the problem) when any op touching it is not
+shape-only, elementwise (registry traits) or one of the few below, when its leading axis is not 1, when it is a model input or output, or when a
 constant it changes is also read outside it.
 """
 
@@ -20,31 +20,10 @@ import dataclasses
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.elementwise import BINARY, UNARY
-from tfl_rebuild.rebuild.ops.registry import ConvertContext
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait
 from tfl_rebuild.tflite.ir import Operator
 
 MAX_RANK = 5  # Core ML's
-RESHAPES = frozenset(["RESHAPE", "SQUEEZE", "EXPAND_DIMS"])
-# Ops that act on the trailing axes alone (broadcasting aligns shapes on the right).
-ELEMENTWISE = frozenset(
-    [
-        *BINARY,
-        *UNARY,
-        "LOGISTIC",
-        "TANH",
-        "RELU",
-        "RELU6",
-        "RELU_N1_TO_1",
-        "RELU_0_TO_1",
-        "HARD_SWISH",
-        "ELU",
-        "LEAKY_RELU",
-        "GELU",
-        "CAST",
-        "BROADCAST_TO",
-    ]
-)
 
 
 def drop_unit_batch(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
@@ -118,11 +97,11 @@ def _plan(
     for op in members:
         ins = [ctx.resolve(i) for i in op.inputs if i >= 0]
         outs = [ctx.resolve(o) for o in op.outputs if o >= 0]
-        if op.opcode in RESHAPES:
+        if has_trait(op, Trait.SHAPE_ONLY):
             continue  # converters read the (overridden) shapes of input and output, not the shape operand
         if not all(o in tensors for o in outs):
             return None  # a reduction or a slice out of the region: not one of the ops handled
-        if op.opcode in ELEMENTWISE:
+        if has_trait(op, Trait.ELEMENTWISE) or op.opcode == "BROADCAST_TO":  # trailing axes alone
             for c in ins:
                 if ctx.is_const(c) and np.ndim(ctx.const(c)) == MAX_RANK + 1:
                     constants[c] = np.asarray(ctx.const(c))[0]  # a rank-6 operand has a leading 1 too

@@ -1,0 +1,231 @@
+"""`tfl-rebuild compare A.tflite B.tflite`: two encodings of one network (float vs int8, fp16,
+dynamic-range), layer by layer; which layer of B loses what A computes?
+
+The data come from `verify.cross`; this module renders them: a rich table on a terminal, plain
+aligned text when piped, a verdict line, `--json FILE|-` and `--plot` (per-layer SQNR).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from tfl_rebuild.errors import InputError
+from tfl_rebuild.fileio import atomic_output, writable_file
+from tfl_rebuild.text import printable
+from tfl_rebuild.verify.cross import CrossComparison, PairRow, compare_models, db, short_name
+
+NAME_WIDTH = 60
+
+
+def run(
+    model_a: str,
+    model_b: str,
+    input_specs: tuple[str, ...] = (),
+    seed: int = 0,
+    json_out: str | None = None,
+    plot: str | None = None,
+    explorer: str | None = None,
+    sqnr: float | None = None,
+    local: bool = False,
+    console=None,
+) -> int:
+    """Compare, render, write; the exit code: 0 no divergence, 1 a divergence (or, `local`, a jump)."""
+    if explorer:
+        raise InputError("--model-explorer is for `compare MODEL MODULE.py`, not for two .tflite models")
+    if sqnr is not None and not math.isfinite(sqnr):
+        raise InputError(f"--sqnr {sqnr} must be a finite number of dB")
+    for path in (plot, None if json_out in (None, "-") else json_out):
+        if path:
+            writable_file(path)  # refuse before the runs, not after
+    values = None
+    if input_specs:
+        from tfl_rebuild.runtime.inputs import load_inputs
+        from tfl_rebuild.runtime.interpreter import make_interpreter
+
+        details = make_interpreter(model_a).get_input_details()
+        values, _ = load_inputs(input_specs, details, seed=seed)
+    result = compare_models(
+        model_a,
+        model_b,
+        values,
+        seed=seed,
+        threshold_db=sqnr,
+        local=local,
+    )
+    if json_out == "-":
+        import click
+
+        click.echo(result.to_json())
+    else:
+        if json_out:
+            with atomic_output(json_out, "w") as f:
+                f.write(result.to_json() + "\n")
+        print_report(result, console)
+    if plot:
+        write_plot(result, plot)
+    return 0 if result.flagged is None else 1
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+HEADINGS = [
+    "op",
+    "type",
+    "tensor",
+    "shape",
+    "pair",
+    "SQNR dB",
+    "max abs",
+    "max rel",
+    "cosine",
+    "mean err",
+    "LSB",
+]
+LOCAL_HEADINGS = ["in dB", "drop dB"]
+
+
+def cells(result: CrossComparison, r: PairRow) -> list[str]:
+    """One row of the table as text (model strings made printable)."""
+    out = [
+        "in" if r.op_index < 0 else str(r.op_index),
+        printable(r.op),
+        cut(short_name(r.tensor)),
+        "x".join(map(str, r.shape)) or "scalar",
+        r.how,
+        db(r.sqnr_db),
+        f"{r.max_abs:.3g}",
+        f"{r.max_rel:.3g}",
+        f"{r.cosine:.6f}",
+        f"{r.mean_error:+.2g}",
+        "-" if r.lsb is None else f"{r.lsb:.2f}",
+    ]
+    if result.mode == "local":
+        out += [db(r.input_sqnr_db), db(r.drop_db)]
+    return out
+
+
+def cut(name: str, width: int = NAME_WIDTH) -> str:
+    """A model string made printable and cut to `width` characters (with '...' when cut)."""
+    text = printable(name)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def headings(result: CrossComparison) -> list[str]:
+    return HEADINGS + (LOCAL_HEADINGS if result.mode == "local" else [])
+
+
+def summary(result: CrossComparison) -> str:
+    """The heading line: what was compared, on which inputs, and how the tensors paired."""
+    n = len(result.rows)
+    how = ", ".join(f"{v} {k}" for k, v in result.how.items() if v)
+    return (
+        f"{printable(result.model_a)} ({result.kind_a}) vs {printable(result.model_b)} ({result.kind_b}), "
+        f"inputs {result.inputs}; paired {result.coverage:.1%} of A's tensors ({how or 'none'}), "
+        f"unpaired: {len(result.unpaired_a)} in A, {len(result.unpaired_b)} in B; "
+        f"SQNR threshold {result.threshold_db:g} dB"
+        + (f", jump {result.jump_db:g} dB" if result.mode == "local" else "")
+        + f"; {n} rows"
+    )
+
+
+def _style(result: CrossComparison, r: PairRow) -> str | None:
+    if r is result.flagged:
+        return "bold red"
+    if result.mode == "local":
+        return "yellow" if result.is_jump(r) else None
+    return "red" if r.sqnr_db < result.threshold_db else None
+
+
+def print_report(result: CrossComparison, console=None) -> None:
+    """A rich table on a terminal; plain aligned text for a file or a pipe."""
+    from rich.console import Console
+
+    con = console or Console(highlight=False)
+    if con.is_terminal:
+        _print_rich(result, con)
+    else:
+        con.file.write(plain_text(result))
+        con.file.flush()
+
+
+def _print_rich(result: CrossComparison, con) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    con.print(escape(summary(result)))
+    table = Table(*headings(result), box=None, pad_edge=False)
+    for r in result.rows:
+        table.add_row(*(escape(c) for c in cells(result, r)), style=_style(result, r))
+    con.print(table)
+    for side, names in (("A", result.unpaired_a), ("B", result.unpaired_b)):
+        for name in names[:10]:
+            con.print(f"unpaired in {side}: {escape(cut(name))}")
+        if len(names) > 10:
+            con.print(f"... and {len(names) - 10} more unpaired in {side} (--json lists them all)")
+    color = "green" if result.flagged is None else "red"
+    con.print(f"[{color}]{escape(result.verdict())}[/{color}]")
+
+
+def plain_text(result: CrossComparison) -> str:
+    """The table as aligned columns, with a '*' before each row under the threshold (or a jump,
+    in local mode) and '>' before the one the verdict names."""
+    head = headings(result)
+    rows = [cells(result, r) for r in result.rows]
+    marks = [">" if r is result.flagged else ("*" if _style(result, r) else " ") for r in result.rows]
+    widths = [max([len(h)] + [len(row[k]) for row in rows]) for k, h in enumerate(head)]
+
+    def line(mark: str, values: list[str]) -> str:
+        return (mark + " " + "  ".join(v.ljust(w) for v, w in zip(values, widths))).rstrip()
+
+    out = [summary(result), line(" ", head)]
+    out += [line(m, row) for m, row in zip(marks, rows)]
+    out += [f"unpaired in A: {cut(name)}" for name in result.unpaired_a]
+    out += [f"unpaired in B: {cut(name)}" for name in result.unpaired_b]
+    out.append(result.verdict())  # the last line, for scripts
+    return "\n".join(out) + "\n"
+
+
+# -- the plot ---------------------------------------------------------------------------------------
+
+
+def write_plot(result: CrossComparison, path: str) -> None:
+    """Per-layer SQNR of B against A (x: A's op index; an exact pair, SQNR inf, drawn as a triangle
+    at the top), the threshold, and in local mode each op's drop as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r.op_index for r in result.rows]
+    finite = [r.sqnr_db for r in result.rows if math.isfinite(r.sqnr_db)]
+    top = max(finite + [result.threshold_db]) + 10.0
+    bottom = min(finite + [result.threshold_db]) - 10.0
+    ys = [min(max(r.sqnr_db, bottom), top) for r in result.rows]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(xs, ys, marker=".", linewidth=1, label="SQNR of B vs A")
+    exact = [(x, top) for x, r in zip(xs, result.rows) if r.sqnr_db == math.inf]
+    if exact:
+        ax.scatter(*zip(*exact), marker="^", color="green", label="equal (inf dB)", zorder=3)
+    ax.axhline(
+        result.threshold_db,
+        color="red",
+        linestyle="--",
+        linewidth=0.8,
+        label=f"threshold {result.threshold_db:g} dB",
+    )
+    bad = result.flagged
+    if bad is not None:
+        ax.axvline(bad.op_index, color="red", linewidth=0.6, alpha=0.6)
+    if result.mode == "local":
+        drops = [(x, min(r.drop_db, top)) for x, r in zip(xs, result.rows) if r.drop_db is not None]
+        if drops:
+            ax.bar(*zip(*drops), color="orange", alpha=0.5, label="drop (dB added by the op)")
+    ax.set_xlabel("op index in A")
+    ax.set_ylabel("dB")
+    ax.set_title(f"{result.model_b} vs {result.model_a}: per-layer SQNR")
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    with atomic_output(path) as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,159 @@
+"""The one chain every command and the tests run: write the rebuild, load it, build it, verify it.
+
+`keras`, `coreml`, `check` (its Keras stage and each further signature) and the per-op tests call
+`rebuild_and_verify`; it returns data and prints nothing (the callers print at the edges).
+
+    rebuild_and_verify(path, outdir)                   # write, build, verify: .report
+    rebuild_and_verify(path, outdir, build=False)       # write only (keras --no-verify)
+    rebuild_and_verify(path, outdir, verify=False)      # write and build (coreml's own check)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tfl_rebuild.fileio import atomic_output, ensure_dir, writable_file
+from tfl_rebuild.rebuild.codegen.emit import generate
+from tfl_rebuild.rebuild.codegen.naming import sanitize
+from tfl_rebuild.rebuild.loader import source_record
+from tfl_rebuild.rebuild.ops.registry import never_rebuilt
+from tfl_rebuild.tflite.ir import Model
+from tfl_rebuild.tflite.reader import read_model
+from tfl_rebuild.tflite.weights import write_npz_atomic
+
+SUFFIXES = (("py", ".py"), ("weights", "_weights.npz"), ("tensors", "_tensors.json"))
+
+
+@dataclass
+class Rebuild:
+    """What one run of the chain made. `model` is the view rebuilt (views.py: subgraph 0 or the
+    signature's subgraph, dynamic dims fixed, state explicit); `original` the file as read."""
+
+    original: Model
+    model: Model
+    paths: dict[str, Path]  # "py", "weights", "tensors": all three written
+    tensors: list[dict]  # TFLite tensor -> Keras layer, as the `_tensors.json` sidecar holds it
+    notes: list[str] = field(default_factory=list)  # what the view did (signature, shapes, state)
+    keras_model: Any = None  # built unless build=False
+    report: Any = None  # verify.end_to_end.Report unless verify=False or verification raised
+    verify_error: Exception | None = None  # what verification raised (the runtime cannot run it, ...)
+
+    @property
+    def py(self) -> Path:
+        return self.paths["py"]
+
+    @property
+    def weights(self) -> Path:
+        return self.paths["weights"]
+
+
+def write_rebuild(
+    model_path: str,
+    outdir: str,
+    name: str | None = None,
+    fake_quant: bool | None = None,
+    signature: str | None = None,
+    input_shapes: tuple[str, ...] = (),
+) -> Rebuild:
+    """Generate and write <stem>.py, <stem>_weights.npz and <stem>_tensors.json.
+
+    Every target is checked before the work starts, and the module and sidecar are renamed into
+    place only after the weights are written: a failed run leaves no module without its weights.
+    """
+    from tfl_rebuild.runtime.views import VARIABLE_OPS, make_view
+
+    original = read_model(model_path)
+    for op in original.subgraphs[0].operators:  # an op nothing can rebuild says so before any shape work
+        if op.opcode in VARIABLE_OPS:
+            continue  # the view makes the state explicit, or says why it cannot
+        refusal = never_rebuilt(op, original.subgraphs[0])
+        if refusal is not None:
+            raise refusal
+    out = ensure_dir(outdir)  # before the (slow) generation: a bad -o fails at once
+    view = make_view(original, signature, input_shapes)
+    stem = sanitize(name or Path(model_path).stem, "model")
+    paths = {kind: writable_file(out / f"{stem}{suffix}") for kind, suffix in SUFFIXES}
+    options = [
+        *(["--signature", signature] if signature else []),
+        *(
+            w
+            for n, dims in view.input_shapes.items()
+            if input_shapes
+            for w in ("--input-shape", f"{n}={','.join(map(str, dims))}")
+        ),
+    ]
+    gen = generate(view.model, stem, fake_quant=fake_quant, view_options=tuple(options), notes=view.notes)
+    with atomic_output(paths["py"], "w") as py, atomic_output(paths["tensors"], "w") as side:
+        py.write(gen.source)
+        json.dump(
+            {
+                "model": Path(model_path).name,
+                "source": source_record(model_path, paths["py"], original.sha256),
+                "view": view.sidecar(),
+                "tensors": gen.tensors,
+            },
+            side,
+            indent=1,
+        )
+        write_npz_atomic(paths["weights"], gen.weights)  # last: if it fails, the other two are dropped
+    return Rebuild(original, view.model, paths, gen.tensors, list(view.notes))
+
+
+def write_generated(
+    model_path: str,
+    outdir: str,
+    name: str | None = None,
+    fake_quant: bool | None = None,
+    signature: str | None = None,
+    input_shapes: tuple[str, ...] = (),
+):
+    """(the view rebuilt, the module's path, the weights' path): `write_rebuild` as a tuple."""
+    r = write_rebuild(model_path, outdir, name, fake_quant, signature, input_shapes)
+    return r.model, r.py, r.weights
+
+
+def rebuild_and_verify(
+    model_path: str,
+    outdir: str,
+    *,
+    name: str | None = None,
+    fake_quant: bool | None = None,
+    signature: str | None = None,
+    input_shapes: tuple[str, ...] = (),
+    build: bool = True,
+    verify: bool = True,
+    stream: bool = True,
+    written: Callable[[Rebuild], None] | None = None,
+) -> Rebuild:
+    """Write the rebuild of `model_path` into `outdir`, build it (unless `build` and `verify` are
+    both False) and verify it against TFLite (unless `verify` is False).
+
+    written: called once the files are written, before the (slow) build: callers print the notes
+    and paths there, the tests may alter the files. stream: when the file keeps state in resource
+    variables and no signature is asked for, also stream the rebuild against the stateful model.
+    Errors writing or building raise; an error verifying is kept in `verify_error` (a runtime that
+    cannot run the model is "not verified" to some callers, fatal to others).
+    """
+    result = write_rebuild(model_path, outdir, name, fake_quant, signature, input_shapes)
+    if written is not None:
+        written(result)
+    if not (build or verify):
+        return result
+    from tfl_rebuild.rebuild.loader import load_module
+
+    result.keras_model = load_module(result.py).build_model(str(result.weights))
+    if verify:
+        from tfl_rebuild.verify.end_to_end import verify as run_verify
+
+        original = result.original if stream and signature is None else None
+        try:
+            result.report = run_verify(
+                result.model, result.keras_model, tensors=result.tensors, original=original
+            )
+        except Exception as exc:  # the caller decides: "not verified", a failed stage, or its own error
+            result.verify_error = exc
+    return result

@@ -1,0 +1,159 @@
+"""Patches to coremltools internals, each working around one upstream bug or limitation.
+
+Every patch is registered in PATCHES with `@patch("<what coremltools gets wrong, and why we care>")`.
+`apply()` installs each once per process; convert.py calls it before it looks up TF ops or converts.
+A patch whose target coremltools has moved (ImportError, missing attribute) is skipped: the
+conversion then reports what it cannot do, as without the patch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Patch:
+    name: str
+    works_around: str  # the upstream bug or limitation, one line
+    install: Callable[[], None]
+
+
+PATCHES: list[Patch] = []
+_applied: set[str] = set()
+
+
+def patch(works_around: str):
+    """Register the decorated function as the installer of one patch."""
+
+    def register(install: Callable[[], None]) -> Callable[[], None]:
+        if any(p.name == install.__name__ for p in PATCHES):
+            raise ValueError(f"coremltools patch {install.__name__} registered twice")
+        PATCHES.append(Patch(install.__name__, works_around, install))
+        return install
+
+    return register
+
+
+def apply() -> None:
+    """Install every patch in PATCHES that is not installed yet (in list order)."""
+    for p in PATCHES:
+        if p.name in _applied:
+            continue
+        try:
+            p.install()
+        except ImportError:  # a coremltools that moved what the patch changes: nothing to patch
+            pass
+        _applied.add(p.name)
+
+
+def _tf_registry():
+    """coremltools' TF op registry, after its TF and TF2 converters registered (ours override them)."""
+    importlib.import_module("coremltools.converters.mil.frontend.tensorflow2.ops")
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY, register_tf_op
+
+    return _TF_OPS_REGISTRY, register_tf_op
+
+
+# --- TF op converters ---------------------------------------------------------------------------
+
+
+@patch("the TF frontend has no Erfc, which Keras' exact GELU emits (x * erfc(-x / sqrt 2) / 2)")
+def tf_erfc() -> None:
+    from coremltools.converters.mil import Builder as mb
+
+    registry, register_tf_op = _tf_registry()
+    if "Erfc" in registry:
+        return
+
+    @register_tf_op
+    def Erfc(context, node):  # noqa: N802 (the TF op's name)
+        x = context[node.inputs[0]]
+        context.add(node.name, mb.sub(x=1.0, y=mb.erf(x=x), name=node.name))
+
+
+@patch(
+    "TF Reciprocal (Grappler's fold of 1 / x) becomes inverse(x, epsilon=1e-4) = 1 / (x + 1e-4): "
+    "off by 1e-4 / x; we emit an exact real_div"
+)
+def tf_reciprocal_exact() -> None:
+    from coremltools.converters.mil import Builder as mb
+
+    _, register_tf_op = _tf_registry()
+
+    @register_tf_op(override=True)
+    def Reciprocal(context, node):  # noqa: N802
+        x = context[node.inputs[0]]
+        context.add(node.name, mb.real_div(x=np.float32(1.0), y=x, name=node.name))  # the TF graph is fp32
+
+
+@patch(
+    "TF Cast refuses a bool destination ('Provided destination type bool not supported') though MIL's "
+    "cast takes bool (a TFLite CAST to bool: BERT's attention mask)"
+)
+def tf_cast_to_bool() -> None:
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.tensorflow.ops import Cast as cast_numeric
+    from coremltools.converters.mil.mil import types
+
+    _, register_tf_op = _tf_registry()
+
+    @register_tf_op(override=True)
+    def Cast(context, node):  # noqa: N802
+        if node.attr["DstT"] != types.bool:
+            return cast_numeric(context, node)
+        context.add(node.name, mb.cast(x=context[node.inputs[0]], dtype="bool", name=node.name))
+
+
+# --- graph passes and op definitions ------------------------------------------------------------
+
+
+@patch(
+    "TF2 rewrite_control_flow_functions names every get_tuple of a While / If output after the output, "
+    "so a second consumer replaces the first: 'Graph is not a DAG!'; we number repeated names"
+)
+def control_flow_unique_get_tuple() -> None:
+    # the module (the package re-exports a function of the same name)
+    rewrite = importlib.import_module(
+        "coremltools.converters.mil.frontend.tensorflow2.tf_graph_pass.rewrite_control_flow_functions"
+    )
+    original = getattr(rewrite, "_insert_get_tuple", None)
+    if original is None:
+        return
+
+    def insert_get_tuple(fn, name, idx):
+        unique, k = name, 1
+        while unique in fn.graph:
+            unique, k = f"{name}_{k}", k + 1
+        return original(fn, unique, idx)
+
+    rewrite._insert_get_tuple = insert_get_tuple
+
+
+@patch(
+    "slice_by_size's constant folding takes size 0 as 'to the end' (MIL reserves -1 for that), so "
+    "x[b:b + 0] folds to the rest of x; we fold an empty slice"
+)
+def slice_by_size_empty() -> None:
+    # Seen in a while_loop body, first built with the loop variables' initial values (counter 0): a
+    # TensorList write rebuilt as concat(list[:i], item, list[i + 1:]) folded list[:0] to the whole list.
+    from coremltools.converters.mil.mil.ops.defs.iOS15.tensor_transformation import slice_by_size
+    from coremltools.converters.mil.mil.types.symbolic import any_symbolic, is_symbolic
+
+    def value_inference(self):
+        if any_symbolic(self.begin.sym_val) or any_symbolic(self.size.sym_val) or self.x.val is None:
+            return None
+        slices = []
+        for i in range(self.x.rank):
+            begin, size = int(self.begin.val[i]), int(self.size.val[i])
+            if begin < 0:
+                if is_symbolic(self.x.shape[i]):
+                    return None
+                begin += self.x.shape[i]
+            slices.append(slice(begin, None if size == -1 else begin + size))
+        return self.x.val[tuple(slices)]
+
+    slice_by_size.value_inference = value_inference
