@@ -12,6 +12,23 @@ from pathlib import Path
 from tfl_rebuild.errors import OutputError
 
 
+@contextmanager
+def output_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """`ensure_dir`, and if the work inside fails, the directories it created go again (only
+    while empty): a refused model leaves no empty output folder behind."""
+    out = Path(path)
+    created = [d for d in (out, *out.parents) if not d.exists() and not d.is_symlink()]
+    try:
+        yield ensure_dir(out)
+    except BaseException:
+        for d in created:  # deepest first
+            try:
+                d.rmdir()  # only an empty directory: never one that holds anything
+            except OSError:
+                break
+        raise
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create `path` (and its parents) or say in one line why it cannot be."""
     out = Path(path)

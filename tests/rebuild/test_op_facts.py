@@ -175,7 +175,7 @@ def test_a_foldable_refusal_waits_for_folding():
 
 
 def test_check_lists_every_refused_op_with_its_reason():
-    from tfl_rebuild.commands.check.run import scan_ops
+    from tfl_rebuild.commands.check.scan import scan_ops
 
     tensors = [T("x", [4]), T("noise", [4]), T("distinct", [4]), T("y", [4])]
     ops = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfl_rebuild.fileio import atomic_output, ensure_dir, writable_file
+from tfl_rebuild.fileio import atomic_output, output_dir, writable_file
 from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.naming import sanitize
 from tfl_rebuild.rebuild.loader import source_record
@@ -73,33 +73,33 @@ def write_rebuild(
         refusal = never_rebuilt(op, original.subgraphs[0])
         if refusal is not None:
             raise refusal
-    out = ensure_dir(outdir)  # before the (slow) generation: a bad -o fails at once
-    view = make_view(original, signature, input_shapes)
-    stem = sanitize(name or Path(model_path).stem, "model")
-    paths = {kind: writable_file(out / f"{stem}{suffix}") for kind, suffix in SUFFIXES}
-    options = [
-        *(["--signature", signature] if signature else []),
-        *(
-            w
-            for n, dims in view.input_shapes.items()
-            if input_shapes
-            for w in ("--input-shape", f"{n}={','.join(map(str, dims))}")
-        ),
-    ]
-    gen = generate(view.model, stem, fake_quant=fake_quant, view_options=tuple(options), notes=view.notes)
-    with atomic_output(paths["py"], "w") as py, atomic_output(paths["tensors"], "w") as side:
-        py.write(gen.source)
-        json.dump(
-            {
-                "model": Path(model_path).name,
-                "source": source_record(model_path, paths["py"], original.sha256),
-                "view": view.sidecar(),
-                "tensors": gen.tensors,
-            },
-            side,
-            indent=1,
-        )
-        write_npz_atomic(paths["weights"], gen.weights)  # last: if it fails, the other two are dropped
+    with output_dir(outdir) as out:  # before the (slow) generation: a bad -o fails at once
+        view = make_view(original, signature, input_shapes)
+        stem = sanitize(name or Path(model_path).stem, "model")
+        paths = {kind: writable_file(out / f"{stem}{suffix}") for kind, suffix in SUFFIXES}
+        options = [
+            *(["--signature", signature] if signature else []),
+            *(
+                w
+                for n, dims in view.input_shapes.items()
+                if input_shapes
+                for w in ("--input-shape", f"{n}={','.join(map(str, dims))}")
+            ),
+        ]
+        gen = generate(view.model, stem, fake_quant=fake_quant, view_options=tuple(options), notes=view.notes)
+        with atomic_output(paths["py"], "w") as py, atomic_output(paths["tensors"], "w") as side:
+            py.write(gen.source)
+            json.dump(
+                {
+                    "model": Path(model_path).name,
+                    "source": source_record(model_path, paths["py"], original.sha256),
+                    "view": view.sidecar(),
+                    "tensors": gen.tensors,
+                },
+                side,
+                indent=1,
+            )
+            write_npz_atomic(paths["weights"], gen.weights)  # last: if it fails, the other two are dropped
     return Rebuild(original, view.model, paths, gen.tensors, list(view.notes))
 
 

@@ -71,6 +71,7 @@ def test_keras_refuses_a_misfit_in_one_line(case, tmp_path):
     assert result.exit_code == 2, result.output + repr(result.exception)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.output
+    assert not (tmp_path / "out").exists()  # the folder it made for the refused model is gone again
 
 
 def test_registry_wraps_misfits_from_any_converter():

@@ -10,6 +10,7 @@ from tfl_rebuild.commands.check.pool import run_all
 from tfl_rebuild.commands.check.rows import Options
 from tfl_rebuild.errors import InputError
 from tfl_rebuild.fileio import atomic_output, ensure_dir, writable_file
+from tfl_rebuild.text import printable
 
 
 def run_command(
@@ -37,15 +38,19 @@ def run_command(
             f"--input-shape {unfit[0]!r} fits none of the {len(models)} model(s): no input of that "
             "name (or, unnamed, no one-input model) takes it; `inspect` lists inputs and dims"
         )
+
+    def shown(text: str) -> str:  # model strings (names, custom codes in reasons) stay one safe line
+        return escape(printable(text))
+
     err = Console(stderr=True, highlight=False)
     out = err if "-" in (json_out, md_out) else Console(highlight=False)
     err.print(f"checking {len(models)} model(s), {min(jobs, len(models))} at a time")
 
     def progress(done, row):
         err.print(
-            f"[{done}/{len(models)}] {escape(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
-            + (f" - {escape(row.reason)}" if row.reason else "")
-            + "".join(f" ({escape(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
+            f"[{done}/{len(models)}] {shown(row.name)}: {row.outcome} ({row.seconds:.0f} s)"
+            + (f" - {shown(row.reason)}" if row.reason else "")
+            + "".join(f" ({shown(stage.note)})" for stage in (row.keras, row.coreml) if stage.note),
             soft_wrap=True,
         )
 

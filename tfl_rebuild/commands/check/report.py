@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 
 from tfl_rebuild.commands.check.rows import PASSED, SKIPPED, UNCHECKED, Options, Row, Stage
+from tfl_rebuild.text import printable
 
 OUTCOME_STYLE = {"pass": "green", "fail": "red", "error": "red", "crash": "magenta", "timeout": "magenta"}
 
@@ -86,7 +87,7 @@ def print_table(rows: list[Row], opts: Options, console) -> None:
     for r in rows:
         style = OUTCOME_STYLE.get(r.outcome, "red")
         table.add_row(
-            escape(r.name),
+            escape(printable(r.name)),
             "-" if r.ops is None else str(r.ops),
             human_count(r.params),
             r.quantization or "-",
@@ -96,7 +97,7 @@ def print_table(rows: list[Row], opts: Options, console) -> None:
             error_text(r.coreml),
             f"{r.seconds:.0f}",
             f"[{style}]{r.outcome}[/{style}]",
-            escape(r.reason),
+            escape(printable(r.reason)),
         )
     console.print(table)
     console.print(summary_line(rows, opts))
@@ -120,7 +121,6 @@ def to_json(rows: list[Row], opts: Options) -> str:
 
 def _md(text: str) -> str:
     """A model's text in a Markdown cell: control characters escaped (printable), | and \\ quoted."""
-    from tfl_rebuild.text import printable
 
     return printable(text).replace("\\", "\\\\").replace("|", "\\|")
 
