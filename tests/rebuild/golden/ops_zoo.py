@@ -233,7 +233,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         size=[4, 4], method="nearest", half_pixel_centers=True, name="resizing_1"
     )(conv2d_6_1)
     # RESHAPE ops_zoo_1/reshape_1/Reshape -> [1, 64]
-    reshape_1 = keras.layers.Reshape(target_shape=(64,), name="reshape_1")(resizing_1)
+    reshape_1 = keras.layers.Flatten(name="reshape_1")(resizing_1)
     # FULLY_CONNECTED Identity_1 -> [1, 32]
     identity_1 = keras.layers.Dense(units=32, name="identity_1")(reshape_1)
     # MEAN ops_zoo_1/global_average_pooling2d_1/Mean -> [1, 24]

@@ -1,0 +1,190 @@
+"""Lifting (passes/lift.py, ops/lifted.py and the lifting converters): the converter's decompositions
+of LayerNormalization, SeparableConv2D, Conv1D, Flatten and global pooling come back as the Keras
+layer, with its attributes and weights; a pattern that only partly matches keeps the faithful form.
+
+Each case checks the generated source for the layer and verifies the rebuild against TFLite, end to
+end and layer-local (the lifted layer is mapped to the tensor at the end of the matched chain).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+W = keras.initializers.RandomNormal(stddev=1.0, seed=1)
+B = keras.initializers.RandomNormal(stddev=0.5, seed=2)
+
+
+def _model(layer, shape):
+    x = keras.Input(shape, batch_size=1)
+    return keras.Model(x, layer(x))
+
+
+def _source(tfl) -> str:
+    """The generated module's source with every space and newline taken out."""
+    (path,) = (tfl.tmp_path / "gen").glob("*.py")  # the stem "model" is made "model_"
+    return "".join(path.read_text(encoding="utf-8").split())  # without whitespace: layout-free
+
+
+def _random(*shape, low=0.5, high=1.5):
+    return np.random.default_rng(3).uniform(low, high, shape).astype(np.float32)
+
+
+# kwargs, input shape, expected text in the call
+LAYER_NORM = {
+    "last-axis-eps1e-5": ({"epsilon": 1e-5}, (5, 8), "epsilon=1e-05"),
+    "default": ({}, (5, 8), "keras.layers.LayerNormalization(name="),
+    "axes-1-2": ({"axis": [1, 2]}, (5, 8), "axis=[1,2]"),
+    "4d-last": ({"epsilon": 1e-6}, (3, 4, 6), "epsilon=1e-06"),
+    "no-center": ({"center": False}, (5, 8), "center=False"),
+    "no-scale": ({"scale": False}, (5, 8), "scale=False"),
+    "neither": ({"center": False, "scale": False}, (5, 8), "center=False,scale=False"),
+}
+
+
+@pytest.mark.parametrize("case", LAYER_NORM)
+def test_layer_normalization(tfl, case):
+    kwargs, shape, text = LAYER_NORM[case]
+    layer = keras.layers.LayerNormalization(**kwargs)
+    model = _model(layer, shape)
+    # Trained-looking gamma and beta (the initial ones and zeros hide a swapped weight).
+    layer.set_weights(
+        [_random(*w.shape, low=-1.0) if "beta" in w.path else _random(*w.shape) for w in layer.weights]
+    )
+    tfl.check(tfl.keras(model), "MEAN")
+    source = _source(tfl)
+    assert "keras.layers.LayerNormalization(" in source and text in source, source
+    assert "RSQRT" not in source and "Reduce(" not in source, source
+
+
+def _ln_parts(x, gamma, beta):
+    """keras.layers.LayerNormalization's arithmetic, written out (as TF 2.21 lowers it)."""
+    mean = tf.reduce_mean(x, -1, keepdims=True)
+    var = tf.reduce_mean(tf.math.squared_difference(x, mean), -1, keepdims=True)
+    inv = tf.math.rsqrt(var + 1e-3) * gamma
+    return x * inv + (-mean * inv + beta), mean
+
+
+def test_layer_normalization_written_out(tfl):
+    gamma, beta = _random(8), _random(8, low=-1.0)
+    tfl.check(tfl.function(lambda x: _ln_parts(x * 2.0, gamma, beta)[0], [1, 5, 8]), "RSQRT")
+    source = _source(tfl)
+    assert "keras.layers.LayerNormalization(" in source and "epsilon" not in source, source
+
+
+def test_layer_normalization_partial_stays_faithful(tfl):
+    """The mean is also a model output: the ops computing it must stay, so nothing is lifted."""
+    gamma, beta = _random(8), _random(8, low=-1.0)
+    tfl.check(tfl.function(lambda x: _ln_parts(x * 2.0, gamma, beta), [1, 5, 8]), "RSQRT")
+    source = _source(tfl)
+    assert "LayerNormalization" not in source and "rsqrt" in source.lower(), source
+
+
+SEPARABLE = {
+    "3x3-same-relu": ({"kernel_size": 3, "padding": "same", "activation": "relu"}, 'activation="relu"'),
+    "m2-s2-valid": ({"kernel_size": 3, "strides": 2, "depth_multiplier": 2}, "depth_multiplier=2"),
+    "d2-same": ({"kernel_size": 3, "dilation_rate": 2, "padding": "same"}, "dilation_rate=(2,2)"),
+    "no-bias": ({"kernel_size": 3, "use_bias": False}, "use_bias=False"),
+    "3x2-relu6": ({"kernel_size": (3, 2), "activation": "relu6"}, "kernel_size=(3,2)"),
+}
+
+
+@pytest.mark.parametrize("case", SEPARABLE)
+def test_separable_conv_2d(tfl, case):
+    kwargs, text = SEPARABLE[case]
+    layer = keras.layers.SeparableConv2D(
+        5, depthwise_initializer=W, pointwise_initializer=W, bias_initializer=B, **kwargs
+    )
+    tfl.check(tfl.keras(_model(layer, (9, 8, 3))), "DEPTHWISE_CONV_2D")
+    source = _source(tfl)
+    assert "keras.layers.SeparableConv2D(" in source and text in source, source
+    assert "DepthwiseConv2D" not in source, source
+
+
+@pytest.mark.parametrize("between", ["relu", "depthwise-bias"])
+def test_separable_partial_stays_faithful(tfl, between):
+    """An activation or a bias between the depthwise and the 1x1 conv: two layers, as written."""
+    x = keras.Input((9, 8, 3), batch_size=1)
+    use_bias = between == "depthwise-bias"
+    h = keras.layers.DepthwiseConv2D(3, use_bias=use_bias, depthwise_initializer=W, bias_initializer=B)(x)
+    if between == "relu":
+        h = keras.layers.ReLU()(h)
+    y = keras.layers.Conv2D(4, 1, kernel_initializer=W, bias_initializer=B)(h)
+    tfl.check(tfl.keras(keras.Model(x, y)), "DEPTHWISE_CONV_2D")
+    source = _source(tfl)
+    assert "SeparableConv2D" not in source and "keras.layers.DepthwiseConv2D(" in source, source
+
+
+CONV_1D = {
+    "k3-valid": ({"kernel_size": 3}, "kernel_size=3"),
+    "k3-s2-same": ({"kernel_size": 3, "strides": 2, "padding": "same"}, "strides=2"),
+    "k3-d2-valid": ({"kernel_size": 3, "dilation_rate": 2}, "dilation_rate=2"),
+    "causal": ({"kernel_size": 3, "padding": "causal"}, 'padding="causal"'),
+    "causal-d2-relu": (
+        {"kernel_size": 2, "padding": "causal", "dilation_rate": 2, "activation": "relu"},
+        'padding="causal"',
+    ),
+    "no-bias": ({"kernel_size": 4, "use_bias": False}, "use_bias=False"),
+    "groups-2": ({"kernel_size": 3, "groups": 2, "padding": "same"}, "groups=2"),
+}
+
+
+@pytest.mark.parametrize("case", CONV_1D)
+def test_conv_1d(tfl, case):
+    kwargs, text = CONV_1D[case]
+    layer = keras.layers.Conv1D(4, kernel_initializer=W, bias_initializer=B, **kwargs)
+    tfl.check(tfl.keras(_model(layer, (12, 4))), "CONV_2D")
+    source = _source(tfl)
+    assert "keras.layers.Conv1D(" in source and text in source, source
+    assert "Conv2D" not in source and "Reshape" not in source, source
+
+
+def test_conv_1d_partial_stays_faithful(tfl):
+    """The 4-d input of the convolution is read elsewhere too: the reshape must stay."""
+    k = tf.constant(np.random.default_rng(1).normal(size=(1, 3, 4, 4)).astype(np.float32))
+
+    def fn(x):
+        x4 = tf.expand_dims(x, 1)
+        y = tf.nn.conv2d(x4, k, 1, "VALID")
+        return tf.squeeze(y, 1), x4 * 2.0
+
+    tfl.check(tfl.function(fn, [1, 12, 4]), "CONV_2D")
+    source = _source(tfl)
+    assert "Conv1D" not in source and "keras.layers.Conv2D(" in source, source
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 2), (6, 5)], ids=["4d", "3d"])
+def test_flatten(tfl, shape):
+    tfl.check(tfl.keras(_model(keras.layers.Flatten(), shape)), "RESHAPE")
+    assert "keras.layers.Flatten(" in _source(tfl)
+
+
+def test_reshape_not_flat_stays_reshape(tfl):
+    tfl.check(tfl.keras(_model(keras.layers.Reshape((4, 6)), (3, 4, 2))), "RESHAPE")
+    source = _source(tfl)
+    assert "Flatten" not in source and "keras.layers.Reshape(" in source, source
+
+
+GLOBAL_POOLING = {
+    "average-1d": (keras.layers.GlobalAveragePooling1D, (5, 8), "MEAN"),
+    "max-1d": (keras.layers.GlobalMaxPooling1D, (5, 8), "REDUCE_MAX"),
+    "average-2d": (keras.layers.GlobalAveragePooling2D, (4, 5, 3), "MEAN"),
+    "max-2d": (keras.layers.GlobalMaxPooling2D, (4, 5, 3), "REDUCE_MAX"),
+}
+
+
+@pytest.mark.parametrize("keepdims", [False, True], ids=["drop", "keepdims"])
+@pytest.mark.parametrize("case", GLOBAL_POOLING)
+def test_global_pooling(tfl, case, keepdims):
+    cls, shape, op = GLOBAL_POOLING[case]
+    tfl.check(tfl.keras(_model(cls(keepdims=keepdims), shape)), op)
+    source = _source(tfl)
+    assert f"keras.layers.{cls.__name__}(" in source, source
+    assert ("keepdims=True" in source) == keepdims, source
+
+
+def test_mean_over_channels_stays_reduce(tfl):
+    tfl.check(tfl.function(lambda x: tf.reduce_mean(x, [2]), [1, 5, 8]), "MEAN")
+    assert "GlobalAveragePooling" not in _source(tfl)

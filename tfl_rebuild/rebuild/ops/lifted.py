@@ -1,0 +1,115 @@
+"""Converters of lifted ops: the Keras layers `passes.lift` recognised in the converter's output.
+
+Each lifted op has its Keras class name as opcode, its pattern's data input first and the
+pattern's constants after it (-1 for one it lacks); options carry the attributes the matcher read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfl_rebuild.rebuild.ops.activation import with_activation
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, LayerSpec, lifted
+from tfl_rebuild.tflite.ir import Operator
+from tfl_rebuild.tflite.weights import to_keras_layout
+
+
+def short_float(v: float) -> float:
+    """A float32 constant as the shortest decimal that reads back as it (1e-3, not 0.0010000000474974513)."""
+    return float(str(np.float32(v)))
+
+
+@lifted("LayerNormalization")
+def layer_normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    x, gamma, beta = op.inputs
+    shape = ctx.shape(x)
+    axes = [int(a) for a in op.options["axes"]]
+    bshape = tuple(d if a in axes else 1 for a, d in enumerate(shape))
+    kshape = tuple(shape[a] for a in axes)
+
+    def weight(t: int, fill: float) -> np.ndarray:
+        if t < 0:
+            return np.full(kshape, fill, np.float32)
+        return np.broadcast_to(ctx.const(t).astype(np.float32), bshape).reshape(kshape).copy()
+
+    # The converter drops an all-zero beta (an untrained layer's): without one, center=False computes
+    # the same, and a trained layer with center=True has a beta.
+    scale, center = gamma >= 0, beta >= 0
+    weights = []
+    if scale:
+        weights.append(("gamma", weight(gamma, 1.0)))
+    if center:
+        weights.append(("beta", weight(beta, 0.0)))
+    kwargs = {
+        "axis": -1 if axes == [len(shape) - 1] else axes,
+        "epsilon": short_float(op.options["epsilon"]),
+        "center": center,
+        "scale": scale,
+    }
+    return LayerSpec("LayerNormalization", kwargs, (x,), op.outputs, weights=tuple(weights))
+
+
+def _bias(ctx: ConvertContext, t: int, n: int) -> np.ndarray | None:
+    """The bias as a vector of n, or None when there is none or it is all zeros (the converter
+    writes zeros for use_bias=False)."""
+    if t < 0:
+        return None
+    b = ctx.const(t).astype(np.float32).reshape(-1)
+    return np.broadcast_to(b, (n,)).copy() if np.any(b) else None
+
+
+def _stride_dilation(op: Operator, key: str) -> tuple[int, int]:
+    return (int(op.options.get(f"{key}_h", 1)), int(op.options.get(f"{key}_w", 1)))
+
+
+@lifted("SeparableConv2D")
+def separable_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    x, dw, pw, bias = op.inputs
+    cin = ctx.shape(x)[-1]
+    depthwise = to_keras_layout(ctx.const(dw).astype(np.float32), "DEPTHWISE_CONV_2D", cin)
+    pointwise = to_keras_layout(ctx.const(pw).astype(np.float32), "CONV_2D")
+    kwargs = {
+        "filters": pointwise.shape[-1],
+        "kernel_size": depthwise.shape[:2],
+        "strides": _stride_dilation(op, "stride"),
+        "padding": "same" if op.options.get("padding", "SAME") == "SAME" else "valid",
+        "depth_multiplier": depthwise.shape[3],
+        "dilation_rate": (
+            int(op.options.get("dilation_h_factor", 1)),
+            int(op.options.get("dilation_w_factor", 1)),
+        ),
+    }
+    b = _bias(ctx, bias, pointwise.shape[-1])
+    kwargs["use_bias"] = b is not None
+    weights = [("depthwise_kernel", depthwise), ("pointwise_kernel", pointwise)]
+    if b is not None:
+        weights.append(("bias", b))
+    spec = LayerSpec("SeparableConv2D", kwargs, (x,), op.outputs, weights=tuple(weights))
+    return with_activation(op, spec, takes_activation=True)
+
+
+@lifted("Conv1D")
+def conv_1d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    x, w, bias = op.inputs
+    kernel = ctx.const(w).astype(np.float32)  # [O, 1, K, I]
+    filters, _, size, n_in = kernel.shape
+    groups = ctx.shape(x)[-1] // n_in
+    padding = (
+        "causal" if op.options["causal"] else ("same" if op.options.get("padding") == "SAME" else "valid")
+    )
+    kwargs = {
+        "filters": filters,
+        "kernel_size": size,
+        "strides": int(op.options.get("stride_w", 1)),
+        "padding": padding,
+        "dilation_rate": int(op.options.get("dilation_w_factor", 1)),
+    }
+    if groups > 1:
+        kwargs["groups"] = groups
+    b = _bias(ctx, bias, filters)
+    kwargs["use_bias"] = b is not None
+    weights = [("kernel", kernel[:, 0].transpose(1, 2, 0))]  # Keras [K, I, O]
+    if b is not None:
+        weights.append(("bias", b))
+    spec = LayerSpec("Conv1D", kwargs, (x,), op.outputs, weights=tuple(weights))
+    return with_activation(op, spec, takes_activation=True)
