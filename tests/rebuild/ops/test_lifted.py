@@ -141,6 +141,35 @@ def test_conv_1d(tfl, case):
     assert "Conv2D" not in source and "Reshape" not in source, source
 
 
+STACK_1D = {
+    "conv-maxpool-conv": lambda: [
+        keras.layers.Conv1D(6, 3, activation="relu", kernel_initializer=W, bias_initializer=B),
+        keras.layers.MaxPooling1D(2),
+        keras.layers.Conv1D(
+            4, 3, padding="causal", dilation_rate=2, kernel_initializer=W, bias_initializer=B
+        ),
+    ],
+    "conv-avgpool-same-flatten": lambda: [
+        keras.layers.Conv1D(4, 3, padding="same", kernel_initializer=W, bias_initializer=B),
+        keras.layers.AveragePooling1D(3, strides=2, padding="same"),
+        keras.layers.Flatten(),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", STACK_1D)
+def test_1d_stack(tfl, case):
+    """Between consecutive 1-D layers the converter drops the reshapes: a region of 4-D tensors."""
+    x = keras.Input((12, 4), batch_size=1)
+    y = x
+    for layer in STACK_1D[case]():
+        y = layer(y)
+    tfl.check(tfl.keras(keras.Model(x, y)), "CONV_2D")
+    source = _source(tfl)
+    assert "keras.layers.Conv1D(" in source and "Pooling1D(" in source, source
+    assert "2D(" not in source and "Reshape(" not in source, source
+
+
 def test_conv_1d_partial_stays_faithful(tfl):
     """The 4-d input of the convolution is read elsewhere too: the reshape must stay."""
     k = tf.constant(np.random.default_rng(1).normal(size=(1, 3, 4, 4)).astype(np.float32))

@@ -114,8 +114,9 @@ class Emitter:
         what = op.opcode if op.opcode != "CUSTOM" else f"CUSTOM {display(op.custom_code or '', 40)}"
         if op.options.get("silu"):  # passes.fuse_silu: the MUL by the input is part of it
             what = "LOGISTIC + MUL"
-        if op.options.get("lifted_from"):  # passes.lift: one Keras layer for the ops it decomposed into
-            what = f"{op.opcode} (lifted from {len(op.options['lifted_from'])} ops)"
+        parts = op.options.get("lifted_from")
+        if parts:  # passes.lift: one Keras layer for the ops it was decomposed into
+            what = f"{op.opcode} (from {' + '.join(parts) if len(parts) <= 3 else f'{len(parts)} ops'})"
         if op.opcode == "STABLEHLO_COMPOSITE" and isinstance(op.options.get("name"), str):
             what = f"STABLEHLO_COMPOSITE {display(op.options['name'], 40)}"
         shape = list(self.sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []

@@ -113,3 +113,20 @@ def conv_1d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
         weights.append(("bias", b))
     spec = LayerSpec("Conv1D", kwargs, (x,), op.outputs, weights=tuple(weights))
     return with_activation(op, spec, takes_activation=True)
+
+
+def _pool_1d(layer: str):
+    def convert(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+        o = op.options
+        kwargs = {
+            "pool_size": int(o.get("filter_width", 1)),
+            "strides": int(o.get("stride_w", 1)),
+            "padding": "same" if o.get("padding", "VALID") == "SAME" else "valid",
+        }
+        return with_activation(op, LayerSpec(layer, kwargs, (op.inputs[0],), op.outputs))
+
+    return convert
+
+
+lifted("MaxPooling1D")(_pool_1d("MaxPooling1D"))
+lifted("AveragePooling1D")(_pool_1d("AveragePooling1D"))

@@ -12,9 +12,8 @@ opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful f
   beta - mean * inv), both MEANs over the same non-batch axes with keep_dims.
 - SeparableConv2D: DEPTHWISE_CONV_2D without activation and with a zero (or no) bias, read only by
   a 1x1 stride-1 undilated ungrouped CONV_2D.
-- Conv1D: [PAD of the length axis only, by (k - 1) * dilation before, 0 after: causal] -> RESHAPE
-  or EXPAND_DIMS [B, L, C] -> [B, 1, L, C] -> CONV_2D with a 1-high kernel -> RESHAPE or SQUEEZE
-  [B, 1, L', O] -> [B, L', O].
+
+Conv1D and 1-D pooling, whose patterns span regions rather than chains, are in `lift_1d`.
 """
 
 from __future__ import annotations
@@ -275,54 +274,7 @@ def _separable(g: Graph, end: Operator) -> Lifted | None:
     )
 
 
-def _conv1d(g: Graph, end: Operator) -> Lifted | None:
-    if end.opcode not in ("RESHAPE", "SQUEEZE"):
-        return None
-    conv = g.made_by(end.inputs[0], "CONV_2D") or _fused_conv(g, end.inputs[0])
-    if conv is None or not g.ctx.is_const(conv.inputs[1]):
-        return None
-    expand = g.made_by(conv.inputs[0], "RESHAPE", "EXPAND_DIMS")
-    if expand is None:
-        return None
-    x = expand.inputs[0]
-    shape_in, shape_mid = g.ctx.shape(x), g.ctx.shape(expand.outputs[0])
-    conv_out, shape_out = g.ctx.shape(conv.outputs[0]), g.ctx.shape(end.outputs[0])
-    o = conv.options
-    if (
-        len(shape_in) != 3
-        or tuple(shape_mid) != (shape_in[0], 1, *shape_in[1:])
-        or len(conv_out) != 4
-        or tuple(shape_out) != (conv_out[0], *conv_out[2:])
-        or conv_out[1] != 1
-        or g.ctx.shape(conv.inputs[1])[1] != 1
-        or o.get("stride_h", 1) != 1
-        or o.get("dilation_h_factor", 1) != 1
-        or not g.is_float(x)
-    ):
-        return None
-    chain = [expand, conv, end]
-    causal = False
-    pad = g.made_by(x, "PAD")
-    kernel = g.ctx.shape(conv.inputs[1])[2]
-    span = (kernel - 1) * int(o.get("dilation_w_factor", 1))
-    if pad is not None and o.get("padding") == "VALID" and g.ctx.is_const(pad.inputs[1]) and span > 0:
-        pads = np.asarray(g.ctx.const(pad.inputs[1])).reshape(-1, 2).tolist()
-        if pads == [[0, 0], [span, 0], [0, 0]] and g.enclosed([pad, *chain]):
-            causal, x, chain = True, pad.inputs[0], [pad, *chain]
-    if not g.enclosed(chain):
-        return None
-    bias = conv.inputs[2] if len(conv.inputs) > 2 else -1
-    options = {**o, "causal": causal}
-    return lifted_op(end, "Conv1D", (x, conv.inputs[1], bias), options, chain)
-
-
-def _fused_conv(g: Graph, t: int) -> Operator | None:
-    """A CONV_2D with a fused activation (made_by takes only unfused ops)."""
-    op = g.producer.get(g.ctx.resolve(t))
-    return op if op is not None and op.opcode == "CONV_2D" and len(op.outputs) == 1 else None
-
-
-MATCHERS = (_layer_norm, _separable, _conv1d)
+MATCHERS = (_layer_norm, _separable)
 
 
 def lift(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
