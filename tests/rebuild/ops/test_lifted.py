@@ -217,3 +217,80 @@ def test_global_pooling(tfl, case, keepdims):
 def test_mean_over_channels_stays_reduce(tfl):
     tfl.check(tfl.function(lambda x: tf.reduce_mean(x, [2]), [1, 5, 8]), "MEAN")
     assert "GlobalAveragePooling" not in _source(tfl)
+
+
+ACTIVATION = {
+    "dense-gelu": (lambda: keras.layers.Dense(6, activation="gelu", kernel_initializer=W), (8,), "GELU"),
+    "dense-sigmoid": (
+        lambda: keras.layers.Dense(6, activation="sigmoid", kernel_initializer=W),
+        (8,),
+        "LOGISTIC",
+    ),
+    "dense-softmax": (
+        lambda: keras.layers.Dense(6, activation="softmax", kernel_initializer=W),
+        (8,),
+        "SOFTMAX",
+    ),
+    "conv-sigmoid": (
+        lambda: keras.layers.Conv2D(4, 3, activation="sigmoid", kernel_initializer=W, bias_initializer=B),
+        (6, 6, 3),
+        "LOGISTIC",
+    ),
+    "conv1d-gelu": (
+        lambda: keras.layers.Conv1D(4, 3, activation="gelu", kernel_initializer=W, bias_initializer=B),
+        (10, 3),
+        "GELU",
+    ),
+}
+
+
+def _followed(layers, shape):
+    """The layers, then a Rescaling: inside a model the activation's tensor has its layer's scope
+    in its name (a model output's name, "Identity", has none, and nothing is fused then)."""
+    x = keras.Input(shape, batch_size=1)
+    y = x
+    for layer in layers:
+        y = layer(y)
+    return keras.Model(x, keras.layers.Rescaling(2.0)(y))
+
+
+@pytest.mark.parametrize("case", ACTIVATION)
+def test_activation_into_layer(tfl, case):
+    make, shape, op = ACTIVATION[case]
+    layer = make()
+    tfl.check(tfl.keras(_followed([layer], shape)), op)
+    source = _source(tfl)
+    name = keras.activations.serialize(layer.activation)
+    assert f'activation="{name}"' in source and "keras.layers.Activation(" not in source, source
+
+
+def test_activation_layer_stays_apart(tfl):
+    """Dense then Activation("sigmoid"): the names say two layers, and two layers it stays."""
+    layers = [keras.layers.Dense(6, kernel_initializer=W), keras.layers.Activation("sigmoid")]
+    tfl.check(tfl.keras(_followed(layers, (8,))), "LOGISTIC")
+    source = _source(tfl)
+    assert 'keras.layers.Activation(activation="sigmoid"' in source, source
+    assert source.count('activation="sigmoid"') == 1, source
+
+
+def test_approximate_gelu_stays_apart(tfl):
+    """Keras' "gelu" by name is exact: the tanh approximation keeps its own layer."""
+    layer = keras.layers.Dense(6, activation=lambda x: keras.activations.gelu(x, approximate=True))
+    tfl.check(tfl.keras(_followed([layer], (8,))), "GELU")
+    source = _source(tfl)
+    assert "activation=" not in source.replace("Activation(", "") and 'op="gelu_tanh"' in source, source
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4)], ids=["1d-ids", "2d-ids"])
+def test_embedding(tfl, shape):
+    x = keras.Input(shape, batch_size=1, dtype="int32")
+    layer = keras.layers.Embedding(20, 6, embeddings_initializer=W)
+    tfl.check(tfl.keras(keras.Model(x, layer(x))), "GATHER")
+    source = _source(tfl)
+    assert "keras.layers.Embedding(input_dim=20,output_dim=6," in source and "Select(" not in source, source
+
+
+def test_gather_of_rows_by_constant_ids_stays_gather(tfl):
+    table = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
+    tfl.check(tfl.function(lambda x: tf.gather(x * 2.0 + table, [3, 1, 0]), [5, 4]), "GATHER")
+    assert "Embedding" not in _source(tfl)

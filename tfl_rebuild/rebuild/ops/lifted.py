@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.activation import with_activation
-from tfl_rebuild.rebuild.ops.registry import ConvertContext, LayerSpec, lifted
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, LayerSpec, Trait, lifted
 from tfl_rebuild.tflite.ir import Operator
 from tfl_rebuild.tflite.weights import to_keras_layout
 
@@ -62,7 +62,7 @@ def _stride_dilation(op: Operator, key: str) -> tuple[int, int]:
     return (int(op.options.get(f"{key}_h", 1)), int(op.options.get(f"{key}_w", 1)))
 
 
-@lifted("SeparableConv2D")
+@lifted("SeparableConv2D", traits=[Trait.KERAS_ACTIVATION])
 def separable_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x, dw, pw, bias = op.inputs
     cin = ctx.shape(x)[-1]
@@ -88,7 +88,7 @@ def separable_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return with_activation(op, spec, takes_activation=True)
 
 
-@lifted("Conv1D")
+@lifted("Conv1D", traits=[Trait.KERAS_ACTIVATION])
 def conv_1d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x, w, bias = op.inputs
     kernel = ctx.const(w).astype(np.float32)  # [O, 1, K, I]
@@ -130,3 +130,11 @@ def _pool_1d(layer: str):
 
 lifted("MaxPooling1D")(_pool_1d("MaxPooling1D"))
 lifted("AveragePooling1D")(_pool_1d("AveragePooling1D"))
+
+
+@lifted("Embedding")
+def embedding(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    ids, table = op.inputs
+    t = ctx.const(table).astype(np.float32)
+    kwargs = {"input_dim": t.shape[0], "output_dim": t.shape[1]}
+    return LayerSpec("Embedding", kwargs, (ids,), op.outputs, weights=(("embeddings", t),))

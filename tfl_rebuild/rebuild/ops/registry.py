@@ -95,6 +95,7 @@ class Trait(enum.StrEnum):
     COMPLEX_OK = "complex-ok"  # may read a complex64 tensor (held as a trailing (re, im) axis)
     SIDE_EFFECTS = "side-effects"  # may act beyond its outputs (state, calls): never dropped as unused
     STATEFUL = "stateful"  # keeps state between runs (resource variables, hash tables, run-once init)
+    KERAS_ACTIVATION = "keras-activation"  # its layer takes any Keras activation (activation=)
 
 
 OpKey = str | tuple[str, str]  # a builtin op's name, or ("CUSTOM", custom code)
@@ -182,13 +183,15 @@ def custom_converter(
     return register
 
 
-def lifted(layer: str) -> Callable[[Converter], Converter]:
+def lifted(layer: str, traits: Iterable[Trait] = ()) -> Callable[[Converter], Converter]:
     """Register the converter of a lifted op (opcode `layer`, a Keras class name; see passes.lift)."""
 
     def register(fn: Converter) -> Converter:
         if layer in LIFTED or not layer[:1].isupper() or layer.isupper():
             raise RuntimeError(f"lifted op {layer!r} registered twice, or not a Keras class name")
         LIFTED[layer] = fn
+        if traits:
+            _add_traits(layer, traits)
         return fn
 
     return register

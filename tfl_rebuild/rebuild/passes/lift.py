@@ -13,16 +13,25 @@ opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful f
 - SeparableConv2D: DEPTHWISE_CONV_2D without activation and with a zero (or no) bias, read only by
   a 1x1 stride-1 undilated ungrouped CONV_2D.
 
+- Embedding: GATHER of a constant float [N, D] table along axis 0 by integer ids, after Keras'
+  wrap of negative ids SELECT(LESS(ids, 0), ADD(ids, N), ids) or without it.
+- activation=: an activation op Keras names (sigmoid, tanh, exact gelu, softmax, elu, hard_silu)
+  reading the only output of an unfused layer taking activation= (trait keras-activation: Dense,
+  convolutions, lifted Conv1D / SeparableConv2D) moves into that layer (option keras_activation),
+  unless the tensor names put the activation under a scope of its own (a separate Activation layer).
+
 Conv1D and 1-D pooling, whose patterns span regions rather than chains, are in `lift_1d`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.registry import ConvertContext
+from tfl_rebuild.rebuild.ops.activation import KERAS_ACTIVATION_OPS
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -72,17 +81,23 @@ class Graph:
         v = np.asarray(self.ctx.const(t))
         return float(v.reshape(-1)[0]) if v.size == 1 else None
 
-    def enclosed(self, chain: list[Operator]) -> bool:
-        """Whether every tensor the chain computes, but its last op's, is float and read only inside it."""
+    def enclosed(self, chain: list[Operator], any_dtype: bool = False) -> bool:
+        """Whether every tensor the chain computes, but its last op's, is read only inside it, and
+        all of them are float (unquantized, of any type with `any_dtype`)."""
         ids = {id(op) for op in chain}
+
+        def ok(t: int) -> bool:
+            tensor = self.ctx.tensor(t)
+            return not tensor.quantized if any_dtype else self.is_float(t)
+
         for op in chain[:-1]:
             for o in op.outputs:
                 t = self.ctx.resolve(o)
-                if t in self.outputs or not self.is_float(t):
+                if t in self.outputs or not ok(t):
                     return False
                 if any(id(u) not in ids for u in self.readers.get(t, [])):
                     return False
-        return all(self.is_float(o) for o in chain[-1].outputs)
+        return all(ok(self.ctx.resolve(o)) for o in chain[-1].outputs)
 
 
 Lifted = tuple[Operator, list[Operator]]  # the lifted op, and the ops it stands for
@@ -274,7 +289,84 @@ def _separable(g: Graph, end: Operator) -> Lifted | None:
     )
 
 
-MATCHERS = (_layer_norm, _separable)
+def _activation(g: Graph, end: Operator) -> Lifted | None:
+    """An activation op by Keras name read from the only output of a layer taking activation=."""
+    name = KERAS_ACTIVATION_OPS.get(end.opcode)
+    if (
+        name is None
+        or len(end.inputs) != 1
+        or (end.opcode == "GELU" and end.options.get("approximate"))
+        or (end.opcode == "SOFTMAX" and float(end.options.get("beta", 1.0)) != 1.0)
+    ):
+        return None
+    layer = g.producer.get(g.ctx.resolve(end.inputs[0]))
+    if (
+        layer is None
+        or not has_trait(layer, Trait.KERAS_ACTIVATION)
+        or len(layer.outputs) != 1
+        or layer.options.get("fused_activation_function", "NONE") != "NONE"
+        or layer.options.get("keras_activation")
+        or (layer.opcode == "FULLY_CONNECTED" and not g.ctx.is_const(layer.inputs[1]))
+        or not _one_layer(g, layer.outputs[0], end.outputs[0])
+        or not g.enclosed([layer, end])
+    ):
+        return None
+    options = {**layer.options, "keras_activation": name, "name_tensor": layer.outputs[0]}
+    return dataclasses.replace(layer, outputs=end.outputs, options=options), [layer, end]
+
+
+def _scope(g: Graph, t: int) -> str | None:
+    """The name scope of tensor t ("model/dense_1" of "model/dense_1/MatMul"), None without one."""
+    name = g.ctx.tensor(t).name.split(";")[0]
+    return name.rsplit("/", 1)[0] if "/" in name else None
+
+
+def _one_layer(g: Graph, layer_out: int, act_out: int) -> bool:
+    """Whether the names say the activation was part of the layer (Dense(activation="gelu") puts
+    ".../dense/Gelu/..." under the dense scope) rather than a layer of its own (".../activation/...").
+    A name without a scope (a model output's "Identity") says nothing, and the layers stay apart: the
+    fixtures' Dense + Softmax heads were written as two layers."""
+    act, layer = _scope(g, act_out), _scope(g, layer_out)
+    return act is not None and layer is not None and (act == layer or act.startswith(layer + "/"))
+
+
+def _embedding(g: Graph, end: Operator) -> Lifted | None:
+    """GATHER of a constant [N, D] float table along axis 0 by ids, with Keras' wrap of negative
+    ids (SELECT(LESS(ids, 0), ADD(ids, N), ids)) or without."""
+    if end.opcode != "GATHER" or len(end.inputs) != 2 or end.options.get("batch_dims", 0):
+        return None
+    table, ids = end.inputs
+    if (
+        int(end.options.get("axis", 0)) != 0
+        or not g.ctx.is_const(table)
+        or g.ctx.is_const(ids)
+        or np.ndim(g.ctx.const(table)) != 2
+        or g.ctx.tensor(g.ctx.resolve(table)).quantized
+        or np.asarray(g.ctx.const(table)).dtype.kind != "f"
+        or not g.is_float(end.outputs[0])
+    ):
+        return None
+    chain = [end]
+    select = g.made_by(ids, "SELECT", "SELECT_V2")
+    if select is not None and len(select.inputs) == 3:
+        cond, wrapped, raw = select.inputs
+        less, add = g.made_by(cond, "LESS"), g.made_by(wrapped, "ADD")
+        n = np.shape(g.ctx.const(table))[0]
+        if (
+            less is not None
+            and add is not None
+            and g.same(less.inputs[0], raw)
+            and g.scalar(less.inputs[1]) == 0
+            and any(g.same(a, raw) and g.scalar(b) == n for a, b in _operands(add))
+            and g.enclosed([less, add, select, end], any_dtype=True)
+        ):
+            chain, ids = [less, add, select, end], raw
+    if g.ctx.tensor(g.ctx.resolve(ids)).dtype not in ("int32", "int64"):
+        return None
+    return lifted_op(end, "Embedding", (ids, table), {}, chain)
+
+
+MATCHERS = (_layer_norm, _separable, _embedding, _activation)
 
 
 def lift(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
