@@ -294,3 +294,22 @@ def test_gather_of_rows_by_constant_ids_stays_gather(tfl):
     table = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
     tfl.check(tfl.function(lambda x: tf.gather(x * 2.0 + table, [3, 1, 0]), [5, 4]), "GATHER")
     assert "Embedding" not in _source(tfl)
+
+
+def test_squeeze_excite_multiply(tfl):
+    """The converter drops the Reshape((1, 1, C)) of a squeeze-excite gate: MUL [1, H, W, C] by
+    [1, C] is what Keras' Multiply computes (it expands the gate at axis 1)."""
+    x = keras.Input((5, 5, 6), batch_size=1)
+    h = keras.layers.Conv2D(6, 3, padding="same", kernel_initializer=W, bias_initializer=B)(x)
+    s = keras.layers.GlobalAveragePooling2D()(h)
+    s = keras.layers.Dense(6, activation="sigmoid", kernel_initializer=W)(s)
+    y = keras.layers.Multiply()([h, keras.layers.Reshape((1, 1, 6))(s)])
+    tfl.check(tfl.keras(keras.Model(x, keras.layers.Rescaling(2.0)(y))), "MUL")
+    source = _source(tfl)
+    assert "keras.layers.Multiply(" in source and 'BinaryOp(op="multiply",name' not in source, source
+
+
+def test_batch_broadcast_multiply_stays_binary_op(tfl):
+    """[2, 3] * [3]: numpy pads in front, a merge layer would need the same batch: no Multiply."""
+    tfl.check(tfl.function(lambda a, b: a * b, [2, 3], [3]), "MUL")
+    assert "Multiply" not in _source(tfl)
