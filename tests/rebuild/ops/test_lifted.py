@@ -313,3 +313,37 @@ def test_batch_broadcast_multiply_stays_binary_op(tfl):
     """[2, 3] * [3]: numpy pads in front, a merge layer would need the same batch: no Multiply."""
     tfl.check(tfl.function(lambda a, b: a * b, [2, 3], [3]), "MUL")
     assert "Multiply" not in _source(tfl)
+
+
+def _attention_model(layer, shapes, **call):
+    inputs = [keras.Input(s, batch_size=1) for s in shapes]
+    q, v = inputs[0], inputs[-1]
+    y = layer(q, v, **call)
+    model = keras.Model(inputs, keras.layers.Rescaling(2.0)(y))
+    rng = np.random.default_rng(4)
+    layer.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in layer.weights])
+    return model
+
+
+ATTENTION = {
+    "self-2x8": ({"num_heads": 2, "key_dim": 8}, [(6, 16)], "key_dim=8"),
+    "cross-value-dim": ({"num_heads": 3, "key_dim": 4, "value_dim": 5}, [(6, 12), (7, 10)], "value_dim=5"),
+    "output-shape": ({"num_heads": 2, "key_dim": 4, "output_shape": 6}, [(5, 8)], "output_shape=6"),
+    "no-bias": ({"num_heads": 1, "key_dim": 8, "use_bias": False}, [(5, 8)], "use_bias=False"),
+}
+
+
+@pytest.mark.parametrize("case", ATTENTION)
+def test_multi_head_attention(tfl, case):
+    kwargs, shapes, text = ATTENTION[case]
+    tfl.check(tfl.keras(_attention_model(keras.layers.MultiHeadAttention(**kwargs), shapes)), "BATCH_MATMUL")
+    source = _source(tfl)
+    assert "keras.layers.MultiHeadAttention(" in source and text in source, source
+    assert "MatMul(" not in source and "Softmax(" not in source, source
+
+
+def test_masked_attention_stays_faithful(tfl):
+    """A causal mask adds ops between the scores and the softmax: not the lifted pattern."""
+    layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    tfl.check(tfl.keras(_attention_model(layer, [(5, 8)], use_causal_mask=True)), "BATCH_MATMUL")
+    assert "MultiHeadAttention" not in _source(tfl)

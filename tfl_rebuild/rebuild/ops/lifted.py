@@ -138,3 +138,41 @@ def embedding(op: Operator, ctx: ConvertContext) -> LayerSpec:
     t = ctx.const(table).astype(np.float32)
     kwargs = {"input_dim": t.shape[0], "output_dim": t.shape[1]}
     return LayerSpec("Embedding", kwargs, (ids,), op.outputs, weights=(("embeddings", t),))
+
+
+@lifted("MultiHeadAttention")
+def multi_head_attention(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    """Weights in Keras' order: query, key, value, output (kernel, bias each); biases the converter
+    dropped (all zeros) are zeros, and none at all is use_bias=False."""
+    query, value, key = op.inputs[:3]
+    kernels, biases = op.inputs[3::2], op.inputs[4::2]
+    heads, key_dim, value_dim = (int(op.options[k]) for k in ("num_heads", "key_dim", "value_dim"))
+    out_dim = ctx.shape(op.outputs[0])[-1]
+    use_bias = any(b >= 0 for b in biases)
+    weights = []
+    for name, w, b, (h, d) in zip(
+        ("query", "key", "value", "output"),
+        kernels,
+        biases,
+        ((heads, key_dim),) * 2 + ((heads, value_dim),) * 2,
+    ):
+        k = ctx.const(w).astype(np.float32)  # [units, n_in]
+        if name == "output":
+            kernel, bias_shape = k.T.reshape(h, d, k.shape[0]), (k.shape[0],)
+        else:
+            kernel, bias_shape = k.T.reshape(k.shape[1], h, d), (h, d)
+        weights.append((f"{name}_kernel", kernel))
+        if use_bias:
+            bias = (
+                np.zeros(bias_shape, np.float32)
+                if b < 0
+                else ctx.const(b).astype(np.float32).reshape(bias_shape)
+            )
+            weights.append((f"{name}_bias", bias))
+    kwargs = {"num_heads": heads, "key_dim": key_dim}
+    if value_dim != key_dim:
+        kwargs["value_dim"] = value_dim
+    if out_dim != ctx.shape(query)[-1]:
+        kwargs["output_shape"] = out_dim
+    kwargs["use_bias"] = use_bias
+    return LayerSpec("MultiHeadAttention", kwargs, (query, value, key), op.outputs, weights=tuple(weights))

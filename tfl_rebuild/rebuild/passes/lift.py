@@ -369,9 +369,9 @@ def _embedding(g: Graph, end: Operator) -> Lifted | None:
 MATCHERS = (_layer_norm, _separable, _embedding, _activation)
 
 
-def lift(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
+def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Operator]:
     """Replace each whole match of a pattern by its lifted op (later matches see earlier results)."""
-    for match in MATCHERS:
+    for match in matchers:
         g = Graph(ctx, ops)
         replaced: dict[int, Operator] = {}  # id of a pattern's last op -> the lifted op
         dropped: set[int] = set()

@@ -25,6 +25,7 @@ from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait
 from tfl_rebuild.rebuild.passes import const_eval
 from tfl_rebuild.rebuild.passes.lift import lift
 from tfl_rebuild.rebuild.passes.lift_1d import lift_1d
+from tfl_rebuild.rebuild.passes.lift_attention import lift_attention
 from tfl_rebuild.rebuild.passes.unit_batch import drop_unit_batch
 from tfl_rebuild.tflite.analysis import NON_DATA
 from tfl_rebuild.tflite.ir import Model, Operator, Tensor
@@ -71,6 +72,7 @@ def prepare(
             remaining.append(op)
     remaining = fold_constants(ctx, remaining)
     remaining = lift_1d(ctx, remaining)  # after folding: Conv1D and 1-D pooling regions (passes.lift_1d)
+    remaining = lift_attention(ctx, remaining)  # MultiHeadAttention (passes.lift_attention)
     remaining = lift(ctx, remaining)  # after folding: decompositions of Keras layers (passes.lift)
     return ctx, drop_unused(ctx, drop_unit_batch(ctx, fuse_silu(ctx, fuse_dilated_convs(ctx, remaining))))
 
