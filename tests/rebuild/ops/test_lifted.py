@@ -347,3 +347,27 @@ def test_masked_attention_stays_faithful(tfl):
     layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
     tfl.check(tfl.keras(_attention_model(layer, [(5, 8)], use_causal_mask=True)), "BATCH_MATMUL")
     assert "MultiHeadAttention" not in _source(tfl)
+
+
+def _dynamic_range(tfl, model):
+    """Dynamic-range quantization: int8 weights (over 1024 elements), activations float."""
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    return tfl._write(conv.convert())
+
+
+@pytest.mark.parametrize("case", ["conv1d", "separable", "attention"])
+def test_hybrid_kernels_stay_faithful(tfl, case):
+    """A hybrid kernel quantizes its input at run time, and verification rounds that input tensor
+    as it does: a lifted layer would hide the tensor inside it, so nothing is lifted."""
+    if case == "conv1d":
+        model = _model(keras.layers.Conv1D(48, 3, kernel_initializer=W, bias_initializer=B), (12, 32))
+        op, lifted = "CONV_2D", "Conv1D("
+    elif case == "separable":
+        layer = keras.layers.SeparableConv2D(48, 3, depthwise_initializer=W, pointwise_initializer=W)
+        model, op, lifted = _model(layer, (6, 6, 32)), "DEPTHWISE_CONV_2D", "SeparableConv2D("
+    else:
+        model = _attention_model(keras.layers.MultiHeadAttention(num_heads=2, key_dim=32), [(5, 64)])
+        op, lifted = "BATCH_MATMUL", "MultiHeadAttention("
+    tfl.check(_dynamic_range(tfl, model), op)
+    assert lifted not in _source(tfl)

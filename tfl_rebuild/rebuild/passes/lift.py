@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.activation import KERAS_ACTIVATION_OPS
-from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait, hybrid_input
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -81,10 +81,22 @@ class Graph:
         v = np.asarray(self.ctx.const(t))
         return float(v.reshape(-1)[0]) if v.size == 1 else None
 
-    def enclosed(self, chain: list[Operator], any_dtype: bool = False) -> bool:
-        """Whether every tensor the chain computes, but its last op's, is read only inside it, and
-        all of them are float (unquantized, of any type with `any_dtype`)."""
+    def hybrid(self, op: Operator) -> bool:
+        """Whether op is a hybrid (dynamic-range) kernel: int8 weights, its input quantized at run time.
+        Verification reproduces that rounding on the op's input tensor, which a lifted layer may no
+        longer have as its input: chains with one are not lifted (an activation= alone excepted)."""
+        slot = hybrid_input(op)
+        return slot is not None and any(
+            k != slot and i >= 0 and self.ctx.tensor(i).dtype == "int8" for k, i in enumerate(op.inputs)
+        )
+
+    def enclosed(self, chain: list[Operator], any_dtype: bool = False, hybrid_ok: bool = False) -> bool:
+        """Whether every tensor the chain computes, but its last op's, is read only inside it, all
+        of them are float (unquantized, of any type with `any_dtype`), and (unless `hybrid_ok`) no op
+        in it is a hybrid kernel."""
         ids = {id(op) for op in chain}
+        if not hybrid_ok and any(self.hybrid(op) for op in chain):
+            return False
 
         def ok(t: int) -> bool:
             tensor = self.ctx.tensor(t)
@@ -308,7 +320,7 @@ def _activation(g: Graph, end: Operator) -> Lifted | None:
         or layer.options.get("keras_activation")
         or (layer.opcode == "FULLY_CONNECTED" and not g.ctx.is_const(layer.inputs[1]))
         or not _one_layer(g, layer.outputs[0], end.outputs[0])
-        or not g.enclosed([layer, end])
+        or not g.enclosed([layer, end], hybrid_ok=True)
     ):
         return None
     options = {**layer.options, "keras_activation": name, "name_tensor": layer.outputs[0]}

@@ -40,6 +40,8 @@ def _member(g: Graph, op: Operator, region: set[int], final: bool = True) -> str
     o = op.options
     ins = [g.ctx.resolve(i) for i in op.inputs if i >= 0]
     if op.opcode == "CONV_2D":
+        if g.hybrid(op):  # its run-time quantized input is the 4-D tensor the region loses
+            return None
         if ins[0] not in region or any(i in region for i in ins[1:]) or not g.ctx.is_const(op.inputs[1]):
             return None
         if (
