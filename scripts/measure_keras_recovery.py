@@ -14,6 +14,8 @@ is custom when its class is not from keras (a class defined in the generated mod
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -122,7 +124,8 @@ def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str]:
     keras.utils.set_random_seed(0)
     model = build(keras)
     path = workdir / f"{name}.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel signature
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     original = [c for c in classes(model) if c not in IGNORED]
     try:
         _, py, weights = write_generated(str(path), str(workdir / name))

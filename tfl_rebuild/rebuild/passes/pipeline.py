@@ -6,6 +6,9 @@
    quantized tensors are reproduced by fake-quant layers instead (see `fake_quant_params`).
 4. Ops computing only from constants and static shapes fold into constants (`fold_constants`): a
    dynamic-shape export's SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE chain becomes a plain Reshape.
+4b. The converter's decompositions of Keras layers become the layer again (lifting): 1-D regions
+   (`lift_1d`), MultiHeadAttention (`lift_attention`), LayerNormalization, SeparableConv2D,
+   Embedding and activation= (`lift`). Only whole, float, unquantized patterns.
 5. SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how TensorFlow once wrote
    dilated convolutions) becomes one convolution with a dilation rate (`fuse_dilated_convs`).
 6. LOGISTIC then MUL by the same input (SiLU as onnx2tf and Keras' swish write it) becomes one
