@@ -317,8 +317,9 @@ def test_batch_broadcast_multiply_stays_binary_op(tfl):
 
 def _attention_model(layer, shapes, **call):
     inputs = [keras.Input(s, batch_size=1) for s in shapes]
-    q, v = inputs[0], inputs[-1]
-    y = layer(q, v, **call)
+    q, v = inputs[0], inputs[min(1, len(inputs) - 1)]
+    key = {"key": inputs[2]} if len(inputs) > 2 else {}  # query, value, key: three inputs
+    y = layer(q, v, **key, **call)
     model = keras.Model(inputs, keras.layers.Rescaling(2.0)(y))
     rng = np.random.default_rng(4)
     layer.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in layer.weights])
@@ -329,6 +330,7 @@ ATTENTION = {
     "self-2x8": ({"num_heads": 2, "key_dim": 8}, [(6, 16)], "key_dim=8"),
     "cross-value-dim": ({"num_heads": 3, "key_dim": 4, "value_dim": 5}, [(6, 12), (7, 10)], "value_dim=5"),
     "output-shape": ({"num_heads": 2, "key_dim": 4, "output_shape": 6}, [(5, 8)], "output_shape=6"),
+    "query-value-key": ({"num_heads": 2, "key_dim": 3}, [(4, 6), (5, 7), (5, 9)], "key_dim=3"),
     "no-bias": ({"num_heads": 1, "key_dim": 8, "use_bias": False}, [(5, 8)], "use_bias=False"),
 }
 
