@@ -12,7 +12,6 @@ opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful f
   beta - mean * inv), both MEANs over the same non-batch axes with keep_dims.
 - SeparableConv2D: DEPTHWISE_CONV_2D without activation and with a zero (or no) bias, read only by
   a 1x1 stride-1 undilated ungrouped CONV_2D.
-
 - Embedding: GATHER of a constant float [N, D] table along axis 0 by integer ids, after Keras'
   wrap of negative ids SELECT(LESS(ids, 0), ADD(ids, N), ids) or without it.
 - activation=: an activation op Keras names (sigmoid, tanh, exact gelu, softmax, elu, hard_silu)
@@ -20,7 +19,8 @@ opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful f
   convolutions, lifted Conv1D / SeparableConv2D) moves into that layer (option keras_activation),
   unless the tensor names put the activation under a scope of its own (a separate Activation layer).
 
-Conv1D and 1-D pooling, whose patterns span regions rather than chains, are in `lift_1d`.
+Conv1D and 1-D pooling, whose patterns span regions rather than chains, are in `lift_1d`;
+MultiHeadAttention in `lift_attention`.
 """
 
 from __future__ import annotations
