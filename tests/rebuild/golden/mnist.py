@@ -20,7 +20,7 @@ def build_model(weights_path=WEIGHTS_PATH):
     keras_tensor = keras.Input(shape=(28, 28), batch_size=1, name="keras_tensor")
 
     # RESHAPE sequential_1/flatten_1/Reshape -> [1, 784]
-    flatten_1 = keras.layers.Reshape(target_shape=(784,), name="flatten_1")(keras_tensor)
+    flatten_1 = keras.layers.Flatten(name="flatten_1")(keras_tensor)
     # FULLY_CONNECTED sequential_1/dense_1/MatMul -> [1, 128]
     dense_1 = keras.layers.Dense(units=128, activation="relu", name="dense_1")(flatten_1)
     # FULLY_CONNECTED sequential_1/dense_1_2/MatMul -> [1, 10]

@@ -200,26 +200,20 @@ def build_model(weights_path=WEIGHTS_PATH):
     batch_normalization_1_2_add_1 = BinaryOp(
         op="add", constant_shape=[24], name="batch_normalization_1_2_add_1"
     )(batch_normalization_1_2)
-    # CONV_2D ops_zoo_1/conv2d_3_1/BiasAdd -> [1, 16, 16, 24]
+    # CONV_2D + sigmoid ops_zoo_1/conv2d_3_1/Sigmoid -> [1, 16, 16, 24]
     conv2d_3_1 = keras.layers.Conv2D(
-        filters=24, kernel_size=(1, 1), name="conv2d_3_1"
+        filters=24, kernel_size=(1, 1), activation="sigmoid", name="conv2d_3_1"
     )(batch_normalization_1_2_add_1)
-    # LOGISTIC ops_zoo_1/conv2d_3_1/Sigmoid -> [1, 16, 16, 24]
-    conv2d_3_1_sigmoid = keras.layers.Activation(
-        activation="sigmoid", name="conv2d_3_1_sigmoid"
-    )(conv2d_3_1)
     # MUL ops_zoo_1/multiply_1_1/Mul -> [1, 16, 16, 24]
     multiply_1_1 = keras.layers.Multiply(
         name="multiply_1_1"
-    )([batch_normalization_1_2_add_1, conv2d_3_1_sigmoid])
-    # CONV_2D ops_zoo_1/conv2d_4_1/BiasAdd -> [1, 16, 16, 24]
+    )([batch_normalization_1_2_add_1, conv2d_3_1])
+    # CONV_2D + tanh ops_zoo_1/conv2d_4_1/Tanh -> [1, 16, 16, 24]
     conv2d_4_1 = keras.layers.Conv2D(
-        filters=24, kernel_size=(1, 1), name="conv2d_4_1"
+        filters=24, kernel_size=(1, 1), activation="tanh", name="conv2d_4_1"
     )(multiply_1_1)
-    # TANH ops_zoo_1/conv2d_4_1/Tanh -> [1, 16, 16, 24]
-    conv2d_4_1_tanh = keras.layers.Activation(activation="tanh", name="conv2d_4_1_tanh")(conv2d_4_1)
     # ADD ops_zoo_1/add_1_1/Add -> [1, 16, 16, 24]
-    add_1_1 = keras.layers.Add(name="add_1_1")([multiply_1_1, conv2d_4_1_tanh])
+    add_1_1 = keras.layers.Add(name="add_1_1")([multiply_1_1, conv2d_4_1])
     # CONV_2D ops_zoo_1/conv2d_5_1/BiasAdd -> [1, 16, 16, 24]
     conv2d_5_1 = keras.layers.Conv2D(filters=24, kernel_size=(1, 1), name="conv2d_5_1")(add_1_1)
     # SUB ops_zoo_1/subtract_1/Sub -> [1, 16, 16, 24]
@@ -233,7 +227,7 @@ def build_model(weights_path=WEIGHTS_PATH):
         size=[4, 4], method="nearest", half_pixel_centers=True, name="resizing_1"
     )(conv2d_6_1)
     # RESHAPE ops_zoo_1/reshape_1/Reshape -> [1, 64]
-    reshape_1 = keras.layers.Reshape(target_shape=(64,), name="reshape_1")(resizing_1)
+    reshape_1 = keras.layers.Flatten(name="reshape_1")(resizing_1)
     # FULLY_CONNECTED Identity_1 -> [1, 32]
     identity_1 = keras.layers.Dense(units=32, name="identity_1")(reshape_1)
     # MEAN ops_zoo_1/global_average_pooling2d_1/Mean -> [1, 24]

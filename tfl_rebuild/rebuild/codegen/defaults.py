@@ -64,6 +64,7 @@ KERAS_DEFAULTS: dict[str, dict[str, object]] = {
     "GlobalMaxPooling2D": _GLOBAL_POOL,
     "LayerNormalization": {"axis": -1, "epsilon": 0.001, "center": True, "scale": True},
     "LeakyReLU": {"negative_slope": 0.3},
+    "MultiHeadAttention": {"value_dim": None, "dropout": 0.0, "use_bias": True, "output_shape": None},
     "Permute": {},
     "PReLU": {"shared_axes": None},
     "ReLU": {"max_value": None, "negative_slope": 0.0, "threshold": 0.0},

@@ -89,8 +89,8 @@ class Emitter:
             outs = [o for o in spec.outputs]
             if fq is not None and spec is fq:
                 layer_name = self.namer.derived(spec_var[id(spec.inputs[0])], "quant")
-            elif outs:
-                layer_name = self.namer.name(self.sg.tensors[outs[0]].name)
+            elif outs:  # a lifted op may name the tensor whose name is its layer's (passes.lift)
+                layer_name = self.namer.name(self.sg.tensors[op.options.get("name_tensor", outs[0])].name)
             elif fq is not None and spec is fq.inputs[0]:
                 layer_name = self.namer.name(self.sg.tensors[fq.outputs[0]].name)
             else:  # a helper step of the op (Flatten before Dense, ...)
@@ -115,6 +115,11 @@ class Emitter:
         what = op.opcode if op.opcode != "CUSTOM" else f"CUSTOM {display(op.custom_code or '', 40)}"
         if op.options.get("silu"):  # passes.fuse_silu: the MUL by the input is part of it
             what = "LOGISTIC + MUL"
+        if op.options.get("keras_activation"):  # passes.lift: the activation op after it is part of it
+            what = f"{what} + {display(op.options['keras_activation'], 20)}"
+        parts = op.options.get("lifted_from")
+        if parts:  # passes.lift: one Keras layer for the ops it was decomposed into
+            what = f"{op.opcode} (from {' + '.join(parts) if len(parts) <= 3 else f'{len(parts)} ops'})"
         if op.opcode == "STABLEHLO_COMPOSITE" and isinstance(op.options.get("name"), str):
             what = f"STABLEHLO_COMPOSITE {display(op.options['name'], 40)}"
         shape = list(self.sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []

@@ -9,6 +9,7 @@ from tfl_rebuild.rebuild.ops import (  # noqa: F401
     elementwise,
     folding,
     graph,
+    lifted,
     matmul,
     mediapipe,
     nms,

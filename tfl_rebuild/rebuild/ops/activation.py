@@ -9,6 +9,15 @@ from tfl_rebuild.tflite.ir import Operator
 
 # Fused activations Keras layers accept as `activation=`.
 KERAS_ACTIVATION = {"RELU": "relu", "RELU6": "relu6", "TANH": "tanh"}
+# Activation ops that are a Keras activation by name (passes.lift moves one into the layer before it).
+KERAS_ACTIVATION_OPS = {
+    "LOGISTIC": "sigmoid",
+    "TANH": "tanh",
+    "GELU": "gelu",  # exact only: Keras' "gelu" by name is not the tanh approximation
+    "SOFTMAX": "softmax",  # beta 1, the last axis
+    "ELU": "elu",
+    "HARD_SWISH": "hard_silu",
+}
 
 
 def activation_layer(kind: str, inputs: tuple[Ref, ...], outputs: tuple[int, ...]) -> LayerSpec:
@@ -31,6 +40,13 @@ def activation_layer(kind: str, inputs: tuple[Ref, ...], outputs: tuple[int, ...
 def with_activation(op: Operator, spec: LayerSpec, takes_activation: bool = False) -> list[LayerSpec]:
     """Attach the op's fused activation to `spec`: as `activation=` when the layer takes one and
     Keras has it, otherwise as a following layer that then produces the op's outputs."""
+    lifted = op.options.get("keras_activation")  # passes.lift: the activation op after it, by Keras name
+    if lifted:
+        if takes_activation:
+            spec.kwargs["activation"] = lifted
+            return [spec]
+        outputs, spec.outputs = spec.outputs, ()
+        return [spec, LayerSpec("Activation", {"activation": lifted}, (spec,), outputs)]
     kind = op.options.get("fused_activation_function", "NONE")
     if kind == "NONE":
         return [spec]

@@ -103,7 +103,7 @@ def _weights(kernel_name: str, kernel: np.ndarray, bias: np.ndarray | None):
     return ((kernel_name, kernel),) if bias is None else ((kernel_name, kernel), ("bias", bias))
 
 
-@converter("CONV_2D", range(1, 9), traits=[Trait.BATCH_PRESERVING], hybrid_input=0)
+@converter("CONV_2D", range(1, 9), traits=[Trait.BATCH_PRESERVING, Trait.KERAS_ACTIVATION], hybrid_input=0)
 def conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[0]
     w = _kernel(op, ctx)
@@ -126,7 +126,9 @@ def conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return with_activation(op, spec, takes_activation=True)
 
 
-@converter("DEPTHWISE_CONV_2D", range(1, 8), traits=[Trait.BATCH_PRESERVING], hybrid_input=0)
+@converter(
+    "DEPTHWISE_CONV_2D", range(1, 8), traits=[Trait.BATCH_PRESERVING, Trait.KERAS_ACTIVATION], hybrid_input=0
+)
 def depthwise_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[0]
     w = _kernel(op, ctx)
@@ -187,7 +189,7 @@ def transpose_conv_layer(
     return with_activation(op, spec, takes_activation=True)
 
 
-@converter("TRANSPOSE_CONV", range(1, 6), traits=[Trait.BATCH_PRESERVING])
+@converter("TRANSPOSE_CONV", range(1, 6), traits=[Trait.BATCH_PRESERVING, Trait.KERAS_ACTIVATION])
 def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     w = _kernel(op, ctx)
     strides = (op.options.get("stride_h", 1), op.options.get("stride_w", 1))
@@ -195,7 +197,7 @@ def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return transpose_conv_layer(op, ctx, op.inputs[2], w, bias, _padding(op), strides)
 
 
-@converter("FULLY_CONNECTED", range(1, 14), hybrid_input=0)
+@converter("FULLY_CONNECTED", range(1, 14), traits=[Trait.KERAS_ACTIVATION], hybrid_input=0)
 def fully_connected(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     if not ctx.is_const(op.inputs[1]):
         return fully_connected_dynamic(op, ctx)

@@ -8,7 +8,7 @@ from tfl_rebuild.rebuild.ops.activation import with_activation
 from tfl_rebuild.rebuild.ops.registry import ConversionError, ConvertContext, LayerSpec, Trait, converter
 from tfl_rebuild.tflite.ir import Operator
 
-# TFLite op -> (keras.layers merge class for two same-shape inputs or None, BinaryOp name)
+# TFLite op -> (keras.layers merge class for two inputs it can take or None, BinaryOp name)
 BINARY = {
     "ADD": ("Add", "add"),
     "SUB": ("Subtract", "subtract"),
@@ -33,6 +33,24 @@ BINARY = {
 }
 
 
+def merge_broadcasts(sa: tuple[int, ...], sb: tuple[int, ...]) -> bool:
+    """Whether a Keras merge layer computes TFLite's (numpy's) broadcast of shapes sa and sb: it
+    needs the same batch (first axis), and expands a lower-rank input at axis 1 where numpy pads
+    in front, the same only when that input's first axis is 1 (a squeeze-excite's [1, C] gate)."""
+    if tuple(sa) == tuple(sb):
+        return True
+    if not sa or not sb or sa[0] != sb[0]:
+        return False
+    low, high = sorted((tuple(sa), tuple(sb)), key=len)
+    extra = len(high) - len(low)
+    if extra and low[0] != 1:
+        return False
+    try:
+        return np.broadcast_shapes((low[0], *[1] * extra, *low[1:]), high) == np.broadcast_shapes(sa, sb)
+    except ValueError:
+        return False
+
+
 def binary(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     merge, fn = BINARY[op.opcode]
     if len(op.inputs) < 2 or min(op.inputs[:2]) < 0:
@@ -42,7 +60,10 @@ def binary(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     if const_a and const_b:
         raise ConversionError(f"{op.opcode} op {op.index}: both operands are constants")
     _check_broadcast(op, ctx, a, b)
-    if merge and not (const_a or const_b) and ctx.shape(a) == ctx.shape(b):
+    sa, sb = ctx.shape(a), ctx.shape(b)
+    # Keras' Add may take its second input for a bias (TensorFlow's ops.add): same shapes only there.
+    broadcasts = sa == sb or (op.opcode == "MUL" and merge_broadcasts(sa, sb))
+    if merge and not (const_a or const_b) and broadcasts:
         spec = LayerSpec(merge, {}, (a, b), op.outputs, call_list=True)
     elif const_a or const_b:
         c = ctx.const(a if const_a else b)

@@ -51,15 +51,17 @@ REDUCE = {
 }
 
 
+GLOBAL_POOLING = {"MEAN": "GlobalAveragePooling", "REDUCE_MAX": "GlobalMaxPooling"}
+
+
 def reduce(op: Operator, ctx: ConvertContext) -> LayerSpec:
     x = op.inputs[0]
     rank = ctx.rank(x)
     axes = sorted({int(a) % rank for a in np.asarray(ctx.const(op.inputs[1])).reshape(-1)})
     keep = bool(op.options.get("keep_dims", False))
-    if op.opcode == "MEAN" and rank == 4 and axes == [1, 2]:
-        return LayerSpec("GlobalAveragePooling2D", {"keepdims": keep}, (x,), op.outputs)
-    if op.opcode == "REDUCE_MAX" and rank == 4 and axes == [1, 2]:
-        return LayerSpec("GlobalMaxPooling2D", {"keepdims": keep}, (x,), op.outputs)
+    # keras.layers.Global{Average,Max}Pooling{1,2}D: over every axis but the batch and the channels.
+    if op.opcode in GLOBAL_POOLING and rank in (3, 4) and axes == list(range(1, rank - 1)):
+        return LayerSpec(f"{GLOBAL_POOLING[op.opcode]}{rank - 2}D", {"keepdims": keep}, (x,), op.outputs)
     return LayerSpec(
         "Reduce", {"op": REDUCE[op.opcode], "axis": axes, "keepdims": keep}, (x,), op.outputs, custom=True
     )

@@ -96,6 +96,7 @@ class Trait(enum.StrEnum):
     COMPLEX_OK = "complex-ok"  # may read a complex64 tensor (held as a trailing (re, im) axis)
     SIDE_EFFECTS = "side-effects"  # may act beyond its outputs (state, calls): never dropped as unused
     STATEFUL = "stateful"  # keeps state between runs (resource variables, hash tables, run-once init)
+    KERAS_ACTIVATION = "keras-activation"  # its layer takes any Keras activation (activation=)
 
 
 OpKey = str | tuple[str, str]  # a builtin op's name, or ("CUSTOM", custom code)
@@ -127,6 +128,10 @@ class Folder:
 
 
 FOLDERS: dict[str, Folder] = {}
+
+# Lifted ops: what `passes.lift` makes of a converter's decomposition of one Keras layer. Their opcode
+# is the Keras class name ("LayerNormalization"), never a TFLite op; they are not TFLite's supported ops.
+LIFTED: dict[str, Converter] = {}
 
 
 def _add_traits(name: OpKey, traits: Iterable[Trait], hybrid_input: int | None = None) -> None:
@@ -174,6 +179,20 @@ def custom_converter(
         if note:
             NOTES[custom_code] = note
         _add_traits(key, traits)
+        return fn
+
+    return register
+
+
+def lifted(layer: str, traits: Iterable[Trait] = ()) -> Callable[[Converter], Converter]:
+    """Register the converter of a lifted op (opcode `layer`, a Keras class name; see passes.lift)."""
+
+    def register(fn: Converter) -> Converter:
+        if layer in LIFTED or not layer[:1].isupper() or layer.isupper():
+            raise RuntimeError(f"lifted op {layer!r} registered twice, or not a Keras class name")
+        LIFTED[layer] = fn
+        if traits:
+            _add_traits(layer, traits)
         return fn
 
     return register
@@ -353,6 +372,8 @@ def never_rebuilt(op: Operator, sg: Subgraph) -> UnsupportedOpError | None:
 
 def lookup(op: Operator, sg: Subgraph) -> Converter:
     """The converter for this op, or the UnsupportedOpError that says why there is none."""
+    if op.opcode in LIFTED:
+        return LIFTED[op.opcode]
     key = ("CUSTOM", op.custom_code) if op.opcode == "CUSTOM" else (op.opcode, op.version)
     fn = REGISTRY.get(key)
     refused = never_rebuilt(op, sg)

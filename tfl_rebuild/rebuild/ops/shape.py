@@ -25,7 +25,15 @@ def reshape_to(x: int, out: int, ctx: ConvertContext, outputs: tuple[int, ...]) 
 
 
 def reshape(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    return reshape_to(op.inputs[0], op.outputs[0], ctx, op.outputs)
+    x, out = op.inputs[0], op.outputs[0]
+    in_shape, out_shape = ctx.shape(x), ctx.shape(out)
+    if (
+        len(in_shape) > 2
+        and ctx.tensor(out).dtype != "complex64"
+        and tuple(out_shape) == (in_shape[0], int(np.prod(in_shape[1:])))
+    ):  # keras.layers.Flatten: every axis but the batch into one
+        return LayerSpec("Flatten", {}, (x,), op.outputs)
+    return reshape_to(x, out, ctx, op.outputs)
 
 
 for _name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):

@@ -14,6 +14,9 @@ import numpy as np
 from tfl_rebuild.rebuild.ops.registry import ConvertContext
 from tfl_rebuild.rebuild.passes.fold import drop_unused, fold_constants
 from tfl_rebuild.rebuild.passes.fuse import fuse_dilated_convs, fuse_silu
+from tfl_rebuild.rebuild.passes.lift import lift
+from tfl_rebuild.rebuild.passes.lift_1d import lift_1d
+from tfl_rebuild.rebuild.passes.lift_attention import lift_attention
 from tfl_rebuild.rebuild.passes.quantize import rounds
 from tfl_rebuild.rebuild.passes.unit_batch import drop_unit_batch
 from tfl_rebuild.tflite.analysis import NON_DATA
@@ -24,6 +27,11 @@ Pass = Callable[[ConvertContext, list[Operator]], list[Operator]]
 
 PIPELINE: list[Pass] = [
     fold_constants,  # first: later passes see constants and real shapes
+    # Lifting: the converter's decompositions of Keras layers become the layer again, only whole,
+    # float, unquantized patterns.
+    lift_1d,  # after folding: Conv1D and 1-D pooling regions
+    lift_attention,  # MultiHeadAttention
+    lift,  # LayerNormalization, SeparableConv2D, Embedding, activation= (after the 1-D regions)
     fuse_dilated_convs,  # after folding: the SPACE_TO_BATCH_ND block shape and paddings are constants
     fuse_silu,
     drop_unit_batch,  # after the fusions: rank-6 regions are judged on the ops that stay

@@ -1,0 +1,402 @@
+"""Lifting: the converter's decompositions of Keras layers become the layer again.
+
+Each matcher starts at the op that ends a pattern and walks back through producers. A pattern
+lifts only when it matches whole: every tensor inside it is float32, unquantized, not a model
+output and read by no op outside it, so nothing else needs the tensors that go. The lifted op
+replaces the pattern's last op in place, keeps its index and outputs (verification maps the layer
+to that tensor), reads the pattern's data input and its constants, and has the Keras class name as
+opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful form.
+
+- LayerNormalization: MEAN(x) -> SQUARED_DIFFERENCE(x, mean) -> MEAN -> ADD eps -> RSQRT
+  [-> MUL gamma] = inv; x * inv + (-mean * inv [+ beta]) (NEG before or after the MUL; or
+  beta - mean * inv), both MEANs over the same non-batch axes with keep_dims.
+- SeparableConv2D: DEPTHWISE_CONV_2D without activation and with a zero (or no) bias, read only by
+  a 1x1 stride-1 undilated ungrouped CONV_2D.
+- Embedding: GATHER of a constant float [N, D] table along axis 0 by integer ids, after Keras'
+  wrap of negative ids SELECT(LESS(ids, 0), ADD(ids, N), ids) or without it.
+- activation=: an activation op Keras names (sigmoid, tanh, exact gelu, softmax, elu, hard_silu)
+  reading the only output of an unfused layer taking activation= (trait keras-activation: Dense,
+  convolutions, lifted Conv1D / SeparableConv2D) moves into that layer (option keras_activation),
+  unless the tensor names put the activation under a scope of its own (a separate Activation layer).
+
+Conv1D and 1-D pooling, whose patterns span regions rather than chains, are in `lift_1d`;
+MultiHeadAttention in `lift_attention`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tfl_rebuild.rebuild.ops.activation import KERAS_ACTIVATION_OPS
+from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait, hybrid_input
+from tfl_rebuild.tflite.ir import Operator
+
+
+@dataclass
+class Graph:
+    """Who produces and who reads each (resolved) tensor of the prepared ops."""
+
+    ctx: ConvertContext
+    ops: list[Operator]
+    producer: dict[int, Operator] = field(default_factory=dict)
+    readers: dict[int, list[Operator]] = field(default_factory=dict)
+    outputs: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        r = self.ctx.resolve
+        for op in self.ops:
+            for o in op.outputs:
+                if o >= 0:
+                    self.producer[r(o)] = op
+            for i in op.inputs:
+                if i >= 0:
+                    self.readers.setdefault(r(i), []).append(op)
+        self.outputs = {r(t) for t in self.ctx.subgraph.outputs}
+
+    def made_by(self, t: int, *opcodes: str) -> Operator | None:
+        """The op producing `t` when it is one of `opcodes` with one output and no fused activation."""
+        op = self.producer.get(self.ctx.resolve(t))
+        if (
+            op is None
+            or op.opcode not in opcodes
+            or len(op.outputs) != 1
+            or op.options.get("fused_activation_function", "NONE") != "NONE"
+        ):
+            return None
+        return op
+
+    def same(self, a: int, b: int) -> bool:
+        return self.ctx.resolve(a) == self.ctx.resolve(b)
+
+    def is_float(self, t: int) -> bool:
+        tensor = self.ctx.tensor(self.ctx.resolve(t))
+        return tensor.dtype == "float32" and not tensor.quantized
+
+    def scalar(self, t: int) -> float | None:
+        if not self.ctx.is_const(t):
+            return None
+        v = np.asarray(self.ctx.const(t))
+        return float(v.reshape(-1)[0]) if v.size == 1 else None
+
+    def hybrid(self, op: Operator) -> bool:
+        """Whether op is a hybrid (dynamic-range) kernel: int8 weights, its input quantized at run time.
+        Verification reproduces that rounding on the op's input tensor, which a lifted layer may no
+        longer have as its input: chains with one are not lifted (an activation= alone excepted)."""
+        slot = hybrid_input(op)
+        return slot is not None and any(
+            k != slot and i >= 0 and self.ctx.tensor(i).dtype == "int8" for k, i in enumerate(op.inputs)
+        )
+
+    def enclosed(self, chain: list[Operator], any_dtype: bool = False, hybrid_ok: bool = False) -> bool:
+        """Whether every tensor the chain computes, but its last op's, is read only inside it, all
+        of them are float (unquantized, of any type with `any_dtype`), and (unless `hybrid_ok`) no op
+        in it is a hybrid kernel."""
+        ids = {id(op) for op in chain}
+        if not hybrid_ok and any(self.hybrid(op) for op in chain):
+            return False
+
+        def ok(t: int) -> bool:
+            tensor = self.ctx.tensor(t)
+            return not tensor.quantized if any_dtype else self.is_float(t)
+
+        for op in chain[:-1]:
+            for o in op.outputs:
+                t = self.ctx.resolve(o)
+                if t in self.outputs or not ok(t):
+                    return False
+                if any(id(u) not in ids for u in self.readers.get(t, [])):
+                    return False
+        return all(ok(self.ctx.resolve(o)) for o in chain[-1].outputs)
+
+
+Lifted = tuple[Operator, list[Operator]]  # the lifted op, and the ops it stands for
+
+
+def lifted_op(
+    end: Operator, layer: str, inputs: tuple[int, ...], options: dict, chain: list[Operator]
+) -> Lifted:
+    """The lifted op standing for `chain`, in the place of its last op `end`."""
+    op = Operator(
+        index=end.index,
+        opcode=layer,
+        version=1,
+        inputs=inputs,
+        outputs=end.outputs,
+        options={**options, "lifted_from": [c.opcode for c in sorted(chain, key=lambda c: c.index)]},
+    )
+    return op, chain
+
+
+def _operands(op: Operator) -> list[tuple[int, int]]:
+    """The two inputs of a commutative binary op, in both orders."""
+    a, b = op.inputs[:2]
+    return [(a, b), (b, a)]
+
+
+def _axes(g: Graph, mean: Operator) -> list[int] | None:
+    if not mean.options.get("keep_dims") or len(mean.inputs) < 2 or not g.ctx.is_const(mean.inputs[1]):
+        return None
+    rank = g.ctx.rank(mean.inputs[0])
+    return sorted({int(a) % rank for a in np.asarray(g.ctx.const(mean.inputs[1])).reshape(-1)})
+
+
+def _param(g: Graph, t: int, shape: tuple[int, ...]) -> bool:
+    """Whether constant `t` broadcasts to `shape` (the input's shape, 1 off the normalized axes)."""
+    if not g.ctx.is_const(t):
+        return False
+    v = np.asarray(g.ctx.const(t))
+    try:
+        return v.dtype.kind == "f" and np.broadcast_shapes(v.shape, shape) == shape
+    except ValueError:
+        return False
+
+
+def _layer_norm(g: Graph, end: Operator) -> Lifted | None:
+    if (
+        end.opcode != "ADD"
+        or len(end.inputs) != 2
+        or end.options.get("fused_activation_function", "NONE") != "NONE"
+    ):
+        return None
+    for scaled_t, res_t in _operands(end):
+        scaled = g.made_by(scaled_t, "MUL")
+        if scaled is None:
+            continue
+        for x, inv_t in _operands(scaled):
+            found = _inv(g, inv_t)
+            if found is None:
+                continue
+            inv_ops, mean, eps, gamma = found
+            if not g.same(mean.inputs[0], x):
+                continue
+            res = _shift(g, res_t, mean, inv_t)
+            if res is None:
+                continue
+            res_ops, beta = res
+            axes = _axes(g, mean)
+            shape = g.ctx.shape(x)
+            bshape = tuple(d if a in axes else 1 for a, d in enumerate(shape))
+            chain = [*inv_ops, *res_ops, scaled, end]
+            if (
+                0 in axes
+                or any(p >= 0 and not _param(g, p, bshape) for p in (gamma, beta))
+                or not g.is_float(x)
+                or not g.enclosed(chain)
+            ):
+                continue
+            options = {"axes": axes, "epsilon": eps}
+            return lifted_op(end, "LayerNormalization", (x, gamma, beta), options, chain)
+    return None
+
+
+def _inv(g: Graph, t: int) -> tuple[list[Operator], Operator, float, int] | None:
+    """inv = RSQRT(MEAN(SQUARED_DIFFERENCE(x, mean)) + eps) [* gamma]: (ops, mean op, eps, gamma or -1)."""
+    gamma, ops = -1, []
+    rsqrt = g.made_by(t, "RSQRT")
+    if rsqrt is None:
+        mul = g.made_by(t, "MUL")
+        if mul is None:
+            return None
+        for r, c in _operands(mul):
+            if g.made_by(r, "RSQRT") is not None and g.ctx.is_const(c):
+                rsqrt, gamma, ops = g.made_by(r, "RSQRT"), c, [mul]
+                break
+        else:
+            return None
+    add = g.made_by(rsqrt.inputs[0], "ADD")
+    if add is None:
+        return None
+    for v, e in _operands(add):
+        eps = g.scalar(e)
+        var = g.made_by(v, "MEAN")
+        if eps is None or var is None or eps < 0:
+            continue
+        sqd = g.made_by(var.inputs[0], "SQUARED_DIFFERENCE")
+        if sqd is None:
+            continue
+        for x, m in _operands(sqd):
+            mean = g.made_by(m, "MEAN")
+            if mean is None or not g.same(mean.inputs[0], x):
+                continue
+            axes = _axes(g, mean)
+            if axes is None or axes != _axes(g, var):
+                continue
+            return [mean, sqd, var, add, rsqrt, *ops], mean, eps, gamma
+    return None
+
+
+def _shift(g: Graph, t: int, mean: Operator, inv: int) -> tuple[list[Operator], int] | None:
+    """-mean * inv [+ beta], as MUL(NEG(mean), inv), NEG(MUL(mean, inv)) or SUB(beta, MUL(mean, inv)):
+    (ops, beta or -1)."""
+    m = mean.outputs[0]
+
+    def neg_times_inv(u: int) -> list[Operator] | None:
+        mul = g.made_by(u, "MUL")
+        if mul is not None:
+            for a, b in _operands(mul):
+                neg = g.made_by(a, "NEG")
+                if neg is not None and g.same(neg.inputs[0], m) and g.same(b, inv):
+                    return [neg, mul]
+        neg = g.made_by(u, "NEG")
+        if neg is not None:
+            inner = times_inv(neg.inputs[0])
+            if inner is not None:
+                return [*inner, neg]
+        return None
+
+    def times_inv(u: int) -> list[Operator] | None:
+        mul = g.made_by(u, "MUL")
+        if mul is not None and any(g.same(a, m) and g.same(b, inv) for a, b in _operands(mul)):
+            return [mul]
+        return None
+
+    found = neg_times_inv(t)
+    if found is not None:
+        return found, -1
+    add = g.made_by(t, "ADD")
+    if add is not None:
+        for u, beta in _operands(add):
+            found = neg_times_inv(u)
+            if found is not None and g.ctx.is_const(beta):
+                return [*found, add], beta
+    sub = g.made_by(t, "SUB")
+    if sub is not None and g.ctx.is_const(sub.inputs[0]):
+        found = times_inv(sub.inputs[1])
+        if found is not None:
+            return [*found, sub], sub.inputs[0]
+    return None
+
+
+def _zero_bias(g: Graph, op: Operator, slot: int) -> bool:
+    if len(op.inputs) <= slot or op.inputs[slot] < 0:
+        return True
+    return g.ctx.is_const(op.inputs[slot]) and not np.any(np.asarray(g.ctx.const(op.inputs[slot])))
+
+
+def _separable(g: Graph, end: Operator) -> Lifted | None:
+    if end.opcode != "CONV_2D" or not g.ctx.is_const(end.inputs[1]):
+        return None
+    dw = g.made_by(end.inputs[0], "DEPTHWISE_CONV_2D")
+    o = end.options
+    if (
+        dw is None
+        or not g.ctx.is_const(dw.inputs[1])
+        or not _zero_bias(g, dw, 2)
+        or tuple(g.ctx.shape(end.inputs[1])[1:3]) != (1, 1)
+        or g.ctx.shape(end.inputs[1])[3] != g.ctx.shape(dw.outputs[0])[-1]  # groups=1
+        or any(o.get(k, 1) != 1 for k in ("stride_h", "stride_w", "dilation_h_factor", "dilation_w_factor"))
+        or not g.is_float(dw.inputs[0])
+        or g.ctx.rank(dw.inputs[0]) != 4
+        or not g.enclosed([dw, end])
+    ):
+        return None
+    bias = end.inputs[2] if len(end.inputs) > 2 else -1
+    options = {k: v for k, v in dw.options.items() if k != "fused_activation_function"}
+    options["fused_activation_function"] = o.get("fused_activation_function", "NONE")
+    return lifted_op(
+        end, "SeparableConv2D", (dw.inputs[0], dw.inputs[1], end.inputs[1], bias), options, [dw, end]
+    )
+
+
+def _activation(g: Graph, end: Operator) -> Lifted | None:
+    """An activation op by Keras name read from the only output of a layer taking activation=."""
+    name = KERAS_ACTIVATION_OPS.get(end.opcode)
+    if (
+        name is None
+        or len(end.inputs) != 1
+        or (end.opcode == "GELU" and end.options.get("approximate"))
+        or (end.opcode == "SOFTMAX" and float(end.options.get("beta", 1.0)) != 1.0)
+    ):
+        return None
+    layer = g.producer.get(g.ctx.resolve(end.inputs[0]))
+    if (
+        layer is None
+        or not has_trait(layer, Trait.KERAS_ACTIVATION)
+        or len(layer.outputs) != 1
+        or layer.options.get("fused_activation_function", "NONE") != "NONE"
+        or layer.options.get("keras_activation")
+        or (layer.opcode == "FULLY_CONNECTED" and not g.ctx.is_const(layer.inputs[1]))
+        or not _one_layer(g, layer.outputs[0], end.outputs[0])
+        or not g.enclosed([layer, end], hybrid_ok=True)
+    ):
+        return None
+    options = {**layer.options, "keras_activation": name, "name_tensor": layer.outputs[0]}
+    return dataclasses.replace(layer, outputs=end.outputs, options=options), [layer, end]
+
+
+def _scope(g: Graph, t: int) -> str | None:
+    """The name scope of tensor t ("model/dense_1" of "model/dense_1/MatMul"), None without one."""
+    name = g.ctx.tensor(t).name.split(";")[0]
+    return name.rsplit("/", 1)[0] if "/" in name else None
+
+
+def _one_layer(g: Graph, layer_out: int, act_out: int) -> bool:
+    """Whether the names say the activation was part of the layer (Dense(activation="gelu") puts
+    ".../dense/Gelu/..." under the dense scope) rather than a layer of its own (".../activation/...").
+    A name without a scope (a model output's "Identity") says nothing, and the layers stay apart: the
+    fixtures' Dense + Softmax heads were written as two layers."""
+    act, layer = _scope(g, act_out), _scope(g, layer_out)
+    return act is not None and layer is not None and (act == layer or act.startswith(layer + "/"))
+
+
+def _embedding(g: Graph, end: Operator) -> Lifted | None:
+    """GATHER of a constant [N, D] float table along axis 0 by ids, with Keras' wrap of negative
+    ids (SELECT(LESS(ids, 0), ADD(ids, N), ids)) or without."""
+    if end.opcode != "GATHER" or len(end.inputs) != 2 or end.options.get("batch_dims", 0):
+        return None
+    table, ids = end.inputs
+    if (
+        int(end.options.get("axis", 0)) != 0
+        or not g.ctx.is_const(table)
+        or g.ctx.is_const(ids)
+        or np.ndim(g.ctx.const(table)) != 2
+        or g.ctx.tensor(g.ctx.resolve(table)).quantized
+        or np.asarray(g.ctx.const(table)).dtype.kind != "f"
+        or not g.is_float(end.outputs[0])
+    ):
+        return None
+    chain = [end]
+    select = g.made_by(ids, "SELECT", "SELECT_V2")
+    if select is not None and len(select.inputs) == 3:
+        cond, wrapped, raw = select.inputs
+        less, add = g.made_by(cond, "LESS"), g.made_by(wrapped, "ADD")
+        n = np.shape(g.ctx.const(table))[0]
+        if (
+            less is not None
+            and add is not None
+            and g.same(less.inputs[0], raw)
+            and g.scalar(less.inputs[1]) == 0
+            and any(g.same(a, raw) and g.scalar(b) == n for a, b in _operands(add))
+            and g.enclosed([less, add, select, end], any_dtype=True)
+        ):
+            chain, ids = [less, add, select, end], raw
+    if g.ctx.tensor(g.ctx.resolve(ids)).dtype not in ("int32", "int64"):
+        return None
+    return lifted_op(end, "Embedding", (ids, table), {}, chain)
+
+
+MATCHERS = (_layer_norm, _separable, _embedding, _activation)
+
+
+def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Operator]:
+    """Replace each whole match of a pattern by its lifted op (later matches see earlier results)."""
+    for match in matchers:
+        g = Graph(ctx, ops)
+        replaced: dict[int, Operator] = {}  # id of a pattern's last op -> the lifted op
+        dropped: set[int] = set()
+        for op in ops:
+            if id(op) in dropped:
+                continue
+            found = match(g, op)
+            if found is None:
+                continue
+            new, chain = found
+            if any(id(c) in dropped or id(c) in replaced for c in chain):
+                continue
+            replaced[id(op)] = new
+            dropped.update(id(c) for c in chain if c is not op)
+        ops = [replaced.get(id(op), op) for op in ops if id(op) not in dropped]
+    return ops
