@@ -262,14 +262,17 @@ def archive_keys(names: list[str]) -> list[str]:
     return keys
 
 
-def export_weights(model: Model, path: str, layout: str = "raw", dequantize: bool = False) -> tuple[int, int]:
-    """Every constant of every subgraph into one .npz keyed by tensor name (subgraph prefix past 0).
+def constant_arrays(model: Model, layout: str = "raw", dequantize: bool = False) -> dict[str, np.ndarray]:
+    """Every constant of every subgraph, keyed by tensor name (made unique; subgraph prefix past 0).
 
     Sparse constants are always densified (their packed values mean nothing alone). With
     layout="keras", conv/dense kernels are transposed to Keras layout (and dequantized first).
-    Keys are safe relative member names (`archive_keys`); when one is not its tensor's name (a
-    name made safe, or made unique), the `__names__` member maps every key to its tensor name.
     """
+    names, values = _constants(model, layout, dequantize)
+    return dict(zip(unique_keys(names), values))
+
+
+def _constants(model: Model, layout: str, dequantize: bool) -> tuple[list[str], list[np.ndarray]]:
     names, values = [], []
     for sg in model.subgraphs:
         kernels = kernel_consumers(sg) if layout == "keras" else {}
@@ -283,6 +286,14 @@ def export_weights(model: Model, path: str, layout: str = "raw", dequantize: boo
                 arr = to_keras_layout(arr, *kernel)
             names.append(prefix + t.name)
             values.append(arr)
+    return names, values
+
+
+def export_weights(model: Model, path: str, layout: str = "raw", dequantize: bool = False) -> tuple[int, int]:
+    """`constant_arrays` into one .npz. Keys are safe relative member names (`archive_keys`); when
+    one is not its tensor's name (a name made safe, or made unique), the `__names__` member maps
+    every key to its tensor name."""
+    names, values = _constants(model, layout, dequantize)
     keys = archive_keys(names)
     arrays = dict(zip(keys, values))
     manifest = {}
