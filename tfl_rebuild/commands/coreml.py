@@ -6,12 +6,15 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfl_rebuild.coreml.check import CheckResult, NotChecked, convert_checked, float16_reason
-from tfl_rebuild.coreml.convert import Options, check_extension, save_atomic, set_metadata
+from tfl_rebuild.coreml.convert import Converted, Options, check_extension, save_atomic, set_metadata
 from tfl_rebuild.errors import InputError, RuntimeUnavailableError
 from tfl_rebuild.rebuild.loader import file_sha256, find_original
+from tfl_rebuild.verify.end_to_end import Report
 
 
 def resolve_source(source: str, tflite: str | None, required: bool = True) -> tuple[Path | None, Path | None]:
@@ -31,6 +34,92 @@ def resolve_source(source: str, tflite: str | None, required: bool = True) -> tu
         return src, None
 
 
+@dataclass
+class CoremlResult:
+    """What `convert_source` did: the saved package (None when the Keras rebuild did not verify,
+    so nothing was converted), the check of the converted program, and what led there."""
+
+    path: Path | None
+    converted: Converted | None = None
+    result: CheckResult | NotChecked | None = None  # None: not checked (--no-check)
+    keras_report: Report | None = None  # the rebuild's verification (a .tflite source)
+    keras_unverified: str | None = None  # why the rebuild could not be verified (no runtime)
+    float16_failed: CheckResult | None = None  # auto precision: the float16 check that failed
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # converting and checking
+
+    @property
+    def ok(self) -> bool:
+        """Saved, and every check that ran passed (a NotChecked program is not ok)."""
+        if self.path is None or isinstance(self.result, NotChecked):
+            return False
+        return self.result is None or self.result.report.ok
+
+
+def convert_source(
+    source: str,
+    output: str | None,
+    opts: Options,
+    tflite: str | None = None,
+    do_check: bool = True,
+    keras_dir: str | None = None,
+    say: Callable[[str], None] = lambda text: None,
+    on_rebuilt: Callable[[CoremlResult], None] = lambda done: None,
+) -> CoremlResult:
+    """Rebuild and verify a .tflite (or take a generated module), convert it to Core ML, check the
+    converted program against TFLite and save it atomically. `say` gets progress lines, `on_rebuilt`
+    the result so far once the Keras model is verified (before the slow conversion)."""
+    from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.runtime.views import for_module
+    from tfl_rebuild.tflite.reader import read_model
+
+    py_path, tfl_path = resolve_source(source, tflite, required=do_check)
+    model = read_model(str(tfl_path)) if tfl_path is not None else None
+    if model is not None and py_path is not None:
+        model = for_module(model, py_path)  # the signature / input shapes the module was built for
+    stem = (tfl_path or py_path).stem
+    out = output or f"{stem}{'.mlpackage' if opts.format == 'mlprogram' else '.mlmodel'}"
+    check_extension(out, opts.format)
+    done = CoremlResult(None)
+    with tempfile.TemporaryDirectory(prefix="tfl-rebuild-") as tmp:
+        if py_path is None:
+            from tfl_rebuild.commands.pipeline import rebuild_and_verify
+            from tfl_rebuild.rebuild.codegen.emit import quantized_io_notes
+
+            def written(r) -> None:
+                done.notes += r.notes + quantized_io_notes(r.model, image_hint=opts.image is None)
+                if keras_dir:
+                    say(f"wrote {r.py} and {r.weights.name}")
+
+            # the Keras gate checks the stateless view only (no streaming): as before the pipeline
+            r = rebuild_and_verify(
+                str(tfl_path), keras_dir or tmp, verify=do_check, stream=False, written=written
+            )
+            model, keras_model = r.model, r.keras_model
+            if isinstance(r.verify_error, RuntimeUnavailableError):
+                done.keras_unverified = str(r.verify_error)
+            elif r.verify_error is not None:
+                raise r.verify_error
+            done.keras_report = r.report
+            on_rebuilt(done)
+            if done.keras_report is not None and not done.keras_report.ok:
+                return done  # a rebuild that does not match is not converted
+        else:
+            keras_model = load_module(py_path).build_model()
+        if do_check and model is not None and sys.platform != "darwin":
+            say("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
+        start = time.perf_counter()
+        checked = convert_checked(keras_model, model, opts, do_check)
+    conv = checked.conv
+    done.converted, done.result, done.float16_failed = conv, checked.result, checked.float16_failed
+    set_metadata(conv.mlmodel, model, tfl_path or py_path, conv)
+    if model is None:
+        conv.mlmodel.user_defined_metadata["tfl_rebuild.source_sha256"] = file_sha256(py_path)
+    done.seconds = time.perf_counter() - start
+    done.path = save_atomic(conv.mlmodel, out)
+    return done
+
+
 def run_command(
     source: str,
     output: str | None,
@@ -40,67 +129,47 @@ def run_command(
     keras_dir: str | None = None,
     console=None,
 ) -> int:
-    """The whole `coreml` command; returns the exit code (0 ok, 1 mismatch or not checked)."""
+    """The whole `coreml` command: `convert_source`, printed; the exit code (0 ok, 1 mismatch or
+    not checked)."""
     from rich.console import Console
     from rich.markup import escape
 
     from tfl_rebuild.commands.report import print_report
-    from tfl_rebuild.rebuild.loader import load_module
-    from tfl_rebuild.runtime.views import for_module
-    from tfl_rebuild.tflite.reader import read_model
 
     con = console or Console(highlight=False)
-    py_path, tfl_path = resolve_source(source, tflite, required=do_check)
-    model = read_model(str(tfl_path)) if tfl_path is not None else None
-    if model is not None and py_path is not None:
-        model = for_module(model, py_path)  # the signature / input shapes the module was built for
-    stem = (tfl_path or py_path).stem
-    out = output or f"{stem}{'.mlpackage' if opts.format == 'mlprogram' else '.mlmodel'}"
-    check_extension(out, opts.format)
-    with tempfile.TemporaryDirectory(prefix="tfl-rebuild-") as tmp:
-        if py_path is None:
-            from tfl_rebuild.commands.pipeline import rebuild_and_verify
-            from tfl_rebuild.rebuild.codegen.emit import quantized_io_notes
+    say = lambda text: con.print(escape(text))  # noqa: E731
 
-            def written(r) -> None:
-                for note in r.notes + quantized_io_notes(r.model, image_hint=opts.image is None):
-                    con.print(f"note: {escape(note)}")
-                if keras_dir:
-                    con.print(f"wrote {escape(str(r.py))} and {escape(r.weights.name)}")
+    def rebuilt(done: CoremlResult) -> None:
+        for note in done.notes:
+            say(f"note: {note}")
+        if done.keras_unverified:
+            con.print(f"[yellow]Keras rebuild not verified: {escape(done.keras_unverified)}[/yellow]")
+        elif done.keras_report is not None:
+            print_report(done.keras_report, con)
 
-            # the Keras gate checks the stateless view only (no streaming): as before the pipeline
-            rebuilt = rebuild_and_verify(
-                str(tfl_path), keras_dir or tmp, verify=do_check, stream=False, written=written
-            )
-            model, keras_model = rebuilt.model, rebuilt.keras_model
-            if do_check and not _keras_verified(rebuilt, con, print_report):
-                return 1
-        else:
-            keras_model = load_module(py_path).build_model()
-        if do_check and model is not None and sys.platform != "darwin":
-            con.print("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
-        start = time.perf_counter()
-        done = convert_checked(keras_model, model, opts, do_check)
-    conv, result = done.conv, done.result
+    done = convert_source(source, output, opts, tflite, do_check, keras_dir, say=say, on_rebuilt=rebuilt)
+    if done.path is None:
+        con.print(
+            "[red]the Keras rebuild does not match the TFLite model: not converting[/red] "
+            "(--no-check converts anyway)"
+        )
+        return 1
     if done.float16_failed is not None:
         _print_check(done.float16_failed, con, print_report)
         con.print(
             f"[yellow]float16 not kept ({escape(float16_reason(done.float16_failed))}): "
             "converted with float32 instead[/yellow] (--precision float16 keeps float16)"
         )
+    conv, result = done.converted, done.result
     con.print(f"converted to a Core ML {opts.format} ({conv.options.precision}) in {conv.seconds:.1f} s")
-    set_metadata(conv.mlmodel, model, tfl_path or py_path, conv)
-    if model is None:
-        conv.mlmodel.user_defined_metadata["tfl_rebuild.source_sha256"] = file_sha256(py_path)
     if isinstance(result, CheckResult):
         _print_check(result, con, print_report)
-        con.print(f"converted and checked in {time.perf_counter() - start:.1f} s")
-    save_atomic(conv.mlmodel, out)
-    con.print(f"wrote {escape(out)}")
+        con.print(f"converted and checked in {done.seconds:.1f} s")
+    con.print(f"wrote {escape(str(done.path))}")
     if isinstance(result, NotChecked):
         con.print(f"[yellow]not checked: {escape(result.reason)}[/yellow] (--no-check skips the check)")
         return 1
-    return 0 if result is None or result.report.ok else 1
+    return 0 if done.ok else 1
 
 
 def _print_check(result: CheckResult, con, print_report) -> None:
@@ -127,20 +196,3 @@ def _print_check(result: CheckResult, con, print_report) -> None:
             "[yellow]float16 precision loses too much here: --precision auto or float32 converts "
             "with float32[/yellow]"
         )
-
-
-def _keras_verified(rebuilt, con, print_report) -> bool:
-    from rich.markup import escape
-
-    if isinstance(rebuilt.verify_error, RuntimeUnavailableError):
-        con.print(f"[yellow]Keras rebuild not verified: {escape(str(rebuilt.verify_error))}[/yellow]")
-        return True
-    if rebuilt.verify_error is not None:
-        raise rebuilt.verify_error
-    print_report(rebuilt.report, con)
-    if not rebuilt.report.ok:
-        con.print(
-            "[red]the Keras rebuild does not match the TFLite model: not converting[/red] "
-            "(--no-check converts anyway)"
-        )
-    return rebuilt.report.ok
