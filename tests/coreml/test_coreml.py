@@ -524,10 +524,15 @@ def test_cli_neuralnetwork(tmp_path):
             "--class-labels: 2 labels, but output Identity has 10",
         ),
         (["-o", "x.mlpackage", "--image-input", "keras_tensor"], "needs an input of shape [1, H, W, 3]"),
+        (["-o", "x.mlpackage", "--image-input", "nosuch"], "no input named 'nosuch'"),
         (["-o", "x.mlpackage", "--minimum-deployment-target", "iOS99"], "'iOS99'; one of"),
     ],
 )
-def test_cli_bad_options_are_one_line(tmp_path, args, message):
+def test_cli_bad_options_are_one_line(tmp_path, args, message, monkeypatch):
+    import tfl_rebuild.commands.pipeline as pipeline
+
+    if "--image-input" not in args or "nosuch" in args:  # checked against the model before rebuilding
+        monkeypatch.setattr(pipeline, "rebuild_and_verify", lambda *a, **k: pytest.fail("rebuilt first"))
     path = require_fixture("mnist")
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\n")

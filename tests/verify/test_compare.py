@@ -90,6 +90,24 @@ def test_json_rows_follow_op_order(tmp_path):
     assert {tuple(r["shape"]) for r in doc["rows"]} >= {(1, 4), (1, 32)}  # the two outputs
 
 
+def test_unknown_plot_format_is_refused_before_the_run(tmp_path):
+    model, py = rebuilt("mnist", tmp_path)
+    result = cli("compare", str(model), str(py), "--plot", str(tmp_path / "x.bmpx"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --plot") and "unknown image format 'bmpx'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_plot_is_in_units_of_each_bar(tmp_path):
+    model, py = rebuilt("mobilenet_v2_int8", tmp_path)
+    _, doc = compare_json(model, py)
+    assert all(r["of_bar"] >= 0 for r in doc["rows"])
+    assert all((r["of_bar"] <= 1.0) == r["ok"] for r in doc["rows"] if r["of_bar"] not in (0.0,))
+    out = tmp_path / "int8.png"
+    assert cli("compare", str(model), str(py), "--plot", str(out)).exit_code == 0
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+
+
 def test_plot_writes_a_png(tmp_path):
     model, py = rebuilt("mnist", tmp_path / "out")
     png = tmp_path / "plots" / "errors.png"

@@ -7,11 +7,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from tfl_rebuild.errors import InputError
 from tfl_rebuild.fileio import atomic_output, writable_file
 from tfl_rebuild.rebuild.loader import check_made_from
 from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.verify.compare import Comparison
-from tfl_rebuild.verify.measure import FLOAT_REL_TOL
 
 
 def run(
@@ -32,6 +32,8 @@ def run(
     for path in (plot, explorer, None if as_json in (None, False, True, "-") else as_json):
         if path:
             writable_file(path)  # refuse before the run, not after
+    if plot:
+        check_plot_path(plot)
     check_made_from(module, read_model(model).sha256, Path(model).name)
     values = None
     if input_specs:
@@ -96,20 +98,36 @@ def to_json(result: Comparison) -> str:
 
 
 def write_plot(result: Comparison, path: str) -> None:
+    """Each tensor's error in units of its own bar (LSB for quantized tensors, rel for float ones,
+    the runtime-noise allowance included), so the bar is the line at 1 for every row; exact
+    tensors (error 0) are marked on the bottom edge instead of at an invented tiny value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4))
-    xs = [r.op_index for r in result.rows]
-    ys = [max(r.max_rel, 1e-12) for r in result.rows]
-    ax.semilogy(xs, ys, marker=".", linewidth=1)
-    ax.axhline(
-        FLOAT_REL_TOL, color="red", linestyle="--", linewidth=0.8, label=f"float tolerance {FLOAT_REL_TOL:g}"
-    )
+    nonzero = [r for r in result.rows if r.of_bar > 0]
+    zero = [r for r in result.rows if r.of_bar <= 0]
+    ax.set_yscale("log")
+    if nonzero:
+        ax.plot(
+            [r.op_index for r in nonzero], [r.of_bar for r in nonzero], marker=".", linewidth=1, label="error"
+        )
+    bottom = min([r.of_bar for r in nonzero] + [1e-3]) / 10
+    ax.set_ylim(bottom=bottom, top=max([r.of_bar for r in nonzero] + [1.0]) * 10)
+    if zero:
+        ax.plot(
+            [r.op_index for r in zero],
+            [bottom] * len(zero),
+            "v",
+            color="green",
+            clip_on=False,
+            label="exact (0)",
+        )
+    ax.axhline(1.0, color="red", linestyle="--", linewidth=0.8, label=f"the bar: {result.tolerance}")
     ax.set_xlabel("op index")
-    ax.set_ylabel("max rel error (vs max |TFLite|)")
+    ax.set_ylabel("error / bar (LSB or rel)")
     what = "each layer on TFLite's inputs" if result.mode == "local" else "per layer"
     ax.set_title(f"{result.model}: Keras rebuild vs TFLite, {what}")
     ax.legend()
@@ -117,6 +135,18 @@ def write_plot(result: Comparison, path: str) -> None:
     with atomic_output(path) as f:
         fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
+
+
+def check_plot_path(path: str) -> None:
+    """A --plot path whose format matplotlib can write, checked before the run (not after it)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lstrip(".").lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise InputError(
+            f"--plot {path}: unknown image format {suffix!r}; use one of {', '.join(sorted(formats))}"
+        )
 
 
 def write_model_explorer(result: Comparison, path: str) -> None:

@@ -35,6 +35,10 @@ def run(
         raise InputError("--model-explorer is for `compare MODEL MODULE.py`, not for two .tflite models")
     if sqnr is not None and not math.isfinite(sqnr):
         raise InputError(f"--sqnr {sqnr} must be a finite number of dB")
+    if plot:
+        from tfl_rebuild.commands.compare import check_plot_path
+
+        check_plot_path(plot)
     for path in (plot, None if json_out in (None, "-") else json_out):
         if path:
             writable_file(path)  # refuse before the runs, not after

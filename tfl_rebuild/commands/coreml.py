@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfl_rebuild.coreml.check import CheckResult, NotChecked, convert_checked, float16_reason
-from tfl_rebuild.coreml.convert import Converted, Options, check_extension, save_atomic, set_metadata
+from tfl_rebuild.coreml.convert import (
+    Converted,
+    Options,
+    check_extension,
+    check_options,
+    save_atomic,
+    set_metadata,
+)
 from tfl_rebuild.errors import InputError, RuntimeUnavailableError
 from tfl_rebuild.rebuild.loader import file_sha256, find_original
 from tfl_rebuild.verify.end_to_end import Report
@@ -80,6 +87,8 @@ def convert_source(
     stem = (tfl_path or py_path).stem
     out = output or f"{stem}{'.mlpackage' if opts.format == 'mlprogram' else '.mlmodel'}"
     check_extension(out, opts.format)
+    if model is not None:
+        check_options(opts, model)  # names and label counts: before minutes of rebuilding
     done = CoremlResult(None)
     with tempfile.TemporaryDirectory(prefix="tfl-rebuild-") as tmp:
         if py_path is None:

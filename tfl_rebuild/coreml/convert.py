@@ -315,6 +315,27 @@ def convert(keras_model, model: Model | None, opts: Options) -> Converted:
     return Converted(mlmodel, program, inputs, outputs, shapes, opts.image, opts, seconds)
 
 
+def check_options(opts: Options, model: Model) -> None:
+    """The options that name the model's inputs and outputs, checked against it before any work:
+    --image-input / --input-shape names, and the --class-labels count (the first output's last dim)."""
+    inputs, outputs = io_ports(model, None)
+    _check_option_names(opts, inputs)
+    for port in inputs:
+        dims = opts.shapes.get(port.name) or opts.shapes.get(port.tflite_name)
+        rank = len(model.main.tensors[port.tensor_index].shape)
+        if dims is not None and len(dims) != rank:
+            raise CoreMLError(
+                f"--input-shape {port.name}: {len(dims)} dimensions given, the input has {rank}"
+            )
+    if opts.class_labels and outputs:
+        shape = model.main.tensors[outputs[0].tensor_index].shape
+        n = int(shape[-1]) if len(shape) else 0
+        if n != len(opts.class_labels):
+            raise CoreMLError(
+                f"--class-labels: {len(opts.class_labels)} labels, but output {outputs[0].name} has {n} classes"
+            )
+
+
 def _check_option_names(opts: Options, inputs: list[Port]) -> None:
     known = {p.name for p in inputs} | {p.tflite_name for p in inputs}
     names = ", ".join(p.name for p in inputs)

@@ -34,6 +34,7 @@ from tfl_rebuild.verify.layer_check import (
     tensor_dumper,
 )
 from tfl_rebuild.verify.measure import (
+    NOISE_FACTOR,
     Tolerance,
     compare_arrays,
     is_hybrid,
@@ -55,6 +56,7 @@ class Row:
     lsb: float | None  # max abs error in LSBs of the tensor's scale (quantized tensors of int8 models)
     noise: float  # TFLite's own XNNPACK vs built-in gap on this tensor, in the bar's unit (0 in --local)
     ok: bool
+    of_bar: float = 0.0  # the error in units of its own bar (LSB or rel, noise allowance included): ok <= 1
 
 
 @dataclass
@@ -175,6 +177,7 @@ def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bo
                 lsb,
                 noise,
                 tol.allows(tol.error(max_abs, max_rel), noise),
+                tol.error(max_abs, max_rel) / max(tol.bar, NOISE_FACTOR * noise),
             )
         )
     rows.sort(key=lambda r: r.op_index)
