@@ -6,22 +6,29 @@ the input's fault is a `TflRebuildError`: printed as one line, exit code 2.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
 import click
 
-from tfl_rebuild.errors import TflRebuildError
+from tfl_rebuild.errors import Terminated, TflRebuildError, TimedOut
 from tfl_rebuild.fileio import ensure_dir, writable_file
 
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        from tfl_rebuild.commands.stopping import handle_sigterm
+
+        handle_sigterm()  # like Ctrl-C: `finally` blocks run, temp files go
         try:
             return super().invoke(ctx)
-        except TflRebuildError as exc:
+        except (TflRebuildError, TimedOut) as exc:
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(getattr(exc, "exit_code", 2))
+        except Terminated:
+            click.echo("terminated", err=True)
+            ctx.exit(Terminated.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
@@ -67,6 +74,26 @@ INPUT_SHAPE = click.option(
     metavar="[NAME=]D,D,...",
     help="Fix a dynamic input (-1 dims) to this shape (default: its stored shape).",
 )
+
+
+def stoppable(command):
+    """--timeout, and TFLite runs in a child process that Ctrl-C, SIGTERM and the timeout kill."""
+
+    @click.option(
+        "--timeout",
+        type=click.FloatRange(min=1),
+        metavar="SECONDS",
+        help="Stop after this many seconds: one line, exit 2 (default: no limit).",
+    )
+    @functools.wraps(command)
+    def run(*args, timeout=None, **kwargs):
+        from tfl_rebuild.commands.stopping import deadline
+        from tfl_rebuild.runtime import isolated
+
+        with deadline(timeout), isolated.session():
+            return command(*args, **kwargs)
+
+    return run
 
 
 @main.command()
@@ -148,6 +175,7 @@ def weights(model, output, layout, dequantize):
 @click.option("--num-threads", type=click.IntRange(min=1), help="Interpreter threads.")
 @SIGNATURE
 @INPUT_SHAPE
+@stoppable
 def dump(
     model,
     outdir,
@@ -241,6 +269,7 @@ def dump(
 @click.option("--save-keras", type=OUTPUT_PATH, help="Also save the built model (.keras).")
 @SIGNATURE
 @INPUT_SHAPE
+@stoppable
 def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_shapes):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
     from tfl_rebuild.commands.keras import rebuild
