@@ -111,7 +111,9 @@ def runner_of(proc: subprocess.Popen) -> tuple[int, Path]:
     found: dict[int, list[str]] = {}
 
     def started():
-        found.update((p, a) for p, a in children(proc.pid).items() if "tfl_rebuild.runtime.isolated" in a)
+        found.update(
+            (p, a) for p, a in children(proc.pid).items() if "tfl_rebuild.runtime.isolated_child" in a
+        )
         return bool(found)
 
     assert wait_for(started, 60), "no TFLite child process"

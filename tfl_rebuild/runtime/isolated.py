@@ -3,7 +3,7 @@
 Inside the native interpreter Python cannot act on Ctrl-C, SIGTERM or a timer: only killing the
 process stops it. Within `session()`, `make_interpreter` (interpreter.py) returns a `Remote`
 proxy instead: the real interpreter lives in one child process (`python -m
-tfl_rebuild.runtime.isolated`, its own process group), and every call is a request over a pipe
+tfl_rebuild.runtime.isolated_child`, its own process group), and every call is a request over a pipe
 (JSON; arrays as .npy files, `allow_pickle=False`, in a temp dir we own). The parent waits in an
 ordinary read, where a signal handler runs: on Ctrl-C, SIGTERM, the --timeout alarm or any other
 exception the child's process group is killed and the temp dir removed. A child that crashes
@@ -101,7 +101,14 @@ class _Child:
         }
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tfl_rebuild.runtime.isolated", str(req_r), str(rep_w), str(self.tmp)],
+                [
+                    sys.executable,
+                    "-m",
+                    "tfl_rebuild.runtime.isolated_child",
+                    str(req_r),
+                    str(rep_w),
+                    str(self.tmp),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
                 pass_fds=(req_r, rep_w),
@@ -115,13 +122,13 @@ class _Child:
     def call(self, request: dict) -> dict:
         if self.proc is None:
             self._start()
-        _send(self._req_w, _encode(request, self))
-        reply = _recv(self._rep_r)
+        send_message(self._req_w, encode(request, self))
+        reply = recv_message(self._rep_r)
         if reply is None:
             code = self.proc.wait()
             what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             raise _Crashed(f"the TFLite runtime crashed running the model (its process ended by {what})")
-        reply = _decode(reply)
+        reply = decode(reply)
         if "error" in reply:
             raise _rebuild_error(reply["error"], reply["message"])
         return reply
@@ -158,14 +165,14 @@ def _has_fileno(stream) -> bool:
 # --- the protocol: 8-byte length + JSON; arrays as {"__npy__": path} ------------------------------------
 
 
-def _send(fd: int, obj) -> None:
+def send_message(fd: int, obj) -> None:
     data = json.dumps(obj).encode()
     view = memoryview(len(data).to_bytes(8, "little") + data)
     while view:
         view = view[os.write(fd, view) :]
 
 
-def _read(fd: int, n: int) -> bytes | None:
+def read_exactly(fd: int, n: int) -> bytes | None:
     chunks = []
     while n:
         chunk = os.read(fd, min(n, 1 << 20))  # a signal here runs its handler (Ctrl-C, SIGTERM, alarm)
@@ -176,15 +183,15 @@ def _read(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _recv(fd: int):
-    head = _read(fd, 8)
+def recv_message(fd: int):
+    head = read_exactly(fd, 8)
     if head is None:
         return None
-    body = _read(fd, int.from_bytes(head, "little"))
+    body = read_exactly(fd, int.from_bytes(head, "little"))
     return None if body is None else json.loads(body)
 
 
-def _encode(value, child: _Child):
+def encode(value, child: _Child):
     """JSON-able: arrays to .npy files in the child's temp dir, dtypes by name, tuples as lists."""
     if isinstance(value, bytes):  # a model's content
         path = child.new_file().with_suffix(".bin")
@@ -204,13 +211,13 @@ def _encode(value, child: _Child):
     if isinstance(value, np.generic):  # a scalar tensor's value stays a numpy scalar
         return {"__scalar__": value.item(), "dtype": value.dtype.str}
     if isinstance(value, dict):
-        return {str(k): _encode(v, child) for k, v in value.items()}
+        return {str(k): encode(v, child) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_encode(v, child) for v in value]
+        return [encode(v, child) for v in value]
     return value
 
 
-def _decode(value):
+def decode(value):
     if isinstance(value, dict):
         if "__npy__" in value:
             path = Path(value["__npy__"])
@@ -228,9 +235,9 @@ def _decode(value):
             return np.dtype(value["dtype"]).type(value["__scalar__"])
         if "__bytes__" in value:
             return np.bytes_(bytes.fromhex(value["__bytes__"]))
-        return {k: _decode(v) for k, v in value.items()}
+        return {k: decode(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [decode(v) for v in value]
     return value
 
 
@@ -247,56 +254,3 @@ def _rebuild_error(name: str, message: str) -> Exception:
         except TypeError:
             pass
     return RuntimeError(f"{name}: {message}")
-
-
-# --- the child ------------------------------------------------------------------------------------
-
-
-class _Server:
-    def __init__(self, tmp: Path):
-        self.tmp, self.count, self.objects = tmp, 0, {}
-
-    def new_file(self) -> Path:
-        self.count += 1
-        return self.tmp / f"c{self.count}.npy"
-
-    def handle(self, request: dict):
-        from tfl_rebuild.runtime.interpreter import make_interpreter
-        from tfl_rebuild.runtime.litert import use
-
-        if request["op"] == "make":
-            use(request["runtime"])  # what the parent would have run (LiteRT may be hidden from it)
-            interp = make_interpreter(**request["kwargs"])
-            ident = len(self.objects) + 1
-            self.objects[ident] = interp
-            methods = [m for m in dir(interp) if not m.startswith("_") and callable(getattr(interp, m, None))]
-            attrs = {k: v for k, v in vars(interp).items() if k == "fallback_note"}
-            return {"id": ident, "methods": methods, "attrs": attrs, "module": type(interp).__module__}
-        interp = self.objects[request["id"]]
-        value = getattr(interp, request["method"])(*request["args"])
-        return {"value": value}
-
-
-def _serve(req_fd: int, rep_fd: int, tmp: Path) -> None:
-    if sys.platform.startswith("linux"):  # die with the parent, even when it is SIGKILLed
-        try:
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    server = _Server(tmp)
-    while True:
-        request = _recv(req_fd)
-        if request is None:
-            return  # the parent closed the pipe
-        try:
-            reply = _encode(server.handle(_decode(request)), server)
-        except Exception as exc:  # every failure goes back to the parent as one line
-            text = str(exc)
-            reply = {"error": type(exc).__name__, "message": text if text else type(exc).__name__}
-        _send(rep_fd, reply)
-
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
