@@ -197,6 +197,7 @@ def dump(
     import time
 
     from tfl_rebuild.errors import RuntimeUnavailableError
+    from tfl_rebuild.rebuild.limits import check_sizes
     from tfl_rebuild.runtime import inputs, outputter
     from tfl_rebuild.runtime.views import dynamic_hint, make_view
     from tfl_rebuild.tflite.reader import read_model
@@ -215,6 +216,7 @@ def dump(
     view = read_model(model)
     if signature or input_shapes:
         view = make_view(view, signature, input_shapes, fix_shapes=False, explicit_state=False).model
+    check_sizes(view)  # a run allocates every tensor: refuse absurd shapes before it
     patched = outputter.prepare(view, select, ops, xnnpack=xnnpack)
     if save_patched:
         from tfl_rebuild.fileio import atomic_output

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tfl_rebuild.coreml.check import CheckResult, NotChecked, convert_checked, float16_reason
-from tfl_rebuild.coreml.convert import Options, check_extension, save_atomic, set_metadata
+from tfl_rebuild.coreml.convert import Options, check_extension, check_output, save_atomic, set_metadata
 from tfl_rebuild.errors import RuntimeUnavailableError
 from tfl_rebuild.tflite.ir import Model
 
@@ -54,7 +54,7 @@ def run_command(
     from rich.console import Console
     from rich.markup import escape
 
-    from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.rebuild.loader import build, load_module
     from tfl_rebuild.tflite.reader import read_model
     from tfl_rebuild.verify.end_to_end import print_report
 
@@ -68,6 +68,7 @@ def run_command(
     stem = (tfl_path or py_path).stem
     out = output or f"{stem}{'.mlpackage' if opts.format == 'mlprogram' else '.mlmodel'}"
     check_extension(out, opts.format)
+    check_output(out)  # before the (slow) conversion, not after it
     with tempfile.TemporaryDirectory(prefix="tfl-rebuild-") as tmp:
         if py_path is None:
             from tfl_rebuild.commands.keras import write_generated
@@ -77,13 +78,13 @@ def run_command(
             model, py_path, w_path = write_generated(str(tfl_path), keras_dir or tmp, notes=notes)
             for note in notes + quantized_io_notes(model, image_hint=opts.image is None):
                 con.print(f"note: {escape(note)}")
-            keras_model = load_module(py_path).build_model(str(w_path))
+            keras_model = build(load_module(py_path), w_path)
             if keras_dir:
                 con.print(f"wrote {escape(str(py_path))} and {escape(w_path.name)}")
             if do_check and not _keras_verified(model, keras_model, con, print_report):
                 return 1
         else:
-            keras_model = load_module(py_path).build_model()
+            keras_model = build(load_module(py_path))
         if do_check and model is not None and sys.platform != "darwin":
             con.print("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
         start = time.perf_counter()

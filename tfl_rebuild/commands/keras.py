@@ -9,6 +9,7 @@ from tfl_rebuild.errors import InputError, OutputError
 from tfl_rebuild.fileio import atomic_output, ensure_dir, writable_file
 from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.naming import sanitize
+from tfl_rebuild.rebuild.limits import check_rebuildable, check_sizes
 from tfl_rebuild.rebuild.ops.registry import never_rebuilt
 from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.tflite.weights import write_npz_atomic
@@ -34,6 +35,7 @@ def write_generated(
     from tfl_rebuild.runtime.views import VARIABLE_OPS, make_view
 
     original = read_model(model_path)
+    check_rebuildable(original)  # before any work: sizes, op count, chain length, nesting
     for op in original.subgraphs[0].operators:  # an op nothing can rebuild says so before any shape work
         if op.opcode in VARIABLE_OPS:
             continue  # the view makes the state explicit, or says why it cannot
@@ -43,6 +45,7 @@ def write_generated(
     out = ensure_dir(outdir)  # before the (slow) generation: a bad -o fails at once
     view = make_view(original, signature, input_shapes)
     model = view.model
+    check_sizes(model)  # the shapes it was fixed to
     stem = sanitize(name or Path(model_path).stem, "model")
     paths = {
         kind: writable_file(out / f"{stem}{suffix}")
@@ -96,11 +99,11 @@ def rebuild(
     con.print(f"wrote {py_path} and {w_path.name}")
     if not (verify or save_keras):
         return True
-    from tfl_rebuild.rebuild.loader import load_module, read_sidecar
+    from tfl_rebuild.rebuild.loader import build, load_module, read_sidecar
     from tfl_rebuild.verify.end_to_end import print_report
     from tfl_rebuild.verify.end_to_end import verify as run_verify
 
-    keras_model = load_module(py_path).build_model(str(w_path))
+    keras_model = build(load_module(py_path), w_path)
     ok = True
     if verify:
         stateful = read_model(model_path) if signature is None else None  # streamed when it has variables
