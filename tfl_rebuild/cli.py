@@ -313,6 +313,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     is_flag=True,
     help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.",
 )
+@stoppable
 def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name."""
     from tfl_rebuild.runtime.inputs import load_inputs
@@ -393,6 +394,7 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer, local):
     help="Verify the Keras rebuild and the converted numbers against TFLite.",
 )
 @click.option("--keras-dir", type=OUTPUT_PATH, help="Keep the generated Keras module here.")
+@stoppable
 def coreml(
     source,
     output,

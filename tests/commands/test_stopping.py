@@ -1,4 +1,4 @@
-"""Ctrl-C, SIGTERM and --timeout stop `dump` and `keras`, even inside the native TFLite runtime.
+"""Ctrl-C, SIGTERM and --timeout stop `dump`, `keras`, `coreml` and `compare`, even inside the native TFLite runtime.
 
 The model's WHILE never ends (its counter never increments): the runtime would loop forever, and
 before runtime/isolated.py only SIGKILL stopped the command. Each case runs the CLI as its own
@@ -124,12 +124,13 @@ def runner_of(proc: subprocess.Popen) -> tuple[int, Path]:
 def stopped(
     proc: subprocess.Popen, runner: tuple[int, Path], sig: int, after: float
 ) -> tuple[int, list[str]]:
-    """Send `sig` `after` seconds into the run; (exit code, stderr lines) once it ended (within 10 s)."""
-    time.sleep(after)
+    """Send `sig` `after` seconds into the run (no `sig`: a --timeout of `after` s ends it); (exit code,
+    stderr lines) once it ended, within 10 s."""
     if sig:
+        time.sleep(after)
         proc.send_signal(sig)
     try:
-        _, err = proc.communicate(timeout=10 if sig else after + 20)
+        _, err = proc.communicate(timeout=10 if sig else after + 10)
     finally:
         proc.kill()
     assert not alive(runner[0]), "the TFLite child outlived the command"
@@ -167,21 +168,40 @@ def test_dump_timeout(endless, tmp_path):
     assert "Traceback" not in "\n".join(err)
 
 
+def argv_for(command: str, model: Path, tmp_path: Path) -> list[str]:
+    if command == "keras":
+        return ["keras", str(model), "-o", "out"]
+    if command == "coreml":
+        return ["coreml", str(model), "-o", "out/m.mlpackage"]
+    generated = subprocess.run(
+        [sys.executable, "-m", "tfl_rebuild.cli", "keras", str(model), "-o", "module", "--no-verify"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        timeout=300,
+    )
+    assert generated.returncode == 0, generated.stderr
+    return ["compare", str(model), "module/endless.py"]
+
+
 @pytest.mark.slow
-def test_keras_verification_stops_on_ctrl_c(endless, tmp_path):
-    proc = start("keras", str(endless), "-o", "out", cwd=tmp_path)
+@pytest.mark.parametrize("command", ["keras", "coreml", "compare"])
+def test_verification_stops_on_ctrl_c(command, endless, tmp_path):
+    proc = start(*argv_for(command, endless, tmp_path), cwd=tmp_path)
     runner = runner_of(proc)
     code, err = stopped(proc, runner, signal.SIGINT, 2)
     assert code == 130 and err[-1:] == ["interrupted"], err
-    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    out = tmp_path / "out"
+    assert not out.exists() or not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.slow
 def test_keras_timeout(endless, tmp_path):
-    proc = start("keras", str(endless), "-o", "out", "--timeout", "4", cwd=tmp_path)
+    """Long enough for Keras to import and the verification to start on a busy machine."""
+    proc = start("keras", str(endless), "-o", "out", "--timeout", "20", cwd=tmp_path)
     runner = runner_of(proc)
-    code, err = stopped(proc, runner, 0, 4)
-    assert code == 2 and err[-1:] == ["error: timed out after 4 s (--timeout)"], err
+    code, err = stopped(proc, runner, 0, 20)
+    assert code == 2 and err[-1:] == ["error: timed out after 20 s (--timeout)"], err
 
 
 def big_weights_model() -> bytes:
