@@ -70,10 +70,9 @@ class Remote:
         if name.startswith("_") or name not in self.__dict__.get("_methods", ()):
             raise AttributeError(name)
 
-        def call(*args):
-            return self._child.call({"op": "call", "id": self._id, "method": name, "args": list(args)})[
-                "value"
-            ]
+        def call(*args, **kwargs):
+            request = {"op": "call", "id": self._id, "method": name, "args": list(args), "kwargs": kwargs}
+            return self._child.call(request)["value"]
 
         return call
 
@@ -91,9 +90,9 @@ class _Child:
         self.count = 0
 
     def _start(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="tfl-rebuild-run-"))
-        req_r, self._req_w = os.pipe()
-        self._rep_r, rep_w = os.pipe()
+        self.tmp = Path(tempfile.mkdtemp(prefix="tfl-rebuild-run-"))  # close() removes it
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
         package_root = str(Path(__file__).resolve().parents[2])
         env = {
             **os.environ,
@@ -115,18 +114,30 @@ class _Child:
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches the parent only; it kills this group
             )
+        except BaseException:
+            for fd in (req_w, rep_r):
+                os.close(fd)
+            raise
         finally:
             os.close(req_r)
             os.close(rep_w)
+        self._req_w, self._rep_r = req_w, rep_r
 
     def call(self, request: dict) -> dict:
         if self.proc is None:
             self._start()
-        send_message(self._req_w, encode(request, self))
-        reply = recv_message(self._rep_r)
+        try:
+            send_message(self._req_w, encode(request, self))
+        except BrokenPipeError:  # it died after its last answer
+            reply = None
+        else:
+            reply = recv_message(self._rep_r)
         if reply is None:
             code = self.proc.wait()
-            what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            try:
+                what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            except ValueError:
+                what = f"signal {-code}"
             raise _Crashed(f"the TFLite runtime crashed running the model (its process ended by {what})")
         reply = decode(reply)
         if "error" in reply:

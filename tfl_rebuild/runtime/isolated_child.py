@@ -33,7 +33,7 @@ class _Server:
             attrs = {k: v for k, v in vars(interp).items() if k == "fallback_note"}
             return {"id": ident, "methods": methods, "attrs": attrs, "module": type(interp).__module__}
         interp = self.objects[request["id"]]
-        value = getattr(interp, request["method"])(*request["args"])
+        value = getattr(interp, request["method"])(*request["args"], **request.get("kwargs", {}))
         return {"value": value}
 
 
