@@ -78,7 +78,8 @@ def check_weights(path: str | Path) -> set[str]:
                     )
     except FileNotFoundError:
         raise InputError(f"{path}: no such weights file") from None
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
         raise InputError(f"{path}: not a readable weights .npz ({exc})") from None
     return {i.filename.removesuffix(".npy") for i in infos}
 
