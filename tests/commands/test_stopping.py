@@ -62,6 +62,35 @@ def endless_while() -> bytes:
     return build_model(tensors, [loop], inputs=[0], outputs=[3], subgraphs=[cond, body])
 
 
+def constant_true_while() -> bytes:
+    """y = x + 1 while (true or true): the condition is a constant."""
+    cond = Graph(
+        [T("x", [4]), T("true", [], "bool", np.array(True)), T("go", [], "bool")],
+        [Op("LOGICAL_OR", [1, 1], [2])],
+        [0],
+        [2],
+        "cond",
+    )
+    body = Graph(
+        [T("x", [4]), T("one", [], data=np.array(1.0, np.float32)), T("x_next", [4])],
+        [Op("ADD", [0, 1], [2])],
+        [0],
+        [2],
+        "body",
+    )
+    loop = Op(
+        "WHILE",
+        [0],
+        [1],
+        options={"cond_subgraph_index": 1, "body_subgraph_index": 2},
+        options_type="WhileOptions",
+    )
+    return build_model([T("x", [4]), T("y", [4])], [loop], inputs=[0], outputs=[1], subgraphs=[cond, body])
+
+
+ENDLESS = {"counter-never-increments": endless_while, "constant-true": constant_true_while}
+
+
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tfl_rebuild.cli", *args],
@@ -145,7 +174,10 @@ def endless(tmp_path: Path) -> Path:
     return path
 
 
-def test_dump_stops_on_ctrl_c(endless, tmp_path):
+@pytest.mark.parametrize("model", ENDLESS)
+def test_dump_stops_on_ctrl_c(model, tmp_path):
+    endless = tmp_path / "endless.tflite"
+    endless.write_bytes(ENDLESS[model]())
     proc = start("dump", str(endless), "-o", "out", "--random", "0", cwd=tmp_path)
     runner = runner_of(proc)
     code, err = stopped(proc, runner, signal.SIGINT, 2)
@@ -160,7 +192,10 @@ def test_dump_stops_on_sigterm(endless, tmp_path):
     assert code == 143 and err == ["terminated"], err
 
 
-def test_dump_timeout(endless, tmp_path):
+@pytest.mark.parametrize("model", ENDLESS)
+def test_dump_timeout(model, tmp_path):
+    endless = tmp_path / "endless.tflite"
+    endless.write_bytes(ENDLESS[model]())
     proc = start("dump", str(endless), "-o", "out", "--random", "0", "--timeout", "3", cwd=tmp_path)
     runner = runner_of(proc)
     code, err = stopped(proc, runner, 0, 3)
