@@ -29,6 +29,7 @@ import numpy as np
 
 from tfl_rebuild.errors import TflRebuildError
 
+INLINE = 256  # arrays up to this many numbers go inside the JSON message, larger ones as .npy files
 _SESSION: list[_Child] = []  # the active session's child (started on first use), innermost last
 
 
@@ -208,6 +209,9 @@ def encode(value, child: _Child):
         path = child.new_file().with_suffix(".bin")
         path.write_bytes(value)
         return {"__file__": str(path)}
+    if isinstance(value, np.ndarray) and value.size <= INLINE and value.dtype.kind in "biuf":
+        # shapes, quantization parameters: in the message (exact: JSON floats are doubles)
+        return {"__array__": value.tolist(), "dtype": value.dtype.str, "shape": list(value.shape)}
     if isinstance(value, np.ndarray):
         path = child.new_file()
         obj = value.dtype == object
@@ -235,6 +239,8 @@ def decode(value):
             array = np.load(path, allow_pickle=False)
             path.unlink(missing_ok=True)
             return array.astype(object) if value.get("object") else array
+        if "__array__" in value:
+            return np.array(value["__array__"], np.dtype(value["dtype"])).reshape(value["shape"])
         if "__file__" in value:
             path = Path(value["__file__"])
             data = path.read_bytes()
