@@ -15,7 +15,7 @@ from tfl_rebuild.errors import InputError
 from tfl_rebuild.tflite.ir import Model, Subgraph
 
 MAX_RANK = 32
-MAX_ELEMENTS = 2**31 - 1  # per tensor: what TFLite's kernels index with int
+MAX_ELEMENTS = 2**31 - 1  # per computed tensor: what TFLite's kernels index with int
 MAX_TENSOR_BYTES = 4 << 30  # per tensor that a run allocates (not constants, which are in the file)
 MAX_OPS = 100_000  # in all subgraphs together
 MAX_CHAIN = 500  # ops one after another in a subgraph (Keras walks the graph recursively)
@@ -35,7 +35,7 @@ def check_sizes(model: Model) -> None:
             if len(shape) > MAX_RANK:
                 raise LimitError(f"{where} has rank {len(shape)}; at most {MAX_RANK} is supported")
             n = math.prod(max(d, 1) for d in shape)
-            if n > MAX_ELEMENTS:
+            if n > MAX_ELEMENTS and (t.data is None or n >= 2**63):  # a constant is in the file already
                 raise LimitError(
                     f"{where} has shape {shape}: {n} elements, over the limit of {MAX_ELEMENTS} (2**31 - 1)"
                 )
