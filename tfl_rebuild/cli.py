@@ -90,7 +90,7 @@ def stoppable(command):
         from tfl_rebuild.commands.stopping import deadline
         from tfl_rebuild.runtime import isolated
 
-        with deadline(timeout), isolated.session():
+        with isolated.session(), deadline(timeout):  # the alarm is off before the child is killed
             return command(*args, **kwargs)
 
     return run
