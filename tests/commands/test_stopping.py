@@ -267,3 +267,24 @@ def test_sigterm_while_writing_leaves_no_temp_files(tmp_path):
     assert proc.returncode == 143, err
     assert err.splitlines()[-1:] == ["terminated"], err
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_check_on_sigterm_kills_its_workers(endless, tmp_path):
+    """`check` runs each model in a worker of its own process group: SIGTERM used to end `check`
+    alone, and the worker looped on; now SIGTERM is Ctrl-C, which kills the workers."""
+    proc = start("check", str(endless), "--no-coreml", cwd=tmp_path)
+    found: dict[int, list[str]] = {}
+
+    def worker():
+        found.update((p, a) for p, a in children(proc.pid).items() if "--worker" in a)
+        return bool(found)
+
+    try:
+        assert wait_for(worker, 60), "no worker process"
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and err.splitlines()[-1:] == ["terminated"], err
+    assert not [pid for pid in found if alive(pid)], "a worker outlived check"
