@@ -6,13 +6,14 @@ the input's fault is a `TflRebuildError`: printed as one line, exit code 2.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
 import click
 
 from tfl_rebuild.commands.extras import require_extras
-from tfl_rebuild.errors import TflRebuildError
+from tfl_rebuild.errors import Terminated, TflRebuildError, TimedOut
 from tfl_rebuild.fileio import ensure_dir
 from tfl_rebuild.text import printable
 
@@ -28,11 +29,17 @@ def error_line(exc: BaseException) -> str:
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        from tfl_rebuild.commands.stopping import handle_sigterm
+
+        handle_sigterm()  # like Ctrl-C: `finally` blocks run, temp files go
         try:
             return super().invoke(ctx)
-        except TflRebuildError as exc:
+        except (TflRebuildError, TimedOut) as exc:
             click.echo(error_line(exc), err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(getattr(exc, "exit_code", 2))
+        except Terminated:
+            click.echo("terminated", err=True)
+            ctx.exit(Terminated.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
@@ -78,6 +85,26 @@ INPUT_SHAPE = click.option(
     metavar="[NAME=]D,D,...",
     help="Fix a dynamic input (-1 dims) to this shape (default: its stored shape).",
 )
+
+
+def stoppable(command):
+    """--timeout, and TFLite runs in a child process that Ctrl-C, SIGTERM and the timeout kill."""
+
+    @click.option(
+        "--timeout",
+        type=click.FloatRange(min=1),
+        metavar="SECONDS",
+        help="Stop after this many seconds: one line, exit 2 (default: no limit).",
+    )
+    @functools.wraps(command)
+    def run(*args, timeout=None, **kwargs):
+        from tfl_rebuild.commands.stopping import deadline
+        from tfl_rebuild.runtime import isolated
+
+        with isolated.session(), deadline(timeout):  # the alarm is off before the child is killed
+            return command(*args, **kwargs)
+
+    return run
 
 
 @main.command()
@@ -167,6 +194,7 @@ def weights(model, output, layout, dequantize):
 @click.option("--force", is_flag=True, help="Write into a DIR that holds other files (they are left alone).")
 @SIGNATURE
 @INPUT_SHAPE
+@stoppable
 def dump(
     model,
     outdir,
@@ -227,6 +255,7 @@ def dump(
 @click.option("--save-keras", type=OUTPUT_PATH, help="Also save the built model (.keras).")
 @SIGNATURE
 @INPUT_SHAPE
+@stoppable
 def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_shapes):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
     require_extras("keras", "keras" if verify or save_keras else None, "litert" if verify else None)
@@ -270,6 +299,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     is_flag=True,
     help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.",
 )
+@stoppable
 def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
 
@@ -340,6 +370,7 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, loc
     help="Verify the Keras rebuild and the converted numbers against TFLite.",
 )
 @click.option("--keras-dir", type=OUTPUT_PATH, help="Keep the generated Keras module here.")
+@stoppable
 def coreml(
     source,
     output,

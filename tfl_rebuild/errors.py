@@ -25,3 +25,19 @@ class InputError(TflRebuildError):
 
 class OutputError(TflRebuildError):
     """An output path cannot be written (a file where a directory must be, no permission, ...)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python runs (like Ctrl-C's KeyboardInterrupt) so `finally` blocks run
+    and temp files go; the CLI exits 143."""
+
+    exit_code = 143
+
+
+class TimedOut(BaseException):
+    """The command's --timeout passed. Not an Exception: no `except Exception` in the work swallows
+    it; the CLI prints one line and exits 2."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"timed out after {seconds:g} s (--timeout)")
+        self.seconds = seconds

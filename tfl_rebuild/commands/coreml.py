@@ -16,6 +16,7 @@ from tfl_rebuild.coreml.convert import (
     Options,
     check_extension,
     check_options,
+    check_output,
     save_atomic,
     set_metadata,
 )
@@ -76,7 +77,7 @@ def convert_source(
     """Rebuild and verify a .tflite (or take a generated module), convert it to Core ML, check the
     converted program against TFLite and save it atomically. `say` gets progress lines, `on_rebuilt`
     the result so far once the Keras model is verified (before the slow conversion)."""
-    from tfl_rebuild.rebuild.loader import load_module
+    from tfl_rebuild.rebuild.loader import build, load_module
     from tfl_rebuild.runtime.views import for_module
     from tfl_rebuild.tflite.reader import read_model
 
@@ -87,6 +88,7 @@ def convert_source(
     stem = (tfl_path or py_path).stem
     out = output or f"{stem}{'.mlpackage' if opts.format == 'mlprogram' else '.mlmodel'}"
     check_extension(out, opts.format)
+    check_output(out)  # before the (slow) conversion, not after it
     if model is not None:
         check_options(opts, model)  # names and label counts: before minutes of rebuilding
     done = CoremlResult(None)
@@ -114,7 +116,7 @@ def convert_source(
             if done.keras_report is not None and not done.keras_report.ok:
                 return done  # a rebuild that does not match is not converted
         else:
-            keras_model = load_module(py_path).build_model()
+            keras_model = build(load_module(py_path))
         if do_check and model is not None and sys.platform != "darwin":
             say("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
         start = time.perf_counter()

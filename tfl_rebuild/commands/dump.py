@@ -428,6 +428,7 @@ class Options:
 def run(model_path: str, outdir: str | None, opts: Options, echo: Callable[..., None]) -> None:
     """The dump command: every output path checked first, then read, patch, run once, write.
     `echo(text, err=True)` shows a line to the user (on stderr unless err=False)."""
+    from tfl_rebuild.rebuild.limits import check_sizes
     from tfl_rebuild.runtime import inputs, outputter
     from tfl_rebuild.runtime.views import make_view
     from tfl_rebuild.tflite.reader import read_model
@@ -446,6 +447,7 @@ def run(model_path: str, outdir: str | None, opts: Options, echo: Callable[..., 
         view = make_view(
             view, opts.signature, opts.input_shapes, fix_shapes=False, explicit_state=False
         ).model
+    check_sizes(view)  # a run allocates every tensor: refuse absurd shapes before it
     patched = outputter.prepare(view, opts.select, ops, xnnpack=opts.xnnpack)
     if opts.save_patched:
         with atomic_output(opts.save_patched) as f:

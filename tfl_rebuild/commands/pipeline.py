@@ -19,6 +19,7 @@ from typing import Any
 from tfl_rebuild.fileio import atomic_output, output_dir, writable_file
 from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.naming import sanitize
+from tfl_rebuild.rebuild.limits import check_rebuildable, check_sizes
 from tfl_rebuild.rebuild.loader import source_record
 from tfl_rebuild.rebuild.ops.registry import never_rebuilt
 from tfl_rebuild.tflite.ir import Model
@@ -67,6 +68,7 @@ def write_rebuild(
     from tfl_rebuild.runtime.views import VARIABLE_OPS, make_view
 
     original = read_model(model_path)
+    check_rebuildable(original)  # before any work: sizes, op count, chain length, nesting
     for op in original.subgraphs[0].operators:  # an op nothing can rebuild says so before any shape work
         if op.opcode in VARIABLE_OPS:
             continue  # the view makes the state explicit, or says why it cannot
@@ -75,6 +77,7 @@ def write_rebuild(
             raise refusal
     with output_dir(outdir) as out:  # before the (slow) generation: a bad -o fails at once
         view = make_view(original, signature, input_shapes)
+        check_sizes(view.model)  # the shapes it was fixed to
         stem = sanitize(name or Path(model_path).stem, "model")
         paths = {kind: writable_file(out / f"{stem}{suffix}") for kind, suffix in SUFFIXES}
         options = [
@@ -143,9 +146,10 @@ def rebuild_and_verify(
         written(result)
     if not (build or verify):
         return result
+    from tfl_rebuild.rebuild.loader import build as build_from
     from tfl_rebuild.rebuild.loader import load_module
 
-    result.keras_model = load_module(result.py).build_model(str(result.weights))
+    result.keras_model = build_from(load_module(result.py), result.weights)
     if verify:
         from tfl_rebuild.verify.end_to_end import verify as run_verify
 

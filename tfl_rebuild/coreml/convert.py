@@ -23,7 +23,7 @@ import numpy as np
 from tfl_rebuild import __version__
 from tfl_rebuild.coreml import ct_patches
 from tfl_rebuild.coreml.trace import trace, unsupported_tf_ops
-from tfl_rebuild.errors import RuntimeUnavailableError, TflRebuildError, UnsupportedOpError
+from tfl_rebuild.errors import OutputError, RuntimeUnavailableError, TflRebuildError, UnsupportedOpError
 from tfl_rebuild.tflite.ir import Model
 
 TARGETS = (
@@ -464,6 +464,20 @@ def save_atomic(mlmodel, path: str | os.PathLike) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def check_output(path: str) -> None:
+    """Refuse, before the conversion, a target `save_atomic` cannot (or must not) replace: a symlink,
+    a file where a package (a directory) goes, a directory that is not a package we wrote."""
+    target = Path(path)
+    if target.is_symlink():
+        raise OutputError(f"-o {path}: is a symbolic link; give a new path or remove the link")
+    if target.suffix == ".mlpackage" and target.exists() and not target.is_dir():
+        raise OutputError(f"-o {path}: is a file, but a .mlpackage is a directory")
+    if target.suffix == ".mlmodel" and target.is_dir():
+        raise OutputError(f"-o {path}: is a directory, but a .mlmodel is a file")
+    if target.is_dir() and not (target / "Manifest.json").is_file():
+        raise OutputError(f"-o {path}: is a directory that is not a .mlpackage: not replacing it")
 
 
 def check_extension(path: str, fmt: str) -> None:

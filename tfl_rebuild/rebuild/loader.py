@@ -13,6 +13,10 @@ import numpy as np
 
 from tfl_rebuild.errors import InputError, TflRebuildError
 
+# A weights file inflating to more than this many times its size is not one `keras` wrote (np.savez
+# stores arrays uncompressed): a zip bomb.
+MAX_INFLATION = 20
+
 
 def load_module(path: str | Path):
     """Import a generated module from its file (each call gets a fresh module)."""
@@ -28,6 +32,58 @@ def load_module(path: str | Path):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def build(module, weights_path: str | Path | None = None):
+    """`module.build_model(weights_path)` (default: the module's own .npz), with a weights file that
+    cannot be what the module needs refused in one line first: not a zip, a zip bomb, object arrays
+    (pickles, never loaded), an array the module asks for and the file lacks."""
+    path = weights_path if weights_path is not None else getattr(module, "WEIGHTS_PATH", None)
+    if not path:
+        return module.build_model()
+    names = check_weights(path)
+    try:
+        return module.build_model(str(path))
+    except KeyError as exc:
+        key = exc.args[0] if exc.args else None
+        if isinstance(key, str) and key not in names:
+            raise InputError(f"{path}: has no array {key!r}, which the module needs") from None
+        raise
+
+
+def check_weights(path: str | Path) -> set[str]:
+    """The array names of a weights .npz, after checking it can be loaded safely (InputError if not)."""
+    import zipfile
+
+    try:
+        size = Path(path).stat().st_size
+        with zipfile.ZipFile(path) as z:
+            infos = [i for i in z.infolist() if not i.is_dir()]
+            inflated = sum(i.file_size for i in infos)
+            if inflated > MAX_INFLATION * size + (1 << 20):
+                raise InputError(
+                    f"{path}: inflates to {inflated} bytes from {size}: not a weights file tfl-rebuild wrote"
+                )
+            for info in infos:
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    _, _, dtype = read(f)
+                if dtype.hasobject:
+                    raise InputError(
+                        f"{path}: array {info.filename.removesuffix('.npy')!r} holds Python objects "
+                        "(a pickle), which are never loaded"
+                    )
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such weights file") from None
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
+        raise InputError(f"{path}: not a readable weights .npz ({exc})") from None
+    return {i.filename.removesuffix(".npy") for i in infos}
 
 
 def sidecar_for(py_path: str | Path) -> Path:

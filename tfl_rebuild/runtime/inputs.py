@@ -25,6 +25,11 @@ from tfl_rebuild.errors import InputError, RuntimeUnavailableError
 IMAGE_SUFFIXES = frozenset(
     [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"]
 )
+# What a file may hold before we allocate it (a header or a zip entry can claim terabytes):
+# an input's own size times 8 (float64 for float32, int64 for int8), else (dynamic dims) 1 GiB.
+SIZE_FACTOR = 8
+DYNAMIC_INPUT_BYTES = 1 << 30
+MAX_IMAGE_PIXELS = 64_000_000  # decoded images (PNG bombs: a small file, a huge bitmap)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,8 @@ def load_inputs(
 
     for name, path in resolve_specs(specs, details):
         if Path(path).suffix.lower() == ".npz":
-            for target, (key, arr) in _npz_for(path, name, names).items():
+            limit = max(max_bytes(by_name[n]) for n in ([name] if name else names))
+            for target, (key, arr) in _npz_for(path, name, names, limit).items():
                 assign(target, arr, f"{path}[{key}]")
             continue
         if name is None:
@@ -167,10 +173,36 @@ def _open_error(path: str, exc: Exception) -> InputError:
     return InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})")
 
 
-def _npz_for(path: str, name: str | None, names: list[str]) -> dict[str, tuple[str, np.ndarray]]:
+def max_bytes(detail: dict) -> int:
+    """The most bytes a file may hold for this input (see SIZE_FACTOR)."""
+    sig = [int(v) for v in detail.get("shape_signature", detail["shape"])]
+    if any(d < 0 for d in sig) or not len(detail["shape"]) == len(sig):
+        return DYNAMIC_INPUT_BYTES
+    n = 1
+    for d in detail["shape"]:
+        n *= max(int(d), 1)
+    try:
+        size = np.dtype(detail["dtype"]).itemsize or 8
+    except TypeError:
+        size = 8
+    return max(n * size * SIZE_FACTOR, 1 << 16)
+
+
+def _too_big(path: str, what: str, nbytes: int, limit: int) -> InputError:
+    return InputError(
+        f"{path}: {what} {nbytes} bytes, more than the model's input can take ({limit} bytes at most)"
+    )
+
+
+def _npz_for(
+    path: str, name: str | None, names: list[str], limit: int = DYNAMIC_INPUT_BYTES
+) -> dict[str, tuple[str, np.ndarray]]:
     """Input name -> (.npz key, array): matched by key, or the only array for a single target."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            for info in z.zip.infolist():  # the sizes the zip declares: it never inflates past them
+                if info.file_size > limit:
+                    raise _too_big(f"{path}[{info.filename}]", "inflates to", info.file_size, limit)
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
@@ -210,12 +242,28 @@ def load_file(
             magic = f.read(6)
         if magic != b"\x93NUMPY":  # else np.load guesses pickle and blames allow_pickle
             raise InputError(f"{path}: not a readable .npy file (no NUMPY header)")
+        claimed = _npy_claim(path)
+        if claimed > max_bytes(detail):
+            raise _too_big(path, "its header claims", claimed, max_bytes(detail))
         value = np.load(path, allow_pickle=False)
     except (ValueError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npy file ({exc})") from None
     except OSError as exc:
         raise _open_error(path, exc) from None
     return value
+
+
+def _npy_claim(path: str) -> int:
+    """The bytes an .npy header says its array holds (read before anything is allocated)."""
+    with open(path, "rb") as f:
+        fmt = np.lib.format
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)  # ValueError when malformed
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n * dtype.itemsize
 
 
 def _image_hw_c(detail: dict) -> tuple[int, int, int]:
@@ -239,9 +287,26 @@ def load_image(
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise RuntimeUnavailableError("reading image inputs needs Pillow: pip install pillow") from None
+    import warnings
+
     h, w, c = _image_hw_c(detail)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
+            img = Image.open(path)
+    except FileNotFoundError as exc:
+        raise _open_error(path, exc) from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: the image is larger than {MAX_IMAGE_PIXELS} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise InputError(
+            f"{path}: the image has {img.width} x {img.height} pixels, more than {MAX_IMAGE_PIXELS}"
+        )
+    try:
+        with img:
             mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
             if img.mode != mode:
                 did.append(f"{img.mode} -> {mode}")

@@ -24,7 +24,18 @@ def make_interpreter(
 
     `reference_kernels` skips the default delegate (XNNPACK), whose fused kernels may round
     differently and whose internal tensors are not kept even with `preserve_all_tensors`.
+    Within `isolated.session()` the interpreter runs in a child process that Ctrl-C can kill.
     """
+    from tfl_rebuild.runtime import isolated
+
+    if isolated.active():
+        return isolated.make_remote(
+            model_path=model_path,
+            model_content=model_content,
+            preserve_all_tensors=preserve_all_tensors,
+            num_threads=num_threads,
+            reference_kernels=reference_kernels,
+        )
     Interpreter = interpreter_class()
     extra = {}
     if reference_kernels:

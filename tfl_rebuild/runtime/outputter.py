@@ -264,7 +264,7 @@ class Dumper:
     def runtime_name(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
 
-        module = type(self.interpreter).__module__.split(".")[0]
+        module = getattr(self.interpreter, "runtime_module", type(self.interpreter).__module__).split(".")[0]
         dist = {"ai_edge_litert": "ai-edge-litert"}.get(module, module)
         try:
             return f"{dist} {version(dist)}"

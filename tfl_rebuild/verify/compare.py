@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tfl_rebuild.errors import InputError, TflRebuildError
-from tfl_rebuild.rebuild.loader import load_module, read_sidecar, sidecar_for
+from tfl_rebuild.rebuild.loader import build, load_module, read_sidecar, sidecar_for
 from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.tflite.reader import read_model
@@ -116,7 +116,7 @@ def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bo
         raise InputError(
             f"{sidecar_for(py)}: missing; it is written by `tfl-rebuild keras` beside the module"
         )
-    keras_model = load_module(py).build_model()
+    keras_model = build(load_module(py))
     mapping = present(mapping, keras_model)
     builtin, xnnpack, values = _runs(model, inputs, seed)
     hybrid_runs: list = []
