@@ -2,8 +2,9 @@
 
 Past these the work would not end well: a dim of 2**31 - 1 asks for 8 GiB per tensor (the OOM
 killer), a rank over numpy's 64 or an element count past int64 is a traceback deep in numpy, a
-chain of ~1,000 ops exceeds Python's recursion limit while Keras builds the functional model, 900
-nested WHILE calls exceed it in the emitter, and 300,000 ops exhaust memory in `ast.parse` of the
+chain of ~1,000 ops exceeds Python's default recursion limit while Keras builds the functional
+model (the loader raises it to RECURSION_LIMIT, enough for MAX_CHAIN), 900 nested WHILE calls
+exceed it in the emitter, and 300,000 ops exhaust memory in `ast.parse` of the
 generated module. Real models stay far inside (the corpus: at most 712 ops, chains of 152).
 """
 
@@ -18,7 +19,11 @@ MAX_RANK = 32
 MAX_ELEMENTS = 2**31 - 1  # per computed tensor: what TFLite's kernels index with int
 MAX_TENSOR_BYTES = 4 << 30  # per tensor that a run allocates (not constants, which are in the file)
 MAX_OPS = 100_000  # in all subgraphs together
-MAX_CHAIN = 500  # ops one after another in a subgraph (Keras walks the graph recursively)
+MAX_CHAIN = 10_000  # ops one after another in a subgraph (Keras walks the graph recursively)
+# Python's recursion limit while a generated model is built and run: Keras recurses about once per
+# layer along a chain (20,000 Dense / ReLU layers in a row built and ran at 200,000, on the main
+# thread and in pure Python frames, which need no C stack in CPython 3.11).
+RECURSION_LIMIT = 20 * MAX_CHAIN
 MAX_CALL_DEPTH = 64  # control-flow calls nested in one another (WHILE in WHILE in ...)
 
 
@@ -58,7 +63,7 @@ def check_rebuildable(model: Model) -> None:
         if chain > MAX_CHAIN:
             raise LimitError(
                 f"subgraph {k} has a chain of {chain} ops one after another; the Keras rebuild takes "
-                f"at most {MAX_CHAIN} (Keras builds the model recursively)"
+                f"at most {MAX_CHAIN}"
             )
     depth = _call_depth(model)
     if depth > MAX_CALL_DEPTH:
@@ -114,3 +119,10 @@ def _call_depth(model: Model) -> int:
                 deepest = max(deepest, depth[c])
                 todo.append(c)
     return deepest
+
+
+def deep_recursion() -> None:
+    """Raise Python's recursion limit (never lower it) so Keras can build and run MAX_CHAIN layers."""
+    import sys
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tfl_rebuild.errors import InputError, TflRebuildError
+from tfl_rebuild.rebuild.limits import deep_recursion
 
 # A weights file inflating to more than this many times its size is not one `keras` wrote (np.savez
 # stores arrays uncompressed): a zip bomb.
@@ -23,6 +24,7 @@ def load_module(path: str | Path):
     from tfl_rebuild.native_logs import preload_tensorflow
 
     preload_tensorflow()  # the module imports keras, and so TensorFlow: without its C++ start-up notices
+    deep_recursion()  # Keras walks a functional model recursively, a frame or two per layer
     path = Path(path).resolve()
     name = f"tfl_rebuild_generated_{abs(hash((str(path), path.stat().st_mtime_ns)))}"
     spec = importlib.util.spec_from_file_location(name, path)
