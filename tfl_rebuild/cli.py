@@ -87,6 +87,38 @@ INPUT_SHAPE = click.option(
 )
 
 
+def input_options(command):
+    """-i/--input, the image options and --cast, shared by dump and compare: `inputs=InputOptions`."""
+
+    @click.option(
+        "-i",
+        "--input",
+        "input_specs",
+        multiple=True,
+        metavar="[NAME=]FILE",
+        help="Input value: .npy, .npz or an image; repeat as NAME=FILE for several inputs.",
+    )
+    @click.option(
+        "--mean", metavar="V[,V,V]", help="Image inputs: subtract (default 127.5 for float inputs)."
+    )
+    @click.option(
+        "--std", metavar="V[,V,V]", help="Image inputs: divide by (default 127.5 for float inputs)."
+    )
+    @click.option("--scale", type=float, help="Image inputs: multiply by this instead of dividing by --std.")
+    @click.option("--bgr", is_flag=True, help="Image inputs: feed channels as BGR.")
+    @click.option(
+        "--cast", is_flag=True, help="Let an integer .npy / .npz feed a float input (200 -> 200.0)."
+    )
+    @functools.wraps(command)
+    def run(*args, input_specs, mean, std, scale, bgr, cast, **kwargs):
+        from tfl_rebuild.runtime.inputs import ImageOptions, InputOptions, parse_floats
+
+        image = ImageOptions(parse_floats(mean, "--mean"), parse_floats(std, "--std"), scale, bgr)
+        return command(*args, inputs=InputOptions(tuple(input_specs), image, cast), **kwargs)
+
+    return run
+
+
 def stoppable(command):
     """--timeout, and TFLite runs in a child process that Ctrl-C, SIGTERM and the timeout kill."""
 
@@ -165,14 +197,7 @@ def weights(model, output, layout, dequantize):
     type=OUTPUT_PATH,
     help="Directory for the .npy files, index.json, summary.csv.",
 )
-@click.option(
-    "-i",
-    "--input",
-    "input_specs",
-    multiple=True,
-    metavar="[NAME=]FILE",
-    help="Input value: .npy, .npz or an image; repeat as NAME=FILE for several inputs.",
-)
+@input_options
 @click.option(
     "--random", "seed", type=int, help="Random inputs from this seed (for inputs no --input gives)."
 )
@@ -180,10 +205,6 @@ def weights(model, output, layout, dequantize):
 @click.option(
     "--ops", multiple=True, metavar="OP[,OP]", help="Only outputs of these op types (e.g. CONV_2D)."
 )
-@click.option("--mean", metavar="V[,V,V]", help="Image inputs: subtract (default 127.5 for float inputs).")
-@click.option("--std", metavar="V[,V,V]", help="Image inputs: divide by (default 127.5 for float inputs).")
-@click.option("--scale", type=float, help="Image inputs: multiply by this instead of dividing by --std.")
-@click.option("--bgr", is_flag=True, help="Image inputs: feed channels as BGR.")
 @click.option("--save-patched", type=OUTPUT_PATH, help="Also write the patched .tflite here.")
 @click.option(
     "--xnnpack",
@@ -198,14 +219,10 @@ def weights(model, output, layout, dequantize):
 def dump(
     model,
     outdir,
-    input_specs,
+    inputs,
     seed,
     select,
     ops,
-    mean,
-    std,
-    scale,
-    bgr,
     save_patched,
     xnnpack,
     num_threads,
@@ -222,14 +239,10 @@ def dump(
     if not outdir and not save_patched:
         raise click.UsageError("give -o DIR for the tensors, --save-patched FILE for the model, or both")
     opts = dump_cmd.Options(
-        input_specs=input_specs,
+        inputs=inputs,
         seed=seed,
         select=select,
         ops=ops,
-        mean=mean,
-        std=std,
-        scale=scale,
-        bgr=bgr,
         save_patched=save_patched,
         xnnpack=xnnpack,
         num_threads=num_threads,
@@ -277,13 +290,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
 @main.command()
 @MODEL
 @click.argument("module", type=INPUT_FILE)
-@click.option(
-    "--input",
-    "input_specs",
-    multiple=True,
-    metavar="[NAME=]FILE",
-    help="Input from .npy/.npz/image (repeat NAME=FILE for several inputs); default random.",
-)
+@input_options
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
 @click.option("--json", "as_json", is_flag=False, flag_value="-", metavar="[FILE|-]", help="JSON (- prints).")
 @click.option("--plot", type=OUTPUT_PATH, help="Write the per-layer error curve (png/svg/pdf).")
@@ -300,7 +307,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
     help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.",
 )
 @stoppable
-def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local):
+def compare(model, module, inputs, seed, as_json, plot, explorer, sqnr, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
 
     `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer."""
@@ -308,11 +315,11 @@ def compare(model, module, input_specs, seed, as_json, plot, explorer, sqnr, loc
         require_extras("compare", "litert")
         from tfl_rebuild.commands.compare_models import run as run_models
 
-        sys.exit(run_models(model, module, input_specs, seed, as_json, plot, explorer, sqnr, local))
+        sys.exit(run_models(model, module, inputs, seed, as_json, plot, explorer, sqnr, local))
     require_extras("compare", "keras", "litert")
     from tfl_rebuild.commands.compare import run
 
-    sys.exit(run(model, module, input_specs, seed, as_json, plot, explorer, local))
+    sys.exit(run(model, module, inputs, seed, as_json, plot, explorer, local))
 
 
 @main.command()

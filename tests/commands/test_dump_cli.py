@@ -415,3 +415,54 @@ def test_file_names_unique_on_case_blind_disks():
         "../../etc/passwd": "0012_etc_passwd",
         "conv;fused;names": "0012_conv",
     }
+
+
+def test_complex_tensors_are_summarised_by_magnitude(tmp_path):
+    """RFFT2D's complex64 output: magnitude statistics, said so, and no ComplexWarning."""
+    from flatbuf import Op, T, build_model
+
+    tensors = [
+        T("x", [1, 4, 8]),
+        T("fft_length", [2], "int32", np.array([4, 8], np.int32)),
+        T("spectrum", [1, 4, 5], "complex64"),
+    ]
+    path = tmp_path / "rfft.tflite"
+    path.write_bytes(build_model(tensors, [Op("RFFT2D", [0, 1], [2])], inputs=[0], outputs=[2]))
+    result = CliRunner().invoke(main, ["dump", str(path), "-o", str(tmp_path / "d"), "--random", "1"])
+    assert result.exit_code == 0, result.output
+    assert "ComplexWarning" not in result.output
+    index = json.loads((tmp_path / "d" / "index.json").read_text())
+    entry = next(e for e in index["tensors"] if e["name"] == "spectrum")
+    spectrum = np.load(tmp_path / "d" / entry["file"])
+    assert spectrum.dtype == np.complex64
+    assert entry["stats"]["of"] == "magnitude"
+    assert entry["stats"]["max"] == pytest.approx(float(np.abs(spectrum).max()), rel=1e-6)
+    assert entry["stats"]["min"] >= 0
+
+
+def test_image_preprocessing_is_said_and_recorded(image_model, png, tmp_path):
+    path, _ = png
+    result = ok(image_model, "-o", tmp_path / "o", "-i", path)
+    said = [line for line in result.stderr.splitlines() if line.startswith("input ")]
+    assert len(said) == 1 and "resized 16x12 -> 8x6" in said[0] and "127.5" in said[0], result.stderr
+    notes = json.loads((tmp_path / "o" / "index.json").read_text())["input_notes"]
+    assert list(notes.values()) == [said[0].split(": ", 1)[1]]
+
+
+def test_integer_array_for_a_float_input_needs_cast(image_model, tmp_path):
+    arr = tmp_path / "u8.npy"
+    np.save(arr, np.full((1, 6, 8, 3), 200, np.uint8))
+    result = run(image_model, "-o", tmp_path / "o", "-i", arr)
+    assert result.exit_code == 2 and "--cast" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    ok(image_model, "-o", tmp_path / "o", "-i", arr, "--cast")
+    np.testing.assert_array_equal(fed(tmp_path / "o"), np.full((1, 6, 8, 3), 200.0, np.float32))
+
+
+def test_compare_takes_the_same_input_options(image_model, png, tmp_path):
+    """compare shares dump's input options (one decorator): an image with --mean/--std/--bgr."""
+    path, _ = png
+    result = CliRunner().invoke(
+        main, ["compare", image_model, image_model, "-i", path, "--mean", "1", "--std", "2", "--bgr"]
+    )
+    assert result.exit_code == 0, result.output

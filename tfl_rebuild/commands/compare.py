@@ -10,6 +10,7 @@ from pathlib import Path
 from tfl_rebuild.errors import InputError
 from tfl_rebuild.fileio import atomic_output, writable_file
 from tfl_rebuild.rebuild.loader import check_made_from
+from tfl_rebuild.runtime.inputs import InputOptions
 from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.verify.compare import Comparison
 
@@ -17,7 +18,7 @@ from tfl_rebuild.verify.compare import Comparison
 def run(
     model: str,
     module: str,
-    input_specs: tuple[str, ...] = (),
+    inputs: InputOptions | None = None,
     seed: int = 0,
     as_json: str | bool | None = None,
     plot: str | None = None,
@@ -25,7 +26,6 @@ def run(
     local: bool = False,
 ) -> int:
     """The whole `compare` command; returns the exit code (0: every tensor within tolerance)."""
-    from tfl_rebuild.runtime.inputs import load_inputs
     from tfl_rebuild.runtime.interpreter import make_interpreter
     from tfl_rebuild.verify.compare import compare
 
@@ -36,9 +36,10 @@ def run(
         check_plot_path(plot)
     check_made_from(module, read_model(model).sha256, Path(model).name)
     values = None
-    if input_specs:
+    inputs = inputs or InputOptions()
+    if inputs.specs:
         details = make_interpreter(model).get_input_details()
-        values, _ = load_inputs(input_specs, details, seed=seed)
+        values, _ = inputs.load(details, seed)
     result = compare(model, module, values, seed=seed, local=local)
     if as_json and as_json != "-":
         with atomic_output(as_json, "w") as f:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tfl_rebuild.errors import InputError
 from tfl_rebuild.fileio import atomic_output, writable_file
+from tfl_rebuild.runtime.inputs import InputOptions
 from tfl_rebuild.text import printable
 from tfl_rebuild.verify.cross import CrossComparison, PairRow, compare_models, db, short_name
 
@@ -21,7 +22,7 @@ NAME_WIDTH = 60
 def run(
     model_a: str,
     model_b: str,
-    input_specs: tuple[str, ...] = (),
+    inputs: InputOptions | None = None,
     seed: int = 0,
     json_out: str | None = None,
     plot: str | None = None,
@@ -43,12 +44,12 @@ def run(
         if path:
             writable_file(path)  # refuse before the runs, not after
     values = None
-    if input_specs:
-        from tfl_rebuild.runtime.inputs import load_inputs
+    inputs = inputs or InputOptions()
+    if inputs.specs:
         from tfl_rebuild.runtime.interpreter import make_interpreter
 
         details = make_interpreter(model_a).get_input_details()
-        values, _ = load_inputs(input_specs, details, seed=seed)
+        values, _ = inputs.load(details, seed)
     result = compare_models(
         model_a,
         model_b,

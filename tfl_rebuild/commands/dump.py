@@ -29,6 +29,7 @@ import numpy as np
 
 from tfl_rebuild.errors import OutputError, RuntimeUnavailableError
 from tfl_rebuild.fileio import atomic_output, writable_file
+from tfl_rebuild.runtime.inputs import InputOptions
 from tfl_rebuild.runtime.outputter import DumpEntry, PatchedModel, TensorDump
 from tfl_rebuild.text import printable
 from tfl_rebuild.tflite.ir import Model
@@ -93,7 +94,11 @@ def input_file(i: int, name: str) -> str:
 
 
 def stats(a: np.ndarray) -> dict[str, float | int | None]:
-    """min/max/mean/std over the finite values, and how many are not finite."""
+    """min/max/mean/std over the finite values, and how many are not finite. A complex tensor
+    (RFFT2D's output) is summarised by its magnitude, as "of" says (its real part alone is half
+    the story, and numpy would warn that the imaginary part was dropped)."""
+    if np.iscomplexobj(a):
+        return {**stats(np.abs(a)), "of": "magnitude"}
     values = a.astype(np.float64, copy=False).ravel()
     finite = np.isfinite(values)
     good = values if finite.all() else values[finite]
@@ -409,14 +414,10 @@ class _progress:
 
 @dataclass
 class Options:
-    input_specs: tuple[str, ...] = ()
+    inputs: InputOptions = InputOptions()
     seed: int | None = None
     select: str | None = None
     ops: tuple[str, ...] = ()
-    mean: str | None = None
-    std: str | None = None
-    scale: float | None = None
-    bgr: bool = False
     save_patched: str | None = None
     xnnpack: bool = False
     num_threads: int | None = None
@@ -429,7 +430,7 @@ def run(model_path: str, outdir: str | None, opts: Options, echo: Callable[..., 
     """The dump command: every output path checked first, then read, patch, run once, write.
     `echo(text, err=True)` shows a line to the user (on stderr unless err=False)."""
     from tfl_rebuild.rebuild.limits import check_sizes
-    from tfl_rebuild.runtime import inputs, outputter
+    from tfl_rebuild.runtime import outputter
     from tfl_rebuild.runtime.views import make_view
     from tfl_rebuild.tflite.reader import read_model
 
@@ -438,9 +439,6 @@ def run(model_path: str, outdir: str | None, opts: Options, echo: Callable[..., 
     if opts.save_patched:
         writable_file(opts.save_patched)
         _probe(Path(opts.save_patched).parent)
-    image = inputs.ImageOptions(
-        inputs.parse_floats(opts.mean, "--mean"), inputs.parse_floats(opts.std, "--std"), opts.scale, opts.bgr
-    )
     ops = [o for group in opts.ops for o in group.split(",")]
     view = read_model(model_path)
     if opts.signature or opts.input_shapes:
@@ -458,11 +456,11 @@ def run(model_path: str, outdir: str | None, opts: Options, echo: Callable[..., 
         )
     if not outdir:
         return
-    _run_and_write(patched, view, outdir, opts, image, echo)
+    _run_and_write(patched, view, outdir, opts, echo)
 
 
-def _run_and_write(patched: PatchedModel, view: Model, outdir: str, opts: Options, image, echo) -> None:
-    from tfl_rebuild.runtime import inputs, outputter
+def _run_and_write(patched: PatchedModel, view: Model, outdir: str, opts: Options, echo) -> None:
+    from tfl_rebuild.runtime import outputter
     from tfl_rebuild.runtime.views import dynamic_hint
 
     try:
@@ -472,10 +470,14 @@ def _run_and_write(patched: PatchedModel, view: Model, outdir: str, opts: Option
         raise RuntimeUnavailableError(f"{exc}{hint}") from None
     _refuse_clashes(check_outdir(outdir, opts.force), patched, dumper.input_details)
     seed = opts.seed
-    if not opts.input_specs and seed is None:
+    if not opts.inputs.specs and seed is None:
         seed = 0
         echo("no --input: using random inputs (--random 0)", err=True)
-    values, sources = inputs.load_inputs(opts.input_specs, dumper.input_details, seed=seed, image=image)
+    notes: dict[str, str] = {}
+    values, sources = opts.inputs.load(dumper.input_details, seed, notes)
+    for name, did in notes.items():
+        if opts.inputs.specs:  # what was done to a given file (resized, normalised, cast, ...)
+            echo(f"input {printable(name)}: {printable(did)}", err=True)
     start = time.perf_counter()
     result = dumper.run(values, copy=False)  # written out before any other run
     ms = (time.perf_counter() - start) * 1e3
@@ -485,6 +487,7 @@ def _run_and_write(patched: PatchedModel, view: Model, outdir: str, opts: Option
         "runtime": dumper.runtime_name,
         "kernels": "xnnpack" if opts.xnnpack else "builtin",
         "input_sources": sources,
+        "input_notes": notes,
         "run_ms": round(ms, 2),
     }
     write_dump(

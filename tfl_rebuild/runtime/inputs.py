@@ -44,6 +44,21 @@ class ImageOptions:
         return self.mean is not None or self.std is not None or self.scale is not None
 
 
+@dataclass(frozen=True)
+class InputOptions:
+    """What a command was told about its inputs: files (`-i [NAME=]FILE`), how images are
+    normalised, and whether integer arrays may be cast to a float input (`--cast`)."""
+
+    specs: tuple[str, ...] = ()
+    image: ImageOptions = ImageOptions()
+    cast: bool = False
+
+    def load(
+        self, details: Sequence[dict], seed: int | None, notes: dict[str, str] | None = None
+    ) -> tuple[list[np.ndarray], list[str]]:
+        return load_inputs(self.specs, details, seed=seed, image=self.image, cast=self.cast, notes=notes)
+
+
 def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
     """'127.5' or '123.7,116.3,103.5' -> floats; None stays None."""
     if text is None:
