@@ -6,13 +6,13 @@ the input's fault is a `TflRebuildError`: printed as one line, exit code 2.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
 import click
 
 from tfl_rebuild.commands.extras import require_extras
+from tfl_rebuild.commands.options import input_options, stoppable
 from tfl_rebuild.errors import Terminated, TflRebuildError, TimedOut
 from tfl_rebuild.fileio import ensure_dir
 from tfl_rebuild.text import printable
@@ -85,58 +85,6 @@ INPUT_SHAPE = click.option(
     metavar="[NAME=]D,D,...",
     help="Fix a dynamic input (-1 dims) to this shape (default: its stored shape).",
 )
-
-
-def input_options(command):
-    """-i/--input, the image options and --cast, shared by dump and compare: `inputs=InputOptions`."""
-
-    @click.option(
-        "-i",
-        "--input",
-        "input_specs",
-        multiple=True,
-        metavar="[NAME=]FILE",
-        help="Input value: .npy, .npz or an image; repeat as NAME=FILE for several inputs.",
-    )
-    @click.option(
-        "--mean", metavar="V[,V,V]", help="Image inputs: subtract (default 127.5 for float inputs)."
-    )
-    @click.option(
-        "--std", metavar="V[,V,V]", help="Image inputs: divide by (default 127.5 for float inputs)."
-    )
-    @click.option("--scale", type=float, help="Image inputs: multiply by this instead of dividing by --std.")
-    @click.option("--bgr", is_flag=True, help="Image inputs: feed channels as BGR.")
-    @click.option(
-        "--cast", is_flag=True, help="Let an integer .npy / .npz feed a float input (200 -> 200.0)."
-    )
-    @functools.wraps(command)
-    def run(*args, input_specs, mean, std, scale, bgr, cast, **kwargs):
-        from tfl_rebuild.runtime.inputs import ImageOptions, InputOptions, parse_floats
-
-        image = ImageOptions(parse_floats(mean, "--mean"), parse_floats(std, "--std"), scale, bgr)
-        return command(*args, inputs=InputOptions(tuple(input_specs), image, cast), **kwargs)
-
-    return run
-
-
-def stoppable(command):
-    """--timeout, and TFLite runs in a child process that Ctrl-C, SIGTERM and the timeout kill."""
-
-    @click.option(
-        "--timeout",
-        type=click.FloatRange(min=1),
-        metavar="SECONDS",
-        help="Stop after this many seconds: one line, exit 2 (default: no limit).",
-    )
-    @functools.wraps(command)
-    def run(*args, timeout=None, **kwargs):
-        from tfl_rebuild.commands.stopping import deadline
-        from tfl_rebuild.runtime import isolated
-
-        with isolated.session(), deadline(timeout):  # the alarm is off before the child is killed
-            return command(*args, **kwargs)
-
-    return run
 
 
 @main.command()
@@ -266,10 +214,13 @@ def dump(
     help="Round activations to the int8 grid like the model does (default: on for int8 models).",
 )
 @click.option("--save-keras", type=OUTPUT_PATH, help="Also save the built model (.keras).")
+@click.option(
+    "--json", "json_out", metavar="FILE|-", help="Also write the verification report as JSON (- prints it)."
+)
 @SIGNATURE
 @INPUT_SHAPE
 @stoppable
-def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_shapes):
+def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signature, input_shapes):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
     require_extras("keras", "keras" if verify or save_keras else None, "litert" if verify else None)
     from tfl_rebuild.commands.keras import rebuild
@@ -283,6 +234,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, signature, input_
         save_keras=save_keras,
         signature=signature,
         input_shapes=input_shapes,
+        json_out=json_out,
     )
     sys.exit(0 if ok else 1)
 
@@ -377,6 +329,9 @@ def compare(model, module, inputs, seed, as_json, plot, explorer, sqnr, local):
     help="Verify the Keras rebuild and the converted numbers against TFLite.",
 )
 @click.option("--keras-dir", type=OUTPUT_PATH, help="Keep the generated Keras module here.")
+@click.option(
+    "--json", "json_out", metavar="FILE|-", help="Also write the result and checks as JSON (- prints)."
+)
 @stoppable
 def coreml(
     source,
@@ -393,6 +348,7 @@ def coreml(
     input_shapes,
     check,
     keras_dir,
+    json_out,
 ):
     """Convert to Core ML through the generated Keras model and check the numbers against TFLite."""
     require_extras("coreml", "keras", "coreml", "litert" if check else None)
@@ -419,7 +375,11 @@ def coreml(
         cm.read_labels(class_labels) if class_labels else None,
         dict(cm.parse_shape(s) for s in input_shapes),
     )
-    sys.exit(run_command(source, output, opts, tflite=tflite, do_check=check, keras_dir=keras_dir))
+    sys.exit(
+        run_command(
+            source, output, opts, tflite=tflite, do_check=check, keras_dir=keras_dir, json_out=json_out
+        )
+    )
 
 
 @main.command()

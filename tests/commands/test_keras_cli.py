@@ -317,3 +317,34 @@ def test_verification_reports_scaled_kernel(fixture, position, tmp_path, monkeyp
     assert corrupted, "the weights were never written"
     assert "MISMATCH" in result.output, f"{corrupted[0]} x 1.1 passed verification:\n{result.output}"
     assert result.exit_code == 1, result.output
+
+
+def test_json_report_to_stdout_and_to_a_file(tmp_path):
+    import json
+
+    result = keras_cli(require_fixture("mnist"), tmp_path / "a", "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)  # stdout holds the JSON alone; the human report went to stderr
+    assert doc["verification"]["ok"] is True and len(doc["verification"]["layers"]) == 4
+    assert doc["paths"]["py"].endswith("mnist.py") and "verification vs TFLite" in result.stderr
+    out = tmp_path / "report.json"
+    result = keras_cli(require_fixture("mnist"), tmp_path / "b", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["verification"]["outputs"][0]["ok"] is True
+
+
+def test_stages_show_on_a_terminal_only():
+    import io
+
+    from rich.console import Console
+
+    from tfl_rebuild.commands.report import stages
+
+    tty = Console(file=io.StringIO(), force_terminal=True)
+    with stages(tty) as stage:
+        stage("building the Keras model")
+    assert "building the Keras model" in tty.file.getvalue()
+    pipe = Console(file=io.StringIO(), force_terminal=False)
+    with stages(pipe) as stage:
+        stage("building the Keras model")
+    assert pipe.file.getvalue() == ""

@@ -569,3 +569,13 @@ def test_ports_take_signature_names_then_tensor_names():
         ("image", "input_0", "serving_default_image:0")
     ]
     assert [p.name for p in outs] == ["scores", "aux_out"]
+
+
+def test_cli_json_result(tmp_path):
+    out = tmp_path / "m.mlpackage"
+    result = coreml_cli(str(require_fixture("mnist")), "-o", str(out), "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and doc["path"] == str(out) and doc["precision"] in ("float16", "float32")
+    assert doc["check"]["checked"] is True and doc["check"]["report"]["ok"] is True
+    assert doc["keras_verification"]["ok"] is True

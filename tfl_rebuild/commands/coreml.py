@@ -21,6 +21,7 @@ from tfl_rebuild.coreml.convert import (
     set_metadata,
 )
 from tfl_rebuild.errors import InputError, RuntimeUnavailableError
+from tfl_rebuild.fileio import writable_file
 from tfl_rebuild.rebuild.loader import file_sha256, find_original
 from tfl_rebuild.verify.end_to_end import Report
 
@@ -73,6 +74,7 @@ def convert_source(
     keras_dir: str | None = None,
     say: Callable[[str], None] = lambda text: None,
     on_rebuilt: Callable[[CoremlResult], None] = lambda done: None,
+    stage: Callable[[str], None] = lambda text: None,
 ) -> CoremlResult:
     """Rebuild and verify a .tflite (or take a generated module), convert it to Core ML, check the
     converted program against TFLite and save it atomically. `say` gets progress lines, `on_rebuilt`
@@ -120,6 +122,7 @@ def convert_source(
         if do_check and model is not None and sys.platform != "darwin":
             say("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
         start = time.perf_counter()
+        stage("converting to Core ML" + (" and checking the program against TFLite" if do_check else ""))
         checked = convert_checked(keras_model, model, opts, do_check)
     conv = checked.conv
     done.converted, done.result, done.float16_failed = conv, checked.result, checked.float16_failed
@@ -139,15 +142,18 @@ def run_command(
     do_check: bool = True,
     keras_dir: str | None = None,
     console=None,
+    json_out: str | None = None,
 ) -> int:
     """The whole `coreml` command: `convert_source`, printed; the exit code (0 ok, 1 mismatch or
-    not checked)."""
+    not checked). `json_out`: the result as JSON, to a file or "-" (then the text goes to stderr)."""
     from rich.console import Console
     from rich.markup import escape
 
-    from tfl_rebuild.commands.report import print_report
+    from tfl_rebuild.commands.report import print_report, stages, write_json
 
-    con = console or Console(highlight=False)
+    con = console or Console(highlight=False, stderr=json_out == "-")
+    if json_out and json_out != "-":
+        writable_file(json_out)
     say = lambda text: con.print(escape(text))  # noqa: E731
 
     def rebuilt(done: CoremlResult) -> None:
@@ -158,7 +164,12 @@ def run_command(
         elif done.keras_report is not None:
             print_report(done.keras_report, con)
 
-    done = convert_source(source, output, opts, tflite, do_check, keras_dir, say=say, on_rebuilt=rebuilt)
+    with stages(Console(stderr=True)) as stage:
+        done = convert_source(
+            source, output, opts, tflite, do_check, keras_dir, say=say, on_rebuilt=rebuilt, stage=stage
+        )
+    if json_out:
+        write_json(result_doc(done, opts), json_out, say)
     if done.path is None:
         con.print(
             "[red]the Keras rebuild does not match the TFLite model: not converting[/red] "
@@ -181,6 +192,38 @@ def run_command(
         con.print(f"[yellow]not checked: {escape(result.reason)}[/yellow] (--no-check skips the check)")
         return 1
     return 0 if done.ok else 1
+
+
+def result_doc(done: CoremlResult, opts: Options) -> dict:
+    """`coreml --json`: what was written, the Keras verification and the Core ML check as data."""
+    from tfl_rebuild.commands.report import report_doc
+
+    def check(result) -> dict | None:
+        if result is None:
+            return None
+        if isinstance(result, NotChecked):
+            return {"checked": False, "reason": result.reason}
+        return {
+            "checked": True,
+            "report": report_doc(result.report),
+            "fp16_weight_effect": list(result.weight_effect),
+            "nan_origins": list(result.nan_origins),
+            "float16_overflow": list(result.overflow),
+        }
+
+    conv = done.converted
+    return {
+        "ok": done.ok,
+        "path": None if done.path is None else str(done.path),
+        "format": opts.format,
+        "precision": None if conv is None else conv.options.precision,
+        "notes": done.notes,
+        "keras_verification": report_doc(done.keras_report),
+        "keras_unverified": done.keras_unverified,
+        "check": check(done.result),
+        "float16_check_that_failed": check(done.float16_failed),
+        "seconds": round(done.seconds, 2),
+    }
 
 
 def _print_check(result: CheckResult, con, print_report) -> None:

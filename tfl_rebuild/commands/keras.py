@@ -16,13 +16,18 @@ def rebuild(
     save_keras: str | None = None,
     signature: str | None = None,
     input_shapes: tuple[str, ...] = (),
+    json_out: str | None = None,
 ) -> bool:
+    """The `keras` command; True when the rebuild verifies (or was not asked to). `json_out`:
+    the verification report as JSON, to a file or "-" (stdout; the human report goes to stderr)."""
     from rich.console import Console
     from rich.markup import escape
 
-    from tfl_rebuild.commands.report import print_report
+    from tfl_rebuild.commands.report import print_report, report_doc, stages, write_json
 
-    con = Console(highlight=False)
+    con = Console(highlight=False, stderr=json_out == "-")
+    if json_out and json_out != "-":
+        writable_file(json_out)
     if save_keras:
         if not save_keras.endswith(".keras"):
             raise InputError(f"--save-keras {save_keras}: Keras saves a model only to a .keras file")
@@ -33,23 +38,30 @@ def rebuild(
             con.print(f"note: {escape(note)}")
         con.print(f"wrote {r.py} and {r.weights.name}")
 
-    result = rebuild_and_verify(
-        model_path,
-        outdir,
-        name=name,
-        fake_quant=fake_quant,
-        signature=signature,
-        input_shapes=input_shapes,
-        build=verify or bool(save_keras),
-        verify=verify,
-        written=written,
-    )
+    with stages(Console(stderr=True)) as stage:
+        result = rebuild_and_verify(
+            model_path,
+            outdir,
+            name=name,
+            fake_quant=fake_quant,
+            signature=signature,
+            input_shapes=input_shapes,
+            build=verify or bool(save_keras),
+            verify=verify,
+            written=written,
+            stage=stage,
+        )
     if result.verify_error is not None:
         raise result.verify_error
     ok = True
     if result.report is not None:
         print_report(result.report, con)
         ok = result.report.ok
+    if json_out:
+        doc = {"model": model_path, "paths": {k: str(v) for k, v in result.paths.items()}}
+        write_json(
+            {**doc, "notes": result.notes, "verification": report_doc(result.report)}, json_out, con.print
+        )
     if save_keras:
         try:
             result.keras_model.save(save_keras)

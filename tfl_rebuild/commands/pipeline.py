@@ -131,16 +131,19 @@ def rebuild_and_verify(
     verify: bool = True,
     stream: bool = True,
     written: Callable[[Rebuild], None] | None = None,
+    stage: Callable[[str], None] = lambda text: None,
 ) -> Rebuild:
     """Write the rebuild of `model_path` into `outdir`, build it (unless `build` and `verify` are
     both False) and verify it against TFLite (unless `verify` is False).
 
-    written: called once the files are written, before the (slow) build: callers print the notes
+    stage: told each step as it starts (a progress display). written: called once the files are
+    written, before the (slow) build: callers print the notes
     and paths there, the tests may alter the files. stream: when the file keeps state in resource
     variables and no signature is asked for, also stream the rebuild against the stateful model.
     Errors writing or building raise; an error verifying is kept in `verify_error` (a runtime that
     cannot run the model is "not verified" to some callers, fatal to others).
     """
+    stage("generating the Keras source")
     result = write_rebuild(model_path, outdir, name, fake_quant, signature, input_shapes)
     if written is not None:
         written(result)
@@ -149,10 +152,12 @@ def rebuild_and_verify(
     from tfl_rebuild.rebuild.loader import build as build_from
     from tfl_rebuild.rebuild.loader import load_module
 
+    stage("building the Keras model")
     result.keras_model = build_from(load_module(result.py), result.weights)
     if verify:
         from tfl_rebuild.verify.end_to_end import verify as run_verify
 
+        stage("verifying against TFLite: outputs, then every layer on TFLite's own inputs")
         original = result.original if stream and signature is None else None
         try:
             result.report = run_verify(

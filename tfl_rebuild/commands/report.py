@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -73,3 +78,56 @@ def print_report(report: Report, console=None) -> None:
         con.print(f"  {escape(r.text())}")
     if len(bad) > 5:
         con.print(f"  ... and {len(bad) - 5} more")
+
+
+def report_doc(report: Report | None) -> dict | None:
+    """The verification Report as plain data (`--json`): the verdict, every output, the stream
+    check, every layer of the layer-local check; infinities and NaN as strings."""
+    if report is None:
+        return None
+    return _plain(
+        {
+            "ok": report.ok,
+            "kind": report.kind,
+            "tolerance": report.tolerance,
+            "outputs": [asdict(o) for o in report.outputs],
+            "stream": None if report.stream is None else asdict(report.stream),
+            "layers": [asdict(r) for r in report.layers],
+            "layers_skipped": report.layers_skipped,
+            "notes": list(report.notes),
+        }
+    )
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_json(doc: dict, dest: str, echo: Callable[[str], None]) -> None:
+    """`--json FILE|-`: one document, to stdout for "-", else written atomically."""
+    from tfl_rebuild.fileio import atomic_output
+
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    if dest == "-":
+        print(text)
+        return
+    with atomic_output(dest, "w") as f:
+        f.write(text + "\n")
+    echo(f"wrote {dest}")
+
+
+@contextlib.contextmanager
+def stages(console) -> Iterator[Callable[[str], None]]:
+    """A callback naming the stage the work is in: a live status line when `console` is a terminal
+    (minutes of building and verifying show as such), nothing in a pipe or a log."""
+    if not console.is_terminal:
+        yield lambda text: None
+        return
+    with console.status("starting") as status:
+        yield lambda text: status.update(text)
