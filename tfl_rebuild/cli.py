@@ -101,10 +101,9 @@ def inspect(model, as_json, tensors, graph_path, ops, select):
 
     Piped or redirected, the report is plain text with every name whole (no cut to 80 columns)."""
     from tfl_rebuild.commands import inspect as inspect_mod
-    from tfl_rebuild.tflite.reader import read_model
 
     keep = inspect_mod.OpFilter.parse(ops, select)  # a bad regex fails before the model is read
-    m = read_model(model)
+    m = inspect_mod.read_hashed(model)
     if graph_path:
         from tfl_rebuild.tflite.graph import write_graph
 

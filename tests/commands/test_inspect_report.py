@@ -188,3 +188,29 @@ def test_report_is_data():
     blocks = report(read_model(_conv_chain(3)), keep=OpFilter.parse(["ADD"]))
     lines = ["".join(t for t, _ in b) for b in blocks if isinstance(b, list)]
     assert "ops shown: 2 of 3 (--ops ADD)" in lines
+
+
+def test_sha256_hashed_alongside_the_parse_is_the_files(tmp_path):
+    import hashlib
+
+    from tfl_rebuild.commands.inspect import read_hashed
+
+    path = require_fixture("mobilenet_v2_float")
+    model = read_hashed(str(path))
+    assert model.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_inspect_of_a_fifo_does_not_hang(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "model.tflite"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfl_rebuild.cli", "inspect", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr

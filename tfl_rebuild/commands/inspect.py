@@ -8,6 +8,7 @@ of the command together). Every string the model carries goes through `text.prin
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections import Counter
@@ -376,3 +377,37 @@ def print_report(
 
         console = Console(highlight=False, file=out)
     render_rich(blocks, console)
+
+
+def read_hashed(path: str) -> Model:
+    """read_model, with the file's sha256 (which the report shows) computed on another thread
+    while the flatbuffer is parsed: hashlib lets go of the GIL, so on a 50 MB model the hash
+    (about 65 ms) no longer adds to the parse (about 95 ms)."""
+    import hashlib
+    import threading
+
+    from tfl_rebuild.tflite.reader import read_model
+
+    if not os.path.isfile(path):  # a FIFO or a device would block the hashing thread: no overlap
+        return read_model(path)
+    digest: list[str] = []
+
+    def hash_file() -> None:
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+        except OSError:
+            return  # read_model says what is wrong with the path
+        digest.append(h.hexdigest())
+
+    worker = threading.Thread(target=hash_file, daemon=True)
+    worker.start()
+    try:
+        model = read_model(path)
+    finally:
+        worker.join()
+    if digest and model.size == os.path.getsize(path):
+        model.__dict__["sha256"] = digest[0]  # the cached_property's slot: the same value, hashed early
+    return model

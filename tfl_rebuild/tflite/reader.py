@@ -476,6 +476,9 @@ def read_model(source: str | os.PathLike | bytes | bytearray) -> Model:
     else:
         path = str(source)
         try:
+            if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+                # a FIFO blocks open() until a writer comes, a device reads forever: not a model file
+                raise ModelFormatError(f"{path}: not a regular file (a pipe or a device), not a .tflite file")
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
