@@ -23,13 +23,7 @@ from pathlib import Path
 from tfl_rebuild.commands.check import worker
 from tfl_rebuild.commands.check.discover import Found, as_found, keep_names
 from tfl_rebuild.commands.check.rows import Options, Row, one_line
-
-
-class Terminated(SystemExit):
-    """SIGTERM: the workers are ended and cleaned up as for Ctrl-C, then the exit status is 143."""
-
-    def __init__(self):
-        super().__init__(128 + signal.SIGTERM)
+from tfl_rebuild.errors import Terminated
 
 
 def worker_command(model: Path, result: Path, opts: Options, keep: Path | None) -> list[str]:
@@ -116,7 +110,7 @@ def _failed_row(model: Found, outcome: str, reason: str, start: float) -> Row:
 
 def _terminate(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the clean-up short
-    raise Terminated
+    raise Terminated()  # as Ctrl-C: the workers are ended and cleaned up, then the CLI exits 143
 
 
 def run_all(
