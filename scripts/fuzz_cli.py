@@ -43,7 +43,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = sorted((ROOT / "fixtures").glob("*.tflite")) + sorted((ROOT / "fixtures/user_models").glob("*.tflite"))
+FIXTURES = sorted((ROOT / "fixtures").glob("*.tflite")) + sorted(
+    (ROOT / "fixtures/user_models").glob("*.tflite")
+)
 # Big seeds cost ~10x per run: drawn less often.
 HEAVY = {"mobilenet_v2_float", "mobilenet_v2_dynamic", "mobilenet_v2_int8", "mobilenet_v2_fp16", "mnist"}
 STRATEGIES = ["flip", "bytes", "int", "truncate", "table", "splice", "shape", "index"]
@@ -192,11 +194,19 @@ def mutate(seed: int, case: int) -> tuple[bytes, dict]:
             elif where == 1:  # a vtable entry (vtable size, table size or a field's offset)
                 vsize = int.from_bytes(buf[vt : vt + 2], "little")
                 k = int(rng.integers(max(2, min(vsize // 2, 64))))
-                put(vt + 2 * k, int(rng.choice([0, 1, 2, 3, 0xFFFF, 0x7FFF, vsize, int(rng.integers(65536))])), 2)
+                put(
+                    vt + 2 * k,
+                    int(rng.choice([0, 1, 2, 3, 0xFFFF, 0x7FFF, vsize, int(rng.integers(65536))])),
+                    2,
+                )
             else:  # a field's value (often a uoffset to a subtable, vector or string)
                 vsize = int.from_bytes(buf[vt : vt + 2], "little")
                 k = int(rng.integers(2, max(3, min(vsize // 2, 64))))
-                fo = int.from_bytes(buf[vt + 2 * k : vt + 2 * k + 2], "little") if vt + 2 * k + 2 <= len(buf) else 0
+                fo = (
+                    int.from_bytes(buf[vt + 2 * k : vt + 2 * k + 2], "little")
+                    if vt + 2 * k + 2 <= len(buf)
+                    else 0
+                )
                 put(pos + (fo or 4), extreme())
         elif strategy == "splice":
             other = bytearray(seed_blob(int(rng.choice(len(FIXTURES), p=seed_weights()))))
@@ -218,7 +228,11 @@ def mutate(seed: int, case: int) -> tuple[bytes, dict]:
             if not st["shapes"]:
                 continue
             at = st["shapes"][rng.integers(len(st["shapes"]))]
-            value = int(rng.choice([0, -1, -2, 0x7FFFFFFF, 0x80000000, 1 << 20, 3, 65536, int(rng.integers(1, 1 << 31))]))
+            value = int(
+                rng.choice(
+                    [0, -1, -2, 0x7FFFFFFF, 0x80000000, 1 << 20, 3, 65536, int(rng.integers(1, 1 << 31))]
+                )
+            )
             put(at, value)
         elif strategy == "index":
             at, width = st["indices"][rng.integers(len(st["indices"]))]
@@ -228,7 +242,9 @@ def mutate(seed: int, case: int) -> tuple[bytes, dict]:
                 put(at, extreme() | (int(rng.choice([0, 0, 1, 0xFFFFFFFF])) << 32), 8)
             else:
                 choice = rng.random()
-                value = extreme() if choice < 0.5 else int(rng.integers(-2, 300)) if choice < 0.9 else 0xFFFFFFFF
+                value = (
+                    extreme() if choice < 0.5 else int(rng.integers(-2, 300)) if choice < 0.9 else 0xFFFFFFFF
+                )
                 put(at, value)
     return bytes(buf), info
 
@@ -303,7 +319,11 @@ def run_inprocess(command: str, path: Path, scratch: Path) -> dict:
     outdir = scratch / "out"
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir()
-    args = ["inspect", str(path)] if command == "inspect" else ["weights", str(path), "-o", str(outdir / "out.npz")]
+    args = (
+        ["inspect", str(path)]
+        if command == "inspect"
+        else ["weights", str(path), "-o", str(outdir / "out.npz")]
+    )
     known = set(os.listdir(scratch))
     result = CliRunner().invoke(main, args, catch_exceptions=True)
     escaped = None
@@ -363,16 +383,29 @@ class Campaign:
             d.mkdir(parents=True, exist_ok=True)
             (d / "model.tflite").write_bytes(blob)
             (d / "stderr.txt").write_text(res.get("stderr", ""))
-            (d / "info.json").write_text(json.dumps({**info, **{k: v for k, v in res.items() if k != "stderr"}}))
+            (d / "info.json").write_text(
+                json.dumps({**info, **{k: v for k, v in res.items() if k != "stderr"}})
+            )
         if res["defect"]:
             self.defects.append((command, case, res["defect"], info["strategy"], info["seed_model"]))
             last = (res.get("stderr") or "").strip().splitlines()[-1:] or [""]
-            print(f"DEFECT {command} case {case} [{info['strategy']} {info['seed_model']}] {res['defect']}: {last[0][:200]}", flush=True)
+            print(
+                f"DEFECT {command} case {case} [{info['strategy']} {info['seed_model']}] {res['defect']}: {last[0][:200]}",
+                flush=True,
+            )
 
     def run_worker(self, cases: list[int]) -> None:
         pending = list(cases)
         while pending:
-            cmd = [sys.executable, __file__, "--worker", "--seed", str(self.seed), "--cases", ",".join(map(str, pending))]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--seed",
+                str(self.seed),
+                "--cases",
+                ",".join(map(str, pending)),
+            ]
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=os.environ)
             current, started, seen = None, time.monotonic(), set()
             buf = b""
@@ -454,10 +487,14 @@ class Campaign:
             clean = c["clean"]
             classes = {k: v for k, v in c.items() if k != "clean" and not k.startswith("rc=")}
             rcs = {k: v for k, v in c.items() if k.startswith("rc=")}
-            lines.append(f"{command}: {total} runs, {clean} clean, {total - clean} defects {dict(classes)} {dict(sorted(rcs.items()))}")
+            lines.append(
+                f"{command}: {total} runs, {clean} clean, {total - clean} defects {dict(classes)} {dict(sorted(rcs.items()))}"
+            )
         lines.append("by strategy (clean/total):")
         for (command, strategy), c in sorted(self.by_strategy.items()):
-            lines.append(f"  {command:15s} {strategy:9s} {c['clean']}/{sum(c.values())} {dict((k, v) for k, v in c.items() if k != 'clean')}")
+            lines.append(
+                f"  {command:15s} {strategy:9s} {c['clean']}/{sum(c.values())} {dict((k, v) for k, v in c.items() if k != 'clean')}"
+            )
         if self.slow:
             lines.append(f"runs over 10 s: {self.slow[:20]}")
         return "\n".join(lines)
