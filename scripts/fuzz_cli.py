@@ -12,7 +12,7 @@ and indices (tensor buffer, op input/output, opcode index, opcode builtin code, 
 Offsets favour the flatbuffer's structure over constant data, as in tests/tflite/test_fuzz.py.
 
 How each command runs:
-- inspect, weights: in-process through click's CliRunner, in one long-lived worker process (a
+- inspect, weights -o F.npz, and inspect --json --tensors --graph G.graphml ("inspect-json"): in-process through click's CliRunner, in one long-lived worker process (a
   subprocess of this script), case after case; an exception escaping the CLI is a defect. The
   parent reads the worker's results line by line: a case past --timeout is a hang (the worker is
   killed and restarted at the next case), a worker dying on a signal is a crash.
@@ -25,6 +25,7 @@ Defect cases are written to OUT/defects/<command>-<case>/ (model.tflite, stderr,
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import resource
@@ -48,6 +49,7 @@ FIXTURES = sorted((ROOT / "fixtures").glob("*.tflite")) + sorted(
 )
 # Big seeds cost ~10x per run: drawn less often.
 HEAVY = {"mobilenet_v2_float", "mobilenet_v2_dynamic", "mobilenet_v2_int8", "mobilenet_v2_fp16", "mnist"}
+COMMANDS = ("inspect", "weights", "inspect-json")  # in process, each file in this order
 STRATEGIES = ["flip", "bytes", "int", "truncate", "table", "splice", "shape", "index"]
 EXTREMES = [0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0x7FFFFFF0, 0x10000, 0xFFFF, 8, 4, 2]
 MEMORY_LIMIT = 8 << 30  # address space per run: a mutated shape asking for terabytes fails, not the box
@@ -281,7 +283,9 @@ def classify(command: str, rc: int | None, out: bytes, err: bytes, escaped: str 
     return f"exit{rc}"
 
 
-def check_outputs(command: str, rc: int | None, scratch: Path, outdir: Path, known: set[str]) -> str | None:
+def check_outputs(
+    command: str, rc: int | None, scratch: Path, outdir: Path, known: set[str], out: bytes = b""
+) -> str | None:
     """Files: nothing hidden left under the -o path, nothing outside it, nothing on an error."""
     stray = sorted(set(os.listdir(scratch)) - known)
     if stray:
@@ -291,8 +295,20 @@ def check_outputs(command: str, rc: int | None, scratch: Path, outdir: Path, kno
     names = [str(p.relative_to(outdir)) for p in outdir.rglob("*")]
     if any(part.startswith(".") for n in names for part in Path(n).parts):
         return "temp-left"
-    if rc == 2 and names:
-        return "output-on-error"
+    if rc == 2 and names and not (command.startswith("keras") and b"wrote " in out):
+        return "output-on-error"  # keras may fail after it wrote (and said so): verification failed
+    if command.startswith("keras"):
+        try:
+            for py in outdir.glob("*.py"):
+                ast.parse(py.read_text(encoding="utf-8"))
+            for npz in outdir.glob("*.npz"):
+                with np.load(npz, allow_pickle=False) as z:
+                    for k in z.files:
+                        z[k]
+            for js in outdir.glob("*.json"):
+                json.loads(js.read_text(encoding="utf-8"))
+        except Exception:
+            return "bad-output"
     if command == "weights" and rc == 0:
         try:
             with np.load(outdir / "out.npz", allow_pickle=False) as z:
@@ -319,11 +335,11 @@ def run_inprocess(command: str, path: Path, scratch: Path) -> dict:
     outdir = scratch / "out"
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir()
-    args = (
-        ["inspect", str(path)]
-        if command == "inspect"
-        else ["weights", str(path), "-o", str(outdir / "out.npz")]
-    )
+    args = {
+        "inspect": ["inspect", str(path)],
+        "inspect-json": ["inspect", str(path), "--json", "--tensors", "--graph", str(outdir / "g.graphml")],
+        "weights": ["weights", str(path), "-o", str(outdir / "out.npz")],
+    }[command]
     known = set(os.listdir(scratch))
     result = CliRunner().invoke(main, args, catch_exceptions=True)
     escaped = None
@@ -331,7 +347,14 @@ def run_inprocess(command: str, path: Path, scratch: Path) -> dict:
         escaped = "".join(traceback.format_exception(result.exception))
     out, err = result.stdout_bytes, result.stderr_bytes or b""
     rc = result.exit_code
-    defect = classify(command, rc, out, err, escaped) or check_outputs(command, rc, scratch, outdir, known)
+    if command == "inspect-json" and rc == 0 and escaped is None:
+        try:
+            json.loads(out)
+        except ValueError:
+            escaped = "stdout is not one JSON document"
+    defect = classify(command, rc, out, err, escaped) or check_outputs(
+        command, rc, scratch, outdir, known, out
+    )
     return {"rc": rc, "defect": defect, "stderr": (escaped or err.decode("utf-8", "replace"))[-4000:]}
 
 
@@ -343,7 +366,7 @@ def worker(seed: int, cases: list[int]) -> None:
     for case in cases:
         blob, _ = mutate(seed, case)
         path.write_bytes(blob)
-        for command in ("inspect", "weights"):
+        for command in COMMANDS:
             print(json.dumps({"start": case, "command": command}), flush=True)
             t = time.perf_counter()
             try:
@@ -423,11 +446,11 @@ class Campaign:
                             current, started = (msg["start"], msg["command"]), time.monotonic()
                         else:
                             self.record(msg["command"], msg["case"], msg)
-                            seen.add(msg["case"]) if msg["command"] == "weights" else None
+                            seen.add(msg["case"]) if msg["command"] == COMMANDS[-1] else None
                             current = None
                             done = len(cases) - len(pending) + len(seen)
-                            if msg["command"] == "weights" and done % 250 == 0:
-                                print(f"  {done}/{len(cases)} files through inspect+weights", flush=True)
+                            if msg["command"] == COMMANDS[-1] and done % 1000 == 0:
+                                print(f"  {done}/{len(cases)} files in process", flush=True)
                 elif current is not None and time.monotonic() - started > self.timeout:
                     proc.kill()
                     proc.wait()
@@ -437,8 +460,8 @@ class Campaign:
                 case, command = current
                 defect = "hang" if time.monotonic() - started > self.timeout else f"worker-died({rc})"
                 self.record(command, case, {"rc": rc, "defect": defect, "stderr": ""})
-                if command == "inspect":
-                    self.record("weights", case, {"rc": None, "defect": "skipped", "stderr": ""})
+                for later in COMMANDS[COMMANDS.index(command) + 1 :]:
+                    self.record(later, case, {"rc": None, "defect": "skipped", "stderr": ""})
                 seen.add(case)
             pending = [c for c in pending if c not in seen]
             if current is None and pending:  # worker ended early without a case in flight
@@ -473,7 +496,9 @@ class Campaign:
                 os.killpg(proc.pid, signal.SIGKILL)
                 out, err = proc.communicate()
                 rc = None
-            defect = classify(command, rc, out, err) or check_outputs(command, rc, scratch, outdir, known)
+            defect = classify(command, rc, out, err) or check_outputs(
+                command, rc, scratch, outdir, known, out
+            )
             res = {"rc": rc, "defect": defect, "stderr": err.decode("utf-8", "replace")[-4000:]}
             res["seconds"] = round(time.perf_counter() - t, 3)
             self.record(command, case, res)
@@ -522,7 +547,7 @@ def main() -> int:
     t = time.time()
     if a.files:
         camp.run_worker(cases)
-        print(f"inspect+weights: {time.time() - t:.0f} s", flush=True)
+        print(f"in process ({', '.join(COMMANDS)}): {time.time() - t:.0f} s", flush=True)
     keras_cases = cases[: a.keras]  # unbiased: the first cases, whatever inspect made of them
     for n, case in enumerate(keras_cases, 1):
         camp.run_keras(case, verify=False)
