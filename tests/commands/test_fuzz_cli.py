@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
-from flatbuf import Op, T, build_model
+from flatbuf import Op, T, build_model, simple_model
 
 from tfl_rebuild.cli import main
 
@@ -144,3 +144,43 @@ def test_pass_misfit_is_one_error_line(tmp_path):
     result = keras_no_verify(path, tmp_path / "out")
     assert_one_error_line(result)
     assert "do not fit" in result.stderr
+
+
+def test_runtime_refuses_a_non_utf8_tensor_name_in_one_line():
+    """LiteRT's Python API decodes tensor names as UTF-8: get_output_details raised
+    UnicodeDecodeError out of `keras` verification (campaign seed 1, cases 149 and 203)."""
+    pytest.importorskip("ai_edge_litert")
+    from tfl_rebuild.errors import RuntimeUnavailableError
+    from tfl_rebuild.runtime.interpreter import make_interpreter
+
+    with pytest.raises(RuntimeUnavailableError, match="not UTF-8"):
+        make_interpreter(model_content=simple_model(y_name=b"y\xec\x00"))
+
+
+def test_error_summary_is_one_plain_line():
+    from tfl_rebuild.commands.pipeline import _summary
+
+    exc = ValueError("Exception encountered when calling X.\n\n\x1b[1mCould not infer\x1b[0m\n")
+    assert _summary(exc) == "ValueError: Exception encountered when calling X. Could not infer"
+    assert len(_summary(ValueError("x" * 1000))) == 400
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("seed", "case", "expect"),
+    [
+        # The generated module's WHILE loop state contradicts a mutated shape: Keras' ValueError
+        # escaped building the model.
+        pytest.param(1, 146, "does not build", id="build-fails"),
+        # The runtime loads the file but fails to invoke it (RESHAPE of 64 elements into 1).
+        pytest.param(1, 204, "verification failed", id="invoke-fails"),
+    ],
+)
+def test_keras_verification_of_campaign_cases_fails_cleanly(seed, case, expect, tmp_path):
+    pytest.importorskip("keras")
+    pytest.importorskip("ai_edge_litert")
+    camp = fuzz.Campaign(seed, tmp_path / "fuzz", timeout=300, save_all=True)
+    camp.run_keras(case, verify=True)
+    assert not camp.defects, camp.defects
+    stderr = (tmp_path / "fuzz" / "all" / f"keras-{case:05d}" / "stderr.txt").read_text()
+    assert expect in stderr
