@@ -12,7 +12,8 @@ and indices (tensor buffer, op input/output, opcode index, opcode builtin code, 
 Offsets favour the flatbuffer's structure over constant data, as in tests/tflite/test_fuzz.py.
 
 How each command runs:
-- inspect, weights -o F.npz, and inspect --json --tensors --graph G.graphml ("inspect-json"): in-process through click's CliRunner, in one long-lived worker process (a
+- inspect, weights -o F.npz, inspect --json --tensors --graph G.graphml ("inspect-json") and
+  weights --layout keras --dequantize ("weights-keras"): in-process through click's CliRunner, in one long-lived worker process (a
   subprocess of this script), case after case; an exception escaping the CLI is a defect. The
   parent reads the worker's results line by line: a case past --timeout is a hang (the worker is
   killed and restarted at the next case), a worker dying on a signal is a crash.
@@ -49,7 +50,7 @@ FIXTURES = sorted((ROOT / "fixtures").glob("*.tflite")) + sorted(
 )
 # Big seeds cost ~10x per run: drawn less often.
 HEAVY = {"mobilenet_v2_float", "mobilenet_v2_dynamic", "mobilenet_v2_int8", "mobilenet_v2_fp16", "mnist"}
-COMMANDS = ("inspect", "weights", "inspect-json")  # in process, each file in this order
+COMMANDS = ("inspect", "weights", "inspect-json", "weights-keras")  # in process, each file in this order
 STRATEGIES = ["flip", "bytes", "int", "truncate", "table", "splice", "shape", "index"]
 EXTREMES = [0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0x7FFFFFF0, 0x10000, 0xFFFF, 8, 4, 2]
 MEMORY_LIMIT = 8 << 30  # address space per run: a mutated shape asking for terabytes fails, not the box
@@ -309,7 +310,7 @@ def check_outputs(
                 json.loads(js.read_text(encoding="utf-8"))
         except Exception:
             return "bad-output"
-    if command == "weights" and rc == 0:
+    if command.startswith("weights") and rc == 0:
         try:
             with np.load(outdir / "out.npz", allow_pickle=False) as z:
                 for k in z.files:
@@ -339,6 +340,15 @@ def run_inprocess(command: str, path: Path, scratch: Path) -> dict:
         "inspect": ["inspect", str(path)],
         "inspect-json": ["inspect", str(path), "--json", "--tensors", "--graph", str(outdir / "g.graphml")],
         "weights": ["weights", str(path), "-o", str(outdir / "out.npz")],
+        "weights-keras": [
+            "weights",
+            str(path),
+            "-o",
+            str(outdir / "out.npz"),
+            "--layout",
+            "keras",
+            "--dequantize",
+        ],
     }[command]
     known = set(os.listdir(scratch))
     result = CliRunner().invoke(main, args, catch_exceptions=True)

@@ -80,14 +80,15 @@ def test_campaign_cases_fail_cleanly(seed, case, tmp_path):
 
 
 def test_mutated_files_through_inspect_and_weights(tmp_path, monkeypatch):
-    """200 mutated files, in process: inspect and weights -o each end cleanly."""
+    """200 mutated files, in process: inspect (plain; --json --tensors --graph) and weights -o (raw;
+    --layout keras --dequantize) each end cleanly."""
     monkeypatch.chdir(tmp_path)  # a stray write lands here, where check_outputs looks
     path = tmp_path / "case.tflite"
     outcomes, defects = {}, []
     for case in range(200):
         blob, info = fuzz.mutate(SEED, case)
         path.write_bytes(blob)
-        for command in ("inspect", "weights"):
+        for command in fuzz.COMMANDS:
             res = fuzz.run_inprocess(command, path, tmp_path)
             outcomes[(command, res["rc"])] = outcomes.get((command, res["rc"]), 0) + 1
             if res["defect"]:
