@@ -175,6 +175,16 @@ def test_error_summary_is_one_plain_line():
         pytest.param(1, 146, "does not build", id="build-fails"),
         # The runtime loads the file but fails to invoke it (RESHAPE of 64 elements into 1).
         pytest.param(1, 204, "verification failed", id="invoke-fails"),
+        # Known, not fixed: LiteRT itself dies of SIGSEGV in allocate_tensors on this file (a
+        # tensor shape entry of se_net_fp16 set to 65536); only running the runtime in a
+        # child process would turn that into an error line.
+        pytest.param(
+            2,
+            266,
+            "",
+            id="runtime-segfaults",
+            marks=pytest.mark.xfail(reason="LiteRT segfaults in allocate_tensors", strict=True),
+        ),
     ],
 )
 def test_keras_verification_of_campaign_cases_fails_cleanly(seed, case, expect, tmp_path):
