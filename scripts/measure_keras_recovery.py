@@ -118,7 +118,7 @@ def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str]:
     import keras
     import tensorflow as tf
 
-    from tfl_rebuild.commands.keras import write_generated
+    from tfl_rebuild.commands.pipeline import write_generated
     from tfl_rebuild.rebuild.loader import load_module
 
     keras.utils.set_random_seed(0)

@@ -101,3 +101,48 @@ def test_plain_names_get_no_manifest(tmp_path):
     export_weights(read_model(blob), str(tmp_path / "w.npz"))
     with np.load(tmp_path / "w.npz", allow_pickle=False) as arrays:
         assert arrays.files == ["w"] and names_of(arrays) == {"w": "w"}
+
+
+# --- kernels of the wrong rank (found by scripts/fuzz_cli.py, seed 20261206 case 20) ---------
+
+
+@pytest.mark.parametrize(
+    ("opcode", "shape", "options_type"),
+    [
+        pytest.param("CONV_2D", [3, 4], "Conv2DOptions", id="conv-rank2"),
+        pytest.param("DEPTHWISE_CONV_2D", [4], "DepthwiseConv2DOptions", id="depthwise-rank1"),
+        pytest.param("TRANSPOSE_CONV", [2, 2, 2], "TransposeConvOptions", id="transpose-rank3-no-input"),
+        pytest.param("FULLY_CONNECTED", [], "FullyConnectedOptions", id="dense-scalar"),
+    ],
+)
+def test_keras_layout_of_a_kernel_with_the_wrong_rank_is_one_error_line(
+    opcode, shape, options_type, tmp_path
+):
+    """`weights --layout keras` transposed whatever the kernel slot held: numpy's ValueError (axes
+    don't match array) escaped as a traceback; so did the IndexError of a TRANSPOSE_CONV without
+    its third input (the data input, whose channels the layout asked for)."""
+    w = np.ones(shape, np.float32)
+    blob = build_model(
+        tensors=[T("x", [1, 4, 4, 1]), T("w", shape, data=w), T("y", [1, 4, 4, 1])],
+        ops=[Op(opcode, [0, 1], [2], options_type=options_type)],
+        inputs=[0],
+        outputs=[2],
+    )
+    path = tmp_path / "m.tflite"
+    path.write_bytes(blob)
+    out = tmp_path / "w.npz"
+    result = CliRunner().invoke(main, ["weights", str(path), "-o", str(out), "--layout", "keras"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "'w'" in result.stderr and "kernel" in result.stderr
+    assert not out.exists()
+
+
+def test_keras_layout_of_empty_kernels():
+    from tfl_rebuild.errors import ModelFormatError
+    from tfl_rebuild.tflite.weights import to_keras_layout
+
+    assert to_keras_layout(np.ones((0, 3), np.float32), "FULLY_CONNECTED").shape == (3, 0)
+    with pytest.raises(ModelFormatError, match="input channels"):  # was ZeroDivisionError
+        to_keras_layout(np.ones((1, 1, 1, 0), np.float32), "DEPTHWISE_CONV_2D")

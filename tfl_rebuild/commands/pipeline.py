@@ -11,22 +11,38 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfl_rebuild.errors import TflRebuildError
 from tfl_rebuild.fileio import atomic_output, output_dir, writable_file
 from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.naming import sanitize
 from tfl_rebuild.rebuild.limits import check_rebuildable, check_sizes
 from tfl_rebuild.rebuild.loader import source_record
-from tfl_rebuild.rebuild.ops.registry import never_rebuilt
+from tfl_rebuild.rebuild.ops.registry import ConversionError, never_rebuilt
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.tflite.weights import write_npz_atomic
 
 SUFFIXES = (("py", ".py"), ("weights", "_weights.npz"), ("tensors", "_tensors.json"))
+
+
+class VerificationError(TflRebuildError):
+    """Verification raised something other than our own one-line errors."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _summary(exc: BaseException, limit: int = 400) -> str:
+    """`Type: message` on one line (Keras' multi-line, coloured messages included), cut to `limit`."""
+    text = " ".join(ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -153,7 +169,14 @@ def rebuild_and_verify(
     from tfl_rebuild.rebuild.loader import load_module
 
     stage("building the Keras model")
-    result.keras_model = build_from(load_module(result.py), result.weights)
+    try:
+        result.keras_model = build_from(load_module(result.py), result.weights)
+    except TflRebuildError:
+        raise
+    except Exception as exc:  # a file whose shapes contradict each other (a corrupt one) builds no model
+        raise ConversionError(
+            f"{result.py.name}: the generated Keras model does not build ({_summary(exc)})"
+        ) from exc
     if verify:
         from tfl_rebuild.verify.end_to_end import verify as run_verify
 
@@ -163,6 +186,10 @@ def rebuild_and_verify(
             result.report = run_verify(
                 result.model, result.keras_model, tensors=result.tensors, original=original
             )
-        except Exception as exc:  # the caller decides: "not verified", a failed stage, or its own error
+        except TflRebuildError as exc:  # the caller decides: "not verified", a failed stage, or its own error
             result.verify_error = exc
+        except Exception as exc:  # one line all the same (a corrupt file the runtime half-digests)
+            error = VerificationError(f"{result.py.name}: verification failed ({_summary(exc)})")
+            error.__cause__ = exc
+            result.verify_error = error
     return result

@@ -51,6 +51,13 @@ def make_interpreter(
                 **extra,
             )
             interp.allocate_tensors()
+        try:  # the runtime's Python API decodes names as UTF-8; a file may hold other bytes
+            interp.get_input_details(), interp.get_output_details()
+        except UnicodeDecodeError:
+            raise RuntimeUnavailableError(
+                "the TFLite runtime cannot load this model: an input or output tensor name is not "
+                "UTF-8 (its Python API cannot report the tensor)"
+            ) from None
     except (ValueError, RuntimeError) as exc:
         text = str(exc)
         if not reference_kernels and "TfLiteXNNPackDelegate" in text:

@@ -164,13 +164,18 @@ KERNEL_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "TRANSPOSE_CONV": 1, "FULL
 
 
 def to_keras_layout(arr: np.ndarray, op_type: str, in_channels: int | None = None) -> np.ndarray:
-    """TFLite kernel -> Keras kernel (see the layout table in DESIGN.md)."""
+    """TFLite kernel -> Keras kernel (see the layout table in DESIGN.md). A kernel of another rank
+    than its op takes (a corrupt file) is a ModelFormatError."""
+    if op_type in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV") and arr.ndim != 4:
+        raise ModelFormatError(f"{op_type} kernel of shape {list(arr.shape)}: a kernel has rank 4")
+    if op_type == "FULLY_CONNECTED" and arr.ndim < 1:
+        raise ModelFormatError(f"{op_type} kernel of shape {list(arr.shape)}: a kernel has rank 2")
     if op_type == "CONV_2D":
         return np.ascontiguousarray(arr.transpose(1, 2, 3, 0))
     if op_type == "DEPTHWISE_CONV_2D":
         _, h, w, im = arr.shape
         i = in_channels or im
-        if im % i:
+        if i <= 0 or im % i:
             raise ModelFormatError(
                 f"depthwise kernel {list(arr.shape)} does not divide into {i} input channels"
             )
@@ -178,7 +183,7 @@ def to_keras_layout(arr: np.ndarray, op_type: str, in_channels: int | None = Non
     if op_type == "TRANSPOSE_CONV":
         return np.ascontiguousarray(arr.transpose(1, 2, 0, 3))
     if op_type == "FULLY_CONNECTED":
-        return np.ascontiguousarray(arr.reshape(arr.shape[0], -1).T)
+        return np.ascontiguousarray(arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:]))).T)
     return arr
 
 
@@ -210,7 +215,9 @@ def kernel_consumers(sg: Subgraph) -> dict[int, tuple[str, int | None]]:
             continue
         src = constant_source(sg, op.inputs[slot], producers)
         if src is not None:
-            data_in = op.inputs[2] if op.opcode == "TRANSPOSE_CONV" else op.inputs[0]
+            data_in = op.inputs[0]
+            if op.opcode == "TRANSPOSE_CONV":  # output_shape, weights, input: -1 when it is missing
+                data_in = op.inputs[2] if len(op.inputs) > 2 else -1
             in_ch = sg.tensors[data_in].shape[-1] if data_in >= 0 and sg.tensors[data_in].shape else None
             out[src.index] = (op.opcode, in_ch)
     return out
@@ -283,7 +290,10 @@ def _constants(model: Model, layout: str, dequantize: bool) -> tuple[list[str], 
             kernel = kernels.get(t.index)
             arr = value(t, dequant=dequantize or kernel is not None)
             if kernel is not None:
-                arr = to_keras_layout(arr, *kernel)
+                try:
+                    arr = to_keras_layout(arr, *kernel)
+                except ModelFormatError as exc:
+                    raise ModelFormatError(f"tensor {t.name!r}: {exc}") from None
             names.append(prefix + t.name)
             values.append(arr)
     return names, values

@@ -406,7 +406,8 @@ def lookup(op: Operator, sg: Subgraph) -> Converter:
 
 # What a converter raises when an op's inputs or attributes are not what the op's schema promises
 # (a mutated model: a rank-1 weight, a missing input, a shape that cannot broadcast).
-_MISFIT = (IndexError, ValueError, KeyError, TypeError)
+MISFIT = (IndexError, ValueError, KeyError, TypeError)
+_MISFIT = MISFIT
 
 
 def _guarded(fn: Converter, op: Operator, sg: Subgraph) -> Converter:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.activation import KERAS_ACTIVATION_OPS
-from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait, hybrid_input
+from tfl_rebuild.rebuild.ops.registry import MISFIT, ConvertContext, Trait, has_trait, hybrid_input
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -390,7 +390,10 @@ def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Op
         for op in ops:
             if id(op) in dropped:
                 continue
-            found = match(g, op)
+            try:
+                found = match(g, op)
+            except MISFIT:  # an op without the inputs its schema promises (a mutated file): no match,
+                found = None  # its converter names the misfit
             if found is None:
                 continue
             new, chain = found

@@ -7,11 +7,12 @@ aliases: the rebuild computes in float, and fake-quant layers reproduce quantize
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
 
-from tfl_rebuild.rebuild.ops.registry import ConvertContext
+from tfl_rebuild.rebuild.ops.registry import MISFIT, ConversionError, ConvertContext
 from tfl_rebuild.rebuild.passes.fold import drop_unused, fold_constants
 from tfl_rebuild.rebuild.passes.fuse import fuse_dilated_convs, fuse_silu
 from tfl_rebuild.rebuild.passes.lift import lift
@@ -45,7 +46,24 @@ PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE")
 def prepare(
     model: Model, subgraph: int = 0, keep_quantize: bool = False
 ) -> tuple[ConvertContext, list[Operator]]:
-    """keep_quantize: QUANTIZE ops that round onto a new grid stay (a fake-quant rebuild rounds there)."""
+    """keep_quantize: QUANTIZE ops that round onto a new grid stay (a fake-quant rebuild rounds there).
+
+    An op whose inputs or outputs do not fit what its schema promises (a missing input, an index past
+    the tensors: a corrupt file the reader lets through) stops a pass as a one-line ConversionError."""
+    where = ["constant folding"]  # the pass running, for the message
+    try:
+        return _prepare(model, subgraph, keep_quantize, where)
+    except MISFIT as exc:
+        detail = str(exc).splitlines()[0] if str(exc).strip() else ""
+        raise ConversionError(
+            f"{os.path.basename(model.path) or '<bytes>'}: an op's inputs or outputs do not fit its "
+            f"schema (pass {where[0]}: {type(exc).__name__}{': ' + detail if detail else ''})"
+        ) from exc
+
+
+def _prepare(
+    model: Model, subgraph: int, keep_quantize: bool, where: list[str]
+) -> tuple[ConvertContext, list[Operator]]:
     sg = model.subgraphs[subgraph]
     constants: dict[int, np.ndarray] = {
         t.index: value(t) for t in sg.tensors if t.data is not None and t.dtype not in NON_DATA
@@ -78,5 +96,6 @@ def prepare(
         else:
             remaining.append(op)
     for step in PIPELINE:
+        where[0] = step.__name__
         remaining = step(ctx, remaining)
     return ctx, remaining
