@@ -1,4 +1,4 @@
-"""passes.py: constant and static-shape folding, and the dilated-convolution fusion.
+"""rebuild/passes: constant and static-shape folding, and the dilated-convolution fusion.
 
 Dynamic-shape exports leave SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE chains behind; where every
 shape involved is static they must fold away, so the generated code reads as plain layers (and

@@ -1,4 +1,4 @@
-"""The numpy references of MediaPipe's ops (reference_ops.py): against the real runtime where it has
+"""The numpy references of MediaPipe's ops (runtime/reference.py): against the real runtime where it has
 the op (XNNPACK runs the pooling ops and Convolution2DTransposeBias), and against hand-derived cases
 (identity and translation matrices, an axis-aligned or rotated landmark box) where it has not."""
 

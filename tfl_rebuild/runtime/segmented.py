@@ -1,7 +1,7 @@
 """Run a model whose custom ops the TFLite runtime lacks: TFLite for the rest, numpy for those ops.
 
 The operators are cut into segments: maximal runs the runtime can execute, and single custom ops
-with a numpy reference (reference_ops.py). Each runtime segment is the model itself with subgraph
+with a numpy reference (runtime/reference.py). Each runtime segment is the model itself with subgraph
 0's inputs, outputs and operator list replaced (re-packed through the runtime's own flatbuffer
 object API; the weights a segment does not read are dropped from its copy). Values flow between
 segments by tensor index, so every tensor keeps its identity and the result reads like one

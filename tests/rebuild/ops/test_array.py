@@ -334,7 +334,7 @@ def test_embedding_lookup(tfl):
 
 
 # RANK: TF folds tf.rank of a ranked tensor, so the op is crafted (as a model output, where it
-# stays an op; read by another op, passes.py folds it).
+# stays an op; read by another op, passes.fold folds it).
 def _rank_model(read: bool) -> bytes:
     from flatbuf import Op, T, build_model
 

@@ -1,4 +1,4 @@
-"""QUANTIZE and DEQUANTIZE (handled in passes.py, not by converters): full-int8 models, where
+"""QUANTIZE and DEQUANTIZE (handled in rebuild/passes, not by converters): full-int8 models, where
 activations run through fake-quant layers, and fp16 weights behind DEQUANTIZE, folded to float32."""
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ def shape(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 @converter("RANK", range(1, 2))
 def rank(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    # passes.py folds a RANK whose result something reads; this one is a model output.
+    # passes.fold folds a RANK whose result something reads; this one is a model output.
     return LayerSpec(
         "RankOf", {"out_dtype": ctx.tensor(op.outputs[0]).dtype}, (op.inputs[0],), op.outputs, custom=True
     )
@@ -277,7 +277,7 @@ def cumsum(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 @converter("FILL", range(1, 5))
 def fill(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    # Constant dims and value were folded by passes.py; here the value is computed at run time.
+    # Constant dims and value were folded by passes.fold; here the value is computed at run time.
     shape = list(ctx.shape(op.outputs[0]))
     if any(d < 0 for d in shape):
         raise ConversionError(f"FILL op {op.index}: output shape {shape} is not static")

@@ -1,7 +1,8 @@
 """MediaPipe's custom ops (registered by custom code).
 
-Their options are decoded in reference_ops.py, next to the numpy references the Keras layers are
-tested against (raw C structs for the pooling/deconvolution ops, flexbuffers for the transforms).
+Their options (raw C structs for the pooling / deconvolution ops, flexbuffers for the transforms)
+are decoded in tflite/custom_options.py; runtime/reference.py holds the numpy references the Keras
+layers are tested against.
 """
 
 from __future__ import annotations

@@ -44,12 +44,12 @@ class LayerSpec:
 
 @dataclass
 class ConvertContext:
-    """What a converter may ask about the subgraph (prepared by `passes.py`)."""
+    """What a converter may ask about the subgraph (prepared by `passes.pipeline.prepare`)."""
 
     subgraph: Subgraph
     constants: dict[int, np.ndarray]  # float/int values of constant tensors (folded, dequantized)
     alias: dict[int, int] = field(default_factory=dict)  # tensor -> tensor it equals (removed ops)
-    # Shapes passes.py inferred where the file only holds a placeholder (dynamic-shape exports).
+    # Shapes passes.fold inferred where the file only holds a placeholder (dynamic-shape exports).
     shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def tensor(self, i: int) -> Tensor:

@@ -178,7 +178,7 @@ def _block_pairs(ctx: ConvertContext, i: int) -> list[list[int]]:
 
 @converter("SPACE_TO_BATCH_ND", range(1, 5))
 def space_to_batch_nd(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    # (With a convolution between it and a BATCH_TO_SPACE_ND, passes.py made a dilated conv.)
+    # (With a convolution between it and a BATCH_TO_SPACE_ND, passes.fuse made a dilated conv.)
     block = [int(b) for b in np.asarray(ctx.const(op.inputs[1])).reshape(-1)]
     return LayerSpec(
         "SpaceToBatch",
