@@ -271,3 +271,16 @@ def test_local_table(tmp_path):
         f"all {n} tensors within tolerance (layer-local, <= 1 LSB of each quantized "
         "tensor, float ones rel <= 0.0001)"
     )
+
+
+def test_piped_table_holds_every_tensor_name_whole(tmp_path):
+    """CliRunner's stdout is not a terminal: plain rows, names whole (rich cut them at 80 columns)."""
+    model, py = rebuilt("mnist", tmp_path)
+    result = cli("compare", str(model), str(py))
+    assert result.exit_code == 0, result.output
+    for name in (m["name"] for m in mapping(py) if "name" in m):
+        assert name in result.stdout
+    assert (
+        "sequential_1/dense_1/MatMul;sequential_1/dense_1/Relu;sequential_1/dense_1/BiasAdd" in result.stdout
+    )
+    assert "…" not in result.stdout

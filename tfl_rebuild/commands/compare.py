@@ -11,6 +11,7 @@ from tfl_rebuild.errors import InputError
 from tfl_rebuild.fileio import atomic_output, writable_file
 from tfl_rebuild.rebuild.loader import check_made_from
 from tfl_rebuild.runtime.inputs import InputOptions
+from tfl_rebuild.text import printable
 from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.verify.compare import Comparison
 
@@ -56,6 +57,8 @@ def run(
 
 
 def print_table(result: Comparison, console=None) -> None:
+    """The rows in op order, first divergence highlighted, then the verdict. On a terminal a rich
+    table; piped or redirected, plain aligned text with every tensor name whole."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -64,14 +67,12 @@ def print_table(result: Comparison, console=None) -> None:
     columns = ["op", "type", "tensor", "shape", "max abs", "max rel", "LSB", "cosine"]
     if result.mode != "local":
         columns.insert(7, "noise")
-    table = Table(*columns, box=None, pad_edge=False)
-    first = result.first_divergence
+    rows = []
     for r in result.rows:
-        style = "bold red" if r is first else ("red" if not r.ok else None)
         cells = [
             str(r.op_index),
-            escape(r.op),
-            escape(r.tensor[:60]),
+            printable(r.op),
+            printable(r.tensor),
             "x".join(map(str, r.shape)),
             f"{r.max_abs:.3g}",
             f"{r.max_rel:.3g}",
@@ -80,10 +81,23 @@ def print_table(result: Comparison, console=None) -> None:
         ]
         if result.mode != "local":
             cells.insert(7, f"{r.noise:.3g}")
-        table.add_row(*cells, style=style)
+        rows.append(cells)
+    first = result.first_divergence
+    verdict = printable(result.verdict())
+    if not con.is_terminal:
+        widths = [max(len(c) for c in col) for col in zip(columns, *rows)]
+        for cells in [columns, *rows]:
+            con.print(escape("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()), soft_wrap=True)
+        con.print(escape(verdict), soft_wrap=True)
+        return
+    table = Table(*columns, box=None, pad_edge=False)
+    table.columns[2].overflow = "fold"
+    for r, cells in zip(result.rows, rows):
+        style = "bold red" if r is first else ("red" if not r.ok else None)
+        table.add_row(*map(escape, cells), style=style)
     con.print(table)
     color = "green" if first is None else "red"
-    con.print(f"[{color}]{escape(result.verdict())}[/{color}]")
+    con.print(f"[{color}]{escape(verdict)}[/{color}]")
 
 
 def to_json(result: Comparison) -> str:
