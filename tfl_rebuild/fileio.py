@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -27,6 +28,15 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
             except OSError:
                 break
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in 4 MiB chunks (hashlib lets go of the GIL while it hashes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:

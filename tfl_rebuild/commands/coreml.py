@@ -21,8 +21,8 @@ from tfl_rebuild.coreml.convert import (
     set_metadata,
 )
 from tfl_rebuild.errors import InputError, RuntimeUnavailableError
-from tfl_rebuild.fileio import writable_file
-from tfl_rebuild.rebuild.loader import file_sha256, find_original
+from tfl_rebuild.fileio import file_sha256, writable_file
+from tfl_rebuild.rebuild.loader import find_original
 from tfl_rebuild.verify.end_to_end import Report
 
 

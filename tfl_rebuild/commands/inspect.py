@@ -381,11 +381,11 @@ def print_report(
 
 def read_hashed(path: str) -> Model:
     """read_model, with the file's sha256 (which the report shows) computed on another thread
-    while the flatbuffer is parsed: hashlib lets go of the GIL, so on a 50 MB model the hash
-    (about 65 ms) no longer adds to the parse (about 95 ms)."""
-    import hashlib
+    while the flatbuffer is parsed: hashlib lets go of the GIL, so the hash of a big model no
+    longer adds to the parse."""
     import threading
 
+    from tfl_rebuild.fileio import file_sha256
     from tfl_rebuild.tflite.reader import read_model
 
     if not os.path.isfile(path):  # a FIFO or a device would block the hashing thread: no overlap
@@ -393,14 +393,10 @@ def read_hashed(path: str) -> Model:
     digest: list[str] = []
 
     def hash_file() -> None:
-        h = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    h.update(chunk)
+            digest.append(file_sha256(path))
         except OSError:
             return  # read_model says what is wrong with the path
-        digest.append(h.hexdigest())
 
     worker = threading.Thread(target=hash_file, daemon=True)
     worker.start()

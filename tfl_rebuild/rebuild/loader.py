@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tfl_rebuild.errors import InputError, TflRebuildError
+from tfl_rebuild.fileio import file_sha256
 from tfl_rebuild.rebuild.limits import deep_recursion
 
 # A weights file inflating to more than this many times its size is not one `keras` wrote (np.savez
@@ -99,14 +99,6 @@ def read_sidecar(py_path: str | Path) -> list[dict] | None:
     if not side.is_file():
         return None
     return json.loads(side.read_text(encoding="utf-8"))["tensors"]
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def source_record(model_path: str | Path, py_path: str | Path, sha256: str | None = None) -> dict:
