@@ -40,3 +40,33 @@ def test_python_api_examples_run(tmp_path):
 def test_import_loads_no_tensorflow():
     code = "import sys, tfl_rebuild; assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def _torch_python() -> str | None:
+    """A Python with torch: this one, or TFL_REBUILD_TORCH_PYTHON (CI has none: the test skips)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("torch") is not None:
+        return sys.executable
+    return os.environ.get("TFL_REBUILD_TORCH_PYTHON")
+
+
+def test_pytorch_recipe_captures_references(tmp_path):
+    """README's forward-hook recipe (a ```py block: the torch-free test above does not run it)
+    writes the input, then each leaf module's output in call order."""
+    import numpy as np
+    import pytest
+
+    python = _torch_python()
+    if python is None:
+        pytest.skip("no torch here; set TFL_REBUILD_TORCH_PYTHON to a Python that has it")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    recipe = next(b.split("```", 1)[0] for b in text.split("```py\n")[1:] if "register_forward_hook" in b)
+    (tmp_path / "recipe.py").write_text(recipe, encoding="utf-8")
+    result = subprocess.run([python, "recipe.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(tmp_path / "refs.npz") as z:
+        shapes = {k: z[k].shape for k in z.files}
+    assert list(shapes) == ["input", "0", "1", "2", "3"]
+    assert shapes["0"] == shapes["1"] == (1, 8, 30, 30) and shapes["3"] == (1, 4)

@@ -141,13 +141,21 @@ def compare(
     *,
     seed: int = 0,
     local: bool = False,
+    name_map: str | None = None,
 ) -> Comparison | CrossComparison:
     """Layer by layer, on the same input.
 
     `other` a generated module (.py): each TFLite tensor against the Keras layer that computes it
     (`.rows`, `.first_divergence`). `other` a second .tflite (e.g. the int8 model): each of its
     tensors against `model`'s, with SQNR per layer. local=True: each layer fed the reference's
-    own inputs, so the errors are the layers' own."""
+    own inputs, so the errors are the layers' own. `other` an .npz or a folder of .npy files:
+    another framework's activations (`name_map`: a .json file or s/RE/REPL/), SQNR per layer."""
+    from tfl_rebuild.verify.references import is_references
+
+    if is_references(str(other)):
+        from tfl_rebuild.verify.external import compare_references
+
+        return compare_references(str(model), str(other), name_map, inputs, seed, local=local)
     if str(other).endswith(".tflite"):
         from tfl_rebuild.verify.cross import compare_models
 

@@ -58,9 +58,14 @@ class _InputFile(click.ParamType):
 
     name = "file"
 
+    def __init__(self, folders: bool = False):
+        self.folders = folders  # a folder is welcome too (compare's folder of .npy references)
+
     def convert(self, value, param, ctx):
         from tfl_rebuild.errors import InputError
 
+        if self.folders and os.path.isdir(value):
+            return value
         if os.path.isdir(value):
             raise InputError(f"{value}: is a directory, not a file")
         if not os.path.isfile(value):
@@ -240,7 +245,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signatu
 
 @main.command()
 @MODEL
-@click.argument("module", type=INPUT_FILE)
+@click.argument("module", type=_InputFile(folders=True))
 @input_options
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
 @click.option("--json", "as_json", is_flag=False, flag_value="-", metavar="[FILE|-]", help="JSON (- prints).")
@@ -257,16 +262,24 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signatu
     is_flag=True,
     help="Feed each layer TFLite's own inputs: the error of each layer alone, not accumulated.",
 )
+@click.option("--map", "name_map", metavar="JSON|s/RE/REPL/", help="References: name their tensors.")
 @stoppable
-def compare(model, module, inputs, seed, as_json, plot, explorer, sqnr, local):
+def compare(model, module, inputs, seed, as_json, plot, explorer, sqnr, local, name_map):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
 
-    `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer."""
-    if module.endswith(".tflite"):
+    `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer.
+    `compare model.tflite refs.npz|DIR`: against another framework's activations (--map)."""
+    from tfl_rebuild.verify.references import is_references
+
+    if module.endswith(".tflite") or is_references(module):
         require_extras("compare", "litert")
         from tfl_rebuild.commands.compare_models import run as run_models
 
-        sys.exit(run_models(model, module, inputs, seed, as_json, plot, explorer, sqnr, local))
+        sys.exit(run_models(model, module, inputs, seed, as_json, plot, explorer, sqnr, local, name_map))
+    if name_map:
+        from tfl_rebuild.errors import InputError
+
+        raise InputError("--map is for `compare MODEL REFS.npz|DIR` (references from another framework)")
     require_extras("compare", "keras", "litert")
     from tfl_rebuild.commands.compare import run
 

@@ -125,14 +125,33 @@ def test_rich_table_on_a_terminal():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (("--model-explorer", "x.json"), "--model-explorer is for `compare MODEL MODULE.py`"),
         (("--sqnr", "nan"), "must be a finite number"),
+        (("--map", "s/a/b/"), "--map is for `compare MODEL REFS.npz|DIR`"),
     ],
 )
 def test_refusals(args, message, tmp_path):
     a = require_fixture(USER + "se_net_float")
     result = cli("compare", str(a), str(a), *args)
     assert result.exit_code == 2 and message in result.output
+
+
+def test_model_explorer_overlay(tmp_path):
+    """Node data for A's graph: each paired tensor's SQNR (dB, clipped to 0..100), low = red; the
+    scaled conv stands out from the exact layers before it."""
+    a = require_fixture("mobilenet_v2_float")
+    b = scaled_conv_copy(a, 17, 1.05, tmp_path / "scaled.tflite")
+    out = tmp_path / "nodes.json"
+    code, doc = json_of(cli("compare", str(a), str(b), "--json", "--model-explorer", str(out)))
+    nodes = json.loads(out.read_text())
+    assert code == 1 and nodes["gradient"][0]["bgColor"] == "#c62828"
+    rows = {r["tensor"]: r for r in doc["rows"]}
+    assert set(nodes["results"]) == set(rows)
+    names = read_model(a).main.tensors
+    conv17 = names[read_model(a).main.operators[17].outputs[0]].name
+    assert nodes["results"][conv17]["value"] == pytest.approx(rows[conv17]["sqnr_db"])
+    assert rows[conv17]["sqnr_db"] < 40
+    before = [r["tensor"] for r in doc["rows"] if r["op_index"] < 17]
+    assert before and all(nodes["results"][t]["value"] == 100.0 for t in before)  # inf: exact
 
 
 def test_given_input(tmp_path):

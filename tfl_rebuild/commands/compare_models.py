@@ -1,12 +1,16 @@
 """`tfl-rebuild compare A.tflite B.tflite`: two encodings of one network (float vs int8, fp16,
-dynamic-range), layer by layer; which layer of B loses what A computes?
+dynamic-range), layer by layer; which layer of B loses what A computes? And
+`tfl-rebuild compare model.tflite refs.npz|DIR [--map ...]`: the model against another
+framework's activations (which layer of the conversion drifts?).
 
-The data come from `verify.cross`; this module renders them: a rich table on a terminal, plain
-aligned text when piped, a verdict line, `--json FILE|-` and `--plot` (per-layer SQNR).
+The data come from `verify.cross` and `verify.external`; this module renders them: a rich table on
+a terminal, plain aligned text when piped, a verdict line, `--json FILE|-`, `--plot` (per-layer
+SQNR) and `--model-explorer` (each tensor's SQNR as colours on the TFLite graph).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -15,8 +19,11 @@ from tfl_rebuild.fileio import atomic_output, writable_file
 from tfl_rebuild.runtime.inputs import InputOptions
 from tfl_rebuild.text import printable
 from tfl_rebuild.verify.cross import CrossComparison, PairRow, compare_models, db, short_name
+from tfl_rebuild.verify.references import is_references
 
 NAME_WIDTH = 60
+# --model-explorer: SQNR in dB, clipped to this range (inf, an exact pair, is written as the top).
+EXPLORER_DB = (0.0, 100.0)
 
 
 def run(
@@ -29,18 +36,21 @@ def run(
     explorer: str | None = None,
     sqnr: float | None = None,
     local: bool = False,
+    name_map: str | None = None,
     console=None,
 ) -> int:
-    """Compare, render, write; the exit code: 0 no divergence, 1 a divergence (or, `local`, a jump)."""
-    if explorer:
-        raise InputError("--model-explorer is for `compare MODEL MODULE.py`, not for two .tflite models")
+    """Compare, render, write; the exit code: 0 no divergence, 1 a divergence (or, `local`, a jump).
+    `model_b` is a .tflite, or references (`is_references`) named by `name_map`."""
+    refs = is_references(model_b)
+    if name_map and not refs:
+        raise InputError("--map is for `compare MODEL REFS.npz|DIR` (references from another framework)")
     if sqnr is not None and not math.isfinite(sqnr):
         raise InputError(f"--sqnr {sqnr} must be a finite number of dB")
     if plot:
         from tfl_rebuild.commands.compare import check_plot_path
 
         check_plot_path(plot)
-    for path in (plot, None if json_out in (None, "-") else json_out):
+    for path in (plot, explorer, None if json_out in (None, "-") else json_out):
         if path:
             writable_file(path)  # refuse before the runs, not after
     values = None
@@ -50,14 +60,12 @@ def run(
 
         details = make_interpreter(model_a).get_input_details()
         values, _ = inputs.load(details, seed)
-    result = compare_models(
-        model_a,
-        model_b,
-        values,
-        seed=seed,
-        threshold_db=sqnr,
-        local=local,
-    )
+    if refs:
+        from tfl_rebuild.verify.external import compare_references
+
+        result = compare_references(model_a, model_b, name_map, values, seed, sqnr, local)
+    else:
+        result = compare_models(model_a, model_b, values, seed=seed, threshold_db=sqnr, local=local)
     if json_out == "-":
         import click
 
@@ -69,7 +77,28 @@ def run(
         print_report(result, console)
     if plot:
         write_plot(result, plot)
+    if explorer:
+        write_model_explorer(result, explorer)
     return 0 if result.flagged is None else 1
+
+
+def write_model_explorer(result: CrossComparison, path: str) -> None:
+    """Model Explorer node data for model A's graph (the .tflite against references): each paired
+    tensor's SQNR in dB (clipped to EXPLORER_DB), red low, green high."""
+    low, high = EXPLORER_DB
+    doc = {
+        "results": {
+            r.tensor: {"value": low if math.isnan(r.sqnr_db) else min(max(r.sqnr_db, low), high)}
+            for r in result.rows
+        },
+        "gradient": [
+            {"stop": 0, "bgColor": "#c62828"},
+            {"stop": 0.5, "bgColor": "#f9a825"},
+            {"stop": 1, "bgColor": "#2e7d32"},
+        ],
+    }
+    with atomic_output(path, "w") as f:
+        json.dump(doc, f, indent=1)
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -105,6 +134,8 @@ def cells(result: CrossComparison, r: PairRow) -> list[str]:
         f"{r.mean_error:+.2g}",
         "-" if r.lsb is None else f"{r.lsb:.2f}",
     ]
+    if result.references:
+        out[5:5] = [cut(r.b_tensor, 40), r.layout or "-"]
     if result.mode == "local":
         out += [db(r.input_sqnr_db), db(r.drop_db)]
     return out
@@ -117,13 +148,44 @@ def cut(name: str, width: int = NAME_WIDTH) -> str:
 
 
 def headings(result: CrossComparison) -> list[str]:
-    return HEADINGS + (LOCAL_HEADINGS if result.mode == "local" else [])
+    head = HEADINGS[:5] + (["reference", "layout"] if result.references else []) + HEADINGS[5:]
+    return head + (LOCAL_HEADINGS if result.mode == "local" else [])
+
+
+def unpaired_lines(result: CrossComparison, limit: int | None = None) -> list[str]:
+    """'unpaired in A: name' lines (up to `limit` per side); against references, the unpaired
+    references by name and only the count of TFLite tensors (most are decomposition steps)."""
+    if result.references:
+        names = [("reference", n) for n in result.unpaired_b]
+        tail = [f"{len(result.unpaired_a)} TFLite tensor(s) hold no reference (--json lists them)"]
+    else:
+        names = [("in A", n) for n in result.unpaired_a] + [("in B", n) for n in result.unpaired_b]
+        tail = []
+    out, shown = [], {}
+    for side, name in names:
+        shown[side] = shown.get(side, 0) + 1
+        if limit is None or shown[side] <= limit:
+            out.append(f"unpaired {side}: {cut(name)}")
+    for side, n in shown.items():
+        if limit is not None and n > limit:
+            out.append(f"... and {n - limit} more unpaired {side} (--json lists them all)")
+    return out + tail
 
 
 def summary(result: CrossComparison) -> str:
     """The heading line: what was compared, on which inputs, and how the tensors paired."""
     n = len(result.rows)
     how = ", ".join(f"{v} {k}" for k, v in result.how.items() if v)
+    if result.references:
+        transposed = sum(1 for r in result.rows if r.layout not in (None, "as is"))
+        return (
+            f"{printable(result.model_a)} ({result.kind_a}) vs references {printable(result.model_b)}, "
+            f"inputs {printable(result.inputs)}; paired {result.coverage:.1%} of the references "
+            f"({how or 'none'}), {transposed} transposed to TFLite's layout, "
+            f"unpaired: {len(result.unpaired_b)} references; SQNR threshold {result.threshold_db:g} dB"
+            + (f", jump {result.jump_db:g} dB" if result.mode == "local" else "")
+            + f"; {n} rows"
+        )
     return (
         f"{printable(result.model_a)} ({result.kind_a}) vs {printable(result.model_b)} ({result.kind_b}), "
         f"inputs {result.inputs}; paired {result.coverage:.1%} of A's tensors ({how or 'none'}), "
@@ -163,11 +225,8 @@ def _print_rich(result: CrossComparison, con) -> None:
     for r in result.rows:
         table.add_row(*(escape(c) for c in cells(result, r)), style=_style(result, r))
     con.print(table)
-    for side, names in (("A", result.unpaired_a), ("B", result.unpaired_b)):
-        for name in names[:10]:
-            con.print(f"unpaired in {side}: {escape(cut(name))}")
-        if len(names) > 10:
-            con.print(f"... and {len(names) - 10} more unpaired in {side} (--json lists them all)")
+    for line in unpaired_lines(result, 10):
+        con.print(escape(line))
     color = "green" if result.flagged is None else "red"
     con.print(f"[{color}]{escape(result.verdict())}[/{color}]")
 
@@ -185,8 +244,7 @@ def plain_text(result: CrossComparison) -> str:
 
     out = [summary(result), line(" ", head)]
     out += [line(m, row) for m, row in zip(marks, rows)]
-    out += [f"unpaired in A: {cut(name)}" for name in result.unpaired_a]
-    out += [f"unpaired in B: {cut(name)}" for name in result.unpaired_b]
+    out += unpaired_lines(result)
     out.append(result.verdict())  # the last line, for scripts
     return "\n".join(out) + "\n"
 
@@ -226,7 +284,7 @@ def write_plot(result: CrossComparison, path: str) -> None:
         drops = [(x, min(r.drop_db, top)) for x, r in zip(xs, result.rows) if r.drop_db is not None]
         if drops:
             ax.bar(*zip(*drops), color="orange", alpha=0.5, label="drop (dB added by the op)")
-    ax.set_xlabel("op index in A")
+    ax.set_xlabel("op index in " + ("the model" if result.references else "A"))
     ax.set_ylabel("dB")
     ax.set_title(f"{result.model_b} vs {result.model_a}: per-layer SQNR")
     ax.legend(loc="best", fontsize="small")

@@ -44,6 +44,7 @@ from tfl_rebuild.tflite.reader import read_model
 from tfl_rebuild.verify.measure import F32_MAX, compare_arrays, lsb_of, to_float
 from tfl_rebuild.verify.pairing import INPUT_OP, Pairing, op_inputs, pair_tensors, producers
 
+REF_OP = "reference"  # PairRow.b_op when B is a file of external references (verify.external)
 DEFAULT_SQNR_DB = 20.0
 FLOAT_SQNR_DB = 60.0
 # Local view: an op whose own added error lowers the SQNR by at least this much is a jump (6 dB:
@@ -72,13 +73,14 @@ class PairRow:
     lsb: float | None  # max abs error in LSBs of B's scale (per-tensor quantized B), else None
     input_sqnr_db: float | None = None  # the worst SQNR among the op's paired activation inputs
     drop_db: float | None = None  # input_sqnr_db - sqnr_db: what the op itself adds
+    layout: str | None = None  # external references: the transpose applied to the reference
 
     def where(self) -> str:
-        """'op 17 CONV_2D 'name'' (the first ';'-part of the name), safe to print."""
+        """'op 17 CONV_2D 'name'' (the first ';'-part of the name), safe to print; against
+        external references, then '= ref 'key''."""
         name = printable(short_name(self.tensor), 80)
-        if self.op_index < 0:
-            return f"input {name!r}"
-        return f"op {self.op_index} {printable(self.op)} {name!r}"
+        at = f"input {name!r}" if self.op_index < 0 else f"op {self.op_index} {printable(self.op)} {name!r}"
+        return at + (f" = ref {printable(self.b_tensor, 80)!r}" if self.b_op == REF_OP else "")
 
 
 def short_name(name: str) -> str:
@@ -101,6 +103,7 @@ class CrossComparison:
     how: dict[str, int] = field(default_factory=dict)  # pairs per pairing step
     unpaired_a: list[str] = field(default_factory=list)
     unpaired_b: list[str] = field(default_factory=list)
+    references: bool = False  # B is a file of external references (verify.external)
 
     @property
     def first_divergence(self) -> PairRow | None:
@@ -148,6 +151,7 @@ class CrossComparison:
             "model_b": self.model_b,
             "kind_a": self.kind_a,
             "kind_b": self.kind_b,
+            "references": self.references,
             "mode": self.mode,
             "inputs": self.inputs,
             "sqnr_threshold_db": self.threshold_db,
@@ -211,12 +215,22 @@ def mean_error(ref: np.ndarray, got: np.ndarray) -> float:
     return float(np.mean(got[keep] - ref[keep])) if keep.any() else 0.0
 
 
+def metrics(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(max abs, max rel, cosine, SQNR dB, mean error) of `got` against `ref` (same size)."""
+    ref = np.asarray(ref).reshape(-1)
+    got = np.asarray(got).reshape(-1)
+    ref = ref if ref.dtype.kind in "fc" else ref.astype(np.float64)
+    got = got if got.dtype.kind in "fc" else got.astype(np.float64)
+    max_abs, max_rel, cos = compare_arrays(ref, got)
+    return max_abs, max_rel, cos, sqnr_db(ref, got), mean_error(ref, got)
+
+
 def default_threshold(kind_a: str, kind_b: str) -> float:
     """FLOAT_SQNR_DB when both models are float, else DEFAULT_SQNR_DB (see the module docstring)."""
     return FLOAT_SQNR_DB if kind_a == kind_b == "float" else DEFAULT_SQNR_DB
 
 
-def _drop(inp: float | None, out: float) -> float | None:
+def drop(inp: float | None, out: float) -> float | None:
     if inp is None or math.isnan(out):
         return None
     if math.isinf(inp) and math.isinf(out) and (inp > 0) == (out > 0):
@@ -277,7 +291,7 @@ def shared_inputs(
     return va, vb
 
 
-def _floats(model: Model, dumper, values: list[np.ndarray]) -> dict[int, np.ndarray]:
+def floats(model: Model, dumper, values: list[np.ndarray]) -> dict[int, np.ndarray]:
     """One run: tensor index -> float value, for every dumped op output and every graph input."""
     sg = model.main
     result = dumper.run(values, copy=True)
@@ -304,13 +318,7 @@ def measure_pairs(
         ref, got = values_a[p.a.index], values_b[p.b.index]
         if np.size(ref) != np.size(got):
             continue
-        ref = np.asarray(ref).reshape(-1)
-        got = np.asarray(got).reshape(-1)
-        if ref.dtype.kind not in "fc":
-            ref = ref.astype(np.float64)
-        if got.dtype.kind not in "fc":
-            got = got.astype(np.float64)
-        max_abs, max_rel, cos = compare_arrays(ref, got)
+        max_abs, max_rel, cos, sqnr, mean = metrics(ref, got)
         scale = lsb_of(b.main.tensors[p.b.index])
         row = PairRow(
             p.a.op_index,
@@ -325,15 +333,15 @@ def measure_pairs(
             max_abs,
             max_rel,
             cos,
-            sqnr_db(ref, got),
-            mean_error(ref, got),
+            sqnr,
+            mean,
             max_abs / scale if scale else None,
         )
         if p.a.op_index >= 0:
             ins = [by_a[t].sqnr_db for t in op_inputs(a, p.a.op_index, paired, 0, producer) if t in by_a]
             if ins:
                 row.input_sqnr_db = min(ins)
-                row.drop_db = _drop(row.input_sqnr_db, row.sqnr_db)
+                row.drop_db = drop(row.input_sqnr_db, row.sqnr_db)
         by_a[p.a.index] = row
         rows.append(row)
     return rows
@@ -358,7 +366,7 @@ def compare_models(
     pairing = pair_tensors(a, b)
     dump_a, dump_b = Dumper(prepare(a)), Dumper(prepare(b))
     va, vb = shared_inputs(dump_a.input_details, dump_b.input_details, inputs, seed)
-    rows = measure_pairs(a, b, pairing, _floats(a, dump_a, va), _floats(b, dump_b, vb))
+    rows = measure_pairs(a, b, pairing, floats(a, dump_a, va), floats(b, dump_b, vb))
     kind_a, kind_b = quantization_kind(a), quantization_kind(b)
     return CrossComparison(
         Path(a.path).name if a.path else "A",

@@ -160,6 +160,11 @@ def _side(model: Model, subgraph: int = 0) -> _Side:
     return _Side(sg, refs, wrappers, aliases, order)
 
 
+def activations(model: Model, subgraph: int = 0) -> list[TensorRef]:
+    """The pairable activations of a model in op order (graph inputs first), wrappers aside."""
+    return _side(model, subgraph).refs
+
+
 def _exact(a: _Side, b: _Side, paired: dict[int, tuple[int, str]]) -> None:
     by_name: dict[str, list[TensorRef]] = {}
     for r in b.refs:
