@@ -66,7 +66,10 @@ CASES = {
         ["dump", "{model}", "--save-patched", "afile/p.tflite"],
         "afile: is a file",
     ),
-    "compare-module-is-dir": (["compare", "{model}", "adir"], "adir: is a directory"),
+    "compare-refs-dir-empty": (
+        ["compare", "{model}", "adir"],
+        "adir: a folder of references holds no .npy file",
+    ),
     "compare-module-missing": (["compare", "{model}", "nope.py"], "nope.py: cannot read"),
     "coreml-source-is-dir": (["coreml", "adir"], "adir: is a directory"),
     "coreml-out-under-file": (["coreml", "{model}", "-o", "afile/m.mlpackage"], "afile: is a file"),
