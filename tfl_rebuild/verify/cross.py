@@ -54,7 +54,9 @@ DEFAULT_JUMP_DB = 6.0
 
 @dataclass
 class PairRow:
-    """One paired activation: A's value is the reference, B's is measured against it."""
+    """One paired activation: A's value is the reference, B's is measured against it. Against
+    external references (`verify.external`), op / tensor are the TFLite side, b_tensor the
+    reference's key (b_op REF_OP, b_op_index its position), and the reference is the signal."""
 
     op_index: int  # A's op (-1: a graph input)
     op: str

@@ -261,6 +261,21 @@ def _by_order(refs, acts, values, paired, taken, take) -> None:
             i -= 1
 
 
+def _inputs_from_refs(model, refs, details: list[dict], seed: int) -> tuple[dict | None, str]:
+    """{input name: value} from the refs that name a model input (seeded random for the others),
+    and where they came from; (None, ...) when the refs hold none (random inputs then)."""
+    from tfl_rebuild.runtime.interpreter import random_input
+
+    sig = model.signatures[0] if model.signatures else None
+    found, notes = model_inputs(refs, details, {index: name for name, index in sig.inputs} if sig else {})
+    if not found:
+        return None, f"random(seed={seed}): the refs hold no model input"
+    rng = np.random.default_rng(seed)
+    missing = [d["name"] for d in details if d["name"] not in found]
+    values = {d["name"]: found[d["name"]] if d["name"] in found else random_input(d, rng) for d in details}
+    return values, "refs: " + ", ".join(notes) + (f"; random(seed={seed}): {missing}" if missing else "")
+
+
 def compare_references(
     model_path: str,
     refs_path: str,
@@ -284,21 +299,7 @@ def compare_references(
     details = dumper.input_details
     source = "given"
     if inputs is None:
-        sig = model.signatures[0] if model.signatures else None
-        names = {index: name for name, index in sig.inputs} if sig else {}
-        found, notes = model_inputs(refs, details, names)
-        if found:
-            missing = [d["name"] for d in details if d["name"] not in found]
-            rng = np.random.default_rng(seed)
-            from tfl_rebuild.runtime.interpreter import random_input
-
-            inputs = {d["name"]: found.get(d["name"], None) for d in details}
-            for d in details:
-                if inputs[d["name"]] is None:
-                    inputs[d["name"]] = random_input(d, rng)
-            source = "refs: " + ", ".join(notes) + (f"; random(seed={seed}): {missing}" if missing else "")
-        else:
-            source = f"random(seed={seed}): the refs hold no model input"
+        inputs, source = _inputs_from_refs(model, refs, details, seed)
     values = floats(model, dumper, from_arrays(inputs, details, seed))
     acts = activations(model)
     pairing = pair_references(refs, acts, values, mapping)
