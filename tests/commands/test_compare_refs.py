@@ -127,3 +127,13 @@ def test_refs_errors(tmp_path):
         result = cli("compare", *args)
         assert result.exit_code == 2, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_hostile_keys_are_escaped(tmp_path):
+    evil = "\x1b]0;owned\x07\x1b[31mpatch"
+    arrays = {(evil if k == "patch" else k): v for k, v in refs()}
+    arrays["\x1b[2Jnothing"] = np.ones(3, np.float32)
+    np.savez(tmp_path / "evil.npz", **arrays)
+    result = cli("compare", str(require_fixture(MODEL)), str(tmp_path / "evil.npz"))
+    assert result.exit_code == 0 and "\x1b" not in result.output and "\x07" not in result.output
+    assert "unpaired reference: \\x1b[2Jnothing" in result.output
