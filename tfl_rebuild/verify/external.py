@@ -96,6 +96,11 @@ class RefPairing:
         return out
 
 
+def _norm(x: np.ndarray) -> float:
+    """The 2-norm without BLAS (a threaded dot on a busy machine costs 100x the arithmetic)."""
+    return math.sqrt(float(np.sum(x * x)))
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two arrays' values (1.0 for two equal constants, 0.0 for a constant
     against a varying one or any non-finite value)."""
@@ -104,18 +109,18 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape or not (np.isfinite(a).all() and np.isfinite(b).all()):
         return 0.0
     a, b = a - a.mean(), b - b.mean()
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    na, nb = _norm(a), _norm(b)
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
-    return float(a @ b) / (na * nb)
+    return float(np.sum(a * b)) / (na * nb)
 
 
 def closeness(ref: np.ndarray, got: np.ndarray) -> float:
     """1 / (1 + ||got - ref|| / ||ref||): 1.0 for equal arrays, 0.5 for an error as large as ref."""
     ref = np.asarray(ref, np.float64).reshape(-1)
     got = np.asarray(got, np.float64).reshape(-1)
-    norm = float(np.linalg.norm(ref))
-    err = float(np.linalg.norm(got - ref))
+    norm = _norm(ref)
+    err = _norm(got - ref)
     return 1.0 / (1.0 + err / norm) if norm > 0 else (1.0 if err == 0 else 0.0)
 
 
@@ -128,18 +133,24 @@ def rescaled(ref: np.ndarray, got: np.ndarray) -> bool:
     got = np.asarray(got, np.float64).reshape(-1)
     if ref.size < 2 or not (np.isfinite(ref).all() and np.isfinite(got).all()):
         return False
-    err = float(np.linalg.norm(got - ref))
-    if err <= 1e-3 * float(np.linalg.norm(ref)):
+    err = _norm(got - ref)
+    if err <= 1e-3 * _norm(ref):
         return False
-    a, b = np.polyfit(ref, got, 1) if np.ptp(ref) > 0 else (1.0, float(np.mean(got - ref)))
-    return float(np.linalg.norm(got - (a * ref + b))) < 0.1 * err
+    centred = ref - ref.mean()
+    var = float(np.sum(centred * centred))
+    a = float(np.sum(centred * (got - got.mean()))) / var if var > 0 else 1.0  # least squares
+    b = float(got.mean()) - a * float(ref.mean())
+    return _norm(got - (a * ref + b)) < 0.1 * err
 
 
-def _best_layout(ref: np.ndarray, t: TensorRef, values: dict[int, np.ndarray], strict: bool = False):
+def _best_layout(
+    ref: np.ndarray, t: TensorRef, values: dict[int, np.ndarray], strict: bool = False, cache=None
+):
     """(score, layout, perm, SQNR dB) of the layout that makes `ref` most like tensor `t`: score
     is correlation + closeness (0 when the value is unknown); None when no layout fits the shapes,
     or (`strict`: the order step) none has correlation >= MIN_CORRELATION and SQNR >= MIN_SQNR_DB
-    without being `rescaled`."""
+    without being `rescaled`. `cache`: a dict for the reference's arranged samples (one
+    transpose per reference, layout and shape, not per candidate)."""
     options = layouts(ref.shape, t.shape)
     if not options:
         return None
@@ -150,8 +161,14 @@ def _best_layout(ref: np.ndarray, t: TensorRef, values: dict[int, np.ndarray], s
     step = max(1, got.size // SAMPLE)  # the order step scores many candidates: a strided sample
     scored = []
     for name, perm in options:
-        mine = arrange(ref, perm, t.shape).reshape(-1)
-        r, g = (mine[::step], got[::step]) if strict else (mine, got)
+        key = (id(ref), perm, t.shape, step)
+        if cache is not None and key in cache:
+            mine = cache[key]
+        else:
+            mine = arrange(ref, perm, t.shape).reshape(-1)[:: step if strict else 1]
+            if cache is not None:
+                cache[key] = mine
+        r, g = (mine, got[::step]) if strict else (mine, got)
         corr, sqnr = correlation(r, g), sqnr_db(r, g)
         if strict and (corr < MIN_CORRELATION or sqnr < MIN_SQNR_DB or rescaled(r, g)):
             continue
@@ -233,12 +250,13 @@ def _by_order(refs, acts, values, paired, taken, take) -> None:
         return
     n, m = len(free_r), len(free_t)
     cells: dict[tuple[int, int], tuple] = {}
+    cache: dict = {}
     for i, pos in enumerate(free_r):
         ref = refs[pos][1]
         for j, t in enumerate(free_t):
             if t.size != ref.size:
                 continue
-            scored = _best_layout(ref, t, values, strict=True)
+            scored = _best_layout(ref, t, values, strict=True, cache=cache)
             if scored is not None:
                 cells[i, j] = scored
     best_db: dict[int, float] = {}
