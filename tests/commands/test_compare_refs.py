@@ -137,3 +137,14 @@ def test_hostile_keys_are_escaped(tmp_path):
     result = cli("compare", str(require_fixture(MODEL)), str(tmp_path / "evil.npz"))
     assert result.exit_code == 0 and "\x1b" not in result.output and "\x07" not in result.output
     assert "unpaired reference: \\x1b[2Jnothing" in result.output
+
+
+def test_given_input_overrides_the_refs(tmp_path):
+    """--input feeds the model instead of refs['input']: other values, so the layers do not pair;
+    only the 10 logits, which a new input moves little (their bias dominates), still correlate,
+    and their SQNR flags them."""
+    x = np.random.default_rng(5).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, doc = run_json(REFS, "--input", str(tmp_path / "x.npy"))
+    assert doc["inputs"] == "given" and set(layers(doc)) <= {"head"}
+    assert code == 1 and all(r["sqnr_db"] < 60 for r in layers(doc).values())
