@@ -148,3 +148,19 @@ def test_given_input_overrides_the_refs(tmp_path):
     code, doc = run_json(REFS, "--input", str(tmp_path / "x.npy"))
     assert doc["inputs"] == "given" and set(layers(doc)) <= {"head"}
     assert code == 1 and all(r["sqnr_db"] < 60 for r in layers(doc).values())
+
+
+def test_a_drifting_layer_is_the_first_divergence(tmp_path):
+    """A reference off by noise at ~30 dB (as a conversion that drifts there) still pairs, and
+    the verdict names it: its FULLY_CONNECTED and its key."""
+    rng = np.random.default_rng(7)
+    arrays = dict(refs())
+    qkv = arrays["blocks.1.attn.qkv"]
+    arrays["blocks.1.attn.qkv"] = qkv + rng.normal(size=qkv.shape).astype(np.float32) * 0.03 * qkv.std()
+    np.savez(tmp_path / "drift.npz", **arrays)
+    code, doc = run_json(tmp_path / "drift.npz")
+    row = layers(doc)["blocks.1.attn.qkv"]
+    assert code == 1 and row["how"] == "order" and 25 < row["sqnr_db"] < 35
+    assert doc["verdict"].startswith(f"first divergence at op {row['op_index']} FULLY_CONNECTED ")
+    assert doc["verdict"].endswith(f"= ref 'blocks.1.attn.qkv' (SQNR {row['sqnr_db']:.1f} dB)")
+    assert len(layers(doc)) == 15  # the others pair as before
