@@ -118,7 +118,10 @@ def test_folder_of_npy_and_map(tmp_path):
 def test_refs_errors(tmp_path):
     model = str(require_fixture(MODEL))
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really")
+    np.save(tmp_path / "array.npy", np.ones(3))
+    (tmp_path / "array.npy").rename(tmp_path / "npy.npz")  # an .npy under an .npz name
     for args in (
+        [model, str(tmp_path / "npy.npz")],
         [model, str(tmp_path / "bad.npz")],
         [model, str(tmp_path / "none.npz")],
         [model, str(REFS), "--map", "not a map"],

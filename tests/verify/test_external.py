@@ -53,7 +53,7 @@ def test_load_refs(tmp_path):
     with pytest.raises(InputError, match="not a readable .npy"):
         load_refs(str(tmp_path / "objdir"))
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="not a readable .npz"):
+    with pytest.raises(InputError, match="not an .npz file"):
         load_refs(str(tmp_path / "junk.npz"))
     with pytest.raises(InputError, match="no such file"):
         load_refs(str(tmp_path / "missing.npz"))

@@ -54,9 +54,9 @@ def load_refs(path: str) -> list[tuple[str, np.ndarray]]:
     if not p.exists():
         raise InputError(f"{path}: no such file")
     try:
+        if not zipfile.is_zipfile(p):  # else np.load reads an .npy or a pickle by its content
+            raise InputError(f"{path}: not an .npz file (references are an .npz or a folder of .npy files)")
         with np.load(p, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise InputError(f"{path}: references must be an .npz or a folder of .npy files")
             for info in z.zip.infolist():
                 if info.file_size > MAX_REF_BYTES:
                     raise InputError(f"{path}[{info.filename}]: inflates to {info.file_size} bytes")
