@@ -117,6 +117,14 @@ def _rescaling(keras):
     return keras.Model(inp, keras.layers.Dense(3)(x))
 
 
+def _normalization(keras):
+    inp = keras.Input((16, 16, 3), batch_size=1)
+    x = keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.04, 0.09, 0.16])(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(3)(x))
+
+
 MODELS = {
     "mlp": _mlp,
     "cnn_separable": _cnn,
@@ -129,6 +137,7 @@ MODELS = {
     "text_embedding": _text,
     "squeeze_excite": _squeeze_excite,
     "rescaling_head": _rescaling,
+    "normalization": _normalization,
 }
 
 
