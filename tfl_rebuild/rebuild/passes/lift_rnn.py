@@ -114,6 +114,8 @@ def _loop(g: Graph, op: Operator) -> Loop | None:
         return None
     if len(cond.inputs) != len(op.inputs):
         return None
+    if any(tuple(g.ctx.shape(o)) != tuple(g.ctx.shape(i)) for i, o in zip(op.inputs, op.outputs)):
+        return None  # a loop variable changing shape is not a recurrent layer's
     counters, states, lists, seqs = [], [], [], []
     invariants: dict[int, np.ndarray] = {}
     for slot, t in enumerate(op.inputs):
@@ -243,7 +245,8 @@ def _runs_as(loop: Loop, cell: Cell, state_order: list[int], shapes: dict[str, t
         outs = step_eval.run(loop.body, list(values), loop.consts)
         if outs is None:
             return False
-        want = cell.step(values[loop.seq][t].astype(np.float64), [values[s] for s in state_order])
+        with np.errstate(all="ignore"):
+            want = cell.step(values[loop.seq][t].astype(np.float64), [values[s] for s in state_order])
         if not all(_close(outs[s], w) for s, w in zip(state_order, want)):
             return False
         if any(np.asarray(outs[s]).reshape(-1).tolist() != [t + 1] for s in loop.counters):
