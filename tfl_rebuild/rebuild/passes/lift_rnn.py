@@ -103,6 +103,7 @@ class Loop:
 
 
 def _loop(g: Graph, op: Operator) -> Loop | None:
+    """A WHILE's loop variables sorted into the roles of a recurrent layer's loop, or None."""
     if op.opcode != "WHILE" or len(op.inputs) != len(op.outputs):
         return None
     subs = g.ctx.subgraphs
