@@ -71,6 +71,26 @@ def _lstm(keras):
     return keras.Model(inp, keras.layers.Dense(3)(x))
 
 
+def _gru(keras):
+    inp = keras.Input((10, 4), batch_size=1)
+    x = keras.layers.GRU(8, return_sequences=True)(inp)
+    x = keras.layers.GRU(6, reset_after=False)(x)
+    return keras.Model(inp, keras.layers.Dense(3)(x))
+
+
+def _simple_rnn(keras):
+    inp = keras.Input((10, 4), batch_size=1)
+    x = keras.layers.SimpleRNN(8)(inp)
+    return keras.Model(inp, keras.layers.Dense(3)(x))
+
+
+def _bidirectional(keras):
+    inp = keras.Input((10, 4), batch_size=1)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True))(inp)
+    x = keras.layers.Bidirectional(keras.layers.GRU(4))(x)
+    return keras.Model(inp, keras.layers.Dense(3)(x))
+
+
 def _text(keras):
     inp = keras.Input((12,), batch_size=1, dtype="int32")
     x = keras.layers.Embedding(50, 8)(inp)
@@ -97,15 +117,27 @@ def _rescaling(keras):
     return keras.Model(inp, keras.layers.Dense(3)(x))
 
 
+def _normalization(keras):
+    inp = keras.Input((16, 16, 3), batch_size=1)
+    x = keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.04, 0.09, 0.16])(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(3)(x))
+
+
 MODELS = {
     "mlp": _mlp,
     "cnn_separable": _cnn,
     "conv1d_flatten": _conv1d,
     "transformer": _transformer,
     "lstm": _lstm,
+    "gru_stacked": _gru,
+    "simple_rnn": _simple_rnn,
+    "bidirectional": _bidirectional,
     "text_embedding": _text,
     "squeeze_excite": _squeeze_excite,
     "rescaling_head": _rescaling,
+    "normalization": _normalization,
 }
 
 

@@ -42,6 +42,21 @@ CASES = {
     ),
     "attention": (lambda: [keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)], (5, 8), "BATCH_MATMUL"),
     "global-pooling-1d": (lambda: [keras.layers.GlobalAveragePooling1D()], (5, 8), "MEAN"),
+    "normalization": (
+        lambda: [keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.04, 0.09, 0.16])],
+        (6, 6, 3),
+        "SUB",
+    ),
+    "rescaling-per-channel": (
+        lambda: [keras.layers.Rescaling([0.5, 2.0, 4.0], offset=[0.1, -0.2, 0.3])],
+        (6, 6, 3),
+        "MUL",
+    ),
+    "cropping-2d": (
+        lambda: [keras.layers.Dense(3, kernel_initializer=W), keras.layers.Cropping2D(((1, 0), (2, 1)))],
+        (6, 6, 3),
+        "STRIDED_SLICE",
+    ),
 }
 
 

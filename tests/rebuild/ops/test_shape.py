@@ -3,6 +3,7 @@ MIRROR_PAD, SLICE, STRIDED_SLICE."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -346,3 +347,30 @@ def _window_partition(
 def test_rank6_core_ml(tfl, fn, shape):
     # Core ML takes rank <= 5: the rank-6 region is rebuilt without its unit batch axis.
     tfl.core_ml(tfl.function(fn, shape), "TRANSPOSE")
+
+
+CROPPINGS = {
+    "2d": (
+        lambda: keras.layers.Cropping2D(((1, 0), (2, 1))),
+        (6, 7, 3),
+        "Cropping2D(cropping=((1,0),(2,1)),",
+    ),
+    "1d": (lambda: keras.layers.Cropping1D((2, 1)), (8, 3), "Cropping1D(cropping=(2,1),"),
+    "3d": (
+        lambda: keras.layers.Cropping3D(((1, 1), (0, 2), (1, 0))),
+        (4, 5, 6, 2),
+        "Cropping3D(cropping=((1,1),(0,2),(1,0)),",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CROPPINGS)
+def test_cropping(tfl, case):
+    """A slice keeping the batch and channels whole is keras.layers.Cropping1D/2D/3D again."""
+    make, shape, text = CROPPINGS[case]
+    x = keras.Input(shape, batch_size=1)
+    y = keras.layers.Dense(4)(make()(keras.layers.Dense(3)(x)))  # the slice between two layers
+    tfl.check(tfl.keras(keras.Model(x, y)), "STRIDED_SLICE")
+    (path,) = (tfl.tmp_path / "gen").glob("*.py")
+    source = "".join(path.read_text(encoding="utf-8").split())
+    assert f"keras.layers.{text}" in source and "Slice(" not in source, source

@@ -19,6 +19,7 @@ from tfl_rebuild.rebuild.codegen.literals import Code, comment, display, lit
 from tfl_rebuild.rebuild.codegen.naming import Namer, model_scope, sanitize, snake
 from tfl_rebuild.rebuild.codegen.templates import class_template, environment
 from tfl_rebuild.rebuild.ops import ConversionError, LayerSpec, lookup
+from tfl_rebuild.rebuild.ops.registry import InnerLayer
 from tfl_rebuild.rebuild.ops.sequence import SubgraphRef
 from tfl_rebuild.rebuild.passes.pipeline import prepare
 from tfl_rebuild.rebuild.passes.quantize import fake_quant_params
@@ -91,6 +92,8 @@ class Emitter:
                 layer_name = self.namer.derived(spec_var[id(spec.inputs[0])], "quant")
             elif outs:  # a lifted op may name the tensor whose name is its layer's (passes.lift)
                 layer_name = self.namer.name(self.sg.tensors[op.options.get("name_tensor", outs[0])].name)
+            elif spec.name_tensor is not None:  # a layer of a lifted stack (passes.lift_rnn)
+                layer_name = self.namer.name(self.sg.tensors[spec.name_tensor].name)
             elif fq is not None and spec is fq.inputs[0]:
                 layer_name = self.namer.name(self.sg.tensors[fq.outputs[0]].name)
             else:  # a helper step of the op (Flatten before Dense, ...)
@@ -151,12 +154,25 @@ class Emitter:
             if isinstance(v, SubgraphRef):  # another subgraph, built by its own function
                 kwargs.append((k, subgraph_call(self, v.index)))
                 continue
+            if isinstance(v, InnerLayer):  # a wrapped layer: Bidirectional(layer=keras.layers.LSTM(...))
+                kwargs.append((k, self._inner(v)))
+                continue
             if not is_default(defaults, k, v, spec.kwargs):
                 kwargs.append((k, v))
         kwargs.append(("name", str(layer_name)))
         ctor = spec.layer if spec.custom else f"keras.layers.{spec.layer}"
         arg_text = f"[{', '.join(args)}]" if spec.call_list else ", ".join(args)
         return call(f"{target} = {ctor}", kwargs, f"({arg_text})")
+
+    def _inner(self, inner: InnerLayer) -> Code:
+        """`keras.layers.<Class>(k=v, ...)` on one line, leaving out the class's defaults."""
+        if not CLASS.match(inner.layer) or not all(KWARG.match(k) for k in inner.kwargs):
+            raise ValueError(f"bad inner layer {inner.layer!r}")
+        defaults = KERAS_DEFAULTS.get(inner.layer, {})
+        args = [
+            f"{k}={lit(v)}" for k, v in inner.kwargs.items() if not is_default(defaults, k, v, inner.kwargs)
+        ]
+        return Code(f"keras.layers.{inner.layer}({', '.join(args)})")
 
     def _requantize(self, op: Operator) -> LayerSpec:
         """A QUANTIZE that prepare() kept (fake-quant rebuilds): round onto its output's grid."""

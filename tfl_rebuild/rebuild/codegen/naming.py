@@ -69,6 +69,7 @@ MECHANICS = frozenset(
         "sub",
         "tensordot",
         "truediv",
+        "while",  # a recurrent layer's loop: 'lstm/while' names the LSTM
     }
 )
 # Name scopes TensorFlow opens inside one Keras layer ('bn/batchnorm/add_1', 'up/resize/ResizeBilinear').

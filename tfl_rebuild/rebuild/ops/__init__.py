@@ -10,6 +10,7 @@ from tfl_rebuild.rebuild.ops import (  # noqa: F401
     folding,
     graph,
     lifted,
+    lifted_rnn,
     matmul,
     mediapipe,
     nms,

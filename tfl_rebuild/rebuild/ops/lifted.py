@@ -176,3 +176,17 @@ def multi_head_attention(op: Operator, ctx: ConvertContext) -> LayerSpec:
         kwargs["output_shape"] = out_dim
     kwargs["use_bias"] = use_bias
     return LayerSpec("MultiHeadAttention", kwargs, (query, value, key), op.outputs, weights=tuple(weights))
+
+
+@lifted("Rescaling")
+def rescaling(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    kwargs = {"scale": op.options["scale"]}
+    if "offset" in op.options:
+        kwargs["offset"] = op.options["offset"]
+    return LayerSpec("Rescaling", kwargs, (op.inputs[0],), op.outputs)
+
+
+@lifted("Normalization")
+def normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    kwargs = {"mean": op.options["mean"], "variance": op.options["variance"]}
+    return LayerSpec("Normalization", kwargs, (op.inputs[0],), op.outputs)

@@ -40,6 +40,15 @@ class LayerSpec:
     weights: tuple[tuple[str, np.ndarray], ...] = ()
     custom: bool = False
     call_list: bool = False
+    name_tensor: int | None = None  # the tensor whose name names a layer with no outputs (a stack's)
+
+
+@dataclass(frozen=True)
+class InnerLayer:
+    """A constructor argument that is a keras.layers layer (Bidirectional's), plain kwargs only."""
+
+    layer: str
+    kwargs: dict[str, Any]
 
 
 @dataclass
@@ -51,6 +60,8 @@ class ConvertContext:
     alias: dict[int, int] = field(default_factory=dict)  # tensor -> tensor it equals (removed ops)
     # Shapes passes.fold inferred where the file only holds a placeholder (dynamic-shape exports).
     shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # Every subgraph of the model, for passes that read what a WHILE calls (passes.lift_rnn).
+    subgraphs: tuple[Subgraph, ...] = ()
 
     def tensor(self, i: int) -> Tensor:
         return self.subgraph.tensors[i]

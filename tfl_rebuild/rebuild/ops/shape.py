@@ -106,6 +106,29 @@ def _axis_slice(index, dim: int) -> list:
     return [start, stop, step]
 
 
+CROPPING = {3: "Cropping1D", 4: "Cropping2D", 5: "Cropping3D"}
+
+
+def _cropping(
+    slices: list[list], shape: tuple[int, ...], x: int, outputs: tuple[int, ...]
+) -> LayerSpec | None:
+    """keras.layers.Cropping1D/2D/3D for a slice that keeps the batch and the channels whole and
+    cuts a stride-1 span of each axis between them; None for any other slice."""
+    if len(shape) not in CROPPING or any(d < 0 for d in shape):
+        return None
+    spans = []
+    for (start, stop, step), dim in zip(slices, shape):
+        stop = dim if stop is None else stop
+        if step != 1 or not 0 <= start <= stop <= dim:
+            return None
+        spans.append((start, dim - stop))
+    if spans[0] != (0, 0) or spans[-1] != (0, 0) or all(s == (0, 0) for s in spans):
+        return None
+    inner = spans[1:-1]
+    cropping = inner[0] if len(inner) == 1 else tuple(inner)
+    return LayerSpec(CROPPING[len(shape)], {"cropping": cropping}, (x,), outputs)
+
+
 @converter("STRIDED_SLICE", range(1, 9))
 def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec | list[LayerSpec]:
     x = op.inputs[0]
@@ -151,7 +174,8 @@ def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec | list[LayerSp
     if squeeze:
         kwargs["squeeze"] = squeeze
     if not new_axis:
-        return LayerSpec("Slice", kwargs, (x,), op.outputs, custom=True)
+        crop = None if squeeze else _cropping(slices, shape, x, op.outputs)
+        return crop or LayerSpec("Slice", kwargs, (x,), op.outputs, custom=True)
     out_shape = list(ctx.shape(op.outputs[0]))
     if any(d < 0 for d in out_shape):
         raise ConversionError(f"STRIDED_SLICE op {op.index}: dynamic output shape {out_shape}")
@@ -169,7 +193,8 @@ def slice_(op: Operator, ctx: ConvertContext) -> LayerSpec:
     begin = np.asarray(ctx.const(op.inputs[1])).reshape(-1).tolist()
     size = np.asarray(ctx.const(op.inputs[2])).reshape(-1).tolist()
     slices = [[int(b), None if s < 0 else int(b) + int(s), 1] for b, s in zip(begin, size)]
-    return LayerSpec("Slice", {"slices": slices}, (x,), op.outputs, custom=True)
+    crop = _cropping(slices, ctx.shape(x), x, op.outputs) if len(slices) == ctx.rank(x) else None
+    return crop or LayerSpec("Slice", {"slices": slices}, (x,), op.outputs, custom=True)
 
 
 def _block_pairs(ctx: ConvertContext, i: int) -> list[list[int]]:

@@ -18,6 +18,8 @@ from tfl_rebuild.rebuild.passes.fuse import fuse_dilated_convs, fuse_silu
 from tfl_rebuild.rebuild.passes.lift import lift
 from tfl_rebuild.rebuild.passes.lift_1d import lift_1d
 from tfl_rebuild.rebuild.passes.lift_attention import lift_attention
+from tfl_rebuild.rebuild.passes.lift_input import lift_input
+from tfl_rebuild.rebuild.passes.lift_rnn import lift_rnn
 from tfl_rebuild.rebuild.passes.quantize import rounds
 from tfl_rebuild.rebuild.passes.unit_batch import drop_unit_batch
 from tfl_rebuild.tflite.analysis import NON_DATA
@@ -32,6 +34,8 @@ PIPELINE: list[Pass] = [
     # float, unquantized patterns.
     lift_1d,  # after folding: Conv1D and 1-D pooling regions
     lift_attention,  # MultiHeadAttention
+    lift_input,  # after folding: Rescaling / Normalization of a model input (constants per channel)
+    lift_rnn,  # after folding: LSTM / GRU / SimpleRNN from WHILE loops (loop inputs are constants)
     lift,  # LayerNormalization, SeparableConv2D, Embedding, activation= (after the 1-D regions)
     fuse_dilated_convs,  # after folding: the SPACE_TO_BATCH_ND block shape and paddings are constants
     fuse_silu,
@@ -81,7 +85,7 @@ def _prepare(
             and t.dtype in ("int32", "int64", "float32")
         }
     )
-    ctx = ConvertContext(sg, constants)
+    ctx = ConvertContext(sg, constants, subgraphs=model.subgraphs)
     remaining = []
     for op in sg.operators:
         if op.opcode in FOLD_CONSTANT and op.inputs and ctx.is_const(op.inputs[0]):
