@@ -110,7 +110,8 @@ class _Table:
         slots = self.slots
         if slots is None:
             slots = self.slots = self.p.vtable(self.pos)
-        return self.pos + slots[field] if field < len(slots) and slots[field] else 0
+        off = slots[field]  # vtables are padded to every field id the reader asks for
+        return self.pos + off if off else 0
 
     def scalar(self, field: int, read, default=0):
         at = self.at(field)
@@ -167,14 +168,15 @@ class _Parser:
         return ModelFormatError(f"{self.path}: {self.where}: {what}")
 
     def vtable(self, pos: int) -> tuple[int, ...]:
-        """The field offsets a table's vtable holds, by field id."""
+        """The field offsets a table's vtable holds, by field id, padded with 0 (absent) to 16."""
         vt = pos - _I32(self.buf, pos)[0]
         slots = self.vtables.get(vt)
         if slots is None:
             if not 0 <= vt <= self.size - 4:
                 raise self.fail(f"malformed flatbuffer (vtable at {vt} lies outside the file)")
             n = max(0, (_U16(self.buf, vt)[0] - 4) // 2)
-            slots = self.vtables[vt] = struct.unpack_from(f"<{n}H", self.buf, vt + 4)
+            slots = struct.unpack_from(f"<{n}H", self.buf, vt + 4) + (0,) * (16 - n)
+            self.vtables[vt] = slots
         return slots
 
     def index(self, i: int, limit: int, what: str, optional: bool = False) -> int:
@@ -366,7 +368,8 @@ class _Parser:
             table = op.table(table_field)
             if class_name is None or table is None:
                 return class_name, {}
-            return class_name, decode_options(class_name, self.buf, table.pos, self.fail)
+            table.at(0)  # reads (and checks) its vtable
+            return class_name, decode_options(class_name, self.buf, table.pos, table.slots, self.fail)
         return None, {}
 
     def _parse_tensor(self, t: _Table, idx: int, s: int, buffers) -> Tensor:
