@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,6 +76,8 @@ def _mode_for(target: Path) -> int:
 @contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Yield a file beside `path`; it replaces `path` only when the block completes."""
+    import tempfile  # (with shutil, bz2, lzma, random) off `inspect`'s path: a few ms of start-up
+
     target = writable_file(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 
@@ -183,6 +182,8 @@ def state_variables(model: Model) -> list[str]:
 
 
 def to_json(model: Model) -> str:
+    import json
+
     from tfl_rebuild.text import json_text
 
     return json_text(json.dumps(summarize(model), indent=1, ensure_ascii=False))

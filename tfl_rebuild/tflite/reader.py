@@ -264,26 +264,18 @@ class _Parser:
             n_t = len(subgraphs[sg].tensors)
 
             def tensor_map(field, name, sd=sd, n_t=n_t):
+                F = _F.TensorMap
                 return tuple(
-                    (
-                        tm.string(_F.TensorMap.NAME),
-                        self.index(tm.scalar(_F.TensorMap.TENSOR_INDEX, _U32), n_t, "signature tensor"),
-                    )
+                    (tm.string(F.NAME), self.index(tm.scalar(F.TENSOR_INDEX, _U32), n_t, "signature tensor"))
                     for tm in sd.tables(field, name)
                 )
 
-            signatures.append(
-                SignatureDef(
-                    sd.string(F.SIGNATURE_KEY),
-                    sg,
-                    tensor_map(F.INPUTS, "inputs"),
-                    tensor_map(F.OUTPUTS, "outputs"),
-                )
-            )
+            ins, outs = tensor_map(F.INPUTS, "inputs"), tensor_map(F.OUTPUTS, "outputs")
+            signatures.append(SignatureDef(sd.string(F.SIGNATURE_KEY), sg, ins, outs))
 
         flat_end = min((b[0] for b in buffers if b and external and b[0] > 0), default=self.size)
         info = None
-        if "TFLITE_METADATA" in metadata:
+        if "TFLITE_METADATA" in metadata:  # tflite_support's (a flatbuffer of its own)
             from tfl_rebuild.tflite.metadata import read_model_info
 
             info = read_model_info(metadata["TFLITE_METADATA"])
@@ -368,8 +360,8 @@ class _Parser:
             table = op.table(table_field)
             if class_name is None or table is None:
                 return class_name, {}
-            table.at(0)  # reads (and checks) its vtable
-            return class_name, decode_options(class_name, self.buf, table.pos, table.slots, self.fail)
+            slots = self.vtable(table.pos)
+            return class_name, decode_options(class_name, self.buf, table.pos, slots, self.fail)
         return None, {}
 
     def _parse_tensor(self, t: _Table, idx: int, s: int, buffers) -> Tensor:
