@@ -105,6 +105,9 @@ def inspect(model, as_json, tensors, graph_path, ops, select):
     """Summarize a model: ops, shapes, quantization, signatures, metadata (no TensorFlow needed).
 
     Piped or redirected, the report is plain text with every name whole (no cut to 80 columns)."""
+    from tfl_rebuild.tflite.lazy import defer_numpy
+
+    defer_numpy()  # a float model's report needs no array: numpy was a third of the time
     from tfl_rebuild.commands import inspect as inspect_mod
 
     keep = inspect_mod.OpFilter.parse(ops, select)  # a bad regex fails before the model is read

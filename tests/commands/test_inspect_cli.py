@@ -337,3 +337,56 @@ def test_inspect_does_not_import_heavy_modules(args, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# numpy loads only when something reads an array: a float model's report never does
+
+NUMPY_STATE = (
+    "import sys, contextlib, io\n"
+    "from tfl_rebuild.cli import main\n"
+    "out = io.StringIO()\n"
+    "with contextlib.redirect_stdout(out):\n"
+    "    main({argv!r}, standalone_mode=False)\n"
+    "print('loaded' if 'numpy._core' in sys.modules or 'numpy.core' in sys.modules else 'deferred')\n"
+    "print(len(out.getvalue().splitlines()))\n"
+)
+
+
+@pytest.mark.parametrize(
+    "name, args, state",
+    [
+        ("mnist", ["inspect"], "deferred"),
+        ("mnist", ["inspect", "--json"], "deferred"),
+        ("mnist", ["inspect", "--tensors"], "deferred"),
+        ("mobilenet_v2_int8", ["inspect"], "loaded"),  # scales and zero points are arrays
+    ],
+    ids=["float-text", "float-json", "float-tensors", "int8-text"],
+)
+def test_inspect_loads_numpy_only_when_needed(name, args, state):
+    argv = [*args, str(require_fixture(name))]
+    code = NUMPY_STATE.format(argv=argv)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got, lines = proc.stdout.split()
+    assert got == state and int(lines) > 10
+
+
+def test_deferred_numpy_is_the_real_numpy_once_used():
+    """After defer_numpy, `import numpy` is free; the first attribute (or submodule) loads it, and
+    it is the one numpy module: arrays, submodules and `from numpy import ...` all work."""
+    code = (
+        "import sys\n"
+        "from tfl_rebuild.tflite.lazy import defer_numpy\n"
+        "defer_numpy()\n"
+        "import numpy as np\n"
+        "import flatbuffers, tflite.Model\n"
+        "before = 'numpy._core' in sys.modules\n"
+        "import numpy.linalg\n"
+        "from numpy import float32\n"
+        "a = np.arange(6, dtype=float32).reshape(2, 3)\n"
+        "print(before, 'numpy._core' in sys.modules, sys.modules['numpy'] is np, type(np).__name__,\n"
+        "      round(float(numpy.linalg.norm(a) ** 2), 3), np.__version__ == np.version.version)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "True", "module", "55.0", "True"]

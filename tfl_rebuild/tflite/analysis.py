@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import math
 from collections import Counter
-
-import numpy as np
 
 from tfl_rebuild.tflite.ir import Model, Operator, Subgraph, Tensor
 
@@ -19,7 +17,7 @@ def weight_tensors(sg: Subgraph) -> set[int]:
     """Constants, and what DENSIFY / DEQUANTIZE make of them (sparse or fp16 weights unpacked
     at run time), and rows looked up in them (dynamic-range quantization keeps an Embedding
     table int8: GATHER reads int8 rows, a DEQUANTIZE makes them float): weights, not activations."""
-    weights = {t.index for t in sg.tensors if t.data is not None}
+    weights = {t.index for t in sg.tensors if t.is_constant}
     for op in sg.operators:
         if op.opcode in ("DENSIFY", "DEQUANTIZE") and op.inputs and op.inputs[0] in weights:
             weights.update(o for o in op.outputs if o >= 0)
@@ -49,12 +47,12 @@ def quantization_kind(model: Model) -> str:
         return "int16x8"
     if acts & {"int8", "uint8"}:
         return "full-int8"
-    consts = {t.dtype for t in tensors if t.data is not None}
+    consts = {t.dtype for t in tensors if t.is_constant}
     int_weights = {
         (sg.index, t.index)
         for sg in model.subgraphs
         for t in sg.tensors
-        if t.data is not None and t.quantized and t.dtype in ("int8", "uint8", "int4")
+        if t.is_constant and t.quantized and t.dtype in ("int8", "uint8", "int4")
     }
     if int_weights:
         readers = {
@@ -73,8 +71,8 @@ def params_by_dtype(model: Model) -> dict[str, int]:
     counts: Counter = Counter()
     for sg in model.subgraphs:
         for t in sg.tensors:
-            if t.data is not None and t.dtype not in NON_DATA:
-                counts[t.dtype] += int(np.prod(t.shape, dtype=np.int64))
+            if t.is_constant and t.dtype not in NON_DATA:
+                counts[t.dtype] += math.prod(t.shape)
     return dict(sorted(counts.items()))
 
 
@@ -89,7 +87,7 @@ def tensor_doc(t: Tensor) -> dict:
             if q.scale.size <= 8
             else {"channels": int(q.scale.size), "quantized_dimension": q.quantized_dimension}
         )
-    if t.data is not None:
+    if t.is_constant:
         doc["constant"] = True
         doc["bytes"] = t.nbytes
     if t.sparsity is not None:
@@ -184,6 +182,8 @@ def state_variables(model: Model) -> list[str]:
 
 
 def to_json(model: Model) -> str:
+    import json
+
     from tfl_rebuild.text import json_text
 
     return json_text(json.dumps(summarize(model), indent=1, ensure_ascii=False))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads when a constant is first read: `inspect` of a float model never does
+    import numpy as np
 
 # TensorType enum of the schema -> numpy dtype name ("int4" stays packed as uint8 bytes).
 TENSOR_TYPES: dict[int, str] = {
@@ -53,6 +54,67 @@ NUMPY_TYPES = frozenset(
         "uint16",
     ]
 )
+# Bytes per element of each numpy-viewable type (what np.dtype(name).itemsize says).
+ITEMSIZE: dict[str, int] = {
+    "float32": 4,
+    "float16": 2,
+    "int32": 4,
+    "uint8": 1,
+    "int64": 8,
+    "bool": 1,
+    "int16": 2,
+    "complex64": 8,
+    "int8": 1,
+    "float64": 8,
+    "complex128": 16,
+    "uint64": 8,
+    "uint32": 4,
+    "uint16": 2,
+}
+
+
+class MappedArray:
+    """Where a constant's elements lie in the file: `count` items of numpy type `dtype` at byte
+    `offset` of `storage` (the mapping), in `shape` (None: flat). The reader has checked that they
+    fit; `Tensor.data` makes the zero-copy numpy view the first time someone reads it. (A plain
+    slotted class: one is made per constant, at a tenth of a frozen dataclass's cost.)"""
+
+    __slots__ = ("storage", "offset", "count", "dtype", "shape")
+
+    def __init__(self, storage, offset: int, count: int, dtype: str, shape: tuple[int, ...] | None = None):
+        self.storage, self.offset, self.count, self.dtype, self.shape = storage, offset, count, dtype, shape
+
+    def __repr__(self) -> str:
+        return (
+            f"MappedArray(offset={self.offset}, count={self.count}, dtype={self.dtype!r}, shape={self.shape})"
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * ITEMSIZE[self.dtype]
+
+    def array(self) -> np.ndarray:
+        import numpy as np
+
+        view = np.frombuffer(self.storage, self.dtype, self.count, self.offset)
+        return view if self.shape is None else view.reshape(self.shape)
+
+
+class _ConstantData:
+    """`Tensor.data`, a dataclass field that may hold a `MappedArray` until first read, then the
+    array it makes (kept). `Tensor(data=array)` still takes an array; `is_constant` and `nbytes`
+    answer without making one."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return None  # the field's default, as dataclasses asks for it
+        value = obj.__dict__["_data"]
+        if isinstance(value, MappedArray):
+            value = obj.__dict__["_data"] = value.array()
+        return value
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__["_data"] = None if value is self else value
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,12 +163,13 @@ class Tensor:
     is_variable: bool = False
     quantization: Quantization | None = None
     sparsity: Sparsity | None = None
-    # Constant contents: a read-only view into the file (for sparse tensors: the packed values).
-    data: np.ndarray | None = field(default=None, repr=False)
+    # Constant contents: a read-only view into the file (for sparse tensors: the packed values),
+    # made on first read from the reader's MappedArray.
+    data: np.ndarray | None = field(default=_ConstantData(), repr=False)
 
     @property
     def is_constant(self) -> bool:
-        return self.data is not None
+        return self.__dict__["_data"] is not None
 
     @property
     def quantized(self) -> bool:
@@ -114,7 +177,8 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.data is None else int(self.data.nbytes)
+        value = self.__dict__["_data"]
+        return 0 if value is None else int(value.nbytes)
 
 
 @dataclass(frozen=True, eq=False)
