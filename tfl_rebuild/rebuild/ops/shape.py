@@ -147,7 +147,7 @@ def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec | list[LayerSp
             slices.append(_axis_slice(slice(b, e, int(strides[i])), dim))
         axis += 1
     slices += [[0, shape[a], 1] for a in range(axis, len(shape))]
-    kwargs = {"slices": slices}
+    kwargs = {"slices": _whole_batch(slices, shape)}
     if squeeze:
         kwargs["squeeze"] = squeeze
     if not new_axis:
@@ -169,7 +169,15 @@ def slice_(op: Operator, ctx: ConvertContext) -> LayerSpec:
     begin = np.asarray(ctx.const(op.inputs[1])).reshape(-1).tolist()
     size = np.asarray(ctx.const(op.inputs[2])).reshape(-1).tolist()
     slices = [[int(b), None if s < 0 else int(b) + int(s), 1] for b, s in zip(begin, size)]
-    return LayerSpec("Slice", {"slices": slices}, (x,), op.outputs, custom=True)
+    return LayerSpec("Slice", {"slices": _whole_batch(slices, ctx.shape(x))}, (x,), op.outputs, custom=True)
+
+
+def _whole_batch(slices: list[list], shape) -> list[list]:
+    """The whole first axis as [0, None, 1], not [0, 1, 1]: the same rows at batch 1, and every row at
+    any other batch (passes.batch_axis)."""
+    if slices and shape and slices[0][0] == 0 and slices[0][1] in (shape[0], None) and slices[0][2] == 1:
+        return [[0, None, 1], *slices[1:]]
+    return slices
 
 
 def _block_pairs(ctx: ConvertContext, i: int) -> list[list[int]]:
