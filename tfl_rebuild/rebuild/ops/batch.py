@@ -1,10 +1,12 @@
-"""Which ops compute each row of the batch from that row alone: the facts `passes.batch_axis` asks.
+"""Which ops compute each example of a batch from that example alone: the facts `passes.batch_axis` asks.
 
-An op keeps the rows when its layer, run on rows stacked along axis 0, returns their results
-stacked along axis 0, and says nothing about how many rows there are. Registry traits cover most
-ops (elementwise, batch-preserving with constant weights, last-axis); the rules below cover the
-ops whose attributes decide it (a transpose that keeps axis 0 first, a reduction not over it ...).
-Each rule returns None when the op keeps the rows, else why not in a few words.
+At batch 1 every computed tensor's axis 0 holds one example's rows (1, or more where a reshape
+folded axes into it: a Dense on [1, 8, 16] runs on [8, 16]). An op keeps the examples apart when
+its layer, run on several examples' rows stacked along axis 0, returns their results stacked the
+same way, and says nothing about how many rows there are. Registry traits cover most ops
+(elementwise, batch-preserving with constant weights, last-axis); the rules below cover the ops
+whose attributes decide it (a transpose that keeps axis 0 first, a reduction not over it ...).
+Each rule returns None when the op keeps the examples apart, else why not in a few words.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def keeps_rows(op: Operator, ctx: ConvertContext) -> str | None:
         return rule(op, ctx)
     ts = traits(op)
     if Trait.ELEMENTWISE in ts:
-        return None  # constants broadcast over the rows (their leading axis, if any, is 1)
+        return _broadcasts(op, ctx)
     if Trait.BATCH_PRESERVING in ts:
         return None if len(_data(op, ctx)) == 1 else "weights computed"  # the data input alone
     if Trait.LAST_AXIS in ts:
@@ -67,12 +69,36 @@ def keeps_rows(op: Operator, ctx: ConvertContext) -> str | None:
     return "not known to keep the rows apart"
 
 
+def refolds(op: Operator) -> bool:
+    """Whether the op may change how many rows of axis 0 one example takes: a reshape (keras
+    Reshape / Flatten keep axis 0; BatchReshape reshapes to -1 rows, and each example's rows are
+    contiguous in memory), and FULLY_CONNECTED (rows of n_in values, the same way)."""
+    return Trait.SHAPE_ONLY in traits(op) or op.opcode == "FULLY_CONNECTED"
+
+
+def _broadcasts(op: Operator, ctx: ConvertContext) -> str | None:
+    """Elementwise: computed operands of the output's rank (axis 0 aligned), constants without a
+    length along axis 0 (they broadcast over the examples)."""
+    rank = ctx.rank(op.outputs[0])
+    for i in op.inputs:
+        if i < 0:
+            continue
+        if ctx.is_const(i):
+            shape = np.shape(ctx.const(i))
+            if len(shape) == rank and shape[0] != 1:
+                return "a constant runs along the batch axis"
+        elif ctx.rank(i) != rank:
+            return "broadcasts a computed operand over the batch axis"
+    return None
+
+
 @_rule("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 def _reshape(op: Operator, ctx: ConvertContext) -> str | None:
-    # With the batch axis leading both shapes (passes.batch_axis checks it), the converter writes a
-    # keras Reshape / Flatten of the axes after it.
+    out = ctx.shape(op.outputs[0])
     if ctx.tensor(op.outputs[0]).dtype == "complex64":
         return "complex reshape"
+    if not out or not all(d > 0 for d in out):
+        return "reshapes to no rows"
     return None
 
 
@@ -119,18 +145,19 @@ def _slice(op: Operator, ctx: ConvertContext) -> str | None:
 
 @_rule("FULLY_CONNECTED")
 def _fully_connected(op: Operator, ctx: ConvertContext) -> str | None:
-    if len(_data(op, ctx)) != 1:
-        return "weights computed"
-    if any(s.layer == "BatchReshape" for s in _specs(op, ctx)):
-        return "folds the batch into its rows"
-    return None
+    return None if len(_data(op, ctx)) == 1 else "weights computed"  # a Dense on rows of n_in
 
 
 @_rule("BATCH_MATMUL")
 def _batch_matmul(op: Operator, ctx: ConvertContext) -> str | None:
     x, y = op.inputs[:2]
+    rank = ctx.rank(op.outputs[0])
     for slot, t in ((0, x), (1, y)):
-        if ctx.is_const(t) or ctx.rank(t) >= 3:
+        if ctx.is_const(t):
+            if ctx.rank(t) == rank and ctx.shape(t)[0] != 1:
+                return "a constant runs along the batch axis"
+            continue
+        if ctx.rank(t) >= 3 and ctx.rank(t) == rank:
             continue
         adj = op.options.get("adj_x" if slot == 0 else "adj_y", False)
         if not (slot == 0 and not adj and ctx.is_const(y)):
@@ -158,7 +185,7 @@ def _select(op: Operator, ctx: ConvertContext) -> str | None:
     cond, x = op.inputs[:2]
     if op.opcode == "SELECT" and ctx.rank(cond) == 1 and ctx.rank(x) > 1:
         return "picks along the batch axis"
-    return None  # keras.ops.where, broadcasting
+    return _broadcasts(op, ctx)  # keras.ops.where
 
 
 @_rule("TILE")

@@ -11,7 +11,9 @@ from tfl_rebuild.tflite.ir import Operator
 
 
 def reshape_to(x: int, out: int, ctx: ConvertContext, outputs: tuple[int, ...]) -> LayerSpec:
-    """keras.layers.Reshape when the batch axis stays, BatchReshape when it moves.
+    """keras.layers.Reshape when the batch axis stays, BatchReshape when it moves. BatchReshape takes
+    -1 for the first axis: the same shape here, and at any batch each example's rows (contiguous
+    in memory) become its rows of the new shape (passes.batch_axis).
 
     Complex tensors are held as float pairs in a trailing axis of 2 (see spectral.py), kept last."""
     in_shape, out_shape = ctx.shape(x), ctx.shape(out)
@@ -21,7 +23,10 @@ def reshape_to(x: int, out: int, ctx: ConvertContext, outputs: tuple[int, ...]) 
         in_shape, out_shape = (*in_shape, 2), (*out_shape, 2)
     if in_shape and out_shape and in_shape[0] == out_shape[0]:
         return LayerSpec("Reshape", {"target_shape": out_shape[1:]}, (x,), outputs)
-    return LayerSpec("BatchReshape", {"shape": list(out_shape)}, (x,), outputs, custom=True)
+    shape = list(out_shape)
+    if shape and all(d > 0 for d in shape):
+        shape[0] = -1
+    return LayerSpec("BatchReshape", {"shape": shape}, (x,), outputs, custom=True)
 
 
 def reshape(op: Operator, ctx: ConvertContext) -> LayerSpec:
