@@ -8,13 +8,15 @@ import pytest
 
 from tfl_rebuild.rebuild.passes.batch_axis import fixed_batch_reason
 from tfl_rebuild.rebuild.passes.pipeline import prepare
+from tfl_rebuild.runtime.views import make_view
 from tfl_rebuild.tflite.reader import read_model
 
 tf = pytest.importorskip("tensorflow")
 
 
 def _reason(path) -> str | None:
-    ctx, ops = prepare(read_model(str(path)))
+    """As the rebuild sees the file: dynamic dims fixed (the view), then the passes."""
+    ctx, ops = prepare(make_view(read_model(str(path))).model)
     return fixed_batch_reason(ctx, ops)
 
 
@@ -72,3 +74,22 @@ def test_batch_rules(tfl, fn, op, free):
     assert (report.batch is not None) == free
     if free:
         assert report.batch.ok, report.batch.text()
+
+
+def test_free_batch_keras_original_keeps_its_layers_and_any_batch(tfl):
+    """A Keras model without batch_size converts with SHAPE-computed reshape targets and Dense on
+    rank 3 as RESHAPE, FULLY_CONNECTED, RESHAPE: the rebuild lifts MultiHeadAttention all the same
+    (identity reshapes dropped) and takes any batch (rows folded by the reshapes traced)."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 16))
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8)(x, x)
+    y = keras.layers.Dense(24, activation="relu")(keras.layers.Add()([x, h]))
+    path = tfl.keras(keras.Model(x, keras.layers.Dense(4)(y)))
+    main = read_model(str(path)).main
+    assert main.tensors[main.inputs[0]].shape_signature[0] == -1  # the converter kept the free batch
+    assert _reason(path) is None
+    report = tfl.check(path, "BATCH_MATMUL")
+    assert report.batch is not None and report.batch.ok, report.batch
+    source = next((tfl.tmp_path / "gen").glob("*.py")).read_text()
+    assert "keras.layers.MultiHeadAttention(" in source and "batch_size" not in source
