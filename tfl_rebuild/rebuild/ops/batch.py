@@ -87,9 +87,17 @@ def _broadcasts(op: Operator, ctx: ConvertContext) -> str | None:
             shape = np.shape(ctx.const(i))
             if len(shape) == rank and shape[0] != 1:
                 return "a constant runs along the batch axis"
-        elif ctx.rank(i) != rank:
+        elif ctx.rank(i) != rank and not _merge_layer(op, ctx):
             return "broadcasts a computed operand over the batch axis"
     return None
+
+
+def _merge_layer(op: Operator, ctx: ConvertContext) -> bool:
+    """Whether the op's layer is a Keras merge layer (Multiply ...): it expands a lower-rank input
+    after the batch axis, where numpy would pad in front (the converter takes one only where the
+    two agree at batch 1, a squeeze-excite's [1, C] gate)."""
+    specs = _specs(op, ctx)
+    return len(specs) >= 1 and specs[0].call_list and not specs[0].custom
 
 
 @_rule("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
