@@ -9,6 +9,10 @@ them). An original layer counts as recovered when the rebuilt model has at least
 same class name (a class counted once per original layer, not paired one to one). A rebuilt layer
 is custom when its class is not from keras (a class defined in the generated module).
 
+Batch: the originals take any batch (no batch_size), as their authors would write them, except
+where the converter needs a fixed one (the LSTM). A rebuild of a free-batch original counts as taking batch 3 when its model, called on 3 seeded rows, returns TFLite's outputs for them
+(the file resized to batch 3) within rel 1e-4. Run it on an older checkout for the "before" figures.
+
     PYTHONPATH=$PWD .venv/bin/python scripts/measure_keras_recovery.py
 """
 
@@ -27,7 +31,7 @@ IGNORED = {"InputLayer", "BatchNormalization", "Dropout", "Activation", "ReLU"}
 
 
 def _mlp(keras):
-    inp = keras.Input((16,), batch_size=1)
+    inp = keras.Input((16,))
     x = keras.layers.Dense(32, activation="relu")(inp)
     x = keras.layers.Dropout(0.1)(x)
     x = keras.layers.Dense(16, activation="relu")(x)
@@ -35,7 +39,7 @@ def _mlp(keras):
 
 
 def _cnn(keras):
-    inp = keras.Input((16, 16, 3), batch_size=1)
+    inp = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(8, 3, padding="same")(inp)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
@@ -47,7 +51,7 @@ def _cnn(keras):
 
 
 def _conv1d(keras):
-    inp = keras.Input((32, 4), batch_size=1)
+    inp = keras.Input((32, 4))
     x = keras.layers.Conv1D(8, 3, activation="relu")(inp)
     x = keras.layers.Conv1D(8, 3, padding="causal", dilation_rate=2, activation="relu")(x)
     x = keras.layers.MaxPooling1D(2)(x)
@@ -56,7 +60,7 @@ def _conv1d(keras):
 
 
 def _transformer(keras):
-    inp = keras.Input((8, 16), batch_size=1)
+    inp = keras.Input((8, 16))
     h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8)(inp, inp)
     x = keras.layers.LayerNormalization(epsilon=1e-6)(keras.layers.Add()([inp, h]))
     f = keras.layers.Dense(32, activation="gelu")(x)
@@ -66,6 +70,8 @@ def _transformer(keras):
 
 
 def _lstm(keras):
+    # batch_size=1: with a free batch the converter refuses Keras 3's LSTM loop (its TensorList
+    # element shape must be static), so this original fixes its batch.
     inp = keras.Input((10, 4), batch_size=1)
     x = keras.layers.LSTM(8)(inp)
     return keras.Model(inp, keras.layers.Dense(3)(x))
@@ -92,14 +98,14 @@ def _bidirectional(keras):
 
 
 def _text(keras):
-    inp = keras.Input((12,), batch_size=1, dtype="int32")
+    inp = keras.Input((12,), dtype="int32")
     x = keras.layers.Embedding(50, 8)(inp)
     x = keras.layers.GlobalAveragePooling1D()(x)
     return keras.Model(inp, keras.layers.Dense(3)(x))
 
 
 def _squeeze_excite(keras):
-    inp = keras.Input((8, 8, 8), batch_size=1)
+    inp = keras.Input((8, 8, 8))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
     s = keras.layers.GlobalAveragePooling2D()(x)
     s = keras.layers.Dense(2, activation="relu")(s)
@@ -110,7 +116,7 @@ def _squeeze_excite(keras):
 
 
 def _rescaling(keras):
-    inp = keras.Input((16, 16, 3), batch_size=1)
+    inp = keras.Input((16, 16, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -145,8 +151,39 @@ def classes(model) -> list[str]:
     return [type(layer).__name__ for layer in model.layers]
 
 
-def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str]:
-    """(recovered, original, custom, rebuilt, note) for one model."""
+def batch_ok(path: Path, rebuilt_model, rows: int = 3) -> str:
+    """'' when the rebuild called on `rows` seeded rows matches TFLite resized to them, else why not."""
+    import numpy as np
+
+    from tfl_rebuild.runtime.interpreter import make_interpreter, run
+
+    interp = make_interpreter(model_path=str(path))
+    rng = np.random.default_rng(0)
+    inputs = []
+    for d in interp.get_input_details():
+        shape = (rows, *[int(n) for n in d["shape"][1:]])
+        if np.dtype(d["dtype"]).kind in "iu":
+            inputs.append(rng.integers(0, 10, shape).astype(d["dtype"]))
+        else:
+            inputs.append(rng.standard_normal(shape).astype(np.float32))
+    ref = run(interp, inputs)
+    try:
+        out = rebuilt_model(inputs if len(inputs) > 1 else inputs[0])
+    except Exception as e:  # noqa: BLE001 - a rebuild fixed at batch 1 fails here
+        return f"batch {rows}: {type(e).__name__}"
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    for r, o in zip(ref, outs):
+        o = np.asarray(o)
+        if o.shape != r.shape:
+            return f"batch {rows}: shape {list(o.shape)} for {list(r.shape)}"
+        rel = float(np.max(np.abs(o - r)) / max(float(np.max(np.abs(r))), 1e-12))
+        if rel > 1e-4:
+            return f"batch {rows}: rel {rel:.2g}"
+    return ""
+
+
+def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str, bool | None]:
+    """(recovered, original, custom, rebuilt, note, takes batch 3: None when the original does not)."""
     import keras
     import tensorflow as tf
 
@@ -159,11 +196,12 @@ def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str]:
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel signature
         path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     original = [c for c in classes(model) if c not in IGNORED]
+    free = model.inputs[0].shape[0] is None  # the original takes any batch
     try:
         _, py, weights = write_generated(str(path), str(workdir / name))
         rebuilt_model = load_module(py).build_model(str(weights))
     except Exception as e:  # a model the rebuild refuses counts as nothing recovered
-        return 0, len(original), 0, 0, f"{type(e).__name__}: {str(e)[:60]}"
+        return 0, len(original), 0, 0, f"{type(e).__name__}: {str(e)[:60]}", False if free else None
     rebuilt = [
         layer for layer in rebuilt_model.layers if type(layer).__name__ != "InputLayer"
     ]  # keras.Input layers are not the authors' layers
@@ -171,13 +209,10 @@ def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str]:
     custom = sum(1 for layer in rebuilt if not type(layer).__module__.startswith("keras"))
     missing = sorted({c for c in original if c not in have})
     recovered = sum(1 for c in original if c in have)
-    return (
-        recovered,
-        len(original),
-        custom,
-        len(rebuilt),
-        ("missing " + ", ".join(missing)) if missing else "",
-    )
+    batch = batch_ok(path, rebuilt_model) if free else ""
+    notes = [("missing " + ", ".join(missing)) if missing else "", batch]
+    takes = (not batch) if free else None
+    return recovered, len(original), custom, len(rebuilt), "; ".join(n for n in notes if n), takes
 
 
 def main() -> int:
@@ -185,12 +220,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in MODELS.items():
             rows.append((name, *measure(name, build, Path(tmp))))
-    print(f"{'model':<16} {'recovered':>10} {'custom':>10}  note")
-    for name, rec, total, custom, rebuilt, note in rows:
-        print(f"{name:<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10}  {note}")
+    print(f"{'model':<16} {'recovered':>10} {'custom':>10} {'batch 3':>8}  note")
+    for name, rec, total, custom, rebuilt, note, batch in rows:
+        takes = "-" if batch is None else "yes" if batch else "no"
+        print(f"{name:<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10} {takes:>8}  {note}")
     rec, total = sum(r[1] for r in rows), sum(r[2] for r in rows)
     custom, rebuilt = sum(r[3] for r in rows), sum(r[4] for r in rows)
-    print(f"{'total':<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10}")
+    batch = f"{sum(bool(r[6]) for r in rows)}/{sum(r[6] is not None for r in rows)}"
+    print(f"{'total':<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10} {batch:>8}")
     return 0
 
 

@@ -55,6 +55,9 @@ def print_report(report: Report, console=None) -> None:
     if report.stream is not None:
         status = "[green]match[/green]" if report.stream.ok else "[red]MISMATCH[/red]"
         con.print(f"{escape(report.stream.text())}: {status}")
+    if report.batch is not None:
+        status = "[green]match[/green]" if report.batch.ok else "[red]MISMATCH[/red]"
+        con.print(f"any batch: {escape(report.batch.text())}: {status}")
     if not report.layerwise:
         return
     if report.layers_skipped:
@@ -82,7 +85,7 @@ def print_report(report: Report, console=None) -> None:
 
 def report_doc(report: Report | None) -> dict | None:
     """The verification Report as plain data (`--json`): the verdict, every output, the stream
-    check, every layer of the layer-local check; infinities and NaN as strings."""
+    check, the batch check (None: the model keeps batch 1), every layer of the layer-local check; infinities and NaN as strings."""
     if report is None:
         return None
     return _plain(
@@ -92,6 +95,7 @@ def report_doc(report: Report | None) -> dict | None:
             "tolerance": report.tolerance,
             "outputs": [asdict(o) for o in report.outputs],
             "stream": None if report.stream is None else asdict(report.stream),
+            "batch": None if report.batch is None else asdict(report.batch),
             "layers": [asdict(r) for r in report.layers],
             "layers_skipped": report.layers_skipped,
             "notes": list(report.notes),

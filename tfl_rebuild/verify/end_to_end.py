@@ -1,12 +1,13 @@
 """Run a generated Keras module and the .tflite on the same seeded inputs and measure the gap.
 
-Two checks, one tolerance definition (`measure.tolerance`), shared with `compare`:
+Three checks, one tolerance definition (`measure.tolerance`), shared with `compare`:
 
 - End to end: each model output on 3 seeded batches, against the default runtime (XNNPACK).
   Errors accumulate through the network, so each output bar also admits twice the runtime's own
   noise: how far TFLite's two kernel sets (XNNPACK and the built-in reference kernels) disagree
   on the same input. Deep float decoders reach 1e-3 there (pose_landmark_full's heatmap); int8
   MobileNetV2 reaches 15 LSB (the built-in kernels round twice when they requantize).
+- Any batch (`batch_check`): a model that takes any batch also runs the seeded rows at once.
 - Layer-local (`layer_check`): every mapped layer fed TFLite's own input tensors from one run, so
   each op's error is its own, not accumulated. No noise allowance there: a wrong layer fails even
   where the outputs saturate or stay within noise.
@@ -24,6 +25,7 @@ from tfl_rebuild.runtime.interpreter import index_limits, make_interpreter, rand
 from tfl_rebuild.runtime.views import has_variables
 from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model, Tensor
+from tfl_rebuild.verify.batch_check import BatchReport, batch_check, takes_any_batch
 from tfl_rebuild.verify.layer_check import (
     LayerReport,
     dumped_floats,
@@ -64,6 +66,7 @@ class Report:
     layerwise: bool = True  # False: outputs only (a Core ML check has no layers to pair)
     notes: list[str] = field(default_factory=list)  # e.g. which runtime the outputs were checked against
     stream: StreamReport | None = None  # a model with resource variables: several runs on fed-back state
+    batch: BatchReport | None = None  # a model that takes any batch: the seeded rows at once
 
     @property
     def ok(self) -> bool:
@@ -71,6 +74,7 @@ class Report:
             all(o.ok for o in self.outputs)
             and all(r.ok for r in self.layers)
             and (self.stream is None or self.stream.ok)
+            and (self.batch is None or self.batch.ok)
         )
 
     @property
@@ -88,6 +92,8 @@ class Report:
         bad = [o for o in self.outputs if not o.ok]
         if not bad and self.stream is not None and not self.stream.ok and all(r.ok for r in self.layers):
             return self.stream.text()
+        if not bad and self.batch is not None and not self.batch.ok and all(r.ok for r in self.layers):
+            return self.batch.text()
         if not bad:
             worst_layer = self.worst_layer
             n = sum(not r.ok for r in self.layers)
@@ -125,9 +131,11 @@ def verify(
     noise = [0.0] * len(out_tensors)  # max abs gap between the two kernel sets
     top1_noise = [False] * len(out_tensors)  # the kernel sets disagree on the arg-max
     layers: list[LayerReport] = []
+    rows: list[list[np.ndarray]] = []  # each seed's inputs: the rows of the batch check
     limits = index_limits(sg)  # token-id inputs stay inside their embedding table
     for seed in range(batches):
         inputs = random_inputs(interp, seed, limits)
+        rows.append(inputs)
         ref = [to_float(t, x) for t, x in zip(out_tensors, run(interp, inputs))]
         feed = [to_float(t, x) for t, x in zip(in_tensors, inputs)]
         if dumper is not None:
@@ -155,6 +163,11 @@ def verify(
         report.notes.append(interp.fallback_note)
     for k, t in enumerate(out_tensors):
         report.outputs.append(_output_report(kind, t, refs[k], gots[k], noise[k], top1_noise[k], batches))
+    if takes_any_batch(keras_model) and batches > 1:  # last: it resizes `interp`
+        noise_units = [o.noise for o in report.outputs]
+        report.batch = batch_check(
+            kind, interp, keras_model, in_tensors, out_tensors, rows, refs, noise_units
+        )
     if original is not None and has_variables(original):
         report.stream = stream_check(original, model, keras_model)
     return report

@@ -17,7 +17,7 @@ WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_w
 
 def build_model(weights_path=WEIGHTS_PATH):
     w = np.load(weights_path, allow_pickle=False)
-    keras_tensor = keras.Input(shape=(28, 28), batch_size=1, name="keras_tensor")
+    keras_tensor = keras.Input(shape=(28, 28), name="keras_tensor")
 
     # RESHAPE sequential_1/flatten_1/Reshape -> [1, 784]
     flatten_1 = keras.layers.Flatten(name="flatten_1")(keras_tensor)

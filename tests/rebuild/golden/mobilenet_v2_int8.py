@@ -82,7 +82,7 @@ class FakeQuant(OpLayer):
 
 def build_model(weights_path=WEIGHTS_PATH):
     w = np.load(weights_path, allow_pickle=False)
-    keras_tensor = keras.Input(shape=(96, 96, 3), batch_size=1, name="keras_tensor")
+    keras_tensor = keras.Input(shape=(96, 96, 3), name="keras_tensor")
 
     # CONV_2D mobilenetv2_0.35_96_1/Conv1_relu_1/Relu6 -> [1, 48, 48, 16]
     conv1_relu_1 = keras.layers.Conv2D(

@@ -84,7 +84,8 @@ class BinaryOp(OpLayer):
         if shape_a == shape_b:
             return keras.ops.add(a, b)
         if None in shape_a or None in shape_b:
-            return keras.ops.add(b, a) if len(shape_b) > len(shape_a) else keras.ops.add(a, b)
+            # Any batch: an operand with an unknown axis goes second, where it never passes for a bias.
+            return keras.ops.add(b, a) if None in shape_a else keras.ops.add(a, b)
         out = tuple(np.broadcast_shapes(shape_a, shape_b))
         if shape_b == out:
             a, b, shape_b = b, a, shape_a
@@ -139,7 +140,7 @@ class Resize(OpLayer):
 
 def build_model(weights_path=WEIGHTS_PATH):
     w = np.load(weights_path, allow_pickle=False)
-    image = keras.Input(shape=(32, 32, 3), batch_size=1, name="image")
+    image = keras.Input(shape=(32, 32, 3), name="image")
 
     # CONV_2D ops_zoo_1/conv2d_1/Relu -> [1, 16, 16, 8]
     conv2d_1_relu = keras.layers.Conv2D(

@@ -17,7 +17,7 @@ WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sparse_
 
 def build_model(weights_path=WEIGHTS_PATH):
     w = np.load(weights_path, allow_pickle=False)
-    keras_tensor = keras.Input(shape=(64,), batch_size=1, name="keras_tensor")
+    keras_tensor = keras.Input(shape=(64,), name="keras_tensor")
 
     # FULLY_CONNECTED sequential_1/dense_1/MatMul -> [1, 64]
     dense_1 = keras.layers.Dense(units=64, activation="relu", name="dense_1")(keras_tensor)

@@ -138,6 +138,8 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
         try:
             if report.stream is not None:
                 _add_note(stage, report.stream.text())
+            if report.batch is not None:
+                _add_note(stage, report.batch.text())
             stage.max_rel, stage.lsb = report.max_rel, _max_lsb(report)
             stage.status = "verified" if report.ok else "mismatch"
             stage.reason = "" if report.ok else report.mismatch()

@@ -91,6 +91,13 @@ def variable_tensor_notes(model: Model) -> list[str]:
     ]
 
 
+def _batch_notes(em: Emitter) -> list[str]:
+    """One line when the batch stays fixed at 1 (passes.batch_axis), saying where the trace stopped."""
+    if em.fixed_batch is None:
+        return []
+    return [f"the batch is fixed at 1: {em.fixed_batch}"]
+
+
 def _note_lines(notes: list[str]) -> list[Code]:
     """Notes as comment lines; each note is one line of text (model strings in it are repr()-escaped)."""
     import textwrap
@@ -136,7 +143,9 @@ def generate(
         source=display(Path(model.path).name or "model.tflite"),
         sha256=Code(model.sha256[:16]),
         rebuild=_rebuild_command(model, stem, fake_quant, default_fake_quant, tuple(view_options)),
-        notes=_note_lines([*notes, *quantized_io_notes(model), *variable_tensor_notes(model)]),
+        notes=_note_lines(
+            [*notes, *quantized_io_notes(model), *variable_tensor_notes(model), *_batch_notes(em)]
+        ),
         weights_path=call(
             "WEIGHTS_PATH = os.path.join",
             [(None, Code("os.path.dirname(os.path.abspath(__file__))")), (None, f"{stem}_weights.npz")],

@@ -21,6 +21,7 @@ from tfl_rebuild.rebuild.codegen.templates import class_template, environment
 from tfl_rebuild.rebuild.ops import ConversionError, LayerSpec, lookup
 from tfl_rebuild.rebuild.ops.registry import InnerLayer
 from tfl_rebuild.rebuild.ops.sequence import SubgraphRef
+from tfl_rebuild.rebuild.passes.batch_axis import fixed_batch_reason
 from tfl_rebuild.rebuild.passes.pipeline import prepare
 from tfl_rebuild.rebuild.passes.quantize import fake_quant_params
 from tfl_rebuild.tflite.ir import Model, Operator
@@ -54,6 +55,7 @@ class Emitter:
         self.tensors: list[dict] = []
         # Subgraphs called by control flow: index -> (function name, source); see subgraphs.py.
         self.functions: dict[int, tuple[Code, Code | None]] = {}
+        self.fixed_batch: str | None = None  # why the batch stays 1 (emit_inputs), None: any batch
 
     def tensor_var(self, t: int) -> Code:
         t = self.ctx.resolve(t)
@@ -62,12 +64,17 @@ class Emitter:
         return self.var[t]
 
     def emit_inputs(self) -> list[Code]:
+        """keras.Input per model input: any batch when passes.batch_axis traces it through the graph,
+        else batch_size=1 and `fixed_batch` says why (a note in the header)."""
+        self.fixed_batch = fixed_batch_reason(self.ctx, self.ops)
         names = []
         for t in self.sg.inputs:
             tensor = self.sg.tensors[t]
             v = self.namer.name(tensor.name, "input")
             shape = tuple(tensor.shape)
-            kwargs = [("shape", shape[1:]), ("batch_size", shape[0] if shape else 1)]
+            kwargs: list[tuple[str, object]] = [("shape", shape[1:])]
+            if self.fixed_batch is not None:
+                kwargs.append(("batch_size", shape[0] if shape else 1))
             if tensor.dtype in INPUT_DTYPES and not tensor.quantized:  # e.g. token ids, GATHER indices
                 kwargs.append(("dtype", tensor.dtype))
             self.body += call(f"{v} = keras.Input", [*kwargs, ("name", str(v))])

@@ -11,7 +11,9 @@ from tfl_rebuild.tflite.ir import Operator
 
 
 def reshape_to(x: int, out: int, ctx: ConvertContext, outputs: tuple[int, ...]) -> LayerSpec:
-    """keras.layers.Reshape when the batch axis stays, BatchReshape when it moves.
+    """keras.layers.Reshape when the batch axis stays, BatchReshape when it moves. BatchReshape takes
+    -1 for the first axis: the same shape here, and at any batch each example's rows (contiguous
+    in memory) become its rows of the new shape (passes.batch_axis).
 
     Complex tensors are held as float pairs in a trailing axis of 2 (see spectral.py), kept last."""
     in_shape, out_shape = ctx.shape(x), ctx.shape(out)
@@ -21,7 +23,10 @@ def reshape_to(x: int, out: int, ctx: ConvertContext, outputs: tuple[int, ...]) 
         in_shape, out_shape = (*in_shape, 2), (*out_shape, 2)
     if in_shape and out_shape and in_shape[0] == out_shape[0]:
         return LayerSpec("Reshape", {"target_shape": out_shape[1:]}, (x,), outputs)
-    return LayerSpec("BatchReshape", {"shape": list(out_shape)}, (x,), outputs, custom=True)
+    shape = list(out_shape)
+    if shape and all(d > 0 for d in shape):
+        shape[0] = -1
+    return LayerSpec("BatchReshape", {"shape": shape}, (x,), outputs, custom=True)
 
 
 def reshape(op: Operator, ctx: ConvertContext) -> LayerSpec:
@@ -170,7 +175,7 @@ def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec | list[LayerSp
             slices.append(_axis_slice(slice(b, e, int(strides[i])), dim))
         axis += 1
     slices += [[0, shape[a], 1] for a in range(axis, len(shape))]
-    kwargs = {"slices": slices}
+    kwargs = {"slices": _whole_batch(slices, shape)}
     if squeeze:
         kwargs["squeeze"] = squeeze
     if not new_axis:
@@ -194,7 +199,17 @@ def slice_(op: Operator, ctx: ConvertContext) -> LayerSpec:
     size = np.asarray(ctx.const(op.inputs[2])).reshape(-1).tolist()
     slices = [[int(b), None if s < 0 else int(b) + int(s), 1] for b, s in zip(begin, size)]
     crop = _cropping(slices, ctx.shape(x), x, op.outputs) if len(slices) == ctx.rank(x) else None
-    return crop or LayerSpec("Slice", {"slices": slices}, (x,), op.outputs, custom=True)
+    return crop or LayerSpec(
+        "Slice", {"slices": _whole_batch(slices, ctx.shape(x))}, (x,), op.outputs, custom=True
+    )
+
+
+def _whole_batch(slices: list[list], shape) -> list[list]:
+    """The whole first axis as [0, None, 1], not [0, 1, 1]: the same rows at batch 1, and every row at
+    any other batch (passes.batch_axis)."""
+    if slices and shape and slices[0][0] == 0 and slices[0][1] in (shape[0], None) and slices[0][2] == 1:
+        return [[0, None, 1], *slices[1:]]
+    return slices
 
 
 def _block_pairs(ctx: ConvertContext, i: int) -> list[list[int]]:

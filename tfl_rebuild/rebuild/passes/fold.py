@@ -193,3 +193,27 @@ def drop_unused(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
             kept.append(op)
             needed.update(ctx.resolve(i) for i in op.inputs if i >= 0)
     return kept[::-1]
+
+
+def drop_identity_reshapes(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
+    """A reshape to the shape it reads becomes an alias. A free-batch export computes its reshape
+    targets from SHAPE at run time; folded at batch 1, some are [1, 2, 8, 8] -> [1, 2, 8, 8], and
+    they sit inside patterns the lifting passes match (MultiHeadAttention's softmax)."""
+    outputs = {ctx.resolve(t) for t in ctx.subgraph.outputs}
+    kept = []
+    for op in ops:
+        data = [i for i in op.inputs[:1] if i >= 0 and not ctx.is_const(i)]
+        if (
+            has_trait(op, Trait.SHAPE_ONLY)
+            and len(data) == 1
+            and len(op.outputs) == 1
+            and op.outputs[0] >= 0
+            and op.outputs[0] not in outputs
+            and ctx.shape(data[0]) == ctx.shape(op.outputs[0])
+            and all(d > 0 for d in ctx.shape(data[0]))
+            and ctx.tensor(data[0]).dtype == ctx.tensor(op.outputs[0]).dtype
+        ):
+            ctx.alias[op.outputs[0]] = data[0]
+        else:
+            kept.append(op)
+    return kept

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.registry import MISFIT, ConversionError, ConvertContext
-from tfl_rebuild.rebuild.passes.fold import drop_unused, fold_constants
+from tfl_rebuild.rebuild.passes.fold import drop_identity_reshapes, drop_unused, fold_constants
 from tfl_rebuild.rebuild.passes.fuse import fuse_dilated_convs, fuse_silu
 from tfl_rebuild.rebuild.passes.lift import lift
 from tfl_rebuild.rebuild.passes.lift_1d import lift_1d
@@ -30,6 +30,7 @@ Pass = Callable[[ConvertContext, list[Operator]], list[Operator]]
 
 PIPELINE: list[Pass] = [
     fold_constants,  # first: later passes see constants and real shapes
+    drop_identity_reshapes,  # after folding: a free-batch export's reshape targets are constants then
     # Lifting: the converter's decompositions of Keras layers become the layer again, only whole,
     # float, unquantized patterns.
     lift_1d,  # after folding: Conv1D and 1-D pooling regions
