@@ -6,9 +6,9 @@
 #   float value (q - 14) * 0.0521131
 """Keras 3 rebuild of the TFLite model named above.
 
-build_model() returns the model with its weights loaded (by default from the .npz beside this
-file). Each layer is named after the TFLite tensor it computes; the comment above it gives the
-TFLite op and the tensor's original name.
+build_model() returns the model with its weights loaded by `model.load_weights` (by default from
+the .weights.h5 beside this file; weights_path=None skips it). Each layer is named after the TFLite
+tensor it computes; the comment above it gives the TFLite op and the tensor's original name.
 """
 
 import os
@@ -16,22 +16,23 @@ import os
 import keras
 import numpy as np
 
-WEIGHTS_PATH = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "mobilenet_v2_int8_weights.npz"
-)
+WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mobilenet_v2_int8.weights.h5")
 
 
 class OpLayer(keras.layers.Layer):
-    """Base of the small layers below: keeps the constructor arguments for get_config()."""
+    """Base of the small layers below: keeps the constructor arguments for get_config(). A
+    constant operand of the TFLite op is a weight of `constant_shape`, or the small `constant`."""
 
-    def __init__(self, op_config, constant_shape=None, **kwargs):
+    def __init__(self, op_config, constant_shape=None, constant=None, **kwargs):
         super().__init__(**kwargs)
-        self.op_config = dict(op_config, constant_shape=constant_shape)
-        self.constant_shape = constant_shape
+        self.op_config = dict(op_config, constant_shape=constant_shape, constant=constant)
+        self.constant_value = constant
+        self.constant_shape = list(np.shape(constant)) if constant is not None else constant_shape
 
     def build(self, input_shape):
-        # A constant operand of the TFLite op, stored as a weight so that saving keeps it.
-        if self.constant_shape is not None:
+        if self.constant_value is not None:
+            self.constant = keras.ops.convert_to_tensor(self.constant_value, dtype="float32")
+        elif self.constant_shape is not None:  # a weight, so that saving keeps it
             self.constant = self.add_weight(
                 shape=tuple(self.constant_shape), initializer="zeros", trainable=False, name="constant"
             )
@@ -80,8 +81,7 @@ class FakeQuant(OpLayer):
         return (q - self.zero_point) * self.scale
 
 
-def build_model(weights_path=WEIGHTS_PATH):
-    w = np.load(weights_path, allow_pickle=False)
+def build_model(weights_path=WEIGHTS):
     keras_tensor = keras.Input(shape=(96, 96, 3), batch_size=1, name="keras_tensor")
 
     # CONV_2D mobilenetv2_0.35_96_1/Conv1_relu_1/Relu6 -> [1, 48, 48, 16]
@@ -618,62 +618,6 @@ def build_model(weights_path=WEIGHTS_PATH):
     identity_quant = FakeQuant(scale=0.0521131, zero_point=14, name="identity_quant")(identity)
 
     model = keras.Model(keras_tensor, identity_quant, name="mobilenet_v2_int8")
-    # Each layer's weights, in set_weights order; the .npz holds them as "<layer>/<weight>".
-    layer_weights = {
-        "conv1_relu_1": ["kernel", "bias"],
-        "expanded_conv_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "expanded_conv_project_bn_1": ["kernel", "bias"],
-        "block_1_expand_relu_1": ["kernel", "bias"],
-        "block_1_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_1_project_bn_1": ["kernel", "bias"],
-        "block_2_expand_relu_1": ["kernel", "bias"],
-        "block_2_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_2_project_bn_1": ["kernel", "bias"],
-        "block_3_expand_relu_1": ["kernel", "bias"],
-        "block_3_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_3_project_bn_1": ["kernel", "bias"],
-        "block_4_expand_relu_1": ["kernel", "bias"],
-        "block_4_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_4_project_bn_1": ["kernel", "bias"],
-        "block_5_expand_relu_1": ["kernel", "bias"],
-        "block_5_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_5_project_bn_1": ["kernel", "bias"],
-        "block_6_expand_relu_1": ["kernel", "bias"],
-        "block_6_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_6_project_bn_1": ["kernel", "bias"],
-        "block_7_expand_relu_1": ["kernel", "bias"],
-        "block_7_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_7_project_bn_1": ["kernel", "bias"],
-        "block_8_expand_relu_1": ["kernel", "bias"],
-        "block_8_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_8_project_bn_1": ["kernel", "bias"],
-        "block_9_expand_relu_1": ["kernel", "bias"],
-        "block_9_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_9_project_bn_1": ["kernel", "bias"],
-        "block_10_expand_relu_1": ["kernel", "bias"],
-        "block_10_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_10_project_bn_1": ["kernel", "bias"],
-        "block_11_expand_relu_1": ["kernel", "bias"],
-        "block_11_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_11_project_bn_1": ["kernel", "bias"],
-        "block_12_expand_relu_1": ["kernel", "bias"],
-        "block_12_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_12_project_bn_1": ["kernel", "bias"],
-        "block_13_expand_relu_1": ["kernel", "bias"],
-        "block_13_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_13_project_bn_1": ["kernel", "bias"],
-        "block_14_expand_relu_1": ["kernel", "bias"],
-        "block_14_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_14_project_bn_1": ["kernel", "bias"],
-        "block_15_expand_relu_1": ["kernel", "bias"],
-        "block_15_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_15_project_bn_1": ["kernel", "bias"],
-        "block_16_expand_relu_1": ["kernel", "bias"],
-        "block_16_depthwise_relu_1": ["depthwise_kernel", "bias"],
-        "block_16_project_bn_1": ["kernel", "bias"],
-        "out_relu_1": ["kernel", "bias"],
-        "identity": ["kernel", "bias"],
-    }
-    for layer_name, weight_names in layer_weights.items():
-        model.get_layer(layer_name).set_weights([w[f"{layer_name}/{key}"] for key in weight_names])
+    if weights_path:
+        model.load_weights(weights_path)
     return model

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tfl_rebuild import __version__
-from tfl_rebuild.rebuild.codegen.emitter import Emitter, set_weights_lines
+from tfl_rebuild.rebuild.codegen.emitter import Emitter
 from tfl_rebuild.rebuild.codegen.layout import WIDTH, call
 from tfl_rebuild.rebuild.codegen.literals import Code, display, shell_command
 from tfl_rebuild.rebuild.codegen.naming import sanitize
@@ -21,8 +21,13 @@ from tfl_rebuild.tflite.ir import Model
 @dataclass
 class Generated:
     source: str
-    weights: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]  # "<layer>/<weight>" -> array, each layer's in get_weights order
     tensors: list[dict] = field(default_factory=list)  # TFLite tensor -> Keras layer, for compare
+
+
+def weights_file(stem: str) -> str:
+    """The name of a module's weights file: Keras' own `save_weights` format wants this suffix."""
+    return f"{stem}.weights.h5"
 
 
 def _rebuild_command(
@@ -112,7 +117,7 @@ def generate(
     view_options: tuple[str, ...] = (),
     notes: list[str] | tuple[str, ...] = (),
 ) -> Generated:
-    """Build the module source for `model`; its weights file is expected at `<stem>_weights.npz`.
+    """Build the module source for `model`; its weights file is expected at `<stem>.weights.h5`.
 
     view_options: the --signature / --input-shape words that made `model` (see views.py), for the
     rebuild command in the header; notes: what the view did, written as comments under it."""
@@ -131,17 +136,20 @@ def generate(
     class_src += [Code(class_template(c)) for c in classes]
     model_inputs = Code(inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]")
     model_outputs = Code(outputs[0] if len(outputs) == 1 else f"[{', '.join(outputs)}]")
-    source = env.get_template("module.py.j2").render(
+    source = env.get_template(
+        "module.py.j2"
+    ).render(
         version=Code(__version__),
         source=display(Path(model.path).name or "model.tflite"),
         sha256=Code(model.sha256[:16]),
         rebuild=_rebuild_command(model, stem, fake_quant, default_fake_quant, tuple(view_options)),
         notes=_note_lines([*notes, *quantized_io_notes(model), *variable_tensor_notes(model)]),
         weights_path=call(
-            "WEIGHTS_PATH = os.path.join",
-            [(None, Code("os.path.dirname(os.path.abspath(__file__))")), (None, f"{stem}_weights.npz")],
+            "WEIGHTS = os.path.join",
+            [(None, Code("os.path.dirname(os.path.abspath(__file__))")), (None, weights_file(stem))],
             indent=0,
         ),
+        numpy=any("np." in c for c in class_src),  # an unused import would fail lint
         classes=class_src,
         inputs=em.body[:n_input_lines],
         body=em.body[n_input_lines:],
@@ -149,8 +157,6 @@ def generate(
             "model = keras.Model",
             [(None, model_inputs), (None, model_outputs), ("name", sanitize(stem, "model"))],
         ),
-        set_weights=set_weights_lines(em.layer_weights),
-        load_weights=bool(em.layer_weights or em.functions),  # an unused `w` would fail lint
         functions=[source for _, source in em.functions.values()],
     )
     ast.parse(source)  # a template or emitter bug must never reach the user's disk
