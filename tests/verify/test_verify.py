@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import fixture_params, require_fixture
 from flatbuf import Op, T, build_model
-from keras_weights import arrays_of, scale_weight
+from keras_weights import scale_weight
 
 from tfl_rebuild.commands.pipeline import rebuild_and_verify, write_generated
 from tfl_rebuild.commands.report import CONSTANT_NOTE, print_report
@@ -143,9 +143,10 @@ def test_saturated_output_hides_a_wrong_weight_the_layers_do_not(tmp_path):
     path = tmp_path / "saturated.tflite"
     path.write_bytes(_saturated_model())
     model, py, weights = write_generated(str(path), str(tmp_path / "out"))
-    arrays = arrays_of(py)
-    (key,) = [k for k in arrays if np.array_equal(arrays[k].reshape(-1), [0.5, -1.0, 2.0, 0.25])]
-    scale_weight(py, lambda keys: key)
+    # w is small: a literal at the MUL's call (codegen/constants.py), edited there by 1.1
+    source = py.read_text(encoding="utf-8")
+    assert source.count("0.5, -1.0, 2.0, 0.25") == 1
+    py.write_text(source.replace("0.5, -1.0, 2.0, 0.25", "0.55, -1.1, 2.2, 0.275"), encoding="utf-8")
     report = verify(model, load_module(py).build_model(str(weights)), tensors=read_sidecar(py))
     assert all(o.ok for o in report.outputs)  # y is 6 either way, z does not read w
     assert [(r.op_index, r.op) for r in report.layers if not r.ok] == [(0, "MUL")]
