@@ -155,7 +155,8 @@ def module_with_weights(command: str, spoil: Callable[[Path], None]) -> Callable
     """A generated module (keras --no-verify) whose weights file `spoil` then replaces."""
 
     def make(tmp: Path) -> list[str]:
-        (tmp / "m.tflite").write_bytes(simple_model())
+        # 16 values: over what codegen writes as a literal at the call, so the weights file holds it
+        (tmp / "m.tflite").write_bytes(simple_model(weights=np.linspace(-1, 1, 16, dtype=np.float32)))
         proc = run_cli("keras", "m.tflite", "-o", ".", "--no-verify", cwd=tmp)
         assert proc.returncode == 0, proc.stderr
         spoil(tmp / "m.weights.h5")
