@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/tfl-rebuild weights fixtures/mnist.tflite -o $(DEMO)/mnist_weights_raw.npz
 	$(BIN)/tfl-rebuild dump fixtures/mnist.tflite -o $(DEMO)/mnist_dump --random 0
 	$(BIN)/tfl-rebuild keras fixtures/mnist.tflite -o $(DEMO)/keras
+	cd $(DEMO)/keras && $(abspath $(PY)) -c "import numpy as np, mnist; print(mnist.build_model().predict(np.ones((1, 28, 28), 'float32'), verbose=0).round(3))"
 	$(BIN)/tfl-rebuild compare fixtures/mnist.tflite $(DEMO)/keras/mnist.py --plot $(DEMO)/mnist_errors.png
 	$(BIN)/tfl-rebuild coreml fixtures/mnist.tflite -o $(DEMO)/mnist.mlpackage
 	@echo "demo outputs are in $(DEMO)/"

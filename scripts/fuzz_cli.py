@@ -302,10 +302,10 @@ def check_outputs(
         try:
             for py in outdir.glob("*.py"):
                 ast.parse(py.read_text(encoding="utf-8"))
-            for npz in outdir.glob("*.npz"):
-                with np.load(npz, allow_pickle=False) as z:
-                    for k in z.files:
-                        z[k]
+            for h5 in outdir.glob("*.weights.h5"):
+                from tfl_rebuild.rebuild.weights_h5 import check_h5
+
+                check_h5(h5)
             for js in outdir.glob("*.json"):
                 json.loads(js.read_text(encoding="utf-8"))
         except Exception:

@@ -8,6 +8,10 @@ shrink. Each model is its own test case (xdist spreads them); run only these wit
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -129,3 +133,37 @@ def test_unverifiable_rebuild_builds_and_runs(path, tmp_path):
     outputs = run_keras(keras_model, inputs)
     assert [o.shape for o in outputs] == [tuple(sg.tensors[i].shape) for i in sg.outputs]
     assert all(np.isfinite(o).all() and np.ptp(o) > 0 for o in outputs)
+
+
+PREDICT = """
+import sys
+import os
+
+import numpy as np
+from tfl_rebuild.rebuild.loader import build, load_module
+model = build(load_module(sys.argv[1]))
+x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype("float32")
+called, predicted = np.asarray(model(x)[0]), model.predict(x, verbose=0)[0]
+print(float(np.abs(called - predicted).max()))
+"""
+
+
+def test_predict_runs_where_tensorflow_crashed(tmp_path):
+    """`build_model().predict(x)` segfaulted inside TensorFlow 2.21's oneDNN on this model (a channel
+    tf.pad feeding the Add fused into a Conv2D); `model(x)` did not. The Pad layer now concatenates
+    constant blocks for a channel padding. Run in a child process: a crash is a failure, not the end
+    of the test run."""
+    path = CORPUS_DIR / "face_detection_short_range.tflite"
+    if not path.exists():
+        pytest.skip(f"{path.name} is not in .corpus/: {FETCH_HINT}")
+    result = CliRunner().invoke(main, ["keras", str(path), "-o", str(tmp_path), "--no-verify"], env=ENV)
+    assert result.exit_code == 0, result.output
+    proc = subprocess.run(
+        [sys.executable, "-c", PREDICT, str(tmp_path / f"{path.stem}.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **ENV},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split()[-1]) < 1e-4  # predict computes what the call does

@@ -10,7 +10,7 @@ package is cheap: TensorFlow, Keras and coremltools load only when a function ne
     summary = tr.inspect("m.tflite")           # what `inspect --json` prints, as a dict
     arrays = tr.weights("m.tflite", layout="keras")
     tensors = tr.dump("m.tflite", seed=0)      # every intermediate tensor: {name: array}
-    result = tr.rebuild("m.tflite", "out/")    # writes out/m.py (+ weights); result.report
+    result = tr.rebuild("m.tflite", "out/")    # out/m.py + m.weights.h5; result.report
     table = tr.compare("m.tflite", "out/m.py") # or a second .tflite (float vs int8)
     done = tr.to_coreml("m.tflite", "m.mlpackage")
     rows = tr.check(["models/"])
@@ -111,7 +111,7 @@ def rebuild(
     signature: str | None = None,
     input_shapes: Sequence[str] = (),
 ) -> Rebuild:
-    """Write `<outdir>/<stem>.py` (Keras 3 source), its weights and its sidecar, build the model
+    """Write `<outdir>/<stem>.py` (Keras 3 source), `<stem>.weights.h5` and its sidecar, build the model
     and verify it against TFLite as `tfl-rebuild keras` does.
 
     Returns the Rebuild: `.paths` (py, weights, tensors), `.keras_model`, `.report` (per-output

@@ -95,3 +95,28 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a fresh path beside `path` ending in `suffix`, for a writer that wants a file name
+    (Keras' save_weights wants ".weights.h5"); it replaces `path` only when the block completes."""
+    import tempfile
+
+    target = writable_file(path)
+    mode = _mode_for(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    try:
+        os.close(fd)
+        yield Path(tmp)
+        try:
+            os.chmod(tmp, mode)  # mkstemp makes 0600; the writer may have made the file anew
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

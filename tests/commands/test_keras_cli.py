@@ -54,7 +54,7 @@ def written(outdir: Path) -> list[str]:
 
 
 def expected_files(stem: str) -> list[str]:
-    return sorted([f"{stem}.py", f"{stem}_weights.npz", f"{stem}_tensors.json"])
+    return sorted([f"{stem}.py", f"{stem}.weights.h5", f"{stem}_tensors.json"])
 
 
 def status_rows(output: str, names: list[str]) -> dict[str, str]:
@@ -75,7 +75,7 @@ def test_rebuild_verifies(path, tmp_path):
     result = keras_cli(path, tmp_path)
     out = result.output
     assert result.exit_code == 0, out
-    assert f"wrote {tmp_path / path.stem}.py and {path.stem}_weights.npz" in out
+    assert f"wrote {tmp_path / path.stem}.py and {path.stem}.weights.h5" in out
     assert "verification vs TFLite" in out
     sg = read_model(path).main
     outputs = [sg.tensors[i].name for i in sg.outputs]
@@ -118,7 +118,7 @@ def test_generated_module_parses_and_compiles(path, tmp_path):
     tree = ast.parse(source)
     compile(tree, f"{path.stem}.py", "exec")
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
-    # build_model last; control flow (WHILE / IF) adds a build_<subgraph>(w) per called subgraph before it
+    # build_model last; control flow (WHILE / IF) adds a build_<subgraph>() per called subgraph before it
     assert functions[-1] == "build_model" and all(f.startswith("build_") for f in functions), functions
     assert source.splitlines() == source.split("\n")[:-1]  # no line breaks but "\n"
     assert source.endswith("\n") and not source.endswith("\n\n")
@@ -161,11 +161,11 @@ def test_name_option(name, stem, tmp_path):
     assert written(tmp_path) == ["out"]  # nothing lands outside -o
     source = (outdir / f"{stem}.py").read_text(encoding="utf-8")
     assert f'name="{stem}")' in source  # the keras.Model's name
-    assert f"{stem}_weights.npz" in source  # the default weights path beside the module
+    assert f"{stem}.weights.h5" in source  # the default weights path beside the module
 
     from tfl_rebuild.rebuild.loader import load_module
 
-    model = load_module(outdir / f"{stem}.py").build_model()  # default WEIGHTS_PATH resolves
+    model = load_module(outdir / f"{stem}.py").build_model()  # default WEIGHTS resolves
     assert model.name == stem
 
 
@@ -173,7 +173,7 @@ def test_no_verify_writes_without_verifying(tmp_path):
     result = keras_cli(require_fixture("ops_zoo"), tmp_path, "--no-verify")
     assert result.exit_code == 0, result.output
     assert "verification" not in result.output
-    assert result.output.strip() == f"wrote {tmp_path / 'ops_zoo'}.py and ops_zoo_weights.npz"
+    assert result.output.strip() == f"wrote {tmp_path / 'ops_zoo'}.py and ops_zoo.weights.h5"
     assert written(tmp_path) == expected_files("ops_zoo")
 
 

@@ -452,7 +452,7 @@ def test_cli_tflite_to_checked_mlpackage(tmp_path):
 
 def copy_generated(rebuilt, path: Path, dest: Path, with_tflite: bool) -> Path:
     src = rebuilt(path)[3]
-    for suffix in (".py", "_weights.npz", "_tensors.json"):
+    for suffix in (".py", ".weights.h5", "_tensors.json"):
         (dest / f"{path.stem}{suffix}").write_bytes(src.with_name(f"{path.stem}{suffix}").read_bytes())
     if with_tflite:
         (dest / path.name).write_bytes(path.read_bytes())

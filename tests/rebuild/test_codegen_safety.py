@@ -27,10 +27,12 @@ from conftest import interpreter, invoke
 from flatbuf import Op, T, build_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from keras_weights import arrays_of
 
 from tfl_rebuild.commands.pipeline import write_generated
 from tfl_rebuild.rebuild.codegen.literals import Code, comment, lit
 from tfl_rebuild.rebuild.codegen.naming import MAX_LEN, RESERVED, Namer, sanitize
+from tfl_rebuild.rebuild.loader import check_weights
 from tfl_rebuild.tflite.reader import read_model
 
 # Activation tensor names, one tensor each (they name layers, variables and op comments).
@@ -60,7 +62,7 @@ HOSTILE = {
     "reserved-np": "np",
     "reserved-w": "w",
     "reserved-model": "model",
-    "reserved-weights-path": "WEIGHTS_PATH",
+    "reserved-weights-path": "WEIGHTS",
     "class-name": "BinaryOp",
     "soft-keyword": "match",
     "constant-none": "None",
@@ -85,11 +87,10 @@ TEMPLATE_NAMES = {
     "os",
     "keras",
     "np",
-    "w",
     "model",
     "build_model",
     "weights_path",
-    "WEIGHTS_PATH",
+    "WEIGHTS",
     "__file__",
 }
 DANGEROUS = {
@@ -243,7 +244,7 @@ def test_top_level_statements(hostile):
         "import",
         "import",
         "import",
-        "assign WEIGHTS_PATH",
+        "assign WEIGHTS",
         "class OpLayer",
         "assign BINARY_OPS",
         "class BinaryOp",
@@ -251,10 +252,7 @@ def test_top_level_statements(hostile):
     ]
 
 
-WEIGHTS_LOOP = (
-    "for layer_name, weight_names in layer_weights.items():\n"
-    "    model.get_layer(layer_name).set_weights([w[f'{layer_name}/{key}'] for key in weight_names])"
-)
+LOAD_WEIGHTS = "if weights_path:\n    model.load_weights(weights_path)"
 
 
 def _statement_kind(stmt: ast.stmt, classes: set[str]) -> str:
@@ -262,8 +260,6 @@ def _statement_kind(stmt: ast.stmt, classes: set[str]) -> str:
     text = ast.unparse(stmt)
     if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
         value = stmt.value
-        if text.startswith("w = np.load(weights_path, allow_pickle=False)"):
-            return "load weights"
         if isinstance(value, ast.Call) and ast.unparse(value.func) == "keras.Input" and not value.args:
             return "input"
         if (
@@ -281,15 +277,8 @@ def _statement_kind(stmt: ast.stmt, classes: set[str]) -> str:
             if not all(_is_plain(k.value) for k in value.func.keywords) or value.func.args:
                 return f"unexpected layer argument: {text[:200]}"
             return "layer"
-    if isinstance(stmt, ast.Assign) and text.startswith("layer_weights = {") and _is_plain(stmt.value):
-        table = ast.literal_eval(stmt.value)
-        if all(
-            re.fullmatch(r"[a-z0-9_]+", k) and all(re.fullmatch(r"[a-z_]+", n) for n in v)
-            for k, v in table.items()
-        ):
-            return f"weights table of {len(table)}"
-    if isinstance(stmt, ast.For) and text == WEIGHTS_LOOP:
-        return "weights loop"
+    if isinstance(stmt, ast.If) and text == LOAD_WEIGHTS:
+        return "load weights"
     if isinstance(stmt, ast.Return) and text == "return model":
         return "return"
     return f"unexpected: {text[:200]}"
@@ -308,16 +297,10 @@ def test_build_model_statements(hostile):
     tree = ast.parse(hostile["hostile"][1])
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
     (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    assert ast.unparse(fn.args) == "weights_path=WEIGHTS_PATH"
+    assert ast.unparse(fn.args) == "weights_path=WEIGHTS"
     kinds = [_statement_kind(s, classes) for s in fn.body]
     ops = 1 + len(HOSTILE)
-    n_const_adds = len(HOSTILE) // 3 + (len(HOSTILE) % 3 > 1)
-    assert kinds == (
-        ["load weights", "input"]
-        + ["layer"] * ops
-        + ["model"]
-        + [f"weights table of {1 + n_const_adds}", "weights loop", "return"]
-    )
+    assert kinds == ["input"] + ["layer"] * ops + ["model", "load weights", "return"]
 
 
 # --- model strings: only in literals and comments ----------------------------------------------------
@@ -332,7 +315,7 @@ def test_identifiers_are_sanitized(hostile):
     tree = ast.parse(source)
     (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     local = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    generated = local - {"w", "model", "layer_weights", "layer_name", "weight_names", "key"}
+    generated = local - {"model"}
     assert len(generated) == 1 + 1 + len(HOSTILE)  # input, conv, one per hostile name: all distinct
     bad = [
         name
@@ -408,10 +391,12 @@ def test_sidecar_keeps_exact_tensor_names(hostile):
 
 def test_weight_keys_are_sanitized(hostile):
     path, _ = hostile["hostile"]
-    npz = next((path.parent / "out").glob("*_weights.npz"))
-    with np.load(npz, allow_pickle=False) as w:
-        keys = list(w.files)
+    py = next((path.parent / "out").glob("*.py"))
+    keys = list(arrays_of(py))
     assert keys and all(re.fullmatch(r"[a-z0-9_]+/[a-z_]+", k) for k in keys), keys
+    # Keras names the file's groups by layer class and position: no model string reaches it
+    datasets = check_weights(next((path.parent / "out").glob("*.weights.h5")))
+    assert datasets and all(re.fullmatch(r"(layers/[a-z0-9_]+/)+vars/[0-9]+", d) for d in datasets), datasets
 
 
 # --- file names --------------------------------------------------------------------------------------

@@ -363,11 +363,11 @@ def test_header_names_the_rebuild_options(tmp_path):
     path = tmp_path / "my net.tflite"
     path.write_bytes(require_fixture("mobilenet_v2_int8").read_bytes())
     source = generate(read_model(path), "other", fake_quant=False).source
-    second = source.splitlines()[1]
-    assert second == (
-        "# A starting point: edit it freely. Regenerate with: tfl-rebuild keras 'my net.tflite' -o DIR "
-        "--name other --no-fake-quant"
-    )
+    # the command does not fit after the words: it gets a line of its own
+    assert source.splitlines()[1:3] == [
+        "# A starting point: edit it freely. Regenerate with:",
+        "#   tfl-rebuild keras 'my net.tflite' -o DIR --name other --no-fake-quant",
+    ]
 
 
 # --- 6. file permissions --------------------------------------------------------------------------

@@ -8,10 +8,10 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import fixture_params, require_fixture
+from keras_weights import scale_weight
 
 from tfl_rebuild.cli import main
 from tfl_rebuild.commands.pipeline import write_generated
@@ -199,14 +199,11 @@ def corrupt_middle_kernel(py: Path) -> dict:
     the TFLite tensor that layer computes (in int8 rebuilds, through the FakeQuant after it)."""
     from tfl_rebuild.rebuild.loader import load_module
 
-    npz = py.with_name(f"{py.stem}_weights.npz")
-    with np.load(npz, allow_pickle=False) as f:
-        weights = {k: f[k] for k in f.files}  # in emission (op) order
-    kernels = [k for k in weights if k.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel")]
-    key = kernels[len(kernels) // 2]
-    layer = key.rsplit("/", 1)[0]
-    weights[key] = weights[key] * np.float32(1.1)
-    np.savez(npz, **weights)
+    def middle_kernel(keys: list[str]) -> str:  # in the model's layer order
+        kernels = [k for k in keys if k.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel")]
+        return kernels[len(kernels) // 2]
+
+    layer = scale_weight(py, middle_kernel).rsplit("/", 1)[0]
 
     side = mapping(py)
     target = next((m for m in side if m["layer"] == layer), None)

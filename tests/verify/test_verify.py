@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import fixture_params, require_fixture
 from flatbuf import Op, T, build_model
+from keras_weights import scale_weight
 
 from tfl_rebuild.commands.pipeline import rebuild_and_verify, write_generated
 from tfl_rebuild.commands.report import CONSTANT_NOTE, print_report
@@ -30,17 +31,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def rebuild(path, outdir, scale_key: str | None = None):
     """(model, keras model, mapping, report); `scale_key` picks a weight to multiply by 1.1 in
-    the written npz first ("middle": the middle kernel)."""
+    the written .weights.h5 first ("middle": the middle kernel)."""
+
+    def pick(keys: list[str]) -> str:
+        kernels = [k for k in keys if k.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel", "constant")]
+        return kernels[len(kernels) // 2] if scale_key == "middle" else scale_key
 
     def scale(r) -> None:
-        if scale_key is None:
-            return
-        with np.load(r.weights, allow_pickle=False) as f:
-            weights = {k: f[k] for k in f.files}
-        kernels = [k for k in weights if k.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel", "constant")]
-        corrupted = kernels[len(kernels) // 2] if scale_key == "middle" else scale_key
-        weights[corrupted] = weights[corrupted] * np.float32(1.1)
-        np.savez(r.weights, **weights)
+        if scale_key is not None:
+            scale_weight(r.py, pick)
 
     rebuilt = rebuild_and_verify(str(path), str(outdir), stream=False, written=scale)
     if rebuilt.verify_error is not None:
@@ -143,13 +142,12 @@ def test_constant_output_is_not_called_a_match(tmp_path):
 def test_saturated_output_hides_a_wrong_weight_the_layers_do_not(tmp_path):
     path = tmp_path / "saturated.tflite"
     path.write_bytes(_saturated_model())
-    model, py, npz = write_generated(str(path), str(tmp_path / "out"))
-    with np.load(npz, allow_pickle=False) as f:
-        weights = {k: f[k] for k in f.files}
-    (key,) = [k for k in weights if np.array_equal(weights[k].reshape(-1), [0.5, -1.0, 2.0, 0.25])]
-    weights[key] = weights[key] * np.float32(1.1)
-    np.savez(npz, **weights)
-    report = verify(model, load_module(py).build_model(str(npz)), tensors=read_sidecar(py))
+    model, py, weights = write_generated(str(path), str(tmp_path / "out"))
+    # w is small: a literal at the MUL's call (codegen/constants.py), edited there by 1.1
+    source = py.read_text(encoding="utf-8")
+    assert source.count("0.5, -1.0, 2.0, 0.25") == 1
+    py.write_text(source.replace("0.5, -1.0, 2.0, 0.25", "0.55, -1.1, 2.2, 0.275"), encoding="utf-8")
+    report = verify(model, load_module(py).build_model(str(weights)), tensors=read_sidecar(py))
     assert all(o.ok for o in report.outputs)  # y is 6 either way, z does not read w
     assert [(r.op_index, r.op) for r in report.layers if not r.ok] == [(0, "MUL")]
     assert not report.ok
@@ -251,13 +249,9 @@ def test_weight_only_int8_is_judged_as_float(tmp_path):
     path.write_bytes(weight_only_model())
     model = read_model(str(path))
     assert quantization_kind(model) == "weight-only"
-    _, py, npz = write_generated(str(path), str(tmp_path / "gen"))
-    report = verify(model, load_module(py).build_model(str(npz)))
+    _, py, weights = write_generated(str(path), str(tmp_path / "gen"))
+    report = verify(model, load_module(py).build_model(str(weights)))
     assert report.ok and report.kind == "weight-only" and report.outputs[0].max_rel < FLOAT_REL_TOL
-    with np.load(npz, allow_pickle=False) as f:
-        weights = {k: f[k] for k in f.files}
-    kernel = next(k for k in weights if k.endswith("/kernel"))
-    weights[kernel] = weights[kernel] * np.float32(1.03)
-    np.savez(npz, **weights)
-    wrong = verify(model, load_module(py).build_model(str(npz)))
+    scale_weight(py, lambda keys: next(k for k in keys if k.endswith("/kernel")), factor=1.03)
+    wrong = verify(model, load_module(py).build_model(str(weights)))
     assert 1e-3 < wrong.outputs[0].max_rel < DYNAMIC_REL_TOL and not wrong.outputs[0].ok

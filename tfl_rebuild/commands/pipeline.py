@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tfl_rebuild.errors import TflRebuildError
-from tfl_rebuild.fileio import atomic_output, output_dir, writable_file
+from tfl_rebuild.fileio import atomic_output, file_sha256, output_dir, writable_file
 from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.naming import sanitize
 from tfl_rebuild.rebuild.limits import check_rebuildable, check_sizes
@@ -26,9 +26,8 @@ from tfl_rebuild.rebuild.loader import source_record
 from tfl_rebuild.rebuild.ops.registry import ConversionError, never_rebuilt
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.tflite.reader import read_model
-from tfl_rebuild.tflite.weights import write_npz_atomic
 
-SUFFIXES = (("py", ".py"), ("weights", "_weights.npz"), ("tensors", "_tensors.json"))
+SUFFIXES = (("py", ".py"), ("weights", ".weights.h5"), ("tensors", "_tensors.json"))
 
 
 class VerificationError(TflRebuildError):
@@ -76,10 +75,12 @@ def write_rebuild(
     signature: str | None = None,
     input_shapes: tuple[str, ...] = (),
 ) -> Rebuild:
-    """Generate and write <stem>.py, <stem>_weights.npz and <stem>_tensors.json.
+    """Generate and write <stem>.py, <stem>.weights.h5 and <stem>_tensors.json.
 
-    Every target is checked before the work starts, and the module and sidecar are renamed into
-    place only after the weights are written: a failed run leaves no module without its weights.
+    The weights file is Keras' own: the module is built (from memory) without weights, each layer
+    given its arrays, and `save_weights` writes them. Every target is checked before the work
+    starts, and the module and sidecar are renamed into place only after the weights are written:
+    a failed run leaves no module without its weights.
     """
     from tfl_rebuild.runtime.views import VARIABLE_OPS, make_view
 
@@ -108,18 +109,34 @@ def write_rebuild(
         gen = generate(view.model, stem, fake_quant=fake_quant, view_options=tuple(options), notes=view.notes)
         with atomic_output(paths["py"], "w") as py, atomic_output(paths["tensors"], "w") as side:
             py.write(gen.source)
+            _write_weights(gen, paths)  # before the rename: if it fails, the other two are dropped
             json.dump(
                 {
                     "model": Path(model_path).name,
                     "source": source_record(model_path, paths["py"], original.sha256),
+                    "weights": {"file": paths["weights"].name, "sha256": file_sha256(paths["weights"])},
                     "view": view.sidecar(),
                     "tensors": gen.tensors,
                 },
                 side,
                 indent=1,
             )
-            write_npz_atomic(paths["weights"], gen.weights)  # last: if it fails, the other two are dropped
     return Rebuild(original, view.model, paths, gen.tensors, list(view.notes))
+
+
+def _write_weights(gen, paths: dict[str, Path]) -> None:
+    """Build the module from memory and write its .weights.h5 (weights_h5.write_weights)."""
+    from tfl_rebuild.rebuild.loader import load_source
+    from tfl_rebuild.rebuild.weights_h5 import write_weights
+
+    try:
+        write_weights(load_source(gen.source, paths["py"]), gen.weights, paths["weights"])
+    except TflRebuildError:
+        raise
+    except Exception as exc:  # a file whose shapes contradict each other (a corrupt one) builds no model
+        raise ConversionError(
+            f"{paths['py'].name}: the generated Keras model does not build ({_summary(exc)})"
+        ) from exc
 
 
 def write_generated(

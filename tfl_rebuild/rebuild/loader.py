@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from tfl_rebuild.errors import InputError, TflRebuildError
 from tfl_rebuild.fileio import file_sha256
 from tfl_rebuild.rebuild.limits import deep_recursion
+from tfl_rebuild.rebuild.weights_h5 import check_h5
 
 # A weights file inflating to more than this many times its size is not one `keras` wrote (np.savez
 # stores arrays uncompressed): a zip bomb.
@@ -36,14 +38,62 @@ def load_module(path: str | Path):
     return module
 
 
+def load_source(source: str, path: str | Path):
+    """The module `source` would be once written at `path` (its `__file__`), imported from memory:
+    `keras` builds it to write its weights before the source is renamed into place."""
+    import types
+
+    from tfl_rebuild.native_logs import preload_tensorflow
+
+    preload_tensorflow()
+    deep_recursion()
+    path = Path(path).resolve()
+    module = types.ModuleType(f"tfl_rebuild_generated_{abs(hash((str(path), source)))}")
+    module.__file__ = str(path)
+    exec(compile(source, str(path), "exec"), module.__dict__)
+    return module
+
+
 def build(module, weights_path: str | Path | None = None):
-    """`module.build_model(weights_path)` (default: the module's own .npz), with a weights file that
-    cannot be what the module needs refused in one line first: not a zip, a zip bomb, object arrays
-    (pickles, never loaded), an array the module asks for and the file lacks."""
-    path = weights_path if weights_path is not None else getattr(module, "WEIGHTS_PATH", None)
+    """`module.build_model(weights_path)` (default: the module's own weights file), with a weights
+    file that cannot be what the module needs refused in one line first: not HDF5 (or, for a
+    module from before the .weights.h5, not a zip), links to elsewhere, non-numeric data, a bomb;
+    and a file that does not hold what the module's layers need, after Keras tried to load it."""
+    path = weights_path
+    if path is None:
+        path = getattr(module, "WEIGHTS", None) or getattr(module, "WEIGHTS_PATH", None)
     if not path:
         return module.build_model()
-    names = check_weights(path)
+    if str(path).endswith(".npz"):
+        return _build_npz(module, path)
+    check_weights(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = module.build_model(str(path))
+        except ValueError as exc:
+            if "could not be loaded" in str(exc):  # Keras' load_weights: layers or shapes do not match
+                parts = str(exc).split("\n\n")
+                raise InputError(
+                    f"{path}: does not hold the weights this module's layers need{_why(parts)}"
+                ) from None
+            raise
+    for w in caught:
+        if "Skipping nested container" in str(w.message):  # Keras leaves those layers as initialised
+            raise InputError(f"{path}: does not hold the weights this module's layers need (a sub-model's)")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return model
+
+
+def _why(parts: list[str]) -> str:
+    """Keras' example error, the second paragraph of its message, as ` (first line)`."""
+    lines = parts[1].strip().splitlines() if len(parts) > 1 else []
+    return f" ({lines[0][:200]})" if lines else ""
+
+
+def _build_npz(module, path: str | Path):
+    """A module generated before the .weights.h5 loaded its arrays from a .npz itself."""
+    names = _check_npz(path)
     try:
         return module.build_model(str(path))
     except KeyError as exc:
@@ -54,7 +104,13 @@ def build(module, weights_path: str | Path | None = None):
 
 
 def check_weights(path: str | Path) -> set[str]:
-    """The array names of a weights .npz, after checking it can be loaded safely (InputError if not)."""
+    """The array (dataset) names of a weights file, after checking it can be loaded safely
+    (InputError if not): a .weights.h5 (`weights_h5.check_h5`), or a .npz from an older module."""
+    return _check_npz(path) if str(path).endswith(".npz") else check_h5(path)
+
+
+def _check_npz(path: str | Path) -> set[str]:
+    """The array names of a weights .npz: no zip bomb, no object arrays (pickles)."""
     import zipfile
 
     try:
@@ -176,7 +232,18 @@ def check_made_from(py_path: str | Path, model_sha256: str, model_name: str) -> 
         )
 
 
-def run_keras(keras_model, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    out = keras_model(inputs if len(inputs) > 1 else inputs[0], training=False)
+def run_keras(keras_model, inputs: list[np.ndarray], predict: bool = False) -> list[np.ndarray]:
+    """The model's outputs on `inputs`: called like a function, or (predict=True) through
+    `model.predict`, the compiled path a user takes, whenever the inputs share one batch axis."""
+    x = inputs if len(inputs) > 1 else inputs[0]
+    if predict and can_predict(inputs):
+        out = keras_model.predict(x, batch_size=len(inputs[0]), verbose=0)
+    else:
+        out = keras_model(x, training=False)
     outs = out if isinstance(out, (list, tuple)) else [out]
     return [np.asarray(o) for o in outs]
+
+
+def can_predict(inputs: list[np.ndarray]) -> bool:
+    """`model.predict` slices every input along one batch axis: they need one, of a single size."""
+    return bool(inputs) and all(np.ndim(x) >= 1 for x in inputs) and len({len(x) for x in inputs}) == 1

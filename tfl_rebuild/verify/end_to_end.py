@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfl_rebuild.errors import TflRebuildError
-from tfl_rebuild.rebuild.loader import run_keras
+from tfl_rebuild.rebuild.loader import can_predict, run_keras
 from tfl_rebuild.runtime.interpreter import index_limits, make_interpreter, random_inputs, run
 from tfl_rebuild.runtime.views import has_variables
 from tfl_rebuild.tflite.analysis import quantization_kind
@@ -154,11 +154,13 @@ def verify(
                     local,
                     hybrid_local_outputs(model, keras_model, mapping, feed, builtin),
                 )
-        got = run_keras(keras_model, feed)
+        got = run_keras(keras_model, feed, predict=seed == batches - 1)  # the last through predict()
         for k in range(len(out_tensors)):
             refs[k].append(ref[k])
             gots[k].append(got[k] if k < len(got) else np.zeros(0))
     report = Report(kind, _heading(kind), layers=layers, layers_skipped=skipped)
+    if batches > 1 and not can_predict(feed):
+        report.notes.append("model.predict() not run: the inputs share no batch axis (model(x) used)")
     if getattr(interp, "fallback_note", None):
         report.notes.append(interp.fallback_note)
     for k, t in enumerate(out_tensors):

@@ -2,9 +2,9 @@
 # A starting point: edit it freely. Regenerate with: tfl-rebuild keras ops_zoo.tflite -o DIR
 """Keras 3 rebuild of the TFLite model named above.
 
-build_model() returns the model with its weights loaded (by default from the .npz beside this
-file). Each layer is named after the TFLite tensor it computes; the comment above it gives the
-TFLite op and the tensor's original name.
+build_model() returns the model with its weights loaded by `model.load_weights` (by default from
+the .weights.h5 beside this file; weights_path=None skips it). Each layer is named after the TFLite
+tensor it computes; the comment above it gives the TFLite op and the tensor's original name.
 """
 
 import os
@@ -12,20 +12,23 @@ import os
 import keras
 import numpy as np
 
-WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops_zoo_weights.npz")
+WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops_zoo.weights.h5")
 
 
 class OpLayer(keras.layers.Layer):
-    """Base of the small layers below: keeps the constructor arguments for get_config()."""
+    """Base of the small layers below: keeps the constructor arguments for get_config(). A
+    constant operand of the TFLite op is a weight of `constant_shape`, or the small `constant`."""
 
-    def __init__(self, op_config, constant_shape=None, **kwargs):
+    def __init__(self, op_config, constant_shape=None, constant=None, **kwargs):
         super().__init__(**kwargs)
-        self.op_config = dict(op_config, constant_shape=constant_shape)
-        self.constant_shape = constant_shape
+        self.op_config = dict(op_config, constant_shape=constant_shape, constant=constant)
+        self.constant_value = constant
+        self.constant_shape = list(np.shape(constant)) if constant is not None else constant_shape
 
     def build(self, input_shape):
-        # A constant operand of the TFLite op, stored as a weight so that saving keeps it.
-        if self.constant_shape is not None:
+        if self.constant_value is not None:
+            self.constant = keras.ops.convert_to_tensor(self.constant_value, dtype="float32")
+        elif self.constant_shape is not None:  # a weight, so that saving keeps it
             self.constant = self.add_weight(
                 shape=tuple(self.constant_shape), initializer="zeros", trainable=False, name="constant"
             )
@@ -138,8 +141,7 @@ class Resize(OpLayer):
         return x
 
 
-def build_model(weights_path=WEIGHTS_PATH):
-    w = np.load(weights_path, allow_pickle=False)
+def build_model(weights_path=WEIGHTS):
     image = keras.Input(shape=(32, 32, 3), name="image")
 
     # CONV_2D ops_zoo_1/conv2d_1/Relu -> [1, 16, 16, 8]
@@ -245,24 +247,6 @@ def build_model(weights_path=WEIGHTS_PATH):
     identity = keras.layers.Softmax(name="identity")(logits_1)
 
     model = keras.Model(image, [identity, identity_1], name="ops_zoo")
-    # Each layer's weights, in set_weights order; the .npz holds them as "<layer>/<weight>".
-    layer_weights = {
-        "conv2d_1_relu": ["kernel", "bias"],
-        "re_lu_1": ["depthwise_kernel", "bias"],
-        "conv2d_transpose_1": ["kernel", "bias"],
-        "conv2d_1_2": ["kernel", "bias"],
-        "conv2d_2_1": ["kernel", "bias"],
-        "p_re_lu_1": ["alpha"],
-        "batch_normalization_1_2": ["constant"],
-        "batch_normalization_1_2_add_1": ["constant"],
-        "conv2d_3_1": ["kernel", "bias"],
-        "conv2d_4_1": ["kernel", "bias"],
-        "conv2d_5_1": ["kernel", "bias"],
-        "conv2d_6_1": ["kernel", "bias"],
-        "identity_1": ["kernel", "bias"],
-        "dense_2": ["kernel", "bias"],
-        "logits_1": ["kernel", "bias"],
-    }
-    for layer_name, weight_names in layer_weights.items():
-        model.get_layer(layer_name).set_weights([w[f"{layer_name}/{key}"] for key in weight_names])
+    if weights_path:
+        model.load_weights(weights_path)
     return model

@@ -2,21 +2,19 @@
 # A starting point: edit it freely. Regenerate with: tfl-rebuild keras sparse_fc.tflite -o DIR
 """Keras 3 rebuild of the TFLite model named above.
 
-build_model() returns the model with its weights loaded (by default from the .npz beside this
-file). Each layer is named after the TFLite tensor it computes; the comment above it gives the
-TFLite op and the tensor's original name.
+build_model() returns the model with its weights loaded by `model.load_weights` (by default from
+the .weights.h5 beside this file; weights_path=None skips it). Each layer is named after the TFLite
+tensor it computes; the comment above it gives the TFLite op and the tensor's original name.
 """
 
 import os
 
 import keras
-import numpy as np
 
-WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sparse_fc_weights.npz")
+WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sparse_fc.weights.h5")
 
 
-def build_model(weights_path=WEIGHTS_PATH):
-    w = np.load(weights_path, allow_pickle=False)
+def build_model(weights_path=WEIGHTS):
     keras_tensor = keras.Input(shape=(64,), name="keras_tensor")
 
     # FULLY_CONNECTED sequential_1/dense_1/MatMul -> [1, 64]
@@ -25,11 +23,6 @@ def build_model(weights_path=WEIGHTS_PATH):
     identity = keras.layers.Dense(units=8, name="identity")(dense_1)
 
     model = keras.Model(keras_tensor, identity, name="sparse_fc")
-    # Each layer's weights, in set_weights order; the .npz holds them as "<layer>/<weight>".
-    layer_weights = {
-        "dense_1": ["kernel", "bias"],
-        "identity": ["kernel", "bias"],
-    }
-    for layer_name, weight_names in layer_weights.items():
-        model.get_layer(layer_name).set_weights([w[f"{layer_name}/{key}"] for key in weight_names])
+    if weights_path:
+        model.load_weights(weights_path)
     return model

@@ -1,7 +1,7 @@
 """Operators -> lines of Keras source: one Emitter per (sub)graph, sharing one Namer.
 
 Subgraphs called by control flow (WHILE cond/body, IF then/else) each become their own
-`build_<name>(w)` function returning a keras.Model over the subgraph's inputs; the loop / branch
+`build_<name>()` function returning a keras.Model over the subgraph's inputs; the loop / branch
 layer of the calling op runs that model. All emitters of one module share the Namer (layer names
 and weight keys stay unique across functions), the weights, the custom classes and the functions.
 """
@@ -13,8 +13,9 @@ import re
 import numpy as np
 
 from tfl_rebuild.errors import TflRebuildError
+from tfl_rebuild.rebuild.codegen.constants import inline_small_constant, short_kwargs
 from tfl_rebuild.rebuild.codegen.defaults import KERAS_DEFAULTS, is_default, signature_defaults
-from tfl_rebuild.rebuild.codegen.layout import BODY_INDENT, STEP, WIDTH, call
+from tfl_rebuild.rebuild.codegen.layout import call
 from tfl_rebuild.rebuild.codegen.literals import Code, comment, display, lit
 from tfl_rebuild.rebuild.codegen.naming import Namer, model_scope, sanitize, snake
 from tfl_rebuild.rebuild.codegen.templates import class_template, environment
@@ -105,6 +106,8 @@ class Emitter:
                 layer_name = self.namer.name(self.sg.tensors[fq.outputs[0]].name)
             else:  # a helper step of the op (Flatten before Dense, ...)
                 layer_name = self.namer.derived(self.namer.base(main), snake(spec.layer))
+            inline_small_constant(spec)
+            short_kwargs(spec)
             args = [self.tensor_var(r) if isinstance(r, int) else spec_var[id(r)] for r in spec.inputs]
             targets = [layer_name]
             if len(outs) > 1:
@@ -216,35 +219,6 @@ class Emitter:
         return [self.tensor_var(t) for t in self.sg.outputs]
 
 
-def set_weights_lines(layer_weights: list[tuple[str, list[str]]]) -> list[Code]:
-    """A table of each layer's weight names and one loop that loads them from the .npz, where the
-    arrays are keyed "<layer>/<weight>" (a call per layer took three lines each on big models)."""
-    if not layer_weights:
-        return []
-    lines = [
-        Code('# Each layer\'s weights, in set_weights order; the .npz holds them as "<layer>/<weight>".'),
-        Code("layer_weights = {"),
-    ]
-    for layer, names in layer_weights:
-        entry = f"{STEP}{lit(layer)}: {lit(names)},"
-        if BODY_INDENT + len(entry) <= WIDTH:
-            lines.append(Code(entry))
-        else:
-            lines += [
-                Code(f"{STEP}{lit(layer)}: ["),
-                *(Code(f"{STEP * 2}{lit(n)},") for n in names),
-                Code(f"{STEP}],"),
-            ]
-    return lines + [
-        Code("}"),
-        Code("for layer_name, weight_names in layer_weights.items():"),
-        Code(
-            f"{STEP}model.get_layer(layer_name).set_weights("
-            '[w[f"{layer_name}/{key}"] for key in weight_names])'
-        ),
-    ]
-
-
 class SubgraphEmitter(Emitter):
     """An emitter for one called subgraph: inputs keep their exact shape (scalars included, no
     batch axis added) and dtype, since the calling op passes tensors of exactly that form."""
@@ -252,6 +226,7 @@ class SubgraphEmitter(Emitter):
     def __init__(self, parent: Emitter, index: int):
         super().__init__(parent.model, parent.fake_quant, subgraph=index)
         self.namer, self.weights, self.classes = parent.namer, parent.weights, parent.classes
+        self.layer_weights = parent.layer_weights  # one list: the weights file holds every subgraph's
         self.functions = parent.functions
 
     def emit_inputs(self) -> list[Code]:
@@ -284,7 +259,7 @@ class SubgraphEmitter(Emitter):
 
 
 def subgraph_call(em: Emitter, index: int) -> Code:
-    """The expression `build_<name>(w)` for subgraph `index`, emitting its function on first use."""
+    """The expression `build_<name>()` for subgraph `index`, emitting its function on first use."""
     model: Model = em.model
     if not 0 < index < len(model.subgraphs):
         raise ConversionError(
@@ -294,7 +269,7 @@ def subgraph_call(em: Emitter, index: int) -> Code:
         name, source = em.functions[index]
         if source is None:
             raise ConversionError(f"subgraph {model.subgraphs[index].name!r} calls itself")
-        return Code(f"{name}(w)")
+        return Code(f"{name}()")
     sg = model.subgraphs[index]
     name = em.namer.name(f"build_{sanitize(sg.name, 'subgraph')}")
     em.functions[index] = (name, None)  # in progress: a cycle back here is an error
@@ -319,8 +294,7 @@ def subgraph_call(em: Emitter, index: int) -> Code:
             inputs=Code(f"[{', '.join(inputs)}]"),
             outputs=Code(f"[{', '.join(outputs)}]"),
             model_name=lit(str(name).removeprefix("build_")),
-            set_weights=set_weights_lines(sub.layer_weights),
         )
     )
     em.functions[index] = (name, Code(source.strip()))
-    return Code(f"{name}(w)")
+    return Code(f"{name}()")

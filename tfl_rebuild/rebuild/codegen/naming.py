@@ -28,6 +28,7 @@ RESERVED = frozenset(
         "model",
         "build_model",
         "weights_path",
+        "WEIGHTS",
         "WEIGHTS_PATH",
         "self",
         "layer_weights",
