@@ -216,12 +216,25 @@ def dump(
 @click.option(
     "--json", "json_out", metavar="FILE|-", help="Also write the verification report as JSON (- prints it)."
 )
+@click.option(
+    "--backend",
+    "backend_words",
+    multiple=True,
+    metavar="tensorflow|jax|torch|all",
+    help="Verify on this Keras backend, in its own process (repeatable; default: this process's).",
+)
 @SIGNATURE
 @INPUT_SHAPE
 @stoppable
-def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signature, input_shapes):
+def keras(
+    model, outdir, name, verify, fake_quant, save_keras, json_out, backend_words, signature, input_shapes
+):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
+    from tfl_rebuild.commands.backends import parse_backends, require_backends
+
+    backends = parse_backends(backend_words) if verify else ()
     require_extras("keras", "keras" if verify or save_keras else None, "litert" if verify else None)
+    require_backends("keras", backends)
     from tfl_rebuild.commands.keras import rebuild
 
     ok = rebuild(
@@ -234,6 +247,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signatu
         signature=signature,
         input_shapes=input_shapes,
         json_out=json_out,
+        backends=backends,
     )
     sys.exit(0 if ok else 1)
 

@@ -177,6 +177,18 @@ def check_made_from(py_path: str | Path, model_sha256: str, model_name: str) -> 
 
 
 def run_keras(keras_model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    import keras
+
     out = keras_model(inputs if len(inputs) > 1 else inputs[0], training=False)
     outs = out if isinstance(out, (list, tuple)) else [out]
-    return [np.asarray(o) for o in outs]
+    return [to_numpy(o, keras) for o in outs]
+
+
+def to_numpy(value, keras=None) -> np.ndarray:
+    """A backend tensor as numpy: torch's carry gradients and may sit on a device, which
+    `np.asarray` refuses; `keras.ops.convert_to_numpy` detaches and copies on every backend."""
+    if isinstance(value, np.ndarray):
+        return value
+    if keras is None:
+        import keras
+    return np.asarray(keras.ops.convert_to_numpy(value))
