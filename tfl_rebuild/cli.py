@@ -453,11 +453,24 @@ def coreml(
     help="Fix a dynamic input to this shape in every model it fits (an input NAME, or a one-input "
     "model's input); others keep their stored shapes.",
 )
-def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep, input_shapes):
+@click.option(
+    "--backends",
+    "backend_words",
+    multiple=True,
+    metavar="tensorflow|jax|torch|all",
+    help="Also verify each rebuild on these Keras backends, each in its own process: a column each.",
+)
+def check(
+    paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep, input_shapes, backend_words
+):
     """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
 
     PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
+    from tfl_rebuild.commands.backends import parse_backends, require_backends
+
+    backends = parse_backends(backend_words, "--backends") if verify else ()
     require_extras("check", "keras", "litert", "coreml" if do_coreml else None)
+    require_backends("check", backends)
     from tfl_rebuild.commands.check.command import run_command
     from tfl_rebuild.commands.check.rows import Options
 
@@ -467,6 +480,7 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
         precision=precision,
         timeout=timeout,
         input_shapes=tuple(input_shapes),
+        backends=backends,
     )
     sys.exit(run_command(list(paths), opts, jobs=jobs, json_out=json_out, md_out=md_out, keep=keep))
 

@@ -29,10 +29,10 @@ BACKENDS = ("tensorflow", "jax", "torch")
 EXTRA_OF = {"tensorflow": ("keras", "tensorflow"), "jax": ("jax", "jax"), "torch": ("torch", "torch")}
 
 
-def parse_backends(values) -> tuple[str, ...]:
+def parse_backends(values, option: str = "--backend") -> tuple[str, ...]:
     """--backend words (repeatable; "all"; commas allowed) as backend names, in BACKENDS order."""
     asked: set[str] = set()
-    for value in values:
+    for value in [values] if isinstance(values, str) else values:
         for word in str(value).split(","):
             word = word.strip().lower()
             if word == "all":
@@ -40,7 +40,7 @@ def parse_backends(values) -> tuple[str, ...]:
             elif word in BACKENDS:
                 asked.add(word)
             elif word:
-                raise InputError(f"--backend {word!r}: one of {', '.join(BACKENDS)} or all")
+                raise InputError(f"{option} {word!r}: one of {', '.join(BACKENDS)} or all")
     return tuple(b for b in BACKENDS if b in asked)
 
 
@@ -76,6 +76,22 @@ class BackendResult:
             return f"{self.backend}: error: {self.error}"
         verdict = "match" if self.ok else "MISMATCH"
         return f"{self.backend}: {verdict}, max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, {self.seconds:.1f} s"
+
+
+def verify_on_backends(rebuild, backends, report_to: str | None = None) -> list[BackendResult]:
+    """Verify the written `rebuild` on each of `backends` (a worker each, closed after), then name
+    the backends that passed in the module's header."""
+    from tfl_rebuild.commands.pipeline import stamp_verified_on
+
+    results = []
+    with Workers() as workers:
+        for backend in backends:
+            if report_to:
+                (sys.stderr if report_to == "stderr" else sys.stdout).flush()
+            results.append(workers.verify(backend, rebuild, report_to=report_to))
+    rebuild.backends = results
+    stamp_verified_on(rebuild, tuple(r.backend for r in results if r.ok and not r.error))
+    return results
 
 
 class Workers:

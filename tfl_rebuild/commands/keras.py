@@ -78,20 +78,14 @@ def rebuild(
 
 
 def _on_backends(result, backends: tuple[str, ...], con) -> list:
-    """Verify the written module on each backend (a worker each), print each report and a summary,
-    and name the backends that passed in the module's header."""
+    """Verify the written module on each backend (a worker each; the header then names those that
+    passed), print each report and a summary."""
     from rich.markup import escape
     from rich.table import Table
 
-    from tfl_rebuild.commands.backends import Workers
-    from tfl_rebuild.commands.pipeline import stamp_verified_on
+    from tfl_rebuild.commands.backends import verify_on_backends
 
-    results = []
-    where = "stderr" if con.stderr else "stdout"
-    with Workers() as workers:
-        for backend in backends:
-            con.file.flush()
-            results.append(workers.verify(backend, result, report_to=where))
+    results = verify_on_backends(result, backends, report_to="stderr" if con.stderr else "stdout")
     table = Table("backend", "verdict", "max abs", "max rel", "seconds", box=None, pad_edge=False)
     for r in results:
         if r.error:
@@ -101,7 +95,6 @@ def _on_backends(result, backends: tuple[str, ...], con) -> list:
         table.add_row(r.backend, verdict, _number(r.max_abs), _number(r.max_rel), f"{r.seconds:.1f}")
     con.print("Keras backends (each verified in its own process):")
     con.print(table)
-    stamp_verified_on(result, tuple(r.backend for r in results if r.ok and not r.error))
     return results
 
 

@@ -60,6 +60,7 @@ class Rebuild:
     verify_error: Exception | None = None  # what verification raised (the runtime cannot run it, ...)
     signature: str | None = None  # the view asked for (backend workers rebuild it from the file)
     input_shapes: tuple[str, ...] = ()
+    backends: list = field(default_factory=list)  # backends.BackendResult per backend asked for
 
     @property
     def py(self) -> Path:
