@@ -8,6 +8,7 @@ runs in this process: the parent kills this process group to stop it.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -97,7 +98,7 @@ def _serve(req_fd: int, rep_fd: int) -> None:
             reply = verify_request(request)
         except Exception as exc:  # a file that no longer reads, ...: one line back to the parent
             reply = {
-                "backend": request.get("backend", "?"),
+                "backend": os.environ.get("KERAS_BACKEND", "?"),
                 "ok": False,
                 "seconds": 0.0,
                 "error": _one_line(exc),

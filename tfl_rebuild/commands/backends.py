@@ -84,7 +84,8 @@ def verify_on_backends(rebuild, backends, report_to: str | None = None) -> list[
     from tfl_rebuild.commands.pipeline import stamp_verified_on
 
     results = []
-    with Workers() as workers:
+    out = sys.stdout if report_to == "stdout" and _fileno(sys.stdout) else None
+    with Workers(stdout=out.fileno() if out else None) as workers:
         for backend in backends:
             if report_to:
                 (sys.stderr if report_to == "stderr" else sys.stdout).flush()
