@@ -199,3 +199,42 @@ assert not missing, missing
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+
+def test_check_backend_columns_and_pass_bar():
+    """--backends: a column per backend in both reports, and a backend that fails fails the row."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from tfl_rebuild.commands.check import report as check_report
+    from tfl_rebuild.commands.check.rows import Options, Row, Stage, passes
+
+    opts = Options(coreml=False, backends=("jax", "torch"))
+    good = Row(path="a.tflite", name="a.tflite", keras=Stage(status="verified", max_rel=1e-7))
+    good.coreml.status = "skipped"
+    good.backends = {
+        "jax": Stage(status="verified", max_rel=2e-7),
+        "torch": Stage(status="verified", max_rel=3e-7),
+    }
+    bad = Row.from_dict(
+        {
+            **good.__dict__,
+            "name": "b.tflite",
+            "keras": good.keras.__dict__,
+            "coreml": good.coreml.__dict__,
+            "backends": {
+                "jax": good.backends["jax"].__dict__,
+                "torch": {"status": "mismatch", "max_rel": 0.5, "reason": "on torch: differs"},
+            },
+        }
+    )
+    assert passes(good, opts) and not passes(bad, opts)
+    assert not passes(Row(path="c", name="c", keras=Stage(status="verified")), opts)  # backends not run
+    md = check_report.to_markdown([good, bad], opts)
+    assert "| jax | jax error | torch | torch error |" in md
+    assert "| verified | 2e-07 | verified | 3e-07 |" in md and "| verified | 2e-07 | mismatch | 0.5 |" in md
+    assert "on jax 2/2, on torch 1/2" in md
+    console = Console(file=StringIO(), width=200)
+    check_report.print_table([good, bad], opts, console)
+    assert "torch" in console.file.getvalue() and "mismatch" in console.file.getvalue()
