@@ -238,3 +238,18 @@ def test_check_backend_columns_and_pass_bar():
     console = Console(file=StringIO(), width=200)
     check_report.print_table([good, bad], opts, console)
     assert "torch" in console.file.getvalue() and "mismatch" in console.file.getvalue()
+
+
+def test_stamp_names_the_backends_in_one_header_line():
+    from tfl_rebuild.rebuild.codegen.emit import VERIFIED, generate, stamp_verified
+    from tfl_rebuild.tflite.reader import read_model
+
+    source = generate(read_model(str(require_fixture("add_one"))), "add_one").source
+    assert VERIFIED not in source  # generated, not yet verified: no claim
+    once = stamp_verified(source, ["torch", "tensorflow"])
+    assert once.splitlines()[2] == f"{VERIFIED}tensorflow, torch."
+    again = stamp_verified(once, ["jax"])
+    assert again.splitlines()[2] == f"{VERIFIED}jax." and again.count(VERIFIED) == 1
+    assert stamp_verified(again, []) == source
+    with pytest.raises(ValueError):
+        stamp_verified(source, ["cuda"])
