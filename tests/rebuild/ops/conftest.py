@@ -42,6 +42,23 @@ TORCH_SUBSET = {
     "test_mediapipe",
 }
 
+# Cases a Keras backend gets wrong upstream (not the rebuild): the test still verifies them there
+# and ends as xfail while they fail; one that starts passing fails the test, so this list stays true.
+_AVG_SAME = (
+    "Keras' torch backend pads an asymmetric SAME pooling window by replicating the edge values "
+    "(keras/src/backend/torch/nn.py _apply_same_padding, mode='replicate'), which is right for max "
+    "pooling and wrong for average pooling: TFLite averages over the valid cells only"
+)
+KNOWN_BACKEND_BUGS = {
+    ("jax", "test_multi_head_attention[cross-value-dim]"): (
+        "Keras 3.15's MultiHeadAttention on JAX cannot take value_dim != key_dim (a reshape of the "
+        "attention output fails, with flash_attention=False too)"
+    ),
+    ("torch", "test_pool_3d[avg-3-stride2-same]"): _AVG_SAME,
+    ("torch", "test_core_ml[avg-pool3d]"): _AVG_SAME,
+    ("torch", "test_1d_stack[conv-avgpool-same-flatten]"): _AVG_SAME,
+}
+
 
 def extra_backends(module_name: str) -> tuple[str, ...]:
     """The Keras backends besides this process's that a test of `module_name` verifies on."""
@@ -59,9 +76,9 @@ def extra_backends(module_name: str) -> tuple[str, ...]:
 class OpCheck:
     """Convert, rebuild and verify, with every file under one test's tmp_path."""
 
-    def __init__(self, tmp_path: Path, workers=None, backends: tuple[str, ...] = ()):
+    def __init__(self, tmp_path: Path, workers=None, backends: tuple[str, ...] = (), test_name: str = ""):
         self.tmp_path = tmp_path
-        self.workers, self.backends = workers, backends
+        self.workers, self.backends, self.test_name = workers, backends, test_name
 
     def _write(self, blob: bytes) -> Path:
         path = self.tmp_path / "model.tflite"
@@ -115,10 +132,21 @@ class OpCheck:
         import keras
 
         _assert_matches(_Verdict.of(rebuilt.report), model, max_lsb, input_sensitive, keras.backend.backend())
+        known = []
         for backend in self.backends:  # the same module and bars on each other backend, in its worker
             result = self.workers.verify(backend, rebuilt)
-            assert not result.error, f"on {backend}: {result.error}"
-            _assert_matches(_Verdict.of_doc(result.report), model, max_lsb, input_sensitive, backend)
+            bug = KNOWN_BACKEND_BUGS.get((backend, self.test_name))
+            try:
+                assert not result.error, f"on {backend}: {result.error}"
+                _assert_matches(_Verdict.of_doc(result.report), model, max_lsb, input_sensitive, backend)
+            except AssertionError:
+                if bug is None:
+                    raise
+                known.append(f"on {backend}: {bug}")
+                continue
+            assert bug is None, f"on {backend}: passes now; drop it from KNOWN_BACKEND_BUGS ({bug})"
+        if known:
+            pytest.xfail("; ".join(known))
         return rebuilt.report
 
     def core_ml(self, path: Path, op: str, precision: str = "float32"):
@@ -129,13 +157,19 @@ class OpCheck:
         from tfl_rebuild.coreml import check as cc
         from tfl_rebuild.coreml import convert as cm
 
-        self.check(path, op)
+        try:
+            self.check(path, op)
+            known = None
+        except pytest.xfail.Exception as exc:  # a backend's known bug: Core ML is still checked first
+            known = exc
         rebuilt = rebuild_and_verify(str(path), str(self.tmp_path / "coreml"), verify=False)
         model, keras_model = rebuilt.model, rebuilt.keras_model
         result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision=precision)), keras_model)
         assert not isinstance(result, cc.NotChecked), result
         assert result.report.ok, {o.name: o.max_rel for o in result.report.outputs}
         assert all(o.input_sensitive for o in result.report.outputs), "a Core ML output ignores the input"
+        if known is not None:
+            raise known
         return result.report
 
 
@@ -218,7 +252,8 @@ def backend_workers():
 
 @pytest.fixture
 def tfl(tmp_path, request, backend_workers) -> OpCheck:
-    return OpCheck(tmp_path, backend_workers, extra_backends(request.module.__name__.rsplit(".", 1)[-1]))
+    backends = extra_backends(request.module.__name__.rsplit(".", 1)[-1])
+    return OpCheck(tmp_path, backend_workers, backends, request.node.name)
 
 
 @pytest.fixture(autouse=True)
