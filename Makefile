@@ -6,13 +6,19 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lint corpus check-corpus check-core-install fixtures bench clean
+.PHONY: demo test test-torch lint corpus check-corpus check-core-install fixtures bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -q -e '.[all,dev,jax]'
 	touch $(STAMP)
+
+# torch stays out of the default install (a large download); test-torch adds the CPU build.
+TORCH_STAMP := $(VENV)/.installed-torch
+$(TORCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[torch]' --extra-index-url https://download.pytorch.org/whl/cpu
+	touch $(TORCH_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tfl-rebuild inspect fixtures/mnist.tflite
@@ -36,8 +42,16 @@ corpus:
 check-corpus: $(STAMP) corpus
 	$(BIN)/tfl-rebuild check .corpus --jobs 2 --markdown $(DEMO)/corpus-report.md
 
+# The per-op matrix (tests/rebuild/ops) also verifies every case on JAX, and a representative
+# subset on PyTorch when torch is installed (tests/rebuild/ops/conftest.py). Measured cost of JAX:
+# test_conv.py 96 s -> 155 s, test_activation.py 58 s -> 127 s (loaded 2-core box, -n 0);
+# TFL_REBUILD_TEST_BACKENDS=none skips the other backends.
 test: $(STAMP) corpus lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The whole per-op matrix on TensorFlow, JAX and PyTorch, then the PyTorch recipe and gradients.
+test-torch: $(TORCH_STAMP)
+	TFL_REBUILD_TEST_BACKENDS=jax,torch $(BIN)/pytest $(PYTEST_ARGS) tests/rebuild/ops tests/commands/test_backends.py tests/test_readme.py
 
 # The wheel installed WITHOUT extras in a new virtualenv: every command exits 0 or names its extra
 # (needs PyPI for the base dependencies; slow, so not part of `make test`).

@@ -1,5 +1,6 @@
 """The README's supported-ops table is generated from the registry, never hand-kept."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,33 @@ def test_python_api_examples_run(tmp_path):
         )
         assert result.returncode == 0, f"README example {k}:\n{result.stdout}\n{result.stderr[-3000:]}"
     assert (tmp_path / "out" / "mnist.py").is_file() and (tmp_path / "out" / "mnist.mlpackage").is_dir()
+
+
+def test_pytorch_recipe_runs(tmp_path):
+    """README's ```python torch block: a corpus model rebuilt, verified on torch, trained, exported."""
+    import pytest
+
+    from tfl_rebuild.commands.extras import installed
+
+    if not installed("torch"):
+        pytest.skip("torch not installed (make test-torch)")
+    if not (ROOT / ".corpus" / "palm_detection_lite.tflite").is_file():
+        pytest.skip("corpus not fetched (make corpus)")
+    blocks = [
+        b.split("```", 1)[0]
+        for b in (ROOT / "README.md").read_text(encoding="utf-8").split("```python torch\n")[1:]
+    ]
+    assert blocks, "README has no PyTorch recipe"
+    (tmp_path / ".corpus").symlink_to(ROOT / ".corpus")
+    for k, code in enumerate(blocks):
+        script = tmp_path / f"torch_{k}.py"
+        script.write_text(code, encoding="utf-8")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        result = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=1800, env=env
+        )
+        assert result.returncode == 0, f"PyTorch recipe {k}:\n{result.stdout}\n{result.stderr[-3000:]}"
+        assert "('torch', True," in result.stdout, result.stdout
 
 
 def test_import_loads_no_tensorflow():

@@ -110,27 +110,38 @@ def rebuild(
     verify: bool = True,
     signature: str | None = None,
     input_shapes: Sequence[str] = (),
+    backends: Sequence[str] = (),
 ) -> Rebuild:
     """Write `<outdir>/<stem>.py` (Keras 3 source), `<stem>.weights.h5` and its sidecar, build the model
     and verify it against TFLite as `tfl-rebuild keras` does.
 
+    backends ("tensorflow", "jax", "torch", "all"): verify on each of these Keras backends instead,
+    each in its own process (this one imports no Keras then: `.keras_model` is None); `.backends`
+    holds each verdict (`.ok`, `.max_rel`, `.seconds`, `.error`).
+
     Returns the Rebuild: `.paths` (py, weights, tensors), `.keras_model`, `.report` (per-output
     errors and the layer-local check; `.report.ok`), `.notes`. input_shapes: "[NAME=]D,D,..." specs
     for dynamic dims. Needs the `keras` extra (and a runtime to verify)."""
+    from tfl_rebuild.commands.backends import parse_backends, require_backends, verify_on_backends
     from tfl_rebuild.commands.extras import require_extras
     from tfl_rebuild.commands.pipeline import rebuild_and_verify
 
+    chosen = parse_backends(backends, "backends") if verify else ()
     require_extras("keras", "keras", "litert" if verify else None)
+    require_backends("rebuild", chosen)
     result = rebuild_and_verify(
         str(path),
         str(outdir),
         name=name,
-        verify=verify,
+        build=not chosen,
+        verify=verify and not chosen,
         signature=signature,
         input_shapes=tuple(input_shapes),
     )
     if result.verify_error is not None:
         raise result.verify_error
+    if chosen:
+        verify_on_backends(result, chosen)
     return result
 
 

@@ -224,12 +224,25 @@ def dump(
 @click.option(
     "--json", "json_out", metavar="FILE|-", help="Also write the verification report as JSON (- prints it)."
 )
+@click.option(
+    "--backend",
+    "backend_words",
+    multiple=True,
+    metavar="tensorflow|jax|torch|all",
+    help="Verify on this Keras backend, in its own process (repeatable; default: this process's).",
+)
 @SIGNATURE
 @INPUT_SHAPE
 @stoppable
-def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signature, input_shapes):
+def keras(
+    model, outdir, name, verify, fake_quant, save_keras, json_out, backend_words, signature, input_shapes
+):
     """Write readable Keras source + weights that rebuild the model, and verify them."""
+    from tfl_rebuild.commands.backends import parse_backends, require_backends
+
+    backends = parse_backends(backend_words) if verify else ()
     require_extras("keras", "keras" if verify or save_keras else None, "litert" if verify else None)
+    require_backends("keras", backends)
     from tfl_rebuild.commands.keras import rebuild
 
     ok = rebuild(
@@ -242,6 +255,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signatu
         signature=signature,
         input_shapes=input_shapes,
         json_out=json_out,
+        backends=backends,
     )
     sys.exit(0 if ok else 1)
 
@@ -455,11 +469,24 @@ def coreml(
     help="Fix a dynamic input to this shape in every model it fits (an input NAME, or a one-input "
     "model's input); others keep their stored shapes.",
 )
-def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep, input_shapes):
+@click.option(
+    "--backends",
+    "backend_words",
+    multiple=True,
+    metavar="tensorflow|jax|torch|all",
+    help="Also verify each rebuild on these Keras backends, each in its own process: a column each.",
+)
+def check(
+    paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, keep, input_shapes, backend_words
+):
     """Every model end to end: unsupported ops, Keras rebuild + verify, Core ML + check; one row each.
 
     PATH: .tflite files, or directories (every *.tflite below them). Exit 0 when every model passes."""
+    from tfl_rebuild.commands.backends import parse_backends, require_backends
+
+    backends = parse_backends(backend_words, "--backends") if verify else ()
     require_extras("check", "keras", "litert", "coreml" if do_coreml else None)
+    require_backends("check", backends)
     from tfl_rebuild.commands.check.command import run_command
     from tfl_rebuild.commands.check.rows import Options
 
@@ -469,6 +496,7 @@ def check(paths, jobs, timeout, verify, do_coreml, precision, json_out, md_out, 
         precision=precision,
         timeout=timeout,
         input_shapes=tuple(input_shapes),
+        backends=backends,
     )
     sys.exit(run_command(list(paths), opts, jobs=jobs, json_out=json_out, md_out=md_out, keep=keep))
 

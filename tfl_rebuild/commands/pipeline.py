@@ -57,6 +57,9 @@ class Rebuild:
     keras_model: Any = None  # built unless build=False
     report: Any = None  # verify.end_to_end.Report unless verify=False or verification raised
     verify_error: Exception | None = None  # what verification raised (the runtime cannot run it, ...)
+    signature: str | None = None  # the view asked for (backend workers rebuild it from the file)
+    input_shapes: tuple[str, ...] = ()
+    backends: list = field(default_factory=list)  # backends.BackendResult per backend asked for
 
     @property
     def py(self) -> Path:
@@ -121,7 +124,15 @@ def write_rebuild(
                 side,
                 indent=1,
             )
-    return Rebuild(original, view.model, paths, gen.tensors, list(view.notes))
+    return Rebuild(
+        original,
+        view.model,
+        paths,
+        gen.tensors,
+        list(view.notes),
+        signature=signature,
+        input_shapes=input_shapes,
+    )
 
 
 def _write_weights(gen, paths: dict[str, Path]) -> None:
@@ -182,6 +193,33 @@ def rebuild_and_verify(
         written(result)
     if not (build or verify):
         return result
+    build_and_verify(result, verify=verify, stream=stream and signature is None, stage=stage)
+    if result.report is not None and result.report.ok:
+        import keras
+
+        stamp_verified_on(result, (keras.backend.backend(),))
+    return result
+
+
+def stamp_verified_on(result: Rebuild, backends) -> None:
+    """Rewrite the module's header line naming the Keras backends it verified on (atomically)."""
+    from tfl_rebuild.rebuild.codegen.emit import stamp_verified
+
+    source = stamp_verified(result.py.read_text(encoding="utf-8"), backends)
+    with atomic_output(result.py, "w") as py:
+        py.write(source)
+
+
+def build_and_verify(
+    result: Rebuild,
+    *,
+    verify: bool = True,
+    stream: bool = True,
+    stage: Callable[[str], None] = lambda text: None,
+) -> Rebuild:
+    """Build `result`'s written module on this process's Keras backend and verify it (unless
+    `verify` is False): the second half of `rebuild_and_verify`, also run by the backend workers
+    (commands/backends.py) on files written by their parent."""
     from tfl_rebuild.rebuild.loader import build as build_from
     from tfl_rebuild.rebuild.loader import load_module
 
@@ -198,10 +236,12 @@ def rebuild_and_verify(
         from tfl_rebuild.verify.end_to_end import verify as run_verify
 
         stage("verifying against TFLite: outputs, then every layer on TFLite's own inputs")
-        original = result.original if stream and signature is None else None
         try:
             result.report = run_verify(
-                result.model, result.keras_model, tensors=result.tensors, original=original
+                result.model,
+                result.keras_model,
+                tensors=result.tensors,
+                original=result.original if stream else None,
             )
         except TflRebuildError as exc:  # the caller decides: "not verified", a failed stage, or its own error
             result.verify_error = exc

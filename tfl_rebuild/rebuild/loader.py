@@ -235,15 +235,27 @@ def check_made_from(py_path: str | Path, model_sha256: str, model_name: str) -> 
 def run_keras(keras_model, inputs: list[np.ndarray], predict: bool = False) -> list[np.ndarray]:
     """The model's outputs on `inputs`: called like a function, or (predict=True) through
     `model.predict`, the compiled path a user takes, whenever the inputs share one batch axis."""
+    import keras
+
     x = inputs if len(inputs) > 1 else inputs[0]
     if predict and can_predict(inputs):
         out = keras_model.predict(x, batch_size=len(inputs[0]), verbose=0)
     else:
         out = keras_model(x, training=False)
     outs = out if isinstance(out, (list, tuple)) else [out]
-    return [np.asarray(o) for o in outs]
+    return [to_numpy(o, keras) for o in outs]
 
 
 def can_predict(inputs: list[np.ndarray]) -> bool:
     """`model.predict` slices every input along one batch axis: they need one, of a single size."""
     return bool(inputs) and all(np.ndim(x) >= 1 for x in inputs) and len({len(x) for x in inputs}) == 1
+
+
+def to_numpy(value, keras=None) -> np.ndarray:
+    """A backend tensor as numpy: torch's carry gradients and may sit on a device, which
+    `np.asarray` refuses; `keras.ops.convert_to_numpy` detaches and copies on every backend."""
+    if isinstance(value, np.ndarray):
+        return value
+    if keras is None:
+        import keras
+    return np.asarray(keras.ops.convert_to_numpy(value))

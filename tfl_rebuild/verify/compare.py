@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tfl_rebuild.errors import InputError, TflRebuildError
-from tfl_rebuild.rebuild.loader import build, load_module, read_sidecar, sidecar_for
+from tfl_rebuild.rebuild.loader import build, load_module, read_sidecar, sidecar_for, to_numpy
 from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
 from tfl_rebuild.tflite.reader import read_model
@@ -137,7 +137,7 @@ def compare(model_path: str, py_path: str, inputs=None, seed: int = 0, local: bo
         probe = keras.Model(keras_model.inputs if len(feed) > 1 else keras_model.inputs[0], outputs)
         values_out = probe(feed if len(feed) > 1 else feed[0], training=False)
         values_out = values_out if isinstance(values_out, (list, tuple)) else [values_out]
-        got = {m["tensor"]: np.asarray(v) for m, v in zip(pairs, values_out)}
+        got = {m["tensor"]: to_numpy(v, keras) for m, v in zip(pairs, values_out)}
 
     kind = quantization_kind(model)
     rows = []

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfl_rebuild.rebuild.loader import to_numpy
 from tfl_rebuild.rebuild.ops.registry import hybrid_input
 from tfl_rebuild.tflite.analysis import quantization_kind
 from tfl_rebuild.tflite.ir import Model
@@ -93,7 +94,7 @@ def local_outputs(
         for k, t in outs.items():
             if k >= len(flat):
                 continue
-            local[t] = np.asarray(flat[k])
+            local[t] = to_numpy(flat[k], keras)
             ref = reference.get(t)
             if ref is not None and ref.size == local[t].size:
                 dtype = keras.backend.standardize_dtype(flat[k].dtype)

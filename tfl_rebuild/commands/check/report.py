@@ -43,6 +43,8 @@ def summary(rows: list[Row], opts: Options) -> dict:
     }
     if opts.coreml:
         doc["coreml_ok"] = sum(r.coreml.status in good for r in rows)
+    for b in opts.backends:
+        doc[f"{b}_ok"] = sum(r.backends.get(b, Stage()).status in good for r in rows)
     for outcome in ("error", "crash", "timeout"):
         doc[outcome] = sum(r.outcome == outcome for r in rows)
     return doc
@@ -56,6 +58,7 @@ def summary_line(rows: list[Row], opts: Options) -> str:
     ]
     if opts.coreml:
         parts.append(f"Core ML {'checked' if opts.verify else 'converted'} {s['coreml_ok']}/{n}")
+    parts += [f"on {b} {s[f'{b}_ok']}/{n}" for b in opts.backends]
     return ", ".join(parts + [f"{s[k]} {k}" for k in ("error", "crash", "timeout") if s[k]])
 
 
@@ -63,6 +66,7 @@ def print_table(rows: list[Row], opts: Options, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    backend_cols = [h for b in opts.backends for h in (b, "err")]
     table = Table(
         "model",
         "ops",
@@ -72,15 +76,17 @@ def print_table(rows: list[Row], opts: Options, console) -> None:
         "err",
         "Core ML",
         "err",
+        *backend_cols,
         "s",
         "result",
         "first failure",
         box=None,
         pad_edge=False,
     )
+    right = {1, 2, 5, 7, 8 + len(backend_cols), *range(9, 9 + len(backend_cols), 2)}
     for k, col in enumerate(table.columns[:-1]):
         col.no_wrap = True
-        col.justify = "right" if k in (1, 2, 5, 7, 8) else "left"
+        col.justify = "right" if k in right else "left"
     table.columns[-1].overflow = "fold"
     if not console.is_terminal:  # a file or a pipe: room for the reasons instead of 80 columns
         console.width = max(console.width, 160)
@@ -95,12 +101,17 @@ def print_table(rows: list[Row], opts: Options, console) -> None:
             error_text(r.keras),
             _styled(r.coreml, coreml_status(r.coreml)),
             error_text(r.coreml),
+            *(c for b in opts.backends for c in (_styled(_on(r, b)), error_text(_on(r, b)))),
             f"{r.seconds:.0f}",
             f"[{style}]{r.outcome}[/{style}]",
             escape(printable(r.reason)),
         )
     console.print(table)
     console.print(summary_line(rows, opts))
+
+
+def _on(row: Row, backend: str) -> Stage:
+    return row.backends.get(backend, Stage())
 
 
 def _styled(stage: Stage, text: str | None = None) -> str:
@@ -127,19 +138,21 @@ def _md(text: str) -> str:
 
 def to_markdown(rows: list[Row], opts: Options) -> str:
     """A coverage report: the table, the ops no converter takes (by model), every failure reason."""
+    heads = "".join(f" {b} | {b} error |" for b in opts.backends)
     out = [
         "# tfl-rebuild check",
         "",
         summary_line(rows, opts) + ".",
         "",
-        "| model | ops | params | quantization | Keras | Keras error | Core ML | Core ML error | seconds | result |",
-        "|---|--:|--:|---|---|--:|---|--:|--:|---|",
+        f"| model | ops | params | quantization | Keras | Keras error | Core ML | Core ML error |{heads} seconds | result |",
+        "|---|--:|--:|---|---|--:|---|--:|" + "---|--:|" * len(opts.backends) + "--:|---|",
     ]
     for r in rows:
+        cells = "".join(f" {_on(r, b).status} | {error_text(_on(r, b))} |" for b in opts.backends)
         out.append(
             f"| {_md(r.name)} | {'-' if r.ops is None else r.ops} | {human_count(r.params)} | "
             f"{r.quantization or '-'} | {r.keras.status} | {error_text(r.keras)} | {coreml_status(r.coreml)} | "
-            f"{error_text(r.coreml)} | {r.seconds:.0f} | {r.outcome} |"
+            f"{error_text(r.coreml)} |{cells} {r.seconds:.0f} | {r.outcome} |"
         )
     by_op: dict[str, tuple[list[str], str]] = {}
     for r in rows:
@@ -162,6 +175,12 @@ def to_markdown(rows: list[Row], opts: Options) -> str:
     if conv_errors:
         out += ["", "## Ops a converter refuses", ""] + [f"- {_md(n)}: {_md(e)}" for n, e in conv_errors]
     notes = [(r.name, stage.note) for r in rows for stage in (r.keras, r.coreml) if stage.note]
+    notes += [
+        (r.name, f"{b}: {st.reason}")
+        for r in rows
+        for b, st in r.backends.items()
+        if st.status not in PASSED and st.reason and r.keras.status in PASSED
+    ]
     if notes:
         out += ["", "## Notes", ""] + [f"- {_md(n)}: {_md(note)}" for n, note in notes]
     failed = [r for r in rows if r.outcome != "pass"]

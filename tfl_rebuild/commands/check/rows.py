@@ -23,6 +23,8 @@ class Options:
     timeout: float = DEFAULT_TIMEOUT
     # --input-shape specs; each applies to the models it fits (an input of that name, or the one input)
     input_shapes: tuple[str, ...] = ()
+    # --backends: Keras backends the rebuild is also verified on, each in its worker (a column each)
+    backends: tuple[str, ...] = ()
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Row:
     conversion_errors: list[str] = field(default_factory=list)
     keras: Stage = field(default_factory=Stage)
     coreml: Stage = field(default_factory=Stage)
+    backends: dict[str, Stage] = field(default_factory=dict)  # --backends: one stage each
     seconds: float = 0.0
     reason: str = ""  # the first failure, one line
 
@@ -56,6 +59,7 @@ class Row:
     def from_dict(cls, d: dict) -> Row:
         d = dict(d)
         d["keras"], d["coreml"] = Stage(**d["keras"]), Stage(**d["coreml"])
+        d["backends"] = {b: Stage(**st) for b, st in d.get("backends", {}).items()}
         return cls(**d)
 
 
@@ -70,13 +74,15 @@ def one_line(exc: BaseException | str) -> str:
 
 def passes(row: Row, opts: Options) -> bool:
     ok = PASSED if opts.verify else PASSED | UNCHECKED
-    return row.keras.status in ok and (
-        row.coreml.status in ok or (not opts.coreml and row.coreml.status == SKIPPED)
+    return (
+        row.keras.status in ok
+        and (row.coreml.status in ok or (not opts.coreml and row.coreml.status == SKIPPED))
+        and all(row.backends.get(b, Stage()).status in ok for b in opts.backends)
     )
 
 
 def first_reason(row: Row) -> str:
-    for name, stage in (("Keras", row.keras), ("Core ML", row.coreml)):
+    for name, stage in (("Keras", row.keras), ("Core ML", row.coreml), *row.backends.items()):
         if stage.status not in PASSED | UNCHECKED | {SKIPPED}:
             return f"{name}: {stage.reason or stage.status}"
     return row.reason

@@ -73,7 +73,11 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
         )
         row.reason = row.keras.reason
         return
-    keras_model, model = _keras_stage(row, model, opts, outdir, shapes)
+    keras_model, model, rebuilt = _keras_stage(row, model, opts, outdir, shapes)
+    for backend in opts.backends:  # run only on a verified rebuild
+        row.backends[backend] = Stage(status=SKIPPED, reason="the Keras rebuild did not pass")
+    if opts.backends and row.keras.status in PASSED:
+        _backend_stages(row, opts, rebuilt)
     if keras_model is not None:
         row.conversion_errors = []  # the scan called converters out of context; the real build worked
     if opts.coreml and keras_model is not None and row.keras.status in PASSED | UNCHECKED:
@@ -111,7 +115,8 @@ def _fixed_view(model, shapes: tuple[str, ...]):
 
 
 def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str, ...]):
-    """(the Keras model or None, the model it rebuilds: with its dynamic dims fixed, see views.py)."""
+    """(the Keras model or None, the model it rebuilds: with its dynamic dims fixed, see views.py,
+    the pipeline's Rebuild or None)."""
     from tfl_rebuild.commands.pipeline import rebuild_and_verify
     from tfl_rebuild.errors import RuntimeUnavailableError
 
@@ -127,7 +132,7 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
     except Exception as exc:
         stage.status, stage.reason = "failed", one_line(exc)
         stage.seconds = time.perf_counter() - start
-        return None, model
+        return None, model, None
     stage.status = "built"
     report, error = rebuilt.report, rebuilt.verify_error
     if isinstance(error, RuntimeUnavailableError):
@@ -148,7 +153,29 @@ def _keras_stage(row: Row, model, opts: Options, outdir: Path, shapes: tuple[str
         except Exception as exc:
             stage.status, stage.reason = "failed", f"verification: {one_line(exc)}"
     stage.seconds = time.perf_counter() - start
-    return rebuilt.keras_model, rebuilt.model
+    return rebuilt.keras_model, rebuilt.model, rebuilt
+
+
+def _backend_stages(row: Row, opts: Options, rebuilt) -> None:
+    """The written rebuild verified on each of --backends, each in its worker (commands/backends.py)."""
+    from tfl_rebuild.commands.backends import Workers
+
+    with Workers() as workers:
+        for backend in opts.backends:
+            stage = row.backends[backend] = Stage()
+            try:
+                result = workers.verify(backend, rebuilt)
+            except Exception as exc:
+                stage.status, stage.reason = "failed", one_line(exc)
+                continue
+            stage.seconds, stage.max_rel = result.seconds, result.max_rel
+            if result.error:
+                stage.status, stage.reason = "failed", result.error
+            else:
+                lsbs = [o["lsb"] for o in result.report["outputs"] if o["lsb"] is not None]
+                stage.lsb = max(map(float, lsbs)) if lsbs else None
+                stage.status = "verified" if result.ok else "mismatch"
+                stage.reason = "" if result.ok else f"on {backend}: the rebuild differs from TFLite"
 
 
 def _add_note(stage: Stage, text: str) -> None:

@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     raw = json.loads(opts_json)
-    opts = Options(**{**raw, "input_shapes": tuple(raw.get("input_shapes", ()))})  # JSON made it a list
+    lists = {k: tuple(raw.get(k, ())) for k in ("input_shapes", "backends")}  # JSON made them lists
+    opts = Options(**{**raw, **lists})
     try:
         from tfl_rebuild.commands.check.stages import check_model
 

@@ -128,12 +128,40 @@ def _note_lines(notes: list[str]) -> list[Code]:
     return lines
 
 
+VERIFIED = "# Verified against TFLite, outputs and every layer, on the Keras backends: "
+BACKEND_NAMES = ("tensorflow", "jax", "torch")
+
+
+def verified_lines(backends) -> list[Code]:
+    """The header line naming the backends a rebuild verified on (none: no line)."""
+    names = [b for b in BACKEND_NAMES if b in set(backends)]
+    if len(names) != len(set(backends)):
+        raise ValueError(f"unknown Keras backend in {sorted(backends)}")
+    return [Code(f"{VERIFIED}{', '.join(names)}.")] if names else []
+
+
+def stamp_verified(source: str, backends) -> str:
+    """`source` (a module `generate` wrote) with its verified line naming `backends`: replaced,
+    added under the "Regenerate" line, or removed when `backends` is empty."""
+    lines = [ln for ln in source.split("\n") if not ln.startswith(VERIFIED)]
+    at = next((i + 1 for i, ln in enumerate(lines[:4]) if ln.startswith("# A starting point")), None)
+    if at is None:
+        raise ValueError("not a module tfl-rebuild generated: no header to stamp")
+    if at < len(lines) and lines[at].startswith("#   "):  # the command, on its own line (_header)
+        at += 1
+    lines[at:at] = [str(c) for c in verified_lines(backends)]
+    stamped = "\n".join(lines)
+    ast.parse(stamped)
+    return stamped
+
+
 def generate(
     model: Model,
     stem: str,
     fake_quant: bool | None = None,
     view_options: tuple[str, ...] = (),
     notes: list[str] | tuple[str, ...] = (),
+    verified: tuple[str, ...] = (),
 ) -> Generated:
     """Build the module source for `model`; its weights file is expected at `<stem>.weights.h5`.
 
@@ -162,6 +190,7 @@ def generate(
             Code(model.sha256[:16]),
             _rebuild_command(model, stem, fake_quant, default_fake_quant, tuple(view_options)),
         ),
+        verified=verified_lines(verified),
         notes=_note_lines(
             [*notes, *quantized_io_notes(model), *variable_tensor_notes(model), *_batch_notes(em)]
         ),
