@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[all,dev,jax]'
 	touch $(STAMP)
 
-# torch stays out of the default install (a large download); test-torch adds the CPU build.
+# torch stays out of the default install (a large download); test-torch adds it. Here pip finds the
+# CPU build of 2.13.0 on disk; elsewhere add --extra-index-url https://download.pytorch.org/whl/cpu.
 TORCH_STAMP := $(VENV)/.installed-torch
 $(TORCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[torch]' --extra-index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q -e '.[torch]'
 	touch $(TORCH_STAMP)
 
 demo: $(STAMP)
