@@ -122,11 +122,12 @@ def test_a_failing_weights_write_leaves_no_module(tmp_path, monkeypatch):
     """The module is renamed into place only after its weights are written."""
     import tfl_rebuild.commands.pipeline as pipeline
     from tfl_rebuild.errors import OutputError
+    from tfl_rebuild.rebuild import weights_h5
 
-    def fail(path, arrays):
+    def fail(module, arrays, path):
         raise OutputError(f"{path}: cannot write (disk full)")
 
-    monkeypatch.setattr(pipeline, "write_npz_atomic", fail)
+    monkeypatch.setattr(weights_h5, "write_weights", fail)
     with pytest.raises(OutputError):
         pipeline.write_generated(str(require_fixture("add_one")), str(tmp_path / "out"))
     assert tree(tmp_path / "out") == []

@@ -165,7 +165,7 @@ class Emitter:
                 kwargs.append((k, subgraph_call(self, v.index)))
                 continue
             if isinstance(v, InnerLayer):  # a wrapped layer: Bidirectional(layer=keras.layers.LSTM(...))
-                kwargs.append((k, self._inner(v)))
+                kwargs.append((k, self._inner(v, f"{layer_name}_{v.layer.lower()}")))
                 continue
             if not is_default(defaults, k, v, spec.kwargs):
                 kwargs.append((k, v))
@@ -174,14 +174,17 @@ class Emitter:
         arg_text = f"[{', '.join(args)}]" if spec.call_list else ", ".join(args)
         return call(f"{target} = {ctor}", kwargs, f"({arg_text})")
 
-    def _inner(self, inner: InnerLayer) -> Code:
-        """`keras.layers.<Class>(k=v, ...)` on one line, leaving out the class's defaults."""
+    def _inner(self, inner: InnerLayer, name: str) -> Code:
+        """`keras.layers.<Class>(k=v, ..., name=...)` on one line, leaving out the class's defaults.
+        Named, so that Bidirectional's forward_/backward_ copies (and their weights file paths) do
+        not depend on how many layers the process made before."""
         if not CLASS.match(inner.layer) or not all(KWARG.match(k) for k in inner.kwargs):
             raise ValueError(f"bad inner layer {inner.layer!r}")
         defaults = KERAS_DEFAULTS.get(inner.layer, {})
         args = [
             f"{k}={lit(v)}" for k, v in inner.kwargs.items() if not is_default(defaults, k, v, inner.kwargs)
         ]
+        args.append(f"name={lit(name)}")
         return Code(f"keras.layers.{inner.layer}({', '.join(args)})")
 
     def _requantize(self, op: Operator) -> LayerSpec:
