@@ -7,7 +7,8 @@ Matching rule: the original model's layers are counted without InputLayer, Batch
 Dropout, Activation and ReLU (the converter folds or fuses those, and a rebuild need not show
 them). An original layer counts as recovered when the rebuilt model has at least one layer of the
 same class name (a class counted once per original layer, not paired one to one). A rebuilt layer
-is custom when its class is not from keras (a class defined in the generated module).
+is custom when its class is not from keras (a class defined in the generated module). An original
+layer's name counts as recovered when a rebuilt layer has exactly that name (same counted layers).
 
     PYTHONPATH=$PWD .venv/bin/python scripts/measure_keras_recovery.py
 """
@@ -113,8 +114,8 @@ def classes(model) -> list[str]:
     return [type(layer).__name__ for layer in model.layers]
 
 
-def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str]:
-    """(recovered, original, custom, rebuilt, note) for one model."""
+def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, int, str]:
+    """(recovered, original, custom, rebuilt, names recovered, note) for one model."""
     import keras
     import tensorflow as tf
 
@@ -126,12 +127,13 @@ def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str]:
     path = workdir / f"{name}.tflite"
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel signature
         path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    original = [c for c in classes(model) if c not in IGNORED]
+    counted = [layer for layer in model.layers if type(layer).__name__ not in IGNORED]
+    original = [type(layer).__name__ for layer in counted]
     try:
         _, py, weights = write_generated(str(path), str(workdir / name))
         rebuilt_model = load_module(py).build_model(str(weights))
     except Exception as e:  # a model the rebuild refuses counts as nothing recovered
-        return 0, len(original), 0, 0, f"{type(e).__name__}: {str(e)[:60]}"
+        return 0, len(original), 0, 0, 0, f"{type(e).__name__}: {str(e)[:60]}"
     rebuilt = [
         layer for layer in rebuilt_model.layers if type(layer).__name__ != "InputLayer"
     ]  # keras.Input layers are not the authors' layers
@@ -139,13 +141,13 @@ def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str]:
     custom = sum(1 for layer in rebuilt if not type(layer).__module__.startswith("keras"))
     missing = sorted({c for c in original if c not in have})
     recovered = sum(1 for c in original if c in have)
-    return (
-        recovered,
-        len(original),
-        custom,
-        len(rebuilt),
-        ("missing " + ", ".join(missing)) if missing else "",
-    )
+    rebuilt_names = {layer.name for layer in rebuilt}
+    names = sum(1 for layer in counted if layer.name in rebuilt_names)
+    lost = [layer.name for layer in counted if layer.name not in rebuilt_names]
+    note = ("missing " + ", ".join(missing)) if missing else ""
+    if lost and os.environ.get("SHOW_NAMES"):  # which original names the rebuild did not give back
+        note += f" names lost: {', '.join(lost)}; rebuilt: {', '.join(sorted(rebuilt_names))}"
+    return recovered, len(original), custom, len(rebuilt), names, note
 
 
 def main() -> int:
@@ -153,12 +155,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in MODELS.items():
             rows.append((name, *measure(name, build, Path(tmp))))
-    print(f"{'model':<16} {'recovered':>10} {'custom':>10}  note")
-    for name, rec, total, custom, rebuilt, note in rows:
-        print(f"{name:<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10}  {note}")
+    print(f"{'model':<16} {'recovered':>10} {'custom':>10} {'names':>8}  note")
+    for name, rec, total, custom, rebuilt, names, note in rows:
+        print(
+            f"{name:<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10} {f'{names}/{total}':>8}  {note}"
+        )
     rec, total = sum(r[1] for r in rows), sum(r[2] for r in rows)
     custom, rebuilt = sum(r[3] for r in rows), sum(r[4] for r in rows)
-    print(f"{'total':<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10}")
+    names = sum(r[5] for r in rows)
+    print(f"{'total':<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10} {f'{names}/{total}':>8}")
     return 0
 
 

@@ -13,7 +13,7 @@ from tfl_rebuild.rebuild.codegen.emitter import Emitter, set_weights_lines
 from tfl_rebuild.rebuild.codegen.layout import WIDTH, call
 from tfl_rebuild.rebuild.codegen.literals import Code, display, shell_command
 from tfl_rebuild.rebuild.codegen.naming import sanitize
-from tfl_rebuild.rebuild.codegen.templates import class_template, environment
+from tfl_rebuild.rebuild.codegen.templates import class_source, environment
 from tfl_rebuild.rebuild.passes.quantize import fake_quant_params
 from tfl_rebuild.tflite.ir import Model
 
@@ -128,7 +128,8 @@ def generate(
     classes = sorted(em.classes)
     env = environment()
     class_src = [Code(env.get_template("layers/op_layer.py.j2").render().strip())] if classes else []
-    class_src += [Code(class_template(c)) for c in classes]
+    package = sanitize(stem, "model")
+    class_src += [Code(class_source(c, frozenset(em.class_uses.get(c, ())), package)) for c in classes]
     model_inputs = Code(inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]")
     model_outputs = Code(outputs[0] if len(outputs) == 1 else f"[{', '.join(outputs)}]")
     source = env.get_template("module.py.j2").render(
