@@ -37,6 +37,7 @@ from tfl_rebuild.rebuild.codegen.naming import (
     sanitize,
     snake,
 )
+from tfl_rebuild.rebuild.codegen.templates import class_source, environment
 from tfl_rebuild.rebuild.codegen.templates import class_template as _class_template
 from tfl_rebuild.rebuild.ops import LayerSpec
 from tfl_rebuild.tflite.reader import read_model
@@ -268,11 +269,16 @@ def test_snake(camel, snake_name):
 def test_every_custom_class_template_is_found_by_its_snake_name():
     root = Path(__file__).resolve().parents[2] / "tfl_rebuild" / "rebuild" / "templates" / "layers"
     for path in root.glob("*.py.j2"):
-        classes = [
-            n.name for n in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(n, ast.ClassDef)
-        ]
-        for name in classes:
-            assert snake(name) == path.name.removesuffix(".py.j2"), (name, path.name)
+        for uses, table in ((frozenset(), False), (frozenset({"subtract", "symmetric"}), True)):
+            # The least and more of each class's helper code (templates.class_source) both parse.
+            text = (
+                environment()
+                .get_template(f"layers/{path.name}")
+                .render(uses=uses, uses_table=table, package=lit("pkg"))
+            )
+            classes = [n.name for n in ast.parse(text).body if isinstance(n, ast.ClassDef)]
+            for name in classes:
+                assert snake(name) == path.name.removesuffix(".py.j2"), (name, path.name)
 
 
 @pytest.mark.parametrize(
@@ -528,3 +534,14 @@ def test_unread_outputs_of_a_multi_output_layer_unpack_into_underscore(tmp_path)
         assert proc.returncode == 0, proc.stdout
     report = verify(read_model(path), load_module(py).build_model(str(weights)))
     assert report.ok and all(o.input_sensitive for o in report.outputs), report
+
+
+def test_class_source_keeps_only_the_helper_code_the_module_calls():
+    """A module's classes carry the helpers its calls use (issue: an unused BINARY_OPS table,
+    Pad.symmetric in a module without a symmetric pad), registered under the module's name."""
+    binary = class_source("BinaryOp", frozenset({"multiply", "add"}), "net")
+    assert '"multiply": keras.ops.multiply' in binary and "subtract" not in binary
+    assert '@keras.saving.register_keras_serializable(package="net")' in binary
+    assert "BINARY_OPS" not in class_source("BinaryOp", frozenset({"add"}), "net")
+    assert "self.symmetric" not in class_source("Pad", frozenset({"constant"}), "net")
+    assert "def symmetric" in class_source("Pad", frozenset({"symmetric"}), "net")

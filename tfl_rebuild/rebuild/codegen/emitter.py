@@ -92,18 +92,20 @@ class Emitter:
 
     def _raw_name(self, op: Operator, t: int) -> str:
         """The text a layer computing tensor `t` of `op` is named from: the signature's name of a
-        model output, else the tensor's, else (an unscoped 'Identity' or 'StatefulPartitionedCall:0')
-        the layer scope a weight of the op carries ('model/logits_1/MatMul'), else 'output'."""
+        model output; else, when the tensor's name is several fused ones or TensorFlow's 'Identity'
+        / 'StatefulPartitionedCall:0', the name of the op's largest constant, its kernel, which
+        carries the op's own layer scope ('model/conv2d/Conv2D'); else the tensor's name."""
         if t in self.io_names:
             return self.io_names[t]
         name = self.sg.tensors[t].name
-        if "/" not in name.split(";")[0]:
-            for i in op.inputs:
-                if i >= 0 and self.ctx.is_const(i) and "/" in self.sg.tensors[i].name.split(";")[0]:
-                    return self.sg.tensors[i].name
-            if CALL_RESULT.match(name.split(";")[0]):
-                return "output"
-        return name
+        call_result = bool(CALL_RESULT.match(name.split(";")[0]))
+        if ";" in name or call_result:  # the converter fuses the names of every op folded in
+            consts = [self.sg.tensors[i] for i in op.inputs if i >= 0 and self.ctx.is_const(i)]
+            # The largest first: a kernel, not a conv's output shape or a bias.
+            for const in sorted(consts, key=lambda c: -int(np.prod(c.shape))):
+                if "/" in const.name.split(";")[0]:
+                    return const.name
+        return "output" if call_result else name
 
     def emit_inputs(self) -> list[Code]:
         names = []

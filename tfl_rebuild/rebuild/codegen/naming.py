@@ -93,7 +93,8 @@ MECHANICS = frozenset(
 # 'conv1d/convolution/Squeeze', 'layer_normalization/moments/mean', 'sep/separable_conv2d/depthwise').
 INNER_SCOPES = frozenset({"batchnorm", "resize", "convolution", "moments", "separable_conv2d"})
 # Ops of a layer that a converter fuses into the op before it (keys as in MECHANICS): a fused
-# tensor name is named after its other parts first ('relu/Relu6;conv/Conv2D' is the conv).
+# tensor name is named after its other parts first ('relu/Relu6;bn/FusedBatchNormV3;conv/Conv2D'
+# is the conv).
 FUSED_AFTER = frozenset(
     {
         "relu",
@@ -106,10 +107,13 @@ FUSED_AFTER = frozenset(
         "hard_sigmoid",
         "hard_swish",
         "clip_by_value",
+        "batchnorm",
+        "fused_batch_norm_v",
     }
 )
-# Converter internals spliced into names: MediaPipe's 'add_10__xeno_compat__1' is 'add_10'.
-INTERNAL = re.compile(r"(?<=[A-Za-z0-9])__[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*__\d*")
+# Converter internals spliced into names: MediaPipe's 'add_10__xeno_compat__1' is 'add_10', a
+# folded DEQUANTIZE's 'conv2d/Conv2D_dequantize' is 'conv2d/Conv2D'.
+INTERNAL = re.compile(r"(?<=[A-Za-z0-9])(__[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*__\d*|_dequantize$)")
 SUFFIX = re.compile(r"_\d+$")
 KERAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
@@ -186,7 +190,7 @@ def _layer_path(raw: str, scope: tuple[str, ...], keras3: bool = False) -> tuple
         else:  # a lone first component is the model's scope, unless that was stripped already
             names_layer = last not in INNER_SCOPES and (len(short) > 1 or stripped)
         if names_layer:
-            fused = "batchnorm" in parts or any(_key(p) in FUSED_AFTER for p in parts[len(short) - 1 :])
+            fused = any(_key(p) in FUSED_AFTER for p in parts)
             if not fused:
                 return parts, short
             named.append((parts, short))
