@@ -294,6 +294,8 @@ def test_every_custom_class_template_is_found_by_its_snake_name():
         ("m/max_pooling1d/MaxPool1d", "max_pooling1d"),
         ("m/layer_normalization/moments/mean", "layer_normalization"),
         ("add_10__xeno_compat__1", "add_10"),  # a converter's internals are not the authors' name
+        ("m/conv2d_1/Conv2D_dequantize2", "conv2d_1"),  # a folded DEQUANTIZE's name
+        ("m/dense/Tensordot/MatMul", "dense"),  # a Dense kernel on a rank-3 input
         ("sequential/dense_1/MatMul;sequential/dense_1/BiasAdd", "dense_1"),
         ("model/conv2d_3/Sigmoid", "conv2d_3_sigmoid"),
         ("model/leaky_re_lu/LeakyRelu", "leaky_re_lu"),

@@ -113,7 +113,7 @@ FUSED_AFTER = frozenset(
 )
 # Converter internals spliced into names: MediaPipe's 'add_10__xeno_compat__1' is 'add_10', a
 # folded DEQUANTIZE's 'conv2d/Conv2D_dequantize' is 'conv2d/Conv2D'.
-INTERNAL = re.compile(r"(?<=[A-Za-z0-9])(__[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*__\d*|_dequantize$)")
+INTERNAL = re.compile(r"(?<=[A-Za-z0-9])(__[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*__\d*|_dequantize\d*$)")
 SUFFIX = re.compile(r"_\d+$")
 KERAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
@@ -181,7 +181,8 @@ def _layer_path(raw: str, scope: tuple[str, ...], keras3: bool = False) -> tuple
         short = list(parts)
         if len(short) > 1 and _mechanics(short[-1], short[-2]):
             short.pop()
-        while len(short) > 1 and _key(short[-1]) in INNER_SCOPES:
+        # TensorFlow's scopes inside a layer: 'bn/batchnorm', 'dense/Tensordot' (of 'Tensordot/MatMul').
+        while len(short) > 1 and (_key(short[-1]) in INNER_SCOPES or _key(short[-1]) in MECHANICS):
             short.pop()
         candidates.append((parts, short))
         last = _key(short[-1]) if short else ""
