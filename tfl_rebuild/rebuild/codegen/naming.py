@@ -181,8 +181,11 @@ def _layer_path(raw: str, scope: tuple[str, ...], keras3: bool = False) -> tuple
         short = list(parts)
         if len(short) > 1 and _mechanics(short[-1], short[-2]):
             short.pop()
-        # TensorFlow's scopes inside a layer: 'bn/batchnorm', 'dense/Tensordot' (of 'Tensordot/MatMul').
-        while len(short) > 1 and (_key(short[-1]) in INNER_SCOPES or _key(short[-1]) in MECHANICS):
+        # TensorFlow's scopes inside a layer: 'bn/batchnorm', 'dense/Tensordot' (of 'Tensordot/MatMul';
+        # an op's scope is CamelCase, a layer 'conv2d_1' or 'add_1' is not one).
+        while len(short) > 1 and (
+            _key(short[-1]) in INNER_SCOPES or (short[-1][:1].isupper() and _key(short[-1]) in MECHANICS)
+        ):
             short.pop()
         candidates.append((parts, short))
         last = _key(short[-1]) if short else ""
