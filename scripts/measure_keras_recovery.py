@@ -7,7 +7,8 @@ Matching rule: the original model's layers are counted without InputLayer, Batch
 Dropout, Activation and ReLU (the converter folds or fuses those, and a rebuild need not show
 them). An original layer counts as recovered when the rebuilt model has at least one layer of the
 same class name (a class counted once per original layer, not paired one to one). A rebuilt layer
-is custom when its class is not from keras (a class defined in the generated module).
+is custom when its class is not from keras (a class defined in the generated module). An original
+layer's name counts as recovered when a rebuilt layer has exactly that name (same counted layers).
 
 Batch: the originals take any batch (no batch_size), as their authors would write them, except
 where the converter needs a fixed one (the LSTM). A rebuild of a free-batch original counts as taking batch 3 when its model, called on 3 seeded rows, returns TFLite's outputs for them
@@ -182,8 +183,9 @@ def batch_ok(path: Path, rebuilt_model, rows: int = 3) -> str:
     return ""
 
 
-def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str, bool | None]:
-    """(recovered, original, custom, rebuilt, note, takes batch 3: None when the original does not)."""
+def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, int, str, bool | None]:
+    """(recovered, original, custom, rebuilt, names recovered, note, takes batch 3: None when the
+    original does not) for one model."""
     import keras
     import tensorflow as tf
 
@@ -195,13 +197,14 @@ def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str, b
     path = workdir / f"{name}.tflite"
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel signature
         path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    original = [c for c in classes(model) if c not in IGNORED]
+    counted = [layer for layer in model.layers if type(layer).__name__ not in IGNORED]
+    original = [type(layer).__name__ for layer in counted]
     free = model.inputs[0].shape[0] is None  # the original takes any batch
     try:
         _, py, weights = write_generated(str(path), str(workdir / name))
         rebuilt_model = load_module(py).build_model(str(weights))
     except Exception as e:  # a model the rebuild refuses counts as nothing recovered
-        return 0, len(original), 0, 0, f"{type(e).__name__}: {str(e)[:60]}", False if free else None
+        return 0, len(original), 0, 0, 0, f"{type(e).__name__}: {str(e)[:60]}", False if free else None
     rebuilt = [
         layer for layer in rebuilt_model.layers if type(layer).__name__ != "InputLayer"
     ]  # keras.Input layers are not the authors' layers
@@ -209,10 +212,15 @@ def measure(name: str, build, workdir: Path) -> tuple[int, int, int, int, str, b
     custom = sum(1 for layer in rebuilt if not type(layer).__module__.startswith("keras"))
     missing = sorted({c for c in original if c not in have})
     recovered = sum(1 for c in original if c in have)
+    rebuilt_names = {layer.name for layer in rebuilt}
+    names = sum(1 for layer in counted if layer.name in rebuilt_names)
+    lost = [layer.name for layer in counted if layer.name not in rebuilt_names]
     batch = batch_ok(path, rebuilt_model) if free else ""
     notes = [("missing " + ", ".join(missing)) if missing else "", batch]
+    if lost and os.environ.get("SHOW_NAMES"):  # which original names the rebuild did not give back
+        notes.append(f"names lost: {', '.join(lost)}; rebuilt: {', '.join(sorted(rebuilt_names))}")
     takes = (not batch) if free else None
-    return recovered, len(original), custom, len(rebuilt), "; ".join(n for n in notes if n), takes
+    return recovered, len(original), custom, len(rebuilt), names, "; ".join(n for n in notes if n), takes
 
 
 def main() -> int:
@@ -220,14 +228,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in MODELS.items():
             rows.append((name, *measure(name, build, Path(tmp))))
-    print(f"{'model':<16} {'recovered':>10} {'custom':>10} {'batch 3':>8}  note")
-    for name, rec, total, custom, rebuilt, note, batch in rows:
+    print(f"{'model':<16} {'recovered':>10} {'custom':>10} {'names':>8} {'batch 3':>8}  note")
+    for name, rec, total, custom, rebuilt, names, note, batch in rows:
         takes = "-" if batch is None else "yes" if batch else "no"
-        print(f"{name:<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10} {takes:>8}  {note}")
+        print(
+            f"{name:<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10} {f'{names}/{total}':>8}"
+            f" {takes:>8}  {note}"
+        )
     rec, total = sum(r[1] for r in rows), sum(r[2] for r in rows)
     custom, rebuilt = sum(r[3] for r in rows), sum(r[4] for r in rows)
-    batch = f"{sum(bool(r[6]) for r in rows)}/{sum(r[6] is not None for r in rows)}"
-    print(f"{'total':<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10} {batch:>8}")
+    names = sum(r[5] for r in rows)
+    batch = f"{sum(bool(r[7]) for r in rows)}/{sum(r[7] is not None for r in rows)}"
+    print(
+        f"{'total':<16} {f'{rec}/{total}':>10} {f'{custom}/{rebuilt}':>10} {f'{names}/{total}':>8} {batch:>8}"
+    )
     return 0
 
 

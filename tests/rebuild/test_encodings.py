@@ -387,7 +387,7 @@ def test_keras_rebuilds_the_chosen_signature(two_signatures, tmp_path):
     assert result.exit_code == 0, result.output  # verified against the runtime, on the encode subgraph
     assert "match" in result.output and "MISMATCH" not in result.output, result.output
     source = _module_source(out, "codec")
-    assert "--signature encode" in source.splitlines()[1]
+    assert "--signature encode" in source.splitlines()[2]
     from tfl_rebuild.rebuild.loader import load_module
 
     keras_model = load_module(out / "codec.py").build_model()
@@ -480,7 +480,7 @@ def test_fully_convolutional_at_a_given_shape(fully_convolutional, tmp_path):
     assert result.exit_code == 0, result.output  # verified against the runtime at 16x12
     assert "rebuilt at 1x16x12x3, as asked" in " ".join(result.output.split()), result.output
     source = _module_source(out, "fcn")
-    assert "--input-shape serving_default_x:0=1,16,12,3" in source.splitlines()[1]
+    assert "--input-shape serving_default_x:0=1,16,12,3" in source.splitlines()[2]
     assert "shape=(16, 12, 3)" in source and "UpSampling2D" in source  # the run-time size folded
     result = cli("compare", fully_convolutional, out / "fcn.py")
     assert result.exit_code == 0, result.output

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import require_fixture
 
 from tfl_rebuild.rebuild.codegen.emit import generate
+from tfl_rebuild.rebuild.codegen.layout import WIDTH
 from tfl_rebuild.rebuild.codegen.naming import sanitize
 from tfl_rebuild.tflite.reader import read_model
 
@@ -54,6 +58,40 @@ def test_generated_source_matches_golden(name):
             "generated source differs from the golden (UPDATE_GOLDEN=1 to accept):\n" + "".join(diff),
             pytrace=False,
         )
+
+
+def _ruff() -> str | None:
+    """The ruff of this environment (a dev dependency), else one on PATH."""
+    beside = Path(sys.executable).with_name("ruff")
+    return str(beside) if beside.exists() else shutil.which("ruff")
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_generated_source_is_stable_under_ruff_format(name):
+    """A module a team checks in survives their formatter: `ruff format` changes nothing in it."""
+    ruff = _ruff()
+    if ruff is None:
+        pytest.skip("ruff is not installed (it is a dev dependency: pip install -e '.[dev]')")
+    source = source_for(name)
+    result = subprocess.run(
+        [ruff, "format", "--isolated", f"--line-length={WIDTH}", "--target-version=py310", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    if result.stdout != source:
+        diff = difflib.unified_diff(
+            source.splitlines(keepends=True), result.stdout.splitlines(keepends=True), name, "ruff format"
+        )
+        pytest.fail("ruff format rewrites the generated source:\n" + "".join(diff), pytrace=False)
+
+
+def test_layout_width_is_the_formatter_line_length():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["tool"]["ruff"]["line-length"] == WIDTH
 
 
 def test_no_stale_goldens():

@@ -28,7 +28,16 @@ from tfl_rebuild.rebuild.codegen.emit import generate
 from tfl_rebuild.rebuild.codegen.emitter import Emitter as _Emitter
 from tfl_rebuild.rebuild.codegen.layout import WIDTH, call
 from tfl_rebuild.rebuild.codegen.literals import Code, lit, shell_command
-from tfl_rebuild.rebuild.codegen.naming import MAX_LEN, Namer, identifier, model_scope, sanitize, snake
+from tfl_rebuild.rebuild.codegen.naming import (
+    MAX_LEN,
+    Namer,
+    identifier,
+    keras3_scopes,
+    model_scope,
+    sanitize,
+    snake,
+)
+from tfl_rebuild.rebuild.codegen.templates import class_source, environment
 from tfl_rebuild.rebuild.codegen.templates import class_template as _class_template
 from tfl_rebuild.rebuild.ops import LayerSpec
 from tfl_rebuild.tflite.reader import read_model
@@ -260,18 +269,33 @@ def test_snake(camel, snake_name):
 def test_every_custom_class_template_is_found_by_its_snake_name():
     root = Path(__file__).resolve().parents[2] / "tfl_rebuild" / "rebuild" / "templates" / "layers"
     for path in root.glob("*.py.j2"):
-        classes = [
-            n.name for n in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(n, ast.ClassDef)
-        ]
-        for name in classes:
-            assert snake(name) == path.name.removesuffix(".py.j2"), (name, path.name)
+        for uses, table in ((frozenset(), False), (frozenset({"subtract", "symmetric"}), True)):
+            # The least and more of each class's helper code (templates.class_source) both parse.
+            text = (
+                environment()
+                .get_template(f"layers/{path.name}")
+                .render(uses=uses, uses_table=table, package=lit("pkg"))
+            )
+            classes = [n.name for n in ast.parse(text).body if isinstance(n, ast.ClassDef)]
+            for name in classes:
+                assert snake(name) == path.name.removesuffix(".py.j2"), (name, path.name)
 
 
 @pytest.mark.parametrize(
     ("raw", "name"),
     [
         ("model/batchnorm/add_1;model/conv/Conv2D;model/conv/BiasAdd", "conv"),  # the fused conv names it
-        ("net/block_1_project_BN/batchnorm/add_1;net/block_1_project/convolution", "block_1_project_bn"),
+        ("net/block_1_project_BN/batchnorm/add_1;net/block_1_project/convolution", "block_1_project"),
+        (
+            "net/block_1_expand_relu/Relu6;net/block_1_expand_BN/batchnorm/add_1;net/block_1_expand/Conv2D",
+            "block_1_expand",
+        ),
+        ("m/conv1d/Relu;m/conv1d/convolution/Squeeze1", "conv1d"),  # the conv, not its fused ReLU
+        ("m/max_pooling1d/MaxPool1d", "max_pooling1d"),
+        ("m/layer_normalization/moments/mean", "layer_normalization"),
+        ("add_10__xeno_compat__1", "add_10"),  # a converter's internals are not the authors' name
+        ("m/conv2d_1/Conv2D_dequantize2", "conv2d_1"),  # a folded DEQUANTIZE's name
+        ("m/dense/Tensordot/MatMul", "dense"),  # a Dense kernel on a rank-3 input
         ("sequential/dense_1/MatMul;sequential/dense_1/BiasAdd", "dense_1"),
         ("model/conv2d_3/Sigmoid", "conv2d_3_sigmoid"),
         ("model/leaky_re_lu/LeakyRelu", "leaky_re_lu"),
@@ -297,11 +321,54 @@ def test_fused_mechanics_do_not_make_numbered_duplicates():
     """MobileNetV2's project convolutions used to be batchnorm_add_1, batchnorm_add_1_1, ..."""
     sg = read_model(require_fixture("mobilenet_v2_float")).main
     names = [sg.tensors[op.outputs[0]].name for op in sg.operators]
-    namer = Namer(model_scope(names))
+    scope = model_scope(names)
+    namer = Namer(scope, keras3_scopes(names, scope))
     got = [namer.name(n) for n in names]
     assert len(set(got)) == len(got)
     assert not [n for n in got if "batchnorm" in n]
-    assert "block_1_project_bn_1" in got and "conv1_relu_1" in got
+    # The convolution, not its fused batch norm or ReLU6, names the layer: the authors' names.
+    assert {"conv1", "block_1_expand", "block_1_depthwise", "block_1_project"} <= set(got)
+
+
+KERAS3 = [  # (layer names in a Keras 3 model, the scopes TensorFlow gives them when converting)
+    ("dense", "dense_1"),
+    ("dense_1", "dense_1_2"),  # 'dense_1' was taken by the first
+    ("conv_1", "conv_1_1"),
+    ("conv_1_1", "conv_1_1_2"),
+    ("conv", "conv_2"),  # 'conv_1' was taken
+    ("block_1_expand", "block_1_expand_1"),
+    ("Conv1", "Conv1_1"),
+]
+
+
+def test_keras3_scope_suffixes_give_back_the_layer_names():
+    """The rule measured on models built here (scripts/measure_keras_recovery.py): Keras 3 opens
+    each layer's scope twice, so TensorFlow's second, unique one ends in one extra '_<n>'."""
+    names = [f"model_1/{scope}/MatMul" for _, scope in KERAS3] + ["model_1/Const_1", "Identity"]
+    scope = model_scope(names)
+    assert scope == ("model_1",) and keras3_scopes(names, scope)
+    namer = Namer(scope, True)
+    got = [(namer.keras_name(n, namer.name(n))) for n in names[: len(KERAS3)]]
+    assert got == [layer for layer, _ in KERAS3]
+
+
+def test_keras2_scopes_keep_their_numbers():
+    """Keras 2 (and TF1) scopes are the layer names as they are: 'conv2d' has no suffix."""
+    names = ["model/conv2d/Conv2D", "model/conv2d_1/Conv2D", "model/dense/MatMul"]
+    scope = model_scope(names)
+    assert not keras3_scopes(names, scope)
+    namer = Namer(scope, keras3_scopes(names, scope))
+    assert [namer.name(n) for n in names] == ["conv2d", "conv2d_1", "dense"]
+
+
+def test_keras_names_are_the_authors_spelling_and_stay_distinct():
+    namer = Namer(("m",))
+    a, b = namer.name("m/Conv1/Conv2D"), namer.name("m/conv1/Conv2D")
+    assert (a, b) == ("conv1", "conv1_conv2d")
+    assert namer.keras_name("m/Conv1/Conv2D", a) == "Conv1"
+    assert namer.keras_name("m/conv1/Conv2D", b) == "conv1_Conv2D"
+    c = namer.name("m/class/add")  # a keyword is an identifier with '_', its layer name is as written
+    assert (c, namer.keras_name("m/class/add", c)) == ("class_", "class")
 
 
 def test_namer_adds_context_before_numbers():
@@ -363,7 +430,6 @@ def test_header_names_the_rebuild_options(tmp_path):
     path = tmp_path / "my net.tflite"
     path.write_bytes(require_fixture("mobilenet_v2_int8").read_bytes())
     source = generate(read_model(path), "other", fake_quant=False).source
-    # the command does not fit after the words: it gets a line of its own
     assert source.splitlines()[1:3] == [
         "# A starting point: edit it freely. Regenerate with:",
         "#   tfl-rebuild keras 'my net.tflite' -o DIR --name other --no-fake-quant",
@@ -470,3 +536,14 @@ def test_unread_outputs_of_a_multi_output_layer_unpack_into_underscore(tmp_path)
         assert proc.returncode == 0, proc.stdout
     report = verify(read_model(path), load_module(py).build_model(str(weights)))
     assert report.ok and all(o.input_sensitive for o in report.outputs), report
+
+
+def test_class_source_keeps_only_the_helper_code_the_module_calls():
+    """A module's classes carry the helpers its calls use (issue: an unused BINARY_OPS table,
+    Pad.symmetric in a module without a symmetric pad), registered under the module's name."""
+    binary = class_source("BinaryOp", frozenset({"multiply", "add"}), "net")
+    assert '"multiply": keras.ops.multiply' in binary and "subtract" not in binary
+    assert '@keras.saving.register_keras_serializable(package="net")' in binary
+    assert "BINARY_OPS" not in class_source("BinaryOp", frozenset({"add"}), "net")
+    assert "self.symmetric" not in class_source("Pad", frozenset({"constant"}), "net")
+    assert "def symmetric" in class_source("Pad", frozenset({"symmetric"}), "net")

@@ -4,8 +4,9 @@
 """Keras 3 rebuild of the TFLite model named above.
 
 build_model() returns the model with its weights loaded by `model.load_weights` (by default from
-the .weights.h5 beside this file; weights_path=None skips it). Each layer is named after the TFLite
-tensor it computes; the comment above it gives the TFLite op and the tensor's original name.
+the .weights.h5 beside this file; weights_path=None skips it). Layers keep the original model's
+layer names where the TFLite tensor names carry them; the comment above each gives the TFLite op
+and its output shape.
 """
 
 import os
@@ -16,346 +17,242 @@ WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mobilenet_v2
 
 
 def build_model(weights_path=WEIGHTS):
-    keras_tensor = keras.Input(shape=(96, 96, 3), name="keras_tensor")
+    inputs = keras.Input(shape=(96, 96, 3), name="inputs")
 
-    # CONV_2D mobilenetv2_0.35_96_1/Conv1_relu_1/Relu6 -> [1, 48, 48, 16]
-    conv1_relu_1 = keras.layers.Conv2D(
-        filters=16,
-        kernel_size=(3, 3),
-        strides=(2, 2),
-        padding="same",
-        activation="relu6",
-        name="conv1_relu_1",
-    )(keras_tensor)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/expanded_conv_depthwise_relu_1/Relu6 -> [1, 48, 48, 16]
-    expanded_conv_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3),
-        padding="same",
-        activation="relu6",
-        name="expanded_conv_depthwise_relu_1",
-    )(conv1_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/expanded_conv_project_BN_1/batchnorm/add_1 -> [1, 48, 48, 8]
-    expanded_conv_project_bn_1 = keras.layers.Conv2D(
-        filters=8, kernel_size=(1, 1), padding="same", name="expanded_conv_project_bn_1"
-    )(expanded_conv_depthwise_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_1_expand_relu_1/Relu6 -> [1, 48, 48, 48]
-    block_1_expand_relu_1 = keras.layers.Conv2D(
-        filters=48,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_1_expand_relu_1",
-    )(expanded_conv_project_bn_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_1_depthwise_relu_1/Relu6 -> [1, 24, 24, 48]
-    block_1_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3),
-        strides=(2, 2),
-        padding="same",
-        activation="relu6",
-        name="block_1_depthwise_relu_1",
-    )(block_1_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_1_project_BN_1/batchnorm/add_1 -> [1, 24, 24, 8]
-    block_1_project_bn_1 = keras.layers.Conv2D(
-        filters=8, kernel_size=(1, 1), padding="same", name="block_1_project_bn_1"
-    )(block_1_depthwise_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_2_expand_relu_1/Relu6 -> [1, 24, 24, 48]
-    block_2_expand_relu_1 = keras.layers.Conv2D(
-        filters=48,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_2_expand_relu_1",
-    )(block_1_project_bn_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_2_depthwise_relu_1/Relu6 -> [1, 24, 24, 48]
-    block_2_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_2_depthwise_relu_1"
-    )(block_2_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_2_project_BN_1/batchnorm/add_1 -> [1, 24, 24, 8]
-    block_2_project_bn_1 = keras.layers.Conv2D(
-        filters=8, kernel_size=(1, 1), padding="same", name="block_2_project_bn_1"
-    )(block_2_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_2_add_1/Add -> [1, 24, 24, 8]
-    block_2_add_1 = keras.layers.Add(
-        name="block_2_add_1"
-    )([block_1_project_bn_1, block_2_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_3_expand_relu_1/Relu6 -> [1, 24, 24, 48]
-    block_3_expand_relu_1 = keras.layers.Conv2D(
-        filters=48,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_3_expand_relu_1",
-    )(block_2_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_3_depthwise_relu_1/Relu6 -> [1, 12, 12, 48]
-    block_3_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3),
-        strides=(2, 2),
-        padding="same",
-        activation="relu6",
-        name="block_3_depthwise_relu_1",
-    )(block_3_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_3_project_BN_1/batchnorm/add_1 -> [1, 12, 12, 16]
-    block_3_project_bn_1 = keras.layers.Conv2D(
-        filters=16, kernel_size=(1, 1), padding="same", name="block_3_project_bn_1"
-    )(block_3_depthwise_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_4_expand_relu_1/Relu6 -> [1, 12, 12, 96]
-    block_4_expand_relu_1 = keras.layers.Conv2D(
-        filters=96,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_4_expand_relu_1",
-    )(block_3_project_bn_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_4_depthwise_relu_1/Relu6 -> [1, 12, 12, 96]
-    block_4_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_4_depthwise_relu_1"
-    )(block_4_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_4_project_BN_1/batchnorm/add_1 -> [1, 12, 12, 16]
-    block_4_project_bn_1 = keras.layers.Conv2D(
-        filters=16, kernel_size=(1, 1), padding="same", name="block_4_project_bn_1"
-    )(block_4_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_4_add_1/Add -> [1, 12, 12, 16]
-    block_4_add_1 = keras.layers.Add(
-        name="block_4_add_1"
-    )([block_3_project_bn_1, block_4_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_5_expand_relu_1/Relu6 -> [1, 12, 12, 96]
-    block_5_expand_relu_1 = keras.layers.Conv2D(
-        filters=96,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_5_expand_relu_1",
-    )(block_4_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_5_depthwise_relu_1/Relu6 -> [1, 12, 12, 96]
-    block_5_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_5_depthwise_relu_1"
-    )(block_5_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_5_project_BN_1/batchnorm/add_1 -> [1, 12, 12, 16]
-    block_5_project_bn_1 = keras.layers.Conv2D(
-        filters=16, kernel_size=(1, 1), padding="same", name="block_5_project_bn_1"
-    )(block_5_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_5_add_1/Add -> [1, 12, 12, 16]
-    block_5_add_1 = keras.layers.Add(name="block_5_add_1")([block_4_add_1, block_5_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_6_expand_relu_1/Relu6 -> [1, 12, 12, 96]
-    block_6_expand_relu_1 = keras.layers.Conv2D(
-        filters=96,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_6_expand_relu_1",
-    )(block_5_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_6_depthwise_relu_1/Relu6 -> [1, 6, 6, 96]
-    block_6_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3),
-        strides=(2, 2),
-        padding="same",
-        activation="relu6",
-        name="block_6_depthwise_relu_1",
-    )(block_6_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_6_project_BN_1/batchnorm/add_1 -> [1, 6, 6, 24]
-    block_6_project_bn_1 = keras.layers.Conv2D(
-        filters=24, kernel_size=(1, 1), padding="same", name="block_6_project_bn_1"
-    )(block_6_depthwise_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_7_expand_relu_1/Relu6 -> [1, 6, 6, 144]
-    block_7_expand_relu_1 = keras.layers.Conv2D(
-        filters=144,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_7_expand_relu_1",
-    )(block_6_project_bn_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_7_depthwise_relu_1/Relu6 -> [1, 6, 6, 144]
-    block_7_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_7_depthwise_relu_1"
-    )(block_7_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_7_project_BN_1/batchnorm/add_1 -> [1, 6, 6, 24]
-    block_7_project_bn_1 = keras.layers.Conv2D(
-        filters=24, kernel_size=(1, 1), padding="same", name="block_7_project_bn_1"
-    )(block_7_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_7_add_1/Add -> [1, 6, 6, 24]
-    block_7_add_1 = keras.layers.Add(
-        name="block_7_add_1"
-    )([block_6_project_bn_1, block_7_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_8_expand_relu_1/Relu6 -> [1, 6, 6, 144]
-    block_8_expand_relu_1 = keras.layers.Conv2D(
-        filters=144,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_8_expand_relu_1",
-    )(block_7_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_8_depthwise_relu_1/Relu6 -> [1, 6, 6, 144]
-    block_8_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_8_depthwise_relu_1"
-    )(block_8_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_8_project_BN_1/batchnorm/add_1 -> [1, 6, 6, 24]
-    block_8_project_bn_1 = keras.layers.Conv2D(
-        filters=24, kernel_size=(1, 1), padding="same", name="block_8_project_bn_1"
-    )(block_8_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_8_add_1/Add -> [1, 6, 6, 24]
-    block_8_add_1 = keras.layers.Add(name="block_8_add_1")([block_7_add_1, block_8_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_9_expand_relu_1/Relu6 -> [1, 6, 6, 144]
-    block_9_expand_relu_1 = keras.layers.Conv2D(
-        filters=144,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_9_expand_relu_1",
-    )(block_8_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_9_depthwise_relu_1/Relu6 -> [1, 6, 6, 144]
-    block_9_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_9_depthwise_relu_1"
-    )(block_9_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_9_project_BN_1/batchnorm/add_1 -> [1, 6, 6, 24]
-    block_9_project_bn_1 = keras.layers.Conv2D(
-        filters=24, kernel_size=(1, 1), padding="same", name="block_9_project_bn_1"
-    )(block_9_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_9_add_1/Add -> [1, 6, 6, 24]
-    block_9_add_1 = keras.layers.Add(name="block_9_add_1")([block_8_add_1, block_9_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_10_expand_relu_1/Relu6 -> [1, 6, 6, 144]
-    block_10_expand_relu_1 = keras.layers.Conv2D(
-        filters=144,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_10_expand_relu_1",
-    )(block_9_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_10_depthwise_relu_1/Relu6 -> [1, 6, 6, 144]
-    block_10_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_10_depthwise_relu_1"
-    )(block_10_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_10_project_BN_1/batchnorm/add_1 -> [1, 6, 6, 32]
-    block_10_project_bn_1 = keras.layers.Conv2D(
-        filters=32, kernel_size=(1, 1), padding="same", name="block_10_project_bn_1"
-    )(block_10_depthwise_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_11_expand_relu_1/Relu6 -> [1, 6, 6, 192]
-    block_11_expand_relu_1 = keras.layers.Conv2D(
-        filters=192,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_11_expand_relu_1",
-    )(block_10_project_bn_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_11_depthwise_relu_1/Relu6 -> [1, 6, 6, 192]
-    block_11_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_11_depthwise_relu_1"
-    )(block_11_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_11_project_BN_1/batchnorm/add_1 -> [1, 6, 6, 32]
-    block_11_project_bn_1 = keras.layers.Conv2D(
-        filters=32, kernel_size=(1, 1), padding="same", name="block_11_project_bn_1"
-    )(block_11_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_11_add_1/Add -> [1, 6, 6, 32]
-    block_11_add_1 = keras.layers.Add(
-        name="block_11_add_1"
-    )([block_10_project_bn_1, block_11_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_12_expand_relu_1/Relu6 -> [1, 6, 6, 192]
-    block_12_expand_relu_1 = keras.layers.Conv2D(
-        filters=192,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_12_expand_relu_1",
-    )(block_11_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_12_depthwise_relu_1/Relu6 -> [1, 6, 6, 192]
-    block_12_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_12_depthwise_relu_1"
-    )(block_12_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_12_project_BN_1/batchnorm/add_1 -> [1, 6, 6, 32]
-    block_12_project_bn_1 = keras.layers.Conv2D(
-        filters=32, kernel_size=(1, 1), padding="same", name="block_12_project_bn_1"
-    )(block_12_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_12_add_1/Add -> [1, 6, 6, 32]
-    block_12_add_1 = keras.layers.Add(
-        name="block_12_add_1"
-    )([block_11_add_1, block_12_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_13_expand_relu_1/Relu6 -> [1, 6, 6, 192]
-    block_13_expand_relu_1 = keras.layers.Conv2D(
-        filters=192,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_13_expand_relu_1",
-    )(block_12_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_13_depthwise_relu_1/Relu6 -> [1, 3, 3, 192]
-    block_13_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3),
-        strides=(2, 2),
-        padding="same",
-        activation="relu6",
-        name="block_13_depthwise_relu_1",
-    )(block_13_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_13_project_BN_1/batchnorm/add_1 -> [1, 3, 3, 56]
-    block_13_project_bn_1 = keras.layers.Conv2D(
-        filters=56, kernel_size=(1, 1), padding="same", name="block_13_project_bn_1"
-    )(block_13_depthwise_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_14_expand_relu_1/Relu6 -> [1, 3, 3, 336]
-    block_14_expand_relu_1 = keras.layers.Conv2D(
-        filters=336,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_14_expand_relu_1",
-    )(block_13_project_bn_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_14_depthwise_relu_1/Relu6 -> [1, 3, 3, 336]
-    block_14_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_14_depthwise_relu_1"
-    )(block_14_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_14_project_BN_1/batchnorm/add_1 -> [1, 3, 3, 56]
-    block_14_project_bn_1 = keras.layers.Conv2D(
-        filters=56, kernel_size=(1, 1), padding="same", name="block_14_project_bn_1"
-    )(block_14_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_14_add_1/Add -> [1, 3, 3, 56]
-    block_14_add_1 = keras.layers.Add(
-        name="block_14_add_1"
-    )([block_13_project_bn_1, block_14_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_15_expand_relu_1/Relu6 -> [1, 3, 3, 336]
-    block_15_expand_relu_1 = keras.layers.Conv2D(
-        filters=336,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_15_expand_relu_1",
-    )(block_14_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_15_depthwise_relu_1/Relu6 -> [1, 3, 3, 336]
-    block_15_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_15_depthwise_relu_1"
-    )(block_15_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_15_project_BN_1/batchnorm/add_1 -> [1, 3, 3, 56]
-    block_15_project_bn_1 = keras.layers.Conv2D(
-        filters=56, kernel_size=(1, 1), padding="same", name="block_15_project_bn_1"
-    )(block_15_depthwise_relu_1)
-    # ADD mobilenetv2_0.35_96_1/block_15_add_1/Add -> [1, 3, 3, 56]
-    block_15_add_1 = keras.layers.Add(
-        name="block_15_add_1"
-    )([block_14_add_1, block_15_project_bn_1])
-    # CONV_2D mobilenetv2_0.35_96_1/block_16_expand_relu_1/Relu6 -> [1, 3, 3, 336]
-    block_16_expand_relu_1 = keras.layers.Conv2D(
-        filters=336,
-        kernel_size=(1, 1),
-        padding="same",
-        activation="relu6",
-        name="block_16_expand_relu_1",
-    )(block_15_add_1)
-    # DEPTHWISE_CONV_2D mobilenetv2_0.35_96_1/block_16_depthwise_relu_1/Relu6 -> [1, 3, 3, 336]
-    block_16_depthwise_relu_1 = keras.layers.DepthwiseConv2D(
-        kernel_size=(3, 3), padding="same", activation="relu6", name="block_16_depthwise_relu_1"
-    )(block_16_expand_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/block_16_project_BN_1/batchnorm/add_1 -> [1, 3, 3, 112]
-    block_16_project_bn_1 = keras.layers.Conv2D(
-        filters=112, kernel_size=(1, 1), padding="same", name="block_16_project_bn_1"
-    )(block_16_depthwise_relu_1)
-    # CONV_2D mobilenetv2_0.35_96_1/out_relu_1/Relu6 -> [1, 3, 3, 1280]
-    out_relu_1 = keras.layers.Conv2D(
-        filters=1280, kernel_size=(1, 1), activation="relu6", name="out_relu_1"
-    )(block_16_project_bn_1)
-    # MEAN mobilenetv2_0.35_96_1/global_average_pooling2d_1/Mean -> [1, 1280]
-    global_average_pooling2d_1 = keras.layers.GlobalAveragePooling2D(
-        name="global_average_pooling2d_1"
-    )(out_relu_1)
-    # FULLY_CONNECTED Identity -> [1, 5]
-    identity = keras.layers.Dense(units=5, name="identity")(global_average_pooling2d_1)
+    # CONV_2D -> [1, 48, 48, 16]
+    conv1 = keras.layers.Conv2D(
+        filters=16, kernel_size=(3, 3), strides=(2, 2), padding="same", activation="relu6", name="Conv1"
+    )(inputs)
+    # DEPTHWISE_CONV_2D -> [1, 48, 48, 16]
+    expanded_conv_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="expanded_conv_depthwise"
+    )(conv1)
+    # CONV_2D -> [1, 48, 48, 8]
+    expanded_conv_project = keras.layers.Conv2D(
+        filters=8, kernel_size=(1, 1), padding="same", name="expanded_conv_project"
+    )(expanded_conv_depthwise)
+    # CONV_2D -> [1, 48, 48, 48]
+    block_1_expand = keras.layers.Conv2D(
+        filters=48, kernel_size=(1, 1), padding="same", activation="relu6", name="block_1_expand"
+    )(expanded_conv_project)
+    # DEPTHWISE_CONV_2D -> [1, 24, 24, 48]
+    block_1_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), strides=(2, 2), padding="same", activation="relu6", name="block_1_depthwise"
+    )(block_1_expand)
+    # CONV_2D -> [1, 24, 24, 8]
+    block_1_project = keras.layers.Conv2D(
+        filters=8, kernel_size=(1, 1), padding="same", name="block_1_project"
+    )(block_1_depthwise)
+    # CONV_2D -> [1, 24, 24, 48]
+    block_2_expand = keras.layers.Conv2D(
+        filters=48, kernel_size=(1, 1), padding="same", activation="relu6", name="block_2_expand"
+    )(block_1_project)
+    # DEPTHWISE_CONV_2D -> [1, 24, 24, 48]
+    block_2_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_2_depthwise"
+    )(block_2_expand)
+    # CONV_2D -> [1, 24, 24, 8]
+    block_2_project = keras.layers.Conv2D(
+        filters=8, kernel_size=(1, 1), padding="same", name="block_2_project"
+    )(block_2_depthwise)
+    # ADD -> [1, 24, 24, 8]
+    block_2_add = keras.layers.Add(name="block_2_add")([block_1_project, block_2_project])
+    # CONV_2D -> [1, 24, 24, 48]
+    block_3_expand = keras.layers.Conv2D(
+        filters=48, kernel_size=(1, 1), padding="same", activation="relu6", name="block_3_expand"
+    )(block_2_add)
+    # DEPTHWISE_CONV_2D -> [1, 12, 12, 48]
+    block_3_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), strides=(2, 2), padding="same", activation="relu6", name="block_3_depthwise"
+    )(block_3_expand)
+    # CONV_2D -> [1, 12, 12, 16]
+    block_3_project = keras.layers.Conv2D(
+        filters=16, kernel_size=(1, 1), padding="same", name="block_3_project"
+    )(block_3_depthwise)
+    # CONV_2D -> [1, 12, 12, 96]
+    block_4_expand = keras.layers.Conv2D(
+        filters=96, kernel_size=(1, 1), padding="same", activation="relu6", name="block_4_expand"
+    )(block_3_project)
+    # DEPTHWISE_CONV_2D -> [1, 12, 12, 96]
+    block_4_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_4_depthwise"
+    )(block_4_expand)
+    # CONV_2D -> [1, 12, 12, 16]
+    block_4_project = keras.layers.Conv2D(
+        filters=16, kernel_size=(1, 1), padding="same", name="block_4_project"
+    )(block_4_depthwise)
+    # ADD -> [1, 12, 12, 16]
+    block_4_add = keras.layers.Add(name="block_4_add")([block_3_project, block_4_project])
+    # CONV_2D -> [1, 12, 12, 96]
+    block_5_expand = keras.layers.Conv2D(
+        filters=96, kernel_size=(1, 1), padding="same", activation="relu6", name="block_5_expand"
+    )(block_4_add)
+    # DEPTHWISE_CONV_2D -> [1, 12, 12, 96]
+    block_5_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_5_depthwise"
+    )(block_5_expand)
+    # CONV_2D -> [1, 12, 12, 16]
+    block_5_project = keras.layers.Conv2D(
+        filters=16, kernel_size=(1, 1), padding="same", name="block_5_project"
+    )(block_5_depthwise)
+    # ADD -> [1, 12, 12, 16]
+    block_5_add = keras.layers.Add(name="block_5_add")([block_4_add, block_5_project])
+    # CONV_2D -> [1, 12, 12, 96]
+    block_6_expand = keras.layers.Conv2D(
+        filters=96, kernel_size=(1, 1), padding="same", activation="relu6", name="block_6_expand"
+    )(block_5_add)
+    # DEPTHWISE_CONV_2D -> [1, 6, 6, 96]
+    block_6_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), strides=(2, 2), padding="same", activation="relu6", name="block_6_depthwise"
+    )(block_6_expand)
+    # CONV_2D -> [1, 6, 6, 24]
+    block_6_project = keras.layers.Conv2D(
+        filters=24, kernel_size=(1, 1), padding="same", name="block_6_project"
+    )(block_6_depthwise)
+    # CONV_2D -> [1, 6, 6, 144]
+    block_7_expand = keras.layers.Conv2D(
+        filters=144, kernel_size=(1, 1), padding="same", activation="relu6", name="block_7_expand"
+    )(block_6_project)
+    # DEPTHWISE_CONV_2D -> [1, 6, 6, 144]
+    block_7_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_7_depthwise"
+    )(block_7_expand)
+    # CONV_2D -> [1, 6, 6, 24]
+    block_7_project = keras.layers.Conv2D(
+        filters=24, kernel_size=(1, 1), padding="same", name="block_7_project"
+    )(block_7_depthwise)
+    # ADD -> [1, 6, 6, 24]
+    block_7_add = keras.layers.Add(name="block_7_add")([block_6_project, block_7_project])
+    # CONV_2D -> [1, 6, 6, 144]
+    block_8_expand = keras.layers.Conv2D(
+        filters=144, kernel_size=(1, 1), padding="same", activation="relu6", name="block_8_expand"
+    )(block_7_add)
+    # DEPTHWISE_CONV_2D -> [1, 6, 6, 144]
+    block_8_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_8_depthwise"
+    )(block_8_expand)
+    # CONV_2D -> [1, 6, 6, 24]
+    block_8_project = keras.layers.Conv2D(
+        filters=24, kernel_size=(1, 1), padding="same", name="block_8_project"
+    )(block_8_depthwise)
+    # ADD -> [1, 6, 6, 24]
+    block_8_add = keras.layers.Add(name="block_8_add")([block_7_add, block_8_project])
+    # CONV_2D -> [1, 6, 6, 144]
+    block_9_expand = keras.layers.Conv2D(
+        filters=144, kernel_size=(1, 1), padding="same", activation="relu6", name="block_9_expand"
+    )(block_8_add)
+    # DEPTHWISE_CONV_2D -> [1, 6, 6, 144]
+    block_9_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_9_depthwise"
+    )(block_9_expand)
+    # CONV_2D -> [1, 6, 6, 24]
+    block_9_project = keras.layers.Conv2D(
+        filters=24, kernel_size=(1, 1), padding="same", name="block_9_project"
+    )(block_9_depthwise)
+    # ADD -> [1, 6, 6, 24]
+    block_9_add = keras.layers.Add(name="block_9_add")([block_8_add, block_9_project])
+    # CONV_2D -> [1, 6, 6, 144]
+    block_10_expand = keras.layers.Conv2D(
+        filters=144, kernel_size=(1, 1), padding="same", activation="relu6", name="block_10_expand"
+    )(block_9_add)
+    # DEPTHWISE_CONV_2D -> [1, 6, 6, 144]
+    block_10_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_10_depthwise"
+    )(block_10_expand)
+    # CONV_2D -> [1, 6, 6, 32]
+    block_10_project = keras.layers.Conv2D(
+        filters=32, kernel_size=(1, 1), padding="same", name="block_10_project"
+    )(block_10_depthwise)
+    # CONV_2D -> [1, 6, 6, 192]
+    block_11_expand = keras.layers.Conv2D(
+        filters=192, kernel_size=(1, 1), padding="same", activation="relu6", name="block_11_expand"
+    )(block_10_project)
+    # DEPTHWISE_CONV_2D -> [1, 6, 6, 192]
+    block_11_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_11_depthwise"
+    )(block_11_expand)
+    # CONV_2D -> [1, 6, 6, 32]
+    block_11_project = keras.layers.Conv2D(
+        filters=32, kernel_size=(1, 1), padding="same", name="block_11_project"
+    )(block_11_depthwise)
+    # ADD -> [1, 6, 6, 32]
+    block_11_add = keras.layers.Add(name="block_11_add")([block_10_project, block_11_project])
+    # CONV_2D -> [1, 6, 6, 192]
+    block_12_expand = keras.layers.Conv2D(
+        filters=192, kernel_size=(1, 1), padding="same", activation="relu6", name="block_12_expand"
+    )(block_11_add)
+    # DEPTHWISE_CONV_2D -> [1, 6, 6, 192]
+    block_12_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_12_depthwise"
+    )(block_12_expand)
+    # CONV_2D -> [1, 6, 6, 32]
+    block_12_project = keras.layers.Conv2D(
+        filters=32, kernel_size=(1, 1), padding="same", name="block_12_project"
+    )(block_12_depthwise)
+    # ADD -> [1, 6, 6, 32]
+    block_12_add = keras.layers.Add(name="block_12_add")([block_11_add, block_12_project])
+    # CONV_2D -> [1, 6, 6, 192]
+    block_13_expand = keras.layers.Conv2D(
+        filters=192, kernel_size=(1, 1), padding="same", activation="relu6", name="block_13_expand"
+    )(block_12_add)
+    # DEPTHWISE_CONV_2D -> [1, 3, 3, 192]
+    block_13_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), strides=(2, 2), padding="same", activation="relu6", name="block_13_depthwise"
+    )(block_13_expand)
+    # CONV_2D -> [1, 3, 3, 56]
+    block_13_project = keras.layers.Conv2D(
+        filters=56, kernel_size=(1, 1), padding="same", name="block_13_project"
+    )(block_13_depthwise)
+    # CONV_2D -> [1, 3, 3, 336]
+    block_14_expand = keras.layers.Conv2D(
+        filters=336, kernel_size=(1, 1), padding="same", activation="relu6", name="block_14_expand"
+    )(block_13_project)
+    # DEPTHWISE_CONV_2D -> [1, 3, 3, 336]
+    block_14_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_14_depthwise"
+    )(block_14_expand)
+    # CONV_2D -> [1, 3, 3, 56]
+    block_14_project = keras.layers.Conv2D(
+        filters=56, kernel_size=(1, 1), padding="same", name="block_14_project"
+    )(block_14_depthwise)
+    # ADD -> [1, 3, 3, 56]
+    block_14_add = keras.layers.Add(name="block_14_add")([block_13_project, block_14_project])
+    # CONV_2D -> [1, 3, 3, 336]
+    block_15_expand = keras.layers.Conv2D(
+        filters=336, kernel_size=(1, 1), padding="same", activation="relu6", name="block_15_expand"
+    )(block_14_add)
+    # DEPTHWISE_CONV_2D -> [1, 3, 3, 336]
+    block_15_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_15_depthwise"
+    )(block_15_expand)
+    # CONV_2D -> [1, 3, 3, 56]
+    block_15_project = keras.layers.Conv2D(
+        filters=56, kernel_size=(1, 1), padding="same", name="block_15_project"
+    )(block_15_depthwise)
+    # ADD -> [1, 3, 3, 56]
+    block_15_add = keras.layers.Add(name="block_15_add")([block_14_add, block_15_project])
+    # CONV_2D -> [1, 3, 3, 336]
+    block_16_expand = keras.layers.Conv2D(
+        filters=336, kernel_size=(1, 1), padding="same", activation="relu6", name="block_16_expand"
+    )(block_15_add)
+    # DEPTHWISE_CONV_2D -> [1, 3, 3, 336]
+    block_16_depthwise = keras.layers.DepthwiseConv2D(
+        kernel_size=(3, 3), padding="same", activation="relu6", name="block_16_depthwise"
+    )(block_16_expand)
+    # CONV_2D -> [1, 3, 3, 112]
+    block_16_project = keras.layers.Conv2D(
+        filters=112, kernel_size=(1, 1), padding="same", name="block_16_project"
+    )(block_16_depthwise)
+    # CONV_2D -> [1, 3, 3, 1280]
+    conv_1 = keras.layers.Conv2D(filters=1280, kernel_size=(1, 1), activation="relu6", name="Conv_1")(
+        block_16_project
+    )
+    # MEAN -> [1, 1280]
+    global_average_pooling2d = keras.layers.GlobalAveragePooling2D(name="global_average_pooling2d")(conv_1)
+    # FULLY_CONNECTED -> [1, 5]
+    predictions = keras.layers.Dense(units=5, name="predictions")(global_average_pooling2d)
 
-    model = keras.Model(keras_tensor, identity, name="mobilenet_v2_float")
+    model = keras.Model(inputs, predictions, name="mobilenet_v2_float")
     if weights_path:
         model.load_weights(weights_path)
     return model

@@ -17,7 +17,7 @@ from tfl_rebuild.rebuild.codegen.constants import inline_small_constant, short_k
 from tfl_rebuild.rebuild.codegen.defaults import KERAS_DEFAULTS, is_default, signature_defaults
 from tfl_rebuild.rebuild.codegen.layout import call
 from tfl_rebuild.rebuild.codegen.literals import Code, comment, display, lit
-from tfl_rebuild.rebuild.codegen.naming import Namer, model_scope, sanitize, snake
+from tfl_rebuild.rebuild.codegen.naming import Namer, keras3_scopes, model_scope, sanitize, snake
 from tfl_rebuild.rebuild.codegen.templates import class_template, environment
 from tfl_rebuild.rebuild.ops import ConversionError, LayerSpec, lookup
 from tfl_rebuild.rebuild.ops.registry import InnerLayer
@@ -32,6 +32,13 @@ KWARG = re.compile(r"^[a-z_][a-z0-9_]*$")
 CLASS = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 
+# Signature and tensor names that only number a tensor (Keras 3's 'output_0', 'keras_tensor_3'),
+# with the prefix TensorFlow gives a signature's input tensors.
+NUMBERING = re.compile(r"^(output|input|keras_tensor|args|inputs|outputs)(_\d+)?$")
+SERVING = re.compile(r"^serving_default_|:\d+$")
+# TensorFlow's names for a function's results: they say nothing about the layer.
+CALL_RESULT = re.compile(r"^(StatefulPartitionedCall|PartitionedCall|Identity)(_\d+)?(:\d+)?$")
+
 # Input dtypes a keras.Input states; float (and quantized, rebuilt in float) inputs use the default.
 INPUT_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 
@@ -41,9 +48,16 @@ class Emitter:
         self.model = model
         self.ctx, self.ops = prepare(model, subgraph, keep_quantize=fake_quant)
         self.sg = self.ctx.subgraph
-        self.namer = Namer(
-            model_scope(self.sg.tensors[t].name for op in self.ops for t in op.outputs if t >= 0)
-        )
+        # Op outputs and weights: a model whose outputs are 'Identity' has its scope in the weights.
+        names = [
+            self.sg.tensors[t].name
+            for op in self.ops
+            for t in (*op.outputs, *(i for i in op.inputs if i >= 0 and self.ctx.is_const(i)))
+            if t >= 0
+        ]
+        scope = model_scope(names)
+        self.namer = Namer(scope, keras3_scopes(names, scope))
+        self.io_names = self._signature_names(subgraph)
         # Tensors something reads: an output nothing reads is unpacked into `_`.
         self.used = {self.ctx.resolve(i) for op in self.ops for i in op.inputs if i >= 0}
         self.used |= {self.ctx.resolve(t) for t in self.sg.outputs}
@@ -53,6 +67,7 @@ class Emitter:
         self.layer_weights: list[tuple[str, list[str]]] = []  # (layer, weight names), in build order
         self.weights: dict[str, np.ndarray] = {}
         self.classes: set[str] = set()
+        self.class_uses: dict[str, set[str]] = {}  # class -> the string arguments its calls pass
         self.tensors: list[dict] = []
         # Subgraphs called by control flow: index -> (function name, source); see subgraphs.py.
         self.functions: dict[int, tuple[Code, Code | None]] = {}
@@ -64,14 +79,47 @@ class Emitter:
             raise ConversionError(f"tensor {self.sg.tensors[t].name!r} is used before it is computed")
         return self.var[t]
 
+    def _signature_names(self, subgraph: int) -> dict[int, str]:
+        """Tensor id -> the name the model's signature gives an input or output, where it names
+        something (not only numbers it), for the layer computing it (inputs: for keras.Input)."""
+        names: dict[int, str] = {}
+        for sig in self.model.signatures:
+            if sig.subgraph_index == subgraph:
+                for name, t in (*sig.inputs, *sig.outputs):
+                    if isinstance(name, str) and not NUMBERING.match(name):
+                        names.setdefault(t, name)
+        for t in self.sg.inputs:  # no signature: the tensor's name ('serving_default_image:0')
+            bare = SERVING.sub("", self.sg.tensors[t].name) if t not in names else ""
+            if bare and not NUMBERING.match(bare) and "/" not in bare and ";" not in bare:
+                names[t] = bare
+        return names
+
+    def _raw_name(self, op: Operator, t: int) -> str:
+        """The text a layer computing tensor `t` of `op` is named from: the signature's name of a
+        model output; else, when the tensor's name is several fused ones or TensorFlow's 'Identity'
+        / 'StatefulPartitionedCall:0', the name of the op's largest constant, its kernel, which
+        carries the op's own layer scope ('model/conv2d/Conv2D'); else the tensor's name."""
+        if t in self.io_names:
+            return self.io_names[t]
+        name = self.sg.tensors[t].name
+        call_result = bool(CALL_RESULT.match(name.split(";")[0]))
+        if ";" in name or call_result:  # the converter fuses the names of every op folded in
+            consts = [self.sg.tensors[i] for i in op.inputs if i >= 0 and self.ctx.is_const(i)]
+            # The largest first: a kernel, not a conv's output shape or a bias.
+            for const in sorted(consts, key=lambda c: -int(np.prod(c.shape))):
+                if "/" in const.name.split(";")[0]:
+                    return const.name
+        return "output" if call_result else name
+
     def emit_inputs(self) -> list[Code]:
         """keras.Input per model input: any batch when passes.batch_axis traces it through the graph,
         else batch_size=1 and `fixed_batch` says why (a note in the header)."""
         self.fixed_batch = fixed_batch_reason(self.ctx, self.ops)
         names = []
+        single = len(self.sg.inputs) == 1
         for t in self.sg.inputs:
             tensor = self.sg.tensors[t]
-            v = self.namer.name(tensor.name, "input")
+            v = self.namer.name(self.io_names.get(t, "inputs" if single else "input"), "input")
             shape = tuple(tensor.shape)
             kwargs: list[tuple[str, object]] = [("shape", shape[1:])]
             if self.fixed_batch is not None:
@@ -89,42 +137,49 @@ class Emitter:
         n_specs = len(specs)
         if self.fake_quant:
             specs = self._with_fake_quant(op, specs)
-        main = next((self.sg.tensors[o].name for o in op.outputs if o >= 0), "")
-        self.body.append(self._op_comment(op, main))
+        main_t = next((o for o in op.outputs if o >= 0), -1)
+        self.body.append(self._op_comment(op))
         # With fake quantization the op's layer is named after its tensor, the rounding step after it.
         fq = specs[-1] if self.fake_quant and len(specs) > n_specs else None
         spec_var: dict[int, Code] = {}
         for spec in specs:
             outs = [o for o in spec.outputs]
+            raw = None  # the text the layer is named from, for its Keras name in the authors' spelling
             if fq is not None and spec is fq:
                 layer_name = self.namer.derived(spec_var[id(spec.inputs[0])], "quant")
             elif outs:  # a lifted op may name the tensor whose name is its layer's (passes.lift)
-                layer_name = self.namer.name(self.sg.tensors[op.options.get("name_tensor", outs[0])].name)
+                t = outs[0] if outs[0] in self.io_names else op.options.get("name_tensor", outs[0])
+                raw = self._raw_name(op, t)
             elif spec.name_tensor is not None:  # a layer of a lifted stack (passes.lift_rnn)
-                layer_name = self.namer.name(self.sg.tensors[spec.name_tensor].name)
+                raw = self.sg.tensors[spec.name_tensor].name
             elif fq is not None and spec is fq.inputs[0]:
-                layer_name = self.namer.name(self.sg.tensors[fq.outputs[0]].name)
+                raw = self._raw_name(op, fq.outputs[0])
             else:  # a helper step of the op (Flatten before Dense, ...)
+                main = self._raw_name(op, main_t) if main_t >= 0 else ""
                 layer_name = self.namer.derived(self.namer.base(main), snake(spec.layer))
             inline_small_constant(spec)
             short_kwargs(spec)
+            if raw is not None:
+                layer_name = self.namer.name(raw)
+            keras_name = self.namer.keras_name(raw, layer_name) if raw is not None else str(layer_name)
             args = [self.tensor_var(r) if isinstance(r, int) else spec_var[id(r)] for r in spec.inputs]
             targets = [layer_name]
             if len(outs) > 1:
                 targets += [self.namer.name(self.sg.tensors[o].name) for o in outs[1:]]
                 targets = [v if o in self.used else Code("_") for o, v in zip(outs, targets)]
-            self.body += self._call(spec, layer_name, args, ", ".join(targets))
+            self.body += self._call(spec, keras_name, args, ", ".join(targets))
             spec_var[id(spec)] = layer_name
             for k, o in enumerate(outs):
                 self.var[o] = targets[k]
-                self.tensors.append(self._tensor_row(op, o, layer_name, k))
+                self.tensors.append(self._tensor_row(op, o, keras_name, k))
             if spec.weights:
                 for wname, arr in spec.weights:
-                    self.weights[f"{layer_name}/{wname}"] = np.asarray(arr)
-                self.layer_weights.append((layer_name, [wname for wname, _ in spec.weights]))
+                    self.weights[f"{keras_name}/{wname}"] = np.asarray(arr)
+                self.layer_weights.append((keras_name, [wname for wname, _ in spec.weights]))
 
-    def _op_comment(self, op: Operator, main: str) -> Code:
-        """'# CONV_2D model/conv1/Relu6 -> [1, 16, 16, 8]': the op and its (first fused) tensor name."""
+    def _op_comment(self, op: Operator) -> Code:
+        """'# CONV_2D -> [1, 16, 16, 8]': the op (and what was fused or lifted into it) and its
+        output shape; the layer's name below says which one it is."""
         what = op.opcode if op.opcode != "CUSTOM" else f"CUSTOM {display(op.custom_code or '', 40)}"
         if op.options.get("silu"):  # passes.fuse_silu: the MUL by the input is part of it
             what = "LOGISTIC + MUL"
@@ -136,7 +191,7 @@ class Emitter:
         if op.opcode == "STABLEHLO_COMPOSITE" and isinstance(op.options.get("name"), str):
             what = f"STABLEHLO_COMPOSITE {display(op.options['name'], 40)}"
         shape = list(self.sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []
-        return Code(f"# {what} {display(main.split(';')[0])} -> {lit(shape)}")
+        return Code(f"# {what} -> {lit(shape)}")
 
     def _tensor_row(self, op: Operator, t: int, layer: str, index: int) -> dict:
         return {
@@ -148,12 +203,14 @@ class Emitter:
             "op": op.key,
         }
 
-    def _call(self, spec: LayerSpec, layer_name: Code, args: list[Code], target: str) -> list[Code]:
+    def _call(self, spec: LayerSpec, layer_name: str, args: list[Code], target: str) -> list[Code]:
         """`target = Layer(kwarg=value, ..., name=...)(args)`, leaving out the class's defaults."""
         if not CLASS.match(spec.layer):
             raise ValueError(f"bad layer class {spec.layer!r}")
         if spec.custom:
             self.classes.add(spec.layer)
+            uses = self.class_uses.setdefault(spec.layer, set())
+            uses.update(v for v in spec.kwargs.values() if isinstance(v, str))
             defaults = signature_defaults(class_template(spec.layer), spec.layer)
         else:
             defaults = KERAS_DEFAULTS.get(spec.layer, {})
@@ -230,6 +287,7 @@ class SubgraphEmitter(Emitter):
         super().__init__(parent.model, parent.fake_quant, subgraph=index)
         self.namer, self.weights, self.classes = parent.namer, parent.weights, parent.classes
         self.layer_weights = parent.layer_weights  # one list: the weights file holds every subgraph's
+        self.class_uses = parent.class_uses
         self.functions = parent.functions
 
     def emit_inputs(self) -> list[Code]:
@@ -242,12 +300,8 @@ class SubgraphEmitter(Emitter):
                 )
             dtype = "float32" if tensor.quantized or tensor.dtype == "float16" else tensor.dtype
             v = self.namer.name(tensor.name, "input")
-            self.body.append(
-                Code(
-                    f"{v} = keras.Input(batch_shape={lit(tuple(tensor.shape))}, dtype={lit(dtype)}, "
-                    f"name={lit(str(v))})"
-                )
-            )
+            kwargs = [("batch_shape", tuple(tensor.shape)), ("dtype", dtype), ("name", str(v))]
+            self.body += call(f"{v} = keras.Input", kwargs)
             self.var[t] = v
             names.append(v)
         return names
@@ -294,9 +348,14 @@ def subgraph_call(em: Emitter, index: int) -> Code:
             index=lit(index),
             what=comment(sg.name or f"subgraph {index}"),
             body=sub.body,
-            inputs=Code(f"[{', '.join(inputs)}]"),
-            outputs=Code(f"[{', '.join(outputs)}]"),
-            model_name=lit(str(name).removeprefix("build_")),
+            model_call=call(
+                "model = keras.Model",
+                [
+                    (None, Code(f"[{', '.join(inputs)}]")),
+                    (None, Code(f"[{', '.join(outputs)}]")),
+                    ("name", str(name).removeprefix("build_")),
+                ],
+            ),
         )
     )
     em.functions[index] = (name, Code(source.strip()))

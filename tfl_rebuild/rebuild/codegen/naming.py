@@ -1,9 +1,15 @@
 """Namer: every identifier in generated code comes from here (sanitized, unique, never a keyword).
 
 TFLite tensor names are TensorFlow op paths, often several fused into one ('model/bn/batchnorm/
-add_1;model/conv/Conv2D;...'). A layer is named after the Keras layer scope in the first of them,
-without the model-wide prefix and without trailing TensorFlow mechanics ('BiasAdd', 'batchnorm/
+add_1;model/conv/Conv2D;...'). A layer is named after the Keras layer scope of the op itself, not of
+an activation or batch norm fused into it (in 'm/relu/Relu6;m/bn/batchnorm/add_1;m/conv/Conv2D' that
+is 'conv'), without the model-wide prefix and trailing TensorFlow mechanics ('BiasAdd', 'batchnorm/
 add_1'): 'model/conv2d_3/BiasAdd' -> conv2d_3, 'model/conv2d_3/Sigmoid' -> conv2d_3_sigmoid.
+
+Keras 3 opens each layer's name scope twice when the converter traces it, and TensorFlow makes the
+second one unique with a suffix: layer 'dense' runs as 'dense_1', 'dense_1' as 'dense_1_2', 'conv'
+as 'conv_2' when 'conv_1' was taken. So in a model whose every layer scope (and the model's) ends in
+'_<n>' (`keras3_scopes`), the last '_<n>' of each layer scope is dropped to give the authors' name.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ MECHANICS = frozenset(
         "avg_pool",
         "batchnorm",
         "bias_add",
+        "cast",
         "concat",
         "const",
         "conv2d",
@@ -53,28 +60,64 @@ MECHANICS = frozenset(
         "conv_transpose",
         "convolution",
         "depthwise",
+        "einsum",
+        "expand_dims",
         "fused_batch_norm_v",
+        "gather",
+        "gather_v",
         "identity",
+        "less",
         "mat_mul",
         "max_pool",
+        "max_pool1d",
         "max_pool2d",
+        "avg_pool1d",
         "mean",
         "mul",
+        "neg",
         "pad",
         "read_variable_op",
         "reshape",
         "resize",
         "resize_bilinear",
         "resize_nearest_neighbor",
+        "rsqrt",
+        "select_v",
         "squeeze",
+        "strided_slice",
         "sub",
         "tensordot",
         "truediv",
         "while",  # a recurrent layer's loop: 'lstm/while' names the LSTM
     }
 )
-# Name scopes TensorFlow opens inside one Keras layer ('bn/batchnorm/add_1', 'up/resize/ResizeBilinear').
-INNER_SCOPES = frozenset({"batchnorm", "resize"})
+# Name scopes TensorFlow opens inside one Keras layer ('bn/batchnorm/add_1', 'up/resize/ResizeBilinear',
+# 'conv1d/convolution/Squeeze', 'layer_normalization/moments/mean', 'sep/separable_conv2d/depthwise').
+INNER_SCOPES = frozenset({"batchnorm", "resize", "convolution", "moments", "separable_conv2d"})
+# Ops of a layer that a converter fuses into the op before it (keys as in MECHANICS): a fused
+# tensor name is named after its other parts first ('relu/Relu6;bn/FusedBatchNormV3;conv/Conv2D'
+# is the conv).
+FUSED_AFTER = frozenset(
+    {
+        "relu",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "sigmoid",
+        "tanh",
+        "gelu",
+        "hard_sigmoid",
+        "hard_swish",
+        "clip_by_value",
+        "batchnorm",
+        "fused_batch_norm_v",
+    }
+)
+# Converter internals spliced into names: MediaPipe's 'add_10__xeno_compat__1' is 'add_10', a
+# folded DEQUANTIZE's 'conv2d/Conv2D_dequantize' is 'conv2d/Conv2D'.
+INTERNAL = re.compile(r"(?<=[A-Za-z0-9])(__[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*__\d*|_dequantize\d*$)")
+SUFFIX = re.compile(r"_\d+$")
+KERAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -105,15 +148,17 @@ def identifier(text: str, fallback: str = "t") -> str:
     return text
 
 
-def _path(raw: str, scope: tuple[str, ...]) -> tuple[list[str], bool]:
-    """One name's path components without the model-wide scope (and whether it was there) and
-    without an ':0' output index."""
-    parts = [p for p in re.split(r"[/:]+", raw) if p]
+def _path(raw: str, scope: tuple[str, ...], keras3: bool = False) -> tuple[list[str], bool]:
+    """One name's path components without the model-wide scope (and whether it was there), without
+    an ':0' output index and converter internals, and with Keras 3's scope suffixes dropped."""
+    parts = [q for p in re.split(r"[/:]+", raw) if p and (q := INTERNAL.sub("", p) or p)]
     stripped = bool(scope) and len(parts) > len(scope) and tuple(parts[: len(scope)]) == scope
     if stripped:
         parts = parts[len(scope) :]
     if len(parts) > 1 and parts[-1] == "0":
         parts.pop()
+    if keras3 and stripped:  # every scope but the op's own name
+        parts = [SUFFIX.sub("", p) or p for p in parts[:-1]] + parts[-1:]
     return parts, stripped
 
 
@@ -128,31 +173,41 @@ def _mechanics(part: str, scope: str) -> bool:
     return _key(part) in MECHANICS or (len(letters) > 2 and letters in re.sub(r"[^a-z]", "", scope.lower()))
 
 
-def _layer_path(raw: str, scope: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(path, path without its op and TensorFlow's inner scopes) of the first fused name that
-    names a layer: in 'm/bn/batchnorm/add_1;m/conv/Conv2D' that is 'm/conv'; else the first."""
-    candidates = []
+def _layer_path(raw: str, scope: tuple[str, ...], keras3: bool = False) -> tuple[list[str], list[str]]:
+    """(path, path without its op and TensorFlow's inner scopes) of the first fused name that names
+    a layer, preferring one that is not a fused activation or batch norm: in 'm/relu/Relu6;m/bn/
+    batchnorm/add_1;m/conv/Conv2D' that is 'm/conv'; else the first name."""
+    candidates, named = [], []
     for name in raw.split(";")[:16]:
-        parts, stripped = _path(name, scope)
+        parts, stripped = _path(name, scope, keras3)
         short = list(parts)
         if len(short) > 1 and _mechanics(short[-1], short[-2]):
             short.pop()
-        while len(short) > 1 and _key(short[-1]) in INNER_SCOPES:
+        # TensorFlow's scopes inside a layer: 'bn/batchnorm', 'dense/Tensordot' (of 'Tensordot/MatMul';
+        # an op's scope is CamelCase, a layer 'conv2d_1' or 'add_1' is not one).
+        while len(short) > 1 and (
+            _key(short[-1]) in INNER_SCOPES or (short[-1][:1].isupper() and _key(short[-1]) in MECHANICS)
+        ):
             short.pop()
         candidates.append((parts, short))
         last = _key(short[-1]) if short else ""
         if len(parts) == 1:
-            named = last not in MECHANICS
+            names_layer = last not in MECHANICS
         else:  # a lone first component is the model's scope, unless that was stripped already
-            named = last not in INNER_SCOPES and (len(short) > 1 or stripped)
-        if named:
-            return parts, short
+            names_layer = last not in INNER_SCOPES and (len(short) > 1 or stripped)
+        if names_layer:
+            fused = any(_key(p) in FUSED_AFTER for p in parts)
+            if not fused:
+                return parts, short
+            named.append((parts, short))
+    if named:
+        return named[0]
     return candidates[0] if candidates else ([], [])
 
 
-def phrases(raw: str, scope: tuple[str, ...] = ()) -> list[str]:
+def phrases(raw: str, scope: tuple[str, ...] = (), keras3: bool = False) -> list[str]:
     """Name candidates for a tensor, best first: the layer scope, then with more of its path."""
-    parts, short = _layer_path(raw, scope)
+    parts, short = _layer_path(raw, scope, keras3)
     candidates = []
     if len(short) < len(parts):  # the layer alone, with its op, with its parent scope, with both
         candidates += [short[-1], f"{short[-1]}_{parts[-1]}"]
@@ -175,18 +230,48 @@ def model_scope(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(os.path.commonprefix([p[:-1] for p in paths])[:keep])
 
 
+def keras3_scopes(names: Iterable[str], scope: tuple[str, ...]) -> bool:
+    """Whether the names carry Keras 3's doubled scopes: the model scope and every layer scope under
+    it end in '_<n>' ('sequential_1/dense_1/MatMul', 'sequential_1/dense_1_2/MatMul')."""
+    if not scope or not SUFFIX.search(scope[-1]):
+        return False
+    layers = 0
+    for raw in names:
+        for name in raw.split(";")[:16]:
+            parts, stripped = _path(name, scope)
+            if stripped and len(parts) > 1:
+                if not SUFFIX.search(parts[0]):
+                    return False
+                layers += 1
+    return layers > 0
+
+
 class Namer:
-    def __init__(self, scope: tuple[str, ...] = ()) -> None:
+    """Invariants: every name it hands out is a valid, non-reserved Python identifier of at most
+    MAX_LEN (+ a number) characters, handed out once; the same calls in the same order give the
+    same names; a name derives only from the text it is given (model strings cannot inject code)."""
+
+    def __init__(self, scope: tuple[str, ...] = (), keras3: bool = False) -> None:
         self.used: set[str] = set()
         self.scope = scope
+        self.keras3 = keras3
 
     def name(self, raw: str, fallback: str = "t") -> Code:
         """A fresh identifier for a tensor name: more of its path, then a number, until unique."""
-        return self._claim(identifier(p, fallback) for p in phrases(raw, self.scope))
+        return self._claim(identifier(p, fallback) for p in phrases(raw, self.scope, self.keras3))
 
     def base(self, raw: str, fallback: str = "t") -> str:
         """The identifier a tensor name would get, without claiming it (a prefix for helper steps)."""
-        return identifier(phrases(raw, self.scope)[0], fallback)
+        return identifier(phrases(raw, self.scope, self.keras3)[0], fallback)
+
+    def keras_name(self, raw: str, ident: str, fallback: str = "t") -> str:
+        """The Keras layer name for the layer held in `ident` (from `name(raw)`): the authors'
+        spelling ('Conv1', 'block_1_expand_BN') when `ident` is that text in snake case, else
+        `ident`. Distinct identifiers give distinct names: a name maps back to its identifier."""
+        for p in phrases(raw, self.scope, self.keras3):
+            if identifier(p, fallback) == ident:
+                return p if KERAS_NAME.match(p) else ident
+        return ident
 
     def derived(self, base: str, suffix: str) -> Code:
         """A fresh identifier for a helper step of `base` (an identifier), e.g. conv1_flatten."""

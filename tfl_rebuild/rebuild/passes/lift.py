@@ -118,7 +118,11 @@ Lifted = tuple[Operator, list[Operator]]  # the lifted op, and the ops it stands
 def lifted_op(
     end: Operator, layer: str, inputs: tuple[int, ...], options: dict, chain: list[Operator]
 ) -> Lifted:
-    """The lifted op standing for `chain`, in the place of its last op `end`."""
+    """The lifted op standing for `chain`, in the place of its last op `end`; named (codegen) after
+    the first op's tensor unless `options` says which: the last one is often a model output."""
+    first = min(chain, key=lambda c: c.index)
+    if first.outputs and first.outputs[0] >= 0:
+        options = {"name_tensor": first.outputs[0], **options}
     op = Operator(
         index=end.index,
         opcode=layer,
