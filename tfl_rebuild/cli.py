@@ -58,9 +58,14 @@ class _InputFile(click.ParamType):
 
     name = "file"
 
+    def __init__(self, packages: bool = False):
+        self.packages = packages  # also a .mlpackage (a directory)
+
     def convert(self, value, param, ctx):
         from tfl_rebuild.errors import InputError
 
+        if self.packages and os.path.isdir(value) and value.rstrip("/").endswith(".mlpackage"):
+            return value
         if os.path.isdir(value):
             raise InputError(f"{value}: is a directory, not a file")
         if not os.path.isfile(value):
@@ -69,6 +74,7 @@ class _InputFile(click.ParamType):
 
 
 INPUT_FILE = _InputFile()
+INPUT_FILE_OR_PACKAGE = _InputFile(packages=True)
 # Output paths are checked by fileio (one-line OutputError), not by click.
 OUTPUT_PATH = click.Path(path_type=str)
 # The reader says what is wrong with a missing file or a directory.
@@ -240,7 +246,7 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signatu
 
 @main.command()
 @MODEL
-@click.argument("module", type=INPUT_FILE)
+@click.argument("module", type=INPUT_FILE_OR_PACKAGE)
 @input_options
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
 @click.option("--json", "as_json", is_flag=False, flag_value="-", metavar="[FILE|-]", help="JSON (- prints).")
@@ -261,7 +267,13 @@ def keras(model, outdir, name, verify, fake_quant, save_keras, json_out, signatu
 def compare(model, module, inputs, seed, as_json, plot, explorer, sqnr, local):
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
 
-    `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer."""
+    `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer.
+    `compare M.tflite M.mlpackage`: each Core ML op against TFLite's tensor; float16's first break, NaN op."""
+    if module.rstrip("/").endswith((".mlpackage", ".mlmodel")):
+        require_extras("compare", "keras", "litert", "coreml")
+        from tfl_rebuild.commands.compare_coreml import run as run_coreml
+
+        sys.exit(run_coreml(model, module, seed, as_json, plot, explorer, sqnr, local, inputs=inputs))
     if module.endswith(".tflite"):
         require_extras("compare", "litert")
         from tfl_rebuild.commands.compare_models import run as run_models
@@ -298,10 +310,11 @@ def compare(model, module, inputs, seed, as_json, plot, explorer, sqnr, local):
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "float16", "float32"]),
+    type=click.Choice(["auto", "float16", "float32", "mixed"]),
     default="auto",
     show_default=True,
-    help="Compute precision; auto: float16 when it passes the check, else float32.",
+    help="Compute precision; mixed: float16 but the fewest ops that must stay float32 to pass the "
+    "check; auto: float16 when it passes, else mixed, else float32.",
 )
 @click.option("--image-input", metavar="NAME", help="Make this input an image (ImageType).")
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Image input: pixel scale.")
@@ -413,10 +426,11 @@ def coreml(
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "float16", "float32"]),
+    type=click.Choice(["auto", "float16", "float32", "mixed"]),
     default="auto",
     show_default=True,
-    help="Core ML compute precision; auto: float16 when it passes the check, else float32.",
+    help="Core ML compute precision; auto: float16 when it passes the check, else mixed (fewest "
+    "ops in float32), else float32.",
 )
 @click.option(
     "--json", "json_out", type=OUTPUT_PATH, metavar="FILE|-", help="Write every row as one JSON document."
