@@ -363,14 +363,15 @@ def _evaluate(
 
     program_in = program_inputs(conv, feed)
     nn_fp16 = conv.options.format == "neuralnetwork" and conv.options.precision == "float16"
-    values = evaluate(
-        conv.program,
-        program_in,
-        outputs=[p.trace_name for p in conv.outputs],
-        round_consts_fp16=nn_fp16,
-        overflow=overflow,
-        nan_origins=nan_origins,
-    )
+    with np.errstate(all="ignore"):  # float16's inf and NaN are measured (overflow, nan_origins)
+        values = evaluate(
+            conv.program,
+            program_in,
+            outputs=[p.trace_name for p in conv.outputs],
+            round_consts_fp16=nn_fp16,
+            overflow=overflow,
+            nan_origins=nan_origins,
+        )
     return [np.asarray(values[p.trace_name], np.float32) for p in conv.outputs]
 
 

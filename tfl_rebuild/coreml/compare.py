@@ -177,7 +177,8 @@ def compare_coreml(
     nan_origins: list[str] = []
     overflow: list[str] = []
     try:
-        evaluate(program, feed, overflow=overflow, nan_origins=nan_origins, observe=observe)
+        with np.errstate(all="ignore"):  # float16's inf and NaN are what is measured, not warned about
+            evaluate(program, feed, overflow=overflow, nan_origins=nan_origins, observe=observe)
     except MilEvalError as exc:
         raise InputError(f"{package}: the MIL evaluator cannot run it: {exc}") from None
 
