@@ -124,7 +124,7 @@ def convert_source(
             say("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
         start = time.perf_counter()
         stage("converting to Core ML" + (" and checking the program against TFLite" if do_check else ""))
-        checked = convert_checked(keras_model, model, opts, do_check)
+        checked = convert_checked(keras_model, model, opts, do_check, stage=stage)
     conv = checked.conv
     done.converted, done.result, done.float16_failed = conv, checked.result, checked.float16_failed
     done.mixed = checked.mixed

@@ -103,7 +103,9 @@ def passes_float16_bar(result) -> bool:
     return isinstance(result, CheckResult) and result.report.ok and not result.weight_allowance_used
 
 
-def convert_checked(keras_model, model: Model | None, opts, do_check: bool = True) -> Checked:
+def convert_checked(
+    keras_model, model: Model | None, opts, do_check: bool = True, stage=lambda text: None
+) -> Checked:
     """Convert, and check against TFLite when there is a model to check with. Precision "auto":
     float16 when its check passes without the fp16-weights allowance, else mixed precision (an ML
     program: float16 but for the fewest ops that must stay float32, coreml/mixed.py), else float32
@@ -134,14 +136,14 @@ def convert_checked(keras_model, model: Model | None, opts, do_check: bool = Tru
         return Checked(conv, result)
     found = None
     if opts.format == "mlprogram":
-        found = _search_mixed(keras_model, model, opts)
+        found = _search_mixed(keras_model, model, opts, stage)
         if found.conv is not None:
             return Checked(found.conv, found.result, float16_failed=result, mixed=found)
     conv32 = convert(keras_model, model, replace(opts, precision="float32"))
     return Checked(conv32, check(model, conv32, keras_model), float16_failed=result, mixed=found)
 
 
-def _search_mixed(keras_model, model: Model, opts):
+def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
     """The mixed-precision search (coreml/mixed.py), its risks measured on a float32 program made
     through coremltools' float16 pass (every op kept), on the check's first input."""
     from dataclasses import replace
@@ -151,6 +153,7 @@ def _search_mixed(keras_model, model: Model, opts):
     from tfl_rebuild.coreml.mil_eval import MilEvalError
     from tfl_rebuild.coreml.precision import ALL_OPS
 
+    stage("mixed precision: measuring each op's own float16 error")
     conv32 = convert(keras_model, model, replace(opts, precision="mixed", fp32_ops=frozenset({ALL_OPS})))
     if conv32.program is None:
         return mixed.MixedSearch(None, None)

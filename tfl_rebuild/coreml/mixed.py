@@ -169,9 +169,11 @@ def search(
     convert: Callable[[frozenset[str]], object],
     passes: Callable[[object], tuple[bool, object]],
     max_share: float = MAX_FP32_SHARE,
+    stage: Callable[[str], None] = lambda text: None,
 ) -> MixedSearch:
     """The smallest top-k of `risks` kept in float32 whose conversion passes (see the module
-    docstring). `convert(fp32_names)` -> Converted; `passes(conv)` -> (ok, check result)."""
+    docstring). `convert(fp32_names)` -> Converted; `passes(conv)` -> (ok, check result);
+    `stage` is told each try as it starts (each is a conversion and a check: minutes on big models)."""
     order = ranked(risks)
     out = MixedSearch(None, None, risks=order)
     limit = max(1, math.floor(max_share * len(order)))
@@ -179,6 +181,7 @@ def search(
     k, failed = min(max(start, 1), limit), 0
 
     def attempt(n: int) -> bool:
+        stage(f"mixed precision: converting and checking with {n} of {len(order)} ops in float32")
         conv = convert(frozenset(r.name for r in order[:n]))
         ok, result = passes(conv)
         out.attempts.append(Attempt(n, ok, fp16_share(conv.fp16_ops, len(conv.fp32_kept))))
