@@ -160,6 +160,8 @@ def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
     try:
         feeds = [program_inputs(conv32, f) for f in seeded_feeds(model, conv32, 1)]
         risks = mixed.op_risks(conv32.program, feeds)
+        stage("mixed precision: measuring each op's effect on the outputs")
+        mixed.add_output_effects(conv32.program, feeds[0], risks)
     except (MilEvalError, RuntimeUnavailableError):
         return mixed.MixedSearch(None, None)  # the float32 check says why
     names = mixed.asked_names(conv32.program, conv32.asked)

@@ -3,7 +3,9 @@
 Which ops: the float32 program is run once per input with numpy (mil_eval), and each op is rerun
 on its inputs rounded to float16, its result rounded too: what that op alone loses in float16
 (`OpRisk.rel`, relative to the op's own largest value), and whether it overflows float16's
-+-65504 or makes a NaN. Ops are ranked by that (overflow and NaN first); the search keeps the top
++-65504 or makes a NaN; where the evaluations fit a time budget, also how far the outputs move
+when that op alone computes in float16 (`OpRisk.effect`: an op's own error times what the ops
+after it make of it). Ops are ranked by that (overflow and NaN first); the search keeps the top
 k in float32 (coremltools' FP16ComputePrecision op_selector), converts and runs the real check,
 doubling k until the outputs pass the float16 bar, then bisects k down between the last failure
 and the first pass. The risk only orders the search; the check of the converted program decides.
@@ -17,6 +19,7 @@ ops are matched to the names the pass asked about: by name, else by op type in o
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +32,7 @@ FP16_TINY = 2.0**-14  # float16's smallest normal: below it no relative precisio
 # An op whose own float16 error is over this fraction of its largest value starts in float32:
 # float16 rounding alone is 2^-11 (4.9e-4), so such an op loses 20 times what rounding does.
 OWN_REL_START = 1e-2
+EFFECT_BUDGET_S = 300.0  # seconds of evaluations spent measuring each op's effect on the outputs
 MAX_FP32_SHARE = 0.5  # the search stops past this share of ranked ops in float32
 BISECT_STEPS = 3  # tries spent shrinking the set once one passes
 
@@ -42,13 +46,18 @@ class OpRisk:
     rel: float = 0.0  # max |fp16 - fp32| / max(max |fp32|, 2^-14), worst over outputs and inputs
     overflow: bool = False  # a value beyond float16's range (inf in float16)
     nan: bool = False  # float16 makes a NaN that float32 does not
+    effect: float | None = None  # max rel change of the outputs when this op alone is float16
 
     def key(self) -> tuple:
-        return (self.overflow or self.nan, self.rel)
+        return (self.overflow or self.nan, self.rel if self.effect is None else self.effect)
 
     def text(self) -> str:
         why = "overflows float16" if self.overflow else ("makes NaN in float16" if self.nan else "")
-        return f"{self.op_type} {self.name} ({why or f'own fp16 error rel {self.rel:.2g}'})"
+        if not why:
+            why = f"own fp16 error rel {self.rel:.2g}"
+            if self.effect is not None:
+                why += f", alone in fp16 moves the outputs by rel {self.effect:.2g}"
+        return f"{self.op_type} {self.name} ({why})"
 
 
 def _round16(value):
@@ -85,7 +94,7 @@ def _measure(risk: OpRisk, ref, got) -> None:
 
 def op_risks(program, feeds: list[dict[str, np.ndarray]]) -> list[OpRisk]:
     """Each float op of a float32 MIL program, its float16 risk over `feeds` (program inputs by name)."""
-    from tfl_rebuild.coreml.mil_eval import OPS, Args, evaluate
+    from tfl_rebuild.coreml.mil_eval import evaluate
 
     risks: dict[str, OpRisk] = {}
 
@@ -93,16 +102,9 @@ def op_risks(program, feeds: list[dict[str, np.ndarray]]) -> list[OpRisk]:
         refs = [env.get(v.name) for v in operation.outputs]
         if not any(isinstance(r, np.ndarray) and r.dtype.kind == "f" for r in refs):
             return
-        rounded = {}
-        for var in _input_vars(operation):
-            value = env[var.name] if var.name in env else var.val
-            rounded[var.name] = _round16(np.asarray(value, np.float32)) if _is_float(value) else value
-        try:
-            with np.errstate(all="ignore"):
-                result = OPS[operation.op_type](Args(operation, rounded))
-        except Exception:  # an op that will not run on rounded inputs: no risk measured
+        results = _in_float16(operation, env)
+        if results is None:
             return
-        results = result if len(operation.outputs) > 1 else (result,)
         risk = risks.setdefault(operation.name, OpRisk(operation.name, operation.op_type))
         for ref, got in zip(refs, results):
             _measure(risk, ref, got)
@@ -111,6 +113,62 @@ def op_risks(program, feeds: list[dict[str, np.ndarray]]) -> list[OpRisk]:
         for feed in feeds:
             evaluate(program, feed, fp16=False, observe=observe)
     return list(risks.values())
+
+
+def _in_float16(operation, env) -> tuple | None:
+    """The op's outputs computed on its inputs rounded to float16 (None: it will not run on them)."""
+    from tfl_rebuild.coreml.mil_eval import OPS, Args
+
+    rounded = {}
+    for var in _input_vars(operation):
+        value = env[var.name] if var.name in env else var.val
+        rounded[var.name] = _round16(np.asarray(value, np.float32)) if _is_float(value) else value
+    try:
+        with np.errstate(all="ignore"):
+            result = OPS[operation.op_type](Args(operation, rounded))
+    except Exception:
+        return None
+    return result if len(operation.outputs) > 1 else (result,)
+
+
+def add_output_effects(
+    program, feed: dict[str, np.ndarray], risks: list[OpRisk], budget: float = EFFECT_BUDGET_S
+) -> bool:
+    """Set each risk's `effect`: how far the program's outputs move (max rel, as the check measures)
+    when that op alone computes in float16, the rest in float32. One evaluation per op, so only
+    when they fit in `budget` seconds (False: not measured, the own error ranks alone)."""
+    from tfl_rebuild.coreml.mil_eval import evaluate
+
+    outs = [v.name for v in program.functions["main"].outputs]
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):
+        ref = evaluate(program, feed, fp16=False)
+    if (time.perf_counter() - start) * len(risks) > budget:
+        return False
+    for risk in risks:
+
+        def observe(operation, env, target=risk.name) -> None:
+            if operation.name != target:
+                return
+            results = _in_float16(operation, env)
+            for var, got in zip(operation.outputs, results or ()):
+                if isinstance(env.get(var.name), np.ndarray) and env[var.name].dtype.kind == "f":
+                    env[var.name] = _round16(np.asarray(got, np.float32))
+
+        with np.errstate(all="ignore"):
+            got = evaluate(program, feed, fp16=False, observe=observe)
+        risk.effect = max(_rel(np.asarray(ref[n], np.float32), np.asarray(got[n], np.float32)) for n in outs)
+    return True
+
+
+def _rel(ref: np.ndarray, got: np.ndarray) -> float:
+    if ref.shape != got.shape or not np.isfinite(got[np.isfinite(ref)]).all():
+        return math.inf
+    finite = np.isfinite(ref)
+    if not finite.any():
+        return 0.0
+    scale = max(float(np.max(np.abs(ref[finite]))), FP16_TINY)
+    return float(np.max(np.abs(got[finite] - ref[finite]))) / scale
 
 
 def asked_names(program, asked: list[tuple[str, str]]) -> dict[str, str]:
