@@ -193,3 +193,21 @@ def test_search_starts_with_every_op_that_overflows():
 def test_search_gives_up_past_half_the_ops():
     found = _search(need=30, n=40)
     assert found.conv is None and max(a.fp32 for a in found.attempts) == 20
+
+
+def test_compare_refuses_a_package_made_from_another_model(masked_mha, tmp_path):
+    from flatbuf import Op, T, build_model
+
+    package = tmp_path / "mha32.mlpackage"
+    assert _run(["coreml", str(masked_mha), "-o", str(package), "--precision", "float32"]).exit_code == 0
+    other = tmp_path / "other.tflite"
+    other.write_bytes(
+        build_model(
+            [T("x", [1, 8]), T("y", [1, 8])],
+            [Op("RELU", [0], [1])],
+            inputs=[0],
+            outputs=[1],
+        )
+    )
+    result = _run(["compare", str(other), str(package)])
+    assert result.exit_code == 2 and "converted from another .tflite" in result.output, result.output

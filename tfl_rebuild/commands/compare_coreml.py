@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import tempfile
+from pathlib import Path
 
 from tfl_rebuild.commands.compare_models import print_report, write_plot
 from tfl_rebuild.errors import InputError
 from tfl_rebuild.fileio import atomic_output, writable_file
+from tfl_rebuild.tflite.reader import read_model
 
 
 def layer_tensors(model_path: str) -> tuple[object, dict[str, int]]:
@@ -60,7 +62,12 @@ def run(
     for path in (plot, None if json_out in (None, "-") else json_out):
         if path:
             writable_file(path)
-    load_program(package)  # a package that is not an ML program: one line before the rebuild
+    _, spec = load_program(package)  # a package that is not an ML program: one line before the rebuild
+    made_from = spec.description.metadata.userDefined.get("tfl_rebuild.source_sha256")
+    if made_from and made_from != read_model(model).sha256:
+        raise InputError(
+            f"{package} was converted from another .tflite than {Path(model).name} (sha256 differs)"
+        )
     view, layers = layer_tensors(model)
     result = compare_coreml(view, package, layers, seed=seed, threshold_db=sqnr)
     if json_out == "-":
