@@ -161,7 +161,7 @@ def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
         feeds = [program_inputs(conv32, f) for f in seeded_feeds(model, conv32, 1)]
         risks = mixed.op_risks(conv32.program, feeds)
         stage("mixed precision: measuring each op's effect on the outputs")
-        mixed.add_output_effects(conv32.program, feeds[0], risks)
+        effects = mixed.add_output_effects(conv32.program, feeds[0], risks)
     except (MilEvalError, RuntimeUnavailableError):
         return mixed.MixedSearch(None, None)  # the float32 check says why
     names = mixed.asked_names(conv32.program, conv32.asked)
@@ -171,11 +171,23 @@ def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
         result = check(model, conv, keras_model)
         return passes_float16_bar(result), result
 
-    return mixed.search(
-        risks,
-        lambda keep: convert(keras_model, model, replace(opts, precision="mixed", fp32_ops=keep)),
-        passes,
-    )
+    def run(ranked):
+        return mixed.search(
+            ranked,
+            lambda keep: convert(keras_model, model, replace(opts, precision="mixed", fp32_ops=keep)),
+            passes,
+            stage=stage,
+        )
+
+    found = run(risks)
+    if effects and mixed.share_of(found) < mixed.GOOD_SHARE:
+        # Each op's effect alone misses error that only builds up over many ops (a segmentation
+        # decoder): the own-error ranking is tried too, and the search keeping more float16 wins.
+        other = run([replace(r, effect=None) for r in risks])
+        other.attempts = found.attempts + other.attempts
+        found = other if mixed.share_of(other) > mixed.share_of(found) else found
+        found.attempts = other.attempts
+    return found
 
 
 def _seeded(

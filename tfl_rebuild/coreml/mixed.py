@@ -33,7 +33,8 @@ FP16_TINY = 2.0**-14  # float16's smallest normal: below it no relative precisio
 # float16 rounding alone is 2^-11 (4.9e-4), so such an op loses 20 times what rounding does.
 OWN_REL_START = 1e-2
 EFFECT_BUDGET_S = 300.0  # seconds of evaluations spent measuring each op's effect on the outputs
-MAX_FP32_SHARE = 0.5  # the search stops past this share of ranked ops in float32
+MAX_FP32_SHARE = 0.5
+GOOD_SHARE = 0.9  # a search keeping less float16 than this tries the other ranking too  # the search stops past this share of ranked ops in float32
 BISECT_STEPS = 3  # tries spent shrinking the set once one passes
 
 
@@ -261,6 +262,12 @@ def search(
         else:
             failed = mid
     return out  # out.conv: the smallest k that passed (a failed try never replaces it)
+
+
+def share_of(found: MixedSearch) -> float:
+    """The float16 share of the search's kept conversion (0 when none passed)."""
+    conv = found.conv
+    return 0.0 if conv is None else fp16_share(conv.fp16_ops, len(conv.fp32_kept))
 
 
 def mixed_line(conv) -> str:
