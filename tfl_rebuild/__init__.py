@@ -189,8 +189,9 @@ def to_coreml(
     """Convert a .tflite (rebuilt and verified first) or a generated module to Core ML, check the
     converted program against TFLite, and save it (`.path`; `.ok`; `.result.report` per output).
 
-    precision: auto (float16 when it passes, else float32) | float16 | float32. Needs the
-    `keras` and `coreml` extras."""
+    precision: auto (float16 when it passes, else mixed, else float32) | float16 | float32 | mixed
+    (float16 but the fewest ops in float32: `.converted.fp32_kept`). Needs the `keras` and
+    `coreml` extras."""
     from tfl_rebuild.commands.coreml import convert_source
     from tfl_rebuild.coreml.convert import Options
 

@@ -285,9 +285,15 @@ def compare(model, module, inputs, seed, as_json, plot, explorer, sqnr, local, n
     """Layer by layer: each TFLite tensor against the generated Keras layer of the same name.
 
     `compare A.tflite B.tflite`: each tensor of B (e.g. int8) against A's (float): SQNR per layer.
-    `compare model.tflite refs.npz|DIR`: against another framework's activations (--map)."""
+    `compare model.tflite refs.npz|DIR`: against another framework's activations (--map).
+    `compare M.tflite M.mlpackage`: each Core ML op against TFLite's tensor; float16's first break, NaN op."""
     from tfl_rebuild.verify.references import is_references
 
+    if module.rstrip("/").endswith((".mlpackage", ".mlmodel")):
+        require_extras("compare", "keras", "litert", "coreml")
+        from tfl_rebuild.commands.compare_coreml import run as run_coreml
+
+        sys.exit(run_coreml(model, module, seed, as_json, plot, explorer, sqnr, local, inputs=inputs))
     if module.endswith(".tflite") or is_references(module):
         require_extras("compare", "litert")
         from tfl_rebuild.commands.compare_models import run as run_models
@@ -328,10 +334,11 @@ def compare(model, module, inputs, seed, as_json, plot, explorer, sqnr, local, n
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "float16", "float32"]),
+    type=click.Choice(["auto", "float16", "float32", "mixed"]),
     default="auto",
     show_default=True,
-    help="Compute precision; auto: float16 when it passes the check, else float32.",
+    help="Compute precision; mixed: float16 but the fewest ops that must stay float32 to pass the "
+    "check; auto: float16 when it passes, else mixed, else float32.",
 )
 @click.option("--image-input", metavar="NAME", help="Make this input an image (ImageType).")
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Image input: pixel scale.")
@@ -443,10 +450,11 @@ def coreml(
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "float16", "float32"]),
+    type=click.Choice(["auto", "float16", "float32", "mixed"]),
     default="auto",
     show_default=True,
-    help="Core ML compute precision; auto: float16 when it passes the check, else float32.",
+    help="Core ML compute precision; auto: float16 when it passes the check, else mixed (fewest "
+    "ops in float32), else float32.",
 )
 @click.option(
     "--json", "json_out", type=OUTPUT_PATH, metavar="FILE|-", help="Write every row as one JSON document."

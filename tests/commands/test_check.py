@@ -339,9 +339,19 @@ def test_report_shows_the_precision_and_why_float16_was_not_kept():
             keras=Stage("verified", 1e-6),
             coreml=Stage("checked", 2e-3, precision="float16"),
         ),
+        Row(
+            "c.tflite",
+            "c.tflite",
+            "pass",
+            3,
+            10,
+            "float",
+            keras=Stage("verified", 1e-6),
+            coreml=Stage("checked", 4e-3, precision="mixed 92% fp16", note="mixed precision: 2 of 25 ops"),
+        ),
     ]
     md = check_report.to_markdown(rows, Options())
-    assert "| checked fp32 |" in md and "| checked fp16 |" in md
+    assert "| checked fp32 |" in md and "| checked fp16 |" in md and "| checked mixed 92% fp16 |" in md
     assert "## Notes\n\n- a.tflite: float16 drifts: 1/1 output(s) off, worst 'y' rel 0.3" in md
     console = Console(width=200, record=True)
     check_report.print_table(rows, Options(), console)

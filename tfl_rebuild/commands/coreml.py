@@ -54,6 +54,7 @@ class CoremlResult:
     keras_report: Report | None = None  # the rebuild's verification (a .tflite source)
     keras_unverified: str | None = None  # why the rebuild could not be verified (no runtime)
     float16_failed: CheckResult | None = None  # auto precision: the float16 check that failed
+    mixed: object | None = None  # coreml.mixed.MixedSearch: auto / mixed precision's search
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0  # converting and checking
 
@@ -123,9 +124,10 @@ def convert_source(
             say("checking the converted MIL program with numpy (Core ML itself predicts only on macOS)")
         start = time.perf_counter()
         stage("converting to Core ML" + (" and checking the program against TFLite" if do_check else ""))
-        checked = convert_checked(keras_model, model, opts, do_check)
+        checked = convert_checked(keras_model, model, opts, do_check, stage=stage)
     conv = checked.conv
     done.converted, done.result, done.float16_failed = conv, checked.result, checked.float16_failed
+    done.mixed = checked.mixed
     set_metadata(conv.mlmodel, model, tfl_path or py_path, conv)
     if model is None:
         conv.mlmodel.user_defined_metadata["tfl_rebuild.source_sha256"] = file_sha256(py_path)
@@ -178,12 +180,9 @@ def run_command(
         return 1
     if done.float16_failed is not None:
         _print_check(done.float16_failed, con, print_report)
-        con.print(
-            f"[yellow]float16 not kept ({escape(float16_reason(done.float16_failed))}): "
-            "converted with float32 instead[/yellow] (--precision float16 keeps float16)"
-        )
+        _print_mixed(done, con)
     conv, result = done.converted, done.result
-    con.print(f"converted to a Core ML {opts.format} ({conv.options.precision}) in {conv.seconds:.1f} s")
+    con.print(f"converted to a Core ML {opts.format} ({conv.precision_text()}) in {conv.seconds:.1f} s")
     if isinstance(result, CheckResult):
         _print_check(result, con, print_report)
         con.print(f"converted and checked in {done.seconds:.1f} s")
@@ -217,6 +216,7 @@ def result_doc(done: CoremlResult, opts: Options) -> dict:
         "path": None if done.path is None else str(done.path),
         "format": opts.format,
         "precision": None if conv is None else conv.options.precision,
+        "mixed": None if done.mixed is None else mixed_doc(done),
         "notes": done.notes,
         "keras_verification": report_doc(done.keras_report),
         "keras_unverified": done.keras_unverified,
@@ -224,6 +224,48 @@ def result_doc(done: CoremlResult, opts: Options) -> dict:
         "float16_check_that_failed": check(done.float16_failed),
         "seconds": round(done.seconds, 2),
     }
+
+
+def mixed_doc(done: CoremlResult) -> dict:
+    """The mixed-precision search as data: the ops kept in float32 (and why), the share, each try."""
+    conv, search = done.converted, done.mixed
+    kept = conv.fp32_kept if conv is not None and conv.options.precision == "mixed" else []
+    return {
+        "kept": conv is not None and conv.options.precision == "mixed",
+        "fp32_ops": kept,
+        "fp32_why": search.why(kept),
+        "fp16_share": None if not kept else conv.precision_text(),
+        "attempts": [
+            {"fp32_ops": a.fp32, "passed": a.passed, "fp16_share": a.share} for a in search.attempts
+        ],
+    }
+
+
+def _print_mixed(done: CoremlResult, con) -> None:
+    """Why float16 was not kept, and what the mixed-precision search kept in float32 (or tried)."""
+    from rich.markup import escape
+
+    from tfl_rebuild.coreml.mixed import mixed_line
+
+    reason = escape(float16_reason(done.float16_failed))
+    conv, search = done.converted, done.mixed
+    tries = ""
+    if search is not None and search.attempts:
+        tries = "; tried " + ", ".join(
+            f"{a.fp32} in float32 ({'pass' if a.passed else 'fail'})" for a in search.attempts
+        )
+    if conv.options.precision == "mixed":
+        con.print(f"[yellow]float16 not kept ({reason})[/yellow]")
+        con.print(escape(mixed_line(conv) + tries))
+        for line in search.why(conv.fp32_kept):
+            con.print(f"  float32: {escape(line)}")
+        return
+    con.print(
+        f"[yellow]float16 not kept ({reason}): converted with float32 instead[/yellow] "
+        "(--precision float16 keeps float16)"
+    )
+    if search is not None:
+        con.print(escape("mixed precision: no set of at most half the ops in float32 passed" + tries))
 
 
 def _print_check(result: CheckResult, con, print_report) -> None:

@@ -75,12 +75,14 @@ def check(
 
 @dataclass
 class Checked:
-    """What `convert_checked` settled on: the conversion kept, its check, and, where "auto"
-    precision fell back to float32, the float16 check that made it (`float16_reason` says why)."""
+    """What `convert_checked` settled on: the conversion kept, its check, and, where "auto" or
+    "mixed" precision did not keep float16, the float16 check that made it (`float16_reason` says
+    why) and the mixed-precision search (`mixed`: which ops stay float32, each try)."""
 
     conv: Converted
     result: CheckResult | NotChecked | None
     float16_failed: CheckResult | None = None
+    mixed: object | None = None  # coreml.mixed.MixedSearch
 
 
 def float16_reason(result: CheckResult) -> str:
@@ -96,29 +98,96 @@ def float16_reason(result: CheckResult) -> str:
     )
 
 
-def convert_checked(keras_model, model: Model | None, opts, do_check: bool = True) -> Checked:
+def passes_float16_bar(result) -> bool:
+    """Checked, within the float16 bar, and not only through the fp16-weights allowance."""
+    return isinstance(result, CheckResult) and result.report.ok and not result.weight_allowance_used
+
+
+def convert_checked(
+    keras_model, model: Model | None, opts, do_check: bool = True, stage=lambda text: None
+) -> Checked:
     """Convert, and check against TFLite when there is a model to check with. Precision "auto":
-    float16 when its check passes without the fp16-weights allowance, else float32 (float16 is Core
-    ML's fast path, but a deep or saturating network can drift past the bar; the user gets a model
-    shown to match, and is told why float16 was not kept)."""
+    float16 when its check passes without the fp16-weights allowance, else mixed precision (an ML
+    program: float16 but for the fewest ops that must stay float32, coreml/mixed.py), else float32
+    (float16 is Core ML's fast path, but a deep or saturating network can drift past the bar; the
+    user gets a model shown to match, and is told why float16 was not kept). "mixed" does the same
+    (float16 when it passes: mixed with no op in float32)."""
     from dataclasses import replace
 
-    from tfl_rebuild.coreml.convert import convert
+    from tfl_rebuild.coreml.convert import CoreMLError, convert
 
-    auto = opts.precision == "auto"
-    first = replace(opts, precision="float16") if auto else opts
+    auto, mixed = opts.precision == "auto", opts.precision == "mixed"
+    if mixed and opts.format != "mlprogram":
+        raise CoreMLError(
+            "--precision mixed needs --format mlprogram (a neural network has no per-op precision)"
+        )
+    if mixed and (not do_check or model is None):
+        raise CoreMLError(
+            "--precision mixed picks its float32 ops by checking against the .tflite: give it one"
+        )
+    first = replace(opts, precision="float16") if auto or mixed else opts
     conv = convert(keras_model, model, first)
     if not do_check:
         return Checked(conv, None)
     if model is None:
         return Checked(conv, NotChecked("no .tflite to compare with (give --tflite)"))
     result = check(model, conv, keras_model)
-    if not (
-        auto and isinstance(result, CheckResult) and (not result.report.ok or result.weight_allowance_used)
-    ):
+    if not (auto or mixed) or not isinstance(result, CheckResult) or passes_float16_bar(result):
         return Checked(conv, result)
+    found = None
+    if opts.format == "mlprogram":
+        found = _search_mixed(keras_model, model, opts, stage)
+        if found.conv is not None:
+            return Checked(found.conv, found.result, float16_failed=result, mixed=found)
     conv32 = convert(keras_model, model, replace(opts, precision="float32"))
-    return Checked(conv32, check(model, conv32, keras_model), float16_failed=result)
+    return Checked(conv32, check(model, conv32, keras_model), float16_failed=result, mixed=found)
+
+
+def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
+    """The mixed-precision search (coreml/mixed.py), its risks measured on a float32 program made
+    through coremltools' float16 pass (every op kept), on the check's first input."""
+    from dataclasses import replace
+
+    from tfl_rebuild.coreml import mixed
+    from tfl_rebuild.coreml.convert import convert
+    from tfl_rebuild.coreml.mil_eval import MilEvalError
+    from tfl_rebuild.coreml.precision import ALL_OPS
+
+    stage("mixed precision: measuring each op's own float16 error")
+    conv32 = convert(keras_model, model, replace(opts, precision="mixed", fp32_ops=frozenset({ALL_OPS})))
+    if conv32.program is None:
+        return mixed.MixedSearch(None, None)
+    try:
+        feeds = [program_inputs(conv32, f) for f in seeded_feeds(model, conv32, 1)]
+        risks = mixed.op_risks(conv32.program, feeds)
+        stage("mixed precision: measuring each op's effect on the outputs")
+        effects = mixed.add_output_effects(conv32.program, feeds[0], risks)
+    except (MilEvalError, RuntimeUnavailableError):
+        return mixed.MixedSearch(None, None)  # the float32 check says why
+    names = mixed.asked_names(conv32.program, conv32.asked)
+    risks = [replace(r, name=names[r.name]) for r in risks if r.name in names]
+
+    def passes(conv):
+        result = check(model, conv, keras_model)
+        return passes_float16_bar(result), result
+
+    def run(ranked):
+        return mixed.search(
+            ranked,
+            lambda keep: convert(keras_model, model, replace(opts, precision="mixed", fp32_ops=keep)),
+            passes,
+            stage=stage,
+        )
+
+    found = run(risks)
+    if effects and mixed.share_of(found) < mixed.GOOD_SHARE:
+        # Each op's effect alone misses error that only builds up over many ops (a segmentation
+        # decoder): the own-error ranking is tried too, and the search keeping more float16 wins.
+        other = run([replace(r, effect=None) for r in risks])
+        other.attempts = found.attempts + other.attempts
+        found = other if mixed.share_of(other) > mixed.share_of(found) else found
+        found.attempts = other.attempts
+    return found
 
 
 def _seeded(
@@ -179,7 +248,7 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
         reference = None
     in_t = [sg.tensors[i] for i in sg.inputs]
     out_t = [sg.tensors[i] for i in sg.outputs]
-    fp16 = conv.options.precision == "float16"
+    fp16 = conv.options.precision in ("float16", "mixed")  # mixed is held to the float16 bar
     refs: list[list[np.ndarray]] = [[] for _ in out_t]
     gots: list[list[np.ndarray]] = [[] for _ in out_t]
     noise = [0.0] * len(out_t)  # TFLite's XNNPACK vs reference kernels, max abs
@@ -218,7 +287,7 @@ def _compare(model: Model, conv: Converted, keras_model, batches: int, use_corem
         tol += f", or <= {INT8_LSB_TOL:g} LSB of the output scale" + (
             " + float16's half ulp of the output" if fp16 else ""
         )
-    report = Report(f"Core ML {conv.options.precision} {conv.options.format}", tol, layerwise=False)
+    report = Report(f"Core ML {conv.precision_text()} {conv.options.format}", tol, layerwise=False)
     rel_effect, allowance_used = [], []
     for k, t in enumerate(out_t):
         ref = np.stack(refs[k])
@@ -282,9 +351,11 @@ def quantized_lsb_bar(t, peak: float, fp16: bool) -> float:
 
 
 def _fp16_weights_of(keras_model) -> list[np.ndarray]:
-    return [
-        w.astype(np.float16).astype(w.dtype) if w.dtype.kind == "f" else w for w in keras_model.get_weights()
-    ]
+    with np.errstate(over="ignore"):  # a -1e9 mask constant is -inf in float16, as Core ML stores it
+        return [
+            w.astype(np.float16).astype(w.dtype) if w.dtype.kind == "f" else w
+            for w in keras_model.get_weights()
+        ]
 
 
 def _weight_effect(keras_model, rounded: list[np.ndarray], inputs: list[np.ndarray]) -> list[float]:
@@ -307,20 +378,42 @@ def _evaluate(
 ) -> list[np.ndarray]:
     from tfl_rebuild.coreml.mil_eval import evaluate
 
+    program_in = program_inputs(conv, feed)
+    nn_fp16 = conv.options.format == "neuralnetwork" and conv.options.precision == "float16"
+    with np.errstate(all="ignore"):  # float16's inf and NaN are measured (overflow, nan_origins)
+        values = evaluate(
+            conv.program,
+            program_in,
+            outputs=[p.trace_name for p in conv.outputs],
+            round_consts_fp16=nn_fp16,
+            overflow=overflow,
+            nan_origins=nan_origins,
+        )
+    return [np.asarray(values[p.trace_name], np.float32) for p in conv.outputs]
+
+
+def program_inputs(conv: Converted, feed: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The MIL program's inputs by name for `feed` (TFLite's float inputs, an image as RGB pixels)."""
     program_in = {}
     for p, x in zip(conv.inputs, feed):
         image = conv.image and conv.image.name in (p.name, p.tflite_name)
         program_in[p.trace_name] = _image_planes(x, conv.image) if image else x
-    nn_fp16 = conv.options.format == "neuralnetwork" and conv.options.precision == "float16"
-    values = evaluate(
-        conv.program,
-        program_in,
-        outputs=[p.trace_name for p in conv.outputs],
-        round_consts_fp16=nn_fp16,
-        overflow=overflow,
-        nan_origins=nan_origins,
-    )
-    return [np.asarray(values[p.trace_name], np.float32) for p in conv.outputs]
+    return program_in
+
+
+def seeded_feeds(model: Model, conv: Converted, batches: int = CHECK_BATCHES) -> list[list[np.ndarray]]:
+    """The float inputs `check` feeds the program, per seed (an image input as RGB pixels)."""
+    from tfl_rebuild.runtime.interpreter import index_limits, make_interpreter
+    from tfl_rebuild.verify.measure import to_float
+
+    sg = model.main
+    interp = make_interpreter(model_content=bytes(model._storage))
+    in_t = [sg.tensors[i] for i in sg.inputs]
+    feeds = []
+    for seed in range(batches):
+        inputs, pixels = _seeded(interp, seed, conv, index_limits(sg))
+        feeds.append([p if p is not None else to_float(t, x) for t, x, p in zip(in_t, inputs, pixels)])
+    return feeds
 
 
 def _image_planes(rgb: np.ndarray, img: ImageInput) -> np.ndarray:

@@ -22,35 +22,17 @@ import numpy as np
 
 from tfl_rebuild import __version__
 from tfl_rebuild.coreml import ct_patches
+from tfl_rebuild.coreml.precision import Fp16Selector, fp16_share
 from tfl_rebuild.coreml.trace import trace, unsupported_tf_ops
 from tfl_rebuild.errors import OutputError, RuntimeUnavailableError, TflRebuildError, UnsupportedOpError
 from tfl_rebuild.tflite.ir import Model
 
-TARGETS = (
-    "iOS13",
-    "iOS14",
-    "iOS15",
-    "iOS16",
-    "iOS17",
-    "iOS18",
+TARGETS = (  # ct.target names
+    *(f"iOS{v}" for v in range(13, 19)),
     "macOS10_15",
-    "macOS11",
-    "macOS12",
-    "macOS13",
-    "macOS14",
-    "macOS15",
-    "watchOS6",
-    "watchOS7",
-    "watchOS8",
-    "watchOS9",
-    "watchOS10",
-    "watchOS11",
-    "tvOS13",
-    "tvOS14",
-    "tvOS15",
-    "tvOS16",
-    "tvOS17",
-    "tvOS18",
+    *(f"macOS{v}" for v in range(11, 16)),
+    *(f"watchOS{v}" for v in range(6, 12)),
+    *(f"tvOS{v}" for v in range(13, 19)),
 )
 
 
@@ -75,7 +57,8 @@ class ImageInput:
 class Options:
     format: str = "mlprogram"  # mlprogram | neuralnetwork
     target: str | None = None  # ct.target name; None: coremltools' lowest for the format
-    precision: str = "float16"  # float16 | float32 (| auto: coreml_check.convert_checked decides)
+    precision: str = "float16"  # float16 | float32 | mixed (| auto: coreml_check.convert_checked decides)
+    fp32_ops: frozenset[str] = frozenset()  # mixed: the MIL ops (fp32 program names) kept in float32
     image: ImageInput | None = None
     class_labels: list[str] | None = None
     shapes: dict[str, list[Dim]] = field(default_factory=dict)  # input name -> dims
@@ -188,6 +171,15 @@ class Converted:
     image: ImageInput | None
     options: Options
     seconds: float = 0.0
+    fp16_ops: int = 0  # mixed: ops coremltools' float16 pass was asked about and cast
+    fp32_kept: list[str] = field(default_factory=list)  # mixed: those it kept in float32
+    asked: list[tuple[str, str]] = field(default_factory=list)  # mixed: (name, type) as the pass saw them
+
+    def precision_text(self) -> str:
+        """'float16', 'float32', or 'mixed 97% fp16' (the share of the ops coremltools could cast)."""
+        if self.options.precision != "mixed":
+            return self.options.precision
+        return f"mixed {fp16_share(self.fp16_ops, len(self.fp32_kept)):.0%} fp16"
 
 
 def quiet_coremltools() -> None:
@@ -239,9 +231,13 @@ def _default_shape(dims: list[Dim], base: list[int]) -> tuple[int, ...]:
 
 
 def convert(keras_model, model: Model | None, opts: Options) -> Converted:
-    if opts.precision not in ("float16", "float32"):
+    if opts.precision not in ("float16", "float32", "mixed"):
         raise ValueError(
-            f"convert() takes float16 or float32, not {opts.precision!r} (auto: convert_checked)"
+            f"convert() takes float16, float32 or mixed, not {opts.precision!r} (auto: convert_checked)"
+        )
+    if opts.precision == "mixed" and opts.format != "mlprogram":
+        raise CoreMLError(
+            "--precision mixed needs --format mlprogram (a neural network has no per-op precision)"
         )
     ct = _import_ct()
     ct_patches.apply()  # before the TF op lookup below: it registers TF ops coremltools lacks
@@ -286,7 +282,10 @@ def convert(keras_model, model: Model | None, opts: Options) -> Converted:
     }
     if opts.target:
         kwargs["minimum_deployment_target"] = getattr(ct.target, opts.target)
-    if mlprogram:
+    selector = Fp16Selector(opts.fp32_ops) if opts.precision == "mixed" else None
+    if mlprogram and selector is not None:
+        kwargs["compute_precision"] = ct.transform.FP16ComputePrecision(op_selector=selector)
+    elif mlprogram:
         kwargs["compute_precision"] = (
             ct.precision.FLOAT16 if opts.precision == "float16" else ct.precision.FLOAT32
         )
@@ -312,7 +311,10 @@ def convert(keras_model, model: Model | None, opts: Options) -> Converted:
         raise CoreMLError(f"coremltools could not convert the model: {_one_line(exc)}") from None
     seconds = time.perf_counter() - start
     mlmodel = _rename(ct, mlmodel, inputs, outputs)
-    return Converted(mlmodel, program, inputs, outputs, shapes, opts.image, opts, seconds)
+    conv = Converted(mlmodel, program, inputs, outputs, shapes, opts.image, opts, seconds)
+    if selector is not None:
+        conv.fp16_ops, conv.fp32_kept, conv.asked = selector.counts()
+    return conv
 
 
 def check_options(opts: Options, model: Model) -> None:

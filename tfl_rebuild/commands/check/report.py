@@ -28,8 +28,8 @@ def human_count(n: int | None) -> str:
 
 
 def coreml_status(stage: Stage) -> str:
-    """The Core ML status with the precision it was converted with (fp16 / fp32)."""
-    prec = {"float16": "fp16", "float32": "fp32"}.get(stage.precision or "")
+    """The Core ML status with the precision it was converted with (fp16 / fp32 / mixed 97% fp16)."""
+    prec = {"float16": "fp16", "float32": "fp32"}.get(stage.precision or "", stage.precision or "")
     return f"{stage.status} {prec}" if prec and stage.status not in ("-", SKIPPED) else stage.status
 
 

@@ -219,12 +219,13 @@ def _other_signatures(stage: Stage, original, outdir: Path) -> None:
 def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None) -> None:
     from tfl_rebuild.coreml import convert as cm
     from tfl_rebuild.coreml.check import NotChecked, convert_checked, float16_reason
+    from tfl_rebuild.coreml.mixed import mixed_line
 
     stage, start = row.coreml, time.perf_counter()
     try:
         done = convert_checked(keras_model, model, cm.Options(precision=opts.precision), opts.verify)
         conv, result = done.conv, done.result
-        stage.status, stage.precision = "converted", conv.options.precision
+        stage.status, stage.precision = "converted", conv.precision_text()
         if isinstance(result, NotChecked):
             stage.status, stage.reason = "not checked", one_line(result.reason)
         elif result is not None:
@@ -236,6 +237,8 @@ def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None
                 stage.reason += "; float16 may lose too much here: try --precision auto or float32"
         if done.float16_failed is not None:
             stage.note = f"float16 not kept: {float16_reason(done.float16_failed)}"
+            if conv.options.precision == "mixed":
+                stage.note += f"; {mixed_line(conv)}"
         if keep is not None:
             cm.set_metadata(conv.mlmodel, model, Path(row.path), conv)
             cm.save_atomic(conv.mlmodel, keep / f"{safe_component(Path(row.path).stem)}.mlpackage")

@@ -153,13 +153,16 @@ def evaluate(
     fp16: bool = True,
     overflow: list[str] | None = None,
     nan_origins: list[str] | None = None,
+    observe: Callable[[object, dict], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run the function on `inputs` (by input name); returns {name: value} of its outputs, or of
     the variables named in `outputs`. `round_consts_fp16` rounds float constants through float16
     (what quantize_weights(nbits=16) does to a neural network's weights); `fp16=False` keeps fp16
     activations at fp32 precision (to tell conversion error from fp16 rounding). Names of variables
     whose values overflowed float16 are appended to `overflow` when given; "<op type> <name>" of
-    each op that makes a NaN from NaN-free inputs to `nan_origins` (0/0 or inf - inf in float16, say)."""
+    each op that makes a NaN from NaN-free inputs to `nan_origins` (0/0 or inf - inf in float16, say).
+    `observe(op, env)` is called after each op that is not a const or control flow, its inputs and
+    outputs still in `env` (per-op measures, as coreml/mixed.py's)."""
     fn = _function(program, function)
     missing = unknown_ops(program, function)
     if missing:
@@ -192,6 +195,8 @@ def evaluate(
                 and _makes_nan([env[v.name] for v in operation.outputs], Args(operation, env))
             ):
                 nan_origins.append(f"{operation.op_type} {operation.name}")
+            if observe is not None and operation.op_type != "const" and operation.op_type not in CONTROL_FLOW:
+                observe(operation, env)
             for name in last_use.get(i, ()):
                 env.pop(name, None)  # free activations once nothing reads them
 
