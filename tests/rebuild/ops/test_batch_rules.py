@@ -97,3 +97,17 @@ def test_free_batch_keras_original_keeps_its_layers_and_any_batch(tfl):
     assert report.batch is not None and report.batch.ok, report.batch
     source = next((tfl.tmp_path / "gen").glob("*.py")).read_text()
     assert "keras.layers.MultiHeadAttention(" in source and "batch_size" not in source
+
+
+def test_free_batch_dense_on_a_sequence_is_one_dense(tfl):
+    """Dense on [batch, 8, 16] without batch_size converts to RESHAPE, FULLY_CONNECTED, RESHAPE:
+    the rebuild is the one Dense again (passes.lift), and takes any batch."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 16))
+    y = keras.layers.Dense(24, bias_initializer="random_normal")(x)
+    path = tfl.keras(keras.Model(x, keras.layers.Activation("tanh")(y)))
+    report = tfl.check(path, "FULLY_CONNECTED")
+    assert report.batch is not None and report.batch.ok, report.batch
+    source = next((tfl.tmp_path / "gen").glob("*.py")).read_text()
+    assert source.count("keras.layers.Dense(") == 1 and "BatchReshape" not in source, source

@@ -12,6 +12,9 @@ opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful f
   beta - mean * inv), both MEANs over the same non-batch axes with keep_dims.
 - SeparableConv2D: DEPTHWISE_CONV_2D without activation and with a zero (or no) bias, read only by
   a 1x1 stride-1 undilated ungrouped CONV_2D.
+- Dense on rank >= 3: RESHAPE x [..., C] -> [rows, C], FULLY_CONNECTED, RESHAPE back to
+  [..., units] (a free-batch export of Keras' Dense on a sequence) is the FULLY_CONNECTED with
+  keep_num_dims on x.
 - Embedding: GATHER of a constant float [N, D] table along axis 0 by integer ids, after Keras'
   wrap of negative ids SELECT(LESS(ids, 0), ADD(ids, N), ids) or without it.
 - activation=: an activation op Keras names (sigmoid, tanh, exact gelu, softmax, elu, hard_silu)
@@ -382,7 +385,39 @@ def _embedding(g: Graph, end: Operator) -> Lifted | None:
     return lifted_op(end, "Embedding", (ids, table), {}, chain)
 
 
-MATCHERS = (_layer_norm, _separable, _embedding, _activation)
+def _dense_nd(g: Graph, end: Operator) -> Lifted | None:
+    """RESHAPE(FULLY_CONNECTED(RESHAPE(x, [rows, C])), [*lead, units]) with x [*lead, C]: Dense on x."""
+    if end.opcode != "RESHAPE" or not end.inputs:
+        return None
+    fc = g.producer.get(g.ctx.resolve(end.inputs[0]))
+    if (
+        fc is None
+        or fc.opcode != "FULLY_CONNECTED"
+        or len(fc.outputs) != 1
+        or fc.options.get("keep_num_dims")
+        or len(fc.inputs) < 2
+        or not g.ctx.is_const(fc.inputs[1])
+    ):
+        return None
+    start = g.made_by(fc.inputs[0], "RESHAPE")
+    if start is None or not start.inputs or g.ctx.is_const(start.inputs[0]):
+        return None
+    x = start.inputs[0]
+    shape_x, flat = tuple(g.ctx.shape(x)), tuple(g.ctx.shape(start.outputs[0]))
+    units = np.shape(g.ctx.const(fc.inputs[1]))[0]
+    if (
+        len(shape_x) < 3
+        or flat != (int(np.prod(shape_x[:-1])), shape_x[-1])
+        or tuple(g.ctx.shape(end.outputs[0])) != (*shape_x[:-1], units)
+        or not g.enclosed([start, fc, end], hybrid_ok=True)
+    ):
+        return None
+    options = {**fc.options, "keep_num_dims": True, "name_tensor": start.outputs[0]}
+    new = dataclasses.replace(fc, inputs=(x, *fc.inputs[1:]), outputs=end.outputs, options=options)
+    return new, [start, fc, end]
+
+
+MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _activation)
 
 
 def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Operator]:
