@@ -12,7 +12,7 @@ import sys
 import click
 
 from tfl_rebuild.commands.extras import require_extras
-from tfl_rebuild.commands.options import input_options, stoppable
+from tfl_rebuild.commands.options import INPUT_FILE, INPUT_FILE_OR_FOLDER, input_options, stoppable
 from tfl_rebuild.errors import Terminated, TflRebuildError, TimedOut
 from tfl_rebuild.fileio import ensure_dir
 from tfl_rebuild.text import printable
@@ -53,27 +53,6 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-class _InputFile(click.ParamType):
-    """An existing file; anything else is our one-line error (exit 2), not click's usage text."""
-
-    name = "file"
-
-    def __init__(self, folders: bool = False):
-        self.folders = folders  # a folder is welcome too (compare's folder of .npy references)
-
-    def convert(self, value, param, ctx):
-        from tfl_rebuild.errors import InputError
-
-        if self.folders and os.path.isdir(value):
-            return value
-        if os.path.isdir(value):
-            raise InputError(f"{value}: is a directory, not a file")
-        if not os.path.isfile(value):
-            raise InputError(f"{value}: cannot read (No such file or directory)")
-        return value
-
-
-INPUT_FILE = _InputFile()
 # Output paths are checked by fileio (one-line OutputError), not by click.
 OUTPUT_PATH = click.Path(path_type=str)
 # The reader says what is wrong with a missing file or a directory.
@@ -262,7 +241,7 @@ def keras(
 
 @main.command()
 @MODEL
-@click.argument("module", type=_InputFile(folders=True))
+@click.argument("module", type=INPUT_FILE_OR_FOLDER)
 @input_options
 @click.option("--random", "seed", type=int, default=0, show_default=True, help="Seed of the random input.")
 @click.option("--json", "as_json", is_flag=False, flag_value="-", metavar="[FILE|-]", help="JSON (- prints).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import click
 
@@ -57,3 +58,27 @@ def stoppable(command):
             return command(*args, **kwargs)
 
     return run
+
+
+class InputFile(click.ParamType):
+    """An existing file; anything else is our one-line error (exit 2), not click's usage text."""
+
+    name = "file"
+
+    def __init__(self, folders: bool = False):
+        self.folders = folders  # a folder is welcome too (compare's folder of .npy references)
+
+    def convert(self, value, param, ctx):
+        from tfl_rebuild.errors import InputError
+
+        if self.folders and os.path.isdir(value):
+            return value
+        if os.path.isdir(value):
+            raise InputError(f"{value}: is a directory, not a file")
+        if not os.path.isfile(value):
+            raise InputError(f"{value}: cannot read (No such file or directory)")
+        return value
+
+
+INPUT_FILE = InputFile()
+INPUT_FILE_OR_FOLDER = InputFile(folders=True)

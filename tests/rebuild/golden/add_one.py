@@ -68,9 +68,10 @@ class BinaryOp(OpLayer):
         shape_a, shape_b = tuple(a.shape), tuple(b.shape)
         if shape_a == shape_b:
             return keras.ops.add(a, b)
-        if None in shape_a or None in shape_b:
+        known_a = all(isinstance(d, int) for d in shape_a)  # None, or JAX's symbolic batch: not known
+        if not known_a or not all(isinstance(d, int) for d in shape_b):
             # Any batch: an operand with an unknown axis goes second, where it never passes for a bias.
-            return keras.ops.add(b, a) if None in shape_a else keras.ops.add(a, b)
+            return keras.ops.add(a, b) if known_a else keras.ops.add(b, a)
         out = tuple(np.broadcast_shapes(shape_a, shape_b))
         if shape_b == out:
             a, b, shape_b = b, a, shape_a
