@@ -220,7 +220,7 @@ def keras(
     from tfl_rebuild.commands.backends import parse_backends, require_backends
 
     backends = parse_backends(backend_words) if verify else ()
-    require_extras("keras", "keras" if verify or save_keras else None, "litert" if verify else None)
+    require_extras("keras", "keras", "litert" if verify else None)  # Keras writes the .weights.h5
     require_backends("keras", backends)
     from tfl_rebuild.commands.keras import rebuild
 

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import require_fixture
 
@@ -78,13 +77,13 @@ def test_keras_backend_jax_verifies_and_stamps_the_header(tmp_path):
 
 
 @needs_jax
-def test_api_with_backends_imports_no_keras(tmp_path):
-    """The caller may choose its own backend afterwards: verifying in workers imports no Keras here."""
+def test_api_with_backends_reports_each_backend(tmp_path):
+    """`tr.rebuild(..., backends=[...])` verifies in one worker per backend and reports each (the
+    caller's process imports Keras on its own backend only to write the .weights.h5)."""
     code = (
         "import sys, tfl_rebuild as tr\n"
         f"r = tr.rebuild({str(require_fixture('mnist'))!r}, {str(tmp_path)!r}, backends=['jax'])\n"
         "assert [(b.backend, b.ok) for b in r.backends] == [('jax', True)], r.backends\n"
-        "assert 'keras' not in sys.modules and 'jax' not in sys.modules\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -101,10 +100,12 @@ def test_a_wrong_weight_fails_on_the_backend(tmp_path):
     from tfl_rebuild.commands.pipeline import rebuild_and_verify
 
     rebuilt = rebuild_and_verify(str(require_fixture("mnist")), str(tmp_path), build=False, verify=False)
-    arrays = dict(np.load(rebuilt.weights, allow_pickle=False))
-    name = next(k for k, v in arrays.items() if v.dtype == np.float32 and v.ndim == 2)
-    arrays[name] = arrays[name] * 1.5
-    np.savez(rebuilt.weights, **arrays)
+    import h5py
+
+    with h5py.File(rebuilt.weights, "r+") as f:  # the first 2-D float array: a Dense kernel
+        found = []
+        f.visititems(lambda n, o: found.append(n) if getattr(o, "ndim", 0) == 2 else None)
+        f[found[0]][...] = f[found[0]][...] * 1.5
     with Workers() as workers:
         result = workers.verify("jax", rebuilt)
     assert not result.error, result.error
@@ -247,9 +248,9 @@ def test_stamp_names_the_backends_in_one_header_line():
     source = generate(read_model(str(require_fixture("add_one"))), "add_one").source
     assert VERIFIED not in source  # generated, not yet verified: no claim
     once = stamp_verified(source, ["torch", "tensorflow"])
-    assert once.splitlines()[2] == f"{VERIFIED}tensorflow, torch."
+    assert once.splitlines()[3] == f"{VERIFIED}tensorflow, torch."  # under the 3-line header
     again = stamp_verified(once, ["jax"])
-    assert again.splitlines()[2] == f"{VERIFIED}jax." and again.count(VERIFIED) == 1
+    assert again.splitlines()[3] == f"{VERIFIED}jax." and again.count(VERIFIED) == 1
     assert stamp_verified(again, []) == source
     with pytest.raises(ValueError):
         stamp_verified(source, ["cuda"])

@@ -193,7 +193,7 @@ def test_a_wrong_rebuild_is_a_mismatch_row(monkeypatch):
     from tfl_rebuild.verify import end_to_end as verify
 
     real = verify.run_keras
-    monkeypatch.setattr(verify, "run_keras", lambda m, xs: [y + 0.5 for y in real(m, xs)])
+    monkeypatch.setattr(verify, "run_keras", lambda m, xs, **kw: [y + 0.5 for y in real(m, xs, **kw)])
     row = check_model(str(require_fixture("add_one")), Options(coreml=False))
     assert (row.outcome, row.keras.status, row.coreml.status) == ("fail", "mismatch", "skipped")
     assert row.keras.max_rel > 0.1

@@ -86,14 +86,23 @@ def test_command_names_the_extra_and_writes_nothing(command, hidden, extra, abse
     assert not out.exists()
 
 
-def test_keras_without_verify_needs_no_extra(absent, tmp_path):
-    """Writing the source needs no Keras: only verifying (or --save-keras) imports it."""
-    absent("keras", "tensorflow", "ai_edge_litert")
+def test_keras_without_verify_needs_keras_but_no_runtime(absent, tmp_path):
+    """Keras writes the .weights.h5, so even --no-verify names the keras extra before any work;
+    without a TFLite runtime it still writes (only verifying runs TFLite)."""
+    absent("keras", "tensorflow")
+    args = ["keras", str(require_fixture("mnist")), "-o", str(tmp_path / "a"), "--no-verify"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "keras" in result.output, result.output
+    assert not (tmp_path / "a").exists()
+
+
+def test_keras_without_verify_needs_no_runtime(absent, tmp_path):
+    absent("ai_edge_litert")
     result = CliRunner().invoke(
         main, ["keras", str(require_fixture("mnist")), "-o", str(tmp_path), "--no-verify"]
     )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "mnist.py").is_file()
+    assert (tmp_path / "mnist.py").is_file() and (tmp_path / "mnist.weights.h5").is_file()
 
 
 def test_check_without_coreml_needs_no_coremltools(absent):

@@ -185,8 +185,8 @@ def test_streaming_check_fails_a_state_that_drifts(variables_model, tmp_path, mo
     assert rebuilt.verify_error is None and rebuilt.report.stream.ok
     real = verify.run_keras
 
-    def drifting(m, xs):
-        return [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs))]
+    def drifting(m, xs, **kw):
+        return [y + (1e-3 if k else 0) for k, y in enumerate(real(m, xs, **kw))]
 
     monkeypatch.setattr(verify, "run_keras", drifting)
     monkeypatch.setattr(loader, "run_keras", drifting)  # streaming imports it when it runs
@@ -374,7 +374,7 @@ def test_check_fails_on_a_wrong_second_signature(two_signatures, tmp_path, monke
     monkeypatch.setattr(
         verify,
         "run_keras",  # encode is the one-input signature
-        lambda m, xs: [y + (0.5 if len(m.inputs) == 1 else 0) for y in real(m, xs)],
+        lambda m, xs, **kw: [y + (0.5 if len(m.inputs) == 1 else 0) for y in real(m, xs, **kw)],
     )
     row = stages.check_model(str(two_signatures), rows.Options(coreml=False))
     assert (row.outcome, row.keras.status) == ("fail", "mismatch"), row

@@ -238,9 +238,13 @@ def run_keras(keras_model, inputs: list[np.ndarray], predict: bool = False) -> l
     import keras
 
     x = inputs if len(inputs) > 1 else inputs[0]
+    out = None
     if predict and can_predict(inputs):
-        out = keras_model.predict(x, batch_size=len(inputs[0]), verbose=0)
-    else:
+        try:
+            out = keras_model.predict(x, batch_size=len(inputs[0]), verbose=0)
+        except ValueError:  # an output without a batch axis (a rank, a scalar) predict cannot stack
+            out = None
+    if out is None:
         out = keras_model(x, training=False)
     outs = out if isinstance(out, (list, tuple)) else [out]
     return [to_numpy(o, keras) for o in outs]
