@@ -383,12 +383,12 @@ def coreml(
     if image_input:
         image = cm.ImageInput(image_input, scale, list(parse_floats(bias, "--bias")), color_layout)
     opts = cm.Options(
-        fmt,
-        target,
-        precision,
-        image,
-        cm.read_labels(class_labels) if class_labels else None,
-        dict(cm.parse_shape(s) for s in input_shapes),
+        format=fmt,
+        target=target,
+        precision=precision,
+        image=image,
+        class_labels=cm.read_labels(class_labels) if class_labels else None,
+        shapes=dict(cm.parse_shape(s) for s in input_shapes),
     )
     sys.exit(
         run_command(

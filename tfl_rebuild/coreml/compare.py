@@ -126,7 +126,7 @@ def compare_coreml(
     from tfl_rebuild.runtime.interpreter import index_limits, random_input
     from tfl_rebuild.runtime.outputter import Dumper, prepare
     from tfl_rebuild.tflite.analysis import quantization_kind
-    from tfl_rebuild.verify.cross import _floats
+    from tfl_rebuild.verify.cross import floats
     from tfl_rebuild.verify.measure import to_float
 
     program, spec = load_program(package)
@@ -146,7 +146,7 @@ def compare_coreml(
     rng = np.random.default_rng(seed)
     limits = index_limits(sg)
     values = [random_input(d, rng, limits[k]) for k, d in enumerate(dumper.input_details)]
-    tfl = _floats(model, dumper, values)
+    tfl = floats(model, dumper, values)
     feed = {}
     for name, t, v in zip(spec_inputs, (sg.tensors[i] for i in sg.inputs), values):
         if name not in fn.inputs:
