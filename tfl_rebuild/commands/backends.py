@@ -15,14 +15,12 @@ worker's group (TFLite runs inside the worker, so nothing outlives it).
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfl_rebuild.errors import InputError, RuntimeUnavailableError, TflRebuildError
-from tfl_rebuild.runtime.isolated import recv_message, send_message
+from tfl_rebuild.runtime.isolated import PipedChild, has_fileno
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # backend -> (extra of pyproject.toml, the module it needs)
@@ -84,7 +82,7 @@ def verify_on_backends(rebuild, backends, report_to: str | None = None) -> list[
     from tfl_rebuild.commands.pipeline import stamp_verified_on
 
     results = []
-    out = sys.stdout if report_to == "stdout" and _fileno(sys.stdout) else None
+    out = sys.stdout if report_to == "stdout" and has_fileno(sys.stdout) else None
     with Workers(stdout=out.fileno() if out else None) as workers:
         for backend in backends:
             if report_to:
@@ -138,71 +136,22 @@ class Workers:
 
 
 class _Worker:
+    """One backend's worker (commands.backend_worker) with KERAS_BACKEND set for it."""
+
     def __init__(self, backend: str, stdout=None):
         self.backend = backend
-        req_r, req_w = os.pipe()
-        rep_r, rep_w = os.pipe()
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {
-            **os.environ,
-            "KERAS_BACKEND": backend,
-            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
-        }
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tfl_rebuild.commands.backend_worker", str(req_r), str(rep_w)],
-                stdin=subprocess.DEVNULL,
-                stdout=stdout if stdout is not None else sys.stderr.fileno() if _fileno(sys.stderr) else None,
-                pass_fds=(req_r, rep_w),
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches the parent only; close() kills this group
-            )
-        except BaseException:
-            os.close(req_w)
-            os.close(rep_r)
-            raise
-        finally:
-            os.close(req_r)
-            os.close(rep_w)
-        self._req_w, self._rep_r = req_w, rep_r
+        env = {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+        self.child = PipedChild("tfl_rebuild.commands.backend_worker", env=env, stdout=stdout)
 
     def call(self, request: dict) -> dict:
-        try:
-            send_message(self._req_w, request)
-        except BrokenPipeError:
-            reply = None
-        else:
-            reply = recv_message(self._rep_r)
+        reply = self.child.exchange(request)
         if reply is None:
-            code = self.proc.wait()
             raise TflRebuildError(
-                f"the {self.backend} backend worker ended without an answer ({_ended(code)})"
+                f"the {self.backend} backend worker ended without an answer ({self.child.ended()})"
             )
         if "fatal" in reply:  # the backend itself cannot start (an import error): one line
             raise RuntimeUnavailableError(f"the {self.backend} backend: {reply['fatal']}")
         return reply
 
     def close(self) -> None:
-        for fd in (self._req_w, self._rep_r):
-            os.close(fd)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # its own group: only what it started
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait()
-
-
-def _ended(code: int) -> str:
-    try:
-        return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    except ValueError:
-        return f"signal {-code}"
-
-
-def _fileno(stream) -> bool:
-    try:
-        stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return False
-    return True
+        self.child.close()

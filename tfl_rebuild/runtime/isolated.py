@@ -82,38 +82,28 @@ class Remote:
         return lambda: self.get_tensor(index)
 
 
-class _Child:
-    """The child process, its two pipes and the temp dir the arrays go through."""
+class PipedChild:
+    """`python -m <module> <request fd> <reply fd> *args` in a session of its own, answering one
+    message with one reply over two pipes (send_message / recv_message). close() kills its group:
+    only what it started. The TFLite child here and the Keras backend workers both run this way."""
 
-    def __init__(self):
-        self.proc: subprocess.Popen | None = None
-        self.tmp: Path | None = None
-        self.count = 0
-
-    def _start(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="tfl-rebuild-run-"))  # close() removes it
+    def __init__(self, module: str, *args: str, env: dict | None = None, stdout: int | None = None):
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         package_root = str(Path(__file__).resolve().parents[2])
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-        }
+        python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         try:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tfl_rebuild.runtime.isolated_child",
-                    str(req_r),
-                    str(rep_w),
-                    str(self.tmp),
-                ],
+                [sys.executable, "-m", module, str(req_r), str(rep_w), *args],
                 stdin=subprocess.DEVNULL,
-                stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
+                stdout=stdout
+                if stdout is not None
+                else sys.stderr.fileno()
+                if has_fileno(sys.stderr)
+                else None,
                 pass_fds=(req_r, rep_w),
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches the parent only; it kills this group
+                env={**os.environ, **(env or {}), "PYTHONPATH": python_path},
+                start_new_session=True,  # Ctrl-C reaches the parent only; close() kills this group
             )
         except BaseException:
             for fd in (req_w, rep_r):
@@ -124,22 +114,53 @@ class _Child:
             os.close(rep_w)
         self._req_w, self._rep_r = req_w, rep_r
 
-    def call(self, request: dict) -> dict:
-        if self.proc is None:
-            self._start()
+    def exchange(self, message):
+        """The child's reply to `message`, or None when it ended without one."""
         try:
-            send_message(self._req_w, encode(request, self))
+            send_message(self._req_w, message)
         except BrokenPipeError:  # it died after its last answer
-            reply = None
-        else:
-            reply = recv_message(self._rep_r)
+            return None
+        return recv_message(self._rep_r)
+
+    def ended(self) -> str:
+        """How the child ended, once it has: "exit code 1", "signal SIGSEGV"."""
+        code = self.proc.wait()
+        try:
+            return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        except ValueError:
+            return f"signal {-code}"
+
+    def close(self) -> None:
+        for fd in (self._req_w, self._rep_r):
+            os.close(fd)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+
+class _Child:
+    """The TFLite child process (runtime.isolated_child) and the temp dir the arrays go through."""
+
+    def __init__(self):
+        self.child: PipedChild | None = None
+        self.tmp: Path | None = None
+        self.count = 0
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return None if self.child is None else self.child.proc
+
+    def call(self, request: dict) -> dict:
+        if self.child is None:
+            self.tmp = Path(tempfile.mkdtemp(prefix="tfl-rebuild-run-"))  # close() removes it
+            self.child = PipedChild("tfl_rebuild.runtime.isolated_child", str(self.tmp))
+        reply = self.child.exchange(encode(request, self))
         if reply is None:
-            code = self.proc.wait()
-            try:
-                what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            except ValueError:
-                what = f"signal {-code}"
-            raise _Crashed(f"the TFLite runtime crashed running the model (its process ended by {what})")
+            raise _Crashed(
+                f"the TFLite runtime crashed running the model (its process ended by {self.child.ended()})"
+            )
         reply = decode(reply)
         if "error" in reply:
             raise _rebuild_error(reply["error"], reply["message"])
@@ -150,14 +171,8 @@ class _Child:
         return self.tmp / f"p{self.count}.npy"
 
     def close(self) -> None:
-        if self.proc is not None:
-            for fd in (self._req_w, self._rep_r):
-                os.close(fd)
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own group: only what it started
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.proc.wait()
+        if self.child is not None:
+            self.child.close()
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -166,7 +181,7 @@ class _Crashed(TflRebuildError):
     """The child died without answering (a crash in native code)."""
 
 
-def _has_fileno(stream) -> bool:
+def has_fileno(stream) -> bool:
     try:
         stream.fileno()
     except (AttributeError, OSError, ValueError):
