@@ -7,13 +7,11 @@ same names `coreml` traced. The data come from coreml/compare.py; rendering is c
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
-from tfl_rebuild.commands.compare_models import print_report, write_plot
+from tfl_rebuild.commands.compare_models import check_outputs, write_outputs
 from tfl_rebuild.errors import InputError
-from tfl_rebuild.fileio import atomic_output, writable_file
 from tfl_rebuild.tflite.reader import read_model
 
 
@@ -53,15 +51,7 @@ def run(
         raise InputError(
             "--model-explorer and --local are for `compare MODEL MODULE.py`, not a Core ML model"
         )
-    if sqnr is not None and not math.isfinite(sqnr):
-        raise InputError(f"--sqnr {sqnr} must be a finite number of dB")
-    if plot:
-        from tfl_rebuild.commands.compare import check_plot_path
-
-        check_plot_path(plot)
-    for path in (plot, None if json_out in (None, "-") else json_out):
-        if path:
-            writable_file(path)
+    check_outputs(sqnr, json_out, plot, None)
     _, spec = load_program(package)  # a package that is not an ML program: one line before the rebuild
     made_from = spec.description.metadata.userDefined.get("tfl_rebuild.source_sha256")
     if made_from and made_from != read_model(model).sha256:
@@ -70,15 +60,4 @@ def run(
         )
     view, layers = layer_tensors(model)
     result = compare_coreml(view, package, layers, seed=seed, threshold_db=sqnr)
-    if json_out == "-":
-        import click
-
-        click.echo(result.to_json())
-    else:
-        if json_out:
-            with atomic_output(json_out, "w") as f:
-                f.write(result.to_json() + "\n")
-        print_report(result, console)
-    if plot:
-        write_plot(result, plot)
-    return 0 if result.flagged is None else 1
+    return write_outputs(result, console, json_out, plot, None)

@@ -44,15 +44,7 @@ def run(
     refs = is_references(model_b)
     if name_map and not refs:
         raise InputError("--map is for `compare MODEL REFS.npz|DIR` (references from another framework)")
-    if sqnr is not None and not math.isfinite(sqnr):
-        raise InputError(f"--sqnr {sqnr} must be a finite number of dB")
-    if plot:
-        from tfl_rebuild.commands.compare import check_plot_path
-
-        check_plot_path(plot)
-    for path in (plot, explorer, None if json_out in (None, "-") else json_out):
-        if path:
-            writable_file(path)  # refuse before the runs, not after
+    check_outputs(sqnr, json_out, plot, explorer)
     values = None
     inputs = inputs or InputOptions()
     if inputs.specs:
@@ -66,6 +58,27 @@ def run(
         result = compare_references(model_a, model_b, name_map, values, seed, sqnr, local)
     else:
         result = compare_models(model_a, model_b, values, seed=seed, threshold_db=sqnr, local=local)
+    return write_outputs(result, console, json_out, plot, explorer)
+
+
+def check_outputs(sqnr: float | None, json_out: str | None, plot: str | None, explorer: str | None) -> None:
+    """The --sqnr value and every output path, refused before the runs, not after."""
+    if sqnr is not None and not math.isfinite(sqnr):
+        raise InputError(f"--sqnr {sqnr} must be a finite number of dB")
+    if plot:
+        from tfl_rebuild.commands.compare import check_plot_path
+
+        check_plot_path(plot)
+    for path in (plot, explorer, None if json_out in (None, "-") else json_out):
+        if path:
+            writable_file(path)
+
+
+def write_outputs(
+    result: CrossComparison, console, json_out: str | None, plot: str | None, explorer: str | None
+) -> int:
+    """The report (or the JSON alone on stdout), the JSON file, the plot, the Model Explorer data;
+    the exit code: 0 no pair flagged, 1 one is."""
     if json_out == "-":
         import click
 
