@@ -105,9 +105,11 @@ def test_auto_precision_falls_back_to_float32_where_float16_drifts(rebuilt):
     model, keras_model, _, _ = rebuilt(path)
     done = cc.convert_checked(keras_model, model, cm.Options(precision="auto"))
     assert done.float16_failed is not None and not done.float16_failed.report.ok
-    # mixed precision is tried first: ranked by each op's own float16 error, even half the ops in
-    # float32 leave the segmentation output off (it moves rel 2.3e-3 between TFLite's own kernels)
-    assert done.mixed is not None and done.mixed.conv is None and done.mixed.attempts
+    # mixed precision is tried first, but no set of at most half the ops in float32 simulates within
+    # the bar: any 20 consecutive ops of the first 160 in float16 move the segmentation output by
+    # rel 0.01 to 0.17 (it moves rel 2.3e-3 between TFLite's own kernels)
+    assert done.mixed is not None and done.mixed.conv is None and done.mixed.simulated
+    assert min(rel for _, rel in done.mixed.simulated) > cc.FP16_REL_TOL
     assert done.conv.options.precision == "float32"
     assert done.result.report.ok and done.result.report.kind == "Core ML float32 mlprogram"
 

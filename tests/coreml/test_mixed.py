@@ -158,41 +158,51 @@ def test_selector_counts_what_it_casts_and_skips_consts():
 
 
 def _risks(n):
-    return [mixed.OpRisk(f"op{k}", "add", rel=1e-3 / (k + 1)) for k in range(n)]  # under OWN_REL_START
+    return [mixed.OpRisk(f"op{k}", "add", rel=1e-3 / (k + 1), op=f"p{k}") for k in range(n)]
 
 
-def _search(need: int, n: int = 40):
-    def convert(keep):
-        return SimpleNamespace(fp16_ops=n - len(keep), fp32_kept=sorted(keep), keep=keep)
-
-    def passes(conv):
-        return {f"op{k}" for k in range(need)} <= conv.keep, "result"
-
-    return mixed.search(_risks(n), convert, passes)
-
-
-def test_search_finds_the_smallest_top_k_that_passes():
-    found = _search(need=5)
-    assert len(found.conv.fp32_kept) == 5 and found.result == "result"
-    assert [a.fp32 for a in found.attempts][:4] == [1, 2, 4, 8]  # doubling, then bisection
-    assert all(a.passed == (a.fp32 >= 5) for a in found.attempts)
-
-
-def test_search_starts_with_every_op_that_overflows():
-    risks = _risks(10) + [mixed.OpRisk("big", "mul", overflow=True)]
+def _search(fits, n: int = 40, passes=lambda conv: (True, "result"), risks=None):
+    """The search over stand-ins: `fits(kept program names)` says whether a set simulates within the bar."""
     tried = []
 
     def convert(keep):
-        tried.append(set(keep))
-        return SimpleNamespace(fp16_ops=11 - len(keep), fp32_kept=sorted(keep))
+        tried.append(keep)
+        return SimpleNamespace(fp16_ops=n - len(keep), fp32_kept=sorted(keep), keep=keep)
 
-    found = mixed.search(risks, convert, lambda conv: (True, None))
-    assert tried[0] == {"big"} and found.conv.fp32_kept == ["big"]
+    found = mixed.search(
+        risks or _risks(n), convert, passes, error=lambda kept: 0.005 if fits(kept) else 0.1, target=0.01
+    )
+    return found, tried
+
+
+def test_search_converts_only_the_smallest_set_simulated_within_the_bar():
+    found, tried = _search(lambda kept: {"p0", "p1", "p2", "p3", "p4"} <= kept)
+    assert tried == [frozenset(f"op{k}" for k in range(5))] and found.result == "result"
+    assert [a.fp32 for a in found.attempts] == [5] and found.attempts[0].share == 0.87
+    assert [k for k, _ in found.simulated][:6] == [1, 2, 3, 4, 5, 6]
+
+
+def test_search_takes_a_small_set_that_fits_where_larger_ones_do_not():
+    """Roundings cancel: the error is not monotonic in k, so no bisection can be trusted."""
+    found, _ = _search(lambda kept: len(kept) == 3 or len(kept) >= 12)
+    assert len(found.conv.fp32_kept) == 3
+
+
+def test_search_checks_the_next_set_when_the_check_disagrees():
+    found, tried = _search(lambda kept: len(kept) >= 4, passes=lambda conv: (len(conv.keep) >= 6, "r"))
+    assert [len(t) for t in tried] == [4, 5, 6] and len(found.conv.fp32_kept) == 6
+
+
+def test_search_starts_with_every_op_that_overflows():
+    risks = _risks(10) + [mixed.OpRisk("big", "mul", overflow=True, op="pbig")]
+    found, tried = _search(lambda kept: "pbig" in kept, n=11, risks=risks)
+    assert tried == [frozenset({"big"})] and found.conv.fp32_kept == ["big"]
 
 
 def test_search_gives_up_past_half_the_ops():
-    found = _search(need=30, n=40)
-    assert found.conv is None and max(a.fp32 for a in found.attempts) == 20
+    found, tried = _search(lambda kept: len(kept) >= 30)
+    assert found.conv is None and not tried and max(k for k, _ in found.simulated) == 20
+    assert mixed.grid(1, 40) == [*range(1, 17), 20, 25, 31, 38]
 
 
 def test_compare_refuses_a_package_made_from_another_model(masked_mha, tmp_path):

@@ -238,6 +238,7 @@ def mixed_doc(done: CoremlResult) -> dict:
         "attempts": [
             {"fp32_ops": a.fp32, "passed": a.passed, "fp16_share": a.share} for a in search.attempts
         ],
+        "simulated": [{"fp32_ops": k, "max_rel": rel} for k, rel in search.simulated],
     }
 
 
@@ -245,7 +246,7 @@ def _print_mixed(done: CoremlResult, con) -> None:
     """Why float16 was not kept, and what the mixed-precision search kept in float32 (or tried)."""
     from rich.markup import escape
 
-    from tfl_rebuild.coreml.mixed import mixed_line
+    from tfl_rebuild.coreml.mixed import best_simulated, mixed_line
 
     reason = escape(float16_reason(done.float16_failed))
     conv, search = done.converted, done.mixed
@@ -265,7 +266,13 @@ def _print_mixed(done: CoremlResult, con) -> None:
         "(--precision float16 keeps float16)"
     )
     if search is not None:
-        con.print(escape("mixed precision: no set of at most half the ops in float32 passed" + tries))
+        con.print(
+            escape(
+                "mixed precision: no set of at most half the ops in float32 passed"
+                + tries
+                + best_simulated(search)
+            )
+        )
 
 
 def _print_check(result: CheckResult, con, print_report) -> None:

@@ -25,6 +25,7 @@ from tfl_rebuild.tflite.ir import Model
 
 FP32_REL_TOL = 1e-4
 FP16_REL_TOL = 1e-2
+SIM_MARGIN = 1.0  # mixed precision converts the sets simulated within this share of the float16 bar
 FP16_TINY = 2.0**-14  # the smallest normal float16
 CHECK_BATCHES = 3
 
@@ -144,8 +145,8 @@ def convert_checked(
 
 
 def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
-    """The mixed-precision search (coreml/mixed.py), its risks measured on a float32 program made
-    through coremltools' float16 pass (every op kept), on the check's first input."""
+    """The mixed-precision search (coreml/mixed.py), its risks measured and its sets simulated on
+    a float32 program made through coremltools' float16 pass (every op kept), on the check's inputs."""
     from dataclasses import replace
 
     from tfl_rebuild.coreml import mixed
@@ -158,10 +159,11 @@ def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
     if conv32.program is None:
         return mixed.MixedSearch(None, None)
     try:
-        feeds = [program_inputs(conv32, f) for f in seeded_feeds(model, conv32, 1)]
+        feeds = [program_inputs(conv32, f) for f in seeded_feeds(model, conv32)]
         risks = mixed.op_risks(conv32.program, feeds)
+        sim = mixed.Simulator(conv32.program, feeds)
         stage("mixed precision: measuring each op's effect on the outputs")
-        effects = mixed.add_output_effects(conv32.program, feeds[0], risks)
+        mixed.add_output_effects(sim, risks)
     except (MilEvalError, RuntimeUnavailableError):
         return mixed.MixedSearch(None, None)  # the float32 check says why
     names = mixed.asked_names(conv32.program, conv32.asked)
@@ -171,23 +173,14 @@ def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
         result = check(model, conv, keras_model)
         return passes_float16_bar(result), result
 
-    def run(ranked):
-        return mixed.search(
-            ranked,
-            lambda keep: convert(keras_model, model, replace(opts, precision="mixed", fp32_ops=keep)),
-            passes,
-            stage=stage,
-        )
-
-    found = run(risks)
-    if effects and mixed.share_of(found) < mixed.GOOD_SHARE:
-        # Each op's effect alone misses error that only builds up over many ops (a segmentation
-        # decoder): the own-error ranking is tried too, and the search keeping more float16 wins.
-        other = run([replace(r, effect=None) for r in risks])
-        other.attempts = found.attempts + other.attempts
-        found = other if mixed.share_of(other) > mixed.share_of(found) else found
-        found.attempts = other.attempts
-    return found
+    return mixed.search(
+        risks,
+        lambda keep: convert(keras_model, model, replace(opts, precision="mixed", fp32_ops=keep)),
+        passes,
+        error=lambda kept: sim.error(lambda name: name not in kept),
+        target=SIM_MARGIN * FP16_REL_TOL,
+        stage=stage,
+    )
 
 
 def _seeded(

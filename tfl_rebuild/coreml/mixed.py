@@ -1,14 +1,16 @@
 """Mixed precision: float16 everywhere except the few MIL ops that must compute in float32.
 
-Which ops: the float32 program is run once per input with numpy (mil_eval), and each op is rerun
-on its inputs rounded to float16, its result rounded too: what that op alone loses in float16
-(`OpRisk.rel`, relative to the op's own largest value), and whether it overflows float16's
-+-65504 or makes a NaN; where the evaluations fit a time budget, also how far the outputs move
-when that op alone computes in float16 (`OpRisk.effect`: an op's own error times what the ops
-after it make of it). Ops are ranked by that (overflow and NaN first); the search keeps the top
-k in float32 (coremltools' FP16ComputePrecision op_selector), converts and runs the real check,
-doubling k until the outputs pass the float16 bar, then bisects k down between the last failure
-and the first pass. The risk only orders the search; the check of the converted program decides.
+What each op risks: the float32 program is run with numpy (mil_eval), and each op is rerun on its
+inputs rounded to float16, its result rounded too: what that op alone loses in float16
+(`OpRisk.rel`, relative to its own largest value), whether it overflows float16's +-65504 or
+makes a NaN, and, where the evaluations fit a time budget, how far the outputs move when that op
+alone computes in float16 (`OpRisk.effect`, worst over the check's inputs).
+
+The search: ops ranked by that (overflow and NaN first), the top k kept in float32 for many k,
+each set simulated on the check's inputs (`Simulator`: every other op's inputs, weights and result
+rounded to float16), since the error is far from monotonic in k (cancelling roundings, ReLU
+kinks). Only the smallest sets whose simulated error is within the bar are converted through
+coremltools' FP16ComputePrecision(op_selector=...) and checked; the check decides.
 
 Names: the selector is asked at coremltools' `add_fp16_cast` pass, near the end of the pipeline;
 the cleanup passes after it rename some ops (a transpose "transpose_1" ends as "transpose_14").
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,13 +31,10 @@ from tfl_rebuild.coreml.precision import fp16_share
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-14  # float16's smallest normal: below it no relative precision is kept
-# An op whose own float16 error is over this fraction of its largest value starts in float32:
-# float16 rounding alone is 2^-11 (4.9e-4), so such an op loses 20 times what rounding does.
-OWN_REL_START = 1e-2
 EFFECT_BUDGET_S = 300.0  # seconds of evaluations spent measuring each op's effect on the outputs
-MAX_FP32_SHARE = 0.5
-GOOD_SHARE = 0.9  # a search keeping less float16 than this tries the other ranking too  # the search stops past this share of ranked ops in float32
-BISECT_STEPS = 3  # tries spent shrinking the set once one passes
+MAX_FP32_SHARE = 0.5  # the search gives up past this share of the ops in float32
+SIM_BUDGET_S = 600.0  # seconds of simulation before the search converts what it has found
+MAX_CHECKS = 3  # conversions checked, of the smallest sets whose simulation is within the bar
 
 
 @dataclass
@@ -48,6 +47,7 @@ class OpRisk:
     overflow: bool = False  # a value beyond float16's range (inf in float16)
     nan: bool = False  # float16 makes a NaN that float32 does not
     effect: float | None = None  # max rel change of the outputs when this op alone is float16
+    op: str = ""  # its name in the measured float32 program (`name` is the float16 pass's)
 
     def key(self) -> tuple:
         return (self.overflow or self.nan, self.rel if self.effect is None else self.effect)
@@ -106,7 +106,7 @@ def op_risks(program, feeds: list[dict[str, np.ndarray]]) -> list[OpRisk]:
         results = _in_float16(operation, env)
         if results is None:
             return
-        risk = risks.setdefault(operation.name, OpRisk(operation.name, operation.op_type))
+        risk = risks.setdefault(operation.name, OpRisk(operation.name, operation.op_type, op=operation.name))
         for ref, got in zip(refs, results):
             _measure(risk, ref, got)
 
@@ -132,33 +132,15 @@ def _in_float16(operation, env) -> tuple | None:
     return result if len(operation.outputs) > 1 else (result,)
 
 
-def add_output_effects(
-    program, feed: dict[str, np.ndarray], risks: list[OpRisk], budget: float = EFFECT_BUDGET_S
-) -> bool:
-    """Set each risk's `effect`: how far the program's outputs move (max rel, as the check measures)
-    when that op alone computes in float16, the rest in float32. One evaluation per op, so only
-    when they fit in `budget` seconds (False: not measured, the own error ranks alone)."""
-    from tfl_rebuild.coreml.mil_eval import evaluate
-
-    outs = [v.name for v in program.functions["main"].outputs]
-    start = time.perf_counter()
-    with np.errstate(all="ignore"):
-        ref = evaluate(program, feed, fp16=False)
-    if (time.perf_counter() - start) * len(risks) > budget:
+def add_output_effects(sim: Simulator, risks: list[OpRisk], budget: float = EFFECT_BUDGET_S) -> bool:
+    """Set each risk's `effect`: how far the outputs move (max rel, as the check measures) when that
+    op alone computes in float16, the rest in float32, over as many of the check's inputs as fit
+    in `budget` seconds (one evaluation per op and input; False: none fit, own error ranks alone)."""
+    feeds = min(len(sim.feeds), math.floor(budget / max(sim.seconds * len(risks), 1e-9)))
+    if feeds < 1:
         return False
     for risk in risks:
-
-        def observe(operation, env, target=risk.name) -> None:
-            if operation.name != target:
-                return
-            results = _in_float16(operation, env)
-            for var, got in zip(operation.outputs, results or ()):
-                if isinstance(env.get(var.name), np.ndarray) and env[var.name].dtype.kind == "f":
-                    env[var.name] = _round16(np.asarray(got, np.float32))
-
-        with np.errstate(all="ignore"):
-            got = evaluate(program, feed, fp16=False, observe=observe)
-        risk.effect = max(_rel(np.asarray(ref[n], np.float32), np.asarray(got[n], np.float32)) for n in outs)
+        risk.effect = sim.error(lambda name, op=risk.op: name == op, feeds)
     return True
 
 
@@ -197,8 +179,50 @@ def _is_float(value) -> bool:
 
 
 def ranked(risks: list[OpRisk]) -> list[OpRisk]:
-    """Riskiest first (overflow / NaN, then own error), program order among equals."""
+    """Riskiest first (overflow / NaN, then effect or own error), program order among equals."""
     return sorted(risks, key=lambda r: r.key(), reverse=True)
+
+
+class Simulator:
+    """The float32 program run with a chosen set of ops kept float32 and every other float op in
+    float16 (its inputs, weights and result rounded, as `_in_float16`), on the check's inputs: how
+    far its outputs move (max rel over inputs and outputs, as the check measures). It tracks the
+    converted mixed program closely on Linux, where the check runs the same evaluator, at a
+    fraction of a conversion's cost, so the search can try many sets and convert only the best."""
+
+    def __init__(self, program, feeds: list[dict[str, np.ndarray]]):
+        from tfl_rebuild.coreml.mil_eval import evaluate
+
+        self.program, self.feeds = program, feeds
+        self.outs = [v.name for v in program.functions["main"].outputs]
+        start = time.perf_counter()
+        with np.errstate(all="ignore"):
+            self.refs = [evaluate(program, feed, fp16=False) for feed in feeds]
+        self.seconds = (time.perf_counter() - start) / max(len(feeds), 1)  # one float32 evaluation
+
+    def error(self, in_fp16: Callable[[str], bool], feeds: int | None = None) -> float:
+        """Max rel error of the outputs (over the first `feeds` inputs, default all) when the ops
+        whose program name `in_fp16` accepts compute in float16 and the rest in float32."""
+        from tfl_rebuild.coreml.mil_eval import evaluate
+
+        def observe(operation, env) -> None:
+            if in_fp16(operation.name):
+                _store16(operation, env, _in_float16(operation, env))
+
+        worst = 0.0
+        for feed, ref in list(zip(self.feeds, self.refs))[:feeds]:
+            with np.errstate(all="ignore"):
+                got = evaluate(self.program, feed, fp16=False, observe=observe)
+            for n in self.outs:
+                worst = max(worst, _rel(np.asarray(ref[n], np.float32), np.asarray(got[n], np.float32)))
+        return worst
+
+
+def _store16(operation, env, results) -> None:
+    """Put an op's float16 results in place of its float32 ones."""
+    for var, got in zip(operation.outputs, results or ()):
+        if isinstance(env.get(var.name), np.ndarray) and env[var.name].dtype.kind == "f":
+            env[var.name] = _round16(np.asarray(got, np.float32))
 
 
 @dataclass
@@ -210,12 +234,14 @@ class Attempt:
 
 @dataclass
 class MixedSearch:
-    """The search's outcome: the kept conversion and its check (None: none passed), and each try."""
+    """The search's outcome: the kept conversion and its check (None: none passed), each
+    conversion tried, and the simulated error of each top-k set scanned ((k, max rel))."""
 
     conv: object | None
     result: object | None
     attempts: list[Attempt] = field(default_factory=list)
     risks: list[OpRisk] = field(default_factory=list)  # ranked
+    simulated: list[tuple[int, float]] = field(default_factory=list)
 
     def why(self, names: list[str]) -> list[str]:
         """The risk line of each op named (what made it stay float32)."""
@@ -223,51 +249,72 @@ class MixedSearch:
         return [by[n].text() if n in by else n for n in names]
 
 
+def grid(start: int, limit: int) -> list[int]:
+    """The top-k sizes the search simulates: every k up to 16 (a few ops usually do it, and the
+    error is not monotonic in k), then steps of a quarter up to `limit`."""
+    ks, k = [], max(1, start)
+    while k <= limit:
+        ks.append(k)
+        k = k + 1 if k < 16 else max(k + 1, math.floor(k * 1.25))
+    return ks
+
+
 def search(
     risks: list[OpRisk],
     convert: Callable[[frozenset[str]], object],
     passes: Callable[[object], tuple[bool, object]],
+    error: Callable[[frozenset[str]], float],
+    target: float,
     max_share: float = MAX_FP32_SHARE,
+    budget: float = SIM_BUDGET_S,
     stage: Callable[[str], None] = lambda text: None,
 ) -> MixedSearch:
-    """The smallest top-k of `risks` kept in float32 whose conversion passes (see the module
-    docstring). `convert(fp32_names)` -> Converted; `passes(conv)` -> (ok, check result);
-    `stage` is told each try as it starts (each is a conversion and a check: minutes on big models)."""
-    order = ranked(risks)
-    out = MixedSearch(None, None, risks=order)
-    limit = max(1, math.floor(max_share * len(order)))
-    start = sum(1 for r in order if r.overflow or r.nan or r.rel > OWN_REL_START)
-    k, failed = min(max(start, 1), limit), 0
+    """The smallest top-k of a ranking of `risks` kept in float32 that passes the check.
 
-    def attempt(n: int) -> bool:
-        stage(f"mixed precision: converting and checking with {n} of {len(order)} ops in float32")
-        conv = convert(frozenset(r.name for r in order[:n]))
+    Two rankings (effect on the outputs, where measured, and own error; overflow and NaN first in
+    both) are simulated together over `grid` sizes, smallest first, with `error(program op names)`
+    (a Simulator), until MAX_CHECKS sets are within `target` or `budget` seconds are spent; those
+    sets are converted and checked smallest first, and the first to pass is kept. `convert(fp32_names)` -> Converted; `passes(conv)` -> (ok, result);
+    `stage` is told each step as it starts (a conversion and a check take minutes on big models)."""
+    orders = [ranked(risks)]
+    if any(r.effect is not None for r in risks):
+        orders.append(ranked([replace(r, effect=None) for r in risks]))
+    out = MixedSearch(None, None, risks=orders[0])
+    limit = max(1, math.floor(max_share * len(risks)))
+    forced = sum(1 for r in risks if r.overflow or r.nan)
+    tried: set[frozenset[str]] = set()
+    fits: list[tuple[int, list[OpRisk]]] = []
+    start = time.perf_counter()
+    for k in grid(forced, limit):
+        for order in orders:
+            ops = frozenset(r.op for r in order[:k])
+            if ops in tried:
+                continue
+            tried.add(ops)
+            stage(f"mixed precision: simulating {k} of {len(risks)} ops in float32")
+            rel = error(ops)
+            out.simulated.append((k, rel))
+            if rel <= target:
+                fits.append((k, order[:k]))
+        if len(fits) >= MAX_CHECKS or time.perf_counter() - start > budget:
+            break
+    for k, kept in fits[:MAX_CHECKS]:
+        stage(f"mixed precision: converting and checking with {k} of {len(risks)} ops in float32")
+        conv = convert(frozenset(r.name for r in kept))
         ok, result = passes(conv)
-        out.attempts.append(Attempt(n, ok, fp16_share(conv.fp16_ops, len(conv.fp32_kept))))
+        out.attempts.append(Attempt(k, ok, fp16_share(conv.fp16_ops, len(conv.fp32_kept))))
         if ok:
             out.conv, out.result = conv, result
-        return ok
-
-    while not attempt(k):
-        failed = k
-        if k >= limit:
-            return out
-        k = min(limit, max(2 * k, k + 1))
-    for _ in range(BISECT_STEPS):
-        if k - failed <= 1:
             break
-        mid = (k + failed) // 2
-        if attempt(mid):
-            k = mid
-        else:
-            failed = mid
-    return out  # out.conv: the smallest k that passed (a failed try never replaces it)
+    return out
 
 
-def share_of(found: MixedSearch) -> float:
-    """The float16 share of the search's kept conversion (0 when none passed)."""
-    conv = found.conv
-    return 0.0 if conv is None else fp16_share(conv.fp16_ops, len(conv.fp32_kept))
+def best_simulated(found: MixedSearch) -> str:
+    """'; simulated best: 38 ops in float32, rel 0.021' (empty when nothing was simulated)."""
+    if not found.simulated:
+        return ""
+    k, rel = min(found.simulated, key=lambda s: (s[1], s[0]))
+    return f"; simulated best: {k} ops in float32, rel {rel:.2g}"
 
 
 def mixed_line(conv) -> str:
