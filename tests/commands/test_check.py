@@ -401,3 +401,43 @@ def test_input_shape_that_fits_no_model_is_exit_2(tmp_path):
     assert result.exit_code == 2
     assert "--input-shape 'nosuch=1,2' fits none of the 1 model(s)" in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_an_op_that_folds_once_dynamic_dims_are_fixed_is_not_called_unsupported(tmp_path):
+    """x - min(x) [?, 8] -> SHAPE -> SPLIT_V -> its 8 -> RANGE(0, 8, 1), as BirdNET's STFT: at the
+    dynamic batch RANGE's length looks data-dependent, but the rebuild fixes the batch to the
+    stored 1 and the RANGE folds (check called BirdNET unsupported while `keras` verified it)."""
+    scalar = {"shape": [], "dtype": "int32"}
+    tensors = [
+        T("x", [1, 8], shape_signature=[-1, 8]),
+        T("shape", [2], "int32"),
+        T("sizes", [2], "int32", data=np.array([1, 1], np.int32)),
+        T("axis", **scalar, data=np.array(0, np.int32)),
+        T("batch", [1], "int32"),
+        T("width", [1], "int32"),
+        T("no_dims", [0], "int32", data=np.zeros(0, np.int32)),
+        T("n", **scalar),
+        T("zero", **scalar, data=np.array(0, np.int32)),
+        T("one", **scalar, data=np.array(1, np.int32)),
+        T("r", [8], "int32", shape_signature=[-1]),
+        T("rf", [8], shape_signature=[-1]),
+        T("y", [1, 8], shape_signature=[-1, 8]),
+        T("reduce_axis", [1], "int32", data=np.array([1], np.int32)),
+        T("low", [1, 1], shape_signature=[-1, 1]),
+        T("x2", [1, 8], shape_signature=[-1, 8]),
+    ]
+    ops = [
+        Op("REDUCE_MIN", [0, 13], [14], options={"keep_dims": True}, options_type="ReducerOptions"),
+        Op("SUB", [0, 14], [15], options={"fused_activation_function": "NONE"}),
+        Op("SHAPE", [15], [1], options={"out_type": 2}, options_type="ShapeOptions"),
+        Op("SPLIT_V", [1, 2, 3], [4, 5], options={"num_splits": 2}, options_type="SplitVOptions"),
+        Op("RESHAPE", [5, 6], [7]),
+        Op("RANGE", [8, 7, 9], [10]),
+        Op("CAST", [10], [11]),
+        Op("ADD", [0, 11], [12], options={"fused_activation_function": "NONE"}),
+    ]
+    path = tmp_path / "frames.tflite"
+    path.write_bytes(build_model(tensors, ops, inputs=[0], outputs=[12]))
+    row = check_model(str(path), Options(coreml=False))
+    assert not row.unsupported and row.keras.status == "verified", (row.unsupported, row.keras)
+    assert row.outcome == "pass", row.reason

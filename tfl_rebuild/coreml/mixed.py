@@ -319,7 +319,7 @@ def search(
 
 
 def best_simulated(found: MixedSearch) -> str:
-    """"; closest simulated: 38 ops in float32, rel >= 0.021" (empty when nothing was simulated)."""
+    """ "; closest simulated: 38 ops in float32, rel >= 0.021" (empty when nothing was simulated)."""
     if not found.simulated:
         return ""
     k, rel = min(found.simulated, key=lambda s: (s[1], s[0]))

@@ -56,14 +56,14 @@ def _run_stages(row: Row, opts: Options, outdir: Path, keep: bool) -> None:
     row.quantization = quantization_kind(model)
     target, why = _stateless(model)
     row.unsupported, row.conversion_errors = scan_ops(target)
+    shapes = shapes_for(model, opts.input_shapes)
+    if row.unsupported or row.conversion_errors:  # maybe only at the dynamic dims: scan as built
+        fixed = _fixed_view(target, shapes)
+        if fixed is not target:  # BirdNET's RANGE lengths fold once its dims are fixed
+            row.unsupported, row.conversion_errors = scan_ops(fixed)
     for entry in row.unsupported if why else ():  # the variable ops stayed: say why
         if entry["op"].split()[0] in VARIABLE_OPS:
             entry["detail"] = why
-    shapes = shapes_for(model, opts.input_shapes)
-    if (
-        row.conversion_errors and not row.unsupported
-    ):  # maybe only at the stored dynamic shapes: scan as built
-        row.conversion_errors = scan_ops(_fixed_view(model, shapes))[1]
     if row.unsupported:
         listed = [u["op"] + (f" x{u['count']}" if u["count"] > 1 else "") for u in row.unsupported]
         detail = next((u["detail"] for u in row.unsupported if u["detail"]), "")
