@@ -188,6 +188,11 @@ def test_search_takes_a_small_set_that_fits_where_larger_ones_do_not():
     assert len(found.conv.fp32_kept) == 3
 
 
+def test_search_finds_the_smallest_set_between_grid_steps():
+    found, tried = _search(lambda kept: len(kept) >= 18)  # the grid steps 16 -> 20
+    assert [len(t) for t in tried][0] == 18 and len(found.conv.fp32_kept) == 18
+
+
 def test_search_checks_the_next_set_when_the_check_disagrees():
     found, tried = _search(lambda kept: len(kept) >= 4, passes=lambda conv: (len(conv.keep) >= 6, "r"))
     assert [len(t) for t in tried] == [4, 5, 6] and len(found.conv.fp32_kept) == 6

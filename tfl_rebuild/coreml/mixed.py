@@ -294,19 +294,28 @@ def search(
     tried: set[frozenset[str]] = set()
     fits: list[tuple[int, list[OpRisk]]] = []
     start = time.perf_counter()
+
+    def fits_at(k: int, order: list[OpRisk]) -> bool:
+        ops = frozenset(r.op for r in order[:k])
+        if ops in tried:
+            return False
+        tried.add(ops)
+        stage(f"mixed precision: simulating {k} of {len(risks)} ops in float32")
+        rel = error(ops)
+        out.simulated.append((k, rel))
+        return rel <= target
+
+    last = 0
     for k in grid(forced, limit):
         for order in orders:
-            ops = frozenset(r.op for r in order[:k])
-            if ops in tried:
-                continue
-            tried.add(ops)
-            stage(f"mixed precision: simulating {k} of {len(risks)} ops in float32")
-            rel = error(ops)
-            out.simulated.append((k, rel))
-            if rel <= target:
-                fits.append((k, order[:k]))
+            if fits_at(k, order):
+                # between grid steps, the smallest k of this ranking that fits comes first
+                smaller = next((j for j in range(last + 1, k) if fits_at(j, order)), k)
+                fits.append((smaller, order[:smaller]))
+        last = k
         if len(fits) >= MAX_CHECKS or time.perf_counter() - start > budget:
             break
+    fits.sort(key=lambda fit: fit[0])
     for k, kept in fits[:MAX_CHECKS]:
         stage(f"mixed precision: converting and checking with {k} of {len(risks)} ops in float32")
         conv = convert(frozenset(r.name for r in kept))
