@@ -4,14 +4,14 @@ What each op risks: the float32 program is run with numpy (mil_eval), and each o
 inputs rounded to float16, its result rounded too: what that op alone loses in float16
 (`OpRisk.rel`, relative to its own largest value), whether it overflows float16's +-65504 or
 makes a NaN, and, where the evaluations fit a time budget, how far the outputs move when that op
-alone computes in float16 (`OpRisk.effect`, worst over the check's inputs).
+alone computes in float16 (`OpRisk.effect`, worst over the inputs).
 
 The search: ops ranked by that (overflow and NaN first), the top k kept in float32 for many k,
-each set simulated on the check's inputs and a few more (`Simulator`: every other op's inputs,
-weights and result rounded to float16), since the error is far from monotonic in k (cancelling
-roundings, ReLU kinks). Only the smallest sets whose simulated error is within the bar on all those
-inputs are converted through coremltools' FP16ComputePrecision(op_selector=...) and checked; the
-check decides. The inputs beyond the check's keep a set that passes its 3 inputs by chance out.
+each set simulated (`Simulator`: every other op's inputs, weights and result rounded to float16),
+since the error is far from monotonic in k (cancelling roundings, ReLU kinks). Only the smallest
+sets whose simulated error is within the bar are converted through coremltools'
+FP16ComputePrecision(op_selector=...) and checked; the check decides. The caller measures and
+simulates on inputs other than the check's, so the check is an independent test of the set picked.
 
 Names: the selector is asked at coremltools' `add_fp16_cast` pass, near the end of the pipeline;
 the cleanup passes after it rename some ops (a transpose "transpose_1" ends as "transpose_14").
@@ -133,14 +133,11 @@ def _in_float16(operation, env) -> tuple | None:
     return result if len(operation.outputs) > 1 else (result,)
 
 
-def add_output_effects(
-    sim: Simulator, risks: list[OpRisk], feeds: int | None = None, budget: float = EFFECT_BUDGET_S
-) -> bool:
+def add_output_effects(sim: Simulator, risks: list[OpRisk], budget: float = EFFECT_BUDGET_S) -> bool:
     """Set each risk's `effect`: how far the outputs move (max rel, as the check measures) when that
-    op alone computes in float16, the rest in float32, over as many of the first `feeds` inputs as
+    op alone computes in float16, the rest in float32, over as many of the simulator's inputs as
     fit in `budget` seconds (one evaluation per op and input; False: none fit, own error ranks alone)."""
-    fit = math.floor(budget / max(sim.seconds * len(risks), 1e-9))
-    feeds = min(len(sim.feeds) if feeds is None else feeds, fit)
+    feeds = min(len(sim.feeds), math.floor(budget / max(sim.seconds * len(risks), 1e-9)))
     if feeds < 1:
         return False
     for risk in risks:
