@@ -246,7 +246,7 @@ def _print_mixed(done: CoremlResult, con) -> None:
     """Why float16 was not kept, and what the mixed-precision search kept in float32 (or tried)."""
     from rich.markup import escape
 
-    from tfl_rebuild.coreml.mixed import best_simulated, mixed_line
+    from tfl_rebuild.coreml.mixed import failed_line, mixed_line
 
     reason = escape(float16_reason(done.float16_failed))
     conv, search = done.converted, done.mixed
@@ -266,13 +266,7 @@ def _print_mixed(done: CoremlResult, con) -> None:
         "(--precision float16 keeps float16)"
     )
     if search is not None:
-        con.print(
-            escape(
-                "mixed precision: no set of at most half the ops in float32 passed"
-                + tries
-                + best_simulated(search)
-            )
-        )
+        con.print(escape(failed_line(search)))
 
 
 def _print_check(result: CheckResult, con, print_report) -> None:

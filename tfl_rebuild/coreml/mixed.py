@@ -324,12 +324,18 @@ def search(
     return out
 
 
-def best_simulated(found: MixedSearch) -> str:
-    """ "; closest simulated: 38 ops in float32, rel >= 0.021" (empty when nothing was simulated)."""
-    if not found.simulated:
-        return ""
-    k, rel = min(found.simulated, key=lambda s: (s[1], s[0]))
-    return f"; closest simulated: {k} ops in float32, rel >= {rel:.2g}"
+def failed_line(found: MixedSearch) -> str:
+    """Why the search kept no mixed conversion, in one line."""
+    if found.attempts:
+        tried = ", ".join(str(a.fp32) for a in found.attempts)
+        return f"mixed precision: the sets within the bar in simulation failed the check ({tried} ops in float32)"
+    if found.simulated:
+        k, rel = min(found.simulated, key=lambda s: (s[1], s[0]))
+        return (
+            "mixed precision: no set of at most half the ops in float32 simulated within the bar "
+            f"(closest: {k} ops, rel >= {rel:.2g})"
+        )
+    return "mixed precision: not measured (the MIL evaluator cannot run the float32 program)"
 
 
 def mixed_line(conv) -> str:

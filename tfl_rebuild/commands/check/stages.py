@@ -219,7 +219,7 @@ def _other_signatures(stage: Stage, original, outdir: Path) -> None:
 def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None) -> None:
     from tfl_rebuild.coreml import convert as cm
     from tfl_rebuild.coreml.check import NotChecked, convert_checked, float16_reason
-    from tfl_rebuild.coreml.mixed import best_simulated, mixed_line
+    from tfl_rebuild.coreml.mixed import failed_line, mixed_line
 
     stage, start = row.coreml, time.perf_counter()
     try:
@@ -240,7 +240,7 @@ def _coreml_stage(row: Row, model, keras_model, opts: Options, keep: Path | None
             if conv.options.precision == "mixed":
                 stage.note += f"; {mixed_line(conv)}"
             elif done.mixed is not None:
-                stage.note += f"; mixed precision: none passed{best_simulated(done.mixed)}"
+                stage.note += f"; {failed_line(done.mixed)}"
         if keep is not None:
             cm.set_metadata(conv.mlmodel, model, Path(row.path), conv)
             cm.save_atomic(conv.mlmodel, keep / f"{safe_component(Path(row.path).stem)}.mlpackage")
