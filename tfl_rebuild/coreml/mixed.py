@@ -280,8 +280,9 @@ def search(
     Two rankings (effect on the outputs, where measured, and own error; overflow and NaN first in
     both) are simulated together over `grid` sizes, smallest first, with `error(program op names)`
     (a Simulator), until MAX_CHECKS sets are within `target` or `budget` seconds are spent; those
-    sets are converted and checked smallest first, and the first to pass is kept. `convert(fp32_names)` -> Converted; `passes(conv)` -> (ok, result);
-    `stage` is told each step as it starts (a conversion and a check take minutes on big models)."""
+    sets are converted and checked smallest first, and the first to pass is kept.
+    `convert(fp32_names)` -> Converted; `passes(conv)` -> (ok, result); `stage` is told each step
+    as it starts (a conversion and a check take minutes on big models)."""
     orders = [ranked(risks)]
     if any(r.effect is not None for r in risks):
         orders.append(ranked([replace(r, effect=None) for r in risks]))
