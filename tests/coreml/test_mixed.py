@@ -209,7 +209,7 @@ def test_search_gives_up_past_half_the_ops():
     assert found.conv is None and not tried and max(k for k, _ in found.simulated) == 20
     assert mixed.failed_line(found).endswith("simulated within the bar (closest: 1 ops, rel >= 0.1)")
     refused, _ = _search(lambda kept: len(kept) >= 4, passes=lambda conv: (False, "r"))
-    assert mixed.failed_line(refused).endswith("failed the check (4, 5, 6 ops in float32)")
+    assert mixed.failed_line(refused).endswith("within the bar failed the check (4, 5, 6 ops in float32)")
     assert mixed.grid(1, 40) == [*range(1, 17), 20, 25, 31, 38]
 
 

@@ -329,7 +329,7 @@ def failed_line(found: MixedSearch) -> str:
     """Why the search kept no mixed conversion, in one line."""
     if found.attempts:
         tried = ", ".join(str(a.fp32) for a in found.attempts)
-        return f"mixed precision: the sets within the bar in simulation failed the check ({tried} ops in float32)"
+        return f"mixed precision: the sets simulated within the bar failed the check ({tried} ops in float32)"
     if found.simulated:
         k, rel = min(found.simulated, key=lambda s: (s[1], s[0]))
         return (
