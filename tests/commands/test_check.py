@@ -424,7 +424,7 @@ def test_an_op_that_folds_once_dynamic_dims_are_fixed_is_not_called_unsupported(
         T("y", [1, 8], shape_signature=[-1, 8]),
         T("reduce_axis", [1], "int32", data=np.array([1], np.int32)),
         T("low", [1, 1], shape_signature=[-1, 1]),
-        T("x2", [1, 8], shape_signature=[-1, 8]),
+        T("centred", [1, 8], shape_signature=[-1, 8]),
     ]
     ops = [
         Op("REDUCE_MIN", [0, 13], [14], options={"keep_dims": True}, options_type="ReducerOptions"),

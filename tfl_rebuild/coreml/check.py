@@ -26,7 +26,6 @@ from tfl_rebuild.tflite.ir import Model
 FP32_REL_TOL = 1e-4
 CHECK_BATCHES = 3
 FP16_REL_TOL = 1e-2
-SIM_MARGIN = 1.0  # mixed precision converts the sets simulated within this share of the float16 bar
 # Seeded inputs the mixed search simulates on, after the check's: as many as the check has, so a set
 # gets as strict a test as float16 (on 6, transformer_float found no set within half its ops in
 # float32; on 3, a 21-op set that then passed the check)
@@ -181,13 +180,12 @@ def _search_mixed(keras_model, model: Model, opts, stage=lambda text: None):
         result = check(model, conv, keras_model)
         return passes_float16_bar(result), result
 
-    target = SIM_MARGIN * FP16_REL_TOL
     return mixed.search(
         risks,
         lambda keep: convert(keras_model, model, replace(opts, precision="mixed", fp32_ops=keep)),
         passes,
-        error=lambda kept: sim.error(lambda name: name not in kept, stop_above=target),
-        target=target,
+        error=lambda kept: sim.error(lambda name: name not in kept, stop_above=FP16_REL_TOL),
+        target=FP16_REL_TOL,
         stage=stage,
     )
 

@@ -133,16 +133,14 @@ def _in_float16(operation, env) -> tuple | None:
     return result if len(operation.outputs) > 1 else (result,)
 
 
-def add_output_effects(sim: Simulator, risks: list[OpRisk], budget: float = EFFECT_BUDGET_S) -> bool:
+def add_output_effects(sim: Simulator, risks: list[OpRisk], budget: float = EFFECT_BUDGET_S) -> None:
     """Set each risk's `effect`: how far the outputs move (max rel, as the check measures) when that
     op alone computes in float16, the rest in float32, over as many of the simulator's inputs as
-    fit in `budget` seconds (one evaluation per op and input; False: none fit, own error ranks alone)."""
+    fit in `budget` seconds (one evaluation per op and input; none fit: `effect` stays None, and
+    the own error ranks alone)."""
     feeds = min(len(sim.feeds), math.floor(budget / max(sim.seconds * len(risks), 1e-9)))
-    if feeds < 1:
-        return False
-    for risk in risks:
+    for risk in risks if feeds >= 1 else ():
         risk.effect = sim.error(lambda name, op=risk.op: name == op, feeds)
-    return True
 
 
 def _rel(ref: np.ndarray, got: np.ndarray) -> float:

@@ -96,11 +96,7 @@ class PipedChild:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", module, str(req_r), str(rep_w), *args],
                 stdin=subprocess.DEVNULL,
-                stdout=stdout
-                if stdout is not None
-                else sys.stderr.fileno()
-                if has_fileno(sys.stderr)
-                else None,
+                stdout=stdout if stdout is not None else _stderr_fd(),
                 pass_fds=(req_r, rep_w),
                 env={**os.environ, **(env or {}), "PYTHONPATH": python_path},
                 start_new_session=True,  # Ctrl-C reaches the parent only; close() kills this group
@@ -179,6 +175,11 @@ class _Child:
 
 class _Crashed(TflRebuildError):
     """The child died without answering (a crash in native code)."""
+
+
+def _stderr_fd() -> int | None:
+    """Where a child's stdout goes by default: our stderr, when it is a real file."""
+    return sys.stderr.fileno() if has_fileno(sys.stderr) else None
 
 
 def has_fileno(stream) -> bool:
