@@ -71,6 +71,31 @@ def test_compare_names_the_op_that_makes_masked_attention_nan_in_float16(masked_
     assert doc["pairing"]["coverage"] >= 0.6, doc["pairing"]
 
 
+def test_compare_on_the_users_inputs_finds_the_nan_only_where_a_query_sees_no_key(masked_mha, tmp_path):
+    """`-i` feeds both runs: the mask the user gives decides whether float16 makes NaN."""
+    from tfl_rebuild.runtime.interpreter import make_interpreter
+
+    package = tmp_path / "mha16.mlpackage"
+    _run(["coreml", str(masked_mha), "-o", str(package), "--precision", "float16", "--no-check"])
+    details = make_interpreter(str(masked_mha)).get_input_details()
+    rng = np.random.default_rng(5)
+    arrays = {d["name"]: rng.uniform(-1, 1, d["shape"]).astype(np.float32) for d in details}
+    mask = next(n for n in arrays if "mask" in n)
+    docs = {}
+    for label, value in (("open", 1.0), ("shut", -1.0)):  # every key allowed, or none
+        arrays[mask][...] = value
+        np.savez(tmp_path / f"{label}.npz", **arrays)
+        result = _run(
+            ["compare", str(masked_mha), str(package), "-i", str(tmp_path / f"{label}.npz"), "--json", "-"]
+        )
+        docs[label] = json.loads(result.output[result.output.index("{") :])
+    assert docs["open"]["inputs"] == "given" and not docs["open"]["nan_origins"], docs["open"]
+    assert docs["shut"]["nan_origins"][0].startswith("softmax "), docs["shut"]
+    np.savez(tmp_path / "batch2.npz", **{n: np.concatenate([a, a]) for n, a in arrays.items()})
+    refused = _run(["compare", str(masked_mha), str(package), "-i", str(tmp_path / "batch2.npz")])
+    assert refused.exit_code == 2 and "mha16.mlpackage takes [1, " in refused.output, refused.output
+
+
 def test_compare_of_a_float32_package_finds_no_divergence(masked_mha, tmp_path):
     package = tmp_path / "mha32.mlpackage"
     assert _run(["coreml", str(masked_mha), "-o", str(package), "--precision", "float32"]).exit_code == 0
@@ -161,17 +186,17 @@ def _risks(n):
     return [mixed.OpRisk(f"op{k}", "add", rel=1e-3 / (k + 1), op=f"p{k}") for k in range(n)]
 
 
-def _search(fits, n: int = 40, passes=lambda conv: (True, "result"), risks=None):
-    """The search over stand-ins: `fits(kept program names)` says whether a set simulates within the bar."""
+def _search(fits, n: int = 40, passes=lambda conv: (True, "result"), risks=None, error=None):
+    """The search over stand-ins: `fits(kept program names)` says whether a set simulates within the
+    bar (at rel 0.005), or `error(kept)` gives its simulated error; the bar is 0.01."""
     tried = []
 
     def convert(keep):
         tried.append(keep)
         return SimpleNamespace(fp16_ops=n - len(keep), fp32_kept=sorted(keep), keep=keep)
 
-    found = mixed.search(
-        risks or _risks(n), convert, passes, error=lambda kept: 0.005 if fits(kept) else 0.1, target=0.01
-    )
+    error = error or (lambda kept: 0.005 if fits(kept) else 0.1)
+    found = mixed.search(risks or _risks(n), convert, passes, error=error, target=0.01)
     return found, tried
 
 
@@ -179,7 +204,7 @@ def test_search_converts_only_the_smallest_set_simulated_within_the_bar():
     found, tried = _search(lambda kept: {"p0", "p1", "p2", "p3", "p4"} <= kept)
     assert tried == [frozenset(f"op{k}" for k in range(5))] and found.result == "result"
     assert [a.fp32 for a in found.attempts] == [5] and found.attempts[0].share == 0.87
-    assert [k for k, _ in found.simulated][:6] == [1, 2, 3, 4, 5, 6]
+    assert [k for k, _ in found.simulated] == [1, 2, 3, 4, 5]  # the scan stops at the first fit
 
 
 def test_search_takes_a_small_set_that_fits_where_larger_ones_do_not():
@@ -193,9 +218,17 @@ def test_search_finds_the_smallest_set_between_grid_steps():
     assert [len(t) for t in tried][0] == 18 and len(found.conv.fp32_kept) == 18
 
 
-def test_search_checks_the_next_set_when_the_check_disagrees():
-    found, tried = _search(lambda kept: len(kept) >= 4, passes=lambda conv: (len(conv.keep) >= 6, "r"))
-    assert [len(t) for t in tried] == [4, 5, 6] and len(found.conv.fp32_kept) == 6
+def test_search_asks_for_more_headroom_when_the_check_disagrees():
+    """The check's inputs are not the simulation's: a set just within the bar there can fail the check."""
+    steps = {4: 0.009, 5: 0.009, 6: 0.009, 7: 0.004, 8: 0.004, 9: 0.004}
+
+    def error(kept):
+        return steps.get(len(kept), 0.1 if len(kept) < 4 else 0.002)
+
+    found, tried = _search(None, error=error, passes=lambda conv: (len(conv.keep) >= 10, "r"))
+    assert [len(t) for t in tried] == [4, 7, 10] and len(found.conv.fp32_kept) == 10
+    found, tried = _search(None, error=error, passes=lambda conv: (len(conv.keep) >= 7, "r"))
+    assert [len(t) for t in tried] == [4, 7] and len(found.conv.fp32_kept) == 7
 
 
 def test_search_starts_with_every_op_that_overflows():
@@ -208,8 +241,8 @@ def test_search_gives_up_past_half_the_ops():
     found, tried = _search(lambda kept: len(kept) >= 30)
     assert found.conv is None and not tried and max(k for k, _ in found.simulated) == 20
     assert mixed.failed_line(found).endswith("simulated within the bar (closest: 1 ops, rel >= 0.1)")
-    refused, _ = _search(lambda kept: len(kept) >= 4, passes=lambda conv: (False, "r"))
-    assert mixed.failed_line(refused).endswith("within the bar failed the check (4, 5, 6 ops in float32)")
+    refused, _ = _search(None, error=lambda kept: 0.04 / len(kept), passes=lambda conv: (False, "r"))
+    assert mixed.failed_line(refused).endswith("within the bar failed the check (4, 8, 16 ops in float32)")
     assert mixed.grid(1, 40) == [*range(1, 17), 20, 25, 31, 38]
 
 

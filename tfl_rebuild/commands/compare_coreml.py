@@ -43,10 +43,6 @@ def run(
     """Compare, render, write; the exit code: 0 no pair under the SQNR threshold, 1 one is."""
     from tfl_rebuild.coreml.compare import compare_coreml, load_program
 
-    if inputs is not None and inputs.specs:
-        raise InputError(
-            "--input is for TFLite models; against Core ML the inputs are seeded (--random SEED)"
-        )
     if explorer or local:
         raise InputError(
             "--model-explorer and --local are for `compare MODEL MODULE.py`, not a Core ML model"
@@ -58,6 +54,11 @@ def run(
         raise InputError(
             f"{package} was converted from another .tflite than {Path(model).name} (sha256 differs)"
         )
+    values = None
+    if inputs is not None and inputs.specs:  # the user's own inputs (a photo), before the rebuild
+        from tfl_rebuild.runtime.interpreter import make_interpreter
+
+        values, _ = inputs.load(make_interpreter(model).get_input_details(), seed)
     view, layers = layer_tensors(model)
-    result = compare_coreml(view, package, layers, seed=seed, threshold_db=sqnr)
+    result = compare_coreml(view, package, layers, seed=seed, threshold_db=sqnr, values=values)
     return write_outputs(result, console, json_out, plot, None)

@@ -119,9 +119,11 @@ def compare_coreml(
     layers: dict[str, int],
     seed: int = 0,
     threshold_db: float | None = None,
+    values: list[np.ndarray] | None = None,
 ) -> CoremlComparison:
     """Run the TFLite model (every tensor) and the package's MIL program (every op) on the same
-    seeded inputs and measure each paired layer; `layers`: Keras layer name -> TFLite tensor index."""
+    inputs (`values`, TFLite's, else seeded) and measure each paired layer; `layers`: Keras layer
+    name -> TFLite tensor index."""
     from tfl_rebuild.coreml.mil_eval import MilEvalError, evaluate, unknown_ops
     from tfl_rebuild.runtime.interpreter import index_limits, random_input
     from tfl_rebuild.runtime.outputter import Dumper, prepare
@@ -145,16 +147,23 @@ def compare_coreml(
     dumper = Dumper(prepare(model))
     rng = np.random.default_rng(seed)
     limits = index_limits(sg)
-    values = [random_input(d, rng, limits[k]) for k, d in enumerate(dumper.input_details)]
-    tfl = floats(model, dumper, values)
+    if values is None:
+        values = [random_input(d, rng, limits[k]) for k, d in enumerate(dumper.input_details)]
+        source = f"random(seed={seed})"
+    else:
+        source = "given"
     feed = {}
     for name, t, v in zip(spec_inputs, (sg.tensors[i] for i in sg.inputs), values):
         if name not in fn.inputs:
             raise InputError(f"{package}: its program has no input {name!r}")
         var = fn.inputs[name]
-        feed[name] = (
-            np.asarray(to_float(t, v)).reshape(var.shape) if None not in var.shape else to_float(t, v)
-        )
+        fixed = all(isinstance(d, (int, np.integer)) for d in var.shape)
+        if fixed and np.size(v) != int(np.prod(var.shape)):
+            raise InputError(
+                f"input {t.name!r} is {list(np.shape(v))}; {Path(package).name} takes {list(var.shape)}"
+            )
+        feed[name] = np.asarray(to_float(t, v)).reshape(var.shape) if fixed else to_float(t, v)
+    tfl = floats(model, dumper, values)
 
     names = list(layers)
     last: dict[str, tuple[int, object]] = {}  # layer -> (position, its last non-cast MIL op)
@@ -237,7 +246,7 @@ def compare_coreml(
         rows,
         threshold,
         mode="accumulated",
-        inputs=f"random(seed={seed})",
+        inputs=source,
         coverage=len(paired) / len(produced) if produced else 1.0,
         how={"name": len(rows)},
         unpaired_a=[sg.tensors[t].name for t in produced if t not in paired],

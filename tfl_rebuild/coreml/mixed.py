@@ -9,9 +9,10 @@ alone computes in float16 (`OpRisk.effect`, worst over the inputs).
 The search: ops ranked by that (overflow and NaN first), the top k kept in float32 for many k,
 each set simulated (`Simulator`: every other op's inputs, weights and result rounded to float16),
 since the error is far from monotonic in k (cancelling roundings, ReLU kinks). Only the smallest
-sets whose simulated error is within the bar are converted through coremltools'
+set whose simulated error is within the bar is converted through coremltools'
 FP16ComputePrecision(op_selector=...) and checked; the check decides. The caller measures and
-simulates on inputs other than the check's, so the check is an independent test of the set picked.
+simulates on inputs other than the check's, so the check is an independent test of the set picked;
+when it fails the set, the next one tried has twice the headroom (within half the bar).
 
 Names: the selector is asked at coremltools' `add_fp16_cast` pass, near the end of the pipeline;
 the cleanup passes after it rename some ops (a transpose "transpose_1" ends as "transpose_14").
@@ -35,7 +36,7 @@ FP16_TINY = 2.0**-14  # float16's smallest normal: below it no relative precisio
 EFFECT_BUDGET_S = 300.0  # seconds of evaluations spent measuring each op's effect on the outputs
 MAX_FP32_SHARE = 0.5  # the search gives up past this share of the ops in float32
 SIM_BUDGET_S = 600.0  # seconds of simulation before the search converts what it has found
-MAX_CHECKS = 3  # conversions checked, of the smallest sets whose simulation is within the bar
+MAX_CHECKS = 3  # conversions checked: the smallest set within the bar, then within 1/2, 1/4 of it
 
 
 @dataclass
@@ -277,8 +278,10 @@ def search(
 
     Two rankings (effect on the outputs, where measured, and own error; overflow and NaN first in
     both) are simulated together over `grid` sizes, smallest first, with `error(program op names)`
-    (a Simulator), until MAX_CHECKS sets are within `target` or `budget` seconds are spent; those
-    sets are converted and checked smallest first, and the first to pass is kept.
+    (a Simulator), until a set is within the bar or `budget` seconds are spent; that set is
+    converted and checked. When the check fails it, the simulation was optimistic on the check's
+    inputs: the scan goes on to the smallest set with twice the headroom (within half the bar),
+    then four times, up to MAX_CHECKS conversions; the first to pass is kept.
     `convert(fp32_names)` -> Converted; `passes(conv)` -> (ok, result); `stage` is told each step
     as it starts (a conversion and a check take minutes on big models)."""
     orders = [ranked(risks)]
@@ -286,35 +289,45 @@ def search(
         orders.append(ranked([replace(r, effect=None) for r in risks]))
     out = MixedSearch(None, None, risks=orders[0])
     limit = max(1, math.floor(max_share * len(risks)))
-    forced = sum(1 for r in risks if r.overflow or r.nan)
-    tried: set[frozenset[str]] = set()
-    fits: list[tuple[int, list[OpRisk]]] = []
-    start = time.perf_counter()
+    ks = grid(sum(1 for r in risks if r.overflow or r.nan), limit)
+    errors: dict[frozenset[str], tuple[int, float]] = {}  # program op names -> (k, simulated error)
+    sets: dict[frozenset[str], list[OpRisk]] = {}
+    spent = [0.0]  # seconds of simulation
 
-    def fits_at(k: int, order: list[OpRisk]) -> bool:
+    def simulate(k: int, order: list[OpRisk]) -> float:
         ops = frozenset(r.op for r in order[:k])
-        if ops in tried:
-            return False
-        tried.add(ops)
-        stage(f"mixed precision: simulating {k} of {len(risks)} ops in float32")
-        rel = error(ops)
-        out.simulated.append((k, rel))
-        return rel <= target
+        if ops not in errors:
+            stage(f"mixed precision: simulating {k} of {len(risks)} ops in float32")
+            start = time.perf_counter()
+            errors[ops] = (k, error(ops))
+            spent[0] += time.perf_counter() - start
+            sets[ops] = order[:k]
+            out.simulated.append(errors[ops])
+        return errors[ops][1]
 
-    last = 0
-    for k in grid(forced, limit):
-        for order in orders:
-            if fits_at(k, order):
-                # between grid steps, the smallest k of this ranking that fits comes first
-                smaller = next((j for j in range(last + 1, k) if fits_at(j, order)), k)
-                fits.append((smaller, order[:smaller]))
-        last = k
-        if len(fits) >= MAX_CHECKS or time.perf_counter() - start > budget:
+    def smallest(bar: float, checked: set) -> frozenset[str] | None:
+        fit = [ops for ops, (_, rel) in errors.items() if rel <= bar and ops not in checked]
+        return min(fit, key=lambda ops: errors[ops][0], default=None)
+
+    scanned, checked = 0, set()
+    for level in range(MAX_CHECKS):
+        bar = target / 2**level  # after a failed check, a set with more headroom
+        pick = smallest(bar, checked)
+        while pick is None and scanned < len(ks) and spent[0] <= budget:
+            k, below = ks[scanned], ks[scanned - 1] if scanned else 0
+            scanned += 1
+            for order in orders:
+                if simulate(k, order) <= bar:
+                    for j in range(below + 1, k):  # between grid steps, the smallest k that fits
+                        if simulate(j, order) <= bar:
+                            break
+            pick = smallest(bar, checked)
+        if pick is None:
             break
-    fits.sort(key=lambda fit: fit[0])
-    for k, kept in fits[:MAX_CHECKS]:
+        checked.add(pick)
+        k = errors[pick][0]
         stage(f"mixed precision: converting and checking with {k} of {len(risks)} ops in float32")
-        conv = convert(frozenset(r.name for r in kept))
+        conv = convert(frozenset(r.name for r in sets[pick]))
         ok, result = passes(conv)
         out.attempts.append(Attempt(k, ok, fp16_share(conv.fp16_ops, len(conv.fp32_kept))))
         if ok:
