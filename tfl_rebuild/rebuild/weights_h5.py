@@ -41,7 +41,7 @@ def write_weights(module, arrays: dict[str, np.ndarray], path: str | Path):
     atomically in Keras' format. Returns the model, its weights set."""
     model = module.build_model(weights_path=None)
     layers = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _module_layers(model):
         layers.setdefault(layer.name, layer)
     for name, values in layer_arrays(arrays).items():
         if name not in layers:
@@ -50,6 +50,18 @@ def write_weights(module, arrays: dict[str, np.ndarray], path: str | Path):
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(str(tmp))
     return model
+
+
+def _module_layers(container):
+    """The layers the module names, its control-flow sub-models' included, but not the insides of
+    Keras' own layers: a lifted GRU's cell is auto-named "gru_cell", as a loop body's Dense taken
+    from a TFLite name can be, and must not take that Dense's weights."""
+    import keras
+
+    for layer in container._flatten_layers(include_self=False, recursive=False):
+        yield layer
+        if isinstance(layer, keras.Model) or not type(layer).__module__.startswith("keras."):
+            yield from _module_layers(layer)
 
 
 def check_h5(path: str | Path) -> set[str]:

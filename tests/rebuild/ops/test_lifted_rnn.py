@@ -101,3 +101,16 @@ def test_returned_state_stays_a_loop(tfl):
     model = _seeded(keras.Model(x, [out, keras.layers.Add()([h, h])]))
     tfl.check(tfl.keras(model), "WHILE")
     assert "keras.layers.LSTM(" not in _source(tfl)
+
+
+def test_a_loop_layer_named_like_a_keras_cell_keeps_its_weights(tfl):
+    """A summed Bidirectional GRU before a GRU: the loops that stay faithful hold a Dense named
+    "gru_cell" from the TFLite names, as Keras auto-names a lifted GRU's cell; each gets its own."""
+    layers = [
+        keras.layers.Bidirectional(keras.layers.GRU(4, return_sequences=True), merge_mode="sum"),
+        keras.layers.GRU(5),
+    ]
+    report = tfl.check(tfl.keras(_model(*layers)), "WHILE")
+    source = _source(tfl)
+    assert 'name="gru_cell"' in source and "keras.layers.GRU(" in source, source
+    assert report.ok, report.layers

@@ -207,6 +207,7 @@ def generate(
             [(None, model_inputs), (None, model_outputs), ("name", sanitize(stem, "model"))],
         ),
         functions=[source for _, source in em.functions.values()],
+        stepwise_loops="WhileLoop" in em.classes,
     )
     ast.parse(source)  # a template or emitter bug must never reach the user's disk
     return Generated(source, em.weights, em.tensors)

@@ -143,12 +143,47 @@ def _slice(op: Operator, ctx: ConvertContext) -> str | None:
     if not all(ctx.is_const(i) for i in op.inputs[1:] if i >= 0):
         return "bounds computed"
     specs = _specs(op, ctx)
+    if len(specs) == 1 and specs[0].layer in ("Cropping1D", "Cropping2D", "Cropping3D"):
+        return None  # taken only for a slice that keeps the batch and the channels whole
     if len(specs) != 1 or specs[0].layer != "Slice":
         return "adds axes"
     kwargs = specs[0].kwargs
     if list(kwargs["slices"][0]) != [0, None, 1] or 0 in kwargs.get("squeeze", ()):
         return "slices the batch axis"
     return None
+
+
+@_rule("CUMSUM", "REVERSE_V2", "ARG_MAX", "ARG_MIN")
+def _along_axes(op: Operator, ctx: ConvertContext) -> str | None:
+    axes = _axes(op, ctx, 1, ctx.rank(op.inputs[0]))
+    return None if axes is not None and 0 not in axes else "works along the batch axis"
+
+
+@_rule("SPLIT", "SPLIT_V")
+def _split(op: Operator, ctx: ConvertContext) -> str | None:
+    x, slot = (op.inputs[1], 0) if op.opcode == "SPLIT" else (op.inputs[0], 2)
+    axes = _axes(op, ctx, slot, ctx.rank(x))
+    return None if axes is not None and 0 not in axes else "splits the batch axis"
+
+
+@_rule("PACK", "UNPACK")
+def _pack(op: Operator, ctx: ConvertContext) -> str | None:
+    if any(ctx.is_const(i) for i in op.inputs if i >= 0):
+        return "joins constants"
+    rank = ctx.rank(op.outputs[0] if op.opcode == "PACK" else op.inputs[0])
+    return None if int(op.options.get("axis", 0)) % max(rank, 1) != 0 else "stacks along the batch axis"
+
+
+@_rule("TOPK_V2")
+def _top_k(op: Operator, ctx: ConvertContext) -> str | None:
+    return None if ctx.rank(op.inputs[0]) >= 2 else "works along the batch axis"
+
+
+@_rule("ONE_HOT")
+def _one_hot(op: Operator, ctx: ConvertContext) -> str | None:
+    rank = ctx.rank(op.inputs[0])
+    axis = int(op.options.get("axis", -1)) % (rank + 1)
+    return None if rank >= 1 and axis != 0 else "puts its depth before the batch axis"
 
 
 @_rule("FULLY_CONNECTED")

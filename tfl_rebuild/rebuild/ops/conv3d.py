@@ -16,6 +16,7 @@ from tfl_rebuild.rebuild.ops.registry import (
     ConversionError,
     ConvertContext,
     LayerSpec,
+    Trait,
     converter,
     custom_converter,
 )
@@ -35,7 +36,7 @@ def _weights(kernel, bias) -> tuple:
     return (("kernel", kernel),) if bias is None else (("kernel", kernel), ("bias", bias))
 
 
-@converter("CONV_3D", range(1, 2))
+@converter("CONV_3D", range(1, 2), traits=[Trait.BATCH_PRESERVING])
 def conv_3d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[0]
     w = _kernel(op, ctx)  # [D, H, W, I, O]
@@ -60,7 +61,7 @@ def conv_3d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     )
 
 
-@converter("CONV_3D_TRANSPOSE", range(1, 2))
+@converter("CONV_3D_TRANSPOSE", range(1, 2), traits=[Trait.BATCH_PRESERVING])
 def conv_3d_transpose(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[2]  # inputs: output_shape, filter, input, bias
     w = _kernel(op, ctx)  # [D, H, W, O, I]
@@ -127,6 +128,10 @@ def _pool3d(layer: str):
 
 # TF's converter names the average pool "AvgPool3D"; the runtime's own tests (and older
 # converters) "AveragePool3D": both carry the same options.
-custom_converter("MaxPool3D", note="keras.layers.MaxPooling3D")(_pool3d("MaxPooling3D"))
-custom_converter("AvgPool3D", note="keras.layers.AveragePooling3D")(_pool3d("AveragePooling3D"))
-custom_converter("AveragePool3D", note="keras.layers.AveragePooling3D")(_pool3d("AveragePooling3D"))
+custom_converter("MaxPool3D", "keras.layers.MaxPooling3D", [Trait.BATCH_PRESERVING])(_pool3d("MaxPooling3D"))
+custom_converter("AvgPool3D", "keras.layers.AveragePooling3D", [Trait.BATCH_PRESERVING])(
+    _pool3d("AveragePooling3D")
+)
+custom_converter("AveragePool3D", "keras.layers.AveragePooling3D", [Trait.BATCH_PRESERVING])(
+    _pool3d("AveragePooling3D")
+)
