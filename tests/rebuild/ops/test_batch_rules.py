@@ -4,6 +4,8 @@ runs it at batch 3 too when the batch is free."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tfl_rebuild.rebuild.passes.batch_axis import fixed_batch_reason
@@ -133,3 +135,22 @@ def test_free_batch_dense_on_a_sequence_is_one_dense(tfl):
     assert report.batch is not None and report.batch.ok, report.batch
     source = next((tfl.tmp_path / "gen").glob("*.py")).read_text()
     assert source.count("keras.layers.Dense(") == 1 and "BatchReshape" not in source, source
+
+
+@pytest.mark.parametrize("head", [False, True])
+def test_free_batch_dense_with_an_activation_on_4d_is_one_dense(tfl, head):
+    """Dense(activation="tanh") on [batch, 5, 6, 7] converts to RESHAPE, FULLY_CONNECTED, RESHAPE,
+    ADD, TANH (a zero bias: RESHAPE, FULLY_CONNECTED, TANH, RESHAPE): the rebuild is the one Dense
+    with its bias and activation, and takes any batch."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((5, 6, 7))
+    bias = "random_normal" if head else "zeros"
+    h = keras.layers.Dense(4, activation="tanh", bias_initializer=bias)(x)
+    path = tfl.keras(keras.Model(x, keras.layers.Dense(3, bias_initializer=bias)(h) if head else h))
+    report = tfl.check(path, "FULLY_CONNECTED")
+    assert report.batch is not None and report.batch.ok, report.batch
+    source = "".join(next((tfl.tmp_path / "gen").glob("*.py")).read_text().split())
+    assert re.search(r'keras\.layers\.Dense\(units=4,(use_bias=False,)?activation="tanh",', source), source
+    assert source.count("keras.layers.Dense(") == 1 + head, source
+    assert not any(s in source for s in ("BatchReshape", "BinaryOp", "Activation(")), source

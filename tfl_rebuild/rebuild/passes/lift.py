@@ -310,13 +310,8 @@ def _separable(g: Graph, end: Operator) -> Lifted | None:
 
 def _activation(g: Graph, end: Operator) -> Lifted | None:
     """An activation op by Keras name read from the only output of a layer taking activation=."""
-    name = KERAS_ACTIVATION_OPS.get(end.opcode)
-    if (
-        name is None
-        or len(end.inputs) != 1
-        or (end.opcode == "GELU" and end.options.get("approximate"))
-        or (end.opcode == "SOFTMAX" and float(end.options.get("beta", 1.0)) != 1.0)
-    ):
+    name = _keras_activation(end)
+    if name is None:
         return None
     layer = g.producer.get(g.ctx.resolve(end.inputs[0]))
     if (
@@ -385,11 +380,30 @@ def _embedding(g: Graph, end: Operator) -> Lifted | None:
     return lifted_op(end, "Embedding", (ids, table), {}, chain)
 
 
+def _keras_activation(op: Operator | None) -> str | None:
+    """The Keras name of an activation op a layer's activation= computes the same (else None)."""
+    if (
+        op is None
+        or len(op.inputs) != 1
+        or (op.opcode == "GELU" and op.options.get("approximate"))
+        or (op.opcode == "SOFTMAX" and float(op.options.get("beta", 1.0)) != 1.0)
+    ):
+        return None
+    return KERAS_ACTIVATION_OPS.get(op.opcode)
+
+
 def _dense_nd(g: Graph, end: Operator) -> Lifted | None:
-    """RESHAPE(FULLY_CONNECTED(RESHAPE(x, [rows, C])), [*lead, units]) with x [*lead, C]: Dense on x."""
+    """RESHAPE(FULLY_CONNECTED(RESHAPE(x, [rows, C])), [*lead, units]) with x [*lead, C]: Dense on x.
+    An activation op between the FULLY_CONNECTED and the last RESHAPE (Keras' Dense(activation=)
+    on a 4D input) is the Dense's activation: rowwise it computes the same."""
     if end.opcode != "RESHAPE" or not end.inputs:
         return None
     fc = g.producer.get(g.ctx.resolve(end.inputs[0]))
+    act, name = None, _keras_activation(fc)
+    if name is not None:
+        act, fc = fc, g.producer.get(g.ctx.resolve(fc.inputs[0]))
+        if fc is None or fc.options.get("fused_activation_function", "NONE") != "NONE":
+            return None
     if (
         fc is None
         or fc.opcode != "FULLY_CONNECTED"
@@ -402,22 +416,60 @@ def _dense_nd(g: Graph, end: Operator) -> Lifted | None:
     start = g.made_by(fc.inputs[0], "RESHAPE")
     if start is None or not start.inputs or g.ctx.is_const(start.inputs[0]):
         return None
-    x = start.inputs[0]
+    x, chain = start.inputs[0], [start, fc, *([act] if act else []), end]
     shape_x, flat = tuple(g.ctx.shape(x)), tuple(g.ctx.shape(start.outputs[0]))
     units = np.shape(g.ctx.const(fc.inputs[1]))[0]
     if (
         len(shape_x) < 3
         or flat != (int(np.prod(shape_x[:-1])), shape_x[-1])
         or tuple(g.ctx.shape(end.outputs[0])) != (*shape_x[:-1], units)
-        or not g.enclosed([start, fc, end], hybrid_ok=True)
+        or not g.enclosed(chain, hybrid_ok=True)
     ):
         return None
     options = {**fc.options, "keep_num_dims": True, "name_tensor": start.outputs[0]}
+    if act is not None:
+        options["keras_activation"] = name
     new = dataclasses.replace(fc, inputs=(x, *fc.inputs[1:]), outputs=end.outputs, options=options)
-    return new, [start, fc, end]
+    return new, chain
 
 
-MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _activation)
+def _dense_bias(g: Graph, end: Operator) -> Lifted | None:
+    """ADD(FULLY_CONNECTED without a bias, a float constant along its last axis): the Dense's bias
+    (Keras' Dense on a rank >= 3 input adds its bias apart, after the reshape back)."""
+    if end.opcode != "ADD" or len(end.inputs) != 2:
+        return None
+    for a, b in _operands(end):
+        fc = g.made_by(a, "FULLY_CONNECTED")
+        if (
+            fc is None
+            or not g.ctx.is_const(b)
+            or (len(fc.inputs) > 2 and fc.inputs[2] >= 0)
+            or fc.options.get("fused_activation_function", "NONE") != "NONE"
+            or fc.options.get("keras_activation")
+            or not g.ctx.is_const(fc.inputs[1])
+        ):
+            continue
+        bias, rank = np.asarray(g.ctx.const(b)), len(g.ctx.shape(end.outputs[0]))
+        units = np.shape(g.ctx.const(fc.inputs[1]))[0]
+        if (
+            bias.dtype.kind != "f"
+            or bias.shape[-1:] != (units,)
+            or bias.ndim > rank
+            or any(d != 1 for d in bias.shape[:-1])
+            or not g.enclosed([fc, end])
+        ):
+            continue
+        options = {
+            **fc.options,
+            "fused_activation_function": end.options.get("fused_activation_function", "NONE"),
+            "name_tensor": fc.options.get("name_tensor", fc.outputs[0]),
+        }
+        new = dataclasses.replace(fc, inputs=(*fc.inputs[:2], b), outputs=end.outputs, options=options)
+        return new, [fc, end]
+    return None
+
+
+MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _dense_bias, _activation)
 
 
 def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Operator]:
