@@ -344,10 +344,29 @@ def test_multi_head_attention(tfl, case):
     assert "MatMul(" not in source and "Softmax(" not in source, source
 
 
-def test_masked_attention_stays_faithful(tfl):
-    """A causal mask adds ops between the scores and the softmax: not the lifted pattern."""
+def test_causal_attention_lifts_with_use_causal_mask(tfl):
+    """use_causal_mask=True converts to SELECT_V2(a constant lower-triangular mask, the scores,
+    -0.7 x float32's max) before the softmax: the layer comes back, called with the flag."""
     layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
-    tfl.check(tfl.keras(_attention_model(layer, [(5, 8)], use_causal_mask=True)), "BATCH_MATMUL")
+    tfl.check(tfl.keras(_attention_model(layer, [(5, 8)], use_causal_mask=True)), "SELECT_V2")
+    source = _source(tfl)
+    assert "keras.layers.MultiHeadAttention(" in source and "use_causal_mask=True)" in source, source
+    assert "Select(" not in source and "MatMul(" not in source, source
+
+
+def test_attention_masked_at_run_time_stays_faithful(tfl):
+    """A mask that is an input, not the constant causal one: the faithful SELECT_V2 stays."""
+
+    class ToBool(keras.layers.Layer):
+        def call(self, t):
+            return keras.ops.greater(t, 0.0)
+
+    x, mask = keras.Input((5, 8), batch_size=1), keras.Input((5, 5), batch_size=1)
+    layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    y = layer(x, x, attention_mask=ToBool()(mask))
+    rng = np.random.default_rng(4)
+    layer.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in layer.weights])
+    tfl.check(tfl.keras(keras.Model([x, mask], keras.layers.Rescaling(2.0)(y))), "SELECT_V2")
     assert "MultiHeadAttention" not in _source(tfl)
 
 

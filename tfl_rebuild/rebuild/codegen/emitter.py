@@ -229,6 +229,10 @@ class Emitter:
         kwargs.append(("name", str(layer_name)))
         ctor = spec.layer if spec.custom else f"keras.layers.{spec.layer}"
         arg_text = f"[{', '.join(args)}]" if spec.call_list else ", ".join(args)
+        for k, v in spec.call_kwargs.items():
+            if not KWARG.match(k):
+                raise ValueError(f"bad keyword {k!r}")
+            arg_text += f", {k}={lit(v)}"
         return call(f"{target} = {ctor}", kwargs, f"({arg_text})")
 
     def _inner(self, inner: InnerLayer, name: str) -> Code:

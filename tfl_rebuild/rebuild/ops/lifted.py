@@ -175,7 +175,15 @@ def multi_head_attention(op: Operator, ctx: ConvertContext) -> LayerSpec:
     if out_dim != ctx.shape(query)[-1]:
         kwargs["output_shape"] = out_dim
     kwargs["use_bias"] = use_bias
-    return LayerSpec("MultiHeadAttention", kwargs, (query, value, key), op.outputs, weights=tuple(weights))
+    causal = {"use_causal_mask": True} if op.options.get("causal") else {}
+    return LayerSpec(
+        "MultiHeadAttention",
+        kwargs,
+        (query, value, key),
+        op.outputs,
+        weights=tuple(weights),
+        call_kwargs=causal,
+    )
 
 
 @lifted("Rescaling")

@@ -28,7 +28,8 @@ class LayerSpec:
 
     layer: a keras.layers class name, or (custom=True) a class defined in the generated module.
     kwargs: constructor arguments, plain Python values only.
-    inputs: what the layer is called on; `call_list` passes them as one list (Add, Concatenate).
+    inputs: what the layer is called on; `call_list` passes them as one list (Add, Concatenate);
+    `call_kwargs` are keywords of the call (MultiHeadAttention's use_causal_mask=True).
     outputs: the TFLite tensors this call produces (empty for a helper step inside one op).
     weights: (name, array) pairs in `set_weights` order.
     """
@@ -41,6 +42,7 @@ class LayerSpec:
     custom: bool = False
     call_list: bool = False
     name_tensor: int | None = None  # the tensor whose name names a layer with no outputs (a stack's)
+    call_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the call itself
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ The pattern, read back from the output projection (every tensor inside it enclos
 
 with constant projection weights, no fused activations, no adjoint flags and Keras' scale. The
 RESHAPE / TRANSPOSE steps may be any chain of up to 3 of them that moves the elements the same way
-(checked on indices: with one head the converter writes the transposes as reshapes). Masks, other
-attention axes and biases added apart stay in the faithful form.
+(checked on indices: with one head the converter writes the transposes as reshapes). A causal mask
+(`use_causal_mask=True`) is Keras' masked softmax of a constant lower-triangular mask between the
+scale and the SOFTMAX: SELECT_V2(mask, scores, <= -1e9). Other masks, other attention axes and biases
+added apart stay in the faithful form.
 """
 
 from __future__ import annotations
@@ -81,6 +83,22 @@ def _projection(g: Graph, t: int, perm: list[int]) -> tuple[list[Operator], Oper
     return [dense, *layout], dense, split[2], split[3]
 
 
+def _causal(g: Graph, select: Operator) -> bool:
+    """Whether SELECT_V2(mask, scores, <= -1e9) is Keras' causal masking of scores [B, H, T, S]: the
+    mask a constant that is, for every batch and head, query i may see key j where i >= j."""
+    if len(select.inputs) != 3 or not g.ctx.is_const(select.inputs[0]) or g.ctx.is_const(select.inputs[1]):
+        return False
+    fill, shape = g.scalar(select.inputs[2]), tuple(g.ctx.shape(select.inputs[1]))
+    if fill is None or fill > -1e9 or len(shape) != 4:  # Keras 3: -0.7 x float32's max; tf.keras -1e9
+        return False
+    try:
+        mask = np.broadcast_to(np.asarray(g.ctx.const(select.inputs[0])).astype(bool), shape)
+    except ValueError:
+        return False
+    t, s = shape[2:]
+    return bool((mask == (np.arange(t)[:, None] >= np.arange(s)[None, :])).all())
+
+
 def _attention(g: Graph, end: Operator) -> Lifted | None:
     if end.opcode != "FULLY_CONNECTED" or not g.ctx.is_const(end.inputs[1]) or len(end.outputs) != 1:
         return None
@@ -96,7 +114,13 @@ def _attention(g: Graph, end: Operator) -> Lifted | None:
     value = _projection(g, pv.inputs[1], [0, 2, 1, 3])
     if softmax is None or value is None or float(softmax.options.get("beta", 1.0)) != 1.0:
         return None
-    scaled = g.made_by(softmax.inputs[0], "MUL")
+    scores, masking = softmax.inputs[0], []
+    select = g.made_by(scores, "SELECT_V2")
+    if select is not None:
+        if not _causal(g, select):
+            return None
+        scores, masking = select.inputs[1], [select]
+    scaled = g.made_by(scores, "MUL")
     if scaled is None:
         return None
     for s, c in ((scaled.inputs[0], scaled.inputs[1]), (scaled.inputs[1], scaled.inputs[0])):
@@ -122,7 +146,7 @@ def _attention(g: Graph, end: Operator) -> Lifted | None:
     merged = np.arange(b * h * n * dv).reshape(b, h, n, dv).transpose(0, 2, 1, 3).reshape(b, n, h * dv)
     if (h, dv) != (heads, value_dim) or not _moves(g, back, (b, h, n, dv), merged):
         return None
-    chain = [*q_ops, *k_ops, *v_ops, qk, scaled, softmax, pv, *back, end]
+    chain = [*q_ops, *k_ops, *v_ops, qk, scaled, *masking, softmax, pv, *back, end]
     if len({id(op) for op in chain}) != len(chain) or not g.enclosed(chain):
         return None
     if not all(g.is_float(d.inputs[0]) for d in (q_dense, k_dense, v_dense)):
@@ -140,6 +164,8 @@ def _attention(g: Graph, end: Operator) -> Lifted | None:
         "value_dim": value_dim,
         "name_tensor": scaled.outputs[0],
     }
+    if masking:
+        options["causal"] = True
     return lifted_op(end, "MultiHeadAttention", (*inputs, *weights), options, chain)
 
 
