@@ -59,6 +59,24 @@ def test_layer_normalization(tfl, case):
     assert "RSQRT" not in source and "Reduce(" not in source, source
 
 
+@pytest.mark.parametrize("axis, text", [(-1, "UnitNormalization(name="), (1, "UnitNormalization(axis=1,")])
+def test_unit_normalization(tfl, axis, text):
+    """Keras 3 writes UnitNormalization as SQUARE, SUM, RSQRT, MINIMUM(1e12), MUL: the layer again."""
+    x = keras.Input((4, 6), batch_size=1)
+    h = keras.layers.Dense(5, kernel_initializer="random_normal")(x)
+    tfl.check(
+        tfl.keras(keras.Model(x, keras.layers.Dense(3)(keras.layers.UnitNormalization(axis)(h)))), "RSQRT"
+    )
+    source = _source(tfl)
+    assert f"keras.layers.{text}" in source and "Reduce(" not in source and "rsqrt" not in source, source
+
+
+def test_normalize_with_another_epsilon_stays_faithful(tfl):
+    """keras.ops.normalize's default epsilon is 1e-7, not UnitNormalization's 1e-12: not the layer."""
+    tfl.check(tfl.function(lambda x: keras.ops.normalize(x * 2.0, axis=-1, order=2), [1, 4, 6]), "RSQRT")
+    assert "UnitNormalization" not in _source(tfl)
+
+
 def _ln_parts(x, gamma, beta):
     """keras.layers.LayerNormalization's arithmetic, written out (as TF 2.21 lowers it)."""
     mean = tf.reduce_mean(x, -1, keepdims=True)

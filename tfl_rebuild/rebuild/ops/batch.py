@@ -208,7 +208,7 @@ def _batch_matmul(op: Operator, ctx: ConvertContext) -> str | None:
     return None
 
 
-@_rule("LayerNormalization")
+@_rule("LayerNormalization", "UnitNormalization")
 def _layer_norm(op: Operator, ctx: ConvertContext) -> str | None:
     return None if 0 not in [int(a) for a in op.options["axes"]] else "normalizes over the batch axis"
 

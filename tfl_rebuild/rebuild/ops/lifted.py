@@ -49,6 +49,14 @@ def layer_normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("LayerNormalization", kwargs, (x,), op.outputs, weights=tuple(weights))
 
 
+@lifted("UnitNormalization")
+def unit_normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    axes = [int(a) for a in op.options["axes"]]
+    rank = ctx.rank(op.inputs[0])
+    axis = -1 if axes == [rank - 1] else (axes[0] if len(axes) == 1 else axes)
+    return LayerSpec("UnitNormalization", {"axis": axis}, (op.inputs[0],), op.outputs)
+
+
 def _bias(ctx: ConvertContext, t: int, n: int) -> np.ndarray | None:
     """The bias as a vector of n, or None when there is none or it is all zeros (the converter
     writes zeros for use_bias=False)."""
