@@ -77,6 +77,32 @@ def test_normalize_with_another_epsilon_stays_faithful(tfl):
     assert "UnitNormalization" not in _source(tfl)
 
 
+GROUP_NORM = {
+    "groups-4": ({"groups": 4}, (6, 6, 8), "GroupNormalization(groups=4,name="),
+    "instance": ({"groups": 8, "epsilon": 1e-5}, (6, 6, 8), "GroupNormalization(groups=8,epsilon=1e-05,"),
+    "no-scale": ({"groups": 2, "scale": False}, (5, 5, 6), "GroupNormalization(groups=2,name="),
+    "no-center": ({"groups": 2, "center": False}, (5, 5, 6), "GroupNormalization(groups=2,name="),
+    "sequence": ({"groups": 3}, (7, 9), "GroupNormalization(groups=3,name="),
+}
+
+
+@pytest.mark.parametrize("case", GROUP_NORM)
+def test_group_normalization(tfl, case):
+    """Keras 3's grouped moments between two reshapes, read by their numbers, are the layer again;
+    gamma and beta the converter dropped come back as Keras' ones and zeros."""
+    kwargs, shape, text = GROUP_NORM[case]
+    layer = keras.layers.GroupNormalization(**kwargs)
+    x = keras.Input(shape)
+    conv = keras.layers.Conv2D if len(shape) == 3 else keras.layers.Conv1D
+    h = conv(shape[-1], 3, padding="same", kernel_initializer=W, bias_initializer=B)(x)
+    model = keras.Model(x, keras.layers.Activation("swish")(layer(h)))
+    layer.set_weights([_random(*w.shape, low=-1.0) for w in layer.weights])
+    report = tfl.check(tfl.keras(model), "RSQRT")
+    assert report.batch is not None and report.batch.ok, report.batch
+    source = _source(tfl)
+    assert f"keras.layers.{text}" in source and "Reduce(" not in source and "rsqrt" not in source, source
+
+
 def _ln_parts(x, gamma, beta):
     """keras.layers.LayerNormalization's arithmetic, written out (as TF 2.21 lowers it)."""
     mean = tf.reduce_mean(x, -1, keepdims=True)

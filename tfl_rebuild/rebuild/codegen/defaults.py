@@ -62,6 +62,7 @@ KERAS_DEFAULTS: dict[str, dict[str, object]] = {
     "GlobalAveragePooling2D": _GLOBAL_POOL,
     "GlobalMaxPooling1D": _GLOBAL_POOL,
     "GlobalMaxPooling2D": _GLOBAL_POOL,
+    "GroupNormalization": {"groups": 32, "axis": -1, "epsilon": 0.001, "center": True, "scale": True},
     "LayerNormalization": {"axis": -1, "epsilon": 0.001, "center": True, "scale": True},
     "LeakyReLU": {"negative_slope": 0.3},
     "MultiHeadAttention": {"value_dim": None, "dropout": 0.0, "use_bias": True, "output_shape": None},

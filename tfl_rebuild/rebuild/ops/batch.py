@@ -213,7 +213,15 @@ def _layer_norm(op: Operator, ctx: ConvertContext) -> str | None:
     return None if 0 not in [int(a) for a in op.options["axes"]] else "normalizes over the batch axis"
 
 
-@_rule("SeparableConv2D", "Conv1D", "MaxPooling1D", "AveragePooling1D", "Embedding", "MultiHeadAttention")
+@_rule(
+    "SeparableConv2D",
+    "Conv1D",
+    "MaxPooling1D",
+    "AveragePooling1D",
+    "Embedding",
+    "MultiHeadAttention",
+    "GroupNormalization",
+)
 def _keras_layer(op: Operator, ctx: ConvertContext) -> str | None:
     return None  # Keras layers over the axes after the batch (their constants are weights)
 

@@ -49,6 +49,20 @@ def layer_normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("LayerNormalization", kwargs, (x,), op.outputs, weights=tuple(weights))
 
 
+@lifted("GroupNormalization")
+def group_normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
+    """gamma and beta per channel; ones and zeros where the converter dropped them (Keras' defaults)."""
+    x, gamma, beta = op.inputs
+    channels = ctx.shape(x)[-1]
+
+    def weight(t: int, fill: float) -> np.ndarray:
+        return np.full(channels, fill, np.float32) if t < 0 else ctx.const(t).astype(np.float32).reshape(-1)
+
+    kwargs = {"groups": int(op.options["groups"]), "epsilon": short_float(op.options["epsilon"])}
+    weights = (("gamma", weight(gamma, 1.0)), ("beta", weight(beta, 0.0)))
+    return LayerSpec("GroupNormalization", kwargs, (x,), op.outputs, weights=weights)
+
+
 @lifted("UnitNormalization")
 def unit_normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
     axes = [int(a) for a in op.options["axes"]]

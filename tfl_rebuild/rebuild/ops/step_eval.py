@@ -1,4 +1,5 @@
-"""A numpy run of one small float subgraph: the cond and body of a recurrent layer's WHILE loop.
+"""A numpy run of one small float subgraph: the cond and body of a recurrent layer's WHILE loop,
+or the ops of a GroupNormalization between its reshapes.
 
 `passes.lift_rnn` recognises a Keras LSTM / GRU / SimpleRNN cell by its numbers: it runs the loop
 body on probe values and compares it with the Keras cell computed from the weights it read, so a
@@ -61,7 +62,18 @@ KERNELS: dict[str, Callable] = {
     "RELU": lambda op, v: np.maximum(v[0], 0),
     "DEQUANTIZE": lambda op, v: v[0].astype(np.float32),
     "REVERSE_V2": lambda op, v: np.flip(v[0], [int(a) for a in v[1].reshape(-1)]),
+    # and the moments of a normalization (passes.lift_group_norm), float only
+    "MEAN": lambda op, v: _float_mean(op, v),
+    "RSQRT": lambda op, v: (1.0 / np.sqrt(v[0])).astype(v[0].dtype),
+    "SQUARED_DIFFERENCE": lambda op, v: np.square(v[0] - v[1]),
 }
+
+
+def _float_mean(op, v: list) -> np.ndarray | None:
+    if v[0].dtype.kind != "f" or v[1] is None:
+        return None
+    axes = tuple(int(a) for a in v[1].reshape(-1))
+    return np.mean(v[0], axis=axes, keepdims=bool(op.options.get("keep_dims", False))).astype(v[0].dtype)
 
 
 def apply(op, values: list, out_shape: tuple[int, ...] | None = None) -> list[np.ndarray] | None:
