@@ -132,6 +132,30 @@ def _normalization(keras):
     return keras.Model(inp, keras.layers.Dense(3)(x))
 
 
+def _causal_decoder(keras):
+    inp = keras.Input((12, 32))
+    h = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(inp, inp, use_causal_mask=True)
+    x = keras.layers.LayerNormalization()(keras.layers.Add()([inp, h]))
+    f = keras.layers.Dense(64, activation="gelu")(x)
+    return keras.Model(inp, keras.layers.Add()([x, keras.layers.Dense(32)(f)]))
+
+
+def _group_norm_block(keras):
+    inp = keras.Input((16, 16, 8))
+    x = keras.layers.Conv2D(16, 3, padding="same")(inp)
+    x = keras.layers.GroupNormalization(groups=4)(x)
+    x = keras.layers.Activation("swish")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same")(x)
+    return keras.Model(inp, keras.layers.GroupNormalization(groups=8, epsilon=1e-5)(x))
+
+
+def _embedding_head(keras):
+    inp = keras.Input((4, 4, 32))
+    x = keras.layers.Dense(16, activation="tanh")(inp)  # Dense on a rank-4 input
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.UnitNormalization()(keras.layers.Dense(8)(x)))
+
+
 MODELS = {
     "mlp": _mlp,
     "cnn_separable": _cnn,
@@ -145,6 +169,9 @@ MODELS = {
     "squeeze_excite": _squeeze_excite,
     "rescaling_head": _rescaling,
     "normalization": _normalization,
+    "causal_decoder": _causal_decoder,
+    "group_norm_block": _group_norm_block,
+    "embedding_head": _embedding_head,
 }
 
 

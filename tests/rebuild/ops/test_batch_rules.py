@@ -121,6 +121,8 @@ def test_free_batch_keras_original_keeps_its_layers_and_any_batch(tfl):
     assert report.batch is not None and report.batch.ok, report.batch
     source = next((tfl.tmp_path / "gen").glob("*.py")).read_text()
     assert "keras.layers.MultiHeadAttention(" in source and "batch_size" not in source
+    # its scaled scores' fused name ".../multi_head_attention_1/Mul;...", not the query kernel's
+    assert 'name="multi_head_attention"' in source, source
 
 
 def test_free_batch_dense_on_a_sequence_is_one_dense(tfl):

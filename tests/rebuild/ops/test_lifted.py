@@ -386,6 +386,8 @@ def test_multi_head_attention(tfl, case):
     source = _source(tfl)
     assert "keras.layers.MultiHeadAttention(" in source and text in source, source
     assert "MatMul(" not in source and "Softmax(" not in source, source
+    # named as the attention's scope, not after its query projection's kernel
+    assert 'name="multi_head_attention' in source, source
 
 
 def test_causal_attention_lifts_with_use_causal_mask(tfl):
@@ -395,6 +397,7 @@ def test_causal_attention_lifts_with_use_causal_mask(tfl):
     tfl.check(tfl.keras(_attention_model(layer, [(5, 8)], use_causal_mask=True)), "SELECT_V2")
     source = _source(tfl)
     assert "keras.layers.MultiHeadAttention(" in source and "use_causal_mask=True)" in source, source
+    assert 'name="multi_head_attention' in source, source
     assert "Select(" not in source and "MatMul(" not in source, source
 
 

@@ -103,6 +103,15 @@ class Emitter:
             return self.io_names[t]
         name = self.sg.tensors[t].name
         call_result = bool(CALL_RESULT.match(name.split(";")[0]))
+        if (
+            ";" in name
+            and not call_result
+            and t == op.options.get("name_tensor")
+            and "lifted_from" in op.options
+        ):
+            return name.split(";")[
+                0
+            ]  # chosen by the lift for its layer scope (".../multi_head_attention/Mul")
         if ";" in name or call_result:  # the converter fuses the names of every op folded in
             consts = [self.sg.tensors[i] for i in op.inputs if i >= 0 and self.ctx.is_const(i)]
             # The largest first: a kernel, not a conv's output shape or a bias.
