@@ -98,7 +98,8 @@ class Emitter:
         """The text a layer computing tensor `t` of `op` is named from: the signature's name of a
         model output; else, when the tensor's name is several fused ones or TensorFlow's 'Identity'
         / 'StatefulPartitionedCall:0', the name of the op's largest constant, its kernel, which
-        carries the op's own layer scope ('model/conv2d/Conv2D'); else the tensor's name."""
+        carries the op's own layer scope ('model/conv2d/Conv2D'), unless a lift chose the tensor
+        for its scope (then its first fused name); else the tensor's name."""
         if t in self.io_names:
             return self.io_names[t]
         name = self.sg.tensors[t].name
@@ -109,9 +110,8 @@ class Emitter:
             and t == op.options.get("name_tensor")
             and "lifted_from" in op.options
         ):
-            return name.split(";")[
-                0
-            ]  # chosen by the lift for its layer scope (".../multi_head_attention/Mul")
+            # chosen by the lift for its layer scope (".../multi_head_attention/Mul;...")
+            return name.split(";")[0]
         if ";" in name or call_result:  # the converter fuses the names of every op folded in
             consts = [self.sg.tensors[i] for i in op.inputs if i >= 0 and self.ctx.is_const(i)]
             # The largest first: a kernel, not a conv's output shape or a bias.

@@ -20,6 +20,7 @@ from tfl_rebuild.tflite.ir import Operator
 
 MAX_REGION = 32  # ops between the reshapes (Keras writes 10 to 13)
 PROBE_TOL = 1e-4  # max |region - Keras formula| relative to max |region output|
+PROBE_LIMIT = 1 << 22  # elements of a probe: a bigger layer stays faithful (its probes cost too much)
 
 
 def _region(g: Graph, end: Operator) -> tuple[Operator, list[Operator]] | None:
@@ -87,6 +88,7 @@ def _group_norm(g: Graph, end: Operator) -> Lifted | None:
     )
     if (
         len(shape) < 3
+        or int(np.prod(shape)) > PROBE_LIMIT
         or grouped[:-2] != shape[:-1]
         or grouped[-2] * grouped[-1] != shape[-1]
         or grouped[-2] < 1
