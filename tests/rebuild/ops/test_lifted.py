@@ -103,6 +103,30 @@ def test_group_normalization(tfl, case):
     assert f"keras.layers.{text}" in source and "Reduce(" not in source and "rsqrt" not in source, source
 
 
+def test_batch_normalization_after_a_concatenate(tfl):
+    """No conv absorbs a BatchNormalization after a Concatenate (DenseNet): the converter folds it
+    to MUL + ADD (a ReLU fused), named ".../batchnorm/mul_1" and "add_1": the layer again."""
+    x = keras.Input((6, 6, 4))
+    h = keras.layers.Conv2D(4, 3, padding="same", kernel_initializer=W, bias_initializer=B)(x)
+    bn = keras.layers.BatchNormalization()
+    y = keras.layers.ReLU()(bn(keras.layers.Concatenate()([x, h])))
+    model = keras.Model(x, keras.layers.Conv2D(3, 1, kernel_initializer=W)(y))
+    bn.set_weights([_random(8), _random(8, low=-1.0), _random(8, low=-1.0), _random(8)])
+    report = tfl.check(tfl.keras(model), "MUL")
+    assert report.batch is not None and report.batch.ok, report.batch
+    source = _source(tfl)
+    assert 'keras.layers.BatchNormalization(epsilon=0.0,name="batch_normalization' in source, source
+    assert 'keras.layers.ReLU(name="re_lu' in source and "BinaryOp" not in source, source
+
+
+def test_per_channel_arithmetic_not_named_batch_norm_stays_faithful(tfl):
+    tfl.check(
+        tfl.function(lambda x: x * tf.constant([1.5, 2.0, 0.5]) + tf.constant([0.1, 0.2, 0.3]), [1, 4, 3]),
+        "MUL",
+    )
+    assert "BatchNormalization" not in _source(tfl)
+
+
 def _ln_parts(x, gamma, beta):
     """keras.layers.LayerNormalization's arithmetic, written out (as TF 2.21 lowers it)."""
     mean = tf.reduce_mean(x, -1, keepdims=True)

@@ -221,6 +221,7 @@ def _layer_norm(op: Operator, ctx: ConvertContext) -> str | None:
     "Embedding",
     "MultiHeadAttention",
     "GroupNormalization",
+    "BatchNormalization",
 )
 def _keras_layer(op: Operator, ctx: ConvertContext) -> str | None:
     return None  # Keras layers over the axes after the batch (their constants are weights)

@@ -49,6 +49,29 @@ def layer_normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec("LayerNormalization", kwargs, (x,), op.outputs, weights=tuple(weights))
 
 
+@lifted("BatchNormalization")
+def batch_normalization(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
+    """The converter's folded scale and shift as gamma and beta over a moving mean of 0 and a moving
+    variance of 1, epsilon 0: x * scale + shift, as TFLite computes it (passes.lift_batch_norm)."""
+    x, scale, shift = op.inputs
+    channels = ctx.shape(x)[-1]
+    weights = (
+        ("gamma", ctx.const(scale).astype(np.float32).reshape(-1)),
+        ("beta", ctx.const(shift).astype(np.float32).reshape(-1)),
+        ("moving_mean", np.zeros(channels, np.float32)),
+        ("moving_variance", np.ones(channels, np.float32)),
+    )
+    spec = LayerSpec(
+        "BatchNormalization",
+        {"epsilon": 0.0},
+        (x,),
+        op.outputs,
+        weights=weights,
+        name_tensor=op.options.get("layer_tensor"),  # its name when a fused ReLU follows
+    )
+    return with_activation(op, spec)
+
+
 @lifted("GroupNormalization")
 def group_normalization(op: Operator, ctx: ConvertContext) -> LayerSpec:
     """gamma and beta per channel; ones and zeros where the converter dropped them (Keras' defaults)."""

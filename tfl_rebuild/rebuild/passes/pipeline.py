@@ -18,6 +18,7 @@ from tfl_rebuild.rebuild.passes.fuse import fuse_dilated_convs, fuse_silu
 from tfl_rebuild.rebuild.passes.lift import lift
 from tfl_rebuild.rebuild.passes.lift_1d import lift_1d
 from tfl_rebuild.rebuild.passes.lift_attention import lift_attention
+from tfl_rebuild.rebuild.passes.lift_batch_norm import lift_batch_norm
 from tfl_rebuild.rebuild.passes.lift_group_norm import lift_group_norm
 from tfl_rebuild.rebuild.passes.lift_input import lift_input
 from tfl_rebuild.rebuild.passes.lift_rnn import lift_rnn
@@ -37,6 +38,7 @@ PIPELINE: list[Pass] = [
     lift_1d,  # after folding: Conv1D and 1-D pooling regions
     lift_attention,  # MultiHeadAttention
     lift_group_norm,  # GroupNormalization (before lift: its region holds a LayerNormalization-like part)
+    lift_batch_norm,  # BatchNormalization no conv absorbed, by its names
     lift_input,  # after folding: Rescaling / Normalization of a model input (constants per channel)
     lift_rnn,  # after folding: LSTM / GRU / SimpleRNN from WHILE loops (loop inputs are constants)
     lift,  # LayerNormalization, SeparableConv2D, Embedding, activation= (after the 1-D regions)
