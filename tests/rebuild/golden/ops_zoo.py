@@ -42,54 +42,6 @@ class OpLayer(keras.layers.Layer):
         return {**super().get_config(), **self.op_config}
 
 
-BINARY_OPS = {
-    "multiply": keras.ops.multiply,
-}
-
-
-@keras.saving.register_keras_serializable(package="ops_zoo")
-class BinaryOp(OpLayer):
-    """An elementwise op of two operands with broadcasting; one may be a stored constant."""
-
-    def __init__(self, op, constant_shape=None, constant_first=False, **kwargs):
-        super().__init__({"op": op, "constant_first": constant_first}, constant_shape, **kwargs)
-        self.op, self.constant_first = op, constant_first
-
-    def call(self, *inputs):
-        if self.constant_shape is not None:
-            constant = self.constant
-            if "int" in str(inputs[0].dtype):  # integer math (a loop counter): the stored float is exact
-                constant = keras.ops.cast(constant, inputs[0].dtype)
-            inputs = (constant, *inputs) if self.constant_first else (*inputs, constant)
-        return self.broadcast_add(*inputs) if self.op == "add" else BINARY_OPS[self.op](*inputs)
-
-    @staticmethod
-    def broadcast_add(a, b):
-        """keras.ops.add with numpy broadcasting. Its TensorFlow backend adds a second operand that
-        squeezes to one axis of the first one's size at axis 1 or last as a bias (tf.nn.bias_add along
-        the last axis, else axis 1), whatever axis it broadcasts along: [1, 128] + [1, 1, 128] came out
-        [1, 128], and [1, 8, 8] + [1, 8, 1] added along the wrong axis. So the operand of the result's
-        shape goes first, and the other is broadcast to it unless the bias reading is the right one."""
-        shape_a, shape_b = tuple(a.shape), tuple(b.shape)
-        if shape_a == shape_b:
-            return keras.ops.add(a, b)
-        known_a = all(isinstance(d, int) for d in shape_a)  # None, or JAX's symbolic batch: not known
-        if not known_a or not all(isinstance(d, int) for d in shape_b):
-            # Any batch: an operand with an unknown axis goes second, where it never passes for a bias.
-            return keras.ops.add(a, b) if known_a else keras.ops.add(b, a)
-        out = tuple(np.broadcast_shapes(shape_a, shape_b))
-        if shape_b == out:
-            a, b, shape_b = b, a, shape_a
-        elif shape_a != out:
-            a = keras.ops.broadcast_to(a, out)
-        axes = [i for i, d in enumerate(shape_b) if d != 1]
-        if len(axes) == 1:
-            axis = len(out) - len(shape_b) + axes[0]  # the axis of the result it varies along
-            if not (axis == len(out) - 1 or (axis == 1 and out[-1] != shape_b[axes[0]])):
-                b = keras.ops.broadcast_to(b, out)
-        return keras.ops.add(a, b)
-
-
 @keras.saving.register_keras_serializable(package="ops_zoo")
 class Resize(OpLayer):
     """TFLite RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR with its exact corner conventions.
@@ -179,20 +131,16 @@ def build_model(weights_path=WEIGHTS):
     p_re_lu = keras.layers.PReLU(shared_axes=[1, 2], name="p_re_lu")(zero_padding2d)
     # CONCATENATION -> [1, 16, 16, 24]
     concatenate = keras.layers.Concatenate(name="concatenate")([p_re_lu, up_sampling2d, re_lu_1])
-    # MUL -> [1, 16, 16, 24]
-    batch_normalization_1 = BinaryOp(op="multiply", constant_shape=[24], name="batch_normalization_1")(
+    # BatchNormalization (from MUL + ADD) -> [1, 16, 16, 24]
+    batch_normalization_1 = keras.layers.BatchNormalization(epsilon=0.0, name="batch_normalization_1")(
         concatenate
-    )
-    # ADD -> [1, 16, 16, 24]
-    batch_normalization_1_add_1 = BinaryOp(op="add", constant_shape=[24], name="batch_normalization_1_add_1")(
-        batch_normalization_1
     )
     # CONV_2D + sigmoid -> [1, 16, 16, 24]
     conv2d_3 = keras.layers.Conv2D(filters=24, kernel_size=(1, 1), activation="sigmoid", name="conv2d_3")(
-        batch_normalization_1_add_1
+        batch_normalization_1
     )
     # MUL -> [1, 16, 16, 24]
-    multiply_1 = keras.layers.Multiply(name="multiply_1")([batch_normalization_1_add_1, conv2d_3])
+    multiply_1 = keras.layers.Multiply(name="multiply_1")([batch_normalization_1, conv2d_3])
     # CONV_2D + tanh -> [1, 16, 16, 24]
     conv2d_4 = keras.layers.Conv2D(filters=24, kernel_size=(1, 1), activation="tanh", name="conv2d_4")(
         multiply_1

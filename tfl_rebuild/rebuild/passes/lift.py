@@ -137,13 +137,13 @@ def lifted_op(
     return op, chain
 
 
-def _operands(op: Operator) -> list[tuple[int, int]]:
+def operands(op: Operator) -> list[tuple[int, int]]:
     """The two inputs of a commutative binary op, in both orders."""
     a, b = op.inputs[:2]
     return [(a, b), (b, a)]
 
 
-def _axes(g: Graph, mean: Operator) -> list[int] | None:
+def keep_dims_axes(g: Graph, mean: Operator) -> list[int] | None:
     if not mean.options.get("keep_dims") or len(mean.inputs) < 2 or not g.ctx.is_const(mean.inputs[1]):
         return None
     rank = g.ctx.rank(mean.inputs[0])
@@ -168,11 +168,11 @@ def _layer_norm(g: Graph, end: Operator) -> Lifted | None:
         or end.options.get("fused_activation_function", "NONE") != "NONE"
     ):
         return None
-    for scaled_t, res_t in _operands(end):
+    for scaled_t, res_t in operands(end):
         scaled = g.made_by(scaled_t, "MUL")
         if scaled is None:
             continue
-        for x, inv_t in _operands(scaled):
+        for x, inv_t in operands(scaled):
             found = _inv(g, inv_t)
             if found is None:
                 continue
@@ -183,7 +183,7 @@ def _layer_norm(g: Graph, end: Operator) -> Lifted | None:
             if res is None:
                 continue
             res_ops, beta = res
-            axes = _axes(g, mean)
+            axes = keep_dims_axes(g, mean)
             shape = g.ctx.shape(x)
             bshape = tuple(d if a in axes else 1 for a, d in enumerate(shape))
             chain = [*inv_ops, *res_ops, scaled, end]
@@ -207,7 +207,7 @@ def _inv(g: Graph, t: int) -> tuple[list[Operator], Operator, float, int] | None
         mul = g.made_by(t, "MUL")
         if mul is None:
             return None
-        for r, c in _operands(mul):
+        for r, c in operands(mul):
             if g.made_by(r, "RSQRT") is not None and g.ctx.is_const(c):
                 rsqrt, gamma, ops = g.made_by(r, "RSQRT"), c, [mul]
                 break
@@ -216,7 +216,7 @@ def _inv(g: Graph, t: int) -> tuple[list[Operator], Operator, float, int] | None
     add = g.made_by(rsqrt.inputs[0], "ADD")
     if add is None:
         return None
-    for v, e in _operands(add):
+    for v, e in operands(add):
         eps = g.scalar(e)
         var = g.made_by(v, "MEAN")
         if eps is None or var is None or eps < 0:
@@ -224,12 +224,12 @@ def _inv(g: Graph, t: int) -> tuple[list[Operator], Operator, float, int] | None
         sqd = g.made_by(var.inputs[0], "SQUARED_DIFFERENCE")
         if sqd is None:
             continue
-        for x, m in _operands(sqd):
+        for x, m in operands(sqd):
             mean = g.made_by(m, "MEAN")
             if mean is None or not g.same(mean.inputs[0], x):
                 continue
-            axes = _axes(g, mean)
-            if axes is None or axes != _axes(g, var):
+            axes = keep_dims_axes(g, mean)
+            if axes is None or axes != keep_dims_axes(g, var):
                 continue
             return [mean, sqd, var, add, rsqrt, *ops], mean, eps, gamma
     return None
@@ -243,7 +243,7 @@ def _shift(g: Graph, t: int, mean: Operator, inv: int) -> tuple[list[Operator], 
     def neg_times_inv(u: int) -> list[Operator] | None:
         mul = g.made_by(u, "MUL")
         if mul is not None:
-            for a, b in _operands(mul):
+            for a, b in operands(mul):
                 neg = g.made_by(a, "NEG")
                 if neg is not None and g.same(neg.inputs[0], m) and g.same(b, inv):
                     return [neg, mul]
@@ -256,7 +256,7 @@ def _shift(g: Graph, t: int, mean: Operator, inv: int) -> tuple[list[Operator], 
 
     def times_inv(u: int) -> list[Operator] | None:
         mul = g.made_by(u, "MUL")
-        if mul is not None and any(g.same(a, m) and g.same(b, inv) for a, b in _operands(mul)):
+        if mul is not None and any(g.same(a, m) and g.same(b, inv) for a, b in operands(mul)):
             return [mul]
         return None
 
@@ -265,7 +265,7 @@ def _shift(g: Graph, t: int, mean: Operator, inv: int) -> tuple[list[Operator], 
         return found, -1
     add = g.made_by(t, "ADD")
     if add is not None:
-        for u, beta in _operands(add):
+        for u, beta in operands(add):
             found = neg_times_inv(u)
             if found is not None and g.ctx.is_const(beta):
                 return [*found, add], beta
@@ -371,7 +371,7 @@ def _embedding(g: Graph, end: Operator) -> Lifted | None:
             and add is not None
             and g.same(less.inputs[0], raw)
             and g.scalar(less.inputs[1]) == 0
-            and any(g.same(a, raw) and g.scalar(b) == n for a, b in _operands(add))
+            and any(g.same(a, raw) and g.scalar(b) == n for a, b in operands(add))
             and g.enclosed([less, add, select, end], any_dtype=True)
         ):
             chain, ids = [less, add, select, end], raw
@@ -438,7 +438,7 @@ def _dense_bias(g: Graph, end: Operator) -> Lifted | None:
     (Keras' Dense on a rank >= 3 input adds its bias apart, after the reshape back)."""
     if end.opcode != "ADD" or len(end.inputs) != 2:
         return None
-    for a, b in _operands(end):
+    for a, b in operands(end):
         fc = g.made_by(a, "FULLY_CONNECTED")
         if (
             fc is None
@@ -469,61 +469,7 @@ def _dense_bias(g: Graph, end: Operator) -> Lifted | None:
     return None
 
 
-UNIT_NORM_EPSILON = 1e-12  # keras.layers.UnitNormalization: x * rsqrt(max(sum x^2, eps^2)), eps 1e-12
-
-
-def _inv_norm(g: Graph, t: int) -> tuple[list[Operator], Operator] | None:
-    """1 / max(norm, 1e-12) as Keras 3 writes it, MINIMUM(RSQRT(s), 1e12) or RSQRT(MAXIMUM(s,
-    1e-24)), with s a SUM: (those ops, the SUM)."""
-    clip = g.made_by(t, "MINIMUM")
-    if clip is not None:
-        for a, b in _operands(clip):
-            rsqrt, bound = g.made_by(a, "RSQRT"), g.scalar(b)
-            if (
-                rsqrt is not None
-                and bound is not None
-                and np.isclose(bound, 1 / UNIT_NORM_EPSILON, rtol=1e-6)
-            ):
-                total = g.made_by(rsqrt.inputs[0], "SUM")
-                return ([clip, rsqrt], total) if total is not None else None
-        return None
-    rsqrt = g.made_by(t, "RSQRT")
-    floor = g.made_by(rsqrt.inputs[0], "MAXIMUM") if rsqrt is not None else None
-    for a, b in _operands(floor) if floor is not None else ():
-        total, bound = g.made_by(a, "SUM"), g.scalar(b)
-        if total is not None and bound is not None and np.isclose(bound, UNIT_NORM_EPSILON**2, rtol=1e-6):
-            return [rsqrt, floor], total
-    return None
-
-
-def _unit_norm(g: Graph, end: Operator) -> Lifted | None:
-    """MUL(x, 1 / max(norm, 1e-12)) with norm^2 = SUM(SQUARE(x), axes): Keras' UnitNormalization."""
-    if (
-        end.opcode != "MUL"
-        or len(end.inputs) != 2
-        or end.options.get("fused_activation_function", "NONE") != "NONE"
-    ):
-        return None
-    for x, inv in _operands(end):
-        found = _inv_norm(g, inv)
-        if found is None or g.ctx.is_const(x):
-            continue
-        ops, total = found
-        square = g.made_by(total.inputs[0], "SQUARE")
-        axes = _axes(g, total)
-        chain = [square, total, *ops, end]
-        if square is None or not g.same(square.inputs[0], x) or not axes or 0 in axes:
-            continue
-        if g.is_float(x) and g.enclosed(chain):
-            # named as the layer's scope: its RSQRT is ".../unit_normalization/Rsqrt"
-            rsqrt = next(op for op in ops if op.opcode == "RSQRT")
-            return lifted_op(
-                end, "UnitNormalization", (x,), {"axes": axes, "name_tensor": rsqrt.outputs[0]}, chain
-            )
-    return None
-
-
-MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _dense_bias, _unit_norm, _activation)
+MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _dense_bias, _activation)
 
 
 def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Operator]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.registry import ConvertContext
-from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, lift, lifted_op
+from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, lift, lifted_op, operands
 from tfl_rebuild.tflite.ir import Operator
 
 MUL_NAME, ADD_NAME = "/batchnorm/mul_1", "/batchnorm/add_1"
@@ -31,8 +31,7 @@ def _per_channel(g: Graph, t: int, channels: int, rank: int) -> bool:
 def _batch_norm(g: Graph, end: Operator) -> Lifted | None:
     if end.opcode != "ADD" or len(end.inputs) != 2:
         return None
-    a, b = end.inputs
-    for scaled, shift in ((a, b), (b, a)):
+    for scaled, shift in operands(end):
         mul = g.made_by(scaled, "MUL")
         if mul is None or len(mul.inputs) != 2:
             continue
@@ -41,7 +40,7 @@ def _batch_norm(g: Graph, end: Operator) -> Lifted | None:
         if scope is None or scope + ADD_NAME not in g.ctx.tensor(end.outputs[0]).name.split(";"):
             continue
         channels, rank = g.ctx.shape(end.outputs[0])[-1], g.ctx.rank(end.outputs[0])
-        for x, scale in (mul.inputs, mul.inputs[::-1]):
+        for x, scale in operands(mul):
             if (
                 not g.ctx.is_const(x)
                 and _per_channel(g, scale, channels, rank)

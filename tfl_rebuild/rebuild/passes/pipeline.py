@@ -22,6 +22,7 @@ from tfl_rebuild.rebuild.passes.lift_batch_norm import lift_batch_norm
 from tfl_rebuild.rebuild.passes.lift_group_norm import lift_group_norm
 from tfl_rebuild.rebuild.passes.lift_input import lift_input
 from tfl_rebuild.rebuild.passes.lift_rnn import lift_rnn
+from tfl_rebuild.rebuild.passes.lift_unit_norm import lift_unit_norm
 from tfl_rebuild.rebuild.passes.quantize import rounds
 from tfl_rebuild.rebuild.passes.unit_batch import drop_unit_batch
 from tfl_rebuild.tflite.analysis import NON_DATA
@@ -39,6 +40,7 @@ PIPELINE: list[Pass] = [
     lift_attention,  # MultiHeadAttention
     lift_group_norm,  # GroupNormalization (before lift: its region holds a LayerNormalization-like part)
     lift_batch_norm,  # BatchNormalization no conv absorbed, by its names
+    lift_unit_norm,  # UnitNormalization
     lift_input,  # after folding: Rescaling / Normalization of a model input (constants per channel)
     lift_rnn,  # after folding: LSTM / GRU / SimpleRNN from WHILE loops (loop inputs are constants)
     lift,  # LayerNormalization, SeparableConv2D, Embedding, activation= (after the 1-D regions)
