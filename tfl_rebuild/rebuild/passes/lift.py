@@ -161,6 +161,15 @@ def _param(g: Graph, t: int, shape: tuple[int, ...]) -> bool:
         return False
 
 
+def per_channel(g: Graph, t: int, n: int, rank: int) -> bool:
+    """Whether `t` is a float constant along the last axis of a rank-`rank` result ([n] or
+    [1, ..., 1, n]): a bias, or a folded batch norm's scale or shift."""
+    if not g.ctx.is_const(t):
+        return False
+    v = np.asarray(g.ctx.const(t))
+    return v.dtype.kind == "f" and v.ndim <= rank and v.shape[-1:] == (n,) and v.size == n
+
+
 def _layer_norm(g: Graph, end: Operator) -> Lifted | None:
     if (
         end.opcode != "ADD"
@@ -449,15 +458,8 @@ def _dense_bias(g: Graph, end: Operator) -> Lifted | None:
             or not g.ctx.is_const(fc.inputs[1])
         ):
             continue
-        bias, rank = np.asarray(g.ctx.const(b)), len(g.ctx.shape(end.outputs[0]))
         units = np.shape(g.ctx.const(fc.inputs[1]))[0]
-        if (
-            bias.dtype.kind != "f"
-            or bias.shape[-1:] != (units,)
-            or bias.ndim > rank
-            or any(d != 1 for d in bias.shape[:-1])
-            or not g.enclosed([fc, end])
-        ):
+        if not per_channel(g, b, units, g.ctx.rank(end.outputs[0])) or not g.enclosed([fc, end]):
             continue
         options = {
             **fc.options,

@@ -11,21 +11,11 @@ x * scale + shift exactly as TFLite does.
 
 from __future__ import annotations
 
-import numpy as np
-
 from tfl_rebuild.rebuild.ops.registry import ConvertContext
-from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, lift, lifted_op, operands
+from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, lift, lifted_op, operands, per_channel
 from tfl_rebuild.tflite.ir import Operator
 
 MUL_NAME, ADD_NAME = "/batchnorm/mul_1", "/batchnorm/add_1"
-
-
-def _per_channel(g: Graph, t: int, channels: int, rank: int) -> bool:
-    """Whether constant `t` is a float vector along the last axis ([C] or [1, ..., 1, C])."""
-    if not g.ctx.is_const(t):
-        return False
-    v = np.asarray(g.ctx.const(t))
-    return v.dtype.kind == "f" and v.ndim <= rank and v.shape[-1:] == (channels,) and v.size == channels
 
 
 def _batch_norm(g: Graph, end: Operator) -> Lifted | None:
@@ -43,8 +33,8 @@ def _batch_norm(g: Graph, end: Operator) -> Lifted | None:
         for x, scale in operands(mul):
             if (
                 not g.ctx.is_const(x)
-                and _per_channel(g, scale, channels, rank)
-                and _per_channel(g, shift, channels, rank)
+                and per_channel(g, scale, channels, rank)
+                and per_channel(g, shift, channels, rank)
                 and g.is_float(x)
                 and tuple(g.ctx.shape(x)) == tuple(g.ctx.shape(end.outputs[0]))
                 and g.enclosed([mul, end])
