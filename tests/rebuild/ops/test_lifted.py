@@ -171,6 +171,27 @@ def test_separable_conv_2d(tfl, case):
     assert "DepthwiseConv2D" not in source, source
 
 
+def test_separable_conv_2d_dilated_free_batch(tfl):
+    """A free batch makes TensorFlow write the dilated depthwise as SPACE_TO_BATCH_ND, conv,
+    BATCH_TO_SPACE_ND: fused into one dilated conv before the lift, it is one SeparableConv2D,
+    named after its layer (not 'separable_conv2d_batch_to_space_nd')."""
+    x = keras.Input((12, 12, 3))
+    layer = keras.layers.SeparableConv2D(
+        5,
+        3,
+        dilation_rate=2,
+        padding="same",
+        depthwise_initializer=W,
+        pointwise_initializer=W,
+        bias_initializer=B,
+        name="sep",
+    )
+    tfl.check(tfl.keras(keras.Model(x, layer(x))), "SPACE_TO_BATCH_ND")
+    source = _source(tfl)
+    assert "keras.layers.SeparableConv2D(" in source and "dilation_rate=(2,2)" in source, source
+    assert 'name="sep"' in source and "DepthwiseConv2D" not in source, source
+
+
 @pytest.mark.parametrize("between", ["relu", "depthwise-bias"])
 def test_separable_partial_stays_faithful(tfl, between):
     """An activation or a bias between the depthwise and the 1x1 conv: two layers, as written."""

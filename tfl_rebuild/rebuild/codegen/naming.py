@@ -50,6 +50,7 @@ MECHANICS = frozenset(
     {
         "add",
         "avg_pool",
+        "batch_to_space_nd",  # a dilated convolution's output, in TensorFlow 1 style
         "batchnorm",
         "bias_add",
         "cast",
@@ -82,6 +83,7 @@ MECHANICS = frozenset(
         "resize_bilinear",
         "resize_nearest_neighbor",
         "rsqrt",
+        "space_to_batch_nd",
         "select_v",
         "squeeze",
         "strided_slice",

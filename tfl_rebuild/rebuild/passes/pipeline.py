@@ -43,8 +43,9 @@ PIPELINE: list[Pass] = [
     lift_unit_norm,  # UnitNormalization
     lift_input,  # after folding: Rescaling / Normalization of a model input (constants per channel)
     lift_rnn,  # after folding: LSTM / GRU / SimpleRNN from WHILE loops (loop inputs are constants)
+    fuse_dilated_convs,  # after folding (block shape and paddings are constants), before a dilated
+    # depthwise lifts into SeparableConv2D
     lift,  # LayerNormalization, SeparableConv2D, Embedding, activation= (after the 1-D regions)
-    fuse_dilated_convs,  # after folding: the SPACE_TO_BATCH_ND block shape and paddings are constants
     fuse_silu,
     drop_unit_batch,  # after the fusions: rank-6 regions are judged on the ops that stay
     drop_unused,  # last: ops whose results nothing reads any more (a reshape read only by a folded SHAPE)
