@@ -135,6 +135,27 @@ def _ln_parts(x, gamma, beta):
     return x * inv + (-mean * inv + beta), mean
 
 
+@pytest.mark.parametrize("shape,axis", [((5, 4), 1), ((3, 4, 6), 1), ((3, 4, 6), 2)])
+def test_softmax_on_another_axis(tfl, shape, axis):
+    """TFLite's SOFTMAX works along the last axis: Softmax(axis=1) comes as TRANSPOSE, SOFTMAX,
+    TRANSPOSE, and goes back to one Softmax(axis=1) layer, free batch and all."""
+    x = keras.Input(shape)
+    tfl.check(tfl.keras(keras.Model(x, keras.layers.Softmax(axis=axis)(x * 2.0))), "TRANSPOSE")
+    source = _source(tfl)
+    assert f"keras.layers.Softmax(axis={axis}" in source and "Permute" not in source, source
+
+
+def test_softmax_between_transposes_read_elsewhere_stays_faithful(tfl):
+    """The first transpose's result is also an output: nothing is lifted."""
+
+    def f(x):
+        t = tf.transpose(x, [0, 2, 1])
+        return tf.transpose(tf.nn.softmax(t), [0, 2, 1]), t
+
+    tfl.check(tfl.function(f, [1, 5, 4]), "SOFTMAX")
+    assert "axis=1" not in _source(tfl)
+
+
 def test_layer_normalization_written_out(tfl):
     gamma, beta = _random(8), _random(8, low=-1.0)
     tfl.check(tfl.function(lambda x: _ln_parts(x * 2.0, gamma, beta)[0], [1, 5, 8]), "RSQRT")

@@ -120,8 +120,8 @@ def gelu(op: Operator, ctx: ConvertContext) -> LayerSpec:
 @converter("SOFTMAX", range(1, 4), traits=[Trait.LAST_AXIS])
 def softmax(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     beta = float(op.options.get("beta", 1.0))
-    if beta == 1.0:
-        return [LayerSpec("Softmax", {"axis": -1}, _x(op), op.outputs)]
+    if beta == 1.0:  # "axis": lifted from transposes around it (passes.lift)
+        return [LayerSpec("Softmax", {"axis": int(op.options.get("axis", -1))}, _x(op), op.outputs)]
     scale = LayerSpec(
         "BinaryOp",
         {"op": "multiply", "constant_shape": []},

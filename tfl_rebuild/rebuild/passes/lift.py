@@ -17,6 +17,8 @@ opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful f
   keep_num_dims on x.
 - Embedding: GATHER of a constant float [N, D] table along axis 0 by integer ids, after Keras'
   wrap of negative ids SELECT(LESS(ids, 0), ADD(ids, N), ids) or without it.
+- Softmax(axis=k): TRANSPOSE(SOFTMAX(TRANSPOSE(x, p)), p inverted) with p moving axis k >= 1 last
+  (TFLite's SOFTMAX works along the last axis: Keras' Softmax(axis=1) is written so).
 - activation=: an activation op Keras names (sigmoid, tanh, exact gelu, softmax, elu, hard_silu)
   reading the only output of an unfused layer taking activation= (trait keras-activation: Dense,
   convolutions, lifted Conv1D / SeparableConv2D) moves into that layer (option keras_activation),
@@ -317,6 +319,37 @@ def _separable(g: Graph, end: Operator) -> Lifted | None:
     )
 
 
+def _perm(g: Graph, op: Operator) -> list[int] | None:
+    if len(op.inputs) < 2 or not g.ctx.is_const(op.inputs[1]):
+        return None
+    perm = [int(v) for v in np.asarray(g.ctx.const(op.inputs[1])).reshape(-1)]
+    return perm if sorted(perm) == list(range(len(perm))) else None
+
+
+def _softmax_axis(g: Graph, end: Operator) -> Lifted | None:
+    """TRANSPOSE(SOFTMAX(TRANSPOSE(x, p)), q) with q undoing p: a softmax along x's axis p[-1]."""
+    if end.opcode != "TRANSPOSE":
+        return None
+    softmax = g.made_by(end.inputs[0], "SOFTMAX")
+    if softmax is None or _keras_activation(softmax) is None:
+        return None
+    first = g.made_by(softmax.inputs[0], "TRANSPOSE")
+    p, q = (_perm(g, first) if first else None), _perm(g, end)
+    if (
+        p is None
+        or q is None
+        or len(p) != len(q)
+        or [p[i] for i in q] != list(range(len(p)))
+        or p[-1] == 0  # along the batch axis: no Keras layer means that
+        or not g.is_float(first.inputs[0])
+        or not g.enclosed([first, softmax, end])
+    ):
+        return None
+    options = {**softmax.options, "axis": p[-1], "name_tensor": softmax.outputs[0]}
+    new = dataclasses.replace(softmax, inputs=(first.inputs[0],), outputs=end.outputs, options=options)
+    return new, [first, softmax, end]
+
+
 def _activation(g: Graph, end: Operator) -> Lifted | None:
     """An activation op by Keras name read from the only output of a layer taking activation=."""
     name = _keras_activation(end)
@@ -395,7 +428,7 @@ def _keras_activation(op: Operator | None) -> str | None:
         op is None
         or len(op.inputs) != 1
         or (op.opcode == "GELU" and op.options.get("approximate"))
-        or (op.opcode == "SOFTMAX" and float(op.options.get("beta", 1.0)) != 1.0)
+        or (op.opcode == "SOFTMAX" and (float(op.options.get("beta", 1.0)) != 1.0 or "axis" in op.options))
     ):
         return None
     return KERAS_ACTIVATION_OPS.get(op.opcode)
@@ -471,7 +504,7 @@ def _dense_bias(g: Graph, end: Operator) -> Lifted | None:
     return None
 
 
-MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _dense_bias, _activation)
+MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _dense_bias, _softmax_axis, _activation)
 
 
 def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Operator]:
