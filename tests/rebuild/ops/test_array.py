@@ -200,6 +200,8 @@ BATCH_GATHER = {
     "batch-1-axis-1": (lambda x: tf.gather(x, [[0, 2], [1, 1]], axis=1, batch_dims=1), [[2, 4, 3]]),
     "batch-1-axis-2": (lambda x: tf.gather(x, [[2, 0], [1, 1]], axis=2, batch_dims=1), [[2, 4, 3]]),
     "batch-2": (lambda x: tf.gather(x, [[[0], [2]], [[1], [3]]], axis=2, batch_dims=2), [[2, 2, 4, 3]]),
+    # batch_dims equal to the indices' rank: one slice per row (was read as batch_dims 0)
+    "one-per-row": (lambda x: tf.gather(x[0], [3, 0, 2, 2, 1], axis=1, batch_dims=1), [[1, 5, 4]]),
     "computed-indices": (
         lambda x, i: tf.gather(x, index_from(i, 4), axis=1, batch_dims=1),
         [[2, 4, 3], [2, 5]],

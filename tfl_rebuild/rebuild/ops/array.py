@@ -42,8 +42,8 @@ def gather(op: Operator, ctx: ConvertContext) -> LayerSpec:
     params, indices = op.inputs[:2]
     axis = int(op.options.get("axis", 0)) % max(ctx.rank(params), 1)
     batch_dims = int(op.options.get("batch_dims", 0))
-    if batch_dims:
-        return _batch_gather(op, ctx, axis, batch_dims % max(ctx.rank(indices), 1))
+    if batch_dims:  # up to the indices' rank (each row takes one slice); negative counts from it
+        return _batch_gather(op, ctx, axis, batch_dims + (ctx.rank(indices) if batch_dims < 0 else 0))
     if ctx.is_const(params) and ctx.is_const(indices):
         raise ConversionError(f"GATHER op {op.index}: both operands are constants")
     if ctx.is_const(indices):
@@ -64,10 +64,10 @@ def gather(op: Operator, ctx: ConvertContext) -> LayerSpec:
 
 def _batch_gather(op: Operator, ctx: ConvertContext, axis: int, batch_dims: int) -> LayerSpec:
     params, indices = op.inputs[:2]
-    if axis < batch_dims or ctx.is_const(params):
+    if not 0 < batch_dims <= ctx.rank(indices) or axis < batch_dims or ctx.is_const(params):
+        table = " and a constant table" if ctx.is_const(params) else ""
         raise ConversionError(
-            f"GATHER op {op.index}: batch_dims {batch_dims} with axis {axis} "
-            "and a constant table is not supported"
+            f"GATHER op {op.index}: batch_dims {batch_dims} with axis {axis}{table} is not supported"
         )
     kwargs = {"axis": axis, "batch_dims": batch_dims}
     if ctx.is_const(indices):
