@@ -611,3 +611,30 @@ def test_mixed_simulation_tracks_the_converted_float16_program(rebuilt):
         got = evaluate(conv16.program, feed)
         actual = max(actual, *(mixed._rel(np.asarray(ref[n]), np.asarray(got[n])) for n in sim.outs))
     assert 1e-3 < simulated and abs(simulated - actual) <= 0.1 * actual, (simulated, actual)
+
+
+def _lstm_chained_from_states():
+    """An LSTM started from another's h and c (WHILE reading two outputs of a WHILE), and an LSTM
+    behind a Masking layer (its loop gathers the bool mask step by step)."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    x = keras.Input((6, 3), batch_size=1)
+    seq, h, c = keras.layers.LSTM(5, return_sequences=True, return_state=True)(x)
+    y = keras.layers.LSTM(5)(seq, initial_state=[h, c])
+    masked = keras.layers.LSTM(4)(keras.layers.Masking(0.0)(x))
+    return keras.Model(x, [y, h, masked])
+
+
+def test_loops_reading_loops_and_masks_convert_and_check(tmp_path):
+    """coremltools' TF2 control-flow rewrite gave the second LSTM one of h and c twice (or failed),
+    and MIL's gather refused the bool mask: both convert now (ct_patches), checked against TFLite."""
+    import tensorflow as tf
+
+    path = tmp_path / "lstm_states.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(_lstm_chained_from_states()).convert())
+    model, py, weights = write_generated(str(path), str(tmp_path))
+    keras_model = load_module(py).build_model(str(weights))
+    assert "WhileLoop(" in py.read_text(encoding="utf-8")  # the loops stay loops
+    result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float32")), keras_model)
+    assert result.report.ok, [(o.name, o.max_rel) for o in result.report.outputs]

@@ -108,6 +108,39 @@ def tf_cast_to_bool() -> None:
         context.add(node.name, mb.cast(x=context[node.inputs[0]], dtype="bool", name=node.name))
 
 
+@patch(
+    "MIL's gather and gather_nd take no bool data: a Masking layer's mask, read step by step inside "
+    "an LSTM's loop, does not convert; we gather it as int32 and cast back"
+)
+def tf_gather_bool() -> None:
+    import copy
+
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    registry, register_tf_op = _tf_registry()
+
+    def on_int32(original):
+        def convert(context, node):
+            x = context[node.inputs[0]]
+            if x.dtype != types.bool:
+                return original(context, node)
+            alias = copy.copy(node)
+            alias.name = f"{node.name}_int32"
+            alias.inputs = [f"{node.name}_int32_in", *node.inputs[1:]]
+            context.add(alias.inputs[0], mb.cast(x=x, dtype="int32", name=alias.inputs[0]))
+            original(context, alias)
+            context.add(node.name, mb.cast(x=context[alias.name], dtype="bool", name=node.name))
+
+        return convert
+
+    for name in ("GatherV2", "GatherNd"):
+        if name in registry:
+            convert = on_int32(registry[name])
+            convert.__name__ = name  # register_tf_op registers a converter by its function's name
+            register_tf_op(convert, override=True)
+
+
 # --- graph passes and op definitions ------------------------------------------------------------
 
 
@@ -131,6 +164,65 @@ def control_flow_unique_get_tuple() -> None:
         return original(fn, unique, idx)
 
     rewrite._insert_get_tuple = insert_get_tuple
+
+
+@patch(
+    "TF2 rewrite_control_flow_functions finds which output of a While a consumer reads from that "
+    "consumer's first input naming the While, and rewires every edge to it at once: a While "
+    "reading two outputs of another (an LSTM started from another's h and c) gets one of them "
+    "twice, or fails ('NoneType' has no attribute 'input'); we give each such edge an Identity "
+    "of its own, and rewrite producers first"
+)
+def control_flow_while_outputs() -> None:
+    import graphlib
+    from types import SimpleNamespace
+
+    rewrite = importlib.import_module(
+        "coremltools.converters.mil.frontend.tensorflow2.tf_graph_pass.rewrite_control_flow_functions"
+    )
+    from coremltools.converters.mil.frontend.tensorflow.parsed_tf_node import ParsedTFNode
+
+    original = getattr(rewrite, "_rewrite_while_loop_functions", None)
+    if original is None:
+        return
+
+    def split_edges(graph: dict) -> None:
+        for name, node in list(graph.items()):
+            if node.op not in ("StatelessWhile", "While"):
+                continue
+            for reader in sorted({o for o in node.outputs if node.outputs.count(o) > 1}):
+                tf_reader = graph[reader].original_node
+                if tf_reader is None:
+                    continue
+                ports = [i for i in tf_reader.input if i.split(":")[0] == name]
+                slots = [k for k, i in enumerate(graph[reader].inputs) if i == name]
+                if len(ports) != len(slots):
+                    continue
+                for port, slot in zip(ports, slots):
+                    edge = ParsedTFNode()
+                    edge.name = f"{name}/output_{port.split(':')[-1]}_to_{reader}"
+                    edge.op, edge.inputs, edge.outputs = "Identity", [name], [reader]
+                    edge.original_node = SimpleNamespace(name=edge.name, op="Identity", input=[port])
+                    graph[edge.name] = edge
+                    graph[reader].inputs[slot] = edge.name
+                node.outputs = [o for o in node.outputs if o != reader] + [
+                    f"{name}/output_{p.split(':')[-1]}_to_{reader}" for p in ports
+                ]
+
+    def rewrite_while_loops(tf_ssa, fn):
+        split_edges(fn.graph)
+        graph = fn.graph
+        deps = {
+            n: [i for i in (*node.inputs, *node.control_inputs) if i in graph] for n, node in graph.items()
+        }
+        try:
+            order = list(graphlib.TopologicalSorter(deps).static_order())
+        except graphlib.CycleError:  # not a DAG: the original order, and whatever it makes of it
+            order = list(graph)
+        fn.graph = {n: graph[n] for n in order}
+        return original(tf_ssa, fn)
+
+    rewrite._rewrite_while_loop_functions = rewrite_while_loops
 
 
 @patch(
