@@ -638,3 +638,24 @@ def test_loops_reading_loops_and_masks_convert_and_check(tmp_path):
     assert "WhileLoop(" in py.read_text(encoding="utf-8")  # the loops stay loops
     result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float32")), keras_model)
     assert result.report.ok, [(o.name, o.max_rel) for o in result.report.outputs]
+
+
+def test_gather_one_slice_per_row_converts_and_checks(tmp_path):
+    """tf.gather(..., batch_dims=1) with one index per row: BatchGather stacked rank-0 slices, which
+    MIL's concat cannot join; each row now takes a slice of one and the stack is reshaped."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 6, 5), tf.float32)])
+    def f(x):
+        rows = x[0]
+        return tf.gather(rows, tf.argmax(rows, axis=1, output_type=tf.int32), axis=1, batch_dims=1)
+
+    path = tmp_path / "per_row.tflite"
+    path.write_bytes(
+        tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    )
+    model, py, weights = write_generated(str(path), str(tmp_path))
+    keras_model = load_module(py).build_model(str(weights))
+    assert "BatchGather(" in py.read_text(encoding="utf-8")
+    result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float32")), keras_model)
+    assert result.report.ok, [(o.name, o.max_rel) for o in result.report.outputs]
