@@ -449,3 +449,34 @@ def test_random_refused(tfl, op):
     }[op]
     text = _refusal(tfl, draw, [2, 4], op)
     assert f"{op} op" in text and "drawn at random by the runtime's own generator" in text, text
+
+
+def test_broadcast_of_a_quantized_constant_on_its_grid_folds(tfl):
+    """An int8 ViT broadcasts its class token (an int8 constant) with the token's own scale: folded
+    into a constant, as in the float model. Unfolded, no converter took the constant: 'used before
+    it is computed'."""
+    q = {"scale": [0.05], "zero_point": [-4]}
+    token = np.random.default_rng(2).integers(-100, 100, (1, 1, 4)).astype(np.int8)
+    blob = build_model(
+        tensors=[
+            T("x", [1, 3, 4], "int8", **q),
+            T("token", [1, 1, 4], "int8", data=token, **q),
+            T("shape", [3], "int32", data=np.array([1, 3, 4], np.int32)),
+            T("tokens", [1, 3, 4], "int8", **q),
+            T("y", [1, 3, 4], "int8", scale=[0.1], zero_point=[0]),
+        ],
+        ops=[
+            Op("BROADCAST_TO", [1, 2], [3], version=2),
+            Op(
+                "ADD",
+                [0, 3],
+                [4],
+                options_type="AddOptions",
+                options={"fused_activation_function": "NONE"},
+                version=2,
+            ),
+        ],
+        inputs=[0],
+        outputs=[4],
+    )
+    tfl.check(tfl.crafted(blob), "BROADCAST_TO")

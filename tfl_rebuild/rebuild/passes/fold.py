@@ -131,7 +131,9 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
                 value = shape_of(ctx.shape(data_inputs[0]), out.dtype)
             elif op.opcode == "RANK" and _known_shape(ctx, data_inputs[0]):
                 value = np.asarray(len(ctx.shape(data_inputs[0])), out.dtype)
-            elif all(ctx.is_const(i) for i in data_inputs) and not out.quantized:
+            elif all(ctx.is_const(i) for i in data_inputs) and (
+                not out.quantized or _moves_on_its_grid(ctx, op, data_inputs)
+            ):
                 try:
                     value = evaluate(
                         op, [np.asarray(ctx.const(i)) for i in data_inputs], tuple(out.shape), out.dtype
@@ -164,6 +166,29 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
             if shape is not None:
                 ctx.shapes[op.outputs[0]] = tuple(int(d) for d in shape)
     return remaining
+
+
+# Ops that only move values: what they make of a constant on the output's own int grid is exact in
+# float (an int8 ViT's class token, broadcast to the batch).
+MOVES_VALUES = frozenset(
+    {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "BROADCAST_TO", "TILE", "TRANSPOSE", "GATHER", "SLICE", "STRIDED_SLICE"}
+)
+
+
+def _moves_on_its_grid(ctx: ConvertContext, op: Operator, data_inputs: list[int]) -> bool:
+    """Whether `op` only moves the values of a constant quantized with its output's (per-tensor)
+    scale and zero point."""
+    out = ctx.tensor(op.outputs[0])
+    source = ctx.tensor(ctx.resolve(data_inputs[0]))
+    q, p = out.quantization, source.quantization
+    return (
+        op.opcode in MOVES_VALUES
+        and source.dtype == out.dtype
+        and source.quantized
+        and not (q.per_channel or p.per_channel)
+        and float(q.scale[0]) == float(p.scale[0])
+        and int(q.zero_point[0]) == int(p.zero_point[0])
+    )
 
 
 def _evaluate_multi(ctx: ConvertContext, op: Operator, data_inputs: list[int]) -> list[np.ndarray] | None:
