@@ -237,3 +237,30 @@ def test_multi_output_ops_of_constants_evaluate(opcode, inputs, options, want):
     op = Operator(index=0, opcode=opcode, version=1, inputs=(), outputs=(), options=options)
     got = evaluate_multi(op, inputs, ["int32"] * len(want))
     assert [g.tolist() for g in got] == want
+
+
+def _rank6_shared_perm_dense(x):
+    """Swin as TF 2.21 writes it: windows of rank 6 through a Dense on the last axis, two window
+    transposes sharing one permutation constant, and a slice out of a rank-6 view."""
+
+    def windows(t):
+        return tf.transpose(tf.reshape(t, [1, 2, 2, 4, 2, 3]), [0, 1, 3, 2, 4, 5])
+
+    w = np.random.default_rng(5).normal(size=(3, 9)).astype(np.float32)
+    a = tf.reshape(tf.matmul(windows(x), w), [8, 2, 2, 9])
+    b = tf.reshape(windows(x * 2.0), [8, 2, 2, 3])
+    c = tf.reshape(x, [1, 4, 1, 8, 1, 3])[0, 3, :, :, 0, 2] * 2.0
+    return a, b, c
+
+
+def test_rank6_regions_lose_their_unit_batch_through_dense_shared_perm_and_slice(tmp_path):
+    """Core ML takes rank <= 5 (passes.unit_batch): no tensor the ops read or write stays rank 6."""
+    fn = tf.function(_rank6_shared_perm_dense, input_signature=[tf.TensorSpec([1, 4, 8, 3])])
+    path = tmp_path / "rank6.tflite"
+    path.write_bytes(
+        tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
+    )
+    ctx, ops = prepare(read_model(str(path)))
+    assert {"FULLY_CONNECTED", "STRIDED_SLICE", "TRANSPOSE"} <= {op.opcode for op in ops}
+    ranks = {ctx.rank(t) for op in ops for t in (*op.inputs, *op.outputs) if t >= 0 and not ctx.is_const(t)}
+    assert max(ranks) <= 5, ranks

@@ -335,18 +335,37 @@ def _window_partition(
     return tf.reshape(tf.concat([y, y * 2.0], axis=5), [8, 2, 2, 6])
 
 
+W_QKV = np.random.default_rng(5).normal(size=(3, 9)).astype(np.float32)
+
+
+def _windows_through_dense(x):  # Swin as TF 2.21 writes it: a Dense on the 6-D windows, each
+    # window's transpose sharing one permutation constant with the other
+    def windows(t):
+        return tf.transpose(tf.reshape(t, [1, 2, 2, 4, 2, 3]), [0, 1, 3, 2, 4, 5])
+
+    a = tf.matmul(windows(x), W_QKV)
+    b = windows(x * 2.0)
+    return tf.reshape(a, [8, 2, 2, 9]), tf.reshape(b, [8, 2, 2, 3])
+
+
+def _slice_out_of_rank6(x):  # x[0, 3, newaxis, ..., newaxis, 2] on a rank-6 view: shrinks axis 0
+    return tf.reshape(x, [1, 4, 1, 5, 1, 6])[0, 3, :, :, 0, 2] * 2.0
+
+
 @pytest.mark.parametrize(
-    "fn, shape",
+    "fn, shape, opcode",
     [
-        (_pixel_shuffle, [1, 4, 5, 12]),
-        (_upsample_by_broadcast, [1, 4, 5, 3]),
-        (_window_partition, [1, 4, 8, 3]),
+        (_pixel_shuffle, [1, 4, 5, 12], "TRANSPOSE"),
+        (_upsample_by_broadcast, [1, 4, 5, 3], "TRANSPOSE"),
+        (_window_partition, [1, 4, 8, 3], "TRANSPOSE"),
+        (_windows_through_dense, [1, 4, 8, 3], "FULLY_CONNECTED"),
+        (_slice_out_of_rank6, [1, 4, 5, 6], "STRIDED_SLICE"),
     ],
-    ids=["pixel-shuffle", "upsample-broadcast", "window-partition"],
+    ids=["pixel-shuffle", "upsample-broadcast", "window-partition", "windows-dense", "slice-out"],
 )
-def test_rank6_core_ml(tfl, fn, shape):
+def test_rank6_core_ml(tfl, fn, shape, opcode):
     # Core ML takes rank <= 5: the rank-6 region is rebuilt without its unit batch axis.
-    tfl.core_ml(tfl.function(fn, shape), "TRANSPOSE")
+    tfl.core_ml(tfl.function(fn, shape), opcode)
 
 
 CROPPINGS = {

@@ -23,6 +23,7 @@ from tfl_rebuild.rebuild.ops.registry import (
     lookup,
     traits,
 )
+from tfl_rebuild.rebuild.ops.shape import transpose_perm
 from tfl_rebuild.tflite.ir import Operator
 
 RowRule = Callable[[Operator, ConvertContext], "str | None"]
@@ -112,7 +113,7 @@ def _reshape(op: Operator, ctx: ConvertContext) -> str | None:
 
 @_rule("TRANSPOSE")
 def _transpose(op: Operator, ctx: ConvertContext) -> str | None:
-    perm = _axes(op, ctx, 1, ctx.rank(op.inputs[0]))
+    perm = transpose_perm(op, ctx) if "perm" in op.options else _axes(op, ctx, 1, ctx.rank(op.inputs[0]))
     return None if perm and perm[0] == 0 else "moves the batch axis"
 
 

@@ -45,9 +45,17 @@ for _name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
     converter(_name, range(1, 3), traits=[Trait.SHAPE_ONLY, Trait.COMPLEX_OK])(reshape)
 
 
+def transpose_perm(op: Operator, ctx: ConvertContext) -> list[int]:
+    """A TRANSPOSE's permutation: its option "perm" where a pass set one (passes.unit_batch: its
+    constant may be shared with transposes the pass leaves alone), else its constant operand."""
+    if "perm" in op.options:
+        return [int(p) for p in op.options["perm"]]
+    return [int(p) for p in np.asarray(ctx.const(op.inputs[1])).reshape(-1)]
+
+
 @converter("TRANSPOSE", range(1, 7))
 def transpose(op: Operator, ctx: ConvertContext) -> LayerSpec:
-    perm = [int(p) for p in np.asarray(ctx.const(op.inputs[1])).reshape(-1)]
+    perm = transpose_perm(op, ctx)
     if perm and perm[0] == 0:
         return LayerSpec("Permute", {"dims": tuple(perm[1:])}, (op.inputs[0],), op.outputs)
     return LayerSpec("Transpose", {"perm": perm}, (op.inputs[0],), op.outputs, custom=True)

@@ -171,7 +171,17 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
 # Ops that only move values: what they make of a constant on the output's own int grid is exact in
 # float (an int8 ViT's class token, broadcast to the batch).
 MOVES_VALUES = frozenset(
-    {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "BROADCAST_TO", "TILE", "TRANSPOSE", "GATHER", "SLICE", "STRIDED_SLICE"}
+    {
+        "RESHAPE",
+        "SQUEEZE",
+        "EXPAND_DIMS",
+        "BROADCAST_TO",
+        "TILE",
+        "TRANSPOSE",
+        "GATHER",
+        "SLICE",
+        "STRIDED_SLICE",
+    }
 )
 
 
