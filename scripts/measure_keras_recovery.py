@@ -156,6 +156,16 @@ def _embedding_head(keras):
     return keras.Model(inp, keras.layers.UnitNormalization()(keras.layers.Dense(8)(x)))
 
 
+def _attention_pool(keras):
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
+    x = keras.layers.SeparableConv2D(16, 3, dilation_rate=2, padding="same", activation="relu")(x)
+    x = keras.layers.Reshape((64, 16))(x)
+    weights = keras.layers.Softmax(axis=1)(keras.layers.Dense(1)(x))  # over the 64 positions
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Multiply()([x, weights]))
+    return keras.Model(inp, keras.layers.Dense(4)(x))
+
+
 MODELS = {
     "mlp": _mlp,
     "cnn_separable": _cnn,
@@ -172,6 +182,7 @@ MODELS = {
     "causal_decoder": _causal_decoder,
     "group_norm_block": _group_norm_block,
     "embedding_head": _embedding_head,
+    "attention_pool": _attention_pool,
 }
 
 

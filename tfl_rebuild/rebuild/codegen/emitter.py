@@ -76,6 +76,11 @@ class Emitter:
     def tensor_var(self, t: int) -> Code:
         t = self.ctx.resolve(t)
         if t not in self.var or self.var[t] == "_":
+            if self.ctx.is_const(t):  # an op on constants alone that folding left (it could not compute it)
+                raise ConversionError(
+                    f"tensor {self.sg.tensors[t].name!r} is a constant where its op's converter takes "
+                    "a computed tensor"
+                )
             raise ConversionError(f"tensor {self.sg.tensors[t].name!r} is used before it is computed")
         return self.var[t]
 
