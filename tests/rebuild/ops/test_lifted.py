@@ -280,6 +280,21 @@ def test_1d_stack(tfl, case):
     assert "2D(" not in source and "Reshape(" not in source, source
 
 
+@pytest.mark.parametrize("padding", ["causal", "same", "valid"])
+def test_conv_1d_dilated_free_batch(tfl, padding):
+    """A free batch makes TensorFlow write a dilated Conv1D as [PAD,] SPACE_TO_BATCH_ND, the conv on
+    its [B, 1, L, C] view, BATCH_TO_SPACE_ND: one Conv1D(dilation_rate=2) again, its ReLU with it."""
+    x = keras.Input((16, 3))
+    layer = keras.layers.Conv1D(
+        4, 3, padding=padding, dilation_rate=2, activation="relu", kernel_initializer=W, bias_initializer=B
+    )
+    tfl.check(tfl.keras(keras.Model(x, layer(x))), "SPACE_TO_BATCH_ND")
+    source = _source(tfl)
+    assert "keras.layers.Conv1D(" in source and "dilation_rate=2" in source, source
+    assert f'padding="{padding}"' in source or padding == "valid", source
+    assert 'activation="relu"' in source and "SpaceToBatch" not in source and "ReLU(" not in source, source
+
+
 def test_conv_1d_partial_stays_faithful(tfl):
     """The 4-d input of the convolution is read elsewhere too: the reshape must stay."""
     k = tf.constant(np.random.default_rng(1).normal(size=(1, 3, 4, 4)).astype(np.float32))

@@ -11,6 +11,7 @@ from tfl_rebuild.tflite.ir import Operator
 KERAS_ACTIVATION = {"RELU": "relu", "RELU6": "relu6", "TANH": "tanh"}
 # Activation ops that are a Keras activation by name (passes.lift moves one into the layer before it).
 KERAS_ACTIVATION_OPS = {
+    "RELU": "relu",  # unfused where the layer's op was rewritten (a dilated Conv1D of a free batch)
     "LOGISTIC": "sigmoid",
     "TANH": "tanh",
     "GELU": "gelu",  # exact only: Keras' "gelu" by name is not the tanh approximation

@@ -1,7 +1,8 @@
 """Fusions: several TFLite ops that are one Keras layer.
 
-- SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how TensorFlow once wrote
-  dilated convolutions) becomes one convolution with a dilation rate.
+- SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how TensorFlow writes
+  dilated convolutions when the batch is free) becomes one convolution with a dilation rate; for a
+  Conv1D the conv sits between a view [B, 1, L, C] and a squeeze, which stay (passes.lift_1d).
 - LOGISTIC then MUL by the same input (SiLU as onnx2tf and Keras' swish write it) becomes one
   LOGISTIC with option "silu": one Activation("silu") layer instead of two.
 """
@@ -57,19 +58,28 @@ def _dilated_padding(ctx: ConvertContext, s2b: Operator, conv: Operator, b2s: Op
 
 def fuse_dilated_convs(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
     consumers: dict[int, list[Operator]] = {}
+    producer: dict[int, Operator] = {}
     for op in ops:
         for i in op.inputs:
             consumers.setdefault(ctx.resolve(i), []).append(op)
+        producer.update((ctx.resolve(o), op) for o in op.outputs if o >= 0)
     outputs = {ctx.resolve(t) for t in ctx.subgraph.outputs}
 
     def only_consumer(t: int) -> Operator | None:
-        users = consumers.get(t, [])
-        return users[0] if len(users) == 1 and t not in outputs else None
+        users = consumers.get(ctx.resolve(t), [])
+        return users[0] if len(users) == 1 and ctx.resolve(t) not in outputs else None
 
     fused: dict[int, Operator] = {}  # id of the op replaced by the fused conv -> the conv
     dropped: set[int] = set()
     for s2b in ops:
         if s2b.opcode != "SPACE_TO_BATCH_ND":
+            continue
+        if ctx.rank(s2b.inputs[0]) == 3:  # Keras' Conv1D: around its [B, 1, L, C] view
+            found = _conv_1d(ctx, s2b, only_consumer, producer)
+            if found is not None:
+                lifted, chain = found
+                fused[id(chain[-1])] = lifted
+                dropped.update(id(op) for op in chain[:-1])
             continue
         conv = only_consumer(s2b.outputs[0])
         if conv is None or conv.opcode not in DILATABLE or ctx.resolve(conv.inputs[0]) != s2b.outputs[0]:
@@ -92,6 +102,84 @@ def fuse_dilated_convs(ctx: ConvertContext, ops: list[Operator]) -> list[Operato
         )
         dropped.update((id(s2b), id(b2s)))
     return [fused.get(id(op), op) for op in ops if id(op) not in dropped]
+
+
+def _conv_1d(
+    ctx: ConvertContext, s2b: Operator, only_consumer, producer: dict[int, Operator]
+) -> tuple[Operator, list[Operator]] | None:
+    """[PAD ->] SPACE_TO_BATCH_ND [B, L, C] -> EXPAND_DIMS / RESHAPE [B', 1, L', C] -> CONV_2D ->
+    RESHAPE / SQUEEZE -> BATCH_TO_SPACE_ND [B, L_out, O] (a dilated Conv1D of a free-batch model)
+    as one lifted Conv1D op (its converter: ops/lifted.py), causal when the PAD pads the length by
+    (k - 1) * dilation before and nothing after; with the ops it stands for."""
+    view = only_consumer(s2b.outputs[0])
+    conv = only_consumer(view.outputs[0]) if view is not None else None
+    squeeze = only_consumer(conv.outputs[0]) if conv is not None else None
+    b2s = only_consumer(squeeze.outputs[0]) if squeeze is not None else None
+    consts = (s2b.inputs[1], s2b.inputs[2], b2s.inputs[1], b2s.inputs[2]) if b2s is not None else ()
+    if (
+        b2s is None
+        or view.opcode not in ("EXPAND_DIMS", "RESHAPE")
+        or conv.opcode != "CONV_2D"
+        or squeeze.opcode not in ("RESHAPE", "SQUEEZE")
+        or b2s.opcode != "BATCH_TO_SPACE_ND"
+        or not all(ctx.is_const(i) for i in (*consts, conv.inputs[1]))
+        or any(ctx.tensor(ctx.resolve(t)).quantized for t in (s2b.inputs[0], b2s.outputs[0], conv.inputs[1]))
+    ):
+        return None
+    x, y = ctx.shape(s2b.inputs[0]), ctx.shape(b2s.outputs[0])
+    kernel = ctx.shape(conv.inputs[1])  # [O, 1, K, I]
+    block = np.asarray(ctx.const(s2b.inputs[1])).reshape(-1).tolist()
+    o = conv.options
+    if (
+        len(block) != 1
+        or block != np.asarray(ctx.const(b2s.inputs[1])).reshape(-1).tolist()
+        or len(kernel) != 4
+        or kernel[1] != 1
+        or len(ctx.shape(view.outputs[0])) != 4
+        or ctx.shape(view.outputs[0])[1] != 1
+        or o.get("padding") != "VALID"
+        or any(o.get(k, 1) != 1 for k in ("stride_h", "stride_w", "dilation_h_factor", "dilation_w_factor"))
+    ):
+        return None
+    span = block[0] * (kernel[2] - 1)
+    shift = int(np.asarray(ctx.const(s2b.inputs[2])).reshape(-1)[0]) - int(
+        np.asarray(ctx.const(b2s.inputs[2])).reshape(-1)[0]
+    )
+    if shift == span // 2 and y[1] == x[1]:
+        padding = "SAME"
+    elif shift == 0 and y[1] == x[1] - span:
+        padding = "VALID"
+    else:
+        return None
+    chain, source = [s2b, view, conv, squeeze, b2s], s2b.inputs[0]
+    pad = producer.get(ctx.resolve(s2b.inputs[0])) if padding == "VALID" else None
+    pad = pad if pad is not None and _causal_pad(ctx, pad, s2b, span, only_consumer) else None
+    if pad is not None:
+        chain, source = [pad, *chain], pad.inputs[0]
+    options = {
+        **o,
+        "padding": padding,
+        "dilation_w_factor": block[0],
+        "causal": pad is not None,
+        "lifted_from": [op.opcode for op in chain],
+    }
+    bias = conv.inputs[2] if len(conv.inputs) > 2 else -1
+    lifted = Operator(
+        index=b2s.index,
+        opcode="Conv1D",
+        version=1,
+        inputs=(source, conv.inputs[1], bias),
+        outputs=b2s.outputs,
+        options=options,
+    )
+    return lifted, chain
+
+
+def _causal_pad(ctx: ConvertContext, pad: Operator, s2b: Operator, span: int, only_consumer) -> bool:
+    """Whether `pad`, read by `s2b` alone, pads the length by `span` before and nothing after."""
+    if pad.opcode != "PAD" or only_consumer(pad.outputs[0]) is not s2b or not ctx.is_const(pad.inputs[1]):
+        return False
+    return np.asarray(ctx.const(pad.inputs[1])).reshape(-1, 2).tolist() == [[0, 0], [span, 0], [0, 0]]
 
 
 def fuse_silu(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:

@@ -371,6 +371,10 @@ def _activation(g: Graph, end: Operator) -> Lifted | None:
     return dataclasses.replace(layer, outputs=end.outputs, options=options), [layer, end]
 
 
+# Scopes TensorFlow opens inside a layer ('conv1d/convolution/BatchToSpaceND' is the conv1d's output).
+TF_INNER_SCOPES = frozenset({"convolution", "Tensordot"})
+
+
 def _scope(g: Graph, t: int) -> str | None:
     """The name scope of tensor t ("model/dense_1" of "model/dense_1/MatMul"), None without one."""
     name = g.ctx.tensor(t).name.split(";")[0]
@@ -383,6 +387,8 @@ def _one_layer(g: Graph, layer_out: int, act_out: int) -> bool:
     A name without a scope (a model output's "Identity") says nothing, and the layers stay apart: the
     fixtures' Dense + Softmax heads were written as two layers."""
     act, layer = _scope(g, act_out), _scope(g, layer_out)
+    if act is not None and layer is not None and layer.startswith(act + "/"):  # the layer's inner scope
+        layer = act if layer[len(act) + 1 :].split("/")[0] in TF_INNER_SCOPES else layer
     return act is not None and layer is not None and (act == layer or act.startswith(layer + "/"))
 
 
@@ -475,36 +481,45 @@ def _dense_nd(g: Graph, end: Operator) -> Lifted | None:
     return new, chain
 
 
-def _dense_bias(g: Graph, end: Operator) -> Lifted | None:
-    """ADD(FULLY_CONNECTED without a bias, a float constant along its last axis): the Dense's bias
-    (Keras' Dense on a rank >= 3 input adds its bias apart, after the reshape back)."""
+# Layers whose bias a separate ADD can carry: the bias input's slot.
+BIAS_SLOT = {"FULLY_CONNECTED": 2, "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "Conv1D": 2, "SeparableConv2D": 3}
+
+
+def _bias_add(g: Graph, end: Operator) -> Lifted | None:
+    """ADD(a layer with no bias or a zero one, a float constant along its last axis): the layer's
+    bias (Keras' Dense on a rank >= 3 input adds its bias apart, after the reshape back; a free-batch
+    dilated convolution adds it after BATCH_TO_SPACE_ND). The ADD's fused activation goes along."""
     if end.opcode != "ADD" or len(end.inputs) != 2:
         return None
     for a, b in operands(end):
-        fc = g.made_by(a, "FULLY_CONNECTED")
+        layer = g.producer.get(g.ctx.resolve(a))
+        slot = BIAS_SLOT.get(layer.opcode) if layer is not None else None
         if (
-            fc is None
+            slot is None
+            or len(layer.outputs) != 1
             or not g.ctx.is_const(b)
-            or (len(fc.inputs) > 2 and fc.inputs[2] >= 0)
-            or fc.options.get("fused_activation_function", "NONE") != "NONE"
-            or fc.options.get("keras_activation")
-            or not g.ctx.is_const(fc.inputs[1])
+            or not _zero_bias(g, layer, slot)
+            or layer.options.get("fused_activation_function", "NONE") != "NONE"
+            or layer.options.get("keras_activation")
+            or not g.ctx.is_const(layer.inputs[1])
         ):
             continue
-        units = np.shape(g.ctx.const(fc.inputs[1]))[0]
-        if not per_channel(g, b, units, g.ctx.rank(end.outputs[0])) or not g.enclosed([fc, end]):
+        units = g.ctx.shape(layer.outputs[0])[-1]
+        if not per_channel(g, b, units, g.ctx.rank(end.outputs[0])) or not g.enclosed([layer, end]):
             continue
         options = {
-            **fc.options,
+            **layer.options,
             "fused_activation_function": end.options.get("fused_activation_function", "NONE"),
-            "name_tensor": fc.options.get("name_tensor", fc.outputs[0]),
+            "name_tensor": layer.options.get("name_tensor", layer.outputs[0]),
         }
-        new = dataclasses.replace(fc, inputs=(*fc.inputs[:2], b), outputs=end.outputs, options=options)
-        return new, [fc, end]
+        inputs = [*layer.inputs, *[-1] * (slot + 1 - len(layer.inputs))]
+        inputs[slot] = b
+        new = dataclasses.replace(layer, inputs=tuple(inputs), outputs=end.outputs, options=options)
+        return new, [layer, end]
     return None
 
 
-MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _dense_bias, _softmax_axis, _activation)
+MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _bias_add, _softmax_axis, _activation)
 
 
 def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Operator]:

@@ -34,6 +34,8 @@ Pass = Callable[[ConvertContext, list[Operator]], list[Operator]]
 PIPELINE: list[Pass] = [
     fold_constants,  # first: later passes see constants and real shapes
     drop_identity_reshapes,  # after folding: a free-batch export's reshape targets are constants then
+    fuse_dilated_convs,  # after folding (block shape and paddings are constants), before the lifts:
+    # a dilated Conv1D or SeparableConv2D lifts whole
     # Lifting: the converter's decompositions of Keras layers become the layer again, only whole,
     # float, unquantized patterns.
     lift_1d,  # after folding: Conv1D and 1-D pooling regions
@@ -43,8 +45,6 @@ PIPELINE: list[Pass] = [
     lift_unit_norm,  # UnitNormalization
     lift_input,  # after folding: Rescaling / Normalization of a model input (constants per channel)
     lift_rnn,  # after folding: LSTM / GRU / SimpleRNN from WHILE loops (loop inputs are constants)
-    fuse_dilated_convs,  # after folding (block shape and paddings are constants), before a dilated
-    # depthwise lifts into SeparableConv2D
     lift,  # LayerNormalization, SeparableConv2D, Embedding, activation= (after the 1-D regions)
     fuse_silu,
     drop_unit_batch,  # after the fusions: rank-6 regions are judged on the ops that stay
