@@ -37,7 +37,7 @@ def _no_consts(op: Operator, ctx: ConvertContext, inputs) -> None:
         raise ConversionError(f"{op.opcode} op {op.index}: constant operands are not supported")
 
 
-@converter("GATHER", range(1, 8))
+@converter("GATHER", range(1, 8), traits=[Trait.MOVES_VALUES])
 def gather(op: Operator, ctx: ConvertContext) -> LayerSpec:
     params, indices = op.inputs[:2]
     axis = int(op.options.get("axis", 0)) % max(ctx.rank(params), 1)
@@ -159,14 +159,14 @@ def split_v(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return _split(op, ctx, x, axis_tensor, _ints(ctx, sizes))
 
 
-@converter("TILE", range(1, 4))
+@converter("TILE", range(1, 4), traits=[Trait.MOVES_VALUES])
 def tile(op: Operator, ctx: ConvertContext) -> LayerSpec:
     return LayerSpec(
         "Tile", {"multiples": _ints(ctx, op.inputs[1])}, (op.inputs[0],), op.outputs, custom=True
     )
 
 
-@converter("BROADCAST_TO", range(1, 4))
+@converter("BROADCAST_TO", range(1, 4), traits=[Trait.MOVES_VALUES])
 def broadcast_to(op: Operator, ctx: ConvertContext) -> LayerSpec:
     # The output tensor's shape is the target (also when the shape operand is computed).
     shape = list(ctx.shape(op.outputs[0]))

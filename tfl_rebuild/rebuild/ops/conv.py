@@ -103,7 +103,13 @@ def _weights(kernel_name: str, kernel: np.ndarray, bias: np.ndarray | None):
     return ((kernel_name, kernel),) if bias is None else ((kernel_name, kernel), ("bias", bias))
 
 
-@converter("CONV_2D", range(1, 9), traits=[Trait.BATCH_PRESERVING, Trait.KERAS_ACTIVATION], hybrid_input=0)
+@converter(
+    "CONV_2D",
+    range(1, 9),
+    traits=[Trait.BATCH_PRESERVING, Trait.KERAS_ACTIVATION],
+    hybrid_input=0,
+    bias_input=2,
+)
 def conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[0]
     w = _kernel(op, ctx)
@@ -127,7 +133,11 @@ def conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
 
 
 @converter(
-    "DEPTHWISE_CONV_2D", range(1, 8), traits=[Trait.BATCH_PRESERVING, Trait.KERAS_ACTIVATION], hybrid_input=0
+    "DEPTHWISE_CONV_2D",
+    range(1, 8),
+    traits=[Trait.BATCH_PRESERVING, Trait.KERAS_ACTIVATION],
+    hybrid_input=0,
+    bias_input=2,
 )
 def depthwise_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x = op.inputs[0]
@@ -197,7 +207,7 @@ def transpose_conv(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return transpose_conv_layer(op, ctx, op.inputs[2], w, bias, _padding(op), strides)
 
 
-@converter("FULLY_CONNECTED", range(1, 14), traits=[Trait.KERAS_ACTIVATION], hybrid_input=0)
+@converter("FULLY_CONNECTED", range(1, 14), traits=[Trait.KERAS_ACTIVATION], hybrid_input=0, bias_input=2)
 def fully_connected(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     if not ctx.is_const(op.inputs[1]):
         return fully_connected_dynamic(op, ctx)

@@ -107,7 +107,7 @@ def _stride_dilation(op: Operator, key: str) -> tuple[int, int]:
     return (int(op.options.get(f"{key}_h", 1)), int(op.options.get(f"{key}_w", 1)))
 
 
-@lifted("SeparableConv2D", traits=[Trait.KERAS_ACTIVATION])
+@lifted("SeparableConv2D", traits=[Trait.KERAS_ACTIVATION], bias_input=3)
 def separable_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x, dw, pw, bias = op.inputs
     cin = ctx.shape(x)[-1]
@@ -133,7 +133,7 @@ def separable_conv_2d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     return with_activation(op, spec, takes_activation=True)
 
 
-@lifted("Conv1D", traits=[Trait.KERAS_ACTIVATION])
+@lifted("Conv1D", traits=[Trait.KERAS_ACTIVATION], bias_input=2)
 def conv_1d(op: Operator, ctx: ConvertContext) -> list[LayerSpec]:
     x, w, bias = op.inputs
     kernel = ctx.const(w).astype(np.float32)  # [O, 1, K, I]

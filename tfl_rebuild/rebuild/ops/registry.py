@@ -105,6 +105,7 @@ class Trait(enum.StrEnum):
     ELEMENTWISE = "elementwise"  # each output element from the inputs' elements at its (broadcast) position
     LAST_AXIS = "last-axis"  # computes along the last axis alone; the output is shaped as the input
     SHAPE_ONLY = "shape-only"  # the same values in the same order under a new shape
+    MOVES_VALUES = "moves-values"  # each output element is an input element (transpose, gather, slice)
     BATCH_PRESERVING = "batch-preserving"  # the output keeps the batch axis of the first data input
     COMPLEX_OK = "complex-ok"  # may read a complex64 tensor (held as a trailing (re, im) axis)
     SIDE_EFFECTS = "side-effects"  # may act beyond its outputs (state, calls): never dropped as unused
@@ -115,6 +116,7 @@ class Trait(enum.StrEnum):
 OpKey = str | tuple[str, str]  # a builtin op's name, or ("CUSTOM", custom code)
 TRAITS: dict[OpKey, frozenset[Trait]] = {}
 HYBRID_INPUT: dict[OpKey, int] = {}  # op -> the input slot a hybrid kernel quantizes to int8 at run time
+BIAS_INPUT: dict[OpKey, int] = {}  # op -> the input slot of its layer's bias (passes.lift moves an ADD there)
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,14 @@ FOLDERS: dict[str, Folder] = {}
 LIFTED: dict[str, Converter] = {}
 
 
-def _add_traits(name: OpKey, traits: Iterable[Trait], hybrid_input: int | None = None) -> None:
+def _add_traits(
+    name: OpKey, traits: Iterable[Trait], hybrid_input: int | None = None, bias_input: int | None = None
+) -> None:
     TRAITS[name] = TRAITS.get(name, frozenset()) | frozenset(Trait(t) for t in traits)
     if hybrid_input is not None:
         HYBRID_INPUT[name] = hybrid_input
+    if bias_input is not None:
+        BIAS_INPUT[name] = bias_input
 
 
 def converter(
@@ -159,11 +165,13 @@ def converter(
     note: str = "",
     traits: Iterable[Trait] = (),
     hybrid_input: int | None = None,
+    bias_input: int | None = None,
 ) -> Callable[[Converter], Converter]:
     """Register a builtin op converter for the given versions; registering twice is a bug.
 
     traits: what passes may assume about the op; hybrid_input: the input slot a hybrid (dynamic-range)
-    kernel quantizes on the fly, which layer-local verification reproduces."""
+    kernel quantizes on the fly, which layer-local verification reproduces; bias_input: the slot of
+    the layer's bias (a separate ADD of a constant may move there)."""
 
     def register(fn: Converter) -> Converter:
         if op_name in REFUSED:
@@ -175,7 +183,7 @@ def converter(
             REGISTRY[key] = fn
         if note:
             NOTES[op_name] = note
-        _add_traits(op_name, traits, hybrid_input)
+        _add_traits(op_name, traits, hybrid_input, bias_input)
         return fn
 
     return register
@@ -197,15 +205,17 @@ def custom_converter(
     return register
 
 
-def lifted(layer: str, traits: Iterable[Trait] = ()) -> Callable[[Converter], Converter]:
+def lifted(
+    layer: str, traits: Iterable[Trait] = (), bias_input: int | None = None
+) -> Callable[[Converter], Converter]:
     """Register the converter of a lifted op (opcode `layer`, a Keras class name; see passes.lift)."""
 
     def register(fn: Converter) -> Converter:
         if layer in LIFTED or not layer[:1].isupper() or layer.isupper():
             raise RuntimeError(f"lifted op {layer!r} registered twice, or not a Keras class name")
         LIFTED[layer] = fn
-        if traits:
-            _add_traits(layer, traits)
+        if traits or bias_input is not None:
+            _add_traits(layer, traits, bias_input=bias_input)
         return fn
 
     return register
@@ -267,6 +277,11 @@ def ops_with(trait: Trait) -> frozenset[str]:
 def hybrid_input(op: Operator | str) -> int | None:
     """The input slot a hybrid kernel of this op quantizes to int8 at run time, or None."""
     return HYBRID_INPUT.get(_name(op))
+
+
+def bias_input(op: Operator | str) -> int | None:
+    """The input slot of the op's layer's bias, or None (it takes none)."""
+    return BIAS_INPUT.get(_name(op))
 
 
 def folder(op: Operator | str) -> Folder | None:

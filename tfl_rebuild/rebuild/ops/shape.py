@@ -53,7 +53,7 @@ def transpose_perm(op: Operator, ctx: ConvertContext) -> list[int]:
     return [int(p) for p in np.asarray(ctx.const(op.inputs[1])).reshape(-1)]
 
 
-@converter("TRANSPOSE", range(1, 7))
+@converter("TRANSPOSE", range(1, 7), traits=[Trait.MOVES_VALUES])
 def transpose(op: Operator, ctx: ConvertContext) -> LayerSpec:
     perm = transpose_perm(op, ctx)
     if perm and perm[0] == 0:
@@ -142,7 +142,7 @@ def _cropping(
     return LayerSpec(CROPPING[len(shape)], {"cropping": cropping}, (x,), outputs)
 
 
-@converter("STRIDED_SLICE", range(1, 9))
+@converter("STRIDED_SLICE", range(1, 9), traits=[Trait.MOVES_VALUES])
 def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec | list[LayerSpec]:
     x = op.inputs[0]
     shape = ctx.shape(x)
@@ -196,7 +196,7 @@ def strided_slice(op: Operator, ctx: ConvertContext) -> LayerSpec | list[LayerSp
     return [spec, LayerSpec("BatchReshape", {"shape": out_shape}, (spec,), op.outputs, custom=True)]
 
 
-@converter("SLICE", range(1, 7))
+@converter("SLICE", range(1, 7), traits=[Trait.MOVES_VALUES])
 def slice_(op: Operator, ctx: ConvertContext) -> LayerSpec:
     if not (ctx.is_const(op.inputs[1]) and ctx.is_const(op.inputs[2])):  # e.g. a TensorList write in a loop
         from tfl_rebuild.rebuild.ops.sequence import dynamic_slice

@@ -168,31 +168,15 @@ def fold_constants(ctx: ConvertContext, ops: list[Operator]) -> list[Operator]:
     return remaining
 
 
-# Ops that only move values: what they make of a constant on the output's own int grid is exact in
-# float (an int8 ViT's class token, broadcast to the batch).
-MOVES_VALUES = frozenset(
-    {
-        "RESHAPE",
-        "SQUEEZE",
-        "EXPAND_DIMS",
-        "BROADCAST_TO",
-        "TILE",
-        "TRANSPOSE",
-        "GATHER",
-        "SLICE",
-        "STRIDED_SLICE",
-    }
-)
-
-
 def _moves_on_its_grid(ctx: ConvertContext, op: Operator, data_inputs: list[int]) -> bool:
-    """Whether `op` only moves the values of a constant quantized with its output's (per-tensor)
-    scale and zero point."""
+    """Whether `op` only moves the values (a reshape, transpose, broadcast, gather or slice) of a
+    constant quantized with its output's per-tensor scale and zero point: the result on that int
+    grid is exact in float (an int8 ViT's class token, broadcast to the batch)."""
     out = ctx.tensor(op.outputs[0])
     source = ctx.tensor(ctx.resolve(data_inputs[0]))
     q, p = out.quantization, source.quantization
     return (
-        op.opcode in MOVES_VALUES
+        (has_trait(op, Trait.SHAPE_ONLY) or has_trait(op, Trait.MOVES_VALUES))
         and source.dtype == out.dtype
         and source.quantized
         and not (q.per_channel or p.per_channel)

@@ -7,9 +7,6 @@ replaces the pattern's last op in place, keeps its index and outputs (verificati
 to that tensor), reads the pattern's data input and its constants, and has the Keras class name as
 opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful form.
 
-- LayerNormalization: MEAN(x) -> SQUARED_DIFFERENCE(x, mean) -> MEAN -> ADD eps -> RSQRT
-  [-> MUL gamma] = inv; x * inv + (-mean * inv [+ beta]) (NEG before or after the MUL; or
-  beta - mean * inv), both MEANs over the same non-batch axes with keep_dims.
 - SeparableConv2D: DEPTHWISE_CONV_2D without activation and with a zero (or no) bias, read only by
   a 1x1 stride-1 undilated ungrouped CONV_2D.
 - Dense on rank >= 3: RESHAPE x [..., C] -> [rows, C], FULLY_CONNECTED, RESHAPE back to
@@ -17,15 +14,18 @@ opcode (its converter is in `ops/lifted.py`). Anything less keeps the faithful f
   keep_num_dims on x.
 - Embedding: GATHER of a constant float [N, D] table along axis 0 by integer ids, after Keras'
   wrap of negative ids SELECT(LESS(ids, 0), ADD(ids, N), ids) or without it.
+- A layer's bias: ADD of a float constant along the last axis after a layer with no or a zero bias
+  (registry bias_input: Dense, Conv2D, DepthwiseConv2D, lifted Conv1D / SeparableConv2D), its
+  fused activation going along.
 - Softmax(axis=k): TRANSPOSE(SOFTMAX(TRANSPOSE(x, p)), p inverted) with p moving axis k >= 1 last
   (TFLite's SOFTMAX works along the last axis: Keras' Softmax(axis=1) is written so).
-- activation=: an activation op Keras names (sigmoid, tanh, exact gelu, softmax, elu, hard_silu)
+- activation=: an activation op Keras names (relu, sigmoid, tanh, exact gelu, softmax, elu, hard_silu)
   reading the only output of an unfused layer taking activation= (trait keras-activation: Dense,
   convolutions, lifted Conv1D / SeparableConv2D) moves into that layer (option keras_activation),
   unless the tensor names put the activation under a scope of its own (a separate Activation layer).
 
 Conv1D and 1-D pooling, whose patterns span regions rather than chains, are in `lift_1d`;
-MultiHeadAttention in `lift_attention`.
+LayerNormalization in `lift_layer_norm`, MultiHeadAttention in `lift_attention`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.activation import KERAS_ACTIVATION_OPS
-from tfl_rebuild.rebuild.ops.registry import MISFIT, ConvertContext, Trait, has_trait, hybrid_input
+from tfl_rebuild.rebuild.ops.registry import (
+    MISFIT,
+    ConvertContext,
+    Trait,
+    bias_input,
+    has_trait,
+    hybrid_input,
+)
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -152,17 +159,6 @@ def keep_dims_axes(g: Graph, mean: Operator) -> list[int] | None:
     return sorted({int(a) % rank for a in np.asarray(g.ctx.const(mean.inputs[1])).reshape(-1)})
 
 
-def _param(g: Graph, t: int, shape: tuple[int, ...]) -> bool:
-    """Whether constant `t` broadcasts to `shape` (the input's shape, 1 off the normalized axes)."""
-    if not g.ctx.is_const(t):
-        return False
-    v = np.asarray(g.ctx.const(t))
-    try:
-        return v.dtype.kind == "f" and np.broadcast_shapes(v.shape, shape) == shape
-    except ValueError:
-        return False
-
-
 def per_channel(g: Graph, t: int, n: int, rank: int) -> bool:
     """Whether `t` is a float constant along the last axis of a rank-`rank` result ([n] or
     [1, ..., 1, n]): a bias, or a folded batch norm's scale or shift."""
@@ -170,122 +166,6 @@ def per_channel(g: Graph, t: int, n: int, rank: int) -> bool:
         return False
     v = np.asarray(g.ctx.const(t))
     return v.dtype.kind == "f" and v.ndim <= rank and v.shape[-1:] == (n,) and v.size == n
-
-
-def _layer_norm(g: Graph, end: Operator) -> Lifted | None:
-    if (
-        end.opcode != "ADD"
-        or len(end.inputs) != 2
-        or end.options.get("fused_activation_function", "NONE") != "NONE"
-    ):
-        return None
-    for scaled_t, res_t in operands(end):
-        scaled = g.made_by(scaled_t, "MUL")
-        if scaled is None:
-            continue
-        for x, inv_t in operands(scaled):
-            found = _inv(g, inv_t)
-            if found is None:
-                continue
-            inv_ops, mean, eps, gamma = found
-            if not g.same(mean.inputs[0], x):
-                continue
-            res = _shift(g, res_t, mean, inv_t)
-            if res is None:
-                continue
-            res_ops, beta = res
-            axes = keep_dims_axes(g, mean)
-            shape = g.ctx.shape(x)
-            bshape = tuple(d if a in axes else 1 for a, d in enumerate(shape))
-            chain = [*inv_ops, *res_ops, scaled, end]
-            if (
-                0 in axes
-                or any(p >= 0 and not _param(g, p, bshape) for p in (gamma, beta))
-                or not g.is_float(x)
-                or not g.enclosed(chain)
-            ):
-                continue
-            options = {"axes": axes, "epsilon": eps}
-            return lifted_op(end, "LayerNormalization", (x, gamma, beta), options, chain)
-    return None
-
-
-def _inv(g: Graph, t: int) -> tuple[list[Operator], Operator, float, int] | None:
-    """inv = RSQRT(MEAN(SQUARED_DIFFERENCE(x, mean)) + eps) [* gamma]: (ops, mean op, eps, gamma or -1)."""
-    gamma, ops = -1, []
-    rsqrt = g.made_by(t, "RSQRT")
-    if rsqrt is None:
-        mul = g.made_by(t, "MUL")
-        if mul is None:
-            return None
-        for r, c in operands(mul):
-            if g.made_by(r, "RSQRT") is not None and g.ctx.is_const(c):
-                rsqrt, gamma, ops = g.made_by(r, "RSQRT"), c, [mul]
-                break
-        else:
-            return None
-    add = g.made_by(rsqrt.inputs[0], "ADD")
-    if add is None:
-        return None
-    for v, e in operands(add):
-        eps = g.scalar(e)
-        var = g.made_by(v, "MEAN")
-        if eps is None or var is None or eps < 0:
-            continue
-        sqd = g.made_by(var.inputs[0], "SQUARED_DIFFERENCE")
-        if sqd is None:
-            continue
-        for x, m in operands(sqd):
-            mean = g.made_by(m, "MEAN")
-            if mean is None or not g.same(mean.inputs[0], x):
-                continue
-            axes = keep_dims_axes(g, mean)
-            if axes is None or axes != keep_dims_axes(g, var):
-                continue
-            return [mean, sqd, var, add, rsqrt, *ops], mean, eps, gamma
-    return None
-
-
-def _shift(g: Graph, t: int, mean: Operator, inv: int) -> tuple[list[Operator], int] | None:
-    """-mean * inv [+ beta], as MUL(NEG(mean), inv), NEG(MUL(mean, inv)) or SUB(beta, MUL(mean, inv)):
-    (ops, beta or -1)."""
-    m = mean.outputs[0]
-
-    def neg_times_inv(u: int) -> list[Operator] | None:
-        mul = g.made_by(u, "MUL")
-        if mul is not None:
-            for a, b in operands(mul):
-                neg = g.made_by(a, "NEG")
-                if neg is not None and g.same(neg.inputs[0], m) and g.same(b, inv):
-                    return [neg, mul]
-        neg = g.made_by(u, "NEG")
-        if neg is not None:
-            inner = times_inv(neg.inputs[0])
-            if inner is not None:
-                return [*inner, neg]
-        return None
-
-    def times_inv(u: int) -> list[Operator] | None:
-        mul = g.made_by(u, "MUL")
-        if mul is not None and any(g.same(a, m) and g.same(b, inv) for a, b in operands(mul)):
-            return [mul]
-        return None
-
-    found = neg_times_inv(t)
-    if found is not None:
-        return found, -1
-    add = g.made_by(t, "ADD")
-    if add is not None:
-        for u, beta in operands(add):
-            found = neg_times_inv(u)
-            if found is not None and g.ctx.is_const(beta):
-                return [*found, add], beta
-    sub = g.made_by(t, "SUB")
-    if sub is not None and g.ctx.is_const(sub.inputs[0]):
-        found = times_inv(sub.inputs[1])
-        if found is not None:
-            return [*found, sub], sub.inputs[0]
-    return None
 
 
 def _zero_bias(g: Graph, op: Operator, slot: int) -> bool:
@@ -481,10 +361,6 @@ def _dense_nd(g: Graph, end: Operator) -> Lifted | None:
     return new, chain
 
 
-# Layers whose bias a separate ADD can carry: the bias input's slot.
-BIAS_SLOT = {"FULLY_CONNECTED": 2, "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "Conv1D": 2, "SeparableConv2D": 3}
-
-
 def _bias_add(g: Graph, end: Operator) -> Lifted | None:
     """ADD(a layer with no bias or a zero one, a float constant along its last axis): the layer's
     bias (Keras' Dense on a rank >= 3 input adds its bias apart, after the reshape back; a free-batch
@@ -493,7 +369,7 @@ def _bias_add(g: Graph, end: Operator) -> Lifted | None:
         return None
     for a, b in operands(end):
         layer = g.producer.get(g.ctx.resolve(a))
-        slot = BIAS_SLOT.get(layer.opcode) if layer is not None else None
+        slot = bias_input(layer) if layer is not None else None
         if (
             slot is None
             or len(layer.outputs) != 1
@@ -519,7 +395,7 @@ def _bias_add(g: Graph, end: Operator) -> Lifted | None:
     return None
 
 
-MATCHERS = (_layer_norm, _separable, _embedding, _dense_nd, _bias_add, _softmax_axis, _activation)
+MATCHERS = (_separable, _embedding, _dense_nd, _bias_add, _softmax_axis, _activation)
 
 
 def lift(ctx: ConvertContext, ops: list[Operator], matchers=MATCHERS) -> list[Operator]:

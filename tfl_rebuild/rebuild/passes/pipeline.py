@@ -21,6 +21,7 @@ from tfl_rebuild.rebuild.passes.lift_attention import lift_attention
 from tfl_rebuild.rebuild.passes.lift_batch_norm import lift_batch_norm
 from tfl_rebuild.rebuild.passes.lift_group_norm import lift_group_norm
 from tfl_rebuild.rebuild.passes.lift_input import lift_input
+from tfl_rebuild.rebuild.passes.lift_layer_norm import lift_layer_norm
 from tfl_rebuild.rebuild.passes.lift_rnn import lift_rnn
 from tfl_rebuild.rebuild.passes.lift_unit_norm import lift_unit_norm
 from tfl_rebuild.rebuild.passes.quantize import rounds
@@ -45,7 +46,8 @@ PIPELINE: list[Pass] = [
     lift_unit_norm,  # UnitNormalization
     lift_input,  # after folding: Rescaling / Normalization of a model input (constants per channel)
     lift_rnn,  # after folding: LSTM / GRU / SimpleRNN from WHILE loops (loop inputs are constants)
-    lift,  # LayerNormalization, SeparableConv2D, Embedding, activation= (after the 1-D regions)
+    lift_layer_norm,  # LayerNormalization
+    lift,  # SeparableConv2D, Embedding, Dense on rank >= 3, biases, Softmax(axis), activation=
     fuse_silu,
     drop_unit_batch,  # after the fusions: rank-6 regions are judged on the ops that stay
     drop_unused,  # last: ops whose results nothing reads any more (a reshape read only by a folded SHAPE)
