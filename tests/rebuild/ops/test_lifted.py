@@ -520,3 +520,16 @@ def test_hybrid_kernels_stay_faithful(tfl, case):
         op, lifted = "BATCH_MATMUL", "MultiHeadAttention("
     tfl.check(_dynamic_range(tfl, model), op)
     assert lifted not in _source(tfl)
+
+
+def test_dense_reads_the_reshape_layer_the_converter_skipped(tfl):
+    """Reshape((16, 4)) then Dense: the converter reshapes the conv's [B, 4, 4, 4] straight to the
+    Dense's [16, 4] rows; the Dense reads the Reshape layer the model computes anyway (not a pair of
+    BatchReshape layers)."""
+    x = keras.Input((4, 4, 3))
+    h = keras.layers.Conv2D(4, 1, kernel_initializer=W, bias_initializer=B)(x)
+    seq = keras.layers.Reshape((16, 4))(h)
+    w = keras.layers.Dense(1, kernel_initializer=W, bias_initializer=B)(seq)
+    tfl.check(tfl.keras(keras.Model(x, keras.layers.Multiply()([seq, w]))), "FULLY_CONNECTED")
+    source = _source(tfl)
+    assert "BatchReshape" not in source and "keras.layers.Reshape(" in source, source

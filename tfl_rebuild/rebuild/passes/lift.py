@@ -321,9 +321,10 @@ def _keras_activation(op: Operator | None) -> str | None:
 
 
 def _dense_nd(g: Graph, end: Operator) -> Lifted | None:
-    """RESHAPE(FULLY_CONNECTED(RESHAPE(x, [rows, C])), [*lead, units]) with x [*lead, C]: Dense on x.
-    An activation op between the FULLY_CONNECTED and the last RESHAPE (Keras' Dense(activation=)
-    on a 4D input) is the Dense's activation: rowwise it computes the same."""
+    """RESHAPE(FULLY_CONNECTED(RESHAPE(x, [rows, C])), [*lead, units]) with x [*lead, C] (or a
+    reshape of x to that shape the model computes too): Dense on x. An activation op between the
+    FULLY_CONNECTED and the last RESHAPE (Keras' Dense(activation=) on a 4D input) is the Dense's
+    activation: rowwise it computes the same."""
     if end.opcode != "RESHAPE" or not end.inputs:
         return None
     fc = g.producer.get(g.ctx.resolve(end.inputs[0]))
@@ -345,8 +346,9 @@ def _dense_nd(g: Graph, end: Operator) -> Lifted | None:
     if start is None or not start.inputs or g.ctx.is_const(start.inputs[0]):
         return None
     x, chain = start.inputs[0], [start, fc, *([act] if act else []), end]
-    shape_x, flat = tuple(g.ctx.shape(x)), tuple(g.ctx.shape(start.outputs[0]))
     units = np.shape(g.ctx.const(fc.inputs[1]))[0]
+    x = _as_rows_of(g, x, tuple(g.ctx.shape(end.outputs[0]))[:-1], end)
+    shape_x, flat = tuple(g.ctx.shape(x)), tuple(g.ctx.shape(start.outputs[0]))
     if (
         len(shape_x) < 3
         or flat != (int(np.prod(shape_x[:-1])), shape_x[-1])
@@ -359,6 +361,25 @@ def _dense_nd(g: Graph, end: Operator) -> Lifted | None:
         options["keras_activation"] = name
     new = dataclasses.replace(fc, inputs=(x, *fc.inputs[1:]), outputs=end.outputs, options=options)
     return new, chain
+
+
+def _as_rows_of(g: Graph, x: int, lead: tuple[int, ...], before: Operator) -> int:
+    """`x`, or the reshape of it to [*lead, C] that the model computes anyway, ahead of `before`: the
+    converter reshapes a Reshape layer's input straight to the Dense's rows ([1, 8, 8, 16] ->
+    [64, 16] for Reshape((64, 16)) then Dense), and the Dense reads that layer's output."""
+    shape = tuple(g.ctx.shape(x))
+    if shape[:-1] == lead:
+        return x
+    order = {id(op): k for k, op in enumerate(g.ops)}
+    for op in g.readers.get(g.ctx.resolve(x), []):
+        if (
+            op.opcode in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
+            and len(op.outputs) == 1
+            and tuple(g.ctx.shape(op.outputs[0])) == (*lead, shape[-1])
+            and order.get(id(op), len(order)) < order.get(id(before), -1)
+        ):
+            return op.outputs[0]
+    return x
 
 
 def _bias_add(g: Graph, end: Operator) -> Lifted | None:
