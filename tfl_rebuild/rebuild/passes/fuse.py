@@ -2,7 +2,8 @@
 
 - SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how TensorFlow writes
   dilated convolutions when the batch is free) becomes one convolution with a dilation rate; for a
-  Conv1D the conv sits between a view [B, 1, L, C] and a squeeze, which stay (passes.lift_1d).
+  Conv1D (the conv between a view [B, 1, L, C] and a squeeze, and a causal PAD before) one lifted
+  Conv1D op, as passes.lift_1d makes of an undilated one.
 - LOGISTIC then MUL by the same input (SiLU as onnx2tf and Keras' swish write it) becomes one
   LOGISTIC with option "silu": one Activation("silu") layer instead of two.
 """
