@@ -9,6 +9,7 @@ process that ran TFLite is gone with its temp dir, and that no temp file is left
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -252,18 +253,26 @@ def big_weights_model() -> bytes:
 
 @pytest.mark.slow
 def test_sigterm_while_writing_leaves_no_temp_files(tmp_path):
-    """SIGTERM while `keras` writes its files (its hidden .tmp files exist): they go, nothing half-written stays."""
+    """SIGTERM while `keras` writes its files (its hidden .tmp files exist): they go, nothing half-written stays.
+
+    The signal is sent once a temp file is seen; a write that ends before it lands (a full suite on
+    2 cores once saw exit 0) is no test of the stop, so that run is made again, up to 3 times."""
     model = tmp_path / "big.tflite"
     model.write_bytes(big_weights_model())
     out = tmp_path / "out"
-    proc = start("keras", str(model), "-o", str(out), "--no-verify", cwd=tmp_path)
-    try:
-        hidden = lambda: out.is_dir() and any(p.name.startswith(".") for p in out.iterdir())  # noqa: E731
-        assert wait_for(hidden, 120), "no temp file seen while writing"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    for _ in range(3):
+        if out.exists():
+            shutil.rmtree(out)
+        proc = start("keras", str(model), "-o", str(out), "--no-verify", cwd=tmp_path)
+        try:
+            hidden = lambda: out.is_dir() and any(p.name.startswith(".") for p in out.iterdir())  # noqa: E731
+            assert wait_for(hidden, 120), "no temp file seen while writing"
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        if proc.returncode != 0:
+            break
     assert proc.returncode == 143, err
     assert err.splitlines()[-1:] == ["terminated"], err
     assert not out.exists()  # its files went, and so did the folder it had made for them
