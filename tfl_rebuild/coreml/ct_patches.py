@@ -144,15 +144,20 @@ def tf_gather_bool() -> None:
 # --- graph passes and op definitions ------------------------------------------------------------
 
 
+def _control_flow_rewrite():
+    """coremltools' TF2 control-flow rewrite pass, the module (its package re-exports a function of
+    the same name)."""
+    return importlib.import_module(
+        "coremltools.converters.mil.frontend.tensorflow2.tf_graph_pass.rewrite_control_flow_functions"
+    )
+
+
 @patch(
     "TF2 rewrite_control_flow_functions names every get_tuple of a While / If output after the output, "
     "so a second consumer replaces the first: 'Graph is not a DAG!'; we number repeated names"
 )
 def control_flow_unique_get_tuple() -> None:
-    # the module (the package re-exports a function of the same name)
-    rewrite = importlib.import_module(
-        "coremltools.converters.mil.frontend.tensorflow2.tf_graph_pass.rewrite_control_flow_functions"
-    )
+    rewrite = _control_flow_rewrite()
     original = getattr(rewrite, "_insert_get_tuple", None)
     if original is None:
         return
@@ -177,9 +182,7 @@ def control_flow_while_outputs() -> None:
     import graphlib
     from types import SimpleNamespace
 
-    rewrite = importlib.import_module(
-        "coremltools.converters.mil.frontend.tensorflow2.tf_graph_pass.rewrite_control_flow_functions"
-    )
+    rewrite = _control_flow_rewrite()
     from coremltools.converters.mil.frontend.tensorflow.parsed_tf_node import ParsedTFNode
 
     original = getattr(rewrite, "_rewrite_while_loop_functions", None)

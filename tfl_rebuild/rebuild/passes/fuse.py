@@ -20,18 +20,21 @@ from tfl_rebuild.tflite.ir import Operator
 DILATABLE = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 
-def _dilated_padding(ctx: ConvertContext, s2b: Operator, conv: Operator, b2s: Operator) -> str | None:
-    """Padding "same" or "valid" when the three ops equal one dilated convolution with that padding."""
-    x, out = s2b.inputs[0], b2s.outputs[0]
-    if ctx.rank(x) != 4 or not all(
+def _dilated_padding(
+    ctx: ConvertContext, s2b: Operator, conv: Operator, b2s: Operator, kernel: list[int]
+) -> str | None:
+    """Padding "same" or "valid" when the three ops equal one dilated convolution with that padding
+    (`kernel`: its extent along each spatial axis of the SPACE_TO_BATCH_ND input, two or one)."""
+    x, out, n = s2b.inputs[0], b2s.outputs[0], len(kernel)
+    if ctx.rank(x) != n + 2 or not all(
         ctx.is_const(i) for i in (s2b.inputs[1], s2b.inputs[2], b2s.inputs[1], b2s.inputs[2])
     ):
         return None
     block = np.asarray(ctx.const(s2b.inputs[1])).reshape(-1).tolist()
-    if block != np.asarray(ctx.const(b2s.inputs[1])).reshape(-1).tolist() or len(block) != 2:
+    if block != np.asarray(ctx.const(b2s.inputs[1])).reshape(-1).tolist() or len(block) != n:
         return None
-    pads = np.asarray(ctx.const(s2b.inputs[2])).reshape(2, 2)
-    crops = np.asarray(ctx.const(b2s.inputs[2])).reshape(2, 2)
+    pads = np.asarray(ctx.const(s2b.inputs[2])).reshape(n, 2)
+    crops = np.asarray(ctx.const(b2s.inputs[2])).reshape(n, 2)
     o = conv.options
     if (
         o.get("padding") != "VALID"
@@ -42,9 +45,8 @@ def _dilated_padding(ctx: ConvertContext, s2b: Operator, conv: Operator, b2s: Op
         or not ctx.is_const(conv.inputs[1])
     ):
         return None
-    kernel = ctx.shape(conv.inputs[1])[1:3]
     modes = set()
-    for axis in range(2):
+    for axis in range(n):
         n_in, n_out = ctx.shape(x)[axis + 1], ctx.shape(out)[axis + 1]
         span = block[axis] * (kernel[axis] - 1)  # the dilated kernel's extent, minus one
         shift = int(pads[axis][0]) - int(crops[axis][0])  # how far the output starts before the input
@@ -88,7 +90,7 @@ def fuse_dilated_convs(ctx: ConvertContext, ops: list[Operator]) -> list[Operato
         b2s = only_consumer(conv.outputs[0])
         if b2s is None or b2s.opcode != "BATCH_TO_SPACE_ND" or ctx.resolve(b2s.inputs[0]) != conv.outputs[0]:
             continue
-        padding = _dilated_padding(ctx, s2b, conv, b2s)
+        padding = _dilated_padding(ctx, s2b, conv, b2s, list(ctx.shape(conv.inputs[1])[1:3]))
         if padding is None:
             continue
         block = np.asarray(ctx.const(s2b.inputs[1])).reshape(-1).tolist()
@@ -116,51 +118,34 @@ def _conv_1d(
     conv = only_consumer(view.outputs[0]) if view is not None else None
     squeeze = only_consumer(conv.outputs[0]) if conv is not None else None
     b2s = only_consumer(squeeze.outputs[0]) if squeeze is not None else None
-    consts = (s2b.inputs[1], s2b.inputs[2], b2s.inputs[1], b2s.inputs[2]) if b2s is not None else ()
     if (
         b2s is None
         or view.opcode not in ("EXPAND_DIMS", "RESHAPE")
         or conv.opcode != "CONV_2D"
         or squeeze.opcode not in ("RESHAPE", "SQUEEZE")
         or b2s.opcode != "BATCH_TO_SPACE_ND"
-        or not all(ctx.is_const(i) for i in (*consts, conv.inputs[1]))
+        or not ctx.is_const(conv.inputs[1])
         or any(ctx.tensor(ctx.resolve(t)).quantized for t in (s2b.inputs[0], b2s.outputs[0], conv.inputs[1]))
     ):
         return None
-    x, y = ctx.shape(s2b.inputs[0]), ctx.shape(b2s.outputs[0])
     kernel = ctx.shape(conv.inputs[1])  # [O, 1, K, I]
-    block = np.asarray(ctx.const(s2b.inputs[1])).reshape(-1).tolist()
-    o = conv.options
-    if (
-        len(block) != 1
-        or block != np.asarray(ctx.const(b2s.inputs[1])).reshape(-1).tolist()
-        or len(kernel) != 4
-        or kernel[1] != 1
-        or len(ctx.shape(view.outputs[0])) != 4
-        or ctx.shape(view.outputs[0])[1] != 1
-        or o.get("padding") != "VALID"
-        or any(o.get(k, 1) != 1 for k in ("stride_h", "stride_w", "dilation_h_factor", "dilation_w_factor"))
-    ):
+    view_shape = ctx.shape(view.outputs[0])
+    if len(kernel) != 4 or kernel[1] != 1 or len(view_shape) != 4 or view_shape[1] != 1:
         return None
-    span = block[0] * (kernel[2] - 1)
-    shift = int(np.asarray(ctx.const(s2b.inputs[2])).reshape(-1)[0]) - int(
-        np.asarray(ctx.const(b2s.inputs[2])).reshape(-1)[0]
-    )
-    if shift == span // 2 and y[1] == x[1]:
-        padding = "SAME"
-    elif shift == 0 and y[1] == x[1] - span:
-        padding = "VALID"
-    else:
+    padding = _dilated_padding(ctx, s2b, conv, b2s, [kernel[2]])
+    if padding is None:
         return None
+    dilation = int(np.asarray(ctx.const(s2b.inputs[1])).reshape(-1)[0])
+    span = dilation * (kernel[2] - 1)
     chain, source = [s2b, view, conv, squeeze, b2s], s2b.inputs[0]
-    pad = producer.get(ctx.resolve(s2b.inputs[0])) if padding == "VALID" else None
+    pad = producer.get(ctx.resolve(s2b.inputs[0])) if padding == "valid" else None
     pad = pad if pad is not None and _causal_pad(ctx, pad, s2b, span, only_consumer) else None
     if pad is not None:
         chain, source = [pad, *chain], pad.inputs[0]
     options = {
-        **o,
-        "padding": padding,
-        "dilation_w_factor": block[0],
+        **conv.options,
+        "padding": padding.upper(),
+        "dilation_w_factor": dilation,
         "causal": pad is not None,
         "lifted_from": [op.opcode for op in chain],
     }
