@@ -659,3 +659,23 @@ def test_gather_one_slice_per_row_converts_and_checks(tmp_path):
     assert "BatchGather(" in py.read_text(encoding="utf-8")
     result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float32")), keras_model)
     assert result.report.ok, [(o.name, o.max_rel) for o in result.report.outputs]
+
+
+def test_op_reading_a_tensor_and_its_transpose_converts_and_checks(tmp_path):
+    """concat(v, transpose(v), transpose(x)): coremltools' reduce_transposes moved transpose(v) onto
+    both of the concat's edges from v, so Core ML returned transpose(v) twice (rel 1.96, no error)."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 16, 16, 3), tf.float32)])
+    def f(x):
+        flipped = tf.image.flip_left_right(x)
+        return tf.concat([flipped, tf.image.rot90(x, 1), tf.image.transpose(x)], -1)
+
+    path = tmp_path / "flips.tflite"
+    path.write_bytes(
+        tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    )
+    model, py, weights = write_generated(str(path), str(tmp_path))
+    keras_model = load_module(py).build_model(str(weights))
+    result = cc.check(model, cm.convert(keras_model, model, cm.Options(precision="float32")), keras_model)
+    assert result.report.ok, [(o.name, o.max_rel) for o in result.report.outputs]

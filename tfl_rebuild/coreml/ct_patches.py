@@ -229,6 +229,50 @@ def control_flow_while_outputs() -> None:
 
 
 @patch(
+    "reduce_transposes, moving transpose(v) down to an op that also reads v itself (concat(v, "
+    "transpose(v))), transposes every edge of that op from v: it read transpose(v) twice (a wrong "
+    "result, no error); each such direct edge reads an identity of v while the pass runs"
+)
+def reduce_transposes_shared_input() -> None:
+    from coremltools.converters.mil.mil import Builder as mb
+    from coremltools.converters.mil.mil.passes.defs.optimize_repeat_ops import reduce_transposes
+
+    from tfl_rebuild.coreml.mil_eval.core import input_vars
+
+    original = reduce_transposes._reduce_transposes_block
+
+    def split_edges(block) -> list:
+        added = []
+        for op in list(block.operations):
+            if op.op_type != "transpose":
+                continue
+            v = op.inputs["x"]
+            for reader in {r for r in op.outputs[0].child_ops if v in input_vars(r)}:
+                with block:
+                    edge = mb.identity(x=v, before_op=reader, name=f"{reader.name}_reads_{v.name}")
+                block.replace_uses_of_var_after_op(
+                    anchor_op=edge.op, end_op=reader, old_var=v, new_var=edge, no_check_var_types=True
+                )
+                added.append(edge.op)
+        return added
+
+    def reduce_transposes_block(block):
+        added = split_edges(block)
+        try:
+            original(block)
+        finally:
+            for op in added:  # the pass is done: the identities go, as if never there
+                if op.enclosing_block is None or op.outputs[0] in block.outputs:
+                    continue
+                block.replace_uses_of_var_after_op(
+                    anchor_op=op, old_var=op.outputs[0], new_var=op.inputs["x"], no_check_var_types=True
+                )
+                block.remove_ops([op])
+
+    reduce_transposes._reduce_transposes_block = staticmethod(reduce_transposes_block)
+
+
+@patch(
     "slice_by_size's constant folding takes size 0 as 'to the end' (MIL reserves -1 for that), so "
     "x[b:b + 0] folds to the rest of x; we fold an empty slice"
 )

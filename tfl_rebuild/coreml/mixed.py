@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from tfl_rebuild.coreml.mil_eval.core import input_vars
 from tfl_rebuild.coreml.precision import fp16_share
 
 FP16_MAX = 65504.0
@@ -70,11 +71,6 @@ def _round16(value):
     if isinstance(value, list):
         return [_round16(v) for v in value]
     return value
-
-
-def _input_vars(operation):
-    for var in operation.inputs.values():
-        yield from var if isinstance(var, (list, tuple)) else (var,)
 
 
 def _measure(risk: OpRisk, ref, got) -> None:
@@ -123,7 +119,7 @@ def _in_float16(operation, env) -> tuple | None:
     from tfl_rebuild.coreml.mil_eval import OPS, Args
 
     rounded = {}
-    for var in _input_vars(operation):
+    for var in input_vars(operation):
         value = env[var.name] if var.name in env else var.val
         rounded[var.name] = _round16(np.asarray(value, np.float32)) if _is_float(value) else value
     try:

@@ -87,6 +87,12 @@ def _walk(block):
             yield from _walk(inner)
 
 
+def input_vars(operation):
+    """Every Var an op reads, list inputs (concat's values) flattened."""
+    for var in operation.inputs.values():
+        yield from var if isinstance(var, (list, tuple)) else (var,)
+
+
 def _function(program, name: str = "main"):
     return program.functions[name] if hasattr(program, "functions") else program
 
@@ -233,9 +239,8 @@ def _last_uses(ops, keep: set[str]) -> dict[int, list[str]]:
     last: dict[str, int] = {}
     for i, operation in enumerate(ops):
         for inner in (operation, *(o for b in operation.blocks for o in _walk(b))):
-            for var in inner.inputs.values():
-                for v in var if isinstance(var, (list, tuple)) else (var,):
-                    last[v.name] = i  # a value read inside a nested block lives until its op is done
+            for v in input_vars(inner):
+                last[v.name] = i  # a value read inside a nested block lives until its op is done
         for block in operation.blocks:
             for v in block.outputs:
                 last[v.name] = i
