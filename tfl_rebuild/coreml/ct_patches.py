@@ -91,21 +91,39 @@ def tf_reciprocal_exact() -> None:
 
 
 @patch(
-    "TF Cast refuses a bool destination ('Provided destination type bool not supported') though MIL's "
-    "cast takes bool (a TFLite CAST to bool: BERT's attention mask)"
+    "TF Cast refuses bool and narrow integer destinations ('Provided destination type uint8 not "
+    "supported') though MIL's cast takes bool (BERT's attention mask) and int32 holds every narrow "
+    "integer (a uint8 mask output); a narrow one is cast to int32 and wrapped to its range, as C's cast"
 )
-def tf_cast_to_bool() -> None:
+def tf_cast_to_bool_and_narrow_ints() -> None:
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.frontend.tensorflow.ops import Cast as cast_numeric
     from coremltools.converters.mil.mil import types
 
     _, register_tf_op = _tf_registry()
+    narrow = {
+        types.int8: (8, True),
+        types.uint8: (8, False),
+        types.int16: (16, True),
+        types.uint16: (16, False),
+    }
 
     @register_tf_op(override=True)
     def Cast(context, node):  # noqa: N802
-        if node.attr["DstT"] != types.bool:
-            return cast_numeric(context, node)
-        context.add(node.name, mb.cast(x=context[node.inputs[0]], dtype="bool", name=node.name))
+        to, x = node.attr["DstT"], context[node.inputs[0]]
+        if to == types.bool:
+            context.add(node.name, mb.cast(x=x, dtype="bool", name=node.name))
+        elif to in narrow:
+            bits, signed = narrow[to]
+            wide = mb.cast(x=x, dtype="int32", name=f"{node.name}_int32")
+            if signed:  # ((v + 2^(b-1)) mod 2^b) - 2^(b-1)
+                shifted = mb.add(x=wide, y=np.int32(1 << (bits - 1)), name=f"{node.name}_shifted")
+                wrapped = mb.mod(x=shifted, y=np.int32(1 << bits), name=f"{node.name}_wrapped")
+                context.add(node.name, mb.sub(x=wrapped, y=np.int32(1 << (bits - 1)), name=node.name))
+            else:
+                context.add(node.name, mb.mod(x=wide, y=np.int32(1 << bits), name=node.name))
+        else:
+            cast_numeric(context, node)
 
 
 @patch(

@@ -122,6 +122,14 @@ def test_cast_to_bool_converts_to_core_ml(tfl, src):
     tfl.core_ml(tfl.function(fn, X), "CAST")
 
 
+@pytest.mark.parametrize("dst", [tf.uint8, tf.int8, tf.int16], ids=["uint8", "int8", "int16"])
+def test_cast_to_narrow_int_converts_to_core_ml(tfl, dst):
+    """coremltools' TF Cast refused uint8 / int8 / int16 destinations (a uint8 mask output). Core ML
+    holds them in int32, wrapped to the type's range as TFLite's cast wraps (300 -> int8 44): x * 1e5
+    is far outside every range, so most values wrap."""
+    tfl.core_ml(tfl.function(lambda x: tf.cast(tf.cast(x * 1e5, tf.int32), dst), X), "CAST")
+
+
 @pytest.mark.parametrize("out_type", [tf.int32, tf.int64], ids=["int32", "int64"])
 def test_shape(tfl, out_type):
     # A static shape folds away; a dynamic batch keeps SHAPE. Its value never depends on the data.
