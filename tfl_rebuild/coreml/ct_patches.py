@@ -93,7 +93,8 @@ def tf_reciprocal_exact() -> None:
 @patch(
     "TF Cast refuses bool and narrow integer destinations ('Provided destination type uint8 not "
     "supported') though MIL's cast takes bool (BERT's attention mask) and int32 holds every narrow "
-    "integer (a uint8 mask output); a narrow one is cast to int32 and wrapped to its range, as C's cast"
+    "integer (a uint8 mask output); a narrow one is cast to int32, then saturated from a float and "
+    "wrapped from an int, as TFLite's CAST does"
 )
 def tf_cast_to_bool_and_narrow_ints() -> None:
     from coremltools.converters.mil import Builder as mb
@@ -101,29 +102,26 @@ def tf_cast_to_bool_and_narrow_ints() -> None:
     from coremltools.converters.mil.mil import types
 
     _, register_tf_op = _tf_registry()
-    narrow = {
-        types.int8: (8, True),
-        types.uint8: (8, False),
-        types.int16: (16, True),
-        types.uint16: (16, False),
-    }
+    narrow = {types.int8: np.int8, types.uint8: np.uint8, types.int16: np.int16, types.uint16: np.uint16}
 
     @register_tf_op(override=True)
     def Cast(context, node):  # noqa: N802
         to, x = node.attr["DstT"], context[node.inputs[0]]
         if to == types.bool:
             context.add(node.name, mb.cast(x=x, dtype="bool", name=node.name))
-        elif to in narrow:
-            bits, signed = narrow[to]
-            wide = mb.cast(x=x, dtype="int32", name=f"{node.name}_int32")
-            if signed:  # ((v + 2^(b-1)) mod 2^b) - 2^(b-1)
-                shifted = mb.add(x=wide, y=np.int32(1 << (bits - 1)), name=f"{node.name}_shifted")
-                wrapped = mb.mod(x=shifted, y=np.int32(1 << bits), name=f"{node.name}_wrapped")
-                context.add(node.name, mb.sub(x=wrapped, y=np.int32(1 << (bits - 1)), name=node.name))
-            else:
-                context.add(node.name, mb.mod(x=wide, y=np.int32(1 << bits), name=node.name))
-        else:
-            cast_numeric(context, node)
+            return
+        if to not in narrow:
+            return cast_numeric(context, node)
+        info, name = np.iinfo(narrow[to]), node.name
+        wide = mb.cast(x=x, dtype="int32", name=f"{name}_int32")
+        if types.is_float(x.dtype):  # saturate (in int32: float16 would round the bounds)
+            low = mb.maximum(x=wide, y=np.int32(info.min), name=f"{name}_low")
+            context.add(name, mb.minimum(x=low, y=np.int32(info.max), name=name))
+        else:  # wrap: ((v - min) mod 2^bits) + min
+            span = np.int32(int(info.max) - int(info.min) + 1)
+            shifted = mb.sub(x=wide, y=np.int32(info.min), name=f"{name}_shifted")
+            wrapped = mb.mod(x=shifted, y=span, name=f"{name}_wrapped")
+            context.add(name, mb.add(x=wrapped, y=np.int32(info.min), name=name))
 
 
 @patch(

@@ -123,11 +123,15 @@ def test_cast_to_bool_converts_to_core_ml(tfl, src):
 
 
 @pytest.mark.parametrize("dst", [tf.uint8, tf.int8, tf.int16], ids=["uint8", "int8", "int16"])
-def test_cast_to_narrow_int_converts_to_core_ml(tfl, dst):
-    """coremltools' TF Cast refused uint8 / int8 / int16 destinations (a uint8 mask output). Core ML
-    holds them in int32, wrapped to the type's range as TFLite's cast wraps (300 -> int8 44): x * 1e5
-    is far outside every range, so most values wrap."""
-    tfl.core_ml(tfl.function(lambda x: tf.cast(tf.cast(x * 1e5, tf.int32), dst), X), "CAST")
+@pytest.mark.parametrize("src", [tf.float32, tf.int32], ids=["float32", "int32"])
+def test_cast_to_narrow_int(tfl, src, dst):
+    """TFLite's CAST saturates a float at the type's range (300.0 -> uint8 255) where keras.ops.cast
+    wraps (44), and wraps an int (300 -> 44). coremltools' TF Cast refused these destinations (a uint8
+    mask output); Core ML holds them in int32, saturated or wrapped. x * 1e5 is far outside every
+    range, so most values saturate or wrap. From float, Core ML runs in float16, which rounds the
+    Keras clip's bounds (255.99998 -> 256): Core ML saturates again in int32."""
+    precision = "float16" if src == tf.float32 else "float32"  # x * 1e5 in float16 would overflow
+    tfl.core_ml(tfl.function(lambda x: tf.cast(tf.cast(x * 1e5, src), dst), X), "CAST", precision)
 
 
 @pytest.mark.parametrize("out_type", [tf.int32, tf.int64], ids=["int32", "int64"])
