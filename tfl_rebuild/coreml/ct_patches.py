@@ -263,7 +263,8 @@ def reduce_transposes_shared_input() -> None:
             if op.op_type != "transpose":
                 continue
             v = op.inputs["x"]
-            for reader in {r for r in op.outputs[0].child_ops if v in input_vars(r)}:
+            readers = dict.fromkeys(r for r in op.outputs[0].child_ops if v in input_vars(r))
+            for reader in readers:  # in program order, once each
                 with block:
                     edge = mb.identity(x=v, before_op=reader, name=f"{reader.name}_reads_{v.name}")
                 block.replace_uses_of_var_after_op(
