@@ -71,14 +71,7 @@ class Graph:
     def made_by(self, t: int, *opcodes: str) -> Operator | None:
         """The op producing `t` when it is one of `opcodes` with one output and no fused activation."""
         op = self.producer.get(self.ctx.resolve(t))
-        if (
-            op is None
-            or op.opcode not in opcodes
-            or len(op.outputs) != 1
-            or op.options.get("fused_activation_function", "NONE") != "NONE"
-        ):
-            return None
-        return op
+        return op if op is not None and plain(op, *opcodes) else None
 
     def same(self, a: int, b: int) -> bool:
         return self.ctx.resolve(a) == self.ctx.resolve(b)
@@ -144,6 +137,15 @@ def lifted_op(
         options={**options, "lifted_from": [c.opcode for c in sorted(chain, key=lambda c: c.index)]},
     )
     return op, chain
+
+
+def plain(op: Operator, *opcodes: str) -> bool:
+    """`op` is one of `opcodes`, with one output and no fused activation."""
+    return (
+        op.opcode in opcodes
+        and len(op.outputs) == 1
+        and op.options.get("fused_activation_function", "NONE") == "NONE"
+    )
 
 
 def operands(op: Operator) -> list[tuple[int, int]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.registry import ConvertContext
-from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, keep_dims_axes, lift, lifted_op, operands
+from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, keep_dims_axes, lift, lifted_op, operands, plain
 from tfl_rebuild.tflite.ir import Operator
 
 
@@ -26,11 +26,7 @@ def _param(g: Graph, t: int, shape: tuple[int, ...]) -> bool:
 
 
 def _layer_norm(g: Graph, end: Operator) -> Lifted | None:
-    if (
-        end.opcode != "ADD"
-        or len(end.inputs) != 2
-        or end.options.get("fused_activation_function", "NONE") != "NONE"
-    ):
+    if not plain(end, "ADD") or len(end.inputs) != 2:
         return None
     for scaled_t, res_t in operands(end):
         scaled = g.made_by(scaled_t, "MUL")

@@ -24,7 +24,7 @@ import numpy as np
 
 from tfl_rebuild.rebuild.ops import step_eval
 from tfl_rebuild.rebuild.ops.registry import ConvertContext, Trait, has_trait
-from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, lift, lifted_op
+from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, lift, lifted_op, plain
 from tfl_rebuild.tflite.ir import Operator, Subgraph
 
 F32 = np.float32
@@ -426,10 +426,8 @@ def _bidirectional(g: Graph, end: Operator) -> Lifted | None:
     """CONCATENATION on the last axis of a forward and a go_backwards lifted layer of one class on
     one input (the backward one's steps put back in input order when it returns sequences)."""
     if (
-        end.opcode not in step_eval.CONCAT_OPS
+        not plain(end, *step_eval.CONCAT_OPS)
         or len(end.inputs) != 2
-        or len(end.outputs) != 1
-        or end.options.get("fused_activation_function", "NONE") != "NONE"
         or int(end.options.get("axis", 0)) % max(g.ctx.rank(end.outputs[0]), 1)
         != g.ctx.rank(end.outputs[0]) - 1
     ):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfl_rebuild.rebuild.ops.registry import ConvertContext
-from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, keep_dims_axes, lift, lifted_op, operands
+from tfl_rebuild.rebuild.passes.lift import Graph, Lifted, keep_dims_axes, lift, lifted_op, operands, plain
 from tfl_rebuild.tflite.ir import Operator
 
 UNIT_NORM_EPSILON = 1e-12  # keras.layers.UnitNormalization: x * rsqrt(max(sum x^2, eps^2)), eps 1e-12
@@ -42,11 +42,7 @@ def _inv_norm(g: Graph, t: int) -> tuple[list[Operator], Operator] | None:
 
 def _unit_norm(g: Graph, end: Operator) -> Lifted | None:
     """MUL(x, 1 / max(norm, 1e-12)) with norm^2 = SUM(SQUARE(x), axes): Keras' UnitNormalization."""
-    if (
-        end.opcode != "MUL"
-        or len(end.inputs) != 2
-        or end.options.get("fused_activation_function", "NONE") != "NONE"
-    ):
+    if not plain(end, "MUL") or len(end.inputs) != 2:
         return None
     for x, inv in operands(end):
         found = _inv_norm(g, inv)
